@@ -68,4 +68,3 @@ func TestOpenURIErrors(t *testing.T) {
 		b.Close()
 	}
 }
-
