@@ -1,0 +1,211 @@
+// Package mpath is the core of mpathfs's Pluggable Storage Architecture:
+// devices, paths (runtime name, state, counters), the multipathing plugin
+// (MPP) interface and its registry, claim rules, path events and the error
+// taxonomy. It knows nothing of FUSE or of concrete plugins.
+package mpath
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Identity is what makes two paths lead to the same store.
+type Identity struct {
+	WWID   string `json:"wwid,omitempty"`
+	Vendor string `json:"vendor,omitempty"`
+	Model  string `json:"model,omitempty"`
+	Serial string `json:"serial,omitempty"`
+}
+
+// Device is a multipath device as its MPP serves it: the store's I/O
+// interface plus administration. *nmp.Device is the NMP's.
+type Device interface {
+	Name() string
+	Size() int64
+	Identity() Identity
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	WriteAt(ctx context.Context, p []byte, off int64) (int, error)
+	Flush(ctx context.Context) error
+	Discard(ctx context.Context, off, length int64) error
+	WriteZeroes(ctx context.Context, off, length int64) error
+	Paths() []*Path
+	Status() DeviceStatus
+	Close() error
+}
+
+// DeviceStatus is a device's topology, as `mpathfs status --json` prints it.
+type DeviceStatus struct {
+	Name       string       `json:"name"`
+	Size       int64        `json:"size"`
+	WWID       string       `json:"wwid,omitempty"`
+	Vendor     string       `json:"vendor,omitempty"`
+	Model      string       `json:"model,omitempty"`
+	MPP        string       `json:"mpp"`
+	SATP       string       `json:"satp"`
+	SATPConfig string       `json:"satp_config"`
+	PSP        string       `json:"psp"`
+	PSPConfig  string       `json:"psp_config"`
+	APD        bool         `json:"apd"`
+	APDSince   *time.Time   `json:"apd_since,omitempty"`
+	Options    DeviceOpts   `json:"options"`
+	Paths      []PathStatus `json:"paths"`
+	Failovers  uint64       `json:"failovers"`
+	APDEntries uint64       `json:"apd_entries"`
+	QueueDepth int64        `json:"queue_depth"`
+}
+
+// DeviceOpts are the engine's timing knobs, as status prints them.
+type DeviceOpts struct {
+	IOTimeout     string `json:"io_timeout"`
+	APDTimeout    string `json:"apd_timeout"`
+	CheckInterval string `json:"check_interval"`
+	FlapThreshold int    `json:"flap_threshold"`
+	FlapWindow    string `json:"flap_window"`
+	HoldDown      string `json:"hold_down"`
+}
+
+// Event is a change worth telling: a path changed state, a device entered
+// or left All-Paths-Down, a policy changed, a fault was injected.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed
+	Device string    `json:"device"`
+	Path   string    `json:"path,omitempty"`
+	From   string    `json:"from,omitempty"`
+	To     string    `json:"to,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Events fans events out to subscribers. A slow subscriber loses events
+// rather than stalling I/O; each subscription counts what it lost.
+type Events struct {
+	mu   sync.Mutex
+	subs map[*Subscription]struct{}
+}
+
+// Subscription receives events on C until Close.
+type Subscription struct {
+	C       chan Event
+	e       *Events
+	dropped uint64
+}
+
+// Subscribe returns a subscription with a buffer of n events.
+func (e *Events) Subscribe(n int) *Subscription {
+	s := &Subscription{C: make(chan Event, n), e: e}
+	e.mu.Lock()
+	if e.subs == nil {
+		e.subs = map[*Subscription]struct{}{}
+	}
+	e.subs[s] = struct{}{}
+	e.mu.Unlock()
+	return s
+}
+
+// Close ends the subscription; C is closed.
+func (s *Subscription) Close() {
+	s.e.mu.Lock()
+	if _, ok := s.e.subs[s]; ok {
+		delete(s.e.subs, s)
+		close(s.C)
+	}
+	s.e.mu.Unlock()
+}
+
+// Dropped is how many events the subscriber lost.
+func (s *Subscription) Dropped() uint64 {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	return s.dropped
+}
+
+// Publish sends an event to every subscriber without blocking.
+func (e *Events) Publish(ev Event) {
+	e.mu.Lock()
+	for s := range e.subs {
+		select {
+		case s.C <- ev:
+		default:
+			s.dropped++
+		}
+	}
+	e.mu.Unlock()
+}
+
+// MPP is a multipathing plugin: it takes the paths claim rules gave it and
+// serves them as devices.
+type MPP interface {
+	Name() string
+	// NewDevice claims the paths and returns the device they form.
+	NewDevice(cfg DeviceConfig, paths []*Path, events *Events) (Device, error)
+}
+
+// DeviceConfig is what a device is made from, independent of the plugin.
+type DeviceConfig struct {
+	Name     string
+	Identity Identity
+	// Plugin options, as name=value (SATP, PSP and their options, timing).
+	SATP        string
+	SATPOptions map[string]string
+	PSP         string
+	PSPOptions  map[string]string
+	// Timing; zero means the plugin's default.
+	IOTimeout     time.Duration
+	APDTimeout    time.Duration
+	CheckInterval time.Duration
+	ProbeTimeout  time.Duration
+	FlapThreshold int
+	FlapWindow    time.Duration
+	HoldDown      time.Duration
+	MaxRetries    int
+}
+
+var mpps struct {
+	sync.Mutex
+	m map[string]MPP
+}
+
+// RegisterMPP makes a plugin available by name. It panics on nil or a duplicate.
+func RegisterMPP(p MPP) {
+	mpps.Lock()
+	defer mpps.Unlock()
+	if p == nil {
+		panic("mpath: RegisterMPP of nil")
+	}
+	if mpps.m == nil {
+		mpps.m = map[string]MPP{}
+	}
+	if _, dup := mpps.m[p.Name()]; dup {
+		panic("mpath: RegisterMPP called twice for " + p.Name())
+	}
+	mpps.m[p.Name()] = p
+}
+
+// LookupMPP returns a registered plugin.
+func LookupMPP(name string) (MPP, error) {
+	mpps.Lock()
+	defer mpps.Unlock()
+	if p, ok := mpps.m[name]; ok {
+		return p, nil
+	}
+	return nil, fmt.Errorf("unknown multipathing plugin %q (known: %v)", name, mppNamesLocked())
+}
+
+// MPPNames lists the registered plugins, sorted.
+func MPPNames() []string {
+	mpps.Lock()
+	defer mpps.Unlock()
+	return mppNamesLocked()
+}
+
+func mppNamesLocked() []string {
+	out := make([]string, 0, len(mpps.m))
+	for n := range mpps.m {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,185 @@
+package nmp
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/mpath"
+)
+
+// checker probes paths at the check interval: it reinstates dead and
+// standby paths that pass (unless damping holds them down) and fails
+// active paths that do not, before I/O hits them.
+func (d *Device) checker() {
+	defer d.wg.Done()
+	t := time.NewTicker(d.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+			d.CheckNow()
+		}
+	}
+}
+
+// probe runs one health check on a path.
+func (d *Device) probe(p *mpath.Path) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ProbeTimeout)
+	defer cancel()
+	go func() { // the checker must not wait past a device close
+		select {
+		case <-d.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if pr, ok := backends.As[backends.Prober](p.Backend); ok && backends.Can(p.Backend, backends.CapProbe) {
+		return pr.Probe(ctx)
+	}
+	var buf [512]byte
+	_, err := p.Backend.ReadAt(ctx, buf[:], 0)
+	return err
+}
+
+// CheckNow runs one round of the path checker.
+func (d *Device) CheckNow() {
+	paths := d.Paths()
+	type result struct {
+		p   *mpath.Path
+		err error
+	}
+	results := make([]result, 0, len(paths))
+	for _, p := range paths {
+		if p.AdminOff() || p.PDL() {
+			continue
+		}
+		results = append(results, result{p, d.probe(p)})
+	}
+	now := time.Now()
+	d.mu.Lock()
+	if d.mu.closed {
+		d.mu.Unlock()
+		return
+	}
+	changed := false
+	for _, r := range results {
+		p := r.p
+		if p.AdminOff() {
+			continue
+		}
+		want, reason := d.satp.Checked(p, r.err)
+		cur := p.State()
+		if want == cur {
+			continue
+		}
+		switch want {
+		case mpath.StateActive:
+			if d.heldDownLocked(p, now) {
+				if f := d.mu.flap[p]; f != nil && !f.heldNoted {
+					f.heldNoted = true
+					d.events.Publish(mpath.Event{Time: now, Kind: "path-held-down", Device: d.name, Path: p.Name,
+						Reason: fmt.Sprintf("probe passes but the path flapped: held out until %s", f.holdUntil.Format(time.RFC3339Nano))})
+				}
+				continue
+			}
+			d.setStateLocked(p, want, reason, now)
+			changed = true
+		case mpath.StateDead:
+			d.setStateLocked(p, want, reason, now)
+			if cur == mpath.StateActive {
+				d.noteFailureLocked(p, now)
+			}
+			changed = true
+		default:
+			d.setStateLocked(p, want, reason, now)
+			changed = true
+		}
+	}
+	if changed {
+		d.rebuildLocked(now)
+	}
+	d.mu.Unlock()
+	if _, ok := d.satp.(Updater); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ProbeTimeout)
+		d.update(ctx)
+		cancel()
+	}
+}
+
+// update asks an Updater SATP to re-inquire path states and applies them.
+func (d *Device) update(ctx context.Context) {
+	u, ok := d.satp.(Updater)
+	if !ok {
+		return
+	}
+	changes, err := u.Update(ctx, d.Paths())
+	if err != nil && len(changes) == 0 {
+		return
+	}
+	d.applyChanges(changes)
+}
+
+// applyChanges applies SATP-requested state changes. Paths switched off by
+// the administrator, in PDL, or held down by damping are left alone.
+func (d *Device) applyChanges(changes []Change) {
+	if len(changes) == 0 {
+		return
+	}
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mu.closed {
+		return
+	}
+	changed := false
+	for _, c := range changes {
+		p := c.Path
+		if p.AdminOff() || p.PDL() || c.State == p.State() {
+			continue
+		}
+		if c.State == mpath.StateActive && (p.State() == mpath.StateDead || d.heldDownLocked(p, now)) {
+			continue // only the checker revives dead paths
+		}
+		d.setStateLocked(p, c.State, c.Reason, now)
+		changed = true
+	}
+	if changed {
+		d.rebuildLocked(now)
+	}
+}
+
+// kickActivateLocked starts an SATP activation (trespass, STPG) in the
+// background when no path is usable but some are standby.
+func (d *Device) kickActivateLocked() {
+	a, ok := d.satp.(Activator)
+	if !ok || d.mu.activating || d.mu.closed {
+		return
+	}
+	d.mu.activating = true
+	paths := append([]*mpath.Path(nil), d.mu.paths...)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.IOTimeout)
+		go func() {
+			select {
+			case <-d.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		changes, err := a.Activate(ctx, paths)
+		cancel()
+		d.mu.Lock()
+		d.mu.activating = false
+		if err != nil {
+			d.events.Publish(mpath.Event{Time: time.Now(), Kind: "activate-failed", Device: d.name, Reason: err.Error()})
+		}
+		d.mu.Unlock()
+		d.applyChanges(changes)
+	}()
+}

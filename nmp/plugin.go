@@ -1,0 +1,341 @@
+package nmp
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mpathfs/mpathfs/mpath"
+)
+
+// View is an immutable snapshot of a device's paths, rebuilt on every state
+// change and read without locks on the I/O path.
+type View struct {
+	Gen uint64
+	// All is every path in claim order.
+	All []*mpath.Path
+	// Groups holds the usable paths by priority, best first, as the SATP
+	// grouped them (for ALUA: AO, then ANO). Empty groups are left out.
+	Groups [][]*mpath.Path
+	// GroupOf maps a usable path to its SATP group number.
+	GroupOf map[*mpath.Path]int
+	// Usable is every usable path, best group first.
+	Usable []*mpath.Path
+	// changed is closed when a newer view replaces this one.
+	changed chan struct{}
+}
+
+// Best returns the paths of the best non-empty group.
+func (v *View) Best() []*mpath.Path {
+	if len(v.Groups) == 0 {
+		return nil
+	}
+	return v.Groups[0]
+}
+
+// Candidates returns the paths a load-balancing PSP may use: the best
+// group, or every usable path when useANO is set.
+func (v *View) Candidates(useANO bool) []*mpath.Path {
+	if useANO {
+		return v.Usable
+	}
+	return v.Best()
+}
+
+// Index returns the position of p in All, or -1.
+func (v *View) Index(p *mpath.Path) int {
+	for i, q := range v.All {
+		if q == p {
+			return i
+		}
+	}
+	return -1
+}
+
+// Changed is closed when the view is replaced.
+func (v *View) Changed() <-chan struct{} { return v.changed }
+
+// Reason says why a PSP chose a path; it is recorded in the per-I/O trace.
+type Reason uint8
+
+const (
+	ReasonNone Reason = iota
+	ReasonPreferred
+	ReasonFailover
+	ReasonMostRecent
+	ReasonRank
+	ReasonRRTurn
+	ReasonRRSwitch
+	ReasonLowestQueue
+	ReasonServiceTime
+	ReasonOnlyPath
+)
+
+var reasonNames = [...]string{"none", "preferred path", "failover: preferred path unusable", "most recently used", "highest rank", "round-robin turn", "round-robin switch", "lowest queue", "lowest service time", "only usable path"}
+
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+// PSP is a Path Selection Plugin instance serving one device. Select runs
+// on every I/O, concurrently, and must not block or allocate.
+type PSP interface {
+	Name() string
+	// Select picks a path from the view for an I/O of n bytes, or nil when
+	// no candidate is usable.
+	Select(v *View, op mpath.OpKind, n int) (*mpath.Path, Reason)
+	// ViewChanged tells the PSP that the set of usable paths changed. It is
+	// called with the device's state lock held, never concurrently with itself.
+	ViewChanged(v *View)
+	// Config prints the device configuration the ESXi way, e.g.
+	// {policy=iops,iops=1000,useANO=0; lastPathIndex=1: NumIOsPending=0}.
+	Config() string
+	// Options returns the options the PSP was made with, normalised.
+	Options() map[string]string
+}
+
+// PSPFactory makes a PSP for a device from name=value options. Unknown
+// options are errors.
+type PSPFactory func(opts map[string]string, paths []*mpath.Path) (PSP, error)
+
+// Change is a path state change an SATP asks for.
+type Change struct {
+	Path   *mpath.Path
+	State  mpath.PathState
+	Reason string
+}
+
+// Verdict is an SATP's judgement of an I/O error.
+type Verdict struct {
+	Class mpath.Class
+	// State is the path's new state (StateUnknown: leave it).
+	State mpath.PathState
+	// Retry: try the I/O again (on the path the PSP picks next).
+	Retry bool
+	// Backoff before the retry.
+	Backoff time.Duration
+	// Update: ask the SATP to re-inquire the paths' states (unit attention,
+	// not ready) before retrying.
+	Update bool
+	Reason string
+}
+
+// SATP is a Storage Array Type Plugin instance serving one device: it
+// judges errors, groups paths and activates inactive ones. Classify, Group
+// and Checked are pure: no I/O, no clock, no goroutines.
+type SATP interface {
+	Name() string
+	// DefaultPSP is the PSP the SATP asks for when the user names none.
+	DefaultPSP() string
+	// Classify judges an error an I/O got on a path.
+	Classify(p *mpath.Path, op mpath.OpKind, err error) Verdict
+	// Group places a path in a priority group (0 best) and says whether it
+	// can carry I/O now. Only active paths are offered.
+	Group(p *mpath.Path) (group int, usable bool)
+	// Checked turns a path checker's probe result into the state the path
+	// should have.
+	Checked(p *mpath.Path, probeErr error) (mpath.PathState, string)
+	// Config prints the SATP device configuration the ESXi way.
+	Config() string
+}
+
+// Updater is an SATP that re-inquires path states from the paths (ALUA:
+// Report Target Port Groups). The NMP calls it after a Verdict asks for it
+// and after path checks, with a deadline.
+type Updater interface {
+	Update(ctx context.Context, paths []*mpath.Path) ([]Change, error)
+}
+
+// Activator is an SATP that can make inactive paths usable (trespass an
+// active/passive LU, explicit ALUA's Set Target Port Groups). The NMP calls
+// it when no path is usable but some are standby.
+type Activator interface {
+	Activate(ctx context.Context, paths []*mpath.Path) ([]Change, error)
+}
+
+// SATPFactory makes an SATP for a device from name=value options.
+type SATPFactory func(opts map[string]string) (SATP, error)
+
+// Plugin descriptions, for listings.
+type PluginInfo struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	DefaultPSP  string `json:"default_psp,omitempty"`
+}
+
+type registry[F any] struct {
+	mu    sync.Mutex
+	kind  string
+	m     map[string]F
+	infos map[string]PluginInfo
+}
+
+func (r *registry[F]) register(info PluginInfo, f F, isNil bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if isNil {
+		panic("nmp: Register" + r.kind + " of nil for " + info.Name)
+	}
+	if r.m == nil {
+		r.m = map[string]F{}
+		r.infos = map[string]PluginInfo{}
+	}
+	if _, dup := r.m[info.Name]; dup {
+		panic("nmp: Register" + r.kind + " called twice for " + info.Name)
+	}
+	r.m[info.Name] = f
+	r.infos[info.Name] = info
+}
+
+func (r *registry[F]) lookup(name string) (F, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f, ok := r.m[name]
+	if !ok {
+		return f, fmt.Errorf("unknown %s %q (known: %s)", r.kind, name, strings.Join(r.namesLocked(), ", "))
+	}
+	return f, nil
+}
+
+func (r *registry[F]) namesLocked() []string {
+	out := make([]string, 0, len(r.m))
+	for n := range r.m {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (r *registry[F]) list() []PluginInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]PluginInfo, 0, len(r.infos))
+	for _, n := range r.namesLocked() {
+		out = append(out, r.infos[n])
+	}
+	return out
+}
+
+var (
+	psps  = registry[PSPFactory]{kind: "PSP"}
+	satps = registry[SATPFactory]{kind: "SATP"}
+)
+
+// RegisterPSP makes a PSP available by name; it panics on nil or a duplicate.
+func RegisterPSP(name, description string, f PSPFactory) {
+	psps.register(PluginInfo{Name: name, Description: description}, f, f == nil)
+}
+
+// RegisterSATP makes an SATP available by name; it panics on nil or a duplicate.
+func RegisterSATP(name, description, defaultPSP string, f SATPFactory) {
+	satps.register(PluginInfo{Name: name, Description: description, DefaultPSP: defaultPSP}, f, f == nil)
+}
+
+// NewPSP makes a PSP by name.
+func NewPSP(name string, opts map[string]string, paths []*mpath.Path) (PSP, error) {
+	f, err := psps.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return f(opts, paths)
+}
+
+// NewSATP makes an SATP by name.
+func NewSATP(name string, opts map[string]string) (SATP, error) {
+	f, err := satps.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return f(opts)
+}
+
+// PSPs lists the registered PSPs.
+func PSPs() []PluginInfo { return psps.list() }
+
+// SATPs lists the registered SATPs with their default PSPs.
+func SATPs() []PluginInfo { return satps.list() }
+
+// options helps factories parse name=value options and reject unknown ones.
+type options struct {
+	plugin string
+	m      map[string]string
+	used   map[string]bool
+	err    error
+}
+
+func newOptions(plugin string, m map[string]string) *options {
+	return &options{plugin: plugin, m: m, used: map[string]bool{}}
+}
+
+func (o *options) str(key, def string) string {
+	o.used[key] = true
+	if v, ok := o.m[key]; ok {
+		return v
+	}
+	return def
+}
+
+func (o *options) uint(key string, def uint64, min uint64) uint64 {
+	o.used[key] = true
+	v, ok := o.m[key]
+	if !ok {
+		return def
+	}
+	var n uint64
+	if _, err := fmt.Sscanf(v, "%d", &n); err != nil || fmt.Sprint(n) != strings.TrimSpace(v) || n < min {
+		o.fail(fmt.Errorf("%s option %s=%q: want a whole number ≥ %d", o.plugin, key, v, min))
+		return def
+	}
+	return n
+}
+
+func (o *options) bool(key string, def bool) bool {
+	o.used[key] = true
+	v, ok := o.m[key]
+	if !ok {
+		return def
+	}
+	switch strings.ToLower(v) {
+	case "1", "true", "on", "yes":
+		return true
+	case "0", "false", "off", "no":
+		return false
+	}
+	o.fail(fmt.Errorf("%s option %s=%q: want 0 or 1", o.plugin, key, v))
+	return def
+}
+
+func (o *options) fail(err error) {
+	if o.err == nil {
+		o.err = err
+	}
+}
+
+// done reports the first error, including unknown options.
+func (o *options) done() error {
+	if o.err != nil {
+		return o.err
+	}
+	var unknown []string
+	for k := range o.m {
+		if !o.used[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		known := make([]string, 0, len(o.used))
+		for k := range o.used {
+			known = append(known, k)
+		}
+		sort.Strings(known)
+		return fmt.Errorf("%s: unknown option(s) %s (known: %s)", o.plugin, strings.Join(unknown, ", "), strings.Join(known, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,167 @@
+package nmp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/mpath"
+)
+
+// The generic SATPs.
+const (
+	// SATPDefaultAA is VMW_SATP_DEFAULT_AA: an active/active array, every
+	// path to the LU equal.
+	SATPDefaultAA = "VMW_SATP_DEFAULT_AA"
+	// SATPLocal is VMW_SATP_LOCAL: direct-attached storage.
+	SATPLocal = "VMW_SATP_LOCAL"
+)
+
+func init() {
+	RegisterSATP(SATPDefaultAA, "Active/active arrays: every path equal", PSPFixed, func(o map[string]string) (SATP, error) {
+		return newDefaultSATP(SATPDefaultAA, o)
+	})
+	RegisterSATP(SATPLocal, "Direct-attached storage", PSPFixed, func(o map[string]string) (SATP, error) {
+		return newDefaultSATP(SATPLocal, o)
+	})
+}
+
+type defaultSATP struct {
+	name         string
+	retryBackoff time.Duration
+}
+
+var _ SATP = (*defaultSATP)(nil)
+
+func newDefaultSATP(name string, opts map[string]string) (SATP, error) {
+	o := newOptions(name, opts)
+	ms := o.uint("retry_backoff_ms", 10, 0)
+	if err := o.done(); err != nil {
+		return nil, err
+	}
+	return &defaultSATP{name: name, retryBackoff: time.Duration(ms) * time.Millisecond}, nil
+}
+
+func (s *defaultSATP) Name() string       { return s.name }
+func (s *defaultSATP) DefaultPSP() string { return PSPFixed }
+func (s *defaultSATP) Config() string     { return "{action_OnRetryErrors=off}" }
+
+func (s *defaultSATP) Group(p *mpath.Path) (int, bool) {
+	return 0, p.State() == mpath.StateActive
+}
+
+func (s *defaultSATP) Classify(p *mpath.Path, op mpath.OpKind, err error) Verdict {
+	return VerdictFor(ClassifyError(err), s.retryBackoff)
+}
+
+func (s *defaultSATP) Checked(p *mpath.Path, probeErr error) (mpath.PathState, string) {
+	if probeErr == nil {
+		return mpath.StateActive, "path checker: probe passed"
+	}
+	switch ClassifyError(probeErr) {
+	case mpath.ClassNotReady:
+		return mpath.StateStandby, "path checker: not ready: " + probeErr.Error()
+	case mpath.ClassRetryable:
+		return p.State(), "path checker: busy"
+	}
+	return mpath.StateDead, "path checker: " + probeErr.Error()
+}
+
+// VerdictFor is the generic action for an error class.
+func VerdictFor(c mpath.Class, backoff time.Duration) Verdict {
+	switch c {
+	case mpath.ClassPathFailure:
+		return Verdict{Class: c, State: mpath.StateDead, Retry: true, Reason: "path failure"}
+	case mpath.ClassRetryable:
+		return Verdict{Class: c, Retry: true, Backoff: backoff, Reason: "retryable error"}
+	case mpath.ClassNotReady:
+		return Verdict{Class: c, State: mpath.StateStandby, Retry: true, Update: true, Reason: "not ready on this path"}
+	case mpath.ClassPermanentLoss:
+		return Verdict{Class: c, State: mpath.StateDead, Retry: true, Reason: "permanent device loss"}
+	case mpath.ClassDeviceError:
+		return Verdict{Class: c, Reason: "device error"}
+	}
+	return Verdict{Class: c}
+}
+
+// ClassifyError puts an error into the taxonomy: errors that carry a class
+// keep it; sense data decides next; errno values and network errors are
+// judged the way a host judges transport and target errors. What is not
+// recognised counts as a path failure: another path may succeed, and a
+// device error would be reported by every path anyway.
+func ClassifyError(err error) mpath.Class {
+	if err == nil {
+		return mpath.ClassNone
+	}
+	if c := mpath.ClassOf(err); c != mpath.ClassNone {
+		return c
+	}
+	if s, ok := mpath.SenseOf(err); ok {
+		return ClassifySense(s)
+	}
+	switch {
+	case errors.Is(err, backends.ErrNotSupported):
+		return mpath.ClassDeviceError
+	case errors.Is(err, context.DeadlineExceeded):
+		return mpath.ClassPathFailure
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.ErrShortWrite):
+		return mpath.ClassPathFailure
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		switch errno {
+		case syscall.EAGAIN, syscall.EBUSY, syscall.EINTR:
+			return mpath.ClassRetryable
+		case syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EINVAL, syscall.EFBIG,
+			syscall.EOVERFLOW, syscall.EFAULT, syscall.EOPNOTSUPP, syscall.EPERM, syscall.EACCES:
+			return mpath.ClassDeviceError
+		case syscall.ENOMEDIUM, syscall.ESTALE:
+			return mpath.ClassPermanentLoss
+		}
+		return mpath.ClassPathFailure
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return mpath.ClassPathFailure
+	}
+	return mpath.ClassPathFailure
+}
+
+// ClassifySense judges SCSI-like sense data.
+func ClassifySense(s mpath.Sense) mpath.Class {
+	switch s.Key {
+	case mpath.SenseNotReady:
+		if s.ASC == 0x04 {
+			switch s.ASCQ {
+			case 0x0a: // asymmetric access state transition
+				return mpath.ClassRetryable
+			case 0x0b, 0x0c: // standby, unavailable
+				return mpath.ClassNotReady
+			case 0x01: // becoming ready
+				return mpath.ClassRetryable
+			case 0x03: // manual intervention required
+				return mpath.ClassNotReady
+			}
+		}
+		if s.ASC == 0x3a { // medium not present
+			return mpath.ClassPermanentLoss
+		}
+		return mpath.ClassNotReady
+	case mpath.SenseUnitAttention:
+		return mpath.ClassRetryable
+	case mpath.SenseMediumError:
+		return mpath.ClassDeviceError
+	case mpath.SenseIllegalRequest:
+		if s.ASC == 0x25 { // logical unit not supported
+			return mpath.ClassPermanentLoss
+		}
+		return mpath.ClassDeviceError
+	case mpath.SenseAbortedCommand:
+		return mpath.ClassRetryable
+	}
+	return mpath.ClassPathFailure
+}
