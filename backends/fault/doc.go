@@ -1,0 +1,120 @@
+// Package fault is the fault-injection decorator: it wraps any
+// backends.Backend and makes it fail, stall, hang or crawl on demand, live,
+// reproducibly and in layers.
+//
+//	fb := fault.Wrap(file, seed)
+//	id, err := fb.Inject(fault.Spec{Error: "path-failure", Ops: []string{"read", "write"}})
+//	…
+//	fb.Clear(id)
+//
+// Inject, Clear, ClearAll and List may be called from any goroutine while
+// I/O runs. With no fault active an operation costs one atomic load more
+// than the backend underneath: no lock, no allocation.
+//
+// # A fault
+//
+// A Spec says which operations a fault matches (filters), on which of those
+// it fires (triggers) and what it does then (effects). It travels as JSON
+// (snake_case fields, durations as Go duration strings such as "3s") and as
+// CLI-style flags, which ParseArgs reads and Spec.Args prints:
+//
+//	effects
+//	  --error CLASS       fail with an *mpath.Error of this class: path-failure,
+//	                      retryable, not-ready, device-error, permanent-loss
+//	                      (aliases busy, medium, pdl as mpath.ParseClass reads them)
+//	  --sense KK/AA/QQ    the error's sense data, hex (default per class, below)
+//	  --late              run the operation first, then fail it (ack lost)
+//	  --hang              hold the operation until the fault is cleared or
+//	                      expires (it then proceeds), the caller's context
+//	                      ends or Abort is called (it then fails: path failure)
+//	  --latency D         delay it by D (e.g. 20ms)
+//	  --jitter D          plus a uniform random delay in [0, D)
+//	  --slow N            make it take N× its natural time (N ≥ 1, "3" or "3x")
+//	  --bandwidth RATE    cap the bytes/s of the reads and writes it matches
+//	                      (one bucket per fault): 10M = 10 MiB/s, "512k/s"
+//	filters
+//	  --op LIST           read,write,flush,discard,probe (discard also covers
+//	                      write-zeroes); default all of them
+//	  --range OFF:LEN     only operations overlapping [OFF, OFF+LEN);
+//	  --offset N --length N   the same in two flags
+//	triggers (default: every matching operation)
+//	  --probability P     with chance P: 0.05 or 5%
+//	  --every N           every Nth matching operation
+//	  --after N           let the first N matching operations pass
+//	  --count N           fire at most N times, then expire
+//	  --for D             expire D after injection (alias --duration)
+//	  --seed N            the fault's own seed (default: from Wrap's seed and the ID)
+//
+// Flags take "--flag value" or "--flag=value"; one dash works too. Sizes are
+// binary as in fio: 4k = 4096, 1M = 1 MiB, 1G = 1 GiB ("KiB", "kb" mean the
+// same). Bandwidth is in bytes per second, not bits as nbdkit's rate filter
+// takes it.
+//
+// Examples:
+//
+//	--error path-failure                      the path is dead
+//	--error path-failure --op read,write      gray failure: the checker's probe passes, data I/O fails
+//	--hang --for 30s                          a hung path that comes back
+//	--error device-error --op read --range 1M:4k   a bad sector
+//	--error retryable --sense 02/04/0a --count 3   ALUA transitioning, three times
+//	--latency 20ms --jitter 10ms --probability 10%
+//	--slow 4 --op write                       slow, not dead
+//	--error path-failure --late --op write    the write lands, its ack is lost
+//
+// # Filters and triggers
+//
+// A range filter matches by overlap and only operations that have a range
+// (read, write, discard, write-zeroes); it never matches flush or probe.
+// Triggers combine: of the operations a fault matches, After lets the first
+// N pass; of the rest, Every picks each Nth; of those, Probability picks at
+// random; Count caps how often it fires and Duration how long it lives.
+// Either ends the fault: it leaves the list. A hang fault whose Count is used
+// up is the exception: it catches no new operation but holds those it caught
+// until it is cleared or its Duration ends (List shows it as exhausted).
+//
+// # Injected errors
+//
+// An injected error is an *mpath.Error of the spec's class whose Err is an
+// *InjectedError ("injected fault #3"); errors.Is(err, fault.ErrInjected)
+// tells it from a real one. Unless the error is --late, the operation never
+// reached the backend underneath, so nothing was written. Default sense data:
+//
+//	path-failure    none (a transport error)
+//	retryable       0b/00/00 ABORTED COMMAND
+//	not-ready       02/04/00 LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE
+//	device-error    03/11/00 UNRECOVERED READ ERROR on reads and probes,
+//	                03/0c/00 WRITE ERROR on writes, flushes and discards
+//	permanent-loss  05/25/00 LOGICAL UNIT NOT SUPPORTED (PDL, as ESXi reads it)
+//
+// An operation that the decorator holds or delays and whose context ends,
+// or that Abort cuts short, fails with a path failure wrapping ctx.Err()
+// or the abort reason: it timed out on this path.
+//
+// # Stacking
+//
+// Every active fault is evaluated in ID order, like a stack of nbdkit
+// filters with the oldest nearest the caller. Delays add up (and so do the
+// extra factors of --slow); a hang holds the operation before later faults
+// are looked at; the first fault that fires with an error ends the
+// evaluation: later faults do not see the operation, count it or fire.
+// Delays are served before the error is returned.
+//
+// # Determinism
+//
+// Each fault draws its probability and jitter from its own PCG generator,
+// seeded from Spec.Seed or else from Wrap's seed and the fault's ID. The
+// same seeds and the same sequence of operations (from one goroutine) give
+// the same errors and delays, run after run.
+//
+// # Capabilities
+//
+// The decorator implements every optional capability and answers Can by
+// asking the backend underneath, except that it always offers probe (with
+// no Prober underneath, a probe is a successful no-op that faults still
+// apply to) and abort (Abort fails what the decorator holds or delays, then
+// aborts the backend underneath if it can). Discard, WriteZeroes and Inquiry
+// on a backend that lacks them fail with a device error wrapping
+// backends.ErrNotSupported. Unwrap returns the backend underneath, so
+// backends.As sees through the decorator. Inquiry and Size are never
+// faulted.
+package fault
