@@ -1,0 +1,547 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mpathfs/mpathfs/mpath"
+)
+
+// request is one NBD request in flight. Requests are pooled; a request
+// belongs to the goroutine that submitted it until it is completed (a value
+// sent on done) or abandoned (then whoever completes it recycles it).
+type request struct {
+	handle   uint64
+	typ      uint16
+	off      uint64
+	length   uint32
+	buf      []byte    // READ: where the data goes (the caller's buffer)
+	deadline time.Time // zero: none
+	done     chan error
+
+	// Guarded by conn.mu.
+	claimed   bool // the reader is processing a reply chunk for it
+	abandoned bool // the submitter gave up; its buffer must not be touched
+
+	// Reader goroutine only.
+	err     error      // first error chunk
+	covered uint64     // bytes of a structured READ covered so far
+	ivs     []interval // covered extents once chunks arrive out of order
+}
+
+type interval struct{ lo, hi uint64 }
+
+var requestPool = sync.Pool{New: func() any { return &request{done: make(chan error, 1)} }}
+
+func getRequest() *request { return requestPool.Get().(*request) }
+
+func putRequest(r *request) {
+	done, ivs := r.done, r.ivs[:0]
+	*r = request{done: done, ivs: ivs}
+	requestPool.Put(r)
+}
+
+func opName(typ uint16) string {
+	switch typ {
+	case cmdRead:
+		return "read"
+	case cmdWrite:
+		return "write"
+	case cmdFlush:
+		return "flush"
+	case cmdTrim:
+		return "discard"
+	case cmdWriteZeroes:
+		return "write-zeroes"
+	}
+	return fmt.Sprintf("cmd%d", typ)
+}
+
+// conn is one NBD connection in the transmission phase: one reader
+// goroutine demultiplexes replies by handle, senders serialise on wmu, and a
+// watchdog tears the connection down when a request outlives its deadline.
+type conn struct {
+	nc   net.Conn
+	info *exportInfo
+	name string // the path URI, for messages
+
+	wmu sync.Mutex
+	bw  *bufio.Writer
+	hdr [28]byte
+
+	br   *bufio.Reader // reader goroutine only
+	rbuf [20]byte      // reader goroutine only
+	cur  *request      // reader goroutine only: the claimed request
+
+	mu struct {
+		sync.Mutex
+		inflight map[uint64]*request
+		next     uint64
+		err      error // non-nil once torn down
+	}
+	done chan struct{} // closed by teardown
+	wg   sync.WaitGroup
+}
+
+func newConn(nc net.Conn, info *exportInfo, name string, watchdog time.Duration) *conn {
+	c := &conn{
+		nc:   nc,
+		info: info,
+		name: name,
+		bw:   bufio.NewWriterSize(nc, 64<<10),
+		br:   bufio.NewReaderSize(nc, 64<<10),
+		done: make(chan struct{}),
+	}
+	c.mu.inflight = make(map[uint64]*request)
+	c.wg.Add(1)
+	go c.readLoop()
+	if watchdog > 0 {
+		c.wg.Add(1)
+		go c.watchdog(watchdog)
+	}
+	return c
+}
+
+// alive reports whether the connection has not been torn down.
+func (c *conn) alive() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.err == nil
+}
+
+// downErr is the error of a request that found the connection down or lost
+// it while in flight.
+func (c *conn) downErr(op string, cause error) error {
+	return mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("%s: %w: %w", c.name, ErrConnDown, cause))
+}
+
+// teardown fails the connection and every request in flight on it that the
+// reader is not processing (the reader completes that one itself once its
+// read fails). It is idempotent.
+func (c *conn) teardown(cause error) {
+	c.mu.Lock()
+	if c.mu.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.err = cause
+	var victims []*request
+	for h, r := range c.mu.inflight {
+		if !r.claimed {
+			delete(c.mu.inflight, h)
+			victims = append(victims, r)
+		}
+	}
+	c.mu.Unlock()
+	close(c.done)
+	c.nc.Close()
+	for _, r := range victims {
+		c.finish(r, c.downErr(opName(r.typ), cause))
+	}
+}
+
+// finish hands a request already removed from the in-flight map to its
+// submitter, or recycles it if the submitter abandoned it.
+func (c *conn) finish(r *request, err error) {
+	// abandoned is only set while r is in the map, so it is stable now.
+	if r.abandoned {
+		putRequest(r)
+		return
+	}
+	r.done <- err
+}
+
+// complete removes a request the reader holds and finishes it.
+func (c *conn) complete(r *request, err error) {
+	c.mu.Lock()
+	delete(c.mu.inflight, r.handle)
+	c.mu.Unlock()
+	c.finish(r, err)
+}
+
+// do runs one request: it registers it, sends it and waits for its reply,
+// the connection's death or ctx. data is a WRITE's payload; rbuf a READ's
+// destination of exactly length bytes.
+func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uint32, data, rbuf []byte) error {
+	op := opName(typ)
+	if err := ctx.Err(); err != nil {
+		return ctxError(c.name, op, err)
+	}
+	r := getRequest()
+	r.typ, r.off, r.length, r.buf = typ, off, length, rbuf
+	if dl, ok := ctx.Deadline(); ok {
+		r.deadline = dl
+	}
+	c.mu.Lock()
+	if err := c.mu.err; err != nil {
+		c.mu.Unlock()
+		putRequest(r)
+		return c.downErr(op, err)
+	}
+	c.mu.next++
+	r.handle = c.mu.next
+	c.mu.inflight[r.handle] = r
+	c.mu.Unlock()
+
+	if err := c.send(r, flags, data); err != nil {
+		// A partial request corrupts the stream: the connection is lost.
+		c.teardown(fmt.Errorf("sending %s request: %w", op, err))
+	}
+	select {
+	case err := <-r.done:
+		putRequest(r)
+		return err
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	inMap := c.mu.inflight[r.handle] == r
+	if inMap && !r.claimed {
+		// The reader will discard its reply; the buffer is ours again.
+		r.abandoned = true
+		c.mu.Unlock()
+		err := ctx.Err()
+		if errors.Is(err, context.DeadlineExceeded) {
+			c.teardown(fmt.Errorf("%s request outlived its deadline: %w", op, err))
+		}
+		return ctxError(c.name, op, err)
+	}
+	c.mu.Unlock()
+	if inMap {
+		// The reader is writing its reply into the buffer right now; only
+		// killing the connection stops that.
+		c.teardown(fmt.Errorf("%s request abandoned while its reply arrived: %w", op, ctx.Err()))
+	}
+	err := <-r.done
+	putRequest(r)
+	return err
+}
+
+func ctxError(name, op string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("%s: request timed out (connection torn down): %w", name, err))
+	}
+	return fmt.Errorf("nbd %s %s: %w", name, op, err)
+}
+
+func (c *conn) send(r *request, flags uint16, data []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	h := c.hdr[:]
+	binary.BigEndian.PutUint32(h[0:], magicRequest)
+	binary.BigEndian.PutUint16(h[4:], flags)
+	binary.BigEndian.PutUint16(h[6:], r.typ)
+	binary.BigEndian.PutUint64(h[8:], r.handle)
+	binary.BigEndian.PutUint64(h[16:], r.off)
+	binary.BigEndian.PutUint32(h[24:], r.length)
+	if _, err := c.bw.Write(h); err != nil {
+		return err
+	}
+	if len(data) > 0 {
+		if _, err := c.bw.Write(data); err != nil {
+			return err
+		}
+	}
+	return c.bw.Flush()
+}
+
+// disconnect sends NBD_CMD_DISC (best effort) before the connection closes.
+func (c *conn) disconnect() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	h := c.hdr[:]
+	clear(h)
+	binary.BigEndian.PutUint32(h[0:], magicRequest)
+	binary.BigEndian.PutUint16(h[6:], cmdDisc)
+	c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	c.bw.Write(h)
+	c.bw.Flush()
+}
+
+func (c *conn) watchdog(interval time.Duration) {
+	defer c.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case now := <-t.C:
+			var late *request
+			c.mu.Lock()
+			for _, r := range c.mu.inflight {
+				if !r.deadline.IsZero() && now.After(r.deadline) {
+					late = r
+					break
+				}
+			}
+			var op string
+			var dl time.Time
+			if late != nil {
+				op, dl = opName(late.typ), late.deadline
+			}
+			c.mu.Unlock()
+			if late != nil {
+				c.teardown(fmt.Errorf("watchdog: a %s request outlived its deadline by %v: %w", op, now.Sub(dl).Round(time.Millisecond), context.DeadlineExceeded))
+			}
+		}
+	}
+}
+
+func (c *conn) readLoop() {
+	defer c.wg.Done()
+	var err error
+	for err == nil {
+		err = c.readReply()
+	}
+	c.mu.Lock()
+	down := c.mu.err
+	c.mu.Unlock()
+	if down == nil {
+		err = fmt.Errorf("reading replies: %w", eofMeansClosed(err))
+	} else {
+		err = down // torn down on purpose: report why
+	}
+	c.teardown(err)
+	if r := c.cur; r != nil {
+		c.cur = nil
+		c.complete(r, c.downErr(opName(r.typ), err))
+	}
+}
+
+// claim finds the request a reply names and marks it as being processed.
+// It returns whether its submitter abandoned it.
+func (c *conn) claim(handle uint64) (*request, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.mu.inflight[handle]
+	if r == nil {
+		return nil, false, protoErr("reply for unknown handle %#x", handle)
+	}
+	r.claimed = true
+	c.cur = r
+	return r, r.abandoned, nil
+}
+
+func (c *conn) unclaim(r *request) {
+	c.mu.Lock()
+	r.claimed = false
+	c.cur = nil
+	c.mu.Unlock()
+}
+
+func (c *conn) release(r *request, err error) {
+	c.cur = nil
+	c.complete(r, err)
+}
+
+// readReply reads and dispatches one simple reply or structured reply chunk.
+// A returned error is fatal for the connection.
+func (c *conn) readReply() error {
+	b := c.rbuf[:]
+	if _, err := io.ReadFull(c.br, b[:4]); err != nil {
+		return err
+	}
+	switch m := binary.BigEndian.Uint32(b); m {
+	case magicSimple:
+		if _, err := io.ReadFull(c.br, b[4:16]); err != nil {
+			return err
+		}
+		errno := binary.BigEndian.Uint32(b[4:])
+		r, abandoned, err := c.claim(binary.BigEndian.Uint64(b[8:]))
+		if err != nil {
+			return err
+		}
+		if errno != 0 {
+			c.release(r, serverErr(c.name, r.typ, &ServerError{Errno: errno}))
+			return nil
+		}
+		if r.typ == cmdRead {
+			if c.info.structured {
+				return protoErr("simple reply with data to a READ after structured replies were negotiated")
+			}
+			if err := c.readData(r, abandoned, 0, uint64(r.length)); err != nil {
+				return err
+			}
+		}
+		c.release(r, nil)
+		return nil
+	case magicStructured:
+		if !c.info.structured {
+			return protoErr("structured reply chunk although structured replies were not negotiated")
+		}
+		if _, err := io.ReadFull(c.br, b[4:20]); err != nil {
+			return err
+		}
+		flags := binary.BigEndian.Uint16(b[4:])
+		typ := binary.BigEndian.Uint16(b[6:])
+		length := binary.BigEndian.Uint32(b[16:])
+		r, abandoned, err := c.claim(binary.BigEndian.Uint64(b[8:]))
+		if err != nil {
+			return err
+		}
+		if err := c.readChunk(r, abandoned, flags, typ, length); err != nil {
+			return err
+		}
+		if flags&replyFlagDone == 0 {
+			c.unclaim(r)
+			return nil
+		}
+		if r.err == nil && r.typ == cmdRead && r.covered != uint64(r.length) {
+			return protoErr("structured READ reply ended after covering %d of %d bytes", r.covered, r.length)
+		}
+		var rerr error
+		if r.err != nil {
+			rerr = serverErr(c.name, r.typ, r.err.(*ServerError))
+		}
+		c.release(r, rerr)
+		return nil
+	default:
+		return protoErr("bad reply magic %#x", m)
+	}
+}
+
+func serverErr(name string, typ uint16, se *ServerError) error {
+	return mpath.NewError(classifyServerErr(se.Errno), opName(typ), fmt.Errorf("%s: %w", name, se))
+}
+
+// readData reads n bytes of a READ's data for the request-relative offset
+// rel, into the caller's buffer or, if abandoned, nowhere.
+func (c *conn) readData(r *request, abandoned bool, rel, n uint64) error {
+	if abandoned {
+		_, err := c.br.Discard(int(n))
+		return err
+	}
+	_, err := io.ReadFull(c.br, r.buf[rel:rel+n])
+	return err
+}
+
+func (c *conn) readChunk(r *request, abandoned bool, flags, typ uint16, length uint32) error {
+	b := c.rbuf[:]
+	switch typ {
+	case chunkNone:
+		if length != 0 {
+			return protoErr("NBD_REPLY_TYPE_NONE with length %d", length)
+		}
+		if flags&replyFlagDone == 0 {
+			return protoErr("NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE")
+		}
+		return nil
+	case chunkOffsetData, chunkOffsetHole:
+		if r.typ != cmdRead {
+			return protoErr("content chunk in reply to a %s request", opName(r.typ))
+		}
+		if typ == chunkOffsetData {
+			if length < 9 || uint64(length)-8 > uint64(r.length) {
+				return protoErr("NBD_REPLY_TYPE_OFFSET_DATA of length %d for a %d-byte read", length, r.length)
+			}
+		} else if length != 12 {
+			return protoErr("NBD_REPLY_TYPE_OFFSET_HOLE of length %d, want 12", length)
+		}
+		hl := 8
+		if typ == chunkOffsetHole {
+			hl = 12
+		}
+		if _, err := io.ReadFull(c.br, b[:hl]); err != nil {
+			return err
+		}
+		off := binary.BigEndian.Uint64(b)
+		var n uint64
+		if typ == chunkOffsetData {
+			n = uint64(length) - 8
+		} else {
+			n = uint64(binary.BigEndian.Uint32(b[8:]))
+			if n == 0 {
+				return protoErr("NBD_REPLY_TYPE_OFFSET_HOLE of size 0")
+			}
+		}
+		if off < r.off || off-r.off > uint64(r.length) || n > uint64(r.length)-(off-r.off) {
+			return protoErr("content chunk [%d, +%d) outside the request [%d, +%d)", off, n, r.off, r.length)
+		}
+		rel := off - r.off
+		if err := r.addExtent(rel, n); err != nil {
+			return err
+		}
+		if typ == chunkOffsetData {
+			return c.readData(r, abandoned, rel, n)
+		}
+		if !abandoned {
+			clear(r.buf[rel : rel+n])
+		}
+		return nil
+	case chunkBlockStatus:
+		return protoErr("block status chunk although no metadata context was negotiated")
+	}
+	if typ&chunkErrBit == 0 {
+		return protoErr("unknown structured reply chunk type %d", typ)
+	}
+	// An error chunk.
+	if length < 6 || length > maxErrChunkLen {
+		return protoErr("error chunk of length %d", length)
+	}
+	p := make([]byte, length)
+	if _, err := io.ReadFull(c.br, p); err != nil {
+		return err
+	}
+	errno := binary.BigEndian.Uint32(p)
+	msgLen := uint32(binary.BigEndian.Uint16(p[4:]))
+	if msgLen > length-6 {
+		return protoErr("error chunk message of %d bytes in a %d-byte chunk", msgLen, length)
+	}
+	if errno == 0 {
+		return protoErr("error chunk with error value 0")
+	}
+	if typ == chunkErrorOffset {
+		if length-6-msgLen < 8 {
+			return protoErr("NBD_REPLY_TYPE_ERROR_OFFSET of length %d has no offset", length)
+		}
+		off := binary.BigEndian.Uint64(p[6+msgLen:])
+		if off < r.off || off-r.off >= uint64(r.length) {
+			return protoErr("error offset %d outside the request [%d, +%d)", off, r.off, r.length)
+		}
+	}
+	if r.err == nil {
+		r.err = &ServerError{Errno: errno, Message: sanitize(p[6 : 6+msgLen])}
+	}
+	return nil
+}
+
+// addExtent records that [rel, rel+n) of a READ was covered, refusing
+// overlaps. In-order chunks cost nothing; out-of-order ones keep a sorted
+// list.
+func (r *request) addExtent(rel, n uint64) error {
+	if len(r.ivs) == 0 {
+		if rel == r.covered {
+			r.covered += n
+			return nil
+		}
+		if r.covered > 0 {
+			r.ivs = append(r.ivs, interval{0, r.covered})
+		}
+	}
+	hi := rel + n
+	i := 0
+	for i < len(r.ivs) && r.ivs[i].hi <= rel {
+		i++
+	}
+	if i < len(r.ivs) && r.ivs[i].lo < hi {
+		return protoErr("content chunks overlap at request offset %d", rel)
+	}
+	r.ivs = append(r.ivs, interval{})
+	copy(r.ivs[i+1:], r.ivs[i:])
+	r.ivs[i] = interval{rel, hi}
+	r.covered += n
+	return nil
+}
+
+// close tears the connection down and waits for its goroutines.
+func (c *conn) close(cause error) {
+	c.teardown(cause)
+	c.wg.Wait()
+}
