@@ -397,9 +397,9 @@ func TestErrnoThroughMount(t *testing.T) {
 	defer unix.Close(fd)
 	buf := alignedBuf(4096)
 	for _, tc := range []struct {
-		name      string
+		name       string
 		rerr, werr error
-		want      syscall.Errno
+		want       syscall.Errno
 	}{
 		{"APD", mpath.ErrAllPathsDown, mpath.ErrAllPathsDown, syscall.EIO},
 		{"no paths", mpath.ErrNoPaths, mpath.ErrNoPaths, syscall.EIO},
