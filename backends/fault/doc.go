@@ -34,7 +34,8 @@
 //	                      (one bucket per fault): 10M = 10 MiB/s, "512k/s"
 //	filters
 //	  --op LIST           read,write,flush,discard,probe (discard also covers
-//	                      write-zeroes); default all of them
+//	                      write-zeroes; "write-zeroes" and "zero" are accepted
+//	                      as its aliases); default all of them; repeatable
 //	  --range OFF:LEN     only operations overlapping [OFF, OFF+LEN);
 //	  --offset N --length N   the same in two flags
 //	triggers (default: every matching operation)

@@ -210,7 +210,7 @@ func (s Spec) compile() (compiled, error) {
 	case s.Count < 0:
 		return fail("--count %d is negative", s.Count)
 	case s.Duration < 0:
-		return fail("--duration %v is negative", s.Duration)
+		return fail("--for %v is negative", s.Duration)
 	case s.Latency < 0:
 		return fail("--latency %v is negative", s.Latency)
 	case s.Jitter < 0:
@@ -518,9 +518,9 @@ func parseDuration(v string) (time.Duration, error) {
 }
 
 var sizeSuffixes = []struct {
-	suffix string
-	shift  uint
-}{{"t", 40}, {"g", 30}, {"m", 20}, {"k", 10}}
+	suffix, print string
+	shift         uint
+}{{"t", "T", 40}, {"g", "G", 30}, {"m", "M", 20}, {"k", "k", 10}}
 
 // ParseSize parses a byte count with an optional binary suffix, as fio
 // reads sizes: 4k = 4096, 1M = 1 MiB, 1G = 1 GiB, 1T = 1 TiB. Case does not
@@ -548,7 +548,7 @@ func FormatSize(n int64) string {
 	if n != 0 {
 		for _, x := range sizeSuffixes {
 			if n%(1<<x.shift) == 0 {
-				return strconv.FormatInt(n>>x.shift, 10) + strings.ToUpper(x.suffix)
+				return strconv.FormatInt(n>>x.shift, 10) + x.print
 			}
 		}
 	}
