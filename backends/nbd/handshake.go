@@ -76,6 +76,7 @@ func handshake(ctx context.Context, nc net.Conn, cfg *handshakeConfig) (net.Conn
 			return nil, nil, fmt.Errorf("NBD_OPT_STARTTLS: %w", err)
 		}
 		if typ != repAck {
+			h.abort()
 			return nil, nil, fmt.Errorf("server refused TLS (NBD_OPT_STARTTLS answered %s%s); the server must be started with TLS enabled, or use nbd:// instead of nbds://", repName(typ), msgSuffix(data))
 		}
 		tc := tls.Client(nc, cfg.tls)
@@ -96,8 +97,10 @@ func handshake(ctx context.Context, nc net.Conn, cfg *handshakeConfig) (net.Conn
 		case repAck:
 			info.structured = true
 		case repErrTLSReqd:
+			h.abort()
 			return nil, nil, errTLSRequired(data)
 		case repErrShut:
+			h.abort()
 			return nil, nil, fmt.Errorf("server is shutting down%s", msgSuffix(data))
 		default:
 			if typ&repErrBit == 0 {
@@ -183,6 +186,9 @@ func (h *haggler) sendOption(opt uint32, data []byte) error {
 	return nil
 }
 
+// abort sends NBD_OPT_ABORT without waiting for the reply.
+func (h *haggler) abort() { h.sendOption(optAbort, nil) }
+
 // readReply reads one option reply to opt, bounding its length.
 func (h *haggler) readReply(opt uint32) (uint32, []byte, error) {
 	if _, err := io.ReadFull(h.nc, h.buf[:]); err != nil {
@@ -241,6 +247,9 @@ func (h *haggler) optGo(export string, info *exportInfo) error {
 		typ, d, err := h.readReply(optGo)
 		if err != nil {
 			return fmt.Errorf("NBD_OPT_GO: %w", err)
+		}
+		if typ&repErrBit != 0 && typ != repErrUnsup {
+			h.abort() // a soft disconnect, as the spec asks
 		}
 		switch typ {
 		case repAck:

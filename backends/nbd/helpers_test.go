@@ -48,6 +48,7 @@ type server struct {
 	cmd     *exec.Cmd
 	port    int    // TCP, or 0
 	sock    string // Unix socket, or ""
+	qemu    bool   // qemu-nbd: readiness needs a connect as well
 }
 
 // startNbdkit starts nbdkit listening on a fresh 127.0.0.1 port (tcp) or a
@@ -76,7 +77,7 @@ func startQemuNbd(t testing.TB, file, name string) *server {
 	t.Helper()
 	bin := needTool(t, "qemu-nbd")
 	dir := t.TempDir()
-	s := &server{t: t, bin: bin, pidfile: filepath.Join(dir, "srv.pid"), sock: filepath.Join(dir, "q.sock")}
+	s := &server{t: t, bin: bin, pidfile: filepath.Join(dir, "srv.pid"), sock: filepath.Join(dir, "q.sock"), qemu: true}
 	s.args = []string{"-f", "raw", "-x", name, "-k", s.sock, "-t", "-e", "8", "--pid-file", s.pidfile, file}
 	s.start()
 	t.Cleanup(s.kill)
@@ -99,7 +100,7 @@ func (s *server) start() {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if b, err := os.ReadFile(s.pidfile); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-			if s.sock != "" { // qemu-nbd may write the pid file before listening
+			if s.qemu { // qemu-nbd may write the pid file before listening
 				if c, err := net.Dial("unix", s.sock); err == nil {
 					c.Close()
 					return
@@ -173,3 +174,5 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func fmtInt(i int64) string { return strconv.FormatInt(i, 10) }
