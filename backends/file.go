@@ -228,7 +228,7 @@ func (b *File) Inquiry(ctx context.Context) (Inquiry, error) {
 		Vendor:    "MPATHFS",
 		Model:     "FILE",
 		Serial:    serial,
-		WWID:      "naa.6" + hex.EncodeToString(h[:15])[:31],
+		WWID:      "naa.6" + hex.EncodeToString(h[:16])[:31],
 		Transport: "file",
 	}, nil
 }

@@ -198,6 +198,24 @@ func Run(t *testing.T, newBackend Factory) {
 			t.Fatalf("Probe on a healthy backend: %v", err)
 		}
 	})
+	t.Run("Inquiry", func(t *testing.T) {
+		b := open(t)
+		if !backends.Can(b, backends.CapInquiry) {
+			t.Skip("backend does not offer inquiry")
+		}
+		q, _ := backends.As[backends.Inquirer](b)
+		inq, err := q.Inquiry(ctx)
+		if err != nil {
+			t.Fatalf("Inquiry on a healthy backend: %v", err)
+		}
+		if inq.Transport == "" {
+			t.Errorf("Inquiry reports no transport: %+v", inq)
+		}
+		again, err := q.Inquiry(ctx)
+		if err != nil || again != inq {
+			t.Errorf("Inquiry is not stable: %+v then %+v (%v)", inq, again, err)
+		}
+	})
 	t.Run("CancelledContext", func(t *testing.T) {
 		b := open(t)
 		cctx, cancel := context.WithCancel(ctx)
