@@ -1,0 +1,526 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/mpathfs/mpathfs/backends/fault"
+	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/mpath"
+)
+
+func dial(flag string) (*control.Client, error) {
+	return control.Dial(control.SocketPath(flag))
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func cmdStatus(args []string, stdout io.Writer) error {
+	fs := newFlags("status", "status [--json] [--control S] [DEVICE]")
+	ctl := fs.String("control", "", "control socket")
+	asJSON := fs.Bool("json", false, "print JSON (the shape is documented in the README)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
+	}
+	st, err := c.Status(context.Background())
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		var keep []mpath.DeviceStatus
+		for _, d := range st.Devices {
+			for _, n := range pos {
+				if d.Name == n {
+					keep = append(keep, d)
+				}
+			}
+		}
+		if len(keep) == 0 {
+			return fmt.Errorf("no device %s", strings.Join(pos, ", "))
+		}
+		st.Devices = keep
+	}
+	if *asJSON {
+		return printJSON(stdout, st)
+	}
+	printTopology(stdout, st)
+	return nil
+}
+
+// printTopology prints devices the way `multipath -ll` does.
+func printTopology(w io.Writer, st control.Status) {
+	for _, d := range st.Devices {
+		ident := d.WWID
+		if ident == "" {
+			ident = "no wwid"
+		}
+		vm := strings.TrimSpace(d.Vendor + "," + d.Model)
+		if vm == "," {
+			vm = ""
+		}
+		fmt.Fprintf(w, "%s (%s) %s\n", d.Name, ident, vm)
+		fmt.Fprintf(w, "size=%s features='apd_timeout=%s io_timeout=%s' mpp=%s\n", humanize.IBytes(uint64(d.Size)), d.Options.APDTimeout, d.Options.IOTimeout, d.MPP)
+		fmt.Fprintf(w, "satp=%s %s\n", d.SATP, d.SATPConfig)
+		fmt.Fprintf(w, "psp=%s %s\n", d.PSP, d.PSPConfig)
+		apd := "no"
+		if d.APD {
+			apd = "yes, since " + d.APDSince.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "all-paths-down=%s failovers=%d queue=%d\n", apd, d.Failovers, d.QueueDepth)
+		groups := map[int][]mpath.PathStatus{}
+		var order []int
+		for _, p := range d.Paths {
+			if _, ok := groups[p.Group]; !ok {
+				order = append(order, p.Group)
+			}
+			groups[p.Group] = append(groups[p.Group], p)
+		}
+		sort.Ints(order)
+		if len(order) > 0 && order[0] == -1 {
+			order = append(order[1:], -1)
+		}
+		for gi, g := range order {
+			last := gi == len(order)-1
+			branch, pad := "|-", "| "
+			if last {
+				branch, pad = "`-", "  "
+			}
+			label := fmt.Sprintf("group=%d status=active", g)
+			if g < 0 {
+				label = "group=none status=enabled (not usable now)"
+			}
+			fmt.Fprintf(w, "%s+- %s\n", branch, label)
+			for pi, p := range groups[g] {
+				pb := "|-"
+				if pi == len(groups[g])-1 {
+					pb = "`-"
+				}
+				extra := ""
+				if p.TPG != nil {
+					extra += fmt.Sprintf(" tpg=%d alua=%s", *p.TPG, p.ALUAState)
+				}
+				if p.Preferred {
+					extra += " preferred"
+				}
+				if p.HeldDown {
+					extra += " held-down"
+				}
+				if p.Admin == "off" {
+					extra += " admin=off"
+				}
+				fmt.Fprintf(w, "%s %s %s %-8s reads=%d writes=%d errors=%d%s %s\n", pad, pb, p.Name, p.State, p.Reads, p.Writes, p.Errors, extra, p.URI)
+			}
+		}
+	}
+}
+
+func cmdPath(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usagef("want `path list` or `path set --state on|off PATH`")
+	}
+	switch args[0] {
+	case "list":
+		return cmdPathList(args[1:], stdout)
+	case "set":
+		return cmdPathSet(args[1:], stdout)
+	}
+	return usagef("unknown path subcommand %q (want list or set)", args[0])
+}
+
+// PathListEntry is one path of `path list --json`.
+type PathListEntry struct {
+	Device string `json:"device"`
+	mpath.PathStatus
+}
+
+func cmdPathList(args []string, stdout io.Writer) error {
+	fs := newFlags("path list", "path list [--json] [--control S]")
+	ctl := fs.String("control", "", "control socket")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
+	}
+	st, err := c.Status(context.Background())
+	if err != nil {
+		return err
+	}
+	var list []PathListEntry
+	for _, d := range st.Devices {
+		for _, p := range d.Paths {
+			list = append(list, PathListEntry{Device: d.Name, PathStatus: p})
+		}
+	}
+	if *asJSON {
+		return printJSON(stdout, map[string]any{"paths": list})
+	}
+	// In the spirit of `esxcli storage core path list`.
+	for _, e := range list {
+		loc, _ := mpath.ParseLocation(e.Location)
+		fmt.Fprintf(stdout, "%s\n", e.Name)
+		fmt.Fprintf(stdout, "   UID: %s.%s-%s\n", e.Transport, e.Device, e.Location)
+		fmt.Fprintf(stdout, "   Runtime Name: %s\n", e.Location)
+		fmt.Fprintf(stdout, "   Device: %s\n", e.Device)
+		fmt.Fprintf(stdout, "   Adapter: vmhba%d\n   Channel: %d\n   Target: %d\n   LUN: %d\n", loc.Adapter, loc.Channel, loc.Target, loc.LUN)
+		fmt.Fprintf(stdout, "   Plugin: NMP\n")
+		fmt.Fprintf(stdout, "   State: %s\n", e.State)
+		fmt.Fprintf(stdout, "   Admin: %s\n", e.Admin)
+		fmt.Fprintf(stdout, "   Transport: %s\n", e.Transport)
+		fmt.Fprintf(stdout, "   URI: %s\n", e.URI)
+		if e.TPG != nil {
+			fmt.Fprintf(stdout, "   Target Port Group: %d\n   ALUA State: %s\n", *e.TPG, e.ALUAState)
+		}
+		fmt.Fprintf(stdout, "   I/O: reads=%d writes=%d errors=%d avg_latency=%.0fus max_latency=%.0fus\n", e.Reads, e.Writes, e.Errors, e.AvgLatencyU, e.MaxLatencyU)
+		if e.Reason != "" {
+			fmt.Fprintf(stdout, "   Last Change: %s (%s)\n", e.Reason, e.Since.Format(time.RFC3339))
+		}
+		fmt.Fprintln(stdout)
+	}
+	return nil
+}
+
+func cmdPathSet(args []string, stdout io.Writer) error {
+	fs := newFlags("path set", "path set --state on|off [--rank N] [--control S] PATH")
+	ctl := fs.String("control", "", "control socket")
+	state := fs.String("state", "", "on (probe, then active) or off (disabled)")
+	rank := fs.Int("rank", -1, "the path's MRU rank (higher is preferred)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("give exactly one PATH (a runtime name from `mpathfs path list`)")
+	}
+	if *state != "" && *state != "on" && *state != "off" {
+		return usagef("--state %q: want on or off", *state)
+	}
+	if *state == "" && *rank < 0 {
+		return usagef("give --state on|off or --rank N")
+	}
+	req := control.PathAdminRequest{Path: pos[0], State: *state}
+	if *rank >= 0 {
+		req.Rank = rank
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
+	}
+	var ps mpath.PathStatus
+	if err := c.Post(context.Background(), "/v1/path/admin", req, &ps); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: state %s, admin %s\n", ps.Name, ps.State, ps.Admin)
+	return nil
+}
+
+func cmdFault(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usagef("want `fault inject PATH FLAGS`, `fault clear PATH [--id N]` or `fault list`")
+	}
+	switch args[0] {
+	case "inject":
+		return cmdFaultInject(args[1:], stdout)
+	case "clear":
+		return cmdFaultClear(args[1:], stdout)
+	case "list":
+		return cmdFaultList(args[1:], stdout)
+	}
+	return usagef("unknown fault subcommand %q (want inject, clear or list)", args[0])
+}
+
+const faultHelp = `usage: mpathfs fault inject [--control S] PATH FAULT-FLAGS
+  --error CLASS        path-failure | retryable | not-ready | device-error | permanent-loss
+  --hang               hold the I/O until the fault is cleared or the I/O deadline passes
+  --op LIST            read,write,flush,discard,probe (default all; read,write = gray failure:
+                       the probe passes while data I/O fails)
+  --offset N --length N  only I/O overlapping this range (4k, 1M, 1G suffixes)
+  --probability P      fire with chance P (0.1 or 10%), seeded
+  --every N / --after N / --count N / --for DURATION
+  --latency D --jitter D  added delay;  --slow N  take N times as long
+  --bandwidth RATE     cap bytes per second (e.g. 10M)
+  --sense KK/AA/QQ     sense data for the error;  --late  run the I/O, then fail it
+  --seed N             seed of the fault's random generator`
+
+func cmdFaultInject(args []string, stdout io.Writer) error {
+	var ctl, path string
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-h" || a == "--help":
+			fmt.Fprintln(os.Stderr, faultHelp)
+			return nil
+		case a == "--control" || a == "-control":
+			if i+1 >= len(args) {
+				return usagef("--control needs a value")
+			}
+			ctl = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--control="):
+			ctl = strings.TrimPrefix(a, "--control=")
+		case path == "" && !strings.HasPrefix(a, "-"):
+			path = a
+		default:
+			rest = append(rest, a)
+		}
+	}
+	if path == "" {
+		return usagef("give the PATH to inject into (a runtime name from `mpathfs path list`)")
+	}
+	spec, err := fault.ParseArgs(rest)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	c, err := dial(ctl)
+	if err != nil {
+		return err
+	}
+	var reply control.FaultInjectReply
+	if err := c.Post(context.Background(), "/v1/fault/inject", control.FaultInjectRequest{Path: path, Spec: spec}, &reply); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: fault #%d injected: %s\n", reply.Path, reply.ID, spec.String())
+	return nil
+}
+
+func cmdFaultClear(args []string, stdout io.Writer) error {
+	fs := newFlags("fault clear", "fault clear [--id N] [--control S] PATH")
+	ctl := fs.String("control", "", "control socket")
+	id := fs.Int("id", 0, "clear only this fault (default: every fault of the path)")
+	all := fs.Bool("all", false, "clear every fault of every path")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if *all {
+		if len(pos) != 0 {
+			return usagef("--all takes no PATH")
+		}
+	} else if len(pos) != 1 {
+		return usagef("give exactly one PATH (or --all)")
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
+	}
+	targets := pos
+	if *all {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, d := range st.Devices {
+			for _, p := range d.Paths {
+				targets = append(targets, p.Name)
+			}
+		}
+	}
+	for _, t := range targets {
+		var out map[string]any
+		if err := c.Post(context.Background(), "/v1/fault/clear", control.FaultClearRequest{Path: t, ID: *id}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%v: cleared %v\n", out["path"], out["cleared"])
+	}
+	return nil
+}
+
+func cmdFaultList(args []string, stdout io.Writer) error {
+	fs := newFlags("fault list", "fault list [--json] [--control S]")
+	ctl := fs.String("control", "", "control socket")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Faults []control.FaultInfo `json:"faults"`
+	}
+	if err := c.Get(context.Background(), "/v1/fault/list", &out); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, out)
+	}
+	if len(out.Faults) == 0 {
+		fmt.Fprintln(stdout, "no active faults")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PATH\tID\tMATCHED\tINJECTED\tSPEC")
+	for _, f := range out.Faults {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", f.Path, f.ID, f.Matched, f.Injected, f.Spec.String())
+	}
+	return tw.Flush()
+}
+
+func cmdPolicy(args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "set" {
+		return usagef("want `policy set DEVICE --psp PSP [options]`")
+	}
+	fs := newFlags("policy set", "policy set DEVICE --psp PSP [--iops N | --bytes N] [--useANO 0|1] [--preferred PATH] [--option k=v]...")
+	ctl := fs.String("control", "", "control socket")
+	psp := fs.String("psp", "", "VMW_PSP_FIXED, VMW_PSP_MRU, VMW_PSP_RR, queue-length or service-time (default: keep)")
+	iops := fs.String("iops", "", "RR: switch path every N I/Os")
+	bytes := fs.String("bytes", "", "RR: switch path every N bytes (sets type=bytes)")
+	useANO := fs.String("useANO", "", "RR/queue-length/service-time: 1 also uses active/non-optimized paths")
+	preferred := fs.String("preferred", "", "Fixed: the preferred path")
+	var opts multiFlag
+	fs.Var(&opts, "option", "any PSP option name=value (repeatable)")
+	pos, err := parseFlags(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("give exactly one DEVICE")
+	}
+	m, err := parseKV(opts, "--option")
+	if err != nil {
+		return err
+	}
+	if *iops != "" {
+		m["type"], m["iops"] = "iops", *iops
+	}
+	if *bytes != "" {
+		m["type"], m["bytes"] = "bytes", *bytes
+	}
+	if *useANO != "" {
+		m["useANO"] = *useANO
+	}
+	if *preferred != "" {
+		m["preferred"] = *preferred
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
+	}
+	var st mpath.DeviceStatus
+	if err := c.Post(context.Background(), "/v1/policy", control.PolicyRequest{Device: pos[0], PSP: *psp, Options: m}, &st); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: psp=%s %s\n", st.Name, st.PSP, st.PSPConfig)
+	return nil
+}
+
+func interruptible() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
+}
+
+func cmdEvents(args []string, stdout io.Writer) error {
+	fs := newFlags("events", "events [--json] [--count N] [--control S]")
+	ctl := fs.String("control", "", "control socket")
+	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	count := fs.Int("count", 0, "stop after N events")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := interruptible()
+	defer cancel()
+	n := 0
+	return c.Stream(ctx, "/v1/events", func(line []byte) bool {
+		if *asJSON {
+			fmt.Fprintf(stdout, "%s\n", line)
+		} else {
+			var ev mpath.Event
+			if json.Unmarshal(line, &ev) == nil {
+				where := ev.Device
+				if ev.Path != "" {
+					where = strings.TrimPrefix(where+" "+ev.Path, " ")
+				}
+				change := ev.To
+				if ev.From != "" {
+					change = ev.From + " -> " + ev.To
+				}
+				fmt.Fprintf(stdout, "%s %-14s %s %s %s\n", ev.Time.Format("15:04:05.000"), ev.Kind, where, change, ev.Reason)
+			}
+		}
+		n++
+		return *count == 0 || n < *count
+	})
+}
+
+func cmdTrace(args []string, stdout io.Writer) error {
+	fs := newFlags("trace", "trace [--count N] [--control S] DEVICE")
+	ctl := fs.String("control", "", "control socket")
+	count := fs.Int("count", 0, "stop after N records")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("give exactly one DEVICE")
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := interruptible()
+	defer cancel()
+	n := 0
+	return c.Stream(ctx, "/v1/trace?device="+pos[0], func(line []byte) bool {
+		fmt.Fprintf(stdout, "%s\n", line)
+		n++
+		return *count == 0 || n < *count
+	})
+}
+
+func cmdPlugins(args []string, stdout io.Writer) error {
+	fs := newFlags("plugins", "plugins [--json] [--control S]")
+	ctl := fs.String("control", "", "control socket (optional: without a mount the built-in list is shown)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var pl control.Plugins
+	if c, err := dial(*ctl); err == nil && *ctl != "" {
+		if err := c.Get(context.Background(), "/v1/plugins", &pl); err != nil {
+			return err
+		}
+	} else {
+		pl = localPlugins()
+	}
+	if *asJSON {
+		return printJSON(stdout, pl)
+	}
+	fmt.Fprintln(stdout, "MPPs:", strings.Join(pl.MPPs, ", "))
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nSATP\tDefault PSP\tDescription")
+	for _, s := range pl.SATPs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, s.DefaultPSP, s.Description)
+	}
+	fmt.Fprintln(tw, "\nPSP\t\tDescription")
+	for _, p := range pl.PSPs {
+		fmt.Fprintf(tw, "%s\t\t%s\n", p.Name, p.Description)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/fault"
+	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/nmp"
+)
+
+// Config is the YAML file `mpathfs mount --config FILE` reads.
+type Config struct {
+	// StateDir holds the default lab's store (default /var/lib/mpathfs).
+	StateDir string `yaml:"state_dir"`
+	// Control is the control socket (default /run/mpathfs/control.sock).
+	Control string `yaml:"control"`
+	// Metrics is an address for the Prometheus endpoint (off when empty).
+	Metrics string `yaml:"metrics"`
+	// Trace records every I/O as a JSON line to this file.
+	Trace string `yaml:"trace"`
+	// Scenario runs this scenario file once the mount is up.
+	Scenario string         `yaml:"scenario"`
+	Devices  []DeviceConfig `yaml:"devices"`
+}
+
+// DeviceConfig describes one device.
+type DeviceConfig struct {
+	Name string `yaml:"name"`
+	// Size creates missing file stores sparse with this size ("1G").
+	Size string `yaml:"size"`
+	// Identity; paths without one of their own adopt it.
+	WWID   string `yaml:"wwid"`
+	Vendor string `yaml:"vendor"`
+	Model  string `yaml:"model"`
+
+	SATP        string            `yaml:"satp"`
+	SATPOptions map[string]string `yaml:"satp_options"`
+	PSP         string            `yaml:"psp"`
+	PSPOptions  map[string]string `yaml:"psp_options"`
+
+	IOTimeout     Duration `yaml:"io_timeout"`
+	APDTimeout    Duration `yaml:"apd_timeout"`
+	CheckInterval Duration `yaml:"check_interval"`
+	ProbeTimeout  Duration `yaml:"probe_timeout"`
+	FlapThreshold int      `yaml:"flap_threshold"`
+	FlapWindow    Duration `yaml:"flap_window"`
+	HoldDown      Duration `yaml:"hold_down"`
+	MaxRetries    int      `yaml:"max_retries"`
+
+	// Array puts a simulated ALUA array in front of the store.
+	Array *yaml.Node `yaml:"array"`
+
+	Paths []PathConfig `yaml:"paths"`
+}
+
+// PathConfig describes one path.
+type PathConfig struct {
+	URI      string `yaml:"uri"`
+	Name     string `yaml:"name"`
+	Location string `yaml:"location"`
+	// Port is the simulated array's target port this path reaches.
+	Port int `yaml:"port"`
+	Rank int `yaml:"rank"`
+	// Faults are injected when the mount starts, in `fault inject` syntax.
+	Faults []string `yaml:"faults"`
+}
+
+// Duration is a time.Duration written as "5s" in YAML.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 500ms, 5s, 2m)", n.Line, n.Value)
+	}
+	if v < 0 {
+		return fmt.Errorf("line %d: duration %q is negative", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// LoadConfig reads and validates a YAML config file.
+func LoadConfig(name string) (*Config, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(name, b)
+}
+
+// ParseConfig parses and validates a config; unknown keys are errors.
+func ParseConfig(name string, b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %v", name, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %v", name, err)
+	}
+	return &c, nil
+}
+
+// Validate checks everything that can be checked before anything is opened.
+func (c *Config) Validate() error {
+	if len(c.Devices) == 0 {
+		return errors.New("no devices: add a devices: list with at least one device and its paths")
+	}
+	names := map[string]bool{}
+	pathNames := map[string]string{}
+	for i, d := range c.Devices {
+		where := fmt.Sprintf("devices[%d]", i)
+		if d.Name == "" {
+			return fmt.Errorf("%s has no name", where)
+		}
+		if strings.ContainsAny(d.Name, "/\x00") || d.Name == "." || d.Name == ".." {
+			return fmt.Errorf("%s: device name %q cannot be a file name", where, d.Name)
+		}
+		if names[d.Name] {
+			return fmt.Errorf("%s: two devices named %q", where, d.Name)
+		}
+		names[d.Name] = true
+		where = "device " + d.Name
+		if d.Size != "" {
+			if _, err := ParseSize(d.Size); err != nil {
+				return fmt.Errorf("%s: size: %v", where, err)
+			}
+		}
+		if len(d.Paths) == 0 {
+			return fmt.Errorf("%s has no paths: add paths: with at least one uri", where)
+		}
+		for j, p := range d.Paths {
+			pw := fmt.Sprintf("%s paths[%d]", where, j)
+			if p.URI == "" {
+				return fmt.Errorf("%s has no uri", pw)
+			}
+			if _, err := backends.ParseURI(p.URI); err != nil {
+				return fmt.Errorf("%s: %v", pw, err)
+			}
+			if p.Location != "" {
+				if _, err := mpath.ParseLocation(p.Location); err != nil {
+					return fmt.Errorf("%s: %v", pw, err)
+				}
+			}
+			if p.Name != "" {
+				if other, dup := pathNames[p.Name]; dup {
+					return fmt.Errorf("%s: path name %q is already used by %s", pw, p.Name, other)
+				}
+				pathNames[p.Name] = pw
+			}
+			for _, f := range p.Faults {
+				if _, err := fault.ParseArgs(strings.Fields(f)); err != nil {
+					return fmt.Errorf("%s: fault %q: %v", pw, f, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ParseSize parses a size with an optional binary suffix: 512, 4k, 64M,
+// 1G, 2T (also KiB, MiB, GiB, TiB; all powers of 1024).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	lower := strings.ToLower(t)
+	for _, suf := range []struct {
+		s string
+		m int64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"tb", 1 << 40}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, {"b", 1}} {
+		if strings.HasSuffix(lower, suf.s) {
+			mult = suf.m
+			t = t[:len(t)-len(suf.s)]
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional k, M, G or T suffix (powers of 1024)", s)
+	}
+	return n * mult, nil
+}
+
+// ensureStore creates a missing file store, sparse, with the given size.
+func ensureStore(uri string, size int64) error {
+	u, err := backends.ParseURI(uri)
+	if err != nil || u.Scheme != "file" || size <= 0 {
+		return err
+	}
+	p := u.Path
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Truncate(size)
+}
+
+// toDeviceConfig turns YAML into the engine's config.
+func (d DeviceConfig) toDeviceConfig() mpath.DeviceConfig {
+	return mpath.DeviceConfig{
+		Name:          d.Name,
+		Identity:      mpath.Identity{WWID: d.WWID, Vendor: d.Vendor, Model: d.Model},
+		SATP:          d.SATP,
+		SATPOptions:   d.SATPOptions,
+		PSP:           d.PSP,
+		PSPOptions:    d.PSPOptions,
+		IOTimeout:     time.Duration(d.IOTimeout),
+		APDTimeout:    time.Duration(d.APDTimeout),
+		CheckInterval: time.Duration(d.CheckInterval),
+		ProbeTimeout:  time.Duration(d.ProbeTimeout),
+		FlapThreshold: d.FlapThreshold,
+		FlapWindow:    time.Duration(d.FlapWindow),
+		HoldDown:      time.Duration(d.HoldDown),
+		MaxRetries:    d.MaxRetries,
+	}
+}
+
+func localPlugins() control.Plugins {
+	return control.Plugins{MPPs: mpath.MPPNames(), SATPs: nmp.SATPs(), PSPs: nmp.PSPs()}
+}

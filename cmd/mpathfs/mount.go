@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/fusedev"
+	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/nmp"
+
+	_ "github.com/mpathfs/mpathfs/backends/block"
+	_ "github.com/mpathfs/mpathfs/backends/nbd"
+)
+
+const defaultStateDir = "/var/lib/mpathfs"
+
+func cmdMount(args []string, stdout io.Writer) error {
+	fs := newFlags("mount", "mount [--control S] [--name NAME] [--path URI]... [--psp P] [--satp S] [--config FILE] MOUNTPOINT")
+	ctl := fs.String("control", "", "control socket (default $MPATHFS_CONTROL or "+control.DefaultSocket+")")
+	name := fs.String("name", "", "device name for --path devices (default mp0; the default lab is \"lab\")")
+	var paths, pspOpts, satpOpts multiFlag
+	fs.Var(&paths, "path", "a path URI: file:///abs/path, a bare file path, nbd://host:port/export, nbd+unix:///export?socket=S, block:///dev/sdX (repeatable)")
+	psp := fs.String("psp", "", "path selection plugin (default: the SATP's)")
+	fs.Var(&pspOpts, "psp-option", "PSP option name=value (repeatable), e.g. iops=1")
+	satp := fs.String("satp", "", "storage array type plugin (default VMW_SATP_DEFAULT_AA)")
+	fs.Var(&satpOpts, "satp-option", "SATP option name=value (repeatable)")
+	config := fs.String("config", "", "YAML file describing devices (see README)")
+	stateDir := fs.String("state-dir", "", "where the default lab keeps its store (default $MPATHFS_STATE_DIR or "+defaultStateDir+")")
+	size := fs.String("size", "", "create missing file stores with this size (e.g. 1G)")
+	ioTimeout := fs.Duration("io-timeout", 0, "per-I/O deadline (default 5s)")
+	apdTimeout := fs.Duration("apd-timeout", 0, "All-Paths-Down timeout (default 140s)")
+	checkInterval := fs.Duration("check-interval", 0, "path checker interval (default 2s)")
+	trace := fs.String("trace", "", "record every I/O as a JSON line to this file")
+	allowOther := fs.Bool("allow-other", false, "let other users open the device files")
+	debug := fs.Bool("debug", false, "log every FUSE request")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("give exactly one MOUNTPOINT (got %d arguments)", len(pos))
+	}
+	mountpoint, err := filepath.Abs(pos[0])
+	if err != nil {
+		return err
+	}
+
+	var cfg *Config
+	switch {
+	case *config != "" && len(paths) > 0:
+		return usagef("give either --config or --path, not both")
+	case *config != "":
+		if cfg, err = LoadConfig(*config); err != nil {
+			return err
+		}
+	case len(paths) > 0:
+		dc := DeviceConfig{Name: *name, PSP: *psp, SATP: *satp, Size: *size}
+		if dc.Name == "" {
+			dc.Name = "mp0"
+		}
+		for _, p := range paths {
+			dc.Paths = append(dc.Paths, PathConfig{URI: p})
+		}
+		cfg = &Config{Devices: []DeviceConfig{dc}}
+	default:
+		cfg = defaultLab(stateDirOf(*stateDir))
+		if *name != "" {
+			cfg.Devices[0].Name = *name
+		}
+		if *psp != "" {
+			cfg.Devices[0].PSP = *psp
+		}
+		if *satp != "" {
+			cfg.Devices[0].SATP = *satp
+		}
+	}
+	// Flags given on the command line override the file for every device.
+	for i := range cfg.Devices {
+		d := &cfg.Devices[i]
+		if *psp != "" {
+			d.PSP = *psp
+		}
+		if *satp != "" {
+			d.SATP = *satp
+		}
+		if len(pspOpts) > 0 {
+			if d.PSPOptions, err = parseKV(pspOpts, "--psp-option"); err != nil {
+				return err
+			}
+		}
+		if len(satpOpts) > 0 {
+			if d.SATPOptions, err = parseKV(satpOpts, "--satp-option"); err != nil {
+				return err
+			}
+		}
+		if *ioTimeout > 0 {
+			d.IOTimeout = Duration(*ioTimeout)
+		}
+		if *apdTimeout > 0 {
+			d.APDTimeout = Duration(*apdTimeout)
+		}
+		if *checkInterval > 0 {
+			d.CheckInterval = Duration(*checkInterval)
+		}
+	}
+	if *ctl != "" {
+		cfg.Control = *ctl
+	}
+	if *trace != "" {
+		cfg.Trace = *trace
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	return serve(mountpoint, cfg, mountOptions{allowOther: *allowOther, debug: *debug}, stdout)
+}
+
+type mountOptions struct {
+	allowOther, debug bool
+}
+
+func stateDirOf(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv("MPATHFS_STATE_DIR"); env != "" {
+		return env
+	}
+	return defaultStateDir
+}
+
+func parseKV(list []string, flag string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range list {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usagef("%s %q: want name=value", flag, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// within reports whether p lies inside dir.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// serve mounts, serves until SIGINT/SIGTERM, and tears down in order.
+func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) error {
+	socket := control.SocketPath(cfg.Control)
+	// Nothing the daemon itself writes may live inside its own mount: a
+	// write there would wait for the daemon forever.
+	for _, p := range []string{socket, cfg.Trace} {
+		if p == "" {
+			continue
+		}
+		if abs, _ := filepath.Abs(p); within(abs, mountpoint) {
+			return usagef("%s lies inside the mountpoint %s: put it elsewhere", p, mountpoint)
+		}
+	}
+	if err := fusedev.CleanStale(mountpoint); err != nil {
+		return fmt.Errorf("mountpoint %s: %v", mountpoint, err)
+	}
+	st, err := os.Stat(mountpoint)
+	if err != nil {
+		if !os.IsNotExist(err) {
+			return fmt.Errorf("mountpoint: %v", err)
+		}
+		if err := os.MkdirAll(mountpoint, 0o755); err != nil {
+			return fmt.Errorf("mountpoint: %v", err)
+		}
+	} else if !st.IsDir() {
+		return usagef("mountpoint %s is not a directory", mountpoint)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	events := &mpath.Events{}
+	b, err := build(ctx, cfg, events)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	var traceFile *os.File
+	if cfg.Trace != "" {
+		if traceFile, err = os.Create(cfg.Trace); err != nil {
+			return fmt.Errorf("trace: %v", err)
+		}
+		defer traceFile.Close()
+		t := nmp.NewTracer(4096, traceFile)
+		for _, d := range b.devices {
+			d.SetTracer(t)
+		}
+	}
+
+	rt := control.NewRuntime(mountpoint, events)
+	b.register(rt)
+	for _, h := range runtimeHooks {
+		if err := h(rt, b, cfg); err != nil {
+			return err
+		}
+	}
+	srv, err := control.Listen(socket, rt)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	devs := make([]fusedev.Device, len(b.devices))
+	for i, d := range b.devices {
+		devs[i] = d
+	}
+	fsrv, err := fusedev.Mount(mountpoint, devs, fusedev.Options{AllowOther: mo.allowOther, Debug: mo.debug})
+	if err != nil {
+		return fmt.Errorf("mount %s: %v", mountpoint, err)
+	}
+	for _, d := range b.devices {
+		fmt.Fprintf(stdout, "mpathfs: serving %s (%s, %d paths, %s + %s) at %s\n", d.Name(),
+			humanize.IBytes(uint64(d.Size())), len(d.Paths()), d.SATP().Name(), d.PSP().Name(), filepath.Join(mountpoint, d.Name()))
+	}
+	fmt.Fprintf(stdout, "mpathfs: control socket %s; stop with Ctrl-C or SIGTERM\n", socket)
+	if len(b.devices) > 0 {
+		fmt.Fprintf(stdout, "mpathfs: try: fio --name=t --filename=%s --direct=1 --rw=randrw --bs=4k --iodepth=16 --ioengine=libaio --runtime=30 --time_based --verify=crc32c\n",
+			filepath.Join(mountpoint, b.devices[0].Name()))
+	}
+	if f, ok := stdout.(*os.File); ok {
+		f.Sync()
+	}
+	for _, h := range startHooks {
+		h(ctx, rt, cfg, stdout)
+	}
+
+	served := make(chan struct{})
+	go func() { fsrv.Wait(); close(served) }()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(stdout, "mpathfs: stopping: unmounting", mountpoint)
+	case <-served:
+		fmt.Fprintln(stdout, "mpathfs: the mount went away (unmounted from outside); stopping")
+	}
+	stop() // a second signal now kills the process the default way
+	done := make(chan error, 1)
+	go func() { done <- fsrv.Unmount() }()
+	select {
+	case err = <-done:
+	case <-time.After(15 * time.Second):
+		err = fmt.Errorf("unmount of %s did not finish in 15s", mountpoint)
+	}
+	if err != nil {
+		return fmt.Errorf("unmount: %v", err)
+	}
+	return nil
+}
+
+// runtimeHooks and startHooks let other files of the command add to a
+// mount (arrays, scenarios, metrics) without serve knowing them.
+var (
+	runtimeHooks []func(rt *control.Runtime, b *built, cfg *Config) error
+	startHooks   []func(ctx context.Context, rt *control.Runtime, cfg *Config, stdout io.Writer)
+)
+
+// defaultLab is the built-in lab: a sparse 1 GiB store and four file paths.
+func defaultLab(stateDir string) *Config {
+	store := filepath.Join(stateDir, "lab.img")
+	dc := DeviceConfig{Name: "lab", Size: "1G", WWID: "naa.600d0230000000000000000000001ab1", Vendor: "MPATHFS", Model: "LAB"}
+	for i := 0; i < 4; i++ {
+		dc.Paths = append(dc.Paths, PathConfig{URI: "file://" + store})
+	}
+	return &Config{StateDir: stateDir, Devices: []DeviceConfig{dc}}
+}
