@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,3 +177,12 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 }
 
 func fmtInt(i int64) string { return strconv.FormatInt(i, 10) }
+
+func mustURL(t testing.TB, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}

@@ -1,0 +1,111 @@
+// Package nbd is mpathfs's own pure-Go client of the Network Block Device
+// protocol: one Client is one path to an NBD export, over one connection.
+//
+// # Objective
+//
+// A path to a store served by nbdkit, qemu-nbd or nbd-server, with the
+// failure behaviour multipathing needs: a dead or hung server fails every
+// request on the path promptly, classified as a path failure, and nothing a
+// late reply carries can land after the caller got its buffer back.
+//
+// # URIs
+//
+// Openers are registered for the NBD URI schemes:
+//
+//	nbd://host[:port]/export               TCP, port 10809 by default
+//	nbd+unix:///export?socket=/path        Unix socket
+//	nbds://host[:port]/export?…            TCP with TLS
+//	nbds+unix:///export?socket=/path&…     Unix socket with TLS
+//
+// The path after the first "/" is the export name (percent-decoded; empty
+// is the server's default export). Query parameters:
+//
+//	socket=PATH            the Unix socket (nbd+unix, nbds+unix only)
+//	tls-certificates=DIR   a directory in the nbdkit/qemu layout: ca-cert.pem
+//	                       (the CA the server's certificate must chain to) and,
+//	                       for client authentication, client-cert.pem and
+//	                       client-key.pem
+//	tls-ca=FILE            CA bundle (PEM); overrides DIR's ca-cert.pem.
+//	                       Without any CA the system roots are used.
+//	tls-cert=FILE          client certificate (PEM), with tls-key=FILE
+//	tls-key=FILE           client private key (PEM)
+//	tls-servername=NAME    name to verify the server certificate against
+//	                       (default: the URI host; "localhost" for sockets)
+//	connect-timeout=DUR    bound on connect plus handshake (default 10s)
+//	watchdog=DUR           how often the connection watchdog checks request
+//	                       deadlines (default 100ms)
+//	structured=BOOL        negotiate structured replies (default true)
+//
+// tls-* parameters on nbd:// or nbd+unix:// are an error, as are unknown
+// parameters. With nbds the client sends NBD_OPT_STARTTLS first and
+// refuses to continue without TLS (no downgrade).
+//
+// # Decisions
+//
+// Handshake: fixed newstyle only (NBD_FLAG_C_FIXED_NEWSTYLE, plus
+// NBD_FLAG_C_NO_ZEROES when offered); NBD_OPT_STARTTLS when asked for;
+// NBD_OPT_STRUCTURED_REPLY (a refusal means simple replies); NBD_OPT_GO
+// asking for NBD_INFO_BLOCK_SIZE, falling back to NBD_OPT_EXPORT_NAME only
+// when the server answers NBD_REP_ERR_UNSUP. Every length read from the
+// server is bounded: option replies at 64 KiB, 64 replies to one option,
+// error chunks at 64 KiB, data chunks at the request's length; the
+// handshake is bounded in time by connect-timeout and the context.
+//
+// Transmission: requests are pipelined on the connection and matched to
+// replies by handle; one reader goroutine per connection demultiplexes
+// replies straight into the callers' buffers, senders serialise on a
+// mutex, and per-request state comes from a pool. Reads and writes larger
+// than the server's maximum block size (capped at the spec's 32 MiB default
+// payload) are split. Structured READ replies are checked chunk by chunk:
+// inside the request, no overlap, full coverage before success.
+//
+// Block size: when the server's minimum block size is above 1, unaligned
+// reads are widened to aligned ones through a bounce buffer; unaligned
+// writes, discards and write-zeroes fail with a device error (EINVAL). A
+// read-modify-write is not done: it would race with writes through other
+// paths to the same store, which no client-side lock can cover.
+//
+// Flags: NBD_FLAG_READ_ONLY makes writes fail with a device error (EROFS)
+// and hides discard and write-zeroes; without NBD_FLAG_SEND_FLUSH the server
+// has no volatile cache, so Flush succeeds without a round trip (it still
+// fails on a dead connection); NBD_FLAG_SEND_TRIM and
+// NBD_FLAG_SEND_WRITE_ZEROES answer Can; WriteAtFUA uses NBD_CMD_FLAG_FUA
+// when NBD_FLAG_SEND_FUA is set and write plus flush otherwise;
+// WriteZeroesNoHole adds NBD_CMD_FLAG_NO_HOLE; MultiConn reports
+// NBD_FLAG_CAN_MULTI_CONN. One Client is one connection, so "a flush
+// reaches every connection that carried writes" holds per path.
+//
+// Deadlines and teardown: a request's deadline is its context's. When a
+// caller's deadline passes, the connection is torn down (a hung path is a
+// failed path) and every request in flight on it fails with a path failure.
+// A watchdog per connection (a ticker, not a timer per request) tears the
+// connection down when any request in flight, including one whose caller
+// cancelled, outlives its deadline. A cancelled request without an expired
+// deadline is abandoned: its reply is read and discarded, never copied into
+// the caller's buffer. Abort tears the connection down at once. After a
+// teardown requests fail fast with a path failure wrapping ErrConnDown; the
+// client never reconnects inline. Probe (the path checker) reconnects with
+// backoff, bounded by its context, then reads the first block; an export
+// whose size changed across a reconnect is a permanent device loss.
+//
+// # Error mapping
+//
+//	connection refused, reset, closed, I/O timeout,     path failure
+//	deadline exceeded, Abort, protocol violation
+//	server EIO (transport EIO; nbdkit's error filter)    path failure
+//	server ESHUTDOWN                                    path failure
+//	server ENOMEM                                       retryable
+//	server EPERM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP,   device error
+//	EROFS, any other value
+//	read-only export, unaligned write, out of range     device error
+//	context cancelled (no deadline expired)             unclassified ctx error
+//
+// Server errors keep the errno: errors.Is(err, syscall.ENOSPC) works, and
+// ServerError carries the server's message. A server error for one request
+// does not tear the connection down. A protocol violation (bad magic,
+// unknown handle, a reply longer than its request, overlapping chunks)
+// tears it down.
+//
+// Inquiry reports transport "nbd", vendor "NBD" and the export name
+// (at most 16 bytes) as model; NBD has no identity, so the WWID is empty.
+package nbd
