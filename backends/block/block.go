@@ -128,14 +128,12 @@ func openURI(_ context.Context, u *url.URL) (backends.Backend, error) {
 	}
 	var o Options
 	q := u.Query()
-	for key, dst := range map[string]*bool{"ro": &o.ReadOnly} {
-		if v := q.Get(key); v != "" {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return nil, fmt.Errorf("block URI %q: %s=%q is not a boolean", u.String(), key, v)
-			}
-			*dst = b
+	if v := q.Get("ro"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("block URI %q: ro=%q is not a boolean", u.String(), v)
 		}
+		o.ReadOnly = b
 	}
 	if v := q.Get("direct"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -620,11 +618,11 @@ func (d *Device) Probe(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		var se *mpath.Error
-		if errors.As(err, &se) {
-			return err
+		var pe *os.PathError
+		if !errors.As(err, &pe) {
+			return err // a SCSI status, classified; or the context's error
 		}
-		// SG_IO refused (a partition, no privilege): fall back to a read.
+		// SG_IO itself refused (a partition, no privilege): fall back to a read.
 	}
 	bp := d.bounce.Get().(*[]byte)
 	defer d.bounce.Put(bp)
