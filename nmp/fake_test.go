@@ -1,0 +1,438 @@
+package nmp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/mpath"
+)
+
+// This file holds the hand-written fakes the nmp tests drive real devices
+// over: an in-memory store shared by several paths, each path a fake
+// backend with hooks to fail, hang and slow down, counting its operations.
+
+// memStore is the one store every fake path of a device leads to.
+type memStore struct {
+	mu   sync.RWMutex
+	data []byte
+}
+
+func newMemStore(size int) *memStore { return &memStore{data: make([]byte, size)} }
+
+func (s *memStore) snapshot() []byte {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append([]byte(nil), s.data...)
+}
+
+// fakeFault is what a fake path does instead of (or before) an operation.
+type fakeFault struct {
+	err     error           // returned instead of running the operation
+	ops     map[string]bool // operations it applies to; nil: all, probe included
+	hang    bool            // hold the operation until recover() or ctx done
+	latency time.Duration   // delay before the operation runs
+	times   int             // > 0: fire this many times, then vanish
+}
+
+// fakePath is one path's backend. The zero fault is healthy.
+type fakePath struct {
+	name  string
+	store *memStore
+	size  int64 // reported size; 0: the store's
+
+	noDiscard, noZero bool // capabilities it lacks
+
+	mu      sync.Mutex
+	fault   *fakeFault
+	release chan struct{} // closed by recover(): hung operations proceed
+
+	reads, writes, flushes, probes, discards, zeroes atomic.Int64
+	hung                                             atomic.Int64 // operations held right now
+	closed                                           atomic.Bool
+}
+
+var (
+	_ backends.Backend    = (*fakePath)(nil)
+	_ backends.Discarder  = (*fakePath)(nil)
+	_ backends.ZeroWriter = (*fakePath)(nil)
+	_ backends.Prober     = (*fakePath)(nil)
+	_ backends.Capable    = (*fakePath)(nil)
+)
+
+func newFakePath(name string, s *memStore) *fakePath {
+	return &fakePath{name: name, store: s, release: make(chan struct{})}
+}
+
+// failClass makes operations fail with an *mpath.Error of class c. ops
+// limits it to some operations (e.g. read,write: a gray failure the probe
+// does not see).
+func (f *fakePath) failClass(c mpath.Class, ops ...string) {
+	f.setFault(&fakeFault{err: &mpath.Error{Class: c, Path: f.name, Err: errFakeFault}, ops: opSet(ops)})
+}
+
+// failErr makes operations fail with a raw error (an errno, a network error).
+func (f *fakePath) failErr(err error, ops ...string) {
+	f.setFault(&fakeFault{err: err, ops: opSet(ops)})
+}
+
+// hangOps holds operations until recover() or their context ends.
+func (f *fakePath) hangOps(ops ...string) {
+	f.setFault(&fakeFault{hang: true, ops: opSet(ops)})
+}
+
+// slow delays every operation by d.
+func (f *fakePath) slow(d time.Duration) { f.setFault(&fakeFault{latency: d}) }
+
+func (f *fakePath) setFault(ff *fakeFault) {
+	f.mu.Lock()
+	f.fault = ff
+	f.mu.Unlock()
+}
+
+// recover clears the fault and releases every hung operation.
+func (f *fakePath) recover() {
+	f.mu.Lock()
+	f.fault = nil
+	close(f.release)
+	f.release = make(chan struct{})
+	f.mu.Unlock()
+}
+
+var errFakeFault = errors.New("fake fault")
+
+func opSet(ops []string) map[string]bool {
+	if len(ops) == 0 {
+		return nil
+	}
+	m := map[string]bool{}
+	for _, o := range ops {
+		for _, x := range strings.Split(o, ",") {
+			m[x] = true
+		}
+	}
+	return m
+}
+
+// gate applies the path's fault to an operation.
+func (f *fakePath) gate(ctx context.Context, op string) error {
+	f.mu.Lock()
+	ff := f.fault
+	release := f.release
+	if ff != nil && ff.ops != nil && !ff.ops[op] {
+		ff = nil
+	}
+	if ff != nil && ff.times > 0 {
+		ff.times--
+		if ff.times == 0 {
+			f.fault = nil
+		}
+	}
+	f.mu.Unlock()
+	if ff == nil {
+		return ctx.Err()
+	}
+	if ff.latency > 0 {
+		t := time.NewTimer(ff.latency)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	if ff.hang {
+		f.hung.Add(1)
+		defer f.hung.Add(-1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if ff.err != nil {
+		var me *mpath.Error
+		if errors.As(ff.err, &me) {
+			e := *me
+			e.Op = op
+			return &e
+		}
+		return ff.err
+	}
+	return nil
+}
+
+func (f *fakePath) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if err := f.gate(ctx, "read"); err != nil {
+		return 0, err
+	}
+	f.reads.Add(1)
+	f.store.mu.RLock()
+	n := copy(p, f.store.data[off:])
+	f.store.mu.RUnlock()
+	return n, nil
+}
+
+func (f *fakePath) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if err := f.gate(ctx, "write"); err != nil {
+		return 0, err
+	}
+	f.writes.Add(1)
+	f.store.mu.Lock()
+	n := copy(f.store.data[off:], p)
+	f.store.mu.Unlock()
+	return n, nil
+}
+
+func (f *fakePath) Flush(ctx context.Context) error {
+	if err := f.gate(ctx, "flush"); err != nil {
+		return err
+	}
+	f.flushes.Add(1)
+	return nil
+}
+
+func (f *fakePath) Probe(ctx context.Context) error {
+	if err := f.gate(ctx, "probe"); err != nil {
+		return err
+	}
+	f.probes.Add(1)
+	return nil
+}
+
+func (f *fakePath) Discard(ctx context.Context, off, length int64) error {
+	if f.noDiscard {
+		return backends.ErrNotSupported
+	}
+	if err := f.gate(ctx, "discard"); err != nil {
+		return err
+	}
+	f.discards.Add(1)
+	f.store.mu.Lock()
+	clear(f.store.data[off : off+length])
+	f.store.mu.Unlock()
+	return nil
+}
+
+func (f *fakePath) WriteZeroes(ctx context.Context, off, length int64) error {
+	if f.noZero {
+		return backends.ErrNotSupported
+	}
+	if err := f.gate(ctx, "discard"); err != nil {
+		return err
+	}
+	f.zeroes.Add(1)
+	f.store.mu.Lock()
+	clear(f.store.data[off : off+length])
+	f.store.mu.Unlock()
+	return nil
+}
+
+func (f *fakePath) Can(c backends.Capability) bool {
+	switch c {
+	case backends.CapDiscard:
+		return !f.noDiscard
+	case backends.CapWriteZeroes:
+		return !f.noZero
+	case backends.CapProbe:
+		return true
+	}
+	return false
+}
+
+func (f *fakePath) Size() int64 {
+	if f.size != 0 {
+		return f.size
+	}
+	return int64(len(f.store.data))
+}
+
+func (f *fakePath) Close() error {
+	f.closed.Store(true)
+	return nil
+}
+
+// rig is a device over fake paths p1…pN, with a decisions tracer and an
+// event subscription.
+type rig struct {
+	d      *Device
+	store  *memStore
+	fakes  []*fakePath
+	tracer *Tracer
+	events *mpath.Subscription
+	seen   int // trace records already consumed
+}
+
+const rigSize = 1 << 20
+
+// testConfig is a device configuration for tests: the checker only runs
+// when a test calls CheckNow (or waits an hour), everything else default.
+func testConfig(psp string, opts map[string]string) mpath.DeviceConfig {
+	return mpath.DeviceConfig{Name: "dev0", PSP: psp, PSPOptions: opts, CheckInterval: time.Hour}
+}
+
+func newRig(t testing.TB, n int, cfg mpath.DeviceConfig) *rig {
+	t.Helper()
+	r := &rig{store: newMemStore(rigSize)}
+	var paths []*mpath.Path
+	for i := range n {
+		f := newFakePath(fmt.Sprintf("p%d", i+1), r.store)
+		r.fakes = append(r.fakes, f)
+		paths = append(paths, &mpath.Path{Name: f.name, URI: "fake://" + f.name, Transport: "fake",
+			Location: mpath.Location{Adapter: i + 1}, Backend: f})
+	}
+	if cfg.Name == "" {
+		cfg.Name = "dev0"
+	}
+	events := &mpath.Events{}
+	r.events = events.Subscribe(4096)
+	d, err := NewDevice(cfg, paths, events)
+	if err != nil {
+		t.Fatalf("NewDevice: %v", err)
+	}
+	r.d = d
+	r.tracer = NewTracer(1<<16, nil)
+	r.tracer.Decisions = true
+	d.SetTracer(r.tracer)
+	t.Cleanup(func() { d.Close() })
+	return r
+}
+
+// fake returns the fake of path name ("p2").
+func (r *rig) fake(name string) *fakePath {
+	for _, f := range r.fakes {
+		if f.name == name {
+			return f
+		}
+	}
+	panic("no fake path " + name)
+}
+
+func (r *rig) path(name string) *mpath.Path {
+	p := r.d.FindPath(name)
+	if p == nil {
+		panic("no path " + name)
+	}
+	return p
+}
+
+// records returns the trace records since the last call.
+func (r *rig) records() []TraceRecord {
+	all := r.tracer.Records()
+	out := all[r.seen:]
+	r.seen = len(all)
+	return out
+}
+
+// served returns the path that completed the last traced I/O ("" if none
+// or it failed).
+func (r *rig) served() string {
+	recs := r.records()
+	if len(recs) == 0 {
+		return ""
+	}
+	rec := recs[len(recs)-1]
+	if rec.Status != "ok" || len(rec.Attempts) == 0 {
+		return ""
+	}
+	return rec.Attempts[len(rec.Attempts)-1].Path
+}
+
+// write writes 4 KiB at off and returns the path that carried it.
+func (r *rig) write(t testing.TB, off int64) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	for i := range buf {
+		buf[i] = byte(off>>12) + byte(i)
+	}
+	if _, err := r.d.WriteAt(context.Background(), buf, off); err != nil {
+		t.Fatalf("write at %d: %v", off, err)
+	}
+	return r.served()
+}
+
+// read reads 4 KiB at off and returns the path that carried it.
+func (r *rig) read(t testing.TB, off int64) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	if _, err := r.d.ReadAt(context.Background(), buf, off); err != nil {
+		t.Fatalf("read at %d: %v", off, err)
+	}
+	return r.served()
+}
+
+// ios runs n 4 KiB writes and returns the serving path of each.
+func (r *rig) ios(t testing.TB, n int) []string {
+	t.Helper()
+	out := make([]string, n)
+	for i := range out {
+		out[i] = r.write(t, int64(i%64)*4096)
+	}
+	return out
+}
+
+func (r *rig) state(name string) mpath.PathState { return r.path(name).State() }
+
+// states prints every path's state, "p1=active p2=dead".
+func (r *rig) states() string {
+	var b strings.Builder
+	for i, p := range r.d.Paths() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%s", p.Name, p.State())
+		if p.PDL() {
+			b.WriteString("(pdl)")
+		}
+	}
+	return b.String()
+}
+
+// drainEvents returns the events published since the last call.
+func (r *rig) drainEvents() []mpath.Event {
+	var out []mpath.Event
+	for {
+		select {
+		case ev := <-r.events.C:
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+// groupedSATP is a test SATP with two priority groups, like ALUA's AO and
+// ANO: the paths named in option ano=p3,p4 are in group 1, the others in
+// group 0. Errors and probes are judged as VMW_SATP_DEFAULT_AA judges them.
+const satpTestGrouped = "TEST_SATP_GROUPED"
+
+type groupedSATP struct {
+	*defaultSATP
+	ano map[string]bool
+}
+
+func init() {
+	RegisterSATP(satpTestGrouped, "test: two priority groups", PSPRR, func(o map[string]string) (SATP, error) {
+		opts := newOptions(satpTestGrouped, o)
+		ano := opSet([]string{opts.str("ano", "")})
+		if err := opts.done(); err != nil {
+			return nil, err
+		}
+		return &groupedSATP{defaultSATP: &defaultSATP{name: satpTestGrouped, retryBackoff: time.Millisecond}, ano: ano}, nil
+	})
+}
+
+func (s *groupedSATP) DefaultPSP() string { return PSPRR }
+
+func (s *groupedSATP) Group(p *mpath.Path) (int, bool) {
+	if s.ano[p.Name] {
+		return 1, p.State() == mpath.StateActive
+	}
+	return 0, p.State() == mpath.StateActive
+}
