@@ -91,6 +91,12 @@ type conn struct {
 }
 
 func newConn(nc net.Conn, info *exportInfo, name string, watchdog time.Duration) *conn {
+	c := allocConn(nc, info, name)
+	c.start(watchdog)
+	return c
+}
+
+func allocConn(nc net.Conn, info *exportInfo, name string) *conn {
 	c := &conn{
 		nc:   nc,
 		info: info,
@@ -100,13 +106,17 @@ func newConn(nc net.Conn, info *exportInfo, name string, watchdog time.Duration)
 		done: make(chan struct{}),
 	}
 	c.mu.inflight = make(map[uint64]*request)
+	return c
+}
+
+// start starts the connection's reader and watchdog goroutines.
+func (c *conn) start(watchdog time.Duration) {
 	c.wg.Add(1)
 	go c.readLoop()
 	if watchdog > 0 {
 		c.wg.Add(1)
 		go c.watchdog(watchdog)
 	}
-	return c
 }
 
 // alive reports whether the connection has not been torn down.

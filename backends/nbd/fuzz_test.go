@@ -199,7 +199,7 @@ func FuzzReply(f *testing.F) {
 		}
 		info := &exportInfo{size: 1 << 20, flags: testFlags, structured: data[0]&1 == 1, minBlock: 1, prefBlock: 4096, maxBlock: 1 << 20}
 		mc := newMemConn(data[1:])
-		c := newConn(mc, info, "fuzz", 0)
+		c := allocConn(mc, info, "fuzz")
 		const guard = 64
 		area1 := bytes.Repeat([]byte{0xaa}, 4096+2*guard)
 		area4 := bytes.Repeat([]byte{0xaa}, 512)
@@ -215,6 +215,7 @@ func FuzzReply(f *testing.F) {
 			c.mu.inflight[r.handle] = r
 		}
 		c.mu.Unlock()
+		c.start(0)
 		waited := make(chan struct{})
 		go func() { c.wg.Wait(); close(waited) }()
 		select {
