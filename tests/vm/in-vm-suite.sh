@@ -1,0 +1,385 @@
+#!/bin/bash
+# in-vm-suite.sh — runs inside the VM-tier guest as root (qemu guest from run.sh or the
+# Vagrant guest). One LUN with two real SCSI paths (scsi_debug, ALUA), the same fio
+# job and the same path fault against (a) dm-multipath and (b) mpathfs, side by side.
+#
+#   fio: 4k randrw QD16, --direct=1 --verify=crc32c --verify_fatal=1 (--verify_backlog
+#   so data written across the fault is read back and checked during the run),
+#   MPATHFS_VM_FIO_RUNTIME s (40). At MPATHFS_VM_FAULT_AT s (10) the path on the lowest
+#   SCSI host (ALUA active/optimized) goes offline, at MPATHFS_VM_RESTORE_AT s (20) it
+#   comes back; we measure how long until each system uses it again.
+#
+# Exit status: 0 only if both systems ran with 0 fio errors, verify ok and the path
+# reinstated. MPATHFS_VM_ONLY_DM=1 runs (a) only. The table goes to stdout and to
+# tests/vm/work/result.md in the repository the script lives in.
+set -uo pipefail
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+work=$repo/tests/vm/work
+mkdir -p "$work"
+scratch=$(mktemp -d /tmp/mpathfs-vm.XXXXXX)
+runtime=${MPATHFS_VM_FIO_RUNTIME:-40}
+fault_at=${MPATHFS_VM_FAULT_AT:-10}
+restore_at=${MPATHFS_VM_RESTORE_AT:-20}
+only_dm=${MPATHFS_VM_ONLY_DM:-0}
+reinstate_limit=60   # seconds to wait for a restored path to be used again
+t_suite=$(date +%s%3N)
+
+now_ms() { date +%s%3N; }
+log() { local e=$(( $(now_ms) - t_suite )); printf '[suite %4d.%01ds] %s\n' $((e / 1000)) $(( (e % 1000) / 100 )) "$*"; }
+die() { log "FATAL: $*"; exit 2; }
+sleep_until() { # epoch ms
+  local d=$(( $1 - $(now_ms) ))
+  [ "$d" -gt 0 ] && sleep "$(printf '%d.%03d' $((d / 1000)) $((d % 1000)))"
+  return 0
+}
+secs() { printf '%d.%02d' $(( $1 / 1000 )) $(( ($1 % 1000) / 10 )); }
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+for t in fio jq lsscsi multipath multipathd modprobe; do
+  command -v "$t" >/dev/null || die "$t missing (run tests/vm/provision.sh)"
+done
+
+# Results, per system: key -> value.
+declare -A R=()
+failed=0
+
+# --------------------------------------------------------------------------- LUN
+setup_lun() {
+  if lsmod | grep -q '^scsi_debug'; then die "scsi_debug already loaded"; fi
+  modprobe scsi_debug add_host=2 num_tgts=1 max_luns=1 dev_size_mb=256 \
+    vpd_use_hostno=0 delay=0 || die "modprobe scsi_debug failed"
+  udevadm settle -t 30 || true
+  local i=0
+  while :; do
+    mapfile -t disks < <(for d in /sys/block/sd*; do
+      [ -e "$d/device/model" ] || continue
+      [ "$(tr -d ' ' < "$d/device/model")" = scsi_debug ] || continue
+      h=$(readlink -f "$d/device" | sed -n 's|.*/host\([0-9]*\)/.*|\1|p')
+      echo "$h ${d##*/}"
+    done | sort -n | awk '{print $2}')
+    [ "${#disks[@]}" -ge 2 ] && break
+    i=$((i + 1)); [ $i -gt 100 ] && die "scsi_debug disks did not appear"
+    sleep 0.2
+  done
+  [ "${#disks[@]}" -eq 2 ] || die "expected 2 scsi_debug disks, found ${disks[*]}"
+  pa=${disks[0]} pb=${disks[1]}
+  local wa wb
+  wa=$(/lib/udev/scsi_id -g -u -d "/dev/$pa" 2>/dev/null)
+  wb=$(/lib/udev/scsi_id -g -u -d "/dev/$pb" 2>/dev/null)
+  [ -n "$wa" ] && [ "$wa" = "$wb" ] || die "the two disks do not share a WWID ($wa / $wb)"
+  log "LUN $wa: paths /dev/$pa and /dev/$pb (fault target: /dev/$pa, lowest SCSI host)"
+  lsscsi
+  for p in "$pa" "$pb"; do
+    echo "  $p: ALUA $(sg_rtpg -d "/dev/$p" 2>/dev/null | sed -n '2,3p' | tr -s ' ' | tr '\n' ' ')"
+  done
+}
+
+# ---------------------------------------------------------------- the fio run
+# run_case SYS DEVICE: fio on DEVICE, fault pa at fault_at, restore at restore_at,
+# then poll ${SYS}_path_state (prints "ok", "failed" or other) for reinstatement.
+run_case() {
+  local sys=$1 dev=$2 pfx=$scratch/$1
+  log "($sys) fio on $dev: ${runtime}s, fault /dev/$pa at ${fault_at}s, restore at ${restore_at}s"
+  local tl; tl=$(now_ms)
+  local base; base=$(path_ios)
+  fio --name="$sys" --filename="$dev" --ioengine=libaio --direct=1 \
+    --rw=randrw --bs=4k --iodepth=16 --time_based --runtime="$runtime" \
+    --verify=crc32c --verify_fatal=1 --verify_backlog=1024 --continue_on_error=io \
+    --write_lat_log="$pfx" --write_iops_log="$pfx" --log_avg_msec=1000 --log_max_value=1 \
+    --output-format=json --output="$pfx.json" >"$pfx.fio.out" 2>&1 &
+  local fpid=$!
+  # fio's clock starts with its first I/O; under TCG its start-up takes a second or
+  # more, so time 0 is the first I/O seen on the LUN's paths, not the launch.
+  local t0=""
+  while [ $(( $(now_ms) - tl )) -lt 30000 ] && kill -0 "$fpid" 2>/dev/null; do
+    [ "$(path_ios)" != "$base" ] && { t0=$(now_ms); break; }
+    sleep 0.05
+  done
+  [ -n "$t0" ] || t0=$tl
+  log "($sys) first I/O $(secs $((t0 - tl))) s after the launch"
+
+  sleep_until $(( t0 + fault_at * 1000 ))
+  local tf; tf=$(now_ms)
+  echo offline > "/sys/block/$pa/device/state"
+  log "($sys) /dev/$pa offline"
+  local tfail=""
+  while [ $(( $(now_ms) - t0 )) -lt $(( restore_at * 1000 - 200 )) ]; do
+    if [ -z "$tfail" ] && [ "$("${sys}_path_state" "$pa")" = failed ]; then
+      tfail=$(now_ms); log "($sys) path $pa marked failed after $(secs $((tfail - tf))) s"
+    fi
+    sleep 0.1
+  done
+  sleep_until $(( t0 + restore_at * 1000 ))
+  local tr; tr=$(now_ms)
+  echo running > "/sys/block/$pa/device/state"
+  log "($sys) /dev/$pa running again"
+  local tback="" st=""
+  while [ $(( $(now_ms) - tr )) -lt $(( reinstate_limit * 1000 )) ]; do
+    st=$("${sys}_path_state" "$pa")
+    if [ "$st" = ok ]; then tback=$(now_ms); break; fi
+    sleep 0.1
+  done
+  if [ -n "$tback" ]; then
+    log "($sys) path $pa in use again after $(secs $((tback - tr))) s"
+  else
+    log "($sys) path $pa NOT reinstated within ${reinstate_limit}s (last state: $st)"
+  fi
+
+  # fio: give it its runtime plus a margin (queued I/O, final verify).
+  local deadline=$(( t0 + (runtime + 90) * 1000 )) frc
+  while kill -0 "$fpid" 2>/dev/null && [ "$(now_ms)" -lt "$deadline" ]; do sleep 0.5; done
+  if kill -0 "$fpid" 2>/dev/null; then
+    log "($sys) fio hung: killing it (pid $fpid)"
+    kill -KILL "$fpid" 2>/dev/null
+    R[$sys.hung]=1
+  fi
+  wait "$fpid"; frc=$?
+  log "($sys) fio exit status $frc"
+
+  # Results.
+  local fault_ms=$(( tf - t0 )) errs verr jerr
+  errs=$(jq -r '[.jobs[].total_err // 0] | add' "$pfx.json" 2>/dev/null)
+  jerr=$(jq -r '[.jobs[].error // 0] | add' "$pfx.json" 2>/dev/null)
+  [ -n "$errs" ] || errs="no json"
+  verr=ok
+  if grep -Eqi 'verify (failed|error)|bad magic|bad (header|pattern)' "$pfx.fio.out" ||
+    [ "$frc" != 0 ] || [ "${jerr:-1}" != 0 ] || [ -n "${R[$sys.hung]:-}" ]; then
+    verr="FAILED (fio rc $frc, error ${jerr:-?})"
+  fi
+  R[$sys.errors]=$errs
+  R[$sys.verify]=$verr
+  R[$sys.iops_mean]=$(jq -r '[.jobs[] | .read.iops + .write.iops] | add | floor' "$pfx.json" 2>/dev/null || echo "?")
+  # Max completion latency per second (log_max_value), in ns; window fault-1s..fault+5s.
+  R[$sys.clat_fault]=$(awk -F', *' -v a=$((fault_ms - 1000)) -v b=$((fault_ms + 5000)) \
+    '$1 >= a && $1 <= b+999 && $2 > m {m=$2} END {printf "%.1f", m/1e6}' "${pfx}_clat.1.log" 2>/dev/null)
+  R[$sys.clat_before]=$(awk -F', *' -v b=$((fault_ms - 1000)) \
+    '$1 < b && $2 > m {m=$2} END {printf "%.1f", m/1e6}' "${pfx}_clat.1.log" 2>/dev/null)
+  # Lowest 1-second IOPS (read+write per second; the last, partial second excluded).
+  # The n-th sample of each direction belongs to the n-th second (sample times drift).
+  R[$sys.iops_min]=$(awk -F', *' '
+    {n=++cnt[$3]; v[n]+=$2; if (!(n in t)) t[n]=$1; if (n>last) last=n}
+    END {m=-1; for (n=1; n<last; n++) if (m<0 || v[n]<m) {m=v[n]; at=t[n]};
+         if (m<0) print "?"; else printf "%d (at %.0fs)", m, at/1000}' \
+    "${pfx}_iops.1.log" 2>/dev/null)
+  R[$sys.failed]=${tfail:+$(secs $((tfail - tf))) s}
+  R[$sys.failed]=${R[$sys.failed]:-not seen}
+  R[$sys.reinstate]=${tback:+$(secs $((tback - tr))) s}
+  R[$sys.reinstate]=${R[$sys.reinstate]:-"not within ${reinstate_limit} s"}
+
+  cp "$pfx".* "${pfx}"_*.log "$work/" 2>/dev/null
+  [ "$errs" = 0 ] || failed=1
+  [ "$verr" = ok ] || failed=1
+  [ -n "$tback" ] || failed=1
+}
+
+path_ios() { # reads + writes completed on both paths
+  awk '{s += $1 + $5} END {print s}' "/sys/block/$pa/stat" "/sys/block/$pb/stat"
+}
+
+# ------------------------------------------------------------ (a) dm-multipath
+dm_path_state() { # ok when dm uses the path again, failed when dm failed it
+  local s
+  s=$(multipathd show paths raw format "%d %t %T" 2>/dev/null | awk -v d="$1" '$1==d {print $2, $3}')
+  case "$s" in
+    "active ready") echo ok ;;
+    failed*|*faulty*) echo failed ;;
+    *) echo "${s:-unknown}" ;;
+  esac
+}
+
+run_dm() {
+  log "(a) dm-multipath"
+  cat > /etc/multipath.conf <<'EOF'
+defaults {
+	polling_interval	1
+	path_checker		tur
+	no_path_retry		queue
+	find_multipaths		no
+	user_friendly_names	yes
+	path_grouping_policy	multibus
+	path_selector		"round-robin 0"
+}
+blacklist {
+	devnode "^vd[a-z]"
+	devnode "^(ram|loop|fd|md|dm-|sr|scd|st|nbd|zram)[0-9]*"
+}
+blacklist_exceptions {
+	device {
+		vendor "Linux"
+		product "scsi_debug"
+	}
+}
+EOF
+  mkdir -p /etc/multipath
+  modprobe dm_multipath
+  multipathd -d -s -v2 >"$scratch/multipathd.log" 2>&1 &
+  mpd_pid=$!
+  local map="" i=0
+  while [ -z "$map" ]; do
+    map=$(multipath -l -v1 2>/dev/null | head -1)
+    [ -n "$map" ] && break
+    i=$((i + 1))
+    [ $((i % 20)) = 0 ] && multipath -v2 >/dev/null 2>&1  # nudge if no uevent did it
+    [ $i -gt 300 ] && { tail -20 "$scratch/multipathd.log"; die "no multipath map after 30 s"; }
+    kill -0 "$mpd_pid" 2>/dev/null || { cat "$scratch/multipathd.log"; die "multipathd exited"; }
+    sleep 0.1
+  done
+  i=0
+  until [ "$(dm_path_state "$pa")" = ok ] && [ "$(dm_path_state "$pb")" = ok ]; do
+    i=$((i + 1)); [ $i -gt 300 ] && die "paths of $map not active ready"; sleep 0.1
+  done
+  log "(a) map $map ready (multipathd pid $mpd_pid)"
+  multipath -ll "$map"
+  udevadm settle -t 10 || true
+  [ -b "/dev/mapper/$map" ] || die "/dev/mapper/$map missing"
+
+  run_case dm "/dev/mapper/$map"
+  multipath -ll "$map"
+
+  log "(a) teardown"
+  multipath -F || { sleep 2; multipath -F; } || log "(a) multipath -F failed"
+  kill -TERM "$mpd_pid"
+  for i in $(seq 50); do kill -0 "$mpd_pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$mpd_pid" 2>/dev/null && { log "(a) multipathd did not stop; SIGKILL"; kill -KILL "$mpd_pid"; }
+  wait "$mpd_pid" 2>/dev/null
+  mpd_pid=""
+  cp "$scratch/multipathd.log" "$work/dm-multipathd.log" 2>/dev/null
+  if dmsetup ls --target multipath 2>/dev/null | grep -qv 'No devices'; then
+    log "(a) WARNING: multipath maps left: $(dmsetup ls --target multipath)"
+  fi
+}
+
+# ----------------------------------------------------------------- (b) mpathfs
+ctl=/run/mpathfs/vm.sock
+mpathfs_path_state() {
+  local s
+  s=$(mpathfs status --control "$ctl" --json 2>/dev/null |
+    jq -r --arg u "block:///dev/$1" '[.devices[].paths[] | select(.uri == $u) | .state][0] // "unknown"' 2>/dev/null)
+  case "$s" in
+    active) echo ok ;;
+    dead|disabled|standby) echo failed ;;
+    *) echo "${s:-unknown}" ;;
+  esac
+}
+
+mpathfs_unavailable() { # prints the reason, or nothing when mpathfs can run
+  local bin=$work/mpathfs
+  if [ ! -x "$bin" ]; then
+    if [ -s "$work/mpathfs.unavailable" ]; then tr '\n' ' ' < "$work/mpathfs.unavailable"
+    else echo "no binary at tests/vm/work/mpathfs (build it: CGO_ENABLED=0 go build -o tests/vm/work/mpathfs ./cmd/mpathfs)"; fi
+    return
+  fi
+  install -m 0755 "$bin" /usr/local/bin/mpathfs || { echo "cannot install the binary"; return; }
+  if ! mpathfs mount --help 2>&1 | grep -qi 'block'; then
+    echo "'mpathfs mount --help' does not mention block:// paths"
+  fi
+}
+
+run_mpathfs() {
+  log "(b) mpathfs"
+  modprobe fuse 2>/dev/null
+  mkdir -p /run/mpathfs /mnt/mp
+  mpathfs mount --control "$ctl" --name lun --path "block:///dev/$pa" --path "block:///dev/$pb" \
+    --psp VMW_PSP_RR /mnt/mp >"$scratch/mpathfs.log" 2>&1 &
+  mp_pid=$!
+  local i=0
+  until [ -e /mnt/mp/lun ]; do
+    kill -0 "$mp_pid" 2>/dev/null || { cat "$scratch/mpathfs.log"; R[mpathfs.na]="mpathfs mount exited: $(tail -1 "$scratch/mpathfs.log")"; mp_pid=""; failed=1; return; }
+    i=$((i + 1)); [ $i -gt 300 ] && { R[mpathfs.na]="/mnt/mp/lun did not appear in 30 s"; failed=1; stop_mpathfs; return; }
+    sleep 0.1
+  done
+  i=0
+  until [ "$(mpathfs_path_state "$pa")" = ok ] && [ "$(mpathfs_path_state "$pb")" = ok ]; do
+    i=$((i + 1))
+    if [ $i -gt 300 ]; then
+      mpathfs status --control "$ctl" --json
+      R[mpathfs.na]="paths not active in status --json after 30 s"; failed=1; stop_mpathfs; return
+    fi
+    sleep 0.1
+  done
+  log "(b) /mnt/mp/lun ready (mpathfs pid $mp_pid)"
+  mpathfs status --control "$ctl" --json | jq -c .
+
+  run_case mpathfs /mnt/mp/lun
+  mpathfs status --control "$ctl" --json | jq -c .
+  stop_mpathfs
+}
+
+stop_mpathfs() {
+  [ -n "${mp_pid:-}" ] || return 0
+  log "(b) stopping mpathfs (SIGTERM to pid $mp_pid)"
+  kill -TERM "$mp_pid" 2>/dev/null
+  local i
+  for i in $(seq 100); do kill -0 "$mp_pid" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$mp_pid" 2>/dev/null; then
+    log "(b) mpathfs did not exit within 20 s after SIGTERM; SIGKILL"
+    kill -KILL "$mp_pid"; failed=1; R[mpathfs.unmount]="did not exit on SIGTERM"
+  fi
+  wait "$mp_pid" 2>/dev/null
+  mp_pid=""
+  if mountpoint -q /mnt/mp; then
+    log "(b) /mnt/mp still mounted after mpathfs exited"
+    R[mpathfs.unmount]="left /mnt/mp mounted"; failed=1
+    umount -l /mnt/mp
+  fi
+  R[mpathfs.unmount]=${R[mpathfs.unmount]:-clean}
+  cp "$scratch/mpathfs.log" "$work/mpathfs.log" 2>/dev/null
+}
+
+cleanup() {
+  [ -n "${mp_pid:-}" ] && kill -TERM "$mp_pid" 2>/dev/null
+  [ -n "${mpd_pid:-}" ] && { multipath -F >/dev/null 2>&1; kill -TERM "$mpd_pid" 2>/dev/null; }
+  mountpoint -q /mnt/mp 2>/dev/null && umount -l /mnt/mp
+  [ -n "${pa:-}" ] && [ -e "/sys/block/$pa/device/state" ] && echo running > "/sys/block/$pa/device/state" 2>/dev/null
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+
+# ------------------------------------------------------------------------ main
+log "kernel $(uname -r); fio $(fio --version); multipath-tools $(dpkg-query -W -f='${Version}' multipath-tools 2>/dev/null)"
+setup_lun
+run_dm
+
+na=""
+if [ "$only_dm" = 1 ]; then
+  na="skipped (MPATHFS_VM_ONLY_DM=1)"
+else
+  na=$(mpathfs_unavailable)
+  if [ -n "$na" ]; then
+    na="not available: $na"
+    failed=1
+  else
+    run_mpathfs
+    [ -n "${R[mpathfs.na]:-}" ] && na="failed to start: ${R[mpathfs.na]}"
+  fi
+fi
+[ -n "$na" ] && log "(b) mpathfs: $na"
+
+# ------------------------------------------------------------------------ table
+col() { if [ -n "$na" ]; then echo "—"; else echo "${R[mpathfs.$1]:-?}"; fi; }
+{
+  echo "## VM tier: one path of a 2-path scsi_debug LUN offline at ${fault_at}s, back at ${restore_at}s"
+  echo
+  echo "fio 4k randrw QD16 direct, verify=crc32c (backlog 1024), ${runtime}s; kernel $(uname -r), $(nproc) vCPUs."
+  echo
+  echo "| | (a) dm-multipath | (b) mpathfs |"
+  echo "|---|---|---|"
+  echo "| fio errors (total_err) | ${R[dm.errors]:-?} | $(col errors) |"
+  echo "| verify | ${R[dm.verify]:-?} | $(col verify) |"
+  echo "| max clat, fault-1s..fault+5s (ms) | ${R[dm.clat_fault]:-?} | $(col clat_fault) |"
+  echo "| max clat before the fault (ms) | ${R[dm.clat_before]:-?} | $(col clat_before) |"
+  echo "| lowest 1-s IOPS (r+w) | ${R[dm.iops_min]:-?} | $(col iops_min) |"
+  echo "| mean IOPS | ${R[dm.iops_mean]:-?} | $(col iops_mean) |"
+  echo "| path seen failed after the fault | ${R[dm.failed]:-?} | $(col failed) |"
+  echo "| path in use again after it returned | ${R[dm.reinstate]:-?} | $(col reinstate) |"
+  [ -z "$na" ] && echo "| stopped by SIGTERM, unmounted | n/a | ${R[mpathfs.unmount]:-?} |"
+  echo
+  [ -n "$na" ] && echo "(b) mpathfs: $na" && echo
+  if [ "$failed" = 0 ]; then echo "RESULT: PASS"; else echo "RESULT: FAIL"; fi
+} > "$scratch/result.md"
+cp "$scratch/result.md" "$work/result.md"
+echo
+cat "$scratch/result.md"
+exit "$failed"
