@@ -40,6 +40,9 @@ func cmdMount(args []string, stdout io.Writer) error {
 	ioTimeout := fs.Duration("io-timeout", 0, "per-I/O deadline (default 5s)")
 	apdTimeout := fs.Duration("apd-timeout", 0, "All-Paths-Down timeout (default 140s)")
 	checkInterval := fs.Duration("check-interval", 0, "path checker interval (default 2s)")
+	flapThreshold := fs.Int("flap-threshold", 0, "failures within --flap-window that hold a path down (default 3)")
+	flapWindow := fs.Duration("flap-window", 0, "window for counting path failures (default 60s)")
+	holdDown := fs.Duration("hold-down", 0, "how long a flapping path is held out of service (default 10s, doubling while it keeps flapping)")
 	trace := fs.String("trace", "", "record every I/O as a JSON line to this file")
 	allowOther := fs.Bool("allow-other", false, "let other users open the device files")
 	debug := fs.Bool("debug", false, "log every FUSE request")
@@ -111,6 +114,15 @@ func cmdMount(args []string, stdout io.Writer) error {
 		}
 		if *checkInterval > 0 {
 			d.CheckInterval = Duration(*checkInterval)
+		}
+		if *flapThreshold > 0 {
+			d.FlapThreshold = *flapThreshold
+		}
+		if *flapWindow > 0 {
+			d.FlapWindow = Duration(*flapWindow)
+		}
+		if *holdDown > 0 {
+			d.HoldDown = Duration(*holdDown)
 		}
 	}
 	if *ctl != "" {

@@ -1,0 +1,248 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func runCmd(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	return string(out), err
+}
+
+// TestDefaultLab: `mpathfs mount MOUNTPOINT` alone serves a 1 GiB device
+// over four paths, ready for I/O.
+func TestDefaultLab(t *testing.T) {
+	m := startMount(t)
+	fi, err := os.Stat(m.file("lab"))
+	if err != nil {
+		t.Fatalf("default lab device file: %v\n%s", err, m.out.String())
+	}
+	if fi.Size() != 1<<30 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("lab: size %d mode %v, want 1 GiB 0600", fi.Size(), fi.Mode().Perm())
+	}
+	st := m.status()
+	if len(st.Devices) != 1 || len(st.Devices[0].Paths) != 4 {
+		t.Fatalf("default lab topology: %+v", st)
+	}
+	if !strings.Contains(m.out.String(), "fio") {
+		t.Errorf("mount output does not say how to run fio:\n%s", m.out.String())
+	}
+	f, err := os.OpenFile(m.file("lab"), os.O_RDWR|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatalf("O_DIRECT open: %v", err)
+	}
+	buf := alignedBlock(4096)
+	copy(buf, "hello multipath")
+	if _, err := f.WriteAt(buf, 1<<20); err != nil {
+		t.Fatalf("O_DIRECT write: %v", err)
+	}
+	got := alignedBlock(4096)
+	if _, err := f.ReadAt(got, 1<<20); err != nil || string(got[:15]) != "hello multipath" {
+		t.Fatalf("O_DIRECT read back: %v %q", err, got[:15])
+	}
+	f.Close()
+	// The human status names every path and the policy.
+	out := m.mustCtl("status")
+	for _, want := range []string{"lab", "VMW_SATP", "VMW_PSP", "vmhba1:C0:T0:L0", "vmhba4:C0:T0:L0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	out = m.mustCtl("path", "list")
+	for _, want := range []string{"Runtime Name: vmhba2:C0:T0:L0", "State: active", "Plugin: NMP"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("path list lacks %q:\n%s", want, out)
+		}
+	}
+	m.stopClean(t)
+}
+
+func alignedBlock(n int) []byte {
+	b := make([]byte, n+4096)
+	off := 4096 - int(uintptrOf(b)%4096)
+	if off == 4096 {
+		off = 0
+	}
+	return b[off : off+n]
+}
+
+// TestStatusJSONShape pins the documented JSON shape scripts depend on.
+func TestStatusJSONShape(t *testing.T) {
+	st := store(t, 16<<20)
+	m := startMount(t, "--name", "d0", "--path", st, "--path", "file://"+st)
+	out := m.mustCtl("status", "--json")
+	var raw struct {
+		Devices []struct {
+			Name  *string `json:"name"`
+			Size  *int64  `json:"size"`
+			SATP  *string `json:"satp"`
+			PSP   *string `json:"psp"`
+			Paths []struct {
+				Name   *string `json:"name"`
+				URI    *string `json:"uri"`
+				State  *string `json:"state"`
+				Reads  *uint64 `json:"reads"`
+				Writes *uint64 `json:"writes"`
+				Errors *uint64 `json:"errors"`
+			} `json:"paths"`
+		} `json:"devices"`
+	}
+	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+		t.Fatal(err)
+	}
+	if len(raw.Devices) != 1 {
+		t.Fatalf("devices: %s", out)
+	}
+	d := raw.Devices[0]
+	if d.Name == nil || *d.Name != "d0" || d.Size == nil || *d.Size != 16<<20 || d.SATP == nil || d.PSP == nil {
+		t.Fatalf("device fields missing: %s", out)
+	}
+	if len(d.Paths) != 2 {
+		t.Fatalf("paths: %s", out)
+	}
+	for _, p := range d.Paths {
+		if p.Name == nil || p.URI == nil || p.State == nil || p.Reads == nil || p.Writes == nil || p.Errors == nil {
+			t.Fatalf("path fields missing: %s", out)
+		}
+		switch *p.State {
+		case "active", "standby", "disabled", "dead", "unknown":
+		default:
+			t.Errorf("path state %q not in the documented set", *p.State)
+		}
+	}
+	m.stopClean(t)
+}
+
+// TestCLIErrors: wrong input gets one clear line on stderr and a non-zero exit.
+func TestCLIErrors(t *testing.T) {
+	st := store(t, 16<<20)
+	other := store(t, 32<<20)
+	dir := t.TempDir()
+	badYAML := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(badYAML, []byte("devices:\n  - name: x\n    pathz: []\n"), 0o600)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"mount"}, "MOUNTPOINT"},
+		{[]string{"mount", "--psp", "VMW_PSP_NOPE", "--path", st, filepath.Join(dir, "m1")}, "unknown PSP"},
+		{[]string{"mount", "--satp", "VMW_SATP_NOPE", "--path", st, filepath.Join(dir, "m2")}, "unknown SATP"},
+		{[]string{"mount", "--path", st, "--path", other, filepath.Join(dir, "m3")}, "different stores"},
+		{[]string{"mount", "--path", "/nonexistent/x.img", filepath.Join(dir, "m4")}, "does not exist"},
+		{[]string{"mount", "--path", "nbd://127.0.0.1:1/x", filepath.Join(dir, "m5")}, "127.0.0.1:1"},
+		{[]string{"mount", "--config", badYAML, filepath.Join(dir, "m6")}, "pathz"},
+		{[]string{"mount", "--psp", "VMW_PSP_RR", "--psp-option", "iops=zero", "--path", st, filepath.Join(dir, "m7")}, "iops"},
+		{[]string{"status", "--control", filepath.Join(dir, "none.sock")}, "no mpathfs control socket"},
+		{[]string{"fault", "inject", "--control", filepath.Join(dir, "none.sock"), "p", "--error", "bogus"}, "bogus"},
+		{[]string{"path", "set", "--state", "maybe", "p"}, "want on or off"},
+	}
+	for _, c := range cases {
+		cmd := exec.Command(binary, c.args...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		cmd.Env = append(os.Environ(), "MPATHFS_STATE_DIR="+dir)
+		err := cmd.Run()
+		if err == nil {
+			t.Errorf("mpathfs %v succeeded, want an error", c.args)
+			continue
+		}
+		msg := strings.TrimSpace(stderr.String())
+		if strings.Count(msg, "\n") != 0 {
+			t.Errorf("mpathfs %v: error is not one line:\n%s", c.args, msg)
+		}
+		if !strings.Contains(msg, c.want) {
+			t.Errorf("mpathfs %v: stderr %q does not mention %q", c.args, msg, c.want)
+		}
+	}
+	// Nothing was left mounted by the failed mounts.
+	for i := 1; i <= 7; i++ {
+		if isMounted(filepath.Join(dir, "m"+string(rune('0'+i)))) {
+			t.Errorf("a failed mount left m%d mounted", i)
+		}
+	}
+}
+
+// TestStaleMountCleanup: after a crash (SIGKILL) the next start cleans the
+// dead mount up and serves again.
+func TestStaleMountCleanup(t *testing.T) {
+	st := store(t, 16<<20)
+	m := startMount(t, "--name", "d0", "--path", st)
+	m.cmd.Process.Kill()
+	<-m.exited
+	if !isMounted(m.dir) {
+		t.Skip("the kernel removed the mount with the process; nothing stale to clean")
+	}
+	m2 := startMountAt(t, m.dir, "--name", "d0", "--path", st)
+	if _, err := os.Stat(m2.file("d0")); err != nil {
+		t.Fatalf("after a crash the new mount does not serve: %v\n%s", err, m2.out.String())
+	}
+	m2.stopClean(t)
+}
+
+// TestConfigFile: a YAML file with two devices and every option.
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
+	cfg := filepath.Join(dir, "mpathfs.yaml")
+	os.WriteFile(cfg, []byte(`devices:
+  - name: alpha
+    size: 32M
+    wwid: naa.600a0000000000000000000000000001
+    psp: VMW_PSP_RR
+    psp_options: {iops: "2"}
+    io_timeout: 2s
+    apd_timeout: 10s
+    check_interval: 500ms
+    flap_threshold: 4
+    hold_down: 3s
+    paths:
+      - uri: file://`+a+`
+        name: alpha-1
+      - uri: `+a+`
+        name: alpha-2
+        faults: ["--latency 1ms"]
+  - name: beta
+    size: 16M
+    satp: VMW_SATP_LOCAL
+    paths:
+      - uri: file://`+b+`
+        location: vmhba7:C0:T3:L9
+`), 0o600)
+	m := startMount(t, "--config", cfg)
+	st := m.status()
+	if len(st.Devices) != 2 {
+		t.Fatalf("want 2 devices: %+v", st)
+	}
+	al, be := st.Devices[0], st.Devices[1]
+	if al.Name != "alpha" || al.Size != 32<<20 || al.PSP != "VMW_PSP_RR" || al.WWID != "naa.600a0000000000000000000000000001" || al.Options.IOTimeout != "2s" || al.Options.FlapThreshold != 4 {
+		t.Errorf("alpha: %+v", al)
+	}
+	if !strings.Contains(al.PSPConfig, "iops=2") {
+		t.Errorf("alpha psp config %q", al.PSPConfig)
+	}
+	if al.Paths[0].Name != "alpha-1" || al.Paths[1].Name != "alpha-2" {
+		t.Errorf("alpha path names: %s %s", al.Paths[0].Name, al.Paths[1].Name)
+	}
+	if be.Name != "beta" || be.SATP != "VMW_SATP_LOCAL" || be.PSP != "VMW_PSP_FIXED" || be.Paths[0].Name != "vmhba7:C0:T3:L9" {
+		t.Errorf("beta: %+v", be)
+	}
+	if out := m.mustCtl("fault", "list"); !strings.Contains(out, "alpha-2") || !strings.Contains(out, "--latency 1ms") {
+		t.Errorf("fault list lacks the configured fault:\n%s", out)
+	}
+	out := m.mustCtl("policy", "set", "alpha", "--psp", "VMW_PSP_MRU")
+	if !strings.Contains(out, "VMW_PSP_MRU") {
+		t.Errorf("policy set: %s", out)
+	}
+	m.stopClean(t)
+}
