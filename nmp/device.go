@@ -39,6 +39,7 @@ type Device struct {
 	psp    atomic.Pointer[pspBox]
 	satp   SATP
 	tracer atomic.Pointer[tracerBox]
+	obs    atomic.Pointer[observerBox]
 
 	canDiscard, canZero atomic.Bool
 
@@ -417,6 +418,16 @@ func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p 
 		if op == mpath.OpRead {
 			err = io.ErrUnexpectedEOF
 		}
+	}
+	if ob := d.obs.Load(); ob != nil {
+		c := mpath.ClassNone
+		if err != nil {
+			c = ClassifyError(err)
+			if timedOut {
+				c = mpath.ClassPathFailure
+			}
+		}
+		ob.o.Completed(d, path, op, n, lat, c)
 	}
 	if err == nil {
 		path.Done(op, n, lat)

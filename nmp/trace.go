@@ -166,3 +166,20 @@ func (it *ioTrace) finish(err error) {
 	}
 	it.t.emit(it.rec)
 }
+
+// Observer sees every completed try of an I/O on a path (metrics). It is
+// called on the I/O path and must not block.
+type Observer interface {
+	Completed(d *Device, p *mpath.Path, op mpath.OpKind, n int, lat time.Duration, class mpath.Class)
+}
+
+type observerBox struct{ o Observer }
+
+// SetObserver attaches an observer (nil detaches it).
+func (d *Device) SetObserver(o Observer) {
+	if o == nil {
+		d.obs.Store(nil)
+		return
+	}
+	d.obs.Store(&observerBox{o})
+}

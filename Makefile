@@ -1,0 +1,61 @@
+# mpathfs — the commands that matter:
+#   make run    build and mount the built-in default lab (installs fuse3 and fio if missing)
+#   make test   everything CI runs on the host: vet, gofmt, unit tests with -race, end-to-end tests
+#   make bench  the benchmark table against the peers (docs/benchmarks.md)
+#   make vm-test  the VM tier (qemu, dm-multipath side by side); see tests/vm/README.md
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+BIN := bin/mpathfs
+MNT ?= /mnt/mpathfs
+STATE_DIR ?= /var/lib/mpathfs
+# Debian packages the tests and the lab use.
+APT_PKGS := fuse3 fio nbdkit qemu-utils libnbd-bin e2fsprogs util-linux jq kmod
+APT_CHECK := fusermount3 fio nbdkit qemu-nbd nbdfuse mkfs.ext4 losetup jq
+
+.PHONY: all build deps run test test-unit test-e2e lint bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/mpathfs
+
+# deps installs the Debian packages the tests need, once.
+deps:
+	@missing=""; for t in $(APT_CHECK); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing Debian packages (missing:$$missing)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_PKGS) >/dev/null; \
+	fi
+	@for t in $(APT_CHECK); do command -v $$t >/dev/null || { echo "deps: $$t still missing after apt-get install"; exit 1; }; done
+
+run: deps build
+	@echo "mounting the default lab at $(MNT) (store in $(STATE_DIR)); in another shell:"
+	@echo "  fio --name=t --filename=$(MNT)/lab --direct=1 --rw=randrw --bs=4k --iodepth=16 --ioengine=libaio --runtime=60 --time_based --verify=crc32c"
+	@echo "  $(BIN) status;  $(BIN) fault inject vmhba1:C0:T0:L0 --error path-failure"
+	mkdir -p $(MNT)
+	MPATHFS_STATE_DIR=$(STATE_DIR) $(BIN) mount $(MNT)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test-unit:
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /tests/)
+
+test-e2e: build
+	$(GO) test -count=1 -timeout 30m -v ./tests/... 2>&1 | tee /tmp/mpathfs-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+
+test: deps lint test-unit test-e2e
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzHandshake -fuzztime 60s ./backends/nbd
+	$(GO) test -run '^$$' -fuzz FuzzReply -fuzztime 60s ./backends/nbd
+
+clean:
+	rm -rf bin
+
+-include tests/vm/vm.mk
+-include bench/bench.mk
