@@ -231,12 +231,12 @@ EOF
     i=$((i + 1)); [ $i -gt 300 ] && die "paths of $map not active ready"; sleep 0.1
   done
   log "(a) map $map ready (multipathd pid $mpd_pid)"
-  multipath -ll "$map"
+  multipath -ll "$map" | cat
   udevadm settle -t 10 || true
   [ -b "/dev/mapper/$map" ] || die "/dev/mapper/$map missing"
 
   run_case dm "/dev/mapper/$map"
-  multipath -ll "$map"
+  multipath -ll "$map" | cat
 
   log "(a) teardown"
   multipath -F || { sleep 2; multipath -F; } || log "(a) multipath -F failed"
@@ -294,16 +294,16 @@ run_mpathfs() {
   until [ "$(mpathfs_path_state "$pa")" = ok ] && [ "$(mpathfs_path_state "$pb")" = ok ]; do
     i=$((i + 1))
     if [ $i -gt 300 ]; then
-      mpathfs status --control "$ctl" --json
+      mpathfs status --control "$ctl" --json | cat
       R[mpathfs.na]="paths not active in status --json after 30 s"; failed=1; stop_mpathfs; return
     fi
     sleep 0.1
   done
   log "(b) /mnt/mp/lun ready (mpathfs pid $mp_pid)"
-  mpathfs status --control "$ctl" --json | jq -c .
+  mpathfs status --control "$ctl" --json | jq -M -c .
 
   run_case mpathfs /mnt/mp/lun
-  mpathfs status --control "$ctl" --json | jq -c .
+  mpathfs status --control "$ctl" --json | jq -M -c .
   stop_mpathfs
 }
 
