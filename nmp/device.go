@@ -381,7 +381,7 @@ func (d *Device) finalError(op mpath.OpKind, p *mpath.Path, c mpath.Class, err e
 
 // exec runs one I/O on one path under the per-I/O deadline.
 func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p []byte, off, length int64) (int, error) {
-	ictx, cancel := context.WithTimeout(ctx, d.cfg.IOTimeout)
+	ictx := newIOCtx(ctx, d.cfg.IOTimeout)
 	path.Inflight.Add(1)
 	path.InflightBytes.Add(length)
 	start := time.Now()
@@ -409,8 +409,8 @@ func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p 
 		}
 	}
 	lat := time.Since(start)
-	timedOut := err != nil && ictx.Err() == context.DeadlineExceeded && ctx.Err() == nil
-	cancel()
+	timedOut := err != nil && ictx.expired()
+	ictx.release()
 	path.Inflight.Add(-1)
 	path.InflightBytes.Add(-length)
 	if err == nil && (op == mpath.OpRead || op == mpath.OpWrite) && n != len(p) {
