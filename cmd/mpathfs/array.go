@@ -15,3 +15,7 @@ func (a *labArray) port(pc PathConfig, b backends.Backend, loc mpath.Location) (
 }
 
 func (a *labArray) Close() error { return nil }
+
+// claimedByNMP runs the claim rules for a new path: false when a rule
+// gives it to another plugin (MASK_PATH hides it).
+func claimedByNMP(p *mpath.Path) (bool, string) { return true, "default: NMP" }

@@ -1,0 +1,88 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// attachLoop attaches a loop device over img and detaches it in cleanup.
+func attachLoop(t *testing.T, img string) string {
+	t.Helper()
+	out, err := runCmd("losetup", "--find", "--show", "--direct-io=on", img)
+	if err != nil {
+		out, err = runCmd("losetup", "--find", "--show", img)
+	}
+	if err != nil {
+		t.Fatalf("losetup: %v %s", err, out)
+	}
+	dev := strings.TrimSpace(out)
+	t.Cleanup(func() { runCmd("losetup", "-d", dev) })
+	return dev
+}
+
+// TestBlockPathsHotplug: two loop devices over one image are two block
+// paths to one device. `losetup -d` is a hot removal: the path is failed
+// and taken out while fio runs, with no fio error. A new loop device over
+// the same image joins the device live as a new path and carries I/O.
+func TestBlockPathsHotplug(t *testing.T) {
+	need(t, "losetup", "fio")
+	img := filepath.Join(t.TempDir(), "disk.img")
+	f, _ := os.Create(img)
+	f.Truncate(128 << 20)
+	f.Close()
+	a, b := attachLoop(t, img), attachLoop(t, img)
+	m := startMount(t, "--name", "d0", "--path", "block://"+a, "--path", b, "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--check-interval", "500ms")
+	st := m.status()
+	if len(st.Devices[0].Paths) != 2 || st.Devices[0].WWID == "" {
+		t.Fatalf("two loop paths to one image should form one device with a WWID: %+v", st.Devices[0])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	var r fioResult
+	var out string
+	go func() {
+		var err error
+		r, out, err = runFio(ctx, verifyJob(m.file("d0"), 10, "--size=32M")...)
+		done <- err
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	if o, err := runCmd("losetup", "-d", a); err != nil {
+		t.Fatalf("losetup -d %s: %v %s", a, err, o)
+	}
+	waitFor(t, 10*time.Second, "the removed loop path to leave the device", func() bool {
+		for _, p := range m.status().Devices[0].Paths {
+			if p.URI == "block://"+a {
+				return false
+			}
+		}
+		return true
+	})
+	c := attachLoop(t, img)
+	waitFor(t, 10*time.Second, "the new loop device to join as an active path", func() bool {
+		for _, p := range m.status().Devices[0].Paths {
+			if p.URI == "block://"+c && p.State == "active" {
+				return true
+			}
+		}
+		return false
+	})
+	if err := <-done; err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
+		t.Fatalf("fio across hot removal and hot add: %v\n%s\n--- mpathfs:\n%s", err, out, m.out.String())
+	}
+	var added uint64
+	for _, p := range m.status().Devices[0].Paths {
+		if p.URI == "block://"+c {
+			added = p.Reads + p.Writes
+		}
+	}
+	if added == 0 {
+		t.Errorf("the hot-added path carried no I/O")
+	}
+	t.Logf("mpathfs said:\n%s", m.out.String())
+	m.stopClean(t)
+}
