@@ -13,12 +13,13 @@ import (
 func (d *Device) Status() mpath.DeviceStatus {
 	v := d.view.Load()
 	psp := d.psp.Load().psp
+	ident := d.Identity()
 	st := mpath.DeviceStatus{
 		Name:       d.name,
 		Size:       d.size,
-		WWID:       d.ident.WWID,
-		Vendor:     d.ident.Vendor,
-		Model:      d.ident.Model,
+		WWID:       ident.WWID,
+		Vendor:     ident.Vendor,
+		Model:      ident.Model,
 		MPP:        "NMP",
 		SATP:       d.satp.Name(),
 		SATPConfig: d.satp.Config(),

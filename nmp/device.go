@@ -185,13 +185,26 @@ func (d *Device) admit(p *mpath.Path, seen map[string]bool) error {
 	return nil
 }
 
-func (d *Device) Name() string             { return d.name }
-func (d *Device) Size() int64              { return d.size }
-func (d *Device) Identity() mpath.Identity { return d.ident }
-func (d *Device) Events() *mpath.Events    { return d.events }
+func (d *Device) Name() string          { return d.name }
+func (d *Device) Size() int64           { return d.size }
+func (d *Device) Events() *mpath.Events { return d.events }
+
+// Identity returns the device's identity. A device whose paths reported
+// none adopts the first WWID a path added later reports, so it is read
+// under the lock.
+func (d *Device) Identity() mpath.Identity {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ident
+}
 
 // Config returns the device's configuration with defaults filled in.
-func (d *Device) Config() mpath.DeviceConfig { return d.cfg }
+// SetPolicy changes it, so it is read under the lock.
+func (d *Device) Config() mpath.DeviceConfig {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
 
 // Paths returns the device's paths in claim order.
 func (d *Device) Paths() []*mpath.Path {
@@ -365,6 +378,9 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
+				if tr != nil {
+					tr.finish(ctx.Err())
+				}
 				return n, ctx.Err()
 			}
 		}

@@ -88,7 +88,9 @@ func (f *fixed) ViewChanged(v *View) {
 		return
 	}
 	pref := f.pref.Load()
-	if pref == nil || pref.State() == mpath.StateDead {
+	// A dead default preferred path is replaced, and so is one that left
+	// the device (RemovePath).
+	if pref == nil || pref.State() == mpath.StateDead || v.Index(pref) < 0 {
 		if best := v.Best(); len(best) > 0 {
 			f.pref.Store(best[0])
 		}
