@@ -105,3 +105,64 @@ func TestFixedDefaultPreferredRemoved(t *testing.T) {
 		t.Fatal("status shows no preferred path")
 	}
 }
+
+// abortFake is a fake path that can abort its I/O in flight (like an NBD
+// connection torn down), counting the aborts.
+type abortFake struct {
+	*fakePath
+	aborts atomic.Int64
+}
+
+func (a *abortFake) Abort(error) {
+	a.aborts.Add(1)
+	a.recover()
+}
+
+// TestCallerDeadlineIsNotAPathTimeout: when the caller's own deadline ends
+// an I/O on a slow path, the path is not blamed: it is not aborted (which
+// would fail every other I/O in flight on it), not marked dead, and the
+// caller gets its context's error. Only the per-I/O deadline is a path
+// failure.
+func TestCallerDeadlineIsNotAPathTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore(1 << 16)
+		a1 := &abortFake{fakePath: newFakePath("p1", s)}
+		a2 := &abortFake{fakePath: newFakePath("p2", s)}
+		paths := []*mpath.Path{{Name: "p1", Backend: a1}, {Name: "p2", Backend: a2}}
+		cfg := testConfig(PSPFixed, nil)
+		cfg.IOTimeout = 5 * time.Second
+		d, err := NewDevice(cfg, paths, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a1.hangOps()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = d.ReadAt(ctx, make([]byte, 4096), 0)
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, mpath.ErrPathFailure) {
+			t.Fatalf("caller deadline: %v", err)
+		}
+		if n := a1.aborts.Load(); n != 0 {
+			t.Errorf("the caller's deadline aborted p1's I/O %d times", n)
+		}
+		if st := paths[0].State(); st != mpath.StateActive {
+			t.Errorf("p1 is %s after the caller gave up", st)
+		}
+		// The I/O deadline itself is a path failure: the path is aborted
+		// and the I/O goes on elsewhere.
+		start := time.Now()
+		if _, err := d.ReadAt(context.Background(), make([]byte, 4096), 0); err != nil {
+			t.Fatalf("read over a hung path: %v", err)
+		}
+		if el := time.Since(start); el != 5*time.Second {
+			t.Errorf("took %v, want the I/O timeout", el)
+		}
+		if n := a1.aborts.Load(); n != 1 {
+			t.Errorf("p1 aborted %d times after its I/O timed out, want 1", n)
+		}
+		if st := paths[0].State(); st != mpath.StateDead {
+			t.Errorf("p1 is %s after an I/O timeout", st)
+		}
+		d.Close()
+	})
+}

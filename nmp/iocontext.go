@@ -59,11 +59,16 @@ func (c *ioCtx) Err() error {
 }
 
 // expired reports whether the I/O deadline (not the parent's) has passed.
+// An I/O the caller ended (its own deadline or cancellation) did not time
+// out on the path, even when the error Done recorded is DeadlineExceeded.
 func (c *ioCtx) expired() bool {
+	if c.parent.Err() != nil {
+		return false
+	}
 	if p := c.err.Load(); p != nil {
 		return *p == context.DeadlineExceeded
 	}
-	return c.parent.Err() == nil && !time.Now().Before(c.deadline)
+	return !time.Now().Before(c.deadline)
 }
 
 func (c *ioCtx) Done() <-chan struct{} {
