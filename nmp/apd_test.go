@@ -267,3 +267,30 @@ func TestIODeadline(t *testing.T) {
 		})
 	}
 }
+
+// TestAPDEndsWithAddedPath: a path added live during All-Paths-Down ends
+// it, and the queued I/O goes out on it.
+func TestAPDEndsWithAddedPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, 2, testConfig(PSPRR, nil))
+		failAll(t, r)
+		w := goWrite(r, 0)
+		time.Sleep(7 * time.Second)
+		pending(w)
+		p3 := newFakePath("p3", r.store)
+		if err := r.d.AddPath(&mpath.Path{Name: "p3", Backend: p3}); err != nil {
+			t.Fatal(err)
+		}
+		res := <-w
+		if res.err != nil || res.elapsed != 7*time.Second {
+			t.Fatalf("queued write: %v after %v", res.err, res.elapsed)
+		}
+		if p3.writes.Load() != 1 {
+			t.Fatalf("p3 carried %d writes", p3.writes.Load())
+		}
+		if r.d.Status().APD {
+			t.Fatal("still in APD")
+		}
+		r.d.Close()
+	})
+}
