@@ -258,11 +258,15 @@ func PlanChanges(paths []PathALUA) []nmp.Change {
 			out = append(out, nmp.Change{Path: p.Path, State: want, Reason: "ALUA: target port group " + p.State.String()})
 			continue
 		}
-		if want == mpath.StateActive && p.WasOK && p.Was != p.State {
-			g1, _ := GroupFor(p.Was, true)
+		if want == mpath.StateActive && (!p.WasOK || p.Was != p.State) {
+			g1, _ := GroupFor(p.Was, p.WasOK)
 			g2, _ := GroupFor(p.State, true)
 			if g1 != g2 {
-				out = append(out, nmp.Change{Path: p.Path, State: want, Reason: fmt.Sprintf("ALUA: target port group %s → %s (regroup)", p.Was.Abbrev(), p.State.Abbrev())})
+				was := "unknown"
+				if p.WasOK {
+					was = p.Was.Abbrev()
+				}
+				out = append(out, nmp.Change{Path: p.Path, State: want, Reason: fmt.Sprintf("ALUA: target port group %s → %s (regroup)", was, p.State.Abbrev())})
 			}
 		}
 	}
@@ -458,7 +462,34 @@ func (s *aluaSATP) Update(ctx context.Context, paths []*mpath.Path) ([]nmp.Chang
 			s.mu.Unlock()
 		}
 	}
-	return PlanChanges(plan), err
+	return regroup(PlanChanges(plan)), err
+}
+
+// regroup works around the NMP rebuilding its routing view only when a
+// path's state changes: a regroup request (a change to the path's current
+// state, which the NMP skips) is sent as a standby-then-active blip of
+// one path, which makes the NMP regroup every path. Once the NMP treats
+// a same-state change as a regroup request this can go.
+// A real state change among the changes makes the NMP regroup anyway.
+func regroup(changes []nmp.Change) []nmp.Change {
+	out := changes[:0:0]
+	blipped := false
+	for _, c := range changes {
+		if c.State != c.Path.State() {
+			blipped = true
+		}
+	}
+	for _, c := range changes {
+		if c.State == c.Path.State() {
+			if !blipped {
+				out = append(out, nmp.Change{Path: c.Path, State: mpath.StateStandby, Reason: c.Reason}, c)
+				blipped = true
+			}
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // Activate makes a standby group active/optimized with STPG when explicit
@@ -474,10 +505,10 @@ func (s *aluaSATP) Activate(ctx context.Context, paths []*mpath.Path) ([]nmp.Cha
 	id, ok := PlanActivation(s.mu.k.tpg, plan, s.mu.k.tpgs&2 != 0, s.opts.explicitAllow)
 	s.mu.Unlock()
 	if !ok {
-		return PlanChanges(plan), nil
+		return regroup(PlanChanges(plan)), nil
 	}
 	if err := s.stpg(ctx, paths, id); err != nil {
-		return PlanChanges(plan), err
+		return regroup(PlanChanges(plan)), err
 	}
 	return s.Update(ctx, paths)
 }

@@ -1,0 +1,307 @@
+package alua_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/backendtest"
+	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/nmp"
+)
+
+func senseErr(s mpath.Sense, c mpath.Class) error {
+	return &mpath.Error{Class: c, Op: "read", Sense: &s}
+}
+
+func TestClassifyALUA(t *testing.T) {
+	s, err := alua.NewALUASATP(map[string]string{"retry_backoff_ms": "10", "max_backoff_ms": "40"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &mpath.Path{Name: "p"}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want nmp.Verdict
+	}{
+		{"unit attention", senseErr(mpath.SenseAccessChanged, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
+		{"power on", senseErr(alua.SensePowerOn, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
+		{"transitioning 1", senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Update: true, Backoff: 10 * time.Millisecond}},
+		{"transitioning 2", senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Backoff: 20 * time.Millisecond}},
+		{"transitioning 3", senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Backoff: 40 * time.Millisecond}},
+		{"transitioning 4 (capped)", senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Backoff: 40 * time.Millisecond}},
+		{"standby", senseErr(mpath.SenseALUAStandby, mpath.ClassNotReady), nmp.Verdict{Class: mpath.ClassNotReady, State: mpath.StateStandby, Retry: true, Update: true}},
+		{"unavailable", senseErr(mpath.SenseALUAUnavailable, mpath.ClassNotReady), nmp.Verdict{Class: mpath.ClassNotReady, State: mpath.StateStandby, Retry: true, Update: true}},
+		{"path failure", mpath.NewError(mpath.ClassPathFailure, "read", errors.New("reset")), nmp.Verdict{Class: mpath.ClassPathFailure, State: mpath.StateDead, Retry: true, Update: true}},
+		{"medium error", senseErr(mpath.SenseUnrecoveredRead, mpath.ClassDeviceError), nmp.Verdict{Class: mpath.ClassDeviceError}},
+		{"busy", mpath.NewError(mpath.ClassRetryable, "read", nil), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Backoff: 10 * time.Millisecond}},
+	} {
+		v := s.Classify(p, mpath.OpRead, tc.err)
+		v.Reason = ""
+		if v != tc.want {
+			t.Errorf("%s: got %+v, want %+v", tc.name, v, tc.want)
+		}
+	}
+	// action_OnRetryErrors=on fails the path on a plain retryable error, not on a transition.
+	s, _ = alua.NewALUASATP(map[string]string{"action_OnRetryErrors": "on"})
+	if v := s.Classify(p, mpath.OpRead, mpath.NewError(mpath.ClassRetryable, "read", nil)); v.State != mpath.StateDead {
+		t.Errorf("action_OnRetryErrors=on: %+v", v)
+	}
+	if v := s.Classify(p, mpath.OpRead, senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable)); v.State != mpath.StateUnknown {
+		t.Errorf("action_OnRetryErrors=on on a transition: %+v", v)
+	}
+}
+
+func TestGroupAndPathState(t *testing.T) {
+	for _, tc := range []struct {
+		st     alua.State
+		known  bool
+		group  int
+		usable bool
+		path   mpath.PathState
+	}{
+		{alua.ActiveOptimized, true, 0, true, mpath.StateActive},
+		{alua.ActiveNonOptimized, true, 1, true, mpath.StateActive},
+		{alua.Transitioning, true, 1, true, mpath.StateActive},
+		{alua.Standby, true, 0, false, mpath.StateStandby},
+		{alua.Unavailable, true, 0, false, mpath.StateStandby},
+		{alua.Offline, true, 0, false, mpath.StateDead},
+		{0, false, 1, true, mpath.StateActive},
+	} {
+		g, ok := alua.GroupFor(tc.st, tc.known)
+		if g != tc.group || ok != tc.usable {
+			t.Errorf("GroupFor(%s, %v) = %d, %v", tc.st.Abbrev(), tc.known, g, ok)
+		}
+		if tc.known {
+			if ps := alua.PathStateFor(tc.st); ps != tc.path {
+				t.Errorf("PathStateFor(%s) = %s, want %s", tc.st.Abbrev(), ps, tc.path)
+			}
+		}
+	}
+}
+
+func TestCheckedALUA(t *testing.T) {
+	na := senseErr(mpath.SenseALUAUnavailable, mpath.ClassNotReady)
+	tr := senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable)
+	gone := mpath.NewError(mpath.ClassPathFailure, "probe", nil)
+	for _, tc := range []struct {
+		cur   mpath.PathState
+		st    alua.State
+		known bool
+		err   error
+		want  mpath.PathState
+		stale bool
+	}{
+		{mpath.StateDead, alua.ActiveOptimized, true, nil, mpath.StateActive, false},
+		{mpath.StateActive, alua.Standby, true, nil, mpath.StateStandby, false},
+		{mpath.StateDead, alua.Offline, true, nil, mpath.StateActive, true},
+		{mpath.StateActive, 0, false, nil, mpath.StateActive, false},
+		{mpath.StateActive, alua.Unavailable, true, na, mpath.StateStandby, false},
+		{mpath.StateActive, alua.Transitioning, true, tr, mpath.StateActive, false},
+		{mpath.StateStandby, alua.Transitioning, true, tr, mpath.StateStandby, false},
+		{mpath.StateActive, alua.ActiveOptimized, true, gone, mpath.StateDead, false},
+	} {
+		got, stale, _ := alua.CheckedALUA(tc.cur, tc.st, tc.known, tc.err)
+		if got != tc.want || stale != tc.stale {
+			t.Errorf("CheckedALUA(%s, %s, %v, %v) = %s, %v; want %s, %v", tc.cur, tc.st.Abbrev(), tc.known, tc.err, got, stale, tc.want, tc.stale)
+		}
+	}
+}
+
+func TestPlanChangesAndActivation(t *testing.T) {
+	p := func(n string) *mpath.Path { return &mpath.Path{Name: n} }
+	a1, a2, b1, b2 := p("a1"), p("a2"), p("b1"), p("b2")
+	plan := []alua.PathALUA{
+		{Path: a1, Cur: mpath.StateActive, TPG: 1, Known: true, State: alua.Offline},
+		{Path: a2, Cur: mpath.StateDead, TPG: 1, Known: true, State: alua.Offline},
+		{Path: b1, Cur: mpath.StateActive, TPG: 2, Known: true, WasOK: true, Was: alua.ActiveNonOptimized, State: alua.ActiveOptimized},
+		{Path: b2, Cur: mpath.StateDead, TPG: 2, Known: true, State: alua.ActiveOptimized},
+	}
+	var got []string
+	for _, c := range alua.PlanChanges(plan) {
+		got = append(got, c.Path.Name+"="+c.State.String())
+	}
+	// a1 dies; a2 stays dead; b1 is regrouped (ANO→AO); b2 is the checker's to revive.
+	if g := strings.Join(got, " "); g != "a1=dead b1=active" {
+		t.Fatalf("PlanChanges: %s", g)
+	}
+	tpgs := map[uint16]alua.TPG{1: {ID: 1, State: alua.Offline, Pref: true}, 2: {ID: 2, State: alua.Standby}, 3: {ID: 3, State: alua.Standby, Pref: true}}
+	standby := []alua.PathALUA{
+		{Path: a1, Cur: mpath.StateDead, TPG: 1, Known: true, State: alua.Offline},
+		{Path: b1, Cur: mpath.StateStandby, TPG: 2, Known: true, State: alua.Standby},
+		{Path: b2, Cur: mpath.StateStandby, TPG: 3, Known: true, State: alua.Standby},
+	}
+	if id, ok := alua.PlanActivation(tpgs, standby, true, true); !ok || id != 3 {
+		t.Fatalf("PlanActivation: %d %v, want the PREF group 3", id, ok)
+	}
+	if _, ok := alua.PlanActivation(tpgs, standby, false, true); ok {
+		t.Fatal("activated without explicit support")
+	}
+	if _, ok := alua.PlanActivation(tpgs, standby, true, false); ok {
+		t.Fatal("activated with explicit_allow=off")
+	}
+	withANO := append(standby, alua.PathALUA{Path: a2, Cur: mpath.StateActive, TPG: 4, Known: true, State: alua.ActiveNonOptimized})
+	if _, ok := alua.PlanActivation(tpgs, withANO, true, true); ok {
+		t.Fatal("activated although an ANO path is usable")
+	}
+	tpgs2 := map[uint16]alua.TPG{1: {ID: 1, State: alua.ActiveNonOptimized, Pref: true}, 2: {ID: 2, State: alua.ActiveOptimized}}
+	fb := []alua.PathALUA{{Path: a1, Cur: mpath.StateActive, TPG: 1, Known: true, State: alua.ActiveNonOptimized}}
+	if id, ok := alua.PlanFailback(tpgs2, fb, false, true, true); !ok || id != 1 {
+		t.Fatalf("PlanFailback with followover off: %d %v", id, ok)
+	}
+	if _, ok := alua.PlanFailback(tpgs2, fb, true, true, true); ok {
+		t.Fatal("PlanFailback with followover on")
+	}
+}
+
+func TestArrayConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		mod  func(*alua.ArrayConfig)
+		want string
+	}{
+		{func(c *alua.ArrayConfig) { c.Mode = "symmetric" }, "want alua or ap"},
+		{func(c *alua.ArrayConfig) { c.Implicit, c.Explicit = false, false }, "implicit or explicit"},
+		{func(c *alua.ArrayConfig) { c.Mode = alua.ModeAP }, "explicit (STPG) needs mode alua"},
+		{func(c *alua.ArrayConfig) { c.Controllers[1].TPG = 1 }, "both have TPG 1"},
+		{func(c *alua.ArrayConfig) { c.Controllers[1].Ports = []uint16{2} }, "port 2 belongs to both"},
+		{func(c *alua.ArrayConfig) { c.Owner = "C" }, "owner \"C\" is not a controller"},
+		{func(c *alua.ArrayConfig) { c.Controllers = nil }, "no controllers"},
+	} {
+		cfg := alua.DefaultLabArray()
+		cfg.Controllers = append([]alua.ControllerConfig(nil), cfg.Controllers...)
+		tc.mod(&cfg)
+		if _, err := alua.New(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want an error with %q", err, tc.want)
+		}
+	}
+	arr, _ := alua.New(alua.DefaultLabArray())
+	for _, err := range []error{
+		arr.FailController("C"), arr.RestoreController("A"), arr.TransferOwnership("A"),
+		arr.SetTPGState(1, alua.Unavailable), arr.ForceTPGState(9, alua.Standby), arr.ForceTPGState(1, alua.Offline),
+	} {
+		if err == nil {
+			t.Error("a bad array command succeeded")
+		}
+	}
+	if _, err := arr.NewPort(9, &memStore{data: make([]byte, 4096)}); err == nil {
+		t.Error("NewPort accepted an unknown port")
+	}
+	b := arr.Port(9, &memStore{data: make([]byte, 4096)})
+	if _, err := b.ReadAt(context.Background(), make([]byte, 1), 0); nmp.ClassifyError(err) != mpath.ClassPathFailure {
+		t.Errorf("unknown port read: %v", err)
+	}
+}
+
+func TestPortInquiryAndCapabilities(t *testing.T) {
+	arr, _ := alua.New(alua.DefaultLabArray())
+	dir := t.TempDir()
+	f := newStoreFileIn(t, dir)
+	fb, err := backends.OpenFile(f, backends.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := arr.Port(3, fb)
+	defer p.Close()
+	q, err := p.(backends.Inquirer).Inquiry(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := arr.Config()
+	if q.Vendor != "MPATHFS" || q.Model != "ALUA ARRAY" || q.WWID != cfg.WWID || q.TPGS != 3 || q.Transport != "file" {
+		t.Fatalf("inquiry %+v", q)
+	}
+	for _, c := range []backends.Capability{backends.CapDiscard, backends.CapWriteZeroes, backends.CapProbe, backends.CapInquiry} {
+		if !backends.Can(p, c) {
+			t.Errorf("port cannot %s", c)
+		}
+	}
+	if _, ok := backends.As[*backends.File](p); !ok {
+		t.Error("Unwrap does not reach the file")
+	}
+	pi, _ := p.(alua.Reporter).PortInfo(context.Background())
+	if pi != (alua.PortInfo{TPG: 2, RelativePort: 3, TPGS: 3}) {
+		t.Errorf("PortInfo %+v", pi)
+	}
+}
+
+func newStoreFileIn(t *testing.T, dir string) string {
+	t.Helper()
+	return newStoreFile(t)
+}
+
+// TestPortConformance: an AO port (after its power-on unit attention) keeps
+// the backend contract.
+func TestPortConformance(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T, size int64) backends.Backend {
+		arr, _ := alua.New(alua.DefaultLabArray())
+		name := filepath.Join(t.TempDir(), "store")
+		if err := os.WriteFile(name, make([]byte, size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := backends.OpenFile(name, backends.FileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := arr.Port(1, f)
+		p.ReadAt(context.Background(), make([]byte, 1), 0) // consume the power-on UA
+		return p
+	})
+}
+
+// TestFixedWithinBestGroup: Fixed's preferred path on the ANO group is not
+// used while the AO group is usable; MRU ranks apply within the best group.
+func TestFixedAndMRUWithinBestGroup(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		for _, tc := range []struct {
+			psp  string
+			opts map[string]string
+			rank string
+		}{
+			{nmp.PSPFixed, map[string]string{"preferred": "vmhba3:C0:T0:L0"}, ""},
+			{nmp.PSPMRU, nil, "vmhba2:C0:T0:L0"},
+		} {
+			cfg := alua.DefaultLabArray()
+			cfg.ANOLatency = 0
+			l := newLab(t, cfg, alua.SATPALUA, tc.psp, tc.opts)
+			if tc.rank != "" {
+				l.dev.SetPathRank(tc.rank, 5)
+				l.dev.SetPathRank("vmhba3:C0:T0:L0", 9) // ANO: rank does not lift it above AO
+			}
+			l.run(t, 300*time.Millisecond)
+			c := ioCount(l.dev)
+			base := ioCount(l.dev)
+			l.run(t, 300*time.Millisecond)
+			c = ioCount(l.dev)
+			switch tc.psp {
+			case nmp.PSPFixed:
+				if c["vmhba3:C0:T0:L0"] != base["vmhba3:C0:T0:L0"] || c["vmhba1:C0:T0:L0"] == base["vmhba1:C0:T0:L0"] {
+					t.Errorf("Fixed with an ANO preferred path: %v -> %v", base, c)
+				}
+				// The preferred path's group becomes AO: Fixed moves to it.
+				if err := l.arr.TransferOwnership("B"); err != nil {
+					t.Fatal(err)
+				}
+				l.run(t, 2*time.Second)
+				base = ioCount(l.dev)
+				l.run(t, 300*time.Millisecond)
+				c = ioCount(l.dev)
+				if c["vmhba3:C0:T0:L0"] == base["vmhba3:C0:T0:L0"] {
+					t.Errorf("Fixed did not use its preferred path once its group became AO: %v -> %v (%s)", base, c, states(l.dev))
+				}
+			case nmp.PSPMRU:
+				if c["vmhba3:C0:T0:L0"] != 0 {
+					t.Errorf("MRU used a high-ranked ANO path: %v", c)
+				}
+			}
+			l.dev.Close()
+		}
+	})
+}
