@@ -465,32 +465,9 @@ func (s *aluaSATP) Update(ctx context.Context, paths []*mpath.Path) ([]nmp.Chang
 	return regroup(PlanChanges(plan)), err
 }
 
-// regroup works around the NMP rebuilding its routing view only when a
-// path's state changes: a regroup request (a change to the path's current
-// state, which the NMP skips) is sent as a standby-then-active blip of
-// one path, which makes the NMP regroup every path. Once the NMP treats
-// a same-state change as a regroup request this can go.
-// A real state change among the changes makes the NMP regroup anyway.
-func regroup(changes []nmp.Change) []nmp.Change {
-	out := changes[:0:0]
-	blipped := false
-	for _, c := range changes {
-		if c.State != c.Path.State() {
-			blipped = true
-		}
-	}
-	for _, c := range changes {
-		if c.State == c.Path.State() {
-			if !blipped {
-				out = append(out, nmp.Change{Path: c.Path, State: mpath.StateStandby, Reason: c.Reason}, c)
-				blipped = true
-			}
-			continue
-		}
-		out = append(out, c)
-	}
-	return out
-}
+// regroup passes the changes on: a change to a path's current state asks
+// the NMP to regroup it (rebuild its routing view) without a state change.
+func regroup(changes []nmp.Change) []nmp.Change { return changes }
 
 // Activate makes a standby group active/optimized with STPG when explicit
 // ALUA is supported and allowed and no active path to an AO or ANO group

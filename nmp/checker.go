@@ -108,6 +108,18 @@ func (d *Device) CheckNow() {
 		d.update(ctx)
 		cancel()
 	}
+	// An activation that failed (a trespass refused by the guard, an STPG
+	// that timed out) is tried again while no path is usable.
+	d.mu.Lock()
+	if !d.mu.closed && len(d.view.Load().Usable) == 0 {
+		for _, p := range d.mu.paths {
+			if p.State() == mpath.StateStandby && !p.AdminOff() {
+				d.kickActivateLocked()
+				break
+			}
+		}
+	}
+	d.mu.Unlock()
 }
 
 // update asks an Updater SATP to re-inquire path states and applies them.
@@ -138,7 +150,13 @@ func (d *Device) applyChanges(changes []Change) {
 	changed := false
 	for _, c := range changes {
 		p := c.Path
-		if p.AdminOff() || p.PDL() || c.State == p.State() {
+		if p.AdminOff() || p.PDL() {
+			continue
+		}
+		if c.State == p.State() {
+			// The SATP regroups a path (ALUA AO <-> ANO) without a state
+			// change: the view must be rebuilt all the same.
+			changed = true
 			continue
 		}
 		if c.State == mpath.StateActive && (p.State() == mpath.StateDead || d.heldDownLocked(p, now)) {

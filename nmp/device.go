@@ -130,6 +130,13 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	d.updateCapsLocked()
 	d.rebuildLocked(now)
 	d.mu.Unlock()
+	// An SATP that learns path groups from the paths (ALUA) asks them now,
+	// before the first I/O.
+	if _, ok := satp.(Updater); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ProbeTimeout)
+		d.update(ctx)
+		cancel()
+	}
 	d.wg.Add(1)
 	go d.checker()
 	return d, nil
