@@ -39,7 +39,9 @@ func replay(t *testing.T, seed uint64) []byte {
 		}
 		sc.Seed = seed
 		done := make(chan []error)
-		go func() { done <- workload(context.Background(), l.dev, 2000, 300*time.Microsecond, 5*time.Millisecond, 77) }()
+		go func() {
+			done <- workload(context.Background(), l.dev, 2000, 300*time.Microsecond, 5*time.Millisecond, 77)
+		}()
 		if _, err := Run(context.Background(), sc, RuntimeTarget{RT: l.rt}, Options{SampleInterval: -1, NoTrace: true, Settle: time.Millisecond}); err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,489 @@
+// Package oracle is mpathfs's built-in integrity oracle: a decorator
+// around a device that remembers a checksum of every 4 KiB block it
+// acknowledged a write for, verifies every full-block read against it, and
+// on demand (Check) re-reads everything it tracks through the device and
+// through each path's backend directly, so that a write that was lost, a
+// path that serves stale data, a torn block or a write that landed at the
+// wrong offset (misdirected) is caught with its offset.
+//
+// The oracle only observes: it never changes data or errors. Blocks whose
+// state it cannot know (a failed write, a partial-block write, a write
+// racing a read) are dropped from tracking rather than guessed.
+//
+// Checksums are CRC-32C per 512-byte sector (hash/crc32), eight per block,
+// so a block whose sectors come from two versions is told from a block
+// that is simply old.
+package oracle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mpathfs/mpathfs/mpath"
+)
+
+// BlockSize is the unit the oracle tracks.
+const BlockSize = 4096
+
+const sectors = BlockSize / 512
+
+// Device is what the oracle decorates (fusedev.Device's shape).
+type Device interface {
+	Name() string
+	Size() int64
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	WriteAt(ctx context.Context, p []byte, off int64) (int, error)
+	Flush(ctx context.Context) error
+	Discard(ctx context.Context, off, length int64) error
+	WriteZeroes(ctx context.Context, off, length int64) error
+}
+
+// Reader is one way to read the store back: a path's backend.
+type Reader struct {
+	Name   string
+	ReadAt func(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// PathReaders returns a function listing a multipath device's paths as
+// readers, for Options.Paths.
+func PathReaders(paths func() []*mpath.Path) func() []Reader {
+	return func() []Reader {
+		var out []Reader
+		for _, p := range paths() {
+			out = append(out, Reader{Name: p.Name, ReadAt: p.Backend.ReadAt})
+		}
+		return out
+	}
+}
+
+// Options configure an oracle.
+type Options struct {
+	// Paths lists the readers Check also reads through (nil: the device only).
+	Paths func() []Reader
+	// Neighbors is how many blocks on each side of a block that lost its
+	// write Check reads to find where the write went (default 8).
+	Neighbors int
+}
+
+type sums [sectors]uint32
+
+type block struct {
+	cur, prev sums
+	hasPrev   bool
+	gen       uint64
+	writing   int
+}
+
+// Oracle is the decorator. It is safe for concurrent use.
+type Oracle struct {
+	dev  Device
+	opts Options
+
+	verified, mismatches atomic.Uint64
+
+	mu struct {
+		sync.Mutex
+		blocks   map[int64]*block // by block number
+		problems []Problem
+	}
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// New decorates dev.
+func New(dev Device, opts Options) *Oracle {
+	if opts.Neighbors == 0 {
+		opts.Neighbors = 8
+	}
+	o := &Oracle{dev: dev, opts: opts}
+	o.mu.blocks = map[int64]*block{}
+	return o
+}
+
+func sumOf(b []byte) sums {
+	var s sums
+	for i := range s {
+		s[i] = crc32.Checksum(b[i*512:(i+1)*512], castagnoli)
+	}
+	return s
+}
+
+var zeroSums = sumOf(make([]byte, BlockSize))
+
+func (o *Oracle) Name() string                    { return o.dev.Name() }
+func (o *Oracle) Size() int64                     { return o.dev.Size() }
+func (o *Oracle) Flush(ctx context.Context) error { return o.dev.Flush(ctx) }
+
+// Unwrap returns the decorated device.
+func (o *Oracle) Unwrap() Device { return o.dev }
+
+// full returns the range of whole blocks inside [off, off+n) and whether
+// the range has partial blocks at its edges.
+func full(off, n int64) (first, last int64, partial bool) {
+	first = (off + BlockSize - 1) / BlockSize
+	last = (off + n) / BlockSize // exclusive
+	partial = off%BlockSize != 0 || (off+n)%BlockSize != 0
+	return
+}
+
+// unknown is the generation of a block whose content is not known.
+const unknown = ^uint64(0)
+
+// begin marks the blocks a write touches as being written.
+func (o *Oracle) begin(off, n int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for b := off / BlockSize; b*BlockSize < off+n; b++ {
+		bl := o.mu.blocks[b]
+		if bl == nil {
+			bl = &block{gen: unknown}
+			o.mu.blocks[b] = bl
+		}
+		bl.writing++
+	}
+}
+
+// done records the outcome of a write (data nil: zeroes).
+func (o *Oracle) done(off, n int64, data []byte, ok bool) {
+	first, last, _ := full(off, n)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for b := off / BlockSize; b*BlockSize < off+n; b++ {
+		bl := o.mu.blocks[b]
+		if bl == nil {
+			continue
+		}
+		bl.writing--
+		if !ok || b < first || b >= last {
+			// Unknown content: stop tracking it.
+			if bl.writing == 0 {
+				delete(o.mu.blocks, b)
+			} else {
+				bl.gen, bl.hasPrev = unknown, false
+			}
+			continue
+		}
+		s := zeroSums
+		if data != nil {
+			i := b*BlockSize - off
+			s = sumOf(data[i : i+BlockSize])
+		}
+		if bl.gen != unknown {
+			bl.prev, bl.hasPrev = bl.cur, true
+			bl.gen++
+		} else {
+			bl.gen = 1
+		}
+		bl.cur = s
+	}
+}
+
+// WriteAt writes through and, once acknowledged, records the new blocks.
+func (o *Oracle) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	o.begin(off, int64(len(p)))
+	n, err := o.dev.WriteAt(ctx, p, off)
+	o.done(off, int64(len(p)), p, err == nil && n == len(p))
+	return n, err
+}
+
+// Discard deallocates; the blocks then read as zeroes.
+func (o *Oracle) Discard(ctx context.Context, off, length int64) error {
+	o.begin(off, length)
+	err := o.dev.Discard(ctx, off, length)
+	o.done(off, length, nil, err == nil)
+	return err
+}
+
+// WriteZeroes zeroes a range.
+func (o *Oracle) WriteZeroes(ctx context.Context, off, length int64) error {
+	o.begin(off, length)
+	err := o.dev.WriteZeroes(ctx, off, length)
+	o.done(off, length, nil, err == nil)
+	return err
+}
+
+// snapshot is a block's state at the start of a read.
+type snapshot struct {
+	b   int64
+	gen uint64
+}
+
+// ReadAt reads through and verifies every whole block it returns against
+// the last acknowledged write, unless a write to it ran meanwhile.
+func (o *Oracle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	first, last, _ := full(off, int64(len(p)))
+	var snaps []snapshot
+	o.mu.Lock()
+	for b := first; b < last; b++ {
+		if bl := o.mu.blocks[b]; bl != nil && bl.writing == 0 && bl.gen != unknown {
+			snaps = append(snaps, snapshot{b, bl.gen})
+		}
+	}
+	o.mu.Unlock()
+	n, err := o.dev.ReadAt(ctx, p, off)
+	if len(snaps) == 0 {
+		return n, err
+	}
+	var found []Problem
+	o.mu.Lock()
+	for _, s := range snaps {
+		i := s.b*BlockSize - off
+		if i+BlockSize > int64(n) {
+			continue
+		}
+		bl := o.mu.blocks[s.b]
+		if bl == nil || bl.gen != s.gen || bl.writing != 0 {
+			continue
+		}
+		o.verified.Add(1)
+		got := sumOf(p[i : i+BlockSize])
+		if got == bl.cur {
+			continue
+		}
+		o.mismatches.Add(1)
+		pr := o.classifyLocked(s.b, bl, got, "read")
+		found = append(found, pr)
+	}
+	o.mu.problems = append(o.mu.problems, found...)
+	o.mu.Unlock()
+	return n, err
+}
+
+// classifyLocked names what a wrong block is.
+func (o *Oracle) classifyLocked(b int64, bl *block, got sums, via string) Problem {
+	pr := Problem{Offset: b * BlockSize, Length: BlockSize, Via: via}
+	match, matchPrev := 0, 0
+	for i := range got {
+		if got[i] == bl.cur[i] {
+			match++
+		} else if bl.hasPrev && got[i] == bl.prev[i] || !bl.hasPrev && got[i] == zeroSums[i] {
+			matchPrev++
+		}
+	}
+	switch {
+	case match > 0 && match+matchPrev == sectors:
+		pr.Kind = KindTorn
+		pr.Detail = fmt.Sprintf("%d of %d sectors hold the last write, the rest the version before", match, sectors)
+	case matchPrev == sectors:
+		pr.Kind = KindStale
+		pr.Detail = "returned the version before the last acknowledged write"
+	default:
+		if a, ok := o.ownerLocked(got, b); ok {
+			pr.Kind = KindMisdirected
+			pr.Offset, pr.FoundAt = a*BlockSize, b*BlockSize
+			pr.Detail = fmt.Sprintf("holds the data of the write to offset %d", a*BlockSize)
+		} else {
+			pr.Kind = KindCorrupt
+			pr.Detail = fmt.Sprintf("%d of %d sectors match no version the oracle knows", sectors-match-matchPrev, sectors)
+		}
+	}
+	return pr
+}
+
+// ownerLocked finds the tracked block (other than b) whose last write has
+// exactly this content.
+func (o *Oracle) ownerLocked(got sums, b int64) (int64, bool) {
+	if got == zeroSums {
+		return 0, false
+	}
+	for a, bl := range o.mu.blocks {
+		if a != b && bl.gen != unknown && bl.cur == got {
+			return a, true
+		}
+	}
+	return 0, false
+}
+
+// Problem kinds.
+const (
+	// KindLost: the last acknowledged write is nowhere: every reader
+	// returns the version before it.
+	KindLost = "lost"
+	// KindStale: a reader (a read, or one path) returned the version
+	// before the last acknowledged write while the store has the new one.
+	KindStale = "stale"
+	// KindTorn: some sectors of the block hold the last write, others the
+	// version before.
+	KindTorn = "torn"
+	// KindMisdirected: the write meant for Offset landed at FoundAt.
+	KindMisdirected = "misdirected"
+	// KindCorrupt: content the oracle never wrote.
+	KindCorrupt = "corrupt"
+	// KindUnreadable: a reader failed to read the block.
+	KindUnreadable = "unreadable"
+)
+
+// Problem is one wrong block.
+type Problem struct {
+	Kind   string `json:"kind"`
+	Offset int64  `json:"offset"`
+	Length int64  `json:"length"`
+	// Via is "read" (an application read), "device" or a path's name (Check).
+	Via string `json:"via"`
+	// FoundAt is where a misdirected write landed.
+	FoundAt int64  `json:"found_at,omitempty"`
+	Detail  string `json:"detail,omitempty"`
+}
+
+func (p Problem) String() string {
+	s := fmt.Sprintf("%s at offset %d (+%d) via %s", p.Kind, p.Offset, p.Length, p.Via)
+	if p.Kind == KindMisdirected {
+		s += fmt.Sprintf(": landed at offset %d", p.FoundAt)
+	}
+	if p.Detail != "" {
+		s += ": " + p.Detail
+	}
+	return s
+}
+
+// Report is what the oracle found, as `mpathfs verify --json` prints it.
+type Report struct {
+	Device string `json:"device"`
+	// Tracked is how many blocks have a known last write.
+	Tracked int `json:"blocks_tracked"`
+	// Readers are what Check read through: "device" and each path.
+	Readers []string `json:"readers,omitempty"`
+	// ReadsVerified counts blocks of application reads checked on the fly,
+	// ReadMismatches those that were wrong.
+	ReadsVerified  uint64    `json:"reads_verified"`
+	ReadMismatches uint64    `json:"read_mismatches"`
+	Problems       []Problem `json:"problems"`
+}
+
+// OK reports whether nothing was found.
+func (r Report) OK() bool { return len(r.Problems) == 0 }
+
+// Problems returns what application reads found so far.
+func (o *Oracle) Problems() []Problem {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]Problem(nil), o.mu.problems...)
+}
+
+// Check re-reads every tracked block through the device and each path and
+// reports every wrong block, together with what application reads found
+// so far. Blocks written while Check runs are skipped.
+func (o *Oracle) Check(ctx context.Context) (Report, error) {
+	readers := []Reader{{Name: "device", ReadAt: o.dev.ReadAt}}
+	if o.opts.Paths != nil {
+		readers = append(readers, o.opts.Paths()...)
+	}
+	rep := Report{Device: o.dev.Name(), ReadsVerified: o.verified.Load(), ReadMismatches: o.mismatches.Load(), Problems: []Problem{}}
+	for _, r := range readers {
+		rep.Readers = append(rep.Readers, r.Name)
+	}
+	o.mu.Lock()
+	rep.Problems = append(rep.Problems, o.mu.problems...)
+	var list []snapshot
+	for b, bl := range o.mu.blocks {
+		if bl.writing == 0 && bl.gen != unknown {
+			list = append(list, snapshot{b, bl.gen})
+		}
+	}
+	o.mu.Unlock()
+	rep.Tracked = len(list)
+	sort.Slice(list, func(i, j int) bool { return list[i].b < list[j].b })
+	buf := make([]byte, BlockSize)
+	read := func(r Reader, b int64) (sums, error) {
+		n, err := r.ReadAt(ctx, buf, b*BlockSize)
+		if err == nil && n != BlockSize {
+			err = errors.New("short read")
+		}
+		return sumOf(buf), err
+	}
+	seen := map[string]bool{}
+	add := func(p Problem) {
+		k := fmt.Sprintf("%s/%d/%s/%d", p.Kind, p.Offset, p.Via, p.FoundAt)
+		if !seen[k] {
+			seen[k] = true
+			rep.Problems = append(rep.Problems, p)
+		}
+	}
+	for _, s := range list {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		type obs struct {
+			r   Reader
+			got sums
+		}
+		var bad []obs
+		good := 0
+		for _, r := range readers {
+			got, err := read(r, s.b)
+			o.mu.Lock()
+			bl := o.mu.blocks[s.b]
+			valid := bl != nil && bl.gen == s.gen && bl.writing == 0
+			var want sums
+			if valid {
+				want = bl.cur
+			}
+			o.mu.Unlock()
+			if !valid {
+				bad = nil
+				break
+			}
+			if err != nil {
+				add(Problem{Kind: KindUnreadable, Offset: s.b * BlockSize, Length: BlockSize, Via: r.Name, Detail: err.Error()})
+				continue
+			}
+			if got == want {
+				good++
+				continue
+			}
+			bad = append(bad, obs{r, got})
+		}
+		for _, x := range bad {
+			o.mu.Lock()
+			bl := o.mu.blocks[s.b]
+			if bl == nil {
+				o.mu.Unlock()
+				break
+			}
+			p := o.classifyLocked(s.b, bl, x.got, x.r.Name)
+			o.mu.Unlock()
+			if p.Kind == KindStale && good == 0 {
+				// Nobody has the last write: it was lost, or it went
+				// elsewhere. Look for it next door.
+				p.Kind, p.Detail = KindLost, "no reader returns the last acknowledged write"
+				if at, ok := o.search(ctx, x.r, s.b, read); ok {
+					p.Kind, p.FoundAt = KindMisdirected, at*BlockSize
+					p.Detail = "the write landed at another offset"
+				}
+			}
+			add(p)
+		}
+	}
+	return rep, nil
+}
+
+// search reads the neighbours of block b through r for the content of b's
+// last write.
+func (o *Oracle) search(ctx context.Context, r Reader, b int64, read func(Reader, int64) (sums, error)) (int64, bool) {
+	o.mu.Lock()
+	bl := o.mu.blocks[b]
+	if bl == nil {
+		o.mu.Unlock()
+		return 0, false
+	}
+	want := bl.cur
+	o.mu.Unlock()
+	max := o.dev.Size() / BlockSize
+	for d := int64(1); d <= int64(o.opts.Neighbors); d++ {
+		for _, c := range []int64{b + d, b - d} {
+			if c < 0 || c >= max {
+				continue
+			}
+			got, err := read(r, c)
+			if err == nil && got == want {
+				return c, true
+			}
+		}
+	}
+	return 0, false
+}
