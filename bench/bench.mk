@@ -1,0 +1,22 @@
+# bench/bench.mk — included by the main Makefile.
+#   make bench        the full run (~20–25 min on 2 cores): peers table, NBD rate
+#                     aggregation, nmp micro-benchmark, failover per PSP; writes
+#                     docs/benchmarks.md and docs/failover-*.svg
+#   make bench-quick  the same, short (~5 min); writes /tmp/mpathfs-bench-quick.md
+#   make bench-soak   opt-in: RSS at QD64 over a 10-minute soak (bench/soak.sh),
+#                     then re-assembles docs/benchmarks.md
+# Knobs are environment variables, see the headers of bench/run.sh,
+# bench/failover.sh and bench/soak.sh (ROUNDS, RUNTIME, SIZE, RATE, PSPS, ...).
+.PHONY: bench bench-quick bench-soak bench-failover
+
+bench:
+	bash bench/run.sh
+
+bench-quick:
+	bash bench/run.sh --quick
+
+bench-failover:
+	PARTS=failover bash bench/run.sh
+
+bench-soak:
+	bash bench/soak.sh
