@@ -181,6 +181,9 @@ func (d *Device) admit(p *mpath.Path, seen map[string]bool) error {
 	if s := p.Backend.Size(); s != d.size {
 		return fmt.Errorf("device %s: path %s (%s) has size %d but the device has %d: the paths lead to different stores; fix the path list", d.name, p.Name, p.URI, s, d.size)
 	}
+	if d.ident.Vendor == "" && d.ident.Model == "" {
+		d.ident.Vendor, d.ident.Model = p.Inquiry.Vendor, p.Inquiry.Model
+	}
 	if w := p.Inquiry.WWID; w != "" {
 		if d.ident.WWID == "" {
 			d.ident.WWID = w

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
@@ -19,9 +20,51 @@ const openTimeout = 15 * time.Second
 // built is what a config turned into: devices, their fault injectors, and
 // the closers of whatever was opened.
 type built struct {
-	devices []*nmp.Device
-	faults  []map[string]*fault.Backend
-	extra   []func() error // closed after the devices
+	devices   []*nmp.Device
+	faults    []map[string]*fault.Backend
+	extra     []func() error // closed after the devices
+	arrays    map[string]*labArray
+	explain   map[string]nmp.Explanation
+	claims    *mpath.ClaimRules
+	satpRules *nmp.SATPRules
+	masked    []string
+}
+
+var claimsInUse struct {
+	sync.Mutex
+	c *mpath.ClaimRules
+}
+
+// currentClaims are the claim rules of the running mount (the defaults
+// before one is built).
+func currentClaims() *mpath.ClaimRules {
+	claimsInUse.Lock()
+	defer claimsInUse.Unlock()
+	if claimsInUse.c == nil {
+		return mpath.DefaultClaimRules()
+	}
+	return claimsInUse.c
+}
+
+// rules makes the claim and SATP rules: the defaults plus the config's.
+func rules(cfg *Config) (*mpath.ClaimRules, *nmp.SATPRules, error) {
+	claims := mpath.DefaultClaimRules()
+	for _, r := range cfg.ClaimRules {
+		rule, err := mpath.ParseRule(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := claims.Add(rule); err != nil {
+			return nil, nil, fmt.Errorf("claim_rules: %v", err)
+		}
+	}
+	satpRules := nmp.DefaultSATPRules()
+	for i, r := range cfg.SATPRules {
+		if err := satpRules.Add(r); err != nil {
+			return nil, nil, fmt.Errorf("satp_rules[%d]: %v", i, err)
+		}
+	}
+	return claims, satpRules, nil
 }
 
 func (b *built) Close() {
@@ -36,8 +79,15 @@ func (b *built) Close() {
 // build opens every path of every device and makes the devices. On any
 // error everything opened so far is closed again: nothing half-applied.
 func build(ctx context.Context, cfg *Config, events *mpath.Events) (_ *built, err error) {
-	out := &built{}
+	out := &built{arrays: map[string]*labArray{}, explain: map[string]nmp.Explanation{}}
 	var opened []backends.Backend
+	var err0 error
+	if out.claims, out.satpRules, err0 = rules(cfg); err0 != nil {
+		return nil, err0
+	}
+	claimsInUse.Lock()
+	claimsInUse.c = out.claims
+	claimsInUse.Unlock()
 	defer func() {
 		if err != nil {
 			out.Close()
@@ -61,6 +111,7 @@ func build(ctx context.Context, cfg *Config, events *mpath.Events) (_ *built, er
 		}
 		if arr != nil {
 			out.extra = append(out.extra, arr.Close)
+			out.arrays[arr.cfg.Name] = arr
 		}
 		var paths []*mpath.Path
 		injectors := map[string]*fault.Backend{}
@@ -100,7 +151,15 @@ func build(ctx context.Context, cfg *Config, events *mpath.Events) (_ *built, er
 			// File and NBD paths carry no identity of their own (a file's is
 			// synthetic, from its inode): they must agree among themselves,
 			// then adopt the configured identity.
-			if dc.WWID != "" && (p.Transport == "file" || p.Transport == "nbd") {
+			if arr == nil && (p.Transport == "file" || p.Transport == "nbd") {
+				if dc.Vendor != "" {
+					p.Inquiry.Vendor = dc.Vendor
+				}
+				if dc.Model != "" {
+					p.Inquiry.Model = dc.Model
+				}
+			}
+			if dc.WWID != "" && arr == nil && (p.Transport == "file" || p.Transport == "nbd") {
 				if w := p.Inquiry.WWID; w != "" {
 					if synthetic != "" && w != synthetic {
 						return nil, fmt.Errorf("device %s: path %s is a different file than the device's other file paths: the paths lead to different stores", dc.Name, pc.URI)
@@ -116,9 +175,34 @@ func build(ctx context.Context, cfg *Config, events *mpath.Events) (_ *built, er
 					return nil, fmt.Errorf("device %s path %s: fault %q: %v", dc.Name, pc.URI, f, err)
 				}
 			}
+			// The claim rules decide which plugin gets the path.
+			if rule, ok := out.claims.Match(mpath.AttrsOf(p)); !ok || rule.Plugin != nmp.MPPName {
+				why := "no claim rule matched"
+				if ok {
+					why = fmt.Sprintf("claim rule %d gives it to %s", rule.ID, rule.Plugin)
+				}
+				out.masked = append(out.masked, fmt.Sprintf("%s path %s (%s): %s", dc.Name, p.Location.RuntimeName(), pc.URI, why))
+				fb.Close()
+				opened = opened[:len(opened)-1]
+				continue
+			}
 			paths = append(paths, p)
 		}
-		d, err := nmp.NewDevice(dc.toDeviceConfig(), paths, events)
+		if len(paths) == 0 {
+			return nil, fmt.Errorf("device %s: every path is masked by the claim rules (%s)", dc.Name, strings.Join(out.masked, "; "))
+		}
+		user := dc.toDeviceConfig()
+		e, err := nmp.Explain(out.claims, out.satpRules, dc.Name, mpath.AttrsOf(paths[0]), paths[0].Inquiry.TPGS, user)
+		if err != nil {
+			return nil, fmt.Errorf("device %s: %v", dc.Name, err)
+		}
+		e.Path = paths[0].Location.RuntimeName()
+		if paths[0].Name != "" {
+			e.Path = paths[0].Name
+		}
+		user.SATP, user.SATPOptions, user.PSP, user.PSPOptions = e.Config.SATP, e.Config.SATPOptions, e.Config.PSP, e.Config.PSPOptions
+		out.explain[dc.Name] = e
+		d, err := nmp.NewDevice(user, paths, events)
 		if err != nil {
 			return nil, err
 		}

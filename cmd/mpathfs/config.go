@@ -30,8 +30,13 @@ type Config struct {
 	// Trace records every I/O as a JSON line to this file.
 	Trace string `yaml:"trace"`
 	// Scenario runs this scenario file once the mount is up.
-	Scenario string         `yaml:"scenario"`
-	Devices  []DeviceConfig `yaml:"devices"`
+	Scenario string `yaml:"scenario"`
+	// ClaimRules are added to the default claim rules, in the form
+	// "101 location MASK_PATH location=vmhba2:C0:*:*".
+	ClaimRules []string `yaml:"claim_rules"`
+	// SATPRules are added to the default SATP rules.
+	SATPRules []nmp.SATPRule `yaml:"satp_rules"`
+	Devices   []DeviceConfig `yaml:"devices"`
 }
 
 // DeviceConfig describes one device.
@@ -119,6 +124,20 @@ func (c *Config) Validate() error {
 	if len(c.Devices) == 0 {
 		return errors.New("no devices: add a devices: list with at least one device and its paths")
 	}
+	for _, r := range c.ClaimRules {
+		rule, err := mpath.ParseRule(r)
+		if err != nil {
+			return err
+		}
+		if err := mpath.DefaultClaimRules().Add(rule); err != nil {
+			return fmt.Errorf("claim_rules: %v", err)
+		}
+	}
+	for i, r := range c.SATPRules {
+		if err := nmp.DefaultSATPRules().Add(r); err != nil {
+			return fmt.Errorf("satp_rules[%d]: %v", i, err)
+		}
+	}
 	names := map[string]bool{}
 	pathNames := map[string]string{}
 	for i, d := range c.Devices {
@@ -141,6 +160,9 @@ func (c *Config) Validate() error {
 		}
 		if len(d.Paths) == 0 {
 			return fmt.Errorf("%s has no paths: add paths: with at least one uri", where)
+		}
+		if _, err := decodeArray(d); err != nil {
+			return fmt.Errorf("%s: array: %v", where, err)
 		}
 		for j, p := range d.Paths {
 			pw := fmt.Sprintf("%s paths[%d]", where, j)

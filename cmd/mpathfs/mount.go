@@ -243,6 +243,9 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 		fmt.Fprintf(stdout, "mpathfs: serving %s (%s, %d paths, %s + %s) at %s\n", d.Name(),
 			humanize.IBytes(uint64(d.Size())), len(d.Paths()), d.SATP().Name(), d.PSP().Name(), filepath.Join(mountpoint, d.Name()))
 	}
+	for _, m := range b.masked {
+		fmt.Fprintf(stdout, "mpathfs: not claimed by NMP: %s\n", m)
+	}
 	fmt.Fprintf(stdout, "mpathfs: control socket %s; stop with Ctrl-C or SIGTERM\n", socket)
 	if len(b.devices) > 0 {
 		fmt.Fprintf(stdout, "mpathfs: try: fio --name=t --filename=%s --direct=1 --rw=randrw --bs=4k --iodepth=16 --ioengine=libaio --runtime=30 --time_based --verify=crc32c\n",
@@ -283,13 +286,3 @@ var (
 	runtimeHooks []func(rt *control.Runtime, b *built, cfg *Config) error
 	startHooks   []func(ctx context.Context, rt *control.Runtime, cfg *Config, stdout io.Writer)
 )
-
-// defaultLab is the built-in lab: a sparse 1 GiB store and four file paths.
-func defaultLab(stateDir string) *Config {
-	store := filepath.Join(stateDir, "lab.img")
-	dc := DeviceConfig{Name: "lab", Size: "1G", WWID: "naa.600d0230000000000000000000001ab1", Vendor: "MPATHFS", Model: "LAB"}
-	for i := 0; i < 4; i++ {
-		dc.Paths = append(dc.Paths, PathConfig{URI: "file://" + store})
-	}
-	return &Config{StateDir: stateDir, Devices: []DeviceConfig{dc}}
-}

@@ -53,7 +53,7 @@ func TestDefaultLab(t *testing.T) {
 	f.Close()
 	// The human status names every path and the policy.
 	out := m.mustCtl("status")
-	for _, want := range []string{"lab", "VMW_SATP", "VMW_PSP", "vmhba1:C0:T0:L0", "vmhba4:C0:T0:L0"} {
+	for _, want := range []string{"lab", "VMW_SATP_ALUA", "VMW_PSP_MRU", "vmhba1:C0:T0:L0", "vmhba2:C0:T1:L0", "alua=AO", "alua=ANO"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
