@@ -246,3 +246,52 @@ func TestConfigFile(t *testing.T) {
 	}
 	m.stopClean(t)
 }
+
+// TestClaimRuleMasksPath: a user claim rule hands the paths at one location
+// to MASK_PATH: they are not part of the device; explain names the rules;
+// a rule in the reserved range is refused.
+func TestClaimRuleMasksPath(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "a.img")
+	cfg := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cfg, []byte(`claim_rules:
+  - "200 location MASK_PATH location=vmhba2:C0:*:*"
+devices:
+  - name: d0
+    size: 16M
+    paths:
+      - uri: `+img+`
+        location: vmhba1:C0:T0:L0
+      - uri: `+img+`
+        location: vmhba2:C0:T0:L0
+      - uri: `+img+`
+        location: vmhba3:C0:T0:L0
+`), 0o600)
+	m := startMount(t, "--config", cfg)
+	paths := m.status().Devices[0].Paths
+	if len(paths) != 2 {
+		t.Fatalf("want 2 paths after masking vmhba2, got %d", len(paths))
+	}
+	for _, p := range paths {
+		if strings.HasPrefix(p.Name, "vmhba2:") {
+			t.Errorf("masked path %s is part of the device", p.Name)
+		}
+	}
+	if !strings.Contains(m.out.String(), "claim rule 200 gives it to MASK_PATH") {
+		t.Errorf("mount did not report the masked path:\n%s", m.out.String())
+	}
+	if out := m.mustCtl("claimrule", "list"); !strings.Contains(out, "200") || !strings.Contains(out, "MASK_PATH") {
+		t.Errorf("claimrule list lacks rule 200:\n%s", out)
+	}
+	if out := m.mustCtl("explain", "d0"); !strings.Contains(out, "claim rule 65531") || !strings.Contains(out, "VMW_SATP_LOCAL") {
+		t.Errorf("explain d0:\n%s", out)
+	}
+	m.stopClean(t)
+
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("claim_rules: [\"50 location MASK_PATH location=vmhba2:C0:*:*\"]\ndevices: [{name: d0, size: 16M, paths: [{uri: "+img+"}]}]\n"), 0o600)
+	out, err := exec.Command(binary, "mount", "--config", bad, filepath.Join(dir, "m")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "reserved") {
+		t.Errorf("a claim rule in the reserved range: %v %s", err, out)
+	}
+}
