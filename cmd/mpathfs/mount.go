@@ -44,6 +44,9 @@ func cmdMount(args []string, stdout io.Writer) error {
 	flapWindow := fs.Duration("flap-window", 0, "window for counting path failures (default 60s)")
 	holdDown := fs.Duration("hold-down", 0, "how long a flapping path is held out of service (default 10s, doubling while it keeps flapping)")
 	trace := fs.String("trace", "", "record every I/O as a JSON line to this file")
+	scenarioFile := fs.String("scenario", "", "play this scenario file (see `mpathfs scenario`) once the mount is up")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at this address (loopback only), e.g. 127.0.0.1:9475")
+	fs.BoolVar(&verifyWrites, "verify", false, "integrity oracle: checksum acknowledged writes, verify reads (`mpathfs verify DEVICE` checks)")
 	allowOther := fs.Bool("allow-other", false, "let other users open the device files")
 	debug := fs.Bool("debug", false, "log every FUSE request")
 	pos, err := parseFlags(fs, args)
@@ -130,6 +133,12 @@ func cmdMount(args []string, stdout io.Writer) error {
 	}
 	if *trace != "" {
 		cfg.Trace = *trace
+	}
+	if *scenarioFile != "" {
+		cfg.Scenario = *scenarioFile
+	}
+	if *metricsAddr != "" {
+		cfg.Metrics = *metricsAddr
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
@@ -233,7 +242,7 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 
 	devs := make([]fusedev.Device, len(b.devices))
 	for i, d := range b.devices {
-		devs[i] = d
+		devs[i] = fuseDevice(d)
 	}
 	fsrv, err := fusedev.Mount(mountpoint, devs, fusedev.Options{AllowOther: mo.allowOther, Debug: mo.debug})
 	if err != nil {
