@@ -5,8 +5,8 @@
 #
 #   fio: 4k randrw QD16, --direct=1 --verify=crc32c --verify_fatal=1 (--verify_backlog
 #   so data written across the fault is read back and checked during the run),
-#   MPATHFS_VM_FIO_RUNTIME s (40). At MPATHFS_VM_FAULT_AT s (10) the path on the lowest
-#   SCSI host (ALUA active/optimized) goes offline, at MPATHFS_VM_RESTORE_AT s (20) it
+#   MPATHFS_VM_FIO_RUNTIME s (40). At MPATHFS_VM_FAULT_AT s (10) the ALUA
+#   active/optimized path goes offline, at MPATHFS_VM_RESTORE_AT s (20) it
 #   comes back; we measure how long until each system uses it again.
 #
 # Exit status: 0 only if both systems ran with 0 fio errors, verify ok and the path
@@ -46,6 +46,9 @@ declare -A R=()
 failed=0
 
 # --------------------------------------------------------------------------- LUN
+alua_state() { # the ALUA access state a path reports for its own port group
+  sg_rtpg -d "/dev/$1" 2>/dev/null | sed -n 's/.*asymmetric access state : 0x[0-9a-f]* (\(.*\))/\1/p' | head -1
+}
 setup_lun() {
   if lsmod | grep -q '^scsi_debug'; then die "scsi_debug already loaded"; fi
   modprobe scsi_debug add_host=2 num_tgts=1 max_luns=1 dev_size_mb=256 \
@@ -64,16 +67,19 @@ setup_lun() {
     sleep 0.2
   done
   [ "${#disks[@]}" -eq 2 ] || die "expected 2 scsi_debug disks, found ${disks[*]}"
+  # Fault the path that carries I/O under ALUA: the active/optimized one. scsi_debug
+  # derives a path's ALUA state from its SCSI host number (mod 3), which depends on the
+  # other SCSI hosts of the guest; the first state sg_rtpg reports is the path's own.
   pa=${disks[0]} pb=${disks[1]}
+  if [ "$(alua_state "$pb")" = "active/optimized" ] && [ "$(alua_state "$pa")" != "active/optimized" ]; then
+    pa=${disks[1]} pb=${disks[0]}
+  fi
   local wa wb
   wa=$(/lib/udev/scsi_id -g -u -d "/dev/$pa" 2>/dev/null)
   wb=$(/lib/udev/scsi_id -g -u -d "/dev/$pb" 2>/dev/null)
   [ -n "$wa" ] && [ "$wa" = "$wb" ] || die "the two disks do not share a WWID ($wa / $wb)"
-  log "LUN $wa: paths /dev/$pa and /dev/$pb (fault target: /dev/$pa, lowest SCSI host)"
+  log "LUN $wa: paths /dev/$pa ($(alua_state "$pa")) and /dev/$pb ($(alua_state "$pb")); fault target /dev/$pa"
   lsscsi
-  for p in "$pa" "$pb"; do
-    echo "  $p: ALUA $(sg_rtpg -d "/dev/$p" 2>/dev/null | sed -n '2,3p' | tr -s ' ' | tr '\n' ' ')"
-  done
 }
 
 # ---------------------------------------------------------------- the fio run
@@ -238,13 +244,19 @@ EOF
   run_case dm "/dev/mapper/$map"
   multipath -ll "$map" | cat
 
-  log "(a) teardown"
-  multipath -F || { sleep 2; multipath -F; } || log "(a) multipath -F failed"
+  log "(a) teardown: multipath -F"
+  udevadm settle -t 10 || true
+  for i in 1 2 3 4 5; do
+    multipath -F && break
+    log "(a) multipath -F failed (try $i)"; sleep 1
+  done
+  log "(a) teardown: SIGTERM to multipathd (pid $mpd_pid)"
   kill -TERM "$mpd_pid"
   for i in $(seq 50); do kill -0 "$mpd_pid" 2>/dev/null || break; sleep 0.2; done
-  kill -0 "$mpd_pid" 2>/dev/null && { log "(a) multipathd did not stop; SIGKILL"; kill -KILL "$mpd_pid"; }
+  kill -0 "$mpd_pid" 2>/dev/null && { log "(a) multipathd did not stop in 10 s; SIGKILL"; kill -KILL "$mpd_pid"; }
   wait "$mpd_pid" 2>/dev/null
   mpd_pid=""
+  log "(a) teardown done"
   cp "$scratch/multipathd.log" "$work/dm-multipathd.log" 2>/dev/null
   if dmsetup ls --target multipath 2>/dev/null | grep -qv 'No devices'; then
     log "(a) WARNING: multipath maps left: $(dmsetup ls --target multipath)"

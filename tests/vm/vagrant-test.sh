@@ -101,7 +101,9 @@ if [ "$box_name" = local/bookworm ]; then
     virsh -q vol-delete --pool default "$v" >/dev/null
   done
   log "vagrant box add --force --name local/bookworm"
-  vagrant box add --force --name local/bookworm "$work/box/mpathfs-bookworm.box" >&2
+  vagrant box add --force --name local/bookworm "$work/box/mpathfs-bookworm.box" 2>&1 |
+    tr '\r' '\n' | grep -v 'Progress:' >&2
+  [ "${PIPESTATUS[0]}" = 0 ] || { log "vagrant box add failed"; exit 1; }
 fi
 
 # 6. Up, suite, destroy.
@@ -110,7 +112,9 @@ export MPATHFS_BOX=$box_name
 log "vagrant up --provider=libvirt (box $box_name)"
 t=$(date +%s)
 vm_up=1
-ip netns exec "$ns" vagrant up --provider=libvirt >&2
+# (vagrant's progress lines end in \r; keep the log readable)
+ip netns exec "$ns" vagrant up --provider=libvirt 2>&1 | tr '\r' '\n' | grep --line-buffered -v 'Progress:' >&2
+[ "${PIPESTATUS[0]}" = 0 ] || { log "vagrant up failed"; exit 1; }
 log "vagrant up took $(( $(date +%s) - t ))s"
 t=$(date +%s)
 envs="MPATHFS_VM_ONLY_DM=${MPATHFS_VM_ONLY_DM:-0}"
