@@ -22,6 +22,7 @@
 # Configurations:
 #   fusedev            fusedev defaults (the production choice)
 #   fusedev-keepcache  page cache kept across opens (FOPEN_KEEP_CACHE)
+#   fusedev-pagecache  page cache dropped at each open (no FOPEN_* flag)
 #   fusedev-noasyncdio without CAP_ASYNC_DIO
 #   fusedev-mw128k     MaxWrite 128 KiB
 #   ceiling            raw go-fuse, same options (fusedev.MountOptions)
@@ -67,6 +68,7 @@ start() { # CONFIG -> sets PID and TARGET
   case $c in
     fusedev)            "$WORK/fuse-options" -file "$BACKING" "$MP" & TARGET=$MP/disk0 ;;
     fusedev-keepcache)  "$WORK/fuse-options" -file "$BACKING" -cache keep-cache "$MP" & TARGET=$MP/disk0 ;;
+    fusedev-pagecache)  "$WORK/fuse-options" -file "$BACKING" -cache page-cache "$MP" & TARGET=$MP/disk0 ;;
     fusedev-noasyncdio) "$WORK/fuse-options" -file "$BACKING" -no-async-dio "$MP" & TARGET=$MP/disk0 ;;
     fusedev-mw128k)     "$WORK/fuse-options" -file "$BACKING" -maxwrite 131072 "$MP" & TARGET=$MP/disk0 ;;
     ceiling)            "$WORK/fuseceiling" -file "$BACKING" "$MP" & TARGET=$MP/ceiling ;;
@@ -107,7 +109,8 @@ done
 
 # Medians per configuration and job: IOPS for 4k, MiB/s for 1 MiB.
 jq -rs '
-  def median: sort | if length == 0 then null else .[(length-1)/2|floor] end;
+  def median: sort | if length == 0 then null
+    else (.[(length-1)/2|floor] + .[length/2|floor]) / 2 | . * 10 | round / 10 end;
   group_by(.label + " " + .job) | map({
     label: .[0].label, job: .[0].job,
     val: (if (.[0].bs == "1M") then map(.rd_mibs + .wr_mibs) else map(.rd_iops + .wr_iops) end | median),

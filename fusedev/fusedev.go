@@ -292,7 +292,13 @@ func (s *Server) unmount() error {
 		if cleanErr == nil {
 			break
 		}
-		if !errors.Is(cleanErr, syscall.EBUSY) || time.Now().Add(delay).After(deadline) {
+		if _, listed := findFuseMount(s.mountpoint); !listed {
+			cleanErr = nil // gone (unmounted from outside meanwhile)
+			break
+		}
+		// Busy (EBUSY from umount2; fusermount3 says so in words):
+		// retry until the deadline.
+		if time.Now().Add(delay).After(deadline) {
 			break
 		}
 		time.Sleep(delay)

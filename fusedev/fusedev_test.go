@@ -614,3 +614,31 @@ func TestCleanStale(t *testing.T) {
 		t.Errorf("stat disk0: %v, %v", fi, err)
 	}
 }
+
+// TestMmap pins the documented cost of bypassing the page cache: shared
+// mappings of a device file fail with ENODEV; private mappings can be made.
+// The mapping is not touched: a page fault on a mapping of the own mount
+// from inside the serving process can deadlock (the faulting thread holds
+// mmap_lock while the Go runtime serving the READ may need it).
+func TestMmap(t *testing.T) {
+	d := newTestDev(t, "disk0", 1<<20)
+	_, mp := mountT(t, Options{}, d)
+	fd, err := unix.Open(filepath.Join(mp, "disk0"), unix.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if m, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != syscall.ENODEV {
+		if err == nil {
+			unix.Munmap(m)
+		}
+		t.Errorf("MAP_SHARED: %v, want ENODEV", err)
+	}
+	m, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatalf("MAP_PRIVATE: %v", err)
+	}
+	if err := unix.Munmap(m); err != nil {
+		t.Fatal(err)
+	}
+}
