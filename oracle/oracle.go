@@ -388,8 +388,9 @@ func (o *Oracle) Check(ctx context.Context) (Report, error) {
 	o.mu.Unlock()
 	rep.Tracked = len(list)
 	sort.Slice(list, func(i, j int) bool { return list[i].b < list[j].b })
-	buf := make([]byte, BlockSize)
+	var amu sync.Mutex // guards rep.Problems and seen
 	read := func(r Reader, b int64) (sums, error) {
+		buf := make([]byte, BlockSize)
 		n, err := r.ReadAt(ctx, buf, b*BlockSize)
 		if err == nil && n != BlockSize {
 			err = errors.New("short read")
@@ -398,68 +399,96 @@ func (o *Oracle) Check(ctx context.Context) (Report, error) {
 	}
 	seen := map[string]bool{}
 	add := func(p Problem) {
+		amu.Lock()
+		defer amu.Unlock()
 		k := fmt.Sprintf("%s/%d/%s/%d", p.Kind, p.Offset, p.Via, p.FoundAt)
 		if !seen[k] {
 			seen[k] = true
 			rep.Problems = append(rep.Problems, p)
 		}
 	}
-	for _, s := range list {
-		if err := ctx.Err(); err != nil {
-			return rep, err
-		}
-		type obs struct {
-			r   Reader
-			got sums
-		}
-		var bad []obs
-		good := 0
-		for _, r := range readers {
-			got, err := read(r, s.b)
-			o.mu.Lock()
-			bl := o.mu.blocks[s.b]
-			valid := bl != nil && bl.gen == s.gen && bl.writing == 0
-			var want sums
-			if valid {
-				want = bl.cur
+	// Blocks are checked by a pool of workers: a path may be slow (an
+	// ALUA non-optimized port) and there may be many blocks.
+	work := make(chan snapshot)
+	var wg sync.WaitGroup
+	for w := 0; w < checkWorkers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range work {
+				o.checkBlock(ctx, s, readers, read, add)
 			}
-			o.mu.Unlock()
-			if !valid {
-				bad = nil
-				break
-			}
-			if err != nil {
-				add(Problem{Kind: KindUnreadable, Offset: s.b * BlockSize, Length: BlockSize, Via: r.Name, Detail: err.Error()})
-				continue
-			}
-			if got == want {
-				good++
-				continue
-			}
-			bad = append(bad, obs{r, got})
-		}
-		for _, x := range bad {
-			o.mu.Lock()
-			bl := o.mu.blocks[s.b]
-			if bl == nil {
-				o.mu.Unlock()
-				break
-			}
-			p := o.classifyLocked(s.b, bl, x.got, x.r.Name)
-			o.mu.Unlock()
-			if p.Kind == KindStale && good == 0 {
-				// Nobody has the last write: it was lost, or it went
-				// elsewhere. Look for it next door.
-				p.Kind, p.Detail = KindLost, "no reader returns the last acknowledged write"
-				if at, ok := o.search(ctx, x.r, s.b, read); ok {
-					p.Kind, p.FoundAt = KindMisdirected, at*BlockSize
-					p.Detail = "the write landed at another offset"
-				}
-			}
-			add(p)
-		}
+		}()
 	}
+	for _, s := range list {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- s
+	}
+	close(work)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+	sort.SliceStable(rep.Problems, func(i, j int) bool { return rep.Problems[i].Offset < rep.Problems[j].Offset })
 	return rep, nil
+}
+
+// checkWorkers is how many blocks Check reads at once.
+const checkWorkers = 32
+
+func (o *Oracle) checkBlock(ctx context.Context, s snapshot, readers []Reader, read func(Reader, int64) (sums, error), add func(Problem)) {
+	type obs struct {
+		r   Reader
+		got sums
+	}
+	var bad []obs
+	good := 0
+	for _, r := range readers {
+		got, err := read(r, s.b)
+		o.mu.Lock()
+		bl := o.mu.blocks[s.b]
+		valid := bl != nil && bl.gen == s.gen && bl.writing == 0
+		var want sums
+		if valid {
+			want = bl.cur
+		}
+		o.mu.Unlock()
+		if !valid {
+			bad = nil
+			break
+		}
+		if err != nil {
+			add(Problem{Kind: KindUnreadable, Offset: s.b * BlockSize, Length: BlockSize, Via: r.Name, Detail: err.Error()})
+			continue
+		}
+		if got == want {
+			good++
+			continue
+		}
+		bad = append(bad, obs{r, got})
+	}
+	for _, x := range bad {
+		o.mu.Lock()
+		bl := o.mu.blocks[s.b]
+		if bl == nil {
+			o.mu.Unlock()
+			break
+		}
+		p := o.classifyLocked(s.b, bl, x.got, x.r.Name)
+		o.mu.Unlock()
+		if p.Kind == KindStale && good == 0 {
+			// Nobody has the last write: it was lost, or it went
+			// elsewhere. Look for it next door.
+			p.Kind, p.Detail = KindLost, "no reader returns the last acknowledged write"
+			if at, ok := o.search(ctx, x.r, s.b, read); ok {
+				p.Kind, p.FoundAt = KindMisdirected, at*BlockSize
+				p.Detail = "the write landed at another offset"
+			}
+		}
+		add(p)
+	}
 }
 
 // search reads the neighbours of block b through r for the content of b's

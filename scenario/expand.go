@@ -48,7 +48,8 @@ type Step struct {
 	Array   ArrayRequest
 	// Ref is the index of the step a restore ends (-1 for other kinds).
 	Ref int
-	// Fault numbers the faults (inject, inject-device, admin off) from 1 in
+	// Fault numbers the faults (inject, inject-device, admin off,
+	// controller-fail) from 1 in
 	// time order; 0 for other steps.
 	Fault int
 	// Source is the statement's text.
@@ -154,7 +155,8 @@ func (sc *Scenario) Expand() []Step {
 			}
 			nfault++
 			s.Fault = nfault
-		case s.Kind == StepAdmin && s.Admin == "off":
+		case s.Kind == StepAdmin && s.Admin == "off",
+			s.Kind == StepArray && s.Array.Action == "controller-fail":
 			nfault++
 			s.Fault = nfault
 		}

@@ -108,6 +108,7 @@ func (r *run) report(steps []Step, results []StepResult, length time.Duration) *
 		if res.Fault == 0 || res.Offset < 0 || res.Err != "" {
 			continue
 		}
+		dev := ""
 		f := FaultResult{Fault: res.Fault, Step: res.Index, Line: res.Line, Source: res.Source,
 			Target: res.Path, Injected: res.Offset, Restored: -1, Detect: -1, Recover: -1, MaxLatency: -1}
 		if t, ok := restoredAt[res.Index]; ok {
@@ -122,10 +123,20 @@ func (r *run) report(steps []Step, results []StepResult, length time.Duration) *
 					break
 				}
 			}
+		} else if res.Kind == StepArray {
+			f.What = "controller fail"
+			f.Target = fmt.Sprintf("array %s controller %s", res.Array.Array, res.Array.Controller)
+			dev = "array"
+			for _, o := range results[res.Index+1:] {
+				if o.Kind == StepArray && o.Array.Action == "controller-restore" && o.Array.Array == res.Array.Array &&
+					o.Array.Controller == res.Array.Controller && o.Offset >= 0 {
+					f.Restored = o.Offset
+					break
+				}
+			}
 		} else {
 			f.What = describe(res.Step)
 		}
-		dev := ""
 		if res.Kind == StepInjectDevice {
 			dev = r.device(res.Step)
 			f.Target = "device " + dev
@@ -183,6 +194,8 @@ func (r *run) detect(f *FaultResult, res StepResult, dev string, end time.Durati
 			continue
 		}
 		switch {
+		case dev == "array" && ev.Kind == "path-state" && ev.From == "active":
+			f.DetectedBy = ev.Path + " " + ev.From + "→" + ev.To
 		case dev != "" && ev.Kind == "apd-enter" && ev.Device == dev:
 			f.DetectedBy = "apd-enter"
 		case dev == "" && ev.Kind == "path-state" && ev.Path == res.Path && ev.From == "active":
@@ -226,7 +239,7 @@ func (r *run) measure(f *FaultResult, res StepResult, dev string, end time.Durat
 			continue
 		}
 		last := lastPath(rec.Attempts)
-		if dev != "" {
+		if dev != "" && dev != "array" {
 			if f.Restored >= 0 && tr.end >= f.Restored && (firstAfterRestore < 0 || tr.end < firstAfterRestore) {
 				firstAfterRestore = tr.end
 			}
@@ -245,7 +258,7 @@ func (r *run) measure(f *FaultResult, res StepResult, dev string, end time.Durat
 		}
 	}
 	switch {
-	case dev != "" && firstAfterRestore >= 0:
+	case dev != "" && dev != "array" && firstAfterRestore >= 0:
 		f.Recover = firstAfterRestore - f.Injected
 	case firstRetry >= 0:
 		f.Recover = firstRetry - f.Injected

@@ -13,9 +13,12 @@ import (
 // Prometheus metrics. The address must be loopback unless
 // MPATHFS_METRICS_ALLOW_REMOTE=1.
 
-func init() {
+// registered is set at package initialisation, before main.go's init
+// reads extraCommands (init functions run in file-name order).
+var metricsRegistered = func() bool {
 	runtimeHooks = append(runtimeHooks, metricsRuntimeHook)
-}
+	return true
+}()
 
 func metricsRuntimeHook(rt *control.Runtime, b *built, cfg *Config) error {
 	if cfg.Metrics == "" {

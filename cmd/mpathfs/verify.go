@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/fusedev"
@@ -18,10 +19,13 @@ import (
 // device; GET /v1/verify?device=D runs its check; `mpathfs verify DEVICE`
 // prints the report and fails on any problem.
 
-func init() {
+// registered is set at package initialisation, before main.go's init
+// reads extraCommands (init functions run in file-name order).
+var verifyRegistered = func() bool {
 	extraCommands = append(extraCommands, command{"verify", "verify [--json] DEVICE: integrity check of a mount --verify device", cmdVerify})
 	runtimeHooks = append(runtimeHooks, verifyRuntimeHook)
-}
+	return true
+}()
 
 // verifyWrites is set by `mount --verify`.
 var verifyWrites bool
@@ -87,7 +91,9 @@ func cmdVerify(args []string, stdout io.Writer) error {
 		return err
 	}
 	var rep oracle.Report
-	if err := c.Get(context.Background(), "/v1/verify?device="+url.QueryEscape(pos[0]), &rep); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute) // a big device takes a while
+	defer cancel()
+	if err := c.Get(ctx, "/v1/verify?device="+url.QueryEscape(pos[0]), &rep); err != nil {
 		return err
 	}
 	if *asJSON {
