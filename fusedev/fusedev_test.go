@@ -642,3 +642,40 @@ func TestMmap(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCleanStaleHung: a server that stopped answering (SIGSTOP) counts as
+// dead; CleanStale detaches its mount and aborts the connection.
+func TestCleanStaleHung(t *testing.T) {
+	need(t, "fusermount3")
+	mp := t.TempDir()
+	child := startChildMount(t, mp)
+	if err := child.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ { // wait until every thread stopped
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := bytes.Fields(stat[bytes.LastIndexByte(stat, ')')+1:]); len(f) > 0 && string(f[0]) == "T" {
+			break
+		}
+		if i == 500 {
+			t.Fatalf("child did not stop: %s", stat)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := CleanStale(mp); err != nil {
+		t.Fatalf("CleanStale on a hung mount: %v", err)
+	}
+	t.Logf("CleanStale on a hung server took %v", time.Since(start).Round(time.Millisecond))
+	if _, listed := findFuseMount(cleanAbs(mp)); listed {
+		t.Fatalf("still listed in mountinfo after CleanStale")
+	}
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(mp, &sfs); err != nil {
+		t.Fatalf("statfs after CleanStale: %v", err)
+	}
+	_ = child.Process.Kill()
+}
