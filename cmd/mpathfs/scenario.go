@@ -43,13 +43,13 @@ func parseScenario(name string) (*scenario.Scenario, error) {
 	sc, err := scenario.ParseFile(name)
 	var l scenario.ErrorList
 	if errors.As(err, &l) {
-		for _, e := range l[1:] {
+		if len(l) == 1 {
+			return nil, usageError{l[0].Error()}
+		}
+		for _, e := range l {
 			fmt.Fprintln(os.Stderr, e.Error())
 		}
-		if len(l) > 1 {
-			return nil, usagef("%s (and %d more errors above)", l[0].Error(), len(l)-1)
-		}
-		return nil, usageError{l[0].Error()}
+		return nil, usagef("%d errors in %s", len(l), name)
 	}
 	return sc, err
 }
