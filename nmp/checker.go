@@ -3,6 +3,7 @@ package nmp
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
@@ -52,13 +53,24 @@ func (d *Device) CheckNow() {
 		p   *mpath.Path
 		err error
 	}
+	// Probes run in parallel: a hung path (each probe waits up to the
+	// probe timeout) must not delay the verdict on the others.
 	results := make([]result, 0, len(paths))
 	for _, p := range paths {
 		if p.AdminOff() || p.PDL() {
 			continue
 		}
-		results = append(results, result{p, d.probe(p)})
+		results = append(results, result{p: p})
 	}
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func(r *result) {
+			defer wg.Done()
+			r.err = d.probe(r.p)
+		}(&results[i])
+	}
+	wg.Wait()
 	now := time.Now()
 	d.mu.Lock()
 	if d.mu.closed {

@@ -244,10 +244,11 @@ func TestExt4OnLoopFailovers(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	failovers := make(chan int, 1)
+	base := m.status().Devices[0].Failovers
 	go func() {
-		// 20 failovers: each time fail the next I/O of an active path (the
-		// probe is spared, so the fault is spent on data I/O) and wait
-		// until the engine has declared that path dead.
+		// 20 failovers, counted by the device: each time, fail the next
+		// data I/O of an active path (the probe is spared, so the fault is
+		// spent on I/O), wait until it fired, clear it, go on.
 		n := 0
 		defer func() { failovers <- n }()
 		for i := 0; n < 20; i++ {
@@ -257,8 +258,7 @@ func TestExt4OnLoopFailovers(t *testing.T) {
 			default:
 			}
 			p := paths[i%len(paths)]
-			st := m.status()
-			if pathState(st, "d0", p) != "active" {
+			if pathState(m.status(), "d0", p) != "active" {
 				time.Sleep(50 * time.Millisecond)
 				continue
 			}
@@ -266,13 +266,15 @@ func TestExt4OnLoopFailovers(t *testing.T) {
 				return
 			}
 			deadline := time.Now().Add(5 * time.Second)
-			for pathState(m.status(), "d0", p) == "active" && time.Now().Before(deadline) {
+			for time.Now().Before(deadline) {
+				out, _ := m.ctl("fault", "list", "--json")
+				if !strings.Contains(out, `"injected": 0`) {
+					break
+				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			if pathState(m.status(), "d0", p) != "active" {
-				n++
-			}
 			m.ctl("fault", "clear", p)
+			n = int(m.status().Devices[0].Failovers - base)
 		}
 	}()
 	payload := make([]byte, 1<<20)
@@ -287,7 +289,7 @@ func TestExt4OnLoopFailovers(t *testing.T) {
 		if err := os.WriteFile(name, payload, 0o644); err != nil {
 			t.Fatalf("writing %s: %v", name, err)
 		}
-		if files%10 == 9 {
+		if files%4 == 3 {
 			if out, err := runCmd("sync"); err != nil {
 				t.Fatalf("sync: %v %s", err, out)
 			}
@@ -300,8 +302,8 @@ func TestExt4OnLoopFailovers(t *testing.T) {
 		if files >= 100 {
 			os.Remove(filepath.Join(mnt, fmt.Sprintf("f%03d", files-100)))
 		}
-		if files > 5000 {
-			t.Fatal("20 failovers did not happen while writing 5000 files")
+		if files > 20000 {
+			t.Fatalf("only %d failovers happened while writing 20000 files", m.status().Devices[0].Failovers-base)
 		}
 	}
 	close(stop)
