@@ -20,3 +20,9 @@ bench-failover:
 
 bench-soak:
 	bash bench/soak.sh
+
+# CPU profile of the 4k QD1/QD32 jobs with perf (bench/profile.sh); writes
+# bench/results/profile.md and re-assembles docs/benchmarks.md.
+.PHONY: bench-profile
+bench-profile:
+	bash bench/profile.sh && bash bench/run.sh --assemble-only

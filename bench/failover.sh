@@ -51,6 +51,7 @@ busiest() { # CTL: the path with the most I/O over the last 0.5 s
 for fault in $FAULTS; do
   for psp in $PSPS; do
     tag=fo-$psp-$fault
+    for attempt in 1 2; do
     args=()
     for i in $(seq "$NPATHS"); do args+=(--path "file://$BACK"); done
     start_mpathfs "$tag" "$WORK/mnt/fo" "${args[@]}" --psp "$psp" --io-timeout "$IO_TIMEOUT" --trace "$WORK/$tag.trace"
@@ -82,7 +83,11 @@ for fault in $FAULTS; do
     fio_err=$(jq -r '.jobs[0].error // "?"' "$WORK/$tag.fio.json" 2>/dev/null || echo "?")
     bench_stop "$SAMPLER" ""
     timeout 5 "$MPATHFS" fault clear --control "$ctl" "$victim" >/dev/null 2>&1
+    alive=1; kill -0 "$MP_PID" 2>/dev/null || alive=0
     stop_all
+    [ $alive = 1 ] && break
+    log "$psp $fault: mpathfs was stopped from outside during the run; running it again"
+    done
     note="faulted $victim; fio rc=$fio_rc error=$fio_err"
     "$REPO/bin/benchplot" analyze -title "$psp — $fault" -note "$note" -fault-ns "$fault_ns" -victim "$victim" \
       -clat "$WORK/${tag}_clat.1.log" -status "$WORK/$tag.status" -trace "$WORK/$tag.trace" \

@@ -46,13 +46,18 @@ bench_build() {
     HAVE_FUSECEILING=0; log "fuseceiling does not build (see $WORK/fuseceiling-build.log); skipping that target"
   fi
   (cd "$REPO" && $GO build -o bin/benchplot ./bench/plot) || die "go build ./bench/plot failed"
+  # Serve from private copies whose names and command lines do not contain
+  # "mpathfs": other sessions on this machine stop stray mpathfs processes by
+  # name, which must not take the benchmark's mounts with them.
+  cp "$REPO/bin/mpathfs" "$WORK/mpb" && MPATHFS=$WORK/mpb
+  [ "$HAVE_FUSECEILING" = 1 ] && cp "$REPO/bin/fuseceiling" "$WORK/fcb" && FUSECEILING=$WORK/fcb
 }
 
 # bench_workdir makes the in-memory work directory ($WORK).
 bench_workdir() {
   local base=/dev/shm
   [ -d "$base" ] && [ -w "$base" ] || base=/tmp
-  WORK=${WORK:-$(mktemp -d "$base/mpathfs-bench.XXXXXX")}
+  WORK=${WORK:-$(mktemp -d "$base/mpb.XXXXXX")}
   mkdir -p "$WORK/mnt"
   trap bench_cleanup EXIT
   trap 'exit 130' INT

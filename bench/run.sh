@@ -48,7 +48,7 @@ assemble() {
   echo "Sections are kept in bench/results/*.md and assembled here; the machine is shared and noisy, so compare"
   echo "numbers within one run only. Last assembled $STAMP on $MACHINE."
   echo
-  for s in main rate failover soak profile nmpbench; do
+  for s in main rate failover soak profile profile-findings nmpbench; do
     [ -s "$SECT/$s.md" ] && { cat "$SECT/$s.md"; echo; }
   done
   } >"$OUT"
@@ -127,41 +127,89 @@ job_desc() {
   esac
 }
 
+declare -A DEV_OF PID_OF MNT_OF RESTARTS
+NBD_SOCK=""
+# start_target LABEL [GEN]: (re)start one target of the main table
+start_target() {
+  local t=$1 g=${2:-0}
+  case $t in
+    raw) DEV_OF[$t]=$BACK; PID_OF[$t]=""; return ;;
+    fuseceiling) start_fuseceiling "fc$g" "$BACK" "$WORK/mnt/fc$g"; DEV_OF[$t]=$FC_DEV; PID_OF[$t]=$FC_PID; MNT_OF[$t]=$WORK/mnt/fc$g; return ;;
+    nbdfuse) start_nbdfuse "nbdfuse$g" "$WORK/mnt/nbdfuse$g" "$NBD_SOCK"; DEV_OF[$t]=$NF_DEV; PID_OF[$t]=$NF_PID; MNT_OF[$t]=$WORK/mnt/nbdfuse$g; return ;;
+  esac
+  local args=()
+  case $t in
+    mpathfs-1file) args=(--path "file://$BACK") ;;
+    mpathfs-2file-rr) args=(--path "file://$BACK" --path "file://$BACK" --psp VMW_PSP_RR --psp-option iops=1) ;;
+    mpathfs-2file-rr1000) args=(--path "file://$BACK" --path "file://$BACK" --psp VMW_PSP_RR) ;;
+    mpathfs-nbd) args=(--path "nbd+unix:///?socket=$NBD_SOCK") ;;
+  esac
+  local tag=${t//mpathfs/mp}$g   # no "mpathfs" in our command lines (see lib.sh)
+  start_mpathfs "$tag" "$WORK/mnt/$tag" "${args[@]}"
+  DEV_OF[$t]=$MP_DEV; PID_OF[$t]=$MP_PID; MNT_OF[$t]=$WORK/mnt/$tag
+}
+
+target_ok() { # LABEL: its server is alive and its device file is there
+  local t=$1
+  [ -z "${PID_OF[$t]}" ] && return 0
+  kill -0 "${PID_OF[$t]}" 2>/dev/null && timeout 5 test -e "${DEV_OF[$t]}"
+}
+
+# ensure_target LABEL: restart a target whose server died (something outside
+# stopped it); nbdkit first for the NBD targets
+ensure_target() {
+  local t=$1
+  if [[ $t == nbdfuse || $t == mpathfs-nbd ]] && ! kill -0 "$NK_MAIN_PID" 2>/dev/null; then
+    log "nbdkit died; restarting it"
+    bench_stop "$NK_MAIN_PID" ""
+    start_nbdkit "nbdkit$RANDOM" "$NBD_SOCK" file "$BACK"; NK_MAIN_PID=$NK_PID
+    # their connections died with it
+    local n
+    for n in nbdfuse mpathfs-nbd; do
+      RESTARTS[$n]=$(( ${RESTARTS[$n]:-0} + 1 ))
+      bench_stop "${PID_OF[$n]}" "${MNT_OF[$n]}"
+      start_target "$n" "${RESTARTS[$n]}"
+    done
+  fi
+  target_ok "$t" && return 0
+  RESTARTS[$t]=$(( ${RESTARTS[$t]:-0} + 1 ))
+  log "target $t is gone (server PID ${PID_OF[$t]}); restarting it (restart ${RESTARTS[$t]})"
+  bench_stop "${PID_OF[$t]}" "${MNT_OF[$t]}"
+  start_target "$t" "${RESTARTS[$t]}"
+}
+
 part_main() {
   local res=$SECT/main.jsonl
   : >"$res"
-  local sock=$WORK/nbd.sock
+  NBD_SOCK=$WORK/nbd.sock
   TARGETS=(raw)
-  DEVS=("$BACK")
-  if [ "$HAVE_FUSECEILING" = 1 ]; then
-    start_fuseceiling fc "$BACK" "$WORK/mnt/fc"; TARGETS+=(fuseceiling); DEVS+=("$FC_DEV")
-  fi
-  start_mpathfs mp1 "$WORK/mnt/mp1" --path "file://$BACK"
-  TARGETS+=(mpathfs-1file); DEVS+=("$MP_DEV")
-  start_mpathfs mp2 "$WORK/mnt/mp2" --path "file://$BACK" --path "file://$BACK" --psp VMW_PSP_RR --psp-option iops=1
-  TARGETS+=(mpathfs-2file-rr); DEVS+=("$MP_DEV")
-  if [ "$RR_COMPARE" = 1 ]; then
-    start_mpathfs mp2k "$WORK/mnt/mp2k" --path "file://$BACK" --path "file://$BACK" --psp VMW_PSP_RR
-    TARGETS+=(mpathfs-2file-rr1000); DEVS+=("$MP_DEV")
-  fi
-  start_nbdkit nbdkit "$sock" file "$BACK"
-  start_nbdfuse nbdfuse "$WORK/mnt/nbdfuse" "$sock"
-  TARGETS+=(nbdfuse); DEVS+=("$NF_DEV")
-  start_mpathfs mpnbd "$WORK/mnt/mpnbd" --path "nbd+unix:///?socket=$sock"
-  TARGETS+=(mpathfs-nbd); DEVS+=("$MP_DEV")
+  [ "$HAVE_FUSECEILING" = 1 ] && TARGETS+=(fuseceiling)
+  TARGETS+=(mpathfs-1file mpathfs-2file-rr)
+  [ "$RR_COMPARE" = 1 ] && TARGETS+=(mpathfs-2file-rr1000)
+  TARGETS+=(nbdfuse mpathfs-nbd)
+  start_nbdkit nbdkit "$NBD_SOCK" file "$BACK"; NK_MAIN_PID=$NK_PID
+  local t
+  for t in "${TARGETS[@]}"; do start_target "$t"; done
   log "main: ${#TARGETS[@]} targets × $(wc -w <<<"$JOBS") jobs × $ROUNDS rounds × ${RUNTIME}+${RAMP} s"
   local r j i
   for r in $(seq "$ROUNDS"); do
     for j in $JOBS; do
-      for i in "${!TARGETS[@]}"; do
-        suite_line "${DEVS[$i]}" "${TARGETS[$i]}" "$j" | jq -c --argjson r "$r" '. + {round: $r}' | tee -a "$res" |
-          jq -r '"\(.label) \(.job) r'"$r"': \((.rd_iops // 0) + (.wr_iops // 0)) IOPS \((.rd_mibs // 0) + (.wr_mibs // 0)) MiB/s err=\(.error)"' >&2
+      for t in "${TARGETS[@]}"; do
+        local line try
+        for try in 1 2; do
+          ensure_target "$t"
+          line=$(suite_line "${DEV_OF[$t]}" "$t" "$j" | jq -c --argjson r "$r" '. + {round: $r}')
+          target_ok "$t" && { [[ $t != nbdfuse && $t != mpathfs-nbd ]] || kill -0 "$NK_MAIN_PID" 2>/dev/null; } && break
+          log "target $t died during $j (round $r); rerunning the job"
+        done
+        echo "$line" >>"$res"
+        jq -r '"\(.label) \(.job) r'"$r"': \((.rd_iops // 0) + (.wr_iops // 0)) IOPS \((.rd_mibs // 0) + (.wr_mibs // 0)) MiB/s err=\(.error)"' <<<"$line" >&2
       done
     done
   done
   # per-path split of the RR mounts, as a sanity check that both paths carried I/O
   local rrsplit
-  rrsplit=$(timeout 10 "$MPATHFS" status --json --control "$WORK/mp2.sock" |
+  rrsplit=$(timeout 10 "$MPATHFS" status --json --control "$WORK/mp-2file-rr${RESTARTS[mpathfs-2file-rr]:-0}.sock" |
     jq -r '.devices[0].paths | map("\(.name): \(.reads + .writes) I/Os") | join(", ")')
   stop_all
 
@@ -183,6 +231,8 @@ part_main() {
     echo "  over \`nbdkit -f -U S file BACKING\` (nbdfuse multi-conn: 4 connections); mpathfs-nbd = \`--path nbd+unix:///?socket=S\`"
     echo "  to the same nbdkit (one connection)."
     echo "- Per-path split on mpathfs-2file-rr at the end: $rrsplit."
+    local rs=""; for t in "${!RESTARTS[@]}"; do rs+="$t ×${RESTARTS[$t]} "; done
+    [ -n "$rs" ] && echo "- Targets restarted after something outside stopped them (the job was rerun): $rs."
     echo
     echo "| job | target | IOPS | MiB/s | p50 / p99 µs | IOPS min–max | n |"
     echo "|---|---|---:|---:|---|---|---:|"
