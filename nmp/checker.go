@@ -15,7 +15,7 @@ import (
 // active paths that do not, before I/O hits them.
 func (d *Device) checker() {
 	defer d.wg.Done()
-	t := time.NewTicker(d.cfg.CheckInterval)
+	t := time.NewTimer(d.cfg.CheckInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -23,8 +23,20 @@ func (d *Device) checker() {
 			return
 		case <-t.C:
 			d.CheckNow()
+			t.Reset(d.nextCheck())
 		}
 	}
+}
+
+// apdCheckInterval is how often the checker probes while no path is usable:
+// every queued I/O waits for the first path to come back.
+const apdCheckInterval = 250 * time.Millisecond
+
+func (d *Device) nextCheck() time.Duration {
+	if len(d.view.Load().Usable) == 0 {
+		return min(d.cfg.CheckInterval, apdCheckInterval)
+	}
+	return d.cfg.CheckInterval
 }
 
 // probe runs one health check on a path.

@@ -37,10 +37,11 @@ type command struct {
 	run     func(args []string, stdout io.Writer) error
 }
 
-var commands []command
-
-func init() {
-	commands = []command{
+// allCommands lists the built-in commands, then those other files of the
+// command added to extraCommands (from init functions or variable
+// initialisers, in any file order: the list is made when it is needed).
+func allCommands() []command {
+	commands := []command{
 		{"mount", "serve devices as files in a FUSE mount (foreground)", cmdMount},
 		{"status", "show devices and paths like multipath -ll", cmdStatus},
 		{"path", "path list | path set --state on|off [--rank N] PATH", cmdPath},
@@ -50,7 +51,7 @@ func init() {
 		{"trace", "stream the per-I/O trace of a device as JSON lines", cmdTrace},
 		{"plugins", "list multipathing plugins, SATPs and PSPs", cmdPlugins},
 	}
-	commands = append(commands, extraCommands...)
+	return append(commands, extraCommands...)
 }
 
 // extraCommands are added by other files of the command (arrays, scenarios).
@@ -79,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "mpathfs", version)
 		return 0
 	}
-	for _, c := range commands {
+	for _, c := range allCommands() {
 		if c.name == args[0] {
 			err := c.run(args[1:], stdout)
 			if err == nil {
@@ -105,7 +106,7 @@ var version = "0.1.0"
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: mpathfs COMMAND [flags] [args]")
 	fmt.Fprintln(w, "\ncommands:")
-	for _, c := range commands {
+	for _, c := range allCommands() {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nEvery command but mount talks to a running mount through its control socket:")
