@@ -106,7 +106,7 @@ func TestAPDQueuedIOCompletes(t *testing.T) {
 				kinds = append(kinds, ev.Kind+": "+ev.Reason)
 			}
 		}
-		if len(kinds) != 2 || kinds[1] != "apd-exit: a path returned after 1m42s" {
+		if len(kinds) != 2 || kinds[1] != "apd-exit: a path returned after 1m40.25s" {
 			t.Errorf("APD events %q", kinds)
 		}
 		r.d.Close()
