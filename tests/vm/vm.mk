@@ -19,11 +19,12 @@ VM_WORK ?= $(VM_DIR)/work
 vm-image:
 	bash $(VM_DIR)/build-image.sh $(VM_WORK)
 
+# (the image prerequisite is up to date here: MPATHFS_VM_REBUILD=1 must not rebuild twice)
 vm-test: vm-image
-	bash $(VM_DIR)/run.sh
+	MPATHFS_VM_REBUILD=0 bash $(VM_DIR)/run.sh
 
 vagrant-box: vm-image
-	bash $(VM_DIR)/make-box.sh $(VM_WORK)
+	MPATHFS_VM_REBUILD=0 bash $(VM_DIR)/make-box.sh $(VM_WORK)
 
 vagrant-test: vagrant-box
-	bash $(VM_DIR)/vagrant-test.sh
+	MPATHFS_VM_REBUILD=0 bash $(VM_DIR)/vagrant-test.sh
