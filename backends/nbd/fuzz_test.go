@@ -147,34 +147,53 @@ func FuzzHandshake(f *testing.F) {
 	})
 }
 
+// The requests FuzzReply puts in flight. Their lengths are small on purpose:
+// every byte of READ data is a byte of fuzz input, and a worker minimises
+// each new interesting input (internal/fuzz minimizeBytes, which tries
+// removing every byte range: executions quadratic in the input's length)
+// before it fuzzes again. Inputs of kilobytes (a 4 KiB READ) made every
+// minimisation run the whole -fuzzminimizetime (60 s by default) on both
+// workers; the coordinator counts none of those executions until a
+// minimisation ends, so it showed 0 execs/sec, and a run shorter than that
+// ended, dropped the unfinished minimisations and passed.
+const (
+	fuzzRead1Len = 128 // handle 1: READ [0, +128)
+	fuzzRead4Off = 8192
+	fuzzRead4Len = 32 // handle 4: READ [8192, +32), abandoned
+	// maxReplyInput bounds the inputs FuzzReply runs (longer ones return
+	// at once, so they add no coverage and are never minimised). It leaves
+	// room for a dozen or more chunks per request.
+	maxReplyInput = 512
+)
+
 // replySeeds are server streams for the requests FuzzReply registers:
-// handle 1 READ [0, +4096), 2 WRITE, 3 FLUSH, 4 READ [8192, +512) abandoned.
+// handle 1 READ [0, +128), 2 WRITE, 3 FLUSH, 4 READ [8192, +32) abandoned.
 // The first byte selects structured replies (odd) or simple ones.
 func replySeeds() [][]byte {
 	var seeds [][]byte
 	var s stream
 	s.raw([]byte{0}) // simple replies
 	s.u32(magicSimple).u32(0).u64(2)
-	s.u32(magicSimple).u32(0).u64(1).raw(bytes.Repeat([]byte{1}, 4096))
+	s.u32(magicSimple).u32(0).u64(1).raw(bytes.Repeat([]byte{1}, fuzzRead1Len))
 	s.u32(magicSimple).u32(nbdEIO).u64(3)
-	s.u32(magicSimple).u32(0).u64(4).raw(bytes.Repeat([]byte{4}, 512))
+	s.u32(magicSimple).u32(0).u64(4).raw(bytes.Repeat([]byte{4}, fuzzRead4Len))
 	seeds = append(seeds, s.Bytes())
 
 	s = stream{}
 	s.raw([]byte{1}) // structured: data and hole out of order, then NONE
-	s.u32(magicStructured).u16(0).u16(chunkOffsetData).u64(1).u32(8 + 1024).u64(3072).raw(bytes.Repeat([]byte{9}, 1024))
-	s.u32(magicStructured).u16(0).u16(chunkOffsetHole).u64(1).u32(12).u64(0).u32(3072)
+	s.u32(magicStructured).u16(0).u16(chunkOffsetData).u64(1).u32(8 + 32).u64(96).raw(bytes.Repeat([]byte{9}, 32))
+	s.u32(magicStructured).u16(0).u16(chunkOffsetHole).u64(1).u32(12).u64(0).u32(96)
 	s.u32(magicStructured).u16(replyFlagDone).u16(chunkNone).u64(1).u32(0)
 	s.u32(magicSimple).u32(0).u64(2)
 	s.u32(magicStructured).u16(replyFlagDone).u16(chunkError).u64(3).u32(6 + 4).u32(nbdENOSPC).u16(4).raw([]byte("full"))
-	s.u32(magicStructured).u16(replyFlagDone).u16(chunkOffsetData).u64(4).u32(8 + 512).u64(8192).raw(bytes.Repeat([]byte{4}, 512))
+	s.u32(magicStructured).u16(replyFlagDone).u16(chunkOffsetData).u64(4).u32(8 + fuzzRead4Len).u64(fuzzRead4Off).raw(bytes.Repeat([]byte{4}, fuzzRead4Len))
 	seeds = append(seeds, s.Bytes())
 
 	s = stream{}
 	s.raw([]byte{1}) // error offset, then an overlapping chunk
 	s.u32(magicStructured).u16(0).u16(chunkErrorOffset).u64(1).u32(14).u32(nbdEIO).u16(0).u64(100)
-	s.u32(magicStructured).u16(0).u16(chunkOffsetData).u64(1).u32(8 + 100).u64(0).raw(make([]byte, 100))
-	s.u32(magicStructured).u16(replyFlagDone).u16(chunkOffsetData).u64(1).u32(8 + 100).u64(50).raw(make([]byte, 100))
+	s.u32(magicStructured).u16(0).u16(chunkOffsetData).u64(1).u32(8 + 64).u64(0).raw(make([]byte, 64))
+	s.u32(magicStructured).u16(replyFlagDone).u16(chunkOffsetData).u64(1).u32(8 + 64).u64(32).raw(make([]byte, 64))
 	seeds = append(seeds, s.Bytes())
 
 	s = stream{}
@@ -189,6 +208,30 @@ func replySeeds() [][]byte {
 	return seeds
 }
 
+// TestReplySeedsFit keeps the FuzzReply seeds within the inputs the harness
+// runs and small enough to minimise quickly.
+func TestReplySeedsFit(t *testing.T) {
+	for i, s := range replySeeds() {
+		if len(s) > maxReplyInput/2 {
+			t.Errorf("seed %d is %d bytes, want at most %d", i, len(s), maxReplyInput/2)
+		}
+	}
+	ents, err := os.ReadDir(filepath.Join("testdata", "fuzz", "FuzzReply"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzReply", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The encoding quotes each input byte as at most 4 characters.
+		if len(b) > 64+4*maxReplyInput {
+			t.Errorf("corpus file %s is %d bytes: an input longer than maxReplyInput is never run", e.Name(), len(b))
+		}
+	}
+}
+
 func FuzzReply(f *testing.F) {
 	for _, s := range replySeeds() {
 		f.Add(s)
@@ -198,20 +241,20 @@ func FuzzReply(f *testing.F) {
 
 func fuzzReplyBody(t *testing.T, data []byte) {
 	{
-		if len(data) == 0 {
+		if len(data) == 0 || len(data) > maxReplyInput {
 			return
 		}
 		info := &exportInfo{size: 1 << 20, flags: testFlags, structured: data[0]&1 == 1, minBlock: 1, prefBlock: 4096, maxBlock: 1 << 20}
 		mc := newMemConn(data[1:])
 		c := allocConn(mc, info, "fuzz")
 		const guard = 64
-		area1 := bytes.Repeat([]byte{0xaa}, 4096+2*guard)
-		area4 := bytes.Repeat([]byte{0xaa}, 512)
+		area1 := bytes.Repeat([]byte{0xaa}, fuzzRead1Len+2*guard)
+		area4 := bytes.Repeat([]byte{0xaa}, fuzzRead4Len)
 		reqs := []*request{
-			{handle: 1, typ: cmdRead, off: 0, length: 4096, buf: area1[guard : guard+4096]},
+			{handle: 1, typ: cmdRead, off: 0, length: fuzzRead1Len, buf: area1[guard : guard+fuzzRead1Len]},
 			{handle: 2, typ: cmdWrite, off: 0, length: 4096},
 			{handle: 3, typ: cmdFlush},
-			{handle: 4, typ: cmdRead, off: 8192, length: 512, buf: area4, abandoned: true},
+			{handle: 4, typ: cmdRead, off: fuzzRead4Off, length: fuzzRead4Len, buf: area4, abandoned: true},
 		}
 		c.mu.Lock()
 		for _, r := range reqs {
@@ -222,9 +265,11 @@ func fuzzReplyBody(t *testing.T, data []byte) {
 		c.start(0)
 		waited := make(chan struct{})
 		go func() { c.wg.Wait(); close(waited) }()
+		timer := time.NewTimer(2 * time.Second)
+		defer timer.Stop()
 		select {
 		case <-waited:
-		case <-time.After(2 * time.Second):
+		case <-timer.C:
 			t.Fatal("reader did not finish on a finite stream")
 		}
 		for _, r := range reqs[:3] {
