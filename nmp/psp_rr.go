@@ -2,6 +2,7 @@ package nmp
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 
@@ -28,7 +29,35 @@ type roundRobin struct {
 	useANO   bool
 	n        atomic.Uint64
 	lastPath atomic.Int64
+	rot      atomic.Pointer[rrRotation]
 	opts     map[string]string
+}
+
+// rrRotation places the rotation over one view's candidates: the I/O (or
+// byte) numbered k goes to candidate (off + (k+shift)/limit) mod len. Every
+// view gets its own, made by ViewChanged (under the device lock) so that the
+// rotation carries on from the path in turn when the candidates change;
+// Select only loads it. The previous view's placement is kept for I/Os that
+// still route by that view while the new one is being published.
+type rrRotation struct {
+	view, prevView *View
+	// ref is the last view with candidates, the one off and shift place
+	// the rotation over (v itself unless all paths are down).
+	ref        *View
+	off, shift uint64
+	prevOff    uint64
+	prevShift  uint64
+}
+
+// place returns the placement for I/Os routed by v.
+func (r *rrRotation) place(v *View) (off, shift uint64) {
+	if r == nil {
+		return 0, 0
+	}
+	if v != r.view && v == r.prevView {
+		return r.prevOff, r.prevShift
+	}
+	return r.off, r.shift
 }
 
 var _ PSP = (*roundRobin)(nil)
@@ -65,14 +94,16 @@ func (r *roundRobin) Select(v *View, _ mpath.OpKind, n int) (*mpath.Path, Reason
 	if len(c) == 0 {
 		return nil, ReasonNone
 	}
+	off, shift := r.rot.Load().place(v)
 	var k uint64
 	if r.typ == rrBytes {
 		k = r.n.Add(uint64(n)) - uint64(n)
 	} else {
 		k = r.n.Add(1) - 1
 	}
+	k += shift
 	turn := k / r.limit
-	idx := int(turn % uint64(len(c)))
+	idx := int((off + turn%uint64(len(c))) % uint64(len(c)))
 	reason := ReasonRRTurn
 	if r.typ == rrIOPS && k%r.limit == 0 {
 		reason = ReasonRRSwitch
@@ -87,7 +118,72 @@ func (r *roundRobin) Select(v *View, _ mpath.OpKind, n int) (*mpath.Path, Reason
 	return p, reason
 }
 
-func (r *roundRobin) ViewChanged(*View) {}
+// ViewChanged keeps the rotation going where it was, the way ESXi moves from
+// its lastPathIndex to the next active path: if the path in turn is still a
+// candidate, it finishes its turn and the paths after it follow; if it left,
+// the next surviving path after it starts a fresh turn at once. Without this
+// the rotation would jump wherever count/limit mod the new length fell (p2 of
+// p1..p4 dying handed its turn to p4, then to p1 which had just had one).
+func (r *roundRobin) ViewChanged(v *View) {
+	old := r.rot.Load()
+	nr := &rrRotation{view: v, ref: v}
+	if old != nil {
+		nr.prevView, nr.prevOff, nr.prevShift = old.view, old.off, old.shift
+		nr.off, nr.shift = old.off, old.shift
+	}
+	nc := v.Candidates(r.useANO)
+	if len(nc) == 0 && old != nil {
+		// All paths down: no I/O goes anywhere; carry on from the last
+		// candidates when some come back.
+		nr.ref = old.ref
+	}
+	if old == nil || old.ref == nil || len(nc) == 0 {
+		r.rot.Store(nr)
+		return
+	}
+	oc := old.ref.Candidates(r.useANO)
+	if len(oc) == 0 {
+		r.rot.Store(nr)
+		return
+	}
+	// Selects routed by v draw counts from n on.
+	n := r.n.Load()
+	k := n + old.shift
+	turn := k / r.limit
+	at := func(turn uint64) int { return int((old.off + turn%uint64(len(oc))) % uint64(len(oc))) }
+	// after returns the candidate of v that follows oc[i]: the next one in
+	// v if oc[i] is still there, else the next path after it that survived.
+	after := func(i int) int {
+		if j := slices.Index(nc, oc[i]); j >= 0 {
+			return (j + 1) % len(nc)
+		}
+		for d := 1; d < len(oc); d++ {
+			if j := slices.Index(nc, oc[(i+d)%len(oc)]); j >= 0 {
+				return j
+			}
+		}
+		return 0
+	}
+	var target int // the candidate of v that takes (or keeps) the turn
+	switch cur := at(turn); {
+	case k%r.limit == 0 && turn > 0:
+		// Between turns: the path after the one that just had its turn.
+		target = after(at(turn - 1))
+	case slices.Contains(nc, oc[cur]):
+		// The path in turn is still a candidate: it finishes its turn.
+		target = slices.Index(nc, oc[cur])
+	default:
+		// The path in turn left: the next path after it that is still a
+		// candidate starts a full turn at once.
+		target = after(cur)
+		nr.shift = (r.limit - n%r.limit) % r.limit
+		turn = (n + nr.shift) / r.limit
+	}
+	// Place it so that (off + turn) mod len(nc) == target.
+	l := uint64(len(nc))
+	nr.off = (uint64(target) + l - turn%l) % l
+	r.rot.Store(nr)
+}
 
 func (r *roundRobin) Config() string {
 	ano := 0

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -180,7 +181,32 @@ func TestPSP(t *testing.T) {
 				}
 				r.fake("p2").recover()
 				r.d.CheckNow()
-				expectServed(t, "p2 back", r.ios(t, 4), "p1", "p2", "p1", "p2")
+				// p1 had the last turn: the next one is p2's.
+				expectServed(t, "p2 back", r.ios(t, 4), "p2", "p1", "p2", "p1")
+			},
+		},
+		{
+			// ESXi moves from lastPathIndex to the next active path: the
+			// turn of a path that dies goes to the path after it (p3), not
+			// wherever count/limit mod 3 falls (p4, then p1 again).
+			name: "rr/a dead path's turn goes to the next path", paths: 4, psp: PSPRR, opts: map[string]string{"iops": "2"},
+			run: func(t *testing.T, r *rig) {
+				expectServed(t, "healthy", r.ios(t, 10), "p1", "p1", "p2", "p2", "p3", "p3", "p4", "p4", "p1", "p1")
+				r.fake("p2").failClass(mpath.ClassPathFailure)
+				expectServed(t, "p2 dies in its turn", r.ios(t, 7), "p3", "p3", "p4", "p4", "p1", "p1", "p3")
+			},
+		},
+		{
+			name: "rr/a returning path joins after the path in turn", paths: 4, psp: PSPRR, opts: map[string]string{"iops": "2"},
+			run: func(t *testing.T, r *rig) {
+				if err := r.d.SetPathAdmin("p2", false); err != nil {
+					t.Fatal(err)
+				}
+				expectServed(t, "p2 off", r.ios(t, 7), "p1", "p1", "p3", "p3", "p4", "p4", "p1")
+				if err := r.d.SetPathAdmin("p2", true); err != nil {
+					t.Fatal(err)
+				}
+				expectServed(t, "p2 back", r.ios(t, 7), "p1", "p2", "p2", "p3", "p3", "p4", "p4")
 			},
 		},
 		{
@@ -522,5 +548,209 @@ func TestSetPolicyUnderIO(t *testing.T) {
 		if p.State() != mpath.StateActive {
 			t.Errorf("%s is %s after policy changes", p.Name, p.State())
 		}
+	}
+}
+
+// TestRRRotationAcrossViewChanges drives VMW_PSP_RR's Select and ViewChanged
+// directly: when the candidates change, the rotation goes on from the path
+// in turn (it keeps its turn if it is still a candidate; otherwise the next
+// surviving path after it starts a full turn).
+func TestRRRotationAcrossViewChanges(t *testing.T) {
+	type step struct {
+		view  string // non-empty: the candidates change to these (- for none)
+		stale int    // I/Os routed by the previous view after the change
+		n     int    // bytes per I/O (0: 4096)
+		want  string // paths that serve the next I/Os, in order
+	}
+	tests := []struct {
+		name  string
+		opts  map[string]string
+		steps []step
+	}{
+		{name: "no change", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p2 p3", want: "p1 p1 p2 p2 p3 p3 p1"},
+		}},
+		{name: "the path in turn dies mid-turn", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p2 p3 p4", want: "p1 p1 p2 p2 p3 p3 p4 p4 p1 p1 p2"},
+			{view: "p1 p3 p4", want: "p3 p3 p4 p4 p1 p1 p3"},
+		}},
+		{name: "the path in turn dies at a turn boundary", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p2 p3 p4", want: "p1 p1"},
+			{view: "p1 p3 p4", want: "p3 p3 p4 p4 p1 p1"},
+		}},
+		{name: "a path that had its turn dies: the next one keeps its place", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p2 p3 p4", want: "p1 p1 p2 p2"},
+			{view: "p1 p3 p4", want: "p3 p3 p4 p4 p1 p1 p3"},
+		}},
+		{name: "another path dies: the path in turn finishes its turn", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p2 p3 p4", want: "p1 p1 p2"},
+			{view: "p1 p2 p3", want: "p2 p3 p3 p1 p1 p2"},
+		}},
+		{name: "the path in turn and the next die together", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p2 p3 p4", want: "p1 p1 p2"},
+			{view: "p1 p4", want: "p4 p4 p1 p1 p4"},
+		}},
+		{name: "the last path dies: the rotation wraps", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p2 p3 p4", want: "p1 p1 p2 p2 p3 p3 p4"},
+			{view: "p1 p2 p3", want: "p1 p1 p2 p2 p3 p3 p1"},
+		}},
+		{name: "a path returns behind the path in turn", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p3 p4", want: "p1 p1 p3"},
+			{view: "p1 p2 p3 p4", want: "p3 p4 p4 p1 p1 p2 p2 p3"},
+		}},
+		{name: "a path returns ahead of the path in turn", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p3 p4", want: "p1 p1 p3 p3 p4"},
+			{view: "p1 p2 p3 p4", want: "p4 p1 p1 p2 p2 p3"},
+		}},
+		{name: "several changes in a row", opts: map[string]string{"iops": "1"}, steps: []step{
+			{view: "p1 p2 p3 p4 p5", want: "p1 p2"},
+			{view: "p1 p2 p4 p5", want: "p4"},
+			{view: "p1 p2 p5", want: "p5 p1"},
+			{view: "p1 p2 p3 p5", want: "p2 p3 p5 p1 p2"},
+		}},
+		{name: "all paths down, then back", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p2 p3", want: "p1 p1 p2"},
+			{view: "-", want: "- -"},
+			{view: "p1 p2 p3", want: "p2 p3 p3 p1"},
+		}},
+		{name: "all paths down, others back", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p2 p3 p4", want: "p1 p1 p2"},
+			{view: "-", want: "-"},
+			{view: "p1 p3 p4", want: "p3 p3 p4 p4 p1"},
+		}},
+		{name: "the only path", opts: map[string]string{"iops": "3"}, steps: []step{
+			{view: "p1 p2", want: "p1 p1 p1 p2"},
+			{view: "p1", want: "p1 p1 p1"},
+			{view: "p1 p2", want: "p2 p2 p2 p1"},
+		}},
+		// An I/O still routed by the view being replaced follows that
+		// view's rotation (it draws from the same count, so p3's fresh
+		// turn is one I/O short).
+		{name: "stale view keeps its own rotation", opts: map[string]string{"iops": "2"}, steps: []step{
+			{view: "p1 p2 p3 p4", want: "p1 p1 p2"},
+			{view: "p1 p3 p4", stale: 1, want: "p2 p3 p4 p4 p1"},
+		}},
+		{name: "bytes: the dead path's turn goes to the next path", opts: map[string]string{"type": "bytes", "bytes": "8192"}, steps: []step{
+			{view: "p1 p2 p3", want: "p1 p1 p2"},
+			{view: "p1 p3", want: "p3 p3 p1 p1"},
+		}},
+		{name: "bytes: the path in turn finishes its turn", opts: map[string]string{"type": "bytes", "bytes": "8192"}, steps: []step{
+			{view: "p1 p2 p3", n: 2048, want: "p1 p1 p1 p1 p2"},
+			{view: "p2 p3", n: 2048, want: "p2 p2 p2 p3 p3 p3 p3 p2"},
+		}},
+	}
+	paths := map[string]*mpath.Path{}
+	for _, n := range []string{"p1", "p2", "p3", "p4", "p5"} {
+		paths[n] = &mpath.Path{Name: n}
+	}
+	view := func(spec string) *View {
+		v := &View{changed: make(chan struct{})}
+		if spec != "-" {
+			for _, n := range strings.Fields(spec) {
+				v.Usable = append(v.Usable, paths[n])
+			}
+			v.All = v.Usable
+			v.Groups = [][]*mpath.Path{v.Usable}
+		}
+		return v
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			psp, err := NewPSP(PSPRR, tt.opts, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cur *View
+			for i, st := range tt.steps {
+				prev := cur
+				cur = view(st.view)
+				psp.ViewChanged(cur)
+				n := st.n
+				if n == 0 {
+					n = 4096
+				}
+				var got []string
+				for j := range len(strings.Fields(st.want)) {
+					v := cur
+					if j < st.stale {
+						v = prev
+					}
+					p, _ := psp.Select(v, mpath.OpWrite, n)
+					if p == nil {
+						got = append(got, "-")
+					} else {
+						got = append(got, p.Name)
+					}
+				}
+				if g := strings.Join(got, " "); g != st.want {
+					t.Fatalf("step %d (candidates %s): I/O went to %s, want %s", i+1, st.view, g, st.want)
+				}
+			}
+		})
+	}
+}
+
+// TestRRConcurrentViewChanges runs Select on many goroutines while the
+// candidates keep changing: every I/O must go to a candidate of the view it
+// was routed by.
+func TestRRConcurrentViewChanges(t *testing.T) {
+	psp, err := NewPSP(PSPRR, map[string]string{"iops": "3"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []*mpath.Path
+	for i := range 5 {
+		all = append(all, &mpath.Path{Name: fmt.Sprintf("p%d", i+1)})
+	}
+	var views []*View
+	for mask := 1; mask < 1<<len(all); mask++ {
+		v := &View{All: all, changed: make(chan struct{})}
+		for i, p := range all {
+			if mask&(1<<i) != 0 {
+				v.Usable = append(v.Usable, p)
+			}
+		}
+		v.Groups = [][]*mpath.Path{v.Usable}
+		views = append(views, v)
+	}
+	var cur atomic.Pointer[View]
+	cur.Store(views[0])
+	psp.ViewChanged(views[0])
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan string, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v := cur.Load()
+				p, _ := psp.Select(v, mpath.OpRead, 4096)
+				if !slices.Contains(v.Usable, p) {
+					select {
+					case errs <- fmt.Sprintf("Select returned %v, not a candidate of %v", p, v.Usable):
+					default:
+					}
+					return
+				}
+			}
+		}()
+	}
+	for i := range 2000 {
+		v := views[(i*7)%len(views)]
+		psp.ViewChanged(v) // as the device does: before publishing the view
+		cur.Store(v)
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case e := <-errs:
+		t.Fatal(e)
+	default:
 	}
 }
