@@ -30,6 +30,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	name := fs.String("name", "", "device name for --path devices (default mp0; the default lab is \"lab\")")
 	var paths, pspOpts, satpOpts multiFlag
 	fs.Var(&paths, "path", "a path URI: file:///abs/path, a bare file path, nbd://host:port/export, nbd+unix:///export?socket=S, block:///dev/sdX (repeatable)")
+	groupWWID := fs.Bool("group-by-wwid", false, "form one device per WWID the --path devices report (names mpatha, mpathb, … like dm-multipath's user_friendly_names)")
 	psp := fs.String("psp", "", "path selection plugin (default: the SATP's)")
 	fs.Var(&pspOpts, "psp-option", "PSP option name=value (repeatable), e.g. iops=1")
 	satp := fs.String("satp", "", "storage array type plugin (default VMW_SATP_DEFAULT_AA)")
@@ -68,6 +69,22 @@ func cmdMount(args []string, stdout io.Writer) error {
 	case *config != "":
 		if cfg, err = LoadConfig(*config); err != nil {
 			return err
+		}
+	case len(paths) > 0 && *groupWWID:
+		if *name != "" {
+			return usagef("give either --name or --group-by-wwid")
+		}
+		groups, err := groupByWWID(paths)
+		if err != nil {
+			return err
+		}
+		cfg = &Config{}
+		for i, g := range groups {
+			dc := DeviceConfig{Name: friendlyName(i), WWID: g.wwid}
+			for _, u := range g.uris {
+				dc.Paths = append(dc.Paths, PathConfig{URI: u})
+			}
+			cfg.Devices = append(cfg.Devices, dc)
 		}
 	case len(paths) > 0:
 		dc := DeviceConfig{Name: *name, PSP: *psp, SATP: *satp, Size: *size}

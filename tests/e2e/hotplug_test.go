@@ -86,3 +86,33 @@ func TestBlockPathsHotplug(t *testing.T) {
 	t.Logf("mpathfs said:\n%s", m.out.String())
 	m.stopClean(t)
 }
+
+// TestGroupByWWID: four loop devices over two images form two devices,
+// named like dm-multipath's user_friendly_names.
+func TestGroupByWWID(t *testing.T) {
+	need(t, "losetup")
+	dir := t.TempDir()
+	var devs []string
+	for _, name := range []string{"x.img", "y.img"} {
+		img := filepath.Join(dir, name)
+		f, _ := os.Create(img)
+		f.Truncate(16 << 20)
+		f.Close()
+		devs = append(devs, attachLoop(t, img), attachLoop(t, img))
+	}
+	// x, y, x, y order on the command line.
+	m := startMount(t, "--group-by-wwid", "--path", devs[0], "--path", devs[2], "--path", devs[1], "--path", devs[3])
+	st := m.status()
+	if len(st.Devices) != 2 || st.Devices[0].Name != "mpatha" || st.Devices[1].Name != "mpathb" {
+		t.Fatalf("want devices mpatha and mpathb, got %+v", st.Devices)
+	}
+	for i, d := range st.Devices {
+		if len(d.Paths) != 2 || d.Paths[0].URI != devs[2*i] || d.Paths[1].URI != devs[2*i+1] {
+			t.Errorf("device %s paths: %+v", d.Name, d.Paths)
+		}
+		if d.WWID == st.Devices[1-i].WWID {
+			t.Errorf("both devices have WWID %s", d.WWID)
+		}
+	}
+	m.stopClean(t)
+}
