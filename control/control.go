@@ -434,29 +434,7 @@ func (s *Server) events(w http.ResponseWriter, req *http.Request) {
 	}
 	sub := s.rt.Events.Subscribe(1024)
 	defer sub.Close()
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	fl, _ := w.(http.Flusher)
-	if fl != nil {
-		fl.Flush()
-	}
-	enc := json.NewEncoder(w)
-	for {
-		select {
-		case <-req.Context().Done():
-			return
-		case ev, ok := <-sub.C:
-			if !ok {
-				return
-			}
-			if err := enc.Encode(ev); err != nil {
-				return
-			}
-			if fl != nil {
-				fl.Flush()
-			}
-		}
-	}
+	streamJSON(w, req, sub.C)
 }
 
 // trace streams a device's per-I/O trace as JSON lines. If the device has
@@ -475,6 +453,12 @@ func (s *Server) trace(w http.ResponseWriter, req *http.Request) {
 	}
 	c := t.Subscribe(4096)
 	defer t.Unsubscribe(c)
+	streamJSON(w, req, c)
+}
+
+// streamJSON writes each value from c as a JSON line, flushed at once,
+// until c closes or the client goes away.
+func streamJSON[T any](w http.ResponseWriter, req *http.Request, c <-chan T) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	fl, _ := w.(http.Flusher)
@@ -486,11 +470,11 @@ func (s *Server) trace(w http.ResponseWriter, req *http.Request) {
 		select {
 		case <-req.Context().Done():
 			return
-		case r, ok := <-c:
+		case v, ok := <-c:
 			if !ok {
 				return
 			}
-			if err := enc.Encode(r); err != nil {
+			if err := enc.Encode(v); err != nil {
 				return
 			}
 			if fl != nil {
