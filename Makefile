@@ -33,7 +33,7 @@ deps:
 
 run: deps build
 	@echo "mounting the default lab at $(MNT) (store in $(STATE_DIR)); in another shell:"
-	@echo "  fio --name=t --filename=$(MNT)/lab --direct=1 --rw=randrw --bs=4k --iodepth=16 --ioengine=libaio --runtime=60 --time_based --verify=crc32c"
+	@echo "  fio --name=t --filename=$(MNT)/lab --direct=1 --rw=randrw --bs=4k --iodepth=16 --ioengine=libaio --runtime=60 --time_based --verify=crc32c --verify_backlog=1024"
 	@echo "  $(BIN) status;  $(BIN) fault inject vmhba1:C0:T0:L0 --error path-failure"
 	mkdir -p $(MNT)
 	MPATHFS_STATE_DIR=$(STATE_DIR) $(BIN) mount $(MNT)

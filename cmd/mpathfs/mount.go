@@ -274,7 +274,7 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	}
 	fmt.Fprintf(stdout, "mpathfs: control socket %s; stop with Ctrl-C or SIGTERM\n", socket)
 	if len(b.devices) > 0 {
-		fmt.Fprintf(stdout, "mpathfs: try: fio --name=t --filename=%s --direct=1 --rw=randrw --bs=4k --iodepth=16 --ioengine=libaio --runtime=30 --time_based --verify=crc32c\n",
+		fmt.Fprintf(stdout, "mpathfs: try: fio --name=t --filename=%s --direct=1 --rw=randrw --bs=4k --iodepth=16 --ioengine=libaio --runtime=30 --time_based --verify=crc32c --verify_backlog=1024\n",
 			filepath.Join(mountpoint, b.devices[0].Name()))
 	}
 	if f, ok := stdout.(*os.File); ok {
