@@ -50,11 +50,16 @@ alua_state() { # the ALUA access state a path reports for its own port group
   sg_rtpg -d "/dev/$1" 2>/dev/null | sed -n 's/.*asymmetric access state : 0x[0-9a-f]* (\(.*\))/\1/p' | head -1
 }
 setup_lun() {
+  # scsi_debug gives each host's port the ALUA state (host number mod 3): 0 = active/
+  # optimized, 1 = active/non-optimized, 2 = standby (which rejects I/O). Host numbers
+  # depend on the guest's other SCSI hosts (qemu q35: 6,7 = AO+ANO; the Vagrant box:
+  # 2,3 = standby+AO), so load three hosts, keep the AO and the ANO path and delete the
+  # standby disk: the same two usable paths to one LUN in every guest.
   if lsmod | grep -q '^scsi_debug'; then die "scsi_debug already loaded"; fi
-  modprobe scsi_debug add_host=2 num_tgts=1 max_luns=1 dev_size_mb=256 \
+  modprobe scsi_debug add_host=3 num_tgts=1 max_luns=1 dev_size_mb=256 \
     vpd_use_hostno=0 delay=0 || die "modprobe scsi_debug failed"
   udevadm settle -t 30 || true
-  local i=0
+  local i=0 d
   while :; do
     mapfile -t disks < <(for d in /sys/block/sd*; do
       [ -e "$d/device/model" ] || continue
@@ -62,18 +67,28 @@ setup_lun() {
       h=$(readlink -f "$d/device" | sed -n 's|.*/host\([0-9]*\)/.*|\1|p')
       echo "$h ${d##*/}"
     done | sort -n | awk '{print $2}')
-    [ "${#disks[@]}" -ge 2 ] && break
-    i=$((i + 1)); [ $i -gt 100 ] && die "scsi_debug disks did not appear"
+    [ "${#disks[@]}" -ge 3 ] && break
+    i=$((i + 1)); [ $i -gt 100 ] && die "scsi_debug disks did not appear (${disks[*]})"
     sleep 0.2
   done
-  [ "${#disks[@]}" -eq 2 ] || die "expected 2 scsi_debug disks, found ${disks[*]}"
-  # Fault the path that carries I/O under ALUA: the active/optimized one. scsi_debug
-  # derives a path's ALUA state from its SCSI host number (mod 3), which depends on the
-  # other SCSI hosts of the guest; the first state sg_rtpg reports is the path's own.
-  pa=${disks[0]} pb=${disks[1]}
-  if [ "$(alua_state "$pb")" = "active/optimized" ] && [ "$(alua_state "$pa")" != "active/optimized" ]; then
-    pa=${disks[1]} pb=${disks[0]}
+  pa="" pb=""
+  for d in "${disks[@]}"; do
+    case "$(alua_state "$d")" in
+      active/optimized) [ -z "$pa" ] && pa=$d ;;
+      "active/non optimized"|active/non-optimized) [ -z "$pb" ] && pb=$d ;;
+    esac
+  done
+  if [ -z "$pa" ] || [ -z "$pb" ]; then
+    log "WARNING: no AO+ANO pair by ALUA state; using the first two disks"
+    pa=${disks[0]} pb=${disks[1]}
   fi
+  for d in "${disks[@]}"; do
+    if [ "$d" != "$pa" ] && [ "$d" != "$pb" ]; then
+      log "deleting the spare scsi_debug disk $d ($(alua_state "$d"))"
+      echo 1 > "/sys/block/$d/device/delete"
+    fi
+  done
+  udevadm settle -t 30 || true
   local wa wb
   wa=$(/lib/udev/scsi_id -g -u -d "/dev/$pa" 2>/dev/null)
   wb=$(/lib/udev/scsi_id -g -u -d "/dev/$pb" 2>/dev/null)
@@ -157,18 +172,33 @@ run_case() {
   R[$sys.errors]=$errs
   R[$sys.verify]=$verr
   R[$sys.iops_mean]=$(jq -r '[.jobs[] | .read.iops + .write.iops] | add | floor' "$pfx.json" 2>/dev/null || echo "?")
-  # Max completion latency per second (log_max_value), in ns; window fault-1s..fault+5s.
-  R[$sys.clat_fault]=$(awk -F', *' -v a=$((fault_ms - 1000)) -v b=$((fault_ms + 5000)) \
-    '$1 >= a && $1 <= b+999 && $2 > m {m=$2} END {printf "%.1f", m/1e6}' "${pfx}_clat.1.log" 2>/dev/null)
+  # fio writes a lat log entry (max of its window, log_max_value) only when an I/O
+  # completes: after a stall the long latencies show up when the stall ends. So an
+  # entry at T with max latency L counts for the fault window if the I/O behind it
+  # may have been in flight in fault-1s..fault+5s, i.e. T >= fault-1s and
+  # T - L - 1s <= fault+5s. Values are ns.
+  R[$sys.clat_fault]=$(awk -F', *' -v a=$((fault_ms - 1000)) -v b=$((fault_ms + 5000)) '
+    $1 >= a && $1 - $2/1e6 - 1000 <= b && $2 > m {m=$2}
+    END {if (m == "") print "no samples"; else printf "%.1f", m/1e6}' "${pfx}_clat.1.log" 2>/dev/null)
   R[$sys.clat_before]=$(awk -F', *' -v b=$((fault_ms - 1000)) \
-    '$1 < b && $2 > m {m=$2} END {printf "%.1f", m/1e6}' "${pfx}_clat.1.log" 2>/dev/null)
-  # Lowest 1-second IOPS (read+write per second; the last, partial second excluded).
-  # The n-th sample of each direction belongs to the n-th second (sample times drift).
-  R[$sys.iops_min]=$(awk -F', *' '
-    {n=++cnt[$3]; v[n]+=$2; if (!(n in t)) t[n]=$1; if (n>last) last=n}
-    END {m=-1; for (n=1; n<last; n++) if (m<0 || v[n]<m) {m=v[n]; at=t[n]};
-         if (m<0) print "?"; else printf "%d (at %.0fs)", m, at/1000}' \
-    "${pfx}_iops.1.log" 2>/dev/null)
+    '$1 < b && $2 > m {m=$2} END {if (m == "") print "no samples"; else printf "%.1f", m/1e6}' \
+    "${pfx}_clat.1.log" 2>/dev/null)
+  # Per-second I/O counts from the iops log: each sample is a rate over the time since
+  # the previous sample of its direction; spread it over those milliseconds, so a
+  # second with no completions (or no sample) counts 0. The last partial second and
+  # the first (start-up) are left out of the minimum.
+  local tl_file=$scratch/$sys.timeline
+  awk -F', *' -v rt="$runtime" -v clat="${pfx}_clat.1.log" '
+    BEGIN {while ((getline line < clat) > 0) {split(line, f, /, */); s=int((f[1]+999)/1000);
+             if (f[2] > mc[s]) mc[s]=f[2]}}
+    {d=$3; t=$1; p=(d in prev) ? prev[d] : 0; prev[d]=t
+     for (ms=p; ms<t; ms+=10) {s=int(ms/1000)+1; io[s]+=$2*(((t-ms) < 10 ? t-ms : 10))/1000}}
+    END {for (s=1; s<=rt; s++) printf "%d %d %.0f\n", s, io[s]+0.5, mc[s]/1e6}' \
+    "${pfx}_iops.1.log" > "$tl_file" 2>/dev/null
+  R[$sys.iops_min]=$(awk -v rt="$runtime" '$1>=2 && $1<rt && (m=="" || $2<m) {m=$2; at=$1}
+    END {if (m=="") print "?"; else printf "%d (second %d)", m, at}' "$tl_file")
+  log "($sys) per second (s:IOPS/max clat ms), fault at $(secs "$fault_ms") s, restore at $(secs $((tr - t0))) s:"
+  awk '{printf "%s:%s/%s ", $1, $2, $3} NR%10==0 {print ""} END {print ""}' "$tl_file"
   R[$sys.failed]=${tfail:+$(secs $((tfail - tf))) s}
   R[$sys.failed]=${R[$sys.failed]:-not seen}
   R[$sys.reinstate]=${tback:+$(secs $((tback - tr))) s}
