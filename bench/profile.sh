@@ -108,4 +108,40 @@ for t in T_MP2 T_FC T_NBD; do
   unset -n T
 done
 stop_all
+
+# GOMAXPROCS experiment: the profile shows the runtime handing Ps between
+# threads around the blocking read(2) on /dev/fuse; how does the P count
+# change throughput? Interleaved rounds, the same two jobs.
+GMP=${GMP:-"1 2 4 8"}
+GROUNDS=${GROUNDS:-3}
+GRUNTIME=${GRUNTIME:-5}
+declare -A GDEV
+for g in $GMP; do
+  export GOMAXPROCS=$g
+  start_mpathfs "gmp$g" "$WORK/mnt/gmp$g" --path "file://$BACK" --path "file://$BACK" --psp VMW_PSP_RR --psp-option iops=1
+  GDEV[$g]=$MP_DEV
+  unset GOMAXPROCS
+done
+: >"$WORK/gmp.jsonl"
+for r in $(seq "$GROUNDS"); do
+  for job in randread4k randrw4k; do
+    for g in $GMP; do
+      JOBS=$job RUNTIME=$GRUNTIME RAMP=1 timeout 120 bash "$FIO_SUITE" "${GDEV[$g]}" "GOMAXPROCS=$g" "$SIZE" >>"$WORK/gmp.jsonl"
+    done
+  done
+done
+stop_all
+{
+  echo "### mpathfs-2file-rr with GOMAXPROCS set (default here: $(nproc))"
+  echo
+  echo "Median IOPS of $GROUNDS interleaved rounds, RUNTIME=$GRUNTIME s (fio-suite.sh jobs randread4k = 4k randread QD1, randrw4k = 4k randrw QD32×2):"
+  echo
+  echo "| GOMAXPROCS | 4k randread QD1 IOPS | p50 µs | 4k randrw QD32×2 IOPS |"
+  echo "|---:|---:|---:|---:|"
+  jq -rs 'def median: sort | .[length / 2 | floor];
+    group_by(.label)[] | . as $g |
+    ($g | map(select(.job == "randread4k"))) as $a | ($g | map(select(.job == "randrw4k"))) as $b |
+    "| \($g[0].label | ltrimstr("GOMAXPROCS=")) | \($a | map(.rd_iops) | median) | \($a | map(.rd_p50_us) | median) | \($b | map(.rd_iops + .wr_iops) | median) |"' "$WORK/gmp.jsonl"
+  echo
+} >>"$SECT/profile.md"
 cat "$SECT/profile.md" >&2

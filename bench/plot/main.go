@@ -399,7 +399,7 @@ func drawSVG(args []string) error {
 		// fault marker
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="red" stroke-dasharray="4 3" stroke-width="1.5"/>`+"\n", X(0), y0, X(0), y0+PH)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="red">fault</text>`+"\n", X(0)+3, y0+11)
-		poly := func(pts []Point, color, extra string) {
+		poly := func(pts []Point, color, width string) {
 			if len(pts) == 0 {
 				return
 			}
@@ -410,9 +410,9 @@ func drawSVG(args []string) error {
 				}
 				fmt.Fprintf(&sb, "%.1f,%.1f ", X(p[0]), Y(p[1]))
 			}
-			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.4" %s points="%s"/>`+"\n", color, extra, strings.TrimSpace(sb.String()))
+			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="%s" points="%s"/>`+"\n", color, width, strings.TrimSpace(sb.String()))
 		}
-		poly(s.FioIOPS, "#bbb", `stroke-width="1"`)
+		poly(s.FioIOPS, "#bbb", "1")
 		names := make([]string, 0, len(s.Paths))
 		for n := range s.Paths {
 			names = append(names, n)
@@ -422,7 +422,7 @@ func drawSVG(args []string) error {
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#bbb" stroke-width="2"/><text x="%.1f" y="%.1f">fio total (100 ms)</text>`+"\n", lx, ly, lx+16, ly, lx+20, ly+4)
 		for j, n := range names {
 			c := palette[j%len(palette)]
-			poly(s.Paths[n], c, "")
+			poly(s.Paths[n], c, "1.4")
 			label := n
 			if n == s.Victim {
 				label += " (faulted)"
