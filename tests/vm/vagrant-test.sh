@@ -91,7 +91,8 @@ if ! virsh pool-info default >/dev/null 2>&1; then
   mkdir -p /var/lib/libvirt/images
   virsh -q pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
 fi
-virsh pool-info default | grep -q 'State:.*running' || virsh -q pool-start default >/dev/null
+pool_state=$(virsh pool-info default 2>/dev/null || true)
+case "$pool_state" in *running*) ;; *) virsh -q pool-start default >/dev/null ;; esac
 virsh -q pool-refresh default >/dev/null
 
 # 5. The box into Vagrant (and a stale copy of it out of the pool: vagrant-libvirt
