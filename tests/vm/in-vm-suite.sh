@@ -55,7 +55,9 @@ setup_lun() {
   # depend on the guest's other SCSI hosts (qemu q35: 6,7 = AO+ANO; the Vagrant box:
   # 2,3 = standby+AO), so load three hosts, keep the AO and the ANO path and delete the
   # standby disk: the same two usable paths to one LUN in every guest.
-  if lsmod | grep -q '^scsi_debug'; then die "scsi_debug already loaded"; fi
+  if lsmod | grep -q '^scsi_debug'; then   # left over from an earlier run in this VM
+    modprobe -r scsi_debug || die "scsi_debug is loaded and in use"
+  fi
   modprobe scsi_debug add_host=3 num_tgts=1 max_luns=1 dev_size_mb=256 \
     vpd_use_hostno=0 delay=0 || die "modprobe scsi_debug failed"
   udevadm settle -t 30 || true
@@ -375,6 +377,8 @@ cleanup() {
   [ -n "${mpd_pid:-}" ] && { multipath -F >/dev/null 2>&1; kill -TERM "$mpd_pid" 2>/dev/null; }
   mountpoint -q /mnt/mp 2>/dev/null && umount -l /mnt/mp
   [ -n "${pa:-}" ] && [ -e "/sys/block/$pa/device/state" ] && echo running > "/sys/block/$pa/device/state" 2>/dev/null
+  udevadm settle -t 10 >/dev/null 2>&1
+  modprobe -r scsi_debug 2>/dev/null   # so the suite can run again in the same VM
   rm -rf "$scratch"
 }
 trap cleanup EXIT
