@@ -48,7 +48,7 @@ assemble() {
   echo "Sections are kept in bench/results/*.md and assembled here; the machine is shared and noisy, so compare"
   echo "numbers within one run only. Last assembled $STAMP on $MACHINE."
   echo
-  for s in main rate failover soak profile profile-findings nmpbench; do
+  for s in main rate failover soak soak-notes profile profile-findings nmpbench; do
     [ -s "$SECT/$s.md" ] && { cat "$SECT/$s.md"; echo; }
   done
   } >"$OUT"

@@ -54,6 +54,28 @@ stats=$(awk -F'\t' '
         slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)   # KiB per second
         printf "%d %d %.0f %.0f %.1f %d", n, max, f / fn, l / ln, slope * 60, r[n] }' "$SECT/soak-rss.tsv")
 read -r n max first last slope lastS <<<"$stats"
+# The same load on the go-fuse ceiling (same mount options, no nmp): whose
+# memory is it?
+CEIL_SECONDS=${CEIL_SECONDS:-60}
+cmax="–"; cthr="–"
+if [ "$HAVE_FUSECEILING" = 1 ] && [ "$CEIL_SECONDS" -gt 0 ]; then
+  start_fuseceiling ceil "$BACK" "$WORK/mnt/ceil"
+  cpid=$FC_PID
+  timeout $((CEIL_SECONDS + 60)) fio --name=ceil --filename="$FC_DEV" --direct=1 --rw=randrw --bs=4k \
+    --ioengine=libaio --iodepth="$QD" --numjobs=1 --size="$SIZE" --time_based --runtime="$CEIL_SECONDS" \
+    --randrepeat=0 --allow_file_create=0 --fallocate=none --output=/dev/null >/dev/null 2>&1 &
+  FIO=$!; BENCH_PIDS+=("$FIO")
+  cmax=0
+  while kill -0 "$FIO" 2>/dev/null; do
+    sleep "$SAMPLE_EVERY"
+    r=$(awk '/^VmRSS/ {print $2}' "/proc/$cpid/status" 2>/dev/null || echo 0)
+    [ "${r:-0}" -gt "$cmax" ] && cmax=$r
+  done
+  cthr=$(awk '/^Threads/ {print $2}' "/proc/$cpid/status")
+  chwm=$(awk '/^VmHWM/ {print $2}' "/proc/$cpid/status")
+  cmax="$((cmax / 1024)) MiB (VmHWM $((chwm / 1024)) MiB, $cthr threads)"
+  stop_all
+fi
 {
   echo "## Memory: RSS at QD$QD over a $((SOAK_SECONDS / 60))-minute soak (bench/soak.sh)"
   echo
@@ -64,6 +86,8 @@ read -r n max first last slope lastS <<<"$stats"
   echo "| idle RSS (mounted, before I/O) | max RSS | mean RSS, first minute | mean RSS, last minute | trend (least squares) | VmHWM | threads idle → end | fio IOPS (mean) | fio error |"
   echo "|---:|---:|---:|---:|---:|---:|---|---:|---|"
   echo "| $((rss0 / 1024)) MiB | $((max / 1024)) MiB | $((first / 1024)) MiB | $((last / 1024)) MiB | $slope KiB/min | $((hwm / 1024)) MiB | $thr0 → $thrEnd | $iops | $ferr (rc $fio_rc) |"
+  echo
+  echo "The same fio against bench/fuseceiling (go-fuse with fusedev's mount options, no nmp) for ${CEIL_SECONDS} s: max VmRSS $cmax."
   echo
   echo "Samples ($n, seconds → KiB): $(awk -F'\t' 'NR % 12 == 1 || NR == n {printf "%s%ss %s", (NR > 1 ? ", " : ""), $1, $2}' n="$n" "$SECT/soak-rss.tsv"); all in bench/results/soak-rss.tsv (s, VmRSS KiB, VmHWM KiB, threads)."
 } >"$SECT/soak.md"
