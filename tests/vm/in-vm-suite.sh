@@ -325,8 +325,12 @@ run_mpathfs() {
   log "(b) mpathfs"
   modprobe fuse 2>/dev/null
   mkdir -p /run/mpathfs /mnt/mp
+  # The same policy as the dm map: round-robin over both paths switching on
+  # every I/O (dm's rr_min_io_rq 1, multibus ignores ALUA priorities:
+  # useANO=1), paths checked every second (polling_interval 1).
   mpathfs mount --control "$ctl" --name lun --path "block:///dev/$pa" --path "block:///dev/$pb" \
-    --psp VMW_PSP_RR /mnt/mp >"$scratch/mpathfs.log" 2>&1 &
+    --psp VMW_PSP_RR --psp-option iops=1 --psp-option useANO=1 --check-interval 1s \
+    /mnt/mp >"$scratch/mpathfs.log" 2>&1 &
   mp_pid=$!
   local i=0
   until [ -e /mnt/mp/lun ]; do
