@@ -48,7 +48,7 @@ assemble() {
   echo "Sections are kept in bench/results/*.md and assembled here; the machine is shared and noisy, so compare"
   echo "numbers within one run only. Last assembled $STAMP on $MACHINE."
   echo
-  for s in main rate failover soak soak-notes profile profile-findings nmpbench; do
+  for s in main main-notes rate failover failover-notes soak soak-notes profile profile-findings nmpbench; do
     [ -s "$SECT/$s.md" ] && { cat "$SECT/$s.md"; echo; }
   done
   } >"$OUT"
@@ -333,11 +333,11 @@ part_rate() {
 
 part_nmpbench() {
   local out
-  out=$(cd "$REPO" && timeout 300 $GO test -run '^$' -bench . -benchmem ./nmp 2>&1)
+  out=$(cd "$REPO" && timeout 300 $GO test -run '^$' -bench . -benchmem ./nmp ./bench 2>&1)
   {
     echo "## Routing path micro-benchmark"
     echo
-    echo "- Date: $STAMP. Machine: $MACHINE. Command: \`go test -run '^\$' -bench . -benchmem ./nmp\`."
+    echo "- Date: $STAMP. Machine: $MACHINE. Command: \`go test -run '^\$' -bench . -benchmem ./nmp ./bench\` (BenchmarkDeviceRead in bench/routing_test.go: one path, file or NBD to nbdkit; ns/op are noisy here, allocs/op are the point)."
     echo
     echo '```'
     grep -E '^(Benchmark|goos|goarch|cpu|ok|FAIL|---)' <<<"$out"
