@@ -17,7 +17,8 @@
 # docs/benchmarks.md (bench-quick: /tmp/mpathfs-bench-quick.md).
 #
 # Knobs (env): ROUNDS [3] RUNTIME seconds per job [7; quick 2] RAMP [1; quick 0]
-#   SIZE backing file [1G] JOBS [the five] RR_COMPARE [1] RATE nbdkit rate
+#   SIZE backing file [1G] JOBS [the five] RR_COMPARE [1; quick 0] RATE_ROUNDS [ROUNDS; quick 1]
+#   PSPS for failover [all five; quick: FIXED, RR, queue-length] RATE nbdkit rate
 #   filter, bits/s [400M] PARTS [main rate nmpbench failover] OUT [docs/benchmarks.md]
 #   KEEP_WORK=1 keeps the work directory (raw fio JSON, logs).
 set -uo pipefail
@@ -29,7 +30,7 @@ ROUNDS=${ROUNDS:-3}
 if [ $QUICK = 1 ]; then RUNTIME=${RUNTIME:-2}; RAMP=${RAMP:-0}; else RUNTIME=${RUNTIME:-7}; RAMP=${RAMP:-1}; fi
 SIZE=${SIZE:-1G}
 JOBS=${JOBS:-"randread4k randwrite4k randrw4k seqread1m seqwrite1m"}
-RR_COMPARE=${RR_COMPARE:-1}
+if [ $QUICK = 1 ]; then RR_COMPARE=${RR_COMPARE:-0}; RATE_ROUNDS=${RATE_ROUNDS:-1}; else RR_COMPARE=${RR_COMPARE:-1}; RATE_ROUNDS=${RATE_ROUNDS:-$ROUNDS}; fi
 RATE=${RATE:-400M}
 RATE_4K=${RATE_4K:-100M}
 PARTS=${PARTS:-"main rate nmpbench failover"}
@@ -44,7 +45,8 @@ assemble() {
   {
   echo "# Benchmarks"
   echo
-  echo "Produced by \`make bench\` (bench/run.sh, bench/failover.sh; \`make bench-soak\` for the soak, bench/soak.sh)."
+  echo "Produced by \`make bench\` (bench/run.sh, bench/failover.sh); \`make bench-soak\` (bench/soak.sh) and \`make bench-profile\`"
+  echo "(bench/profile.sh) add their sections; \`bash bench/run.sh --assemble-only\` re-assembles this file."
   echo "Sections are kept in bench/results/*.md and assembled here; the machine is shared and noisy, so compare"
   echo "numbers within one run only. Last assembled $STAMP on $MACHINE."
   echo
@@ -277,9 +279,9 @@ part_rate() {
   start_mpathfs rp2 "$WORK/mnt/rp2" --path "nbd+unix:///?socket=$WORK/rate1.sock" \
     --path "nbd+unix:///?socket=$WORK/rate2.sock" --psp VMW_PSP_RR --psp-option iops=1
   local dev2=$MP_DEV
-  log "rate: 2 targets × 3 jobs × $ROUNDS rounds, nbdkit rate=$RATE bits/s each"
+  log "rate: 2 targets × 3 jobs × $RATE_ROUNDS rounds, nbdkit rate=$RATE bits/s each"
   local r
-  for r in $(seq "$ROUNDS"); do
+  for r in $(seq "$RATE_ROUNDS"); do
     for lbl in nbd-1path nbd-2path-rr; do
       local d=$dev1; [ $lbl = nbd-2path-rr ] && d=$dev2
       set_rate "$RATE"
@@ -311,7 +313,7 @@ part_rate() {
     echo "  $RATE_4K bits/s ≈ $cap4k MiB/s for a second 4k run: at $RATE one path's cap is ≈ $(awk -v c="$cap" 'BEGIN {printf "%.0f", c * 256}') 4k IOPS, about"
     echo "  what mpathfs over NBD reaches on these 2 cores anyway (fio, mpathfs and two nbdkits share them), so that row"
     echo "  measures the CPU, not the aggregation. nbd-1path = \`mpathfs mount --path nbd+unix:///?socket=S1\`;"
-    echo "  nbd-2path-rr = \`--path …S1 --path …S2 --psp VMW_PSP_RR --psp-option iops=1\`. Medians of $ROUNDS interleaved rounds,"
+    echo "  nbd-2path-rr = \`--path …S1 --path …S2 --psp VMW_PSP_RR --psp-option iops=1\`. Medians of $RATE_ROUNDS interleaved rounds,"
     echo "  RUNTIME=$RUNTIME s, RAMP=$RAMP s (at least 2 s, to drain the token bucket's initial burst). 1 MiB seq read QD8 from fio-suite.sh; 4k randread QD16 is the same fio"
     echo "  invocation with \`--rw=randread --bs=4k --iodepth=16 --ioengine=libaio\`."
     echo "- Bytes read per path on nbd-2path-rr at the end: $split."
@@ -350,6 +352,7 @@ has_part main && part_main
 has_part rate && part_rate
 has_part nmpbench && part_nmpbench
 if has_part failover; then
+  [ $QUICK = 1 ] && export PSPS=${PSPS:-"VMW_PSP_FIXED VMW_PSP_RR queue-length"}
   FO_QUICK=$QUICK SECT=$SECT STAMP=$STAMP CMDLINE=$CMDLINE bash "$BENCH_DIR/failover.sh" || log "failover.sh failed"
 fi
 
