@@ -10,20 +10,16 @@ import (
 // ioCtx is the per-I/O deadline context. context.WithTimeout allocates a
 // context, a timer and a channel per I/O; most backends (a file's pread)
 // only look at Err and Deadline, so ioCtx creates its channel and timer only
-// when a backend asks for Done (an NBD request waiting for its reply). A
-// context goes back to the pool with its open channel whenever nothing
-// fired, so a steady stream of NBD I/O allocates only the timer.
+// when a backend asks for Done, and is recycled when nobody did.
 type ioCtx struct {
 	parent   context.Context
 	deadline time.Time
 	err      atomic.Pointer[error]
 
 	mu         sync.Mutex
-	done       chan struct{} // open unless closed; kept across reuse
+	done       chan struct{}
 	timer      *time.Timer
-	expire     func()
 	stopParent func() bool
-	armed      bool // Done was asked for in this use
 	closed     bool
 }
 
@@ -78,24 +74,15 @@ func (c *ioCtx) expired() bool {
 func (c *ioCtx) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.armed {
+	if c.done != nil {
 		return c.done
 	}
-	c.armed = true
-	if c.done == nil {
-		c.done = make(chan struct{})
-	}
-	d := time.Until(c.deadline)
-	if d <= 0 {
+	c.done = make(chan struct{})
+	if d := time.Until(c.deadline); d <= 0 {
 		c.closeLocked(&errDeadline)
 		return c.done
 	}
-	// A new timer per use: a pooled timer could cross into another
-	// synctest bubble in tests, where reusing it is fatal.
-	if c.expire == nil {
-		c.expire = func() { c.cancel(&errDeadline) }
-	}
-	c.timer = time.AfterFunc(d, c.expire)
+	c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.cancel(&errDeadline) })
 	if c.parent.Done() != nil {
 		c.stopParent = context.AfterFunc(c.parent, func() {
 			err := c.parent.Err()
@@ -120,32 +107,24 @@ func (c *ioCtx) closeLocked(err *error) {
 	close(c.done)
 }
 
-// release ends the context. It goes back to the pool unless its channel
-// was closed or a timer or parent callback may still fire; then it is left
-// to the collector (a late callback must not touch a context in new use).
+// release ends the context. A context whose Done was never asked for is
+// reused; one whose channel may still be held is left to the collector.
 func (c *ioCtx) release() {
 	c.mu.Lock()
-	reusable := true
-	if c.armed {
-		if c.timer != nil && !c.timer.Stop() {
-			reusable = false
-		}
-		c.timer = nil
-		if c.stopParent != nil && !c.stopParent() {
-			reusable = false
-		}
-		c.stopParent = nil
-		if c.closed {
-			reusable = false
-		} else if !reusable {
-			c.closed = true
-			c.err.Store(&errCanceled)
-			close(c.done)
-		}
+	used := c.done != nil
+	if c.timer != nil {
+		c.timer.Stop()
 	}
-	c.armed = false
+	if c.stopParent != nil {
+		c.stopParent()
+	}
+	if used && !c.closed {
+		c.closed = true
+		c.err.Store(&errCanceled)
+		close(c.done)
+	}
 	c.mu.Unlock()
-	if !reusable {
+	if used {
 		return
 	}
 	c.parent = nil
