@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -231,4 +232,18 @@ func Can(b Backend, c Capability) bool {
 		_, ok = b.(Aborter)
 	}
 	return ok
+}
+
+// QueryBool reads a boolean query parameter of a path URI (def when
+// absent); a value that is not a boolean is an error naming the URI.
+func QueryBool(u *url.URL, key string, def bool) (bool, error) {
+	v := u.Query().Get(key)
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return def, fmt.Errorf("%s URI %q: %s=%q is not a boolean", u.Scheme, u.String(), key, v)
+	}
+	return b, nil
 }

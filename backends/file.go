@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,20 +61,12 @@ func openFileURI(_ context.Context, u *url.URL) (Backend, error) {
 		return nil, fmt.Errorf("file URI %q has no path; use file:///absolute/path", u.String())
 	}
 	var o FileOptions
-	q := u.Query()
-	if v := q.Get("direct"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return nil, fmt.Errorf("file URI %q: direct=%q is not a boolean", u.String(), v)
-		}
-		o.Direct = b
+	var err error
+	if o.Direct, err = QueryBool(u, "direct", false); err != nil {
+		return nil, err
 	}
-	if v := q.Get("ro"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return nil, fmt.Errorf("file URI %q: ro=%q is not a boolean", u.String(), v)
-		}
-		o.ReadOnly = b
+	if o.ReadOnly, err = QueryBool(u, "ro", false); err != nil {
+		return nil, err
 	}
 	return OpenFile(p, o)
 }

@@ -127,21 +127,15 @@ func openURI(_ context.Context, u *url.URL) (backends.Backend, error) {
 		return nil, fmt.Errorf("block URI %q has no device path; use block:///dev/NAME", u.String())
 	}
 	var o Options
-	q := u.Query()
-	if v := q.Get("ro"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return nil, fmt.Errorf("block URI %q: ro=%q is not a boolean", u.String(), v)
-		}
-		o.ReadOnly = b
+	var err error
+	if o.ReadOnly, err = backends.QueryBool(u, "ro", false); err != nil {
+		return nil, err
 	}
-	if v := q.Get("direct"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return nil, fmt.Errorf("block URI %q: direct=%q is not a boolean", u.String(), v)
-		}
-		o.Buffered = !b
+	direct, err := backends.QueryBool(u, "direct", true)
+	if err != nil {
+		return nil, err
 	}
+	o.Buffered = !direct
 	return Open(p, o)
 }
 
