@@ -184,7 +184,6 @@ func (b *Backend) removeLocked(f *fault) bool {
 	if f.timer != nil {
 		f.timer.Stop()
 	}
-	close(f.released)
 	list := b.list()
 	next := make([]*fault, 0, len(list))
 	for _, g := range list {
@@ -197,6 +196,9 @@ func (b *Backend) removeLocked(f *fault) bool {
 	} else {
 		b.active.Store(&next)
 	}
+	// Released operations wake only after the fault left the list, so
+	// whoever they wake sees it gone.
+	close(f.released)
 	return true
 }
 
