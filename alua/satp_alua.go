@@ -462,12 +462,8 @@ func (s *aluaSATP) Update(ctx context.Context, paths []*mpath.Path) ([]nmp.Chang
 			s.mu.Unlock()
 		}
 	}
-	return regroup(PlanChanges(plan)), err
+	return PlanChanges(plan), err
 }
-
-// regroup passes the changes on: a change to a path's current state asks
-// the NMP to regroup it (rebuild its routing view) without a state change.
-func regroup(changes []nmp.Change) []nmp.Change { return changes }
 
 // Activate makes a standby group active/optimized with STPG when explicit
 // ALUA is supported and allowed and no active path to an AO or ANO group
@@ -482,10 +478,10 @@ func (s *aluaSATP) Activate(ctx context.Context, paths []*mpath.Path) ([]nmp.Cha
 	id, ok := PlanActivation(s.mu.k.tpg, plan, s.mu.k.tpgs&2 != 0, s.opts.explicitAllow)
 	s.mu.Unlock()
 	if !ok {
-		return regroup(PlanChanges(plan)), nil
+		return PlanChanges(plan), nil
 	}
 	if err := s.stpg(ctx, paths, id); err != nil {
-		return regroup(PlanChanges(plan)), err
+		return PlanChanges(plan), err
 	}
 	return s.Update(ctx, paths)
 }

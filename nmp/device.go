@@ -407,10 +407,10 @@ func (d *Device) finalError(op mpath.OpKind, p *mpath.Path, c mpath.Class, err e
 
 // exec runs one I/O on one path under the per-I/O deadline.
 func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p []byte, off, length int64) (int, error) {
-	ictx := newIOCtx(ctx, d.cfg.IOTimeout)
+	start := time.Now()
+	ictx := newIOCtx(ctx, start, d.cfg.IOTimeout)
 	path.Inflight.Add(1)
 	path.InflightBytes.Add(length)
-	start := time.Now()
 	b := path.Backend
 	var n int
 	var err error

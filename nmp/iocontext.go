@@ -29,10 +29,12 @@ var (
 	_           context.Context = (*ioCtx)(nil)
 )
 
-func newIOCtx(parent context.Context, timeout time.Duration) *ioCtx {
+// newIOCtx starts the deadline at now (the caller's clock reading, so the
+// I/O path reads the clock once).
+func newIOCtx(parent context.Context, now time.Time, timeout time.Duration) *ioCtx {
 	c := ioCtxPool.Get().(*ioCtx)
 	c.parent = parent
-	c.deadline = time.Now().Add(timeout)
+	c.deadline = now.Add(timeout)
 	return c
 }
 

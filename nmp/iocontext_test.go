@@ -10,7 +10,7 @@ import (
 
 func TestIOCtxDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := newIOCtx(context.Background(), time.Second)
+		c := newIOCtx(context.Background(), time.Now(), time.Second)
 		if c.Err() != nil {
 			t.Fatal("fresh context already done")
 		}
@@ -39,14 +39,14 @@ func TestIOCtxDeadline(t *testing.T) {
 
 func TestIOCtxErrWithoutDone(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := newIOCtx(context.Background(), time.Second)
+		c := newIOCtx(context.Background(), time.Now(), time.Second)
 		time.Sleep(2 * time.Second)
 		if !errors.Is(c.Err(), context.DeadlineExceeded) || !c.expired() {
 			t.Fatalf("Err %v after the deadline", c.Err())
 		}
 		c.release()
 		// A recycled context starts fresh.
-		c2 := newIOCtx(context.Background(), time.Second)
+		c2 := newIOCtx(context.Background(), time.Now(), time.Second)
 		if c2.Err() != nil {
 			t.Fatalf("recycled context is done: %v", c2.Err())
 		}
@@ -57,7 +57,7 @@ func TestIOCtxErrWithoutDone(t *testing.T) {
 func TestIOCtxParentCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		parent, cancel := context.WithCancel(context.Background())
-		c := newIOCtx(parent, time.Hour)
+		c := newIOCtx(parent, time.Now(), time.Hour)
 		done := c.Done()
 		cancel()
 		synctest.Wait()
@@ -76,7 +76,7 @@ func TestIOCtxParentCancel(t *testing.T) {
 func TestIOCtxParentDeadlineEarlier(t *testing.T) {
 	parent, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 	defer cancel()
-	c := newIOCtx(parent, time.Hour)
+	c := newIOCtx(parent, time.Now(), time.Hour)
 	defer c.release()
 	if dl, _ := c.Deadline(); time.Until(dl) > time.Second {
 		t.Fatalf("deadline %v ignores the parent's earlier one", dl)

@@ -4,12 +4,10 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -330,14 +328,4 @@ func store(t *testing.T, size int64) string {
 	}
 	f.Close()
 	return p
-}
-
-// logLines returns lines of a reader, for debugging output on failure.
-func logLines(r io.Reader) []string {
-	var out []string
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		out = append(out, sc.Text())
-	}
-	return out
 }
