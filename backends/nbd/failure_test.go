@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -145,7 +147,7 @@ func TestStoppedServerDeadline(t *testing.T) {
 	s := startNbdkit(t, true, "memory", "size=4M")
 	c := openT(t, s.uri(""))
 	defer c.Close()
-	syscall.Kill(s.pid(), syscall.SIGSTOP)
+	stopServer(t, s.pid())
 	defer syscall.Kill(s.pid(), syscall.SIGCONT)
 	testHung(t, c)
 }
@@ -184,7 +186,7 @@ func TestWatchdogAbandoned(t *testing.T) {
 	s := startNbdkit(t, false, "memory", "size=4M")
 	c := openT(t, s.uri("")+"&watchdog=20ms")
 	defer c.Close()
-	syscall.Kill(s.pid(), syscall.SIGSTOP)
+	stopServer(t, s.pid())
 	defer syscall.Kill(s.pid(), syscall.SIGCONT)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
@@ -377,7 +379,7 @@ func TestOpenErrors(t *testing.T) {
 	t.Logf("unknown export: %v", err)
 	// A server that accepts and never speaks: the connect timeout bounds it.
 	s := startNbdkit(t, true, "memory", "size=1M")
-	syscall.Kill(s.pid(), syscall.SIGSTOP)
+	stopServer(t, s.pid())
 	defer syscall.Kill(s.pid(), syscall.SIGCONT)
 	start := time.Now()
 	_, err = backends.Open(ctx, s.uri("")+"?connect-timeout=300ms")
@@ -388,3 +390,22 @@ func TestOpenErrors(t *testing.T) {
 }
 
 func itoa(i int) string { return fmtInt(int64(i)) }
+
+// stopServer sends SIGSTOP and waits until the kernel reports the process
+// stopped: a request sent before that could still be answered.
+func stopServer(t *testing.T, pid int) {
+	t.Helper()
+	syscall.Kill(pid, syscall.SIGSTOP)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err == nil {
+			f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+			if len(f) > 0 && (f[0] == "T" || f[0] == "t") {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("nbdkit (pid %d) did not stop", pid)
+}
