@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sort"
@@ -235,6 +236,14 @@ func (s *Server) mux() http.Handler {
 	m.HandleFunc("GET /v1/plugins", s.plugins)
 	m.HandleFunc("GET /v1/events", s.events)
 	m.HandleFunc("GET /v1/trace", s.trace)
+	// Go's profiler, for `go tool pprof` through the socket (see the
+	// README's benchmarks section): the socket is 0600, so only the user
+	// who mounted can read it.
+	m.HandleFunc("GET /debug/pprof/", pprof.Index)
+	m.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	m.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
 		s.rt.mu.RLock()
 		var h http.HandlerFunc

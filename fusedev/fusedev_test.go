@@ -679,3 +679,19 @@ func TestCleanStaleHung(t *testing.T) {
 	}
 	_ = child.Process.Kill()
 }
+
+func TestMountOptionsRequestBound(t *testing.T) {
+	per := RequestBytes(0)
+	if got := MountOptions(Options{}).MaxInflightRequestBytes; got != DefaultMaxRequests*per {
+		t.Errorf("default: MaxInflightRequestBytes %d, want %d", got, DefaultMaxRequests*per)
+	}
+	if got := MountOptions(Options{MaxRequests: 4}).MaxInflightRequestBytes; got != 4*per {
+		t.Errorf("MaxRequests 4: MaxInflightRequestBytes %d, want %d", got, 4*per)
+	}
+	if got := MountOptions(Options{MaxRequests: -1}).MaxInflightRequestBytes; got != 0 {
+		t.Errorf("MaxRequests -1: MaxInflightRequestBytes %d, want 0 (go-fuse: unbounded)", got)
+	}
+	if got := MountOptions(Options{MaxRequests: 2, MaxWrite: 128 << 10}).MaxInflightRequestBytes; got != 2*RequestBytes(128<<10) {
+		t.Errorf("MaxWrite 128 KiB: MaxInflightRequestBytes %d", got)
+	}
+}

@@ -67,6 +67,13 @@ type Options struct {
 	// MaxBackground is the number of asynchronous requests (async direct
 	// I/O, readahead) the kernel keeps in flight; default 64.
 	MaxBackground int
+	// MaxRequests bounds how many FUSE requests the daemon holds at once,
+	// counting the readers waiting on the kernel. Each holds a request
+	// buffer of MaxWrite bytes whatever its size, so this bounds the
+	// memory of the I/O path: about MaxRequests × MaxWrite. Requests
+	// beyond it wait in the kernel's queue. Default DefaultMaxRequests;
+	// negative: no bound (go-fuse's default).
+	MaxRequests int
 	// NoAsyncDIO leaves CAP_ASYNC_DIO off: the kernel then handles
 	// O_DIRECT and AIO on the file synchronously, one request at a time per
 	// caller.
@@ -80,6 +87,22 @@ const (
 	EntryTimeout = time.Hour
 	AttrTimeout  = time.Hour
 )
+
+// DefaultMaxRequests is the default of Options.MaxRequests: enough
+// requests in flight to keep two cores busy at 4k (measured: 4k randrw
+// QD32×2 within noise of no bound, see docs/design.md), few enough that
+// the request buffers stay near 32 MiB.
+const DefaultMaxRequests = 32
+
+// RequestBytes is the memory go-fuse accounts for one request held with
+// the given MaxWrite (the request buffer plus its header and alignment,
+// rounded up).
+func RequestBytes(maxWrite int) int {
+	if maxWrite <= 0 {
+		maxWrite = defaultMaxWrite
+	}
+	return maxWrite + 2*4096
+}
 
 const (
 	defaultFsName         = "mpathfs"
@@ -120,6 +143,12 @@ func MountOptions(o Options) fuse.MountOptions {
 	}
 	if mo.MaxBackground <= 0 {
 		mo.MaxBackground = defaultMaxBackground
+	}
+	switch n := o.MaxRequests; {
+	case n == 0:
+		mo.MaxInflightRequestBytes = DefaultMaxRequests * RequestBytes(mo.MaxWrite)
+	case n > 0:
+		mo.MaxInflightRequestBytes = n * RequestBytes(mo.MaxWrite)
 	}
 	if !o.NoAsyncDIO {
 		mo.ExtraCapabilities |= fuse.CAP_ASYNC_DIO

@@ -15,6 +15,7 @@ import (
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/fault"
 	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/fusedev"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -36,7 +37,13 @@ type Config struct {
 	ClaimRules []string `yaml:"claim_rules"`
 	// SATPRules are added to the default SATP rules.
 	SATPRules []nmp.SATPRule `yaml:"satp_rules"`
-	Devices   []DeviceConfig `yaml:"devices"`
+	// MaxRequests bounds the FUSE requests held at once (0: the default,
+	// -1: no bound); see fusedev.Options.MaxRequests.
+	MaxRequests int `yaml:"max_requests"`
+	// MemoryLimit is the daemon's soft memory limit: "auto" (the default,
+	// sized from MaxRequests), "off", or a size such as 256MiB.
+	MemoryLimit string         `yaml:"memory_limit"`
+	Devices     []DeviceConfig `yaml:"devices"`
 }
 
 // DeviceConfig describes one device.
@@ -123,6 +130,12 @@ func ParseConfig(name string, b []byte) (*Config, error) {
 func (c *Config) Validate() error {
 	if len(c.Devices) == 0 {
 		return errors.New("no devices: add a devices: list with at least one device and its paths")
+	}
+	if c.MaxRequests < -1 {
+		return fmt.Errorf("max_requests %d: want a positive number of requests, 0 for the default (%d) or -1 for no bound", c.MaxRequests, fusedev.DefaultMaxRequests)
+	}
+	if _, _, err := parseMemoryLimit(c.MemoryLimit); err != nil {
+		return err
 	}
 	for _, r := range c.ClaimRules {
 		rule, err := mpath.ParseRule(r)

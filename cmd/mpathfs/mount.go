@@ -50,6 +50,8 @@ func cmdMount(args []string, stdout io.Writer) error {
 	fs.BoolVar(&verifyWrites, "verify", false, "integrity oracle: checksum acknowledged writes, verify reads (`mpathfs verify DEVICE` checks)")
 	allowOther := fs.Bool("allow-other", false, "let other users open the device files")
 	debug := fs.Bool("debug", false, "log every FUSE request")
+	maxRequests := fs.Int("max-requests", 0, fmt.Sprintf("FUSE requests held at once, each with a 1 MiB buffer (default %d; -1: no bound)", fusedev.DefaultMaxRequests))
+	memLimit := fs.String("memory-limit", "", "soft memory limit of the daemon: auto (sized from --max-requests), off, or a size like 256MiB (default auto; GOMEMLIMIT wins)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -157,6 +159,12 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if *metricsAddr != "" {
 		cfg.Metrics = *metricsAddr
 	}
+	if *maxRequests != 0 {
+		cfg.MaxRequests = *maxRequests
+	}
+	if *memLimit != "" {
+		cfg.MemoryLimit = *memLimit
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
@@ -261,7 +269,7 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	for i, d := range b.devices {
 		devs[i] = fuseDevice(d)
 	}
-	fsrv, err := fusedev.Mount(mountpoint, devs, fusedev.Options{AllowOther: mo.allowOther, Debug: mo.debug})
+	fsrv, err := fusedev.Mount(mountpoint, devs, fusedev.Options{AllowOther: mo.allowOther, Debug: mo.debug, MaxRequests: cfg.MaxRequests})
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", mountpoint, err)
 	}
@@ -271,6 +279,9 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	}
 	for _, m := range b.masked {
 		fmt.Fprintf(stdout, "mpathfs: not claimed by NMP: %s\n", m)
+	}
+	if line := applyMemoryLimit(cfg.MemoryLimit, cfg.MaxRequests); line != "" {
+		fmt.Fprintf(stdout, "mpathfs: %s\n", line)
 	}
 	fmt.Fprintf(stdout, "mpathfs: control socket %s; stop with Ctrl-C or SIGTERM\n", socket)
 	if len(b.devices) > 0 {

@@ -146,6 +146,9 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"status", "--control", filepath.Join(dir, "none.sock")}, "no mpathfs control socket"},
 		{[]string{"fault", "inject", "--control", filepath.Join(dir, "none.sock"), "p", "--error", "bogus"}, "bogus"},
 		{[]string{"path", "set", "--state", "maybe", "p"}, "want on or off"},
+		{[]string{"mount", "--max-requests", "-5", "--path", st, filepath.Join(dir, "m8")}, "max_requests -5"},
+		{[]string{"mount", "--memory-limit", "5MiB", "--path", st, filepath.Join(dir, "m9")}, "below 16 MiB"},
+		{[]string{"mount", "--memory-limit", "lots", "--path", st, filepath.Join(dir, "m9")}, "want auto, off or a size"},
 	}
 	for _, c := range cases {
 		cmd := exec.Command(binary, c.args...)
@@ -166,7 +169,7 @@ func TestCLIErrors(t *testing.T) {
 		}
 	}
 	// Nothing was left mounted by the failed mounts.
-	for i := 1; i <= 7; i++ {
+	for i := 1; i <= 9; i++ {
 		if isMounted(filepath.Join(dir, "m"+string(rune('0'+i)))) {
 			t.Errorf("a failed mount left m%d mounted", i)
 		}
