@@ -37,29 +37,53 @@ type Options struct {
 	NoStructuredReplies bool
 	// Name names the path in messages (default: built from the address).
 	Name string
+	// Connections is how many connections the path opens to the export
+	// (1..MaxConnections). 0 means the default: DefaultMultiConn when the
+	// server advertises NBD_FLAG_CAN_MULTI_CONN, else 1. More than one
+	// needs that flag.
+	Connections int
 }
+
+// MaxConnections bounds Options.Connections.
+const MaxConnections = 16
+
+// DefaultMultiConn is the number of connections a path opens when the URI
+// does not say and the server advertises NBD_FLAG_CAN_MULTI_CONN (see the
+// package documentation for the measurement behind it).
+const DefaultMultiConn = 4
 
 const (
 	defaultDialTimeout = 10 * time.Second
 	defaultWatchdog    = 100 * time.Millisecond
 )
 
-// Client is one path to an NBD export over one connection. Requests from
-// many goroutines are pipelined on it. When the connection dies, requests
-// fail with a path failure until Probe reconnects.
+// Client is one path to an NBD export over one or more connections
+// (Options.Connections). Requests from many goroutines are pipelined and
+// spread over the connections. When any connection dies, all are torn down
+// and requests fail with a path failure until Probe reconnects them all.
 type Client struct {
 	opts Options
 	name string
 	size int64
+	n    int // connections per path, fixed at Dial
 
-	info atomic.Pointer[exportInfo] // of the latest connection
+	info atomic.Pointer[exportInfo] // of the latest connections
 
-	mu struct {
+	// set is the current connection set (nil before a successful
+	// reconnect or after Close); writers hold mu.
+	set atomic.Pointer[connSet]
+	rr  atomic.Uint32 // round-robin start for picking a connection
+	mu  struct {
 		sync.Mutex
-		c      *conn // nil before a successful reconnect
 		closed bool
 	}
 	probeMu sync.Mutex // one reconnect at a time
+}
+
+// connSet is the connections of one (re)connect. A teardown of any of them
+// tears all of them down: a path is up only when every connection is.
+type connSet struct {
+	cs []*conn
 }
 
 var (
@@ -87,16 +111,106 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if cl.name == "" {
 		cl.name = opts.Network + ":" + opts.Address + "/" + opts.Export
 	}
-	c, err := cl.connect(ctx)
-	if err != nil {
-		return nil, mpath.NewError(mpath.ClassPathFailure, "open", err)
+	if opts.Connections < 0 || opts.Connections > MaxConnections {
+		return nil, fmt.Errorf("nbd %s: connections=%d is not from 1 to %d", cl.name, opts.Connections, MaxConnections)
 	}
-	cl.size = int64(c.info.size)
-	cl.install(c)
+	set, err := cl.connectAll(ctx, opts.Connections, -1)
+	if err != nil {
+		if mpath.ClassOf(err) == mpath.ClassNone {
+			err = mpath.NewError(mpath.ClassPathFailure, "open", err)
+		}
+		return nil, err
+	}
+	cl.n = len(set.cs)
+	cl.size = int64(set.cs[0].info.size)
+	cl.info.Store(set.cs[0].info)
+	cl.set.Store(set)
 	return cl, nil
 }
 
-// connect dials and negotiates one connection.
+// connectAll opens n connections (0: decided by the first connection's
+// flags) and checks that they all describe the same export. size, if not
+// negative, is the size the export must have.
+func (cl *Client) connectAll(ctx context.Context, n int, size int64) (*connSet, error) {
+	first, err := cl.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	multi := first.info.flags&tflagCanMultiConn != 0
+	if n == 0 {
+		n = 1
+		if multi {
+			n = DefaultMultiConn
+		}
+	}
+	if n > 1 && !multi {
+		first.close(errors.New("refused"))
+		return nil, mpath.NewError(mpath.ClassDeviceError, "open", fmt.Errorf("nbd %s: connections=%d needs a server that advertises NBD_FLAG_CAN_MULTI_CONN (without it a flush on one connection need not cover writes on another); this one does not: use connections=1, or enable multi-conn on the server (nbdkit: --filter=multi-conn)", cl.name, n))
+	}
+	cs := make([]*conn, n)
+	cs[0] = first
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Go(func() { cs[i], errs[i] = cl.connect(ctx) })
+	}
+	wg.Wait()
+	fail := func(err error) (*connSet, error) {
+		for _, c := range cs {
+			if c != nil {
+				c.close(errors.New("connection set incomplete"))
+			}
+		}
+		return nil, err
+	}
+	for i := 1; i < n; i++ {
+		if errs[i] != nil {
+			return fail(fmt.Errorf("connection %d of %d: %w", i+1, n, errs[i]))
+		}
+		if d := infoDiff(first.info, cs[i].info); d != "" {
+			return fail(mpath.NewError(mpath.ClassDeviceError, "open", fmt.Errorf("nbd %s: connection %d of %d describes a different export than connection 1 (%s): the connections of one path must reach the same export; use connections=1", cl.name, i+1, n, d)))
+		}
+	}
+	if size >= 0 && int64(first.info.size) != size {
+		return fail(mpath.NewError(mpath.ClassPermanentLoss, "probe", fmt.Errorf("nbd %s: the export's size changed from %d to %d bytes: not the same logical unit", cl.name, size, first.info.size)))
+	}
+	set := &connSet{cs: cs}
+	if n == 1 {
+		first.start(cl.opts.WatchdogInterval)
+		return set, nil
+	}
+	for i, c := range cs {
+		c.onDown = func(cause error) {
+			for j, o := range cs {
+				if j != i {
+					o.down(fmt.Errorf("connection %d of %d went down: %w", i+1, n, cause), false)
+				}
+			}
+		}
+	}
+	for _, c := range cs {
+		c.start(cl.opts.WatchdogInterval)
+	}
+	return set, nil
+}
+
+// infoDiff describes how two connections' views of the export differ, or
+// returns "" when they agree.
+func infoDiff(a, b *exportInfo) string {
+	switch {
+	case a.size != b.size:
+		return fmt.Sprintf("size %d, not %d", b.size, a.size)
+	case a.flags != b.flags:
+		return fmt.Sprintf("transmission flags %#x, not %#x", b.flags, a.flags)
+	case a.minBlock != b.minBlock || a.prefBlock != b.prefBlock || a.maxBlock != b.maxBlock:
+		return fmt.Sprintf("block sizes %d/%d/%d, not %d/%d/%d", b.minBlock, b.prefBlock, b.maxBlock, a.minBlock, a.prefBlock, a.maxBlock)
+	case a.structured != b.structured:
+		return fmt.Sprintf("structured replies %v, not %v", b.structured, a.structured)
+	}
+	return ""
+}
+
+// connect dials and negotiates one connection; the caller starts it.
 func (cl *Client) connect(ctx context.Context) (*conn, error) {
 	dl := deadlineFor(ctx, cl.opts.DialTimeout)
 	dctx, cancel := context.WithDeadline(ctx, dl)
@@ -125,28 +239,45 @@ func (cl *Client) connect(ctx context.Context) (*conn, error) {
 		return nil, fmt.Errorf("nbd %s: handshake failed: %w", cl.name, protoErr("export size %d too large", info.size))
 	}
 	tc.SetDeadline(time.Time{})
-	return newConn(tc, info, cl.name, cl.opts.WatchdogInterval), nil
+	return allocConn(tc, info, cl.name), nil // started by connectAll
 }
 
-func (cl *Client) install(c *conn) {
-	cl.info.Store(c.info)
-	cl.mu.Lock()
-	cl.mu.c = c
-	cl.mu.Unlock()
-}
-
-// current returns the connection to use, or a path failure.
-func (cl *Client) current(op string) (*conn, error) {
-	cl.mu.Lock()
-	c, closed := cl.mu.c, cl.mu.closed
-	cl.mu.Unlock()
-	if closed {
-		return nil, mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("nbd %s: %w: client closed", cl.name, ErrConnDown))
-	}
-	if c == nil {
+// conns returns the current connection set, or a path failure.
+func (cl *Client) conns(op string) (*connSet, error) {
+	set := cl.set.Load()
+	if set == nil {
+		cl.mu.Lock()
+		closed := cl.mu.closed
+		cl.mu.Unlock()
+		if closed {
+			return nil, mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("nbd %s: %w: client closed", cl.name, ErrConnDown))
+		}
 		return nil, mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("nbd %s: %w: not connected (waiting for the path checker to reconnect)", cl.name, ErrConnDown))
 	}
-	return c, nil
+	return set, nil
+}
+
+// current returns the connection to send a request on: the one with the
+// fewest requests in flight, ties broken round robin.
+func (cl *Client) current(op string) (*conn, error) {
+	set, err := cl.conns(op)
+	if err != nil {
+		return nil, err
+	}
+	cs := set.cs
+	if len(cs) == 1 {
+		return cs[0], nil
+	}
+	start := int(cl.rr.Add(1))
+	best := cs[start%len(cs)]
+	bn := best.load.Load()
+	for i := 1; i < len(cs) && bn > 0; i++ {
+		c := cs[(start+i)%len(cs)]
+		if n := c.load.Load(); n < bn {
+			best, bn = c, n
+		}
+	}
+	return best, nil
 }
 
 func deviceErr(op string, err error) error {
@@ -277,6 +408,7 @@ func (cl *Client) write(ctx context.Context, p []byte, off int64, flags uint16) 
 		return 0, cl.unalignedErr("write", c.info, off, int64(n))
 	}
 	max, done := int(c.info.maxBlock), 0
+	defer c.dirty.Store(true) // after the replies: see Flush
 	for done < n {
 		k := min(n-done, max)
 		if err := c.do(ctx, cmdWrite, flags, uint64(off)+uint64(done), uint32(k), p[done:done+k], nil); err != nil {
@@ -289,19 +421,60 @@ func (cl *Client) write(ctx context.Context, p []byte, off int64, flags uint16) 
 
 // Flush makes every acknowledged write durable. A server that does not
 // advertise NBD_FLAG_SEND_FLUSH has no volatile write cache, so Flush then
-// only checks that the path is up.
+// only checks that the path is up. With several connections a flush goes to
+// every connection that carried writes since the last flush (in parallel),
+// or to one if none did.
 func (cl *Client) Flush(ctx context.Context) error {
-	c, err := cl.current("flush")
+	set, err := cl.conns("flush")
 	if err != nil {
 		return err
 	}
-	if c.info.flags&tflagSendFlush == 0 {
-		if !c.alive() {
-			return c.do(ctx, cmdFlush, 0, 0, 0, nil, nil) // fails with the cause
+	cs := set.cs
+	if cs[0].info.flags&tflagSendFlush == 0 {
+		for _, c := range cs {
+			if !c.alive() {
+				return c.do(ctx, cmdFlush, 0, 0, 0, nil, nil) // fails with the cause
+			}
 		}
 		return nil
 	}
-	return c.do(ctx, cmdFlush, 0, 0, 0, nil, nil)
+	if len(cs) == 1 {
+		return cs[0].do(ctx, cmdFlush, 0, 0, 0, nil, nil)
+	}
+	// A write marks its connection dirty after its reply, so a write
+	// acknowledged before this flush either is seen dirty here or marks
+	// it again after the swap, and the flush sent after the swap covers
+	// it; a write acknowledged later is not this flush's business.
+	var targets []*conn
+	for _, c := range cs {
+		if c.dirty.Swap(false) {
+			targets = append(targets, c)
+		}
+	}
+	if len(targets) == 0 {
+		c, err := cl.current("flush")
+		if err != nil {
+			return err
+		}
+		return c.do(ctx, cmdFlush, 0, 0, 0, nil, nil)
+	}
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i := 1; i < len(targets); i++ {
+		wg.Go(func() { errs[i] = targets[i].do(ctx, cmdFlush, 0, 0, 0, nil, nil) })
+	}
+	errs[0] = targets[0].do(ctx, cmdFlush, 0, 0, 0, nil, nil)
+	wg.Wait()
+	var first error
+	for i, err := range errs {
+		if err != nil {
+			targets[i].dirty.Store(true) // its writes are not known durable
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return first
 }
 
 // Discard sends NBD_CMD_TRIM over [off, off+length).
@@ -342,6 +515,7 @@ func (cl *Client) ranged(ctx context.Context, op string, need uint16, typ, flags
 	if m := int64(c.info.minBlock); m > 1 {
 		chunk -= chunk % m
 	}
+	defer c.dirty.Store(true)
 	for length > 0 {
 		k := min(length, chunk)
 		if err := c.do(ctx, typ, flags, uint64(off), uint32(k), nil, nil); err != nil {
@@ -401,74 +575,88 @@ func (cl *Client) Inquiry(ctx context.Context) (backends.Inquiry, error) {
 	return backends.Inquiry{Transport: "nbd", Vendor: "NBD", Model: model}, nil
 }
 
-// Abort tears the connection down: every request in flight fails with a
-// path failure at once, and no late reply can complete one.
+// Abort tears the path's connections down: every request in flight fails
+// with a path failure at once, and no late reply can complete one.
 func (cl *Client) Abort(reason error) {
-	cl.mu.Lock()
-	c := cl.mu.c
-	cl.mu.Unlock()
-	if c != nil {
-		if reason == nil {
-			reason = errors.New("aborted")
-		}
+	set := cl.set.Load()
+	if set == nil {
+		return
+	}
+	if reason == nil {
+		reason = errors.New("aborted")
+	}
+	for _, c := range set.cs {
 		c.teardown(fmt.Errorf("aborted: %w", reason))
 	}
 }
 
-// Probe is the path checker's test. If the connection is down it
-// reconnects, retrying with backoff until ctx ends; then it reads the first
-// block. Reconnecting to an export whose size changed fails with a
-// permanent-loss error.
+// Probe is the path checker's test. If any connection is down it tears
+// them all down and reconnects all of them, retrying with backoff until ctx
+// ends; then it reads the first block on every connection (in parallel). Reconnecting to
+// an export whose size changed fails with a permanent-loss error.
 func (cl *Client) Probe(ctx context.Context) error {
 	cl.probeMu.Lock()
 	defer cl.probeMu.Unlock()
 	cl.mu.Lock()
-	c, closed := cl.mu.c, cl.mu.closed
+	closed := cl.mu.closed
 	cl.mu.Unlock()
 	if closed {
 		return mpath.NewError(mpath.ClassPathFailure, "probe", fmt.Errorf("nbd %s: %w: client closed", cl.name, ErrConnDown))
 	}
-	if c == nil || !c.alive() {
-		if c != nil {
-			c.close(errors.New("replaced"))
+	set := cl.set.Load()
+	up := set != nil
+	if up {
+		for _, c := range set.cs {
+			up = up && c.alive()
 		}
-		nc, err := cl.reconnect(ctx)
+	}
+	if !up {
+		if set != nil {
+			cl.set.CompareAndSwap(set, nil)
+			for _, c := range set.cs {
+				c.close(errors.New("replaced"))
+			}
+		}
+		ns, err := cl.reconnect(ctx)
 		if err != nil {
 			return err
 		}
 		cl.mu.Lock()
 		if cl.mu.closed {
 			cl.mu.Unlock()
-			nc.close(errors.New("client closed"))
+			for _, c := range ns.cs {
+				c.close(errors.New("client closed"))
+			}
 			return mpath.NewError(mpath.ClassPathFailure, "probe", fmt.Errorf("nbd %s: %w: client closed", cl.name, ErrConnDown))
 		}
-		cl.info.Store(nc.info)
-		cl.mu.c = nc
+		cl.info.Store(ns.cs[0].info)
+		cl.set.Store(ns)
 		cl.mu.Unlock()
-		c = nc
+		set = ns
 	}
-	n := max(512, int64(c.info.minBlock))
+	n := max(512, int64(set.cs[0].info.minBlock))
 	n = min(n, cl.size)
 	if n == 0 {
 		return nil
 	}
-	buf := make([]byte, n)
-	if err := c.do(ctx, cmdRead, 0, 0, uint32(n), nil, buf); err != nil {
-		return err
+	errs := make([]error, len(set.cs))
+	var wg sync.WaitGroup
+	for i, c := range set.cs {
+		wg.Go(func() { errs[i] = c.do(ctx, cmdRead, 0, 0, uint32(n), nil, make([]byte, n)) })
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
-func (cl *Client) reconnect(ctx context.Context) (*conn, error) {
+func (cl *Client) reconnect(ctx context.Context) (*connSet, error) {
 	backoff := 20 * time.Millisecond
 	for {
-		c, err := cl.connect(ctx)
+		set, err := cl.connectAll(ctx, cl.n, cl.size)
 		if err == nil {
-			if int64(c.info.size) != cl.size {
-				c.close(errors.New("size changed"))
-				return nil, mpath.NewError(mpath.ClassPermanentLoss, "probe", fmt.Errorf("nbd %s: the export's size changed from %d to %d bytes: not the same logical unit", cl.name, cl.size, c.info.size))
-			}
-			return c, nil
+			return set, nil
+		}
+		if c := mpath.ClassOf(err); c == mpath.ClassPermanentLoss || c == mpath.ClassDeviceError {
+			return nil, err
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -484,20 +672,23 @@ func (cl *Client) reconnect(ctx context.Context) (*conn, error) {
 // Close disconnects. Requests in flight fail with a path failure.
 func (cl *Client) Close() error {
 	cl.mu.Lock()
-	c := cl.mu.c
 	already := cl.mu.closed
 	cl.mu.closed = true
-	cl.mu.c = nil
+	set := cl.set.Swap(nil)
 	cl.mu.Unlock()
-	if already || c == nil {
+	if already || set == nil {
 		return nil
 	}
-	c.mu.Lock()
-	idle := len(c.mu.inflight) == 0 && c.mu.err == nil
-	c.mu.Unlock()
-	if idle {
-		c.disconnect()
+	for _, c := range set.cs {
+		c.mu.Lock()
+		idle := len(c.mu.inflight) == 0 && c.mu.err == nil
+		c.mu.Unlock()
+		if idle {
+			c.disconnect()
+		}
 	}
-	c.close(errors.New("client closed"))
+	for _, c := range set.cs {
+		c.close(errors.New("client closed"))
+	}
 	return nil
 }

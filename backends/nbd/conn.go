@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mpathfs/mpathfs/mpath"
@@ -88,12 +89,12 @@ type conn struct {
 	}
 	done chan struct{} // closed by teardown
 	wg   sync.WaitGroup
-}
 
-func newConn(nc net.Conn, info *exportInfo, name string, watchdog time.Duration) *conn {
-	c := allocConn(nc, info, name)
-	c.start(watchdog)
-	return c
+	// onDown, if set, runs once after teardown: it tears down the other
+	// connections of the path. Set before start.
+	onDown func(cause error)
+	load   atomic.Int32 // requests in flight, for picking a connection
+	dirty  atomic.Bool  // carried writes since its last flush was sent
 }
 
 func allocConn(nc net.Conn, info *exportInfo, name string) *conn {
@@ -134,8 +135,12 @@ func (c *conn) downErr(op string, cause error) error {
 
 // teardown fails the connection and every request in flight on it that the
 // reader is not processing (the reader completes that one itself once its
-// read fails). It is idempotent.
-func (c *conn) teardown(cause error) {
+// read fails), then the path's other connections. It is idempotent.
+func (c *conn) teardown(cause error) { c.down(cause, true) }
+
+// down is teardown; siblings says whether to take the path's other
+// connections down too.
+func (c *conn) down(cause error, siblings bool) {
 	c.mu.Lock()
 	if c.mu.err != nil {
 		c.mu.Unlock()
@@ -154,6 +159,9 @@ func (c *conn) teardown(cause error) {
 	c.nc.Close()
 	for _, r := range victims {
 		c.finish(r, c.downErr(opName(r.typ), cause))
+	}
+	if siblings && c.onDown != nil {
+		c.onDown(cause)
 	}
 }
 
@@ -199,6 +207,8 @@ func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uin
 	r.handle = c.mu.next
 	c.mu.inflight[r.handle] = r
 	c.mu.Unlock()
+	c.load.Add(1)
+	defer c.load.Add(-1)
 
 	if err := c.send(r, flags, data); err != nil {
 		// A partial request corrupts the stream: the connection is lost.

@@ -1,5 +1,6 @@
 // Package nbd is mpathfs's own pure-Go client of the Network Block Device
-// protocol: one Client is one path to an NBD export, over one connection.
+// protocol: one Client is one path to an NBD export, over one or more
+// connections (connections=N).
 //
 // # Objective
 //
@@ -35,6 +36,10 @@
 //	watchdog=DUR           how often the connection watchdog checks request
 //	                       deadlines (default 100ms)
 //	structured=BOOL        negotiate structured replies (default true)
+//	connections=N          connections the path opens to the export, 1 to 16
+//	                       (default: 4 when the server advertises
+//	                       NBD_FLAG_CAN_MULTI_CONN, else 1); more than 1
+//	                       without that flag is refused
 //
 // tls-* parameters on nbd:// or nbd+unix:// are an error, as are unknown
 // parameters. With nbds the client sends NBD_OPT_STARTTLS first and
@@ -72,8 +77,25 @@
 // NBD_FLAG_SEND_WRITE_ZEROES answer Can; WriteAtFUA uses NBD_CMD_FLAG_FUA
 // when NBD_FLAG_SEND_FUA is set and write plus flush otherwise;
 // WriteZeroesNoHole adds NBD_CMD_FLAG_NO_HOLE; MultiConn reports
-// NBD_FLAG_CAN_MULTI_CONN. One Client is one connection, so "a flush
-// reaches every connection that carried writes" holds per path.
+// NBD_FLAG_CAN_MULTI_CONN.
+//
+// Connections: a path may open N connections to the same export and spread
+// requests over them (the one with the fewest requests in flight, ties
+// round robin). Every connection must report the same size, transmission
+// flags, block sizes and reply mode, else opening fails naming the
+// difference. N > 1 needs NBD_FLAG_CAN_MULTI_CONN: only then does the
+// protocol promise that a flush on one connection covers writes completed
+// on another, and that what one connection wrote another reads. Even so
+// Flush keeps the project's rule literally: it goes, in parallel, to every
+// connection that carried a write, trim or write-zeroes since its last
+// flush (a connection is marked after the write's reply, before the caller
+// sees it, so no acknowledged write can slip between the mark and the
+// flush), and to one connection when none did. The connections of a path
+// live and die together: a teardown of any of them (a dead socket, a
+// protocol violation, a deadline, the watchdog) tears down all of them,
+// failing every request in flight on the path; Abort aborts all; Probe
+// reconnects all N (refusing a set that no longer matches) and reads the
+// first block on each.
 //
 // Deadlines and teardown: a request's deadline is its context's. When a
 // caller's deadline passes, the connection is torn down (a hung path is a

@@ -40,42 +40,47 @@ func fakeServer(t *testing.T, hs []byte, handle func(nc net.Conn, r reqHdr)) str
 		if err != nil {
 			return
 		}
-		defer nc.Close()
-		go func() { <-ctxDone(t); nc.Close() }()
-		nc.Write(hs)
-		var b4 [4]byte
-		if _, err := io.ReadFull(nc, b4[:]); err != nil {
+		serveFake(t, nc, hs, handle)
+	}()
+	return "nbd+unix:///disk?socket=" + sock + "&connections=1" // one Accept
+}
+
+// serveFake runs the server's side of one fake connection.
+func serveFake(t *testing.T, nc net.Conn, hs []byte, handle func(nc net.Conn, r reqHdr)) {
+	defer nc.Close()
+	go func() { <-ctxDone(t); nc.Close() }()
+	nc.Write(hs)
+	var b4 [4]byte
+	if _, err := io.ReadFull(nc, b4[:]); err != nil {
+		return
+	}
+	for {
+		var oh [16]byte
+		if _, err := io.ReadFull(nc, oh[:]); err != nil {
 			return
 		}
-		for {
-			var oh [16]byte
-			if _, err := io.ReadFull(nc, oh[:]); err != nil {
-				return
-			}
-			opt := binary.BigEndian.Uint32(oh[8:])
-			if _, err := io.CopyN(io.Discard, nc, int64(binary.BigEndian.Uint32(oh[12:]))); err != nil {
-				return
-			}
-			if opt == optGo || opt == optExportName {
-				break
-			}
+		opt := binary.BigEndian.Uint32(oh[8:])
+		if _, err := io.CopyN(io.Discard, nc, int64(binary.BigEndian.Uint32(oh[12:]))); err != nil {
+			return
 		}
-		for {
-			var h [28]byte
-			if _, err := io.ReadFull(nc, h[:]); err != nil {
-				return
-			}
-			r := reqHdr{binary.BigEndian.Uint16(h[4:]), binary.BigEndian.Uint16(h[6:]), binary.BigEndian.Uint64(h[8:]), binary.BigEndian.Uint64(h[16:]), binary.BigEndian.Uint32(h[24:])}
-			if r.typ == cmdWrite {
-				io.CopyN(io.Discard, nc, int64(r.length))
-			}
-			if r.typ == cmdDisc {
-				return
-			}
-			handle(nc, r)
+		if opt == optGo || opt == optExportName {
+			break
 		}
-	}()
-	return "nbd+unix:///disk?socket=" + sock
+	}
+	for {
+		var h [28]byte
+		if _, err := io.ReadFull(nc, h[:]); err != nil {
+			return
+		}
+		r := reqHdr{binary.BigEndian.Uint16(h[4:]), binary.BigEndian.Uint16(h[6:]), binary.BigEndian.Uint64(h[8:]), binary.BigEndian.Uint64(h[16:]), binary.BigEndian.Uint32(h[24:])}
+		if r.typ == cmdWrite {
+			io.CopyN(io.Discard, nc, int64(r.length))
+		}
+		if r.typ == cmdDisc {
+			return
+		}
+		handle(nc, r)
+	}
 }
 
 func ctxDone(t *testing.T) <-chan struct{} { return t.Context().Done() }

@@ -37,7 +37,7 @@ func openURI(ctx context.Context, u *url.URL) (backends.Backend, error) {
 
 var knownParams = []string{
 	"socket", "tls-certificates", "tls-ca", "tls-cert", "tls-key", "tls-servername",
-	"connect-timeout", "watchdog", "structured",
+	"connect-timeout", "watchdog", "structured", "connections",
 }
 
 // ParseURI turns a path URI into Options. See the package documentation
@@ -120,6 +120,14 @@ func ParseURI(u *url.URL) (Options, error) {
 			return bad("structured=%q is not a boolean", v)
 		}
 		o.NoStructuredReplies = !b
+	}
+	if q.Has("connections") {
+		v := q.Get("connections")
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxConnections {
+			return bad("connections=%q is not a number of connections from 1 to %d", v, MaxConnections)
+		}
+		o.Connections = n
 	}
 	tlsParams := false
 	for _, k := range []string{"tls-certificates", "tls-ca", "tls-cert", "tls-key", "tls-servername"} {
