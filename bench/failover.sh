@@ -58,6 +58,18 @@ busiest() { # CTL: the path with the most I/O over the last 0.5 s
   join <(sort <<<"$a") <(sort <<<"$b") | awk '{print $3 - $2, $1}' | sort -rn | head -1 | cut -d' ' -f2
 }
 
+# The background: the same fio, no fault, on the bare go-fuse ceiling program
+# (same FUSE options, no nmp): how large the machine's own stalls are.
+if [ "$HAVE_FUSECEILING" = 1 ]; then
+  start_fuseceiling foceil "$BACK" "$WORK/mnt/foceil"
+  timeout $((FO_RUNTIME + 60)) fio --name=fo --filename="$FC_DEV" --direct=1 --rw=randrw --bs=4k \
+    --ioengine=libaio --iodepth=16 --numjobs=1 --size=256M --time_based --runtime="$FO_RUNTIME" \
+    --randrepeat=0 --allow_file_create=0 --fallocate=none --output-format=json --output="$WORK/foceil.fio.json" >/dev/null 2>&1
+  jq -c '.jobs[0] | {iops: (.read.iops + .write.iops), max_clat_ms: ([.read.clat_ns.max, .write.clat_ns.max] | max / 1e6),
+    p9999_ms: (.read.clat_ns.percentile["99.990000"] / 1e6)}' "$WORK/foceil.fio.json" >"$SECT/failover-ceiling.json" 2>/dev/null
+  stop_all
+fi
+
 for fault in $FAULTS; do
   for psp in $PSPS; do
     tag=fo-$psp-$fault
@@ -136,17 +148,23 @@ svgrel() { if [ "$SVGDIR" = "$REPO/docs" ]; then echo "failover-$1.svg"; else ec
   echo "  max clat before = the same maximum over the healthy part of the run before fault−1 s (the background: this"
   echo "  2-core machine is shared, and 40–60 ms stalls at QD16 happen with no fault at all). Times from the fault are"
   echo "  from just before \`mpathfs fault inject\` is started, so they include that command's own start-up and RPC."
+  echo "  failover I/O max = the largest latency (first try to completion, from the trace) of the I/Os that failed on the"
+  echo "  faulted path and completed on another: what the failover itself cost the I/Os it touched."
+  if [ -s "$SECT/failover-ceiling.json" ]; then
+    echo "- Background without mpathfs: the same fio for ${FO_RUNTIME} s, no fault, on bench/fuseceiling (go-fuse with the same"
+    echo "  options, no nmp): $(jq -r '"\(.iops | round) IOPS, max clat \((.max_clat_ms * 10 | round) / 10) ms, p99.99 \((.p9999_ms * 10 | round) / 10) ms"' "$SECT/failover-ceiling.json")."
+  fi
   echo "- Targets (reported, not asserted): path failure → max clat ≤ 50 ms and no 1-s window without I/O;"
   echo "  hang → max clat ≤ io-timeout + 50 ms = $(( ${IO_TIMEOUT%s} * 1000 + 50 )) ms. \"target met\" also needs no failed I/O and"
   echo "  fio without error; for path failure, no gap ≥ 1 s (a hang on a single-path PSP necessarily stops all I/O"
   echo "  in flight for the deadline)."
   echo
-  echo "| fault | PSP | IOPS before | min IOPS/s after | max clat ms | max clat before ms | longest gap ms | first ok elsewhere ms | first failover I/O ms | dead seen ms | failover I/Os | failed I/Os | target met |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  echo "| fault | PSP | IOPS before | min IOPS/s after | max clat ms | max clat before ms | longest gap ms | first ok elsewhere ms | first failover I/O ms | dead seen ms | failover I/Os | failover I/O max µs | failed I/Os | target met |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   jq -r --arg to "${IO_TIMEOUT%s}" '
     def f1: if . == null then "–" else (. * 10 | round) / 10 | tostring end;
     (if .fault == "hang" then ($to | tonumber) * 1000 + 50 else 50 end) as $lim |
-    "| \(.fault) | \(.psp) | \(.iops_before | round) | \(.min_iops_fault_to_3s) | \(.max_clat_ms | f1) | \(.max_clat_before_ms | f1) | \(.longest_gap_ms | f1) | \(.first_ok_other_path_ms | f1) | \(.first_failover_io_ms | f1) | \(.victim_dead_ms | f1) | \(.failover_ios) | \(.failed_ios) | \(if .max_clat_ms <= $lim and (.fault == "hang" or .longest_gap_ms < 1000) and .failed_ios == 0 and .fio_rc == 0 then "yes" else "**no**" end) |"' "$SUM"
+    "| \(.fault) | \(.psp) | \(.iops_before | round) | \(.min_iops_fault_to_3s) | \(.max_clat_ms | f1) | \(.max_clat_before_ms | f1) | \(.longest_gap_ms | f1) | \(.first_ok_other_path_ms | f1) | \(.first_failover_io_ms | f1) | \(.victim_dead_ms | f1) | \(.failover_ios) | \(if .failover_ios > 0 then (.max_failover_io_ms * 1000 | round | tostring) else "–" end) | \(.failed_ios) | \(if .max_clat_ms <= $lim and (.fault == "hang" or .longest_gap_ms < 1000) and .failed_ios == 0 and .fio_rc == 0 then "yes" else "**no**" end) |"' "$SUM"
   echo
   echo "IOPS per second around the fault (first column = the second starting at the offset shown, relative to the fault):"
   echo

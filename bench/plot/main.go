@@ -78,6 +78,7 @@ type Summary struct {
 	FirstOtherOkMs  *float64       `json:"first_ok_other_path_ms"`
 	FirstFailoverMs *float64       `json:"first_failover_io_ms"` // first I/O that failed on the victim and completed elsewhere
 	FailoverIOs     int            `json:"failover_ios"`         // I/Os retried off the victim
+	MaxFailoverMs   float64        `json:"max_failover_io_ms"`   // the largest latency of those I/Os, first try to completion
 	FailedIOs       int            `json:"failed_ios"`           // I/Os with a non-ok status
 	VictimDeadMs    *float64       `json:"victim_dead_ms"`       // first status sample showing the victim not active
 	AttemptsByClass map[string]int `json:"error_classes"`
@@ -276,6 +277,7 @@ func analyze(args []string, stdout io.Writer) error {
 			lastPath := r.Attempts[len(r.Attempts)-1].Path
 			if touchedVictim && lastPath != *victim {
 				sum.FailoverIOs++
+				sum.MaxFailoverMs = max(sum.MaxFailoverMs, *r.LatencyUs/1000)
 				if doneMs >= fault && (sum.FirstFailoverMs == nil || doneMs-fault < *sum.FirstFailoverMs) {
 					sum.FirstFailoverMs = ptr(doneMs - fault)
 				}

@@ -26,7 +26,7 @@ import (
 // at start-up plus the request buffers: the NMP, trace and control buffers,
 // goroutine stacks and a margin so the collector is not pushed into its
 // 50% CPU cap.
-const memoryHeadroom = 16 << 20
+const memoryHeadroom = 8 << 20
 
 // parseMemoryLimit reads --memory-limit / memory_limit: "" or "auto"
 // (auto=true), "off" (limit 0), or a size.
