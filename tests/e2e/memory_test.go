@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -84,6 +87,21 @@ wait:
 	}
 	if peak > 96<<20 {
 		t.Errorf("peak VmRSS %d MiB at QD64, want at most 96 MiB (default --max-requests and --memory-limit auto)", peak>>20)
+	}
+	// The profiler answers on the control socket (what docs/design.md's
+	// memory findings were read from).
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", m.socket)
+		}}}
+	resp, err := hc.Get("http://mpathfs/debug/pprof/allocs?debug=1")
+	if err != nil {
+		t.Fatalf("GET /debug/pprof/allocs: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "heap profile") {
+		t.Errorf("GET /debug/pprof/allocs: %s, body starts %.80q", resp.Status, body)
 	}
 	m.stopClean(t)
 }
