@@ -10,7 +10,10 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -77,15 +80,24 @@ type conn struct {
 	bw  *bufio.Writer
 	hdr [28]byte
 
-	br   *bufio.Reader // reader goroutine only
-	rbuf [20]byte      // reader goroutine only
-	cur  *request      // reader goroutine only: the claimed request
+	// The reader role: whoever holds it reads replies. tok holds the
+	// role while nobody does. In leader mode a submitter that finds the
+	// role free reads replies itself until its own arrives (no goroutine
+	// hand-off at QD1); otherwise a reader goroutine holds it.
+	tok  chan struct{}
+	lead bool          // leader mode (plain Unix or TCP sockets)
+	br   *bufio.Reader // role holder only
+	rbuf [20]byte      // role holder only
+	cur  *request      // role holder only: the claimed request
 
 	mu struct {
 		sync.Mutex
 		inflight map[uint64]*request
 		next     uint64
 		err      error // non-nil once torn down
+
+		leaderGen   uint64 // tenure of the submitter holding the role (0: none)
+		interrupted bool   // the read deadline was set to wake the leader
 	}
 	done chan struct{} // closed by teardown
 	wg   sync.WaitGroup
@@ -105,15 +117,27 @@ func allocConn(nc net.Conn, info *exportInfo, name string) *conn {
 		bw:   bufio.NewWriterSize(nc, 64<<10),
 		br:   bufio.NewReaderSize(nc, 64<<10),
 		done: make(chan struct{}),
+		tok:  make(chan struct{}, 1),
+	}
+	switch nc.(type) {
+	case *net.UnixConn, *net.TCPConn:
+		// Interruptible reads (deadlines) and a non-blocking peek for the
+		// idle check. TLS keeps a reader goroutine.
+		c.lead = leaderMode
 	}
 	c.mu.inflight = make(map[uint64]*request)
 	return c
 }
 
-// start starts the connection's reader and watchdog goroutines.
+// start starts the connection: the reader role (a reader goroutine, or
+// free for submitters in leader mode) and the watchdog goroutine.
 func (c *conn) start(watchdog time.Duration) {
-	c.wg.Add(1)
-	go c.readLoop()
+	if c.lead {
+		c.tok <- struct{}{}
+	} else {
+		c.wg.Add(1)
+		go c.readLoop(false)
+	}
 	if watchdog > 0 {
 		c.wg.Add(1)
 		go c.watchdog(watchdog)
@@ -214,6 +238,13 @@ func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uin
 		// A partial request corrupts the stream: the connection is lost.
 		c.teardown(fmt.Errorf("sending %s request: %w", op, err))
 	}
+	if c.lead {
+		select {
+		case <-c.tok:
+			c.leadUntil(ctx, r)
+		default:
+		}
+	}
 	select {
 	case err := <-r.done:
 		putRequest(r)
@@ -309,17 +340,98 @@ func (c *conn) watchdog(interval time.Duration) {
 			c.mu.Unlock()
 			if late != nil {
 				c.teardown(fmt.Errorf("watchdog: a %s request outlived its deadline by %v: %w", op, now.Sub(dl).Round(time.Millisecond), context.DeadlineExceeded))
+				continue
+			}
+			if c.lead {
+				c.idleCheck()
 			}
 		}
 	}
 }
 
-func (c *conn) readLoop() {
-	defer c.wg.Done()
-	var err error
-	for err == nil {
-		err = c.readReply()
+// idleCheck notices, in leader mode, a connection the server closed while
+// no request was in flight (nothing else reads it then), as the reader
+// goroutine would: with a non-blocking peek at the socket.
+func (c *conn) idleCheck() {
+	select {
+	case <-c.tok:
+	default:
+		return // someone reads
 	}
+	c.mu.Lock()
+	idle := c.mu.err == nil && len(c.mu.inflight) == 0
+	c.mu.Unlock()
+	var fail error
+	if idle {
+		if c.br.Buffered() > 0 {
+			fail = protoErr("%d bytes from the server while no request was in flight", c.br.Buffered())
+		} else if sc, ok := c.nc.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				var b [1]byte
+				var n int
+				var perr error
+				rc.Read(func(fd uintptr) bool {
+					n, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+					return true
+				})
+				switch {
+				case perr == unix.EAGAIN || perr == unix.EINTR:
+				case perr != nil:
+					fail = perr
+				case n == 0:
+					fail = io.EOF
+				default:
+					fail = protoErr("data from the server while no request was in flight")
+				}
+			}
+		}
+	}
+	if fail != nil {
+		if _, data := fail.(*ProtocolError); data {
+			// A request registered after the idle test may have been
+			// sent and answered since: only data with nothing in flight
+			// is unsolicited.
+			c.mu.Lock()
+			idle = len(c.mu.inflight) == 0
+			c.mu.Unlock()
+			if !idle {
+				fail = nil
+			}
+		}
+	}
+	if fail != nil {
+		c.readFailed(fail)
+		return
+	}
+	c.releaseRole()
+}
+
+// readLoop reads replies while holding the reader role: for the
+// connection's life (untilIdle false: the reader goroutine), or until no
+// request is in flight (a helper a leader started on stepping down).
+func (c *conn) readLoop(untilIdle bool) {
+	defer c.wg.Done()
+	for {
+		if untilIdle {
+			c.mu.Lock()
+			if c.mu.err == nil && len(c.mu.inflight) == 0 {
+				c.tok <- struct{}{}
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Unlock()
+		}
+		if err := c.readReply(); err != nil {
+			c.readFailed(err)
+			return
+		}
+	}
+}
+
+// readFailed ends reading after a fatal read error: it tears the connection
+// down and fails the request being processed. The role is not given back:
+// nothing reads a torn-down connection.
+func (c *conn) readFailed(err error) {
 	c.mu.Lock()
 	down := c.mu.err
 	c.mu.Unlock()
@@ -333,6 +445,133 @@ func (c *conn) readLoop() {
 		c.cur = nil
 		c.complete(r, c.downErr(opName(r.typ), err))
 	}
+}
+
+// releaseRole gives the reader role up: to a helper goroutine if requests are
+// in flight (their submitters may be waiting on done, not on the role), else
+// back to tok.
+func (c *conn) releaseRole() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.err == nil && len(c.mu.inflight) > 0 {
+		c.wg.Add(1) // before teardown, so before close's Wait
+		go c.readLoop(true)
+		return
+	}
+	c.tok <- struct{}{}
+}
+
+// leaderMode enables leader mode on plain sockets (tests turn it off to
+// compare with the reader goroutine).
+var leaderMode = true
+
+// errBigMessage: the next message does not fit in the read buffer, so a
+// leader cannot read it interruptibly; a helper reads it.
+var errBigMessage = errors.New("message larger than the read buffer")
+
+// aLongTimeAgo is a read deadline that wakes a blocked read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// leadUntil runs on the submitter of r holding the reader role: it reads
+// replies until r's has been read, ctx ends, or the next message is too
+// large to be read interruptibly, then releases the role. It reads a
+// message only once it is entirely in the buffer, so an interrupted wait
+// (ctx done: the read deadline is pulled in) never leaves a message half
+// read.
+func (c *conn) leadUntil(ctx context.Context, r *request) {
+	c.mu.Lock()
+	c.mu.leaderGen++
+	gen := c.mu.leaderGen
+	c.mu.Unlock()
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() {
+			c.mu.Lock()
+			if c.mu.leaderGen == gen {
+				c.mu.interrupted = true
+				c.nc.SetReadDeadline(aLongTimeAgo)
+			}
+			c.mu.Unlock()
+		})
+	}
+	failed := false
+	for len(r.done) == 0 {
+		err := c.peekMessage()
+		if err == nil {
+			err = c.readReply()
+			if err != nil {
+				c.readFailed(err)
+				failed = true
+				break
+			}
+			continue
+		}
+		if err == errBigMessage {
+			break
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			c.mu.Lock()
+			if c.mu.interrupted {
+				c.mu.interrupted = false
+				c.nc.SetReadDeadline(time.Time{})
+			}
+			c.mu.Unlock()
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		c.readFailed(err)
+		failed = true
+		break
+	}
+	stop()
+	c.mu.Lock()
+	c.mu.leaderGen++ // a late AfterFunc of this tenure does nothing
+	if c.mu.interrupted {
+		c.mu.interrupted = false
+		c.nc.SetReadDeadline(time.Time{})
+	}
+	c.mu.Unlock()
+	if !failed {
+		c.releaseRole()
+	}
+}
+
+// peekMessage waits until the next reply message is entirely buffered,
+// without consuming anything. It returns errBigMessage for one larger than
+// the buffer, and nil for one whose header is malformed (readReply reports
+// that).
+func (c *conn) peekMessage() error {
+	b, err := c.br.Peek(4)
+	if err != nil {
+		return err
+	}
+	n := 4
+	switch binary.BigEndian.Uint32(b) {
+	case magicSimple:
+		if b, err = c.br.Peek(16); err != nil {
+			return err
+		}
+		n = 16
+		if binary.BigEndian.Uint32(b[4:]) == 0 && !c.info.structured {
+			c.mu.Lock()
+			if r := c.mu.inflight[binary.BigEndian.Uint64(b[8:])]; r != nil && r.typ == cmdRead {
+				n += int(r.length)
+			}
+			c.mu.Unlock()
+		}
+	case magicStructured:
+		if b, err = c.br.Peek(20); err != nil {
+			return err
+		}
+		n = 20 + int(binary.BigEndian.Uint32(b[16:]))
+	}
+	if n > c.br.Size() {
+		return errBigMessage
+	}
+	_, err = c.br.Peek(n)
+	return err
 }
 
 // claim finds the request a reply names and marks it as being processed.

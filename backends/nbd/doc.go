@@ -57,9 +57,27 @@
 // handshake is bounded in time by connect-timeout and the context.
 //
 // Transmission: requests are pipelined on the connection and matched to
-// replies by handle; one reader goroutine per connection demultiplexes
-// replies straight into the callers' buffers, senders serialise on a
-// mutex, and per-request state comes from a pool. Reads and writes larger
+// replies by handle; replies are demultiplexed straight into the callers'
+// buffers, senders serialise on a mutex, and per-request state comes from a
+// pool. Who reads replies (leader/follower): on a plain Unix or TCP socket
+// the reader role is a token. A submitter that finds it free becomes the
+// leader and reads replies itself, delivering other requests' replies on
+// the way, until its own has arrived; at QD1 that removes the hand-off to a
+// reader goroutine (the netpoller wakes the submitter directly instead of
+// waking a reader that then wakes the submitter). Submitters that find the
+// role taken wait for their reply as before. A leader reads a message only
+// once it is entirely in the 64 KiB read buffer (bufio Peek), so when its
+// context ends it can be woken (the read deadline is pulled in) at a
+// message boundary with nothing half read, and it steps down at once. On
+// stepping down with requests still in flight (other waiters, abandoned
+// requests, or a message larger than the buffer, such as a 1 MiB read) the
+// leader starts a helper goroutine that reads until nothing is in flight
+// and then frees the role; with nothing in flight the role is simply
+// freed. So at high queue depth a helper keeps the role and the path
+// behaves as with a dedicated reader. With nothing in flight nobody reads
+// the socket, so the watchdog's tick also peeks at an idle socket
+// (non-blocking MSG_PEEK) to notice a server that closed it. TLS
+// connections keep one reader goroutine for their life. Reads and writes larger
 // than the server's maximum block size (capped at the spec's 32 MiB default
 // payload) are split. Structured READ replies are checked chunk by chunk:
 // inside the request, no overlap, full coverage before success.
