@@ -72,7 +72,6 @@ type Client struct {
 	// set is the current connection set (nil before a successful
 	// reconnect or after Close); writers hold mu.
 	set atomic.Pointer[connSet]
-	rr  atomic.Uint32 // round-robin start for picking a connection
 	mu  struct {
 		sync.Mutex
 		closed bool
@@ -257,24 +256,23 @@ func (cl *Client) conns(op string) (*connSet, error) {
 	return set, nil
 }
 
-// current returns the connection to send a request on: the one with the
-// fewest requests in flight, ties broken round robin.
+// current returns the connection to send a request on: the first one with
+// the fewest requests in flight. An idle path thus keeps using its first
+// connection (at QD1 that measured faster than round robin over idle
+// connections, which wakes a different server connection each time: 4k
+// writes 14.5k -> 15.9k IOPS, reads 14.4k -> 14.8k), and load spreads as
+// soon as requests overlap.
 func (cl *Client) current(op string) (*conn, error) {
 	set, err := cl.conns(op)
 	if err != nil {
 		return nil, err
 	}
 	cs := set.cs
-	if len(cs) == 1 {
-		return cs[0], nil
-	}
-	start := int(cl.rr.Add(1))
-	best := cs[start%len(cs)]
+	best := cs[0]
 	bn := best.load.Load()
 	for i := 1; i < len(cs) && bn > 0; i++ {
-		c := cs[(start+i)%len(cs)]
-		if n := c.load.Load(); n < bn {
-			best, bn = c, n
+		if n := cs[i].load.Load(); n < bn {
+			best, bn = cs[i], n
 		}
 	}
 	return best, nil
