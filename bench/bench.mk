@@ -26,3 +26,10 @@ bench-soak:
 .PHONY: bench-profile
 bench-profile:
 	bash bench/profile.sh && bash bench/run.sh --assemble-only
+
+# What a 4k QD1 I/O costs over NBD, mpathfs against nbdfuse: CPU time and
+# context switches per I/O of the daemon and of nbdkit (bench/nbdcost.sh,
+# perf stat software counters); writes bench/results/nbdcost.md.
+.PHONY: bench-nbdcost
+bench-nbdcost:
+	bash bench/nbdcost.sh

@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strings"
 )
 
@@ -58,13 +57,6 @@ func allCommands() []command {
 var extraCommands []command
 
 func main() {
-	// A backend that blocks in a system call (pread on an O_DIRECT file,
-	// a block device) holds an OS thread per request in flight; with
-	// GOMAXPROCS at the core count the I/O path starves (measured: 4k
-	// QD32 doubled from 2 to 8). Unless the user chose, allow 8.
-	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 8 {
-		runtime.GOMAXPROCS(8)
-	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

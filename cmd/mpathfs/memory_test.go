@@ -1,9 +1,12 @@
 package main
 
 import (
+	"os"
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mpathfs/mpathfs/fusedev"
 )
@@ -60,5 +63,39 @@ func TestApplyMemoryLimit(t *testing.T) {
 	// The baseline is read again inside, after a GC: allow it to move.
 	if got < want || got > base+want+(8<<20) {
 		t.Errorf("auto with 8 requests: limit %d, want baseline (%d) + %d", got, base, want)
+	}
+}
+
+func TestBlocksInSyscalls(t *testing.T) {
+	shm := t.TempDir()
+	if _, err := os.Stat("/dev/shm"); err == nil {
+		shm = "/dev/shm"
+	}
+	f, err := os.CreateTemp(shm, "procs-*.img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	var st unix.Statfs_t
+	unix.Statfs(f.Name(), &st)
+	inMemory := st.Type == unix.TMPFS_MAGIC
+	cases := []struct {
+		uri  string
+		want bool
+	}{
+		{"nbd+unix:///?socket=/run/x.sock", false},
+		{"nbd://127.0.0.1:10809/x", false},
+		{"nbds://127.0.0.1/x", false},
+		{"block:///dev/sdb", true},
+		{"/dev/null", true},
+		{"file://" + f.Name(), !inMemory},
+		{f.Name(), !inMemory},
+		{"/nonexistent/store.img", true},
+	}
+	for _, c := range cases {
+		if got := blocksInSyscalls(c.uri); got != c.want {
+			t.Errorf("blocksInSyscalls(%q) = %v, want %v", c.uri, got, c.want)
+		}
 	}
 }

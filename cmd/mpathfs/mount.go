@@ -239,6 +239,9 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 		return err
 	}
 	defer b.Close()
+	if line := tuneProcs(b.devices); line != "" {
+		fmt.Fprintf(stdout, "mpathfs: %s\n", line)
+	}
 
 	var traceFile *os.File
 	if cfg.Trace != "" {
