@@ -84,9 +84,9 @@ func TestBlocksInSyscalls(t *testing.T) {
 		uri  string
 		want bool
 	}{
-		{"nbd+unix:///?socket=/run/x.sock", false},
-		{"nbd://127.0.0.1:10809/x", false},
-		{"nbds://127.0.0.1/x", false},
+		{"nbd+unix:///?socket=/run/x.sock", true},
+		{"nbd://127.0.0.1:10809/x", true},
+		{"nbds://127.0.0.1/x", true},
 		{"block:///dev/sdb", true},
 		{"/dev/null", true},
 		{"file://" + f.Name(), !inMemory},
