@@ -77,6 +77,11 @@ type block struct {
 	hasPrev   bool
 	gen       uint64
 	writing   int
+	// overlapped: two writes to the block were in flight at once. Their
+	// order on the store is then undefined (as for overlapping SCSI
+	// writes), and the order of their acknowledgements says nothing about
+	// it: the content is unknown once the last of them is done.
+	overlapped bool
 }
 
 // Oracle is the decorator. It is safe for concurrent use.
@@ -144,6 +149,9 @@ func (o *Oracle) begin(off, n int64) {
 			bl = &block{gen: unknown}
 			o.mu.blocks[b] = bl
 		}
+		if bl.writing > 0 {
+			bl.overlapped = true
+		}
 		bl.writing++
 	}
 }
@@ -159,6 +167,13 @@ func (o *Oracle) done(off, n int64, data []byte, ok bool) {
 			continue
 		}
 		bl.writing--
+		if bl.overlapped {
+			if bl.writing == 0 {
+				bl.overlapped = false
+				bl.gen, bl.hasPrev = unknown, false
+			}
+			continue
+		}
 		if !ok || b < first || b >= last {
 			// Unknown content: stop tracking it.
 			if bl.writing == 0 {
