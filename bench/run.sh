@@ -45,7 +45,7 @@ assemble() {
   {
   echo "# Benchmarks"
   echo
-  echo "Produced by \`make bench\` (bench/run.sh, bench/failover.sh); \`make bench-soak\` (bench/soak.sh) and \`make bench-profile\`"
+  echo "Produced by \`make bench\` (bench/run.sh, bench/failover.sh); \`make bench-soak\` (bench/soak.sh), \`make bench-nbdcost\` (bench/nbdcost.sh) and \`make bench-profile\`"
   echo "(bench/profile.sh) add their sections; \`bash bench/run.sh --assemble-only\` re-assembles this file."
   echo "Sections are kept in bench/results/*.md and assembled here; the machine is shared and noisy, so compare"
   echo "numbers within one run only. Last assembled $STAMP on $MACHINE."
