@@ -55,14 +55,7 @@ func TestALUAControllerFailure(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	done := make(chan error, 1)
-	var r fioResult
-	var out string
-	go func() {
-		var err error
-		r, out, err = runFio(ctx, verifyJob(m.file("lab"), 12, "--size=128M")...)
-		done <- err
-	}()
+	run := startFio(ctx, verifyJob(m.file("lab"), 12, "--size=128M")...)
 	time.Sleep(2 * time.Second)
 	m.mustCtl("array", "fail", "lab", "A")
 	waitFor(t, 10*time.Second, "controller B's group to become AO and A's paths dead", func() bool {
@@ -77,7 +70,8 @@ func TestALUAControllerFailure(t *testing.T) {
 		return s["vmhba1:C0:T0:L0"] == "ANO/active" && s["vmhba1:C0:T1:L0"] == "AO/active"
 	})
 	after := aluaStates(m, "lab")
-	if err := <-done; err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
+	r, out, err := run.wait()
+	if err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
 		t.Fatalf("fio through a controller failure: %v\n%s\n%s", err, out, m.out.String())
 	}
 	t.Logf("before %v\nduring %v\nafter %v\nfio max clat %.1f ms", before, during, after, r.Jobs[0].Write.ClatNs.Max/1e6)

@@ -107,14 +107,7 @@ func TestAdminOffOnUnderLoad(t *testing.T) {
 	m := startMount(t, append([]string{"--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=4", "--check-interval", "500ms"}, filePaths(st, 3)...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	done := make(chan error, 1)
-	var r fioResult
-	var out string
-	go func() {
-		var err error
-		r, out, err = runFio(ctx, verifyJob(m.file("d0"), 8)...)
-		done <- err
-	}()
+	run := startFio(ctx, verifyJob(m.file("d0"), 8)...)
 	names := []string{}
 	for _, d := range m.status().Devices {
 		for _, p := range d.Paths {
@@ -138,7 +131,8 @@ func TestAdminOffOnUnderLoad(t *testing.T) {
 			t.Errorf("after path set --state on %s: state %s, want active", p, s)
 		}
 	}
-	if err := <-done; err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
+	r, out, err := run.wait()
+	if err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
 		t.Fatalf("fio: %v\n%s", err, out)
 	}
 	m.stopClean(t)

@@ -18,14 +18,7 @@ func TestFaultScripts(t *testing.T) {
 	m := startMount(t, append([]string{"--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=8", "--check-interval", "300ms", "--flap-threshold", "100"}, filePaths(st, 3)...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	done := make(chan error, 1)
-	var r fioResult
-	var out string
-	go func() {
-		var err error
-		r, out, err = runFio(ctx, verifyJob(m.file("d0"), 14)...)
-		done <- err
-	}()
+	run := startFio(ctx, verifyJob(m.file("d0"), 14)...)
 	time.Sleep(time.Second)
 	paths := m.status().Devices[0].Paths
 	dir, _ := filepath.Abs("../faults")
@@ -45,7 +38,8 @@ func TestFaultScripts(t *testing.T) {
 		}
 		t.Logf("%s:\n%s", script[0], o)
 	}
-	if err := <-done; err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
+	r, out, err := run.wait()
+	if err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
 		t.Fatalf("fio across the fault scripts: %v\n%s", err, out)
 	}
 	if f := m.mustCtl("fault", "list"); f != "no active faults\n" {

@@ -266,6 +266,31 @@ func runFio(ctx context.Context, args ...string) (fioResult, string, error) {
 	return r, stdout.String() + stderr.String(), err
 }
 
+// fioRun is fio running in the background (startFio).
+type fioRun struct {
+	done chan struct{} // closed when fio has exited
+	r    fioResult
+	out  string
+	err  error
+}
+
+// startFio runs fio with runFio in the background, until it exits or ctx
+// ends.
+func startFio(ctx context.Context, args ...string) *fioRun {
+	f := &fioRun{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		f.r, f.out, f.err = runFio(ctx, args...)
+	}()
+	return f
+}
+
+// wait waits for fio and returns what runFio returned.
+func (f *fioRun) wait() (fioResult, string, error) {
+	<-f.done
+	return f.r, f.out, f.err
+}
+
 // verifyJob is fio's 4k randrw with crc32c verification of every block it
 // wrote, during the run (backlog) and after it.
 func verifyJob(file string, seconds int, extra ...string) []string {

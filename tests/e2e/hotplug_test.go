@@ -42,14 +42,7 @@ func TestBlockPathsHotplug(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	done := make(chan error, 1)
-	var r fioResult
-	var out string
-	go func() {
-		var err error
-		r, out, err = runFio(ctx, verifyJob(m.file("d0"), 10, "--size=32M")...)
-		done <- err
-	}()
+	run := startFio(ctx, verifyJob(m.file("d0"), 10, "--size=32M")...)
 	time.Sleep(1500 * time.Millisecond)
 	if o, err := runCmd("losetup", "-d", a); err != nil {
 		t.Fatalf("losetup -d %s: %v %s", a, err, o)
@@ -71,7 +64,8 @@ func TestBlockPathsHotplug(t *testing.T) {
 		}
 		return false
 	})
-	if err := <-done; err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
+	r, out, err := run.wait()
+	if err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
 		t.Fatalf("fio across hot removal and hot add: %v\n%s\n--- mpathfs:\n%s", err, out, m.out.String())
 	}
 	var added uint64

@@ -51,31 +51,24 @@ func TestMemoryBoundedAtQD64(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	done := make(chan error, 1)
-	var r fioResult
-	var out string
-	go func() {
-		var err error
-		r, out, err = runFio(ctx, "--name=qd64", "--filename="+m.file("d0"), "--direct=1", "--rw=randrw", "--bs=4k",
-			"--ioengine=libaio", "--iodepth=64", "--size=256M", "--time_based", "--runtime=8", "--randrepeat=0")
-		done <- err
-	}()
+	run := startFio(ctx, "--name=qd64", "--filename="+m.file("d0"), "--direct=1", "--rw=randrw", "--bs=4k",
+		"--ioengine=libaio", "--iodepth=64", "--size=256M", "--time_based", "--runtime=8", "--randrepeat=0")
 	var peak int64
 	samples := 0
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-wait:
-	for {
+	for running := true; running; {
 		select {
-		case err := <-done:
-			if err != nil || r.Jobs[0].Error != 0 {
-				t.Fatalf("fio: %v\n%s", err, out)
-			}
-			break wait
+		case <-run.done:
+			running = false
 		case <-tick.C:
 			peak = max(peak, vmRSS(t, m.cmd.Process.Pid))
 			samples++
 		}
+	}
+	r, out, err := run.wait()
+	if err != nil || r.Jobs[0].Error != 0 {
+		t.Fatalf("fio: %v\n%s", err, out)
 	}
 	iops := r.Jobs[0].Read.IOPS + r.Jobs[0].Write.IOPS
 	t.Logf("QD64 4k randrw: %.0f IOPS, peak VmRSS %d MiB over %d samples", iops, peak>>20, samples)

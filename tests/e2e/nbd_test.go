@@ -108,14 +108,7 @@ func TestNBDKillRestart(t *testing.T) {
 	m := startMount(t, "--name", "d0", "--path", s1.uri(), "--path", s2.uri(), "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--check-interval", "500ms", "--io-timeout", "2s")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	done := make(chan error, 1)
-	var r fioResult
-	var out string
-	go func() {
-		var err error
-		r, out, err = runFio(ctx, verifyJob(m.file("d0"), 10)...)
-		done <- err
-	}()
+	run := startFio(ctx, verifyJob(m.file("d0"), 10)...)
 	time.Sleep(2 * time.Second)
 	s1.kill()
 	waitFor(t, 5*time.Second, "the killed server's path to die", func() bool { _, st := pathByURI(m, "d0", s1.uri()); return st == "dead" })
@@ -128,7 +121,8 @@ func TestNBDKillRestart(t *testing.T) {
 	if back > 3*time.Second { // one checker round (0.5s) plus a reconnect, with slack for a loaded machine
 		t.Errorf("the path took %v to come back, want within about the checker interval (500ms)", back)
 	}
-	if err := <-done; err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
+	r, out, err := run.wait()
+	if err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
 		t.Fatalf("fio across kill -9 and restart: %v\n%s\n%s", err, out, m.out.String())
 	}
 	t.Logf("fio: read %.0f IOPS write %.0f IOPS, max clat %.1f ms", r.Jobs[0].Read.IOPS, r.Jobs[0].Write.IOPS, r.Jobs[0].Write.ClatNs.Max/1e6)
@@ -148,14 +142,7 @@ func TestNBDHungServer(t *testing.T) {
 	// fail on its first I/O and stay out (its probe times out as well).
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	done := make(chan error, 1)
-	var r fioResult
-	var out string
-	go func() {
-		var err error
-		r, out, err = runFio(ctx, verifyJob(m.file("d0"), 10)...)
-		done <- err
-	}()
+	run := startFio(ctx, verifyJob(m.file("d0"), 10)...)
 	time.Sleep(2 * time.Second)
 	s1.signal(syscall.SIGSTOP)
 	waitFor(t, 5*time.Second, "the hung server's path to die", func() bool { _, st := pathByURI(m, "d0", s1.uri()); return st == "dead" })
@@ -179,7 +166,8 @@ func TestNBDHungServer(t *testing.T) {
 		return st == "active"
 	})
 	t.Logf("path active again %v after SIGCONT (check interval 500ms, probe timeout 1s)", time.Since(resumed).Round(time.Millisecond))
-	if err := <-done; err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
+	r, out, err := run.wait()
+	if err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
 		t.Fatalf("fio across a hung server: %v\n%s\n%s", err, out, m.out.String())
 	}
 	if _, st := pathByURI(m, "d0", s3.uri()); st != "dead" {
