@@ -161,6 +161,18 @@ make_backing() {
     head -c "$size" /dev/urandom >"$f"
 }
 
+# bench_setup SIZE: the work directory, the tools, the binaries and an
+# in-memory backing file $BACK of SIZE; sets STAMP and MACHINE for reports.
+bench_setup() {
+  bench_workdir
+  bench_deps
+  bench_build
+  BACK=$WORK/backing.img
+  make_backing "$BACK" "$1"
+  STAMP="$(date -u '+%Y-%m-%d %H:%M UTC')"
+  MACHINE=$(machine_line)
+}
+
 machine_line() {
   printf '%s, %s cores (nproc), kernel %s, %s, %s' "$(hostname)" "$(nproc)" "$(uname -r)" \
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" \

@@ -20,13 +20,7 @@ mkdir -p "$SECT"
 command -v perf >/dev/null || { apt-get install -y -qq linux-perf >/dev/null 2>&1 || die "perf not available"; }
 perf stat -e task-clock -- true >/dev/null 2>&1 || die "perf stat does not work here"
 
-bench_workdir
-bench_deps
-bench_build
-BACK=$WORK/backing.img
-make_backing "$BACK" "$SIZE"
-STAMP="$(date -u '+%Y-%m-%d %H:%M UTC')"
-MACHINE=$(machine_line)
+bench_setup "$SIZE"
 
 start_nbdkit nbdkit "$WORK/nbd.sock" file "$BACK"
 NK=$NK_PID

@@ -18,13 +18,7 @@ SECT=${SECT:-$BENCH_DIR/results}
 command -v perf >/dev/null || { apt-get install -y -qq linux-perf >/dev/null 2>&1 || die "perf not available"; }
 perf record -o /dev/null -e cpu-clock -- true >/dev/null 2>&1 || die "perf record does not work here"
 
-bench_workdir
-bench_deps
-bench_build
-BACK=$WORK/backing.img
-make_backing "$BACK" "$SIZE"
-STAMP="$(date -u '+%Y-%m-%d %H:%M UTC')"
-MACHINE=$(machine_line)
+bench_setup "$SIZE"
 
 start_mpathfs mp2 "$WORK/mnt/mp2" --path "file://$BACK" --path "file://$BACK" --psp VMW_PSP_RR --psp-option iops=1
 T_MP2=("mpathfs-2file-rr" "$MP_PID" "$MP_DEV")

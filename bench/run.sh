@@ -61,13 +61,7 @@ if [ "${1:-}" = --assemble-only ]; then
   STAMP="$(date -u '+%Y-%m-%d %H:%M UTC')"; MACHINE=$(machine_line); assemble; exit 0
 fi
 
-bench_workdir
-bench_deps
-bench_build
-BACK=$WORK/backing.img
-make_backing "$BACK" "$SIZE"
-STAMP="$(date -u '+%Y-%m-%d %H:%M UTC')"
-MACHINE=$(machine_line)
+bench_setup "$SIZE"
 
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
