@@ -406,7 +406,7 @@ func (cl *Client) write(ctx context.Context, p []byte, off int64, flags uint16) 
 		return 0, cl.unalignedErr("write", c.info, off, int64(n))
 	}
 	max, done := int(c.info.maxBlock), 0
-	defer c.dirty.Store(true) // after the replies: see Flush
+	defer c.markDirty() // after the replies: see Flush
 	for done < n {
 		k := min(n-done, max)
 		if err := c.do(ctx, cmdWrite, flags, uint64(off)+uint64(done), uint32(k), p[done:done+k], nil); err != nil {
@@ -513,7 +513,7 @@ func (cl *Client) ranged(ctx context.Context, op string, need uint16, typ, flags
 	if m := int64(c.info.minBlock); m > 1 {
 		chunk -= chunk % m
 	}
-	defer c.dirty.Store(true)
+	defer c.markDirty()
 	for length > 0 {
 		k := min(length, chunk)
 		if err := c.do(ctx, typ, flags, uint64(off), uint32(k), nil, nil); err != nil {

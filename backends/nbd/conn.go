@@ -144,6 +144,15 @@ func (c *conn) start(watchdog time.Duration) {
 	}
 }
 
+// markDirty notes that the connection carried a write since its last
+// flush. It reads before it writes: under load the flag is already set, and
+// a store per write would bounce the cache line between the cores.
+func (c *conn) markDirty() {
+	if !c.dirty.Load() {
+		c.dirty.Store(true)
+	}
+}
+
 // alive reports whether the connection has not been torn down.
 func (c *conn) alive() bool {
 	c.mu.Lock()
