@@ -28,23 +28,24 @@ func tuneProcs(devs []*nmp.Device) string {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return ""
 	}
-	var why string
-	for _, d := range devs {
-		for _, p := range d.Paths() {
-			if blocksInSyscalls(p.URI) {
-				why = p.URI
-				break
-			}
-		}
-		if why != "" {
-			break
-		}
-	}
+	why := firstBlocking(devs)
 	if why == "" || runtime.GOMAXPROCS(0) >= blockingProcs {
 		return ""
 	}
 	runtime.GOMAXPROCS(blockingProcs)
 	return fmt.Sprintf("GOMAXPROCS %d: %s blocks in system calls", blockingProcs, why)
+}
+
+// firstBlocking is the URI of the first path that blocks, or "".
+func firstBlocking(devs []*nmp.Device) string {
+	for _, d := range devs {
+		for _, p := range d.Paths() {
+			if blocksInSyscalls(p.URI) {
+				return p.URI
+			}
+		}
+	}
+	return ""
 }
 
 // blocksInSyscalls tells whether I/O on a path URI waits (in a system call
