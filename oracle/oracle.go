@@ -23,6 +23,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -55,9 +56,33 @@ func PathReaders(paths func() []*mpath.Path) func() []Reader {
 	return func() []Reader {
 		var out []Reader
 		for _, p := range paths() {
-			out = append(out, Reader{Name: p.Name, ReadAt: p.Backend.ReadAt})
+			out = append(out, Reader{Name: p.Name, ReadAt: retryingRead(p.Backend.ReadAt)})
 		}
 		return out
+	}
+}
+
+// pathReadTries bounds the tries of a direct path read that fails with a
+// retryable error.
+const pathReadTries = 5
+
+// retryingRead reads a path directly as an initiator would: a retryable
+// error (a unit attention after an ALUA state change, transitioning, busy)
+// is reported once and then cleared, so it is tried again, a few times,
+// before the block counts as unreadable.
+func retryingRead(read func(context.Context, []byte, int64) (int, error)) func(context.Context, []byte, int64) (int, error) {
+	return func(ctx context.Context, p []byte, off int64) (int, error) {
+		for try := 1; ; try++ {
+			n, err := read(ctx, p, off)
+			if err == nil || try == pathReadTries || mpath.ClassOf(err) != mpath.ClassRetryable {
+				return n, err
+			}
+			select {
+			case <-ctx.Done():
+				return n, err
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 	}
 }
 

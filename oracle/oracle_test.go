@@ -3,6 +3,7 @@ package oracle
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -324,5 +325,48 @@ func TestOverlappingWritesAreNotJudged(t *testing.T) {
 	}
 	if o.verified.Load() != before+1 || len(o.Problems()) != 0 {
 		t.Fatalf("the block is not verified again after a lone write (verified %d -> %d, problems %v)", before, o.verified.Load(), o.Problems())
+	}
+}
+
+// attention is a test-only path whose next read, once armed, fails with a
+// unit attention (retryable), as a port does once after an ALUA change.
+type attention struct {
+	backends.Backend
+	mu    sync.Mutex
+	armed bool
+}
+
+func (a *attention) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	a.mu.Lock()
+	fire := a.armed
+	a.armed = false
+	a.mu.Unlock()
+	if fire {
+		return 0, mpath.NewError(mpath.ClassRetryable, "read", errors.New("unit attention: asymmetric access state changed"))
+	}
+	return a.Backend.ReadAt(ctx, p, off)
+}
+
+// TestPathReaderRetriesUnitAttention: Check's direct read of a path that
+// reports a unit attention once reads again instead of failing the block.
+func TestPathReaderRetriesUnitAttention(t *testing.T) {
+	ctx := context.Background()
+	a := &attention{}
+	d, _ := device(t, func(b backends.Backend) backends.Backend { a.Backend = b; return a })
+	o := New(d, Options{Paths: PathReaders(d.Paths)})
+	if _, err := o.WriteAt(ctx, fill(5), 0); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	a.armed = true
+	a.mu.Unlock()
+	buf := make([]byte, 4096)
+	r := PathReaders(d.Paths)()[0]
+	if _, err := r.ReadAt(ctx, buf, 0); err != nil || buf[0] != 5 {
+		t.Fatalf("path read after one unit attention: %v (got %d)", err, buf[0])
+	}
+	rep, err := o.Check(ctx)
+	if err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("Check: %v %v", err, rep.Problems)
 	}
 }
