@@ -68,6 +68,47 @@ type Aborter interface {
 	Abort(reason error)
 }
 
+// Pending is implemented by the error of a write-class operation (write,
+// discard, write-zeroes) that the transport gave up waiting for while the
+// operation may still execute on the store later: a deadline passed with the
+// system call still running, or the request still sitting in a server's
+// socket. The NMP keeps the operation's byte range ambiguous — no write that
+// overlaps it is issued or acknowledged — until Settled is closed.
+//
+// A transport closes Settled only on proof that the abandoned operation can
+// no longer change the store: the system call returned (file, block), the
+// reply arrived late or the server closed the connection that carried it
+// after draining it (NBD), the fault decorator executed or dropped it. Until
+// then WaitingFor says, for people, what the proof will be ("the pwrite
+// system call to return").
+//
+// An operation that fails definitively (an error reply, a system call that
+// returned an error) is not pending. A timed-out operation whose error does
+// not implement Pending is ambiguous with no proof the transport can give:
+// only the operator's `path fence`, the path's quiesce time or the device's
+// APD timeout end it.
+type Pending interface {
+	error
+	Settled() <-chan struct{}
+	WaitingFor() string
+}
+
+// PendingError is a ready-made Pending: Err is what the caller sees, Done is
+// closed on proof, Waiting describes that proof.
+type PendingError struct {
+	Err     error
+	Done    <-chan struct{}
+	Waiting string
+}
+
+func (e *PendingError) Error() string            { return e.Err.Error() }
+func (e *PendingError) Unwrap() error            { return e.Err }
+func (e *PendingError) Settled() <-chan struct{} { return e.Done }
+func (e *PendingError) WaitingFor() string       { return e.Waiting }
+
+// Settled is a closed channel, for operations known not to land later.
+var Settled = func() <-chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // Unwrapper is implemented by decorators, so capabilities of the backend
 // underneath stay reachable.
 type Unwrapper interface {
