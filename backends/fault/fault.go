@@ -542,9 +542,9 @@ func (b *Backend) hold(ctx context.Context, f *fault, opName string, abort *abor
 	case <-f.released:
 		return nil
 	case <-ctx.Done():
-		return mpath.NewError(mpath.ClassPathFailure, opName, ctx.Err())
+		return dropped(mpath.NewError(mpath.ClassPathFailure, opName, ctx.Err()))
 	case <-abort.ch:
-		return mpath.NewError(mpath.ClassPathFailure, opName, abort.reason)
+		return dropped(mpath.NewError(mpath.ClassPathFailure, opName, abort.reason))
 	}
 }
 
@@ -559,8 +559,15 @@ func wait(ctx context.Context, opName string, d time.Duration, abort *abortGen) 
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
-		return mpath.NewError(mpath.ClassPathFailure, opName, ctx.Err())
+		return dropped(mpath.NewError(mpath.ClassPathFailure, opName, ctx.Err()))
 	case <-abort.ch:
-		return mpath.NewError(mpath.ClassPathFailure, opName, abort.reason)
+		return dropped(mpath.NewError(mpath.ClassPathFailure, opName, abort.reason))
 	}
+}
+
+// dropped marks the error of an operation the decorator gave up before it
+// reached the backend underneath, or after it had run there: it will not
+// land later, so its range is not ambiguous (backends.Pending, settled).
+func dropped(err error) error {
+	return &backends.PendingError{Err: err, Done: backends.Settled, Waiting: "nothing: the fault decorator dropped the operation"}
 }
