@@ -4,7 +4,7 @@
 # Measures fusedev's FUSE option sets against each other and against the
 # go-fuse ceiling (bench/fuseceiling), interleaved: every round mounts each
 # configuration in turn over the same in-memory backing file and runs
-# /work/shared/bench/fio-suite.sh on its device file. Prints fio-suite's JSON
+# bench/fio-suite.sh on its device file. Prints fio-suite's JSON
 # lines (label = configuration, plus "round") to stdout and to $OUT, then a
 # per-configuration median table on stderr.
 #
@@ -17,7 +17,7 @@
 #   SIZE      backing file size [256M]
 #   BACKDIR   directory of the backing file [/dev/shm] (tmpfs: the file in memory)
 #   OUT       JSON lines file [/tmp/fuse-options-<time>.jsonl]
-#   FIO_SUITE path of fio-suite.sh [/work/shared/bench/fio-suite.sh]
+#   FIO_SUITE path of fio-suite.sh [bench/fio-suite.sh]
 #
 # Configurations:
 #   fusedev            fusedev defaults (the production choice)
@@ -36,8 +36,8 @@ export DIRECT=${DIRECT:-1}
 SIZE=${SIZE:-256M}
 BACKDIR=${BACKDIR:-/dev/shm}
 OUT=${OUT:-/tmp/fuse-options-$(date +%Y%m%d-%H%M%S).jsonl}
-FIO_SUITE=${FIO_SUITE:-/work/shared/bench/fio-suite.sh}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+FIO_SUITE=${FIO_SUITE:-$ROOT/bench/fio-suite.sh}
 
 for tool in fio jq go; do
   command -v $tool >/dev/null || { echo "fuse-options: $tool not found" >&2; exit 2; }
@@ -102,7 +102,7 @@ for round in $(seq "$ROUNDS"); do
   for c in $CONFIGS; do
     start "$c" || exit 1
     echo "fuse-options: round $round: $c" >&2
-    "$FIO_SUITE" "$TARGET" "$c" "$SIZE" | jq -c --argjson r "$round" '. + {round:$r}' | tee -a "$OUT"
+    bash "$FIO_SUITE" "$TARGET" "$c" "$SIZE" | jq -c --argjson r "$round" '. + {round:$r}' | tee -a "$OUT"
     stop
   done
 done

@@ -10,7 +10,7 @@ export PATH=/usr/local/go/bin:$PATH
 GO=${GO:-go}
 MPATHFS=$REPO/bin/mpathfs
 FUSECEILING=$REPO/bin/fuseceiling
-FIO_SUITE=${FIO_SUITE:-/work/shared/bench/fio-suite.sh}
+FIO_SUITE=${FIO_SUITE:-$BENCH_DIR/fio-suite.sh}   # the job set: bench/fio-suite.sh, bench/jobs/*.fio
 
 BENCH_PIDS=()   # processes we started, in start order
 BENCH_MNTS=()   # mount points we created mounts on

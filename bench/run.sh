@@ -2,7 +2,7 @@
 # bench/run.sh [--quick] — `make bench` / `make bench-quick`.
 #
 # One interleaved run (round 1: every job on every target, round 2: …) of the
-# standard fio job set (/work/shared/bench/fio-suite.sh: 4k randread QD1, 4k
+# standard fio job set (bench/fio-suite.sh over bench/jobs/*.fio: 4k randread QD1, 4k
 # randwrite QD1, 4k randrw QD32×2, 1 MiB seq read QD8, 1 MiB seq write QD8;
 # --direct=1, libaio) against one in-memory backing file reached as:
 #   raw             the backing file itself
@@ -88,7 +88,7 @@ fio_line() {
   rm -f "$out"
 }
 
-# suite_line TARGET LABEL JOB: one job of the shared suite
+# suite_line TARGET LABEL JOB: one job of the suite (bench/fio-suite.sh)
 suite_line() {
   JOBS=$3 timeout $((RUNTIME + RAMP + 90)) bash "$FIO_SUITE" "$1" "$2" "$SIZE" ||
     log "fio-suite $2 $3 reported an error"
@@ -217,7 +217,7 @@ part_main() {
     echo "- Date: $STAMP. Machine: $MACHINE."
     echo "- Command: \`$CMDLINE\` (bench/run.sh, part \`main\`)."
     echo "- One backing file of $SIZE in /dev/shm (tmpfs), filled with random data; every target reaches that"
-    echo "  file. fio: \`/work/shared/bench/fio-suite.sh TARGET LABEL $SIZE\` with \`JOBS=<job> RUNTIME=$RUNTIME RAMP=$RAMP\`"
+    echo "  file. fio: \`bench/fio-suite.sh TARGET LABEL $SIZE\` with \`JOBS=<job> RUNTIME=$RUNTIME RAMP=$RAMP\` (job files in bench/jobs/)"
     echo "  (--direct=1; QD1 jobs psync, the others libaio). Order within a round: for each job, every target in turn."
     echo "- IOPS and MiB/s are read+write; latencies are fio completion latency (clat) p50 / p99 in µs, each the median"
     echo "  over the rounds on its own. min–max is the spread of IOPS over the rounds."
@@ -299,7 +299,7 @@ part_rate() {
   cap4k=$(awk -v r="$RATE_4K" 'BEGIN { m = r + 0; u = substr(r, length(r)); if (u == "M") m *= 1e6; else if (u == "G") m *= 1e9; else if (u == "K" || u == "k") m *= 1e3; printf "%.1f", m / 8 / 1048576 }')
   cap=$(awk -v r="$RATE" 'BEGIN { m = r + 0; u = substr(r, length(r)); if (u == "M") m *= 1e6; else if (u == "G") m *= 1e9; else if (u == "K" || u == "k") m *= 1e3; printf "%.1f", m / 8 / 1048576 }')
   {
-    echo "## NBD rate aggregation (issue 4 point 7)"
+    echo "## NBD rate aggregation"
     echo
     echo "- Date: $STAMP. Machine: $MACHINE. Command: \`$CMDLINE\` (part \`rate\`)."
     echo "- Two servers on Unix sockets serving the same file: \`nbdkit -f -U S1 --filter=rate file BACKING rate=$RATE rate-file=R\`"
