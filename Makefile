@@ -38,9 +38,12 @@ run: deps build
 	mkdir -p $(MNT)
 	MPATHFS_STATE_DIR=$(STATE_DIR) $(BIN) mount $(MNT)
 
+# lint: gofmt, go vet, and the repository checks of internal/lint (package
+# docs, import layers, no reference outside the repository).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) test -count=1 ./internal/lint
 
 test-unit:
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /tests/)
