@@ -33,8 +33,9 @@
 #                read back and checked (not time-based); QD16, AIO engine
 #
 # Knobs (environment):
-#   JOBS         jobs to run, in order [randread4k randwrite4k randrw4k seqread1m seqwrite1m]
-#                (verify is not in the default set: it measures correctness, not speed)
+#   JOBS         jobs to run, in order [randread4k randwrite4k randrw4k seqread1m seqwrite1m verify]
+#                (bench/run.sh runs one job at a time and leaves verify out: it
+#                checks correctness, its numbers are not comparable)
 #   RUNTIME      seconds per timed job [7]
 #   RAMP         seconds of ramp before measuring (fio ramp_time) [1]
 #   DIRECT       1 = O_DIRECT [1], 0 = buffered. When TARGET exists and does not
@@ -59,7 +60,7 @@ TARGET=$1 LABEL=$2 SIZE=${3:-1G}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 JOBDIR=${JOBDIR:-$HERE/jobs}
-JOBS=${JOBS:-"randread4k randwrite4k randrw4k seqread1m seqwrite1m"}
+JOBS=${JOBS:-"randread4k randwrite4k randrw4k seqread1m seqwrite1m verify"}
 RUNTIME=${RUNTIME:-7}
 RAMP=${RAMP:-1}
 DIRECT=${DIRECT:-1}
