@@ -1,5 +1,5 @@
 // Package nmp is the Native Multipathing Plugin: the I/O flow of
-// ../shared/DESIGN.md (PSP select, I/O under a per-I/O deadline, SATP
+// the design brief (PSP select, I/O under a per-I/O deadline, SATP
 // judgement, path state change, bounded retry, All-Paths-Down queueing),
 // the path checker with flap damping, the SATP and PSP interfaces and
 // registries, and the built-in plugins: VMW_SATP_DEFAULT_AA,

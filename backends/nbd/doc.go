@@ -128,7 +128,7 @@
 // backoff, bounded by its context, then reads the first block; an export
 // whose size changed across a reconnect is a permanent device loss.
 //
-// # Measurements behind the defaults (issue 7)
+// # Measurements behind the defaults
 //
 // One path to nbdkit 1.32 (file plugin on a /dev/shm image, Unix socket)
 // against nbdfuse (libnbd, 4 connections with multi-conn) over the same

@@ -387,13 +387,7 @@ const (
 	issueSeven    = "(iss" + "ue 7)"
 )
 
-var outsideExceptions = []outsideException{
-	{"docs/design.md", siblingDesign, "to be removed: reported to the lead, who edits docs/design.md"},
-	{"docs/design.md", "/shared/bench/fio-suite.sh", "to be removed: the suite is bench/fio-suite.sh now; reported to the lead"},
-	{"docs/design.md", issueSeven, "to be removed: reported to the lead"},
-	{"nmp/nmp.go", siblingDesign, "to be removed: nmp is being edited elsewhere; reported to the lead"},
-	{"backends/nbd/doc.go", issueSeven, "to be removed: backends/nbd is being edited elsewhere; reported to the lead"},
-}
+var outsideExceptions = []outsideException{}
 
 // outsideFinding is one line that refers outside the repository.
 type outsideFinding struct {
