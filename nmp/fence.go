@@ -65,7 +65,7 @@ type ambiguous struct {
 }
 
 func (a *ambiguous) overlaps(off, n int64) bool {
-	return off < a.off+a.n && a.off < off+n
+	return n > 0 && off < a.off+a.n && a.off < off+n
 }
 
 // fencing is a device's set of ambiguous ranges.
@@ -105,6 +105,9 @@ func (d *Device) noteAttempt(path *mpath.Path, op mpath.OpKind, off, length int6
 		waiting = "`mpathfs path fence " + path.Name + "` (the transport gives no proof)"
 	} else {
 		return
+	}
+	if length <= 0 {
+		return // an empty range overlaps nothing
 	}
 	if path.Quiesce > 0 {
 		waiting += fmt.Sprintf(", or the path's quiesce time (%v)", path.Quiesce)

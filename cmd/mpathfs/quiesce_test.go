@@ -1,11 +1,15 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/mpath"
 )
 
 // TestConfigQuiesce: a path's quiesce time is accepted as a YAML field or
@@ -30,4 +34,19 @@ func TestConfigQuiesce(t *testing.T) {
 		_, err := ParseConfig("t.yaml", []byte(bad))
 		assert.ErrorContains(t, err, want)
 	}
+}
+
+// TestStatusShowsAmbiguous: the text status lists a device's ambiguous
+// write ranges, expired ones marked.
+func TestStatusShowsAmbiguous(t *testing.T) {
+	st := control.Status{Devices: []mpath.DeviceStatus{{Name: "d0", Size: 1 << 20, Ambiguous: []mpath.AmbiguousRange{
+		{Path: "A", Op: "write", Offset: 4096, Length: 4096, Age: "3s", WaitingFor: "the late reply"},
+		{Path: "A", Op: "discard", Offset: 0, Length: 512, Age: "2m30s", WaitingFor: "`mpathfs path fence A`", Expired: true},
+	}}}}
+	var b strings.Builder
+	printTopology(&b, st)
+	out := b.String()
+	assert.Contains(t, out, "ambiguous writes=2 ")
+	assert.Contains(t, out, "! A write bytes 4096+4096 for 3s, waiting for the late reply\n")
+	assert.Contains(t, out, "! A discard bytes 0+512 for 2m30s, waiting for `mpathfs path fence A` EXPIRED: overlapping writes fail with EIO\n")
 }
