@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,7 +150,7 @@ func (f *fenceFake) land() int {
 	return len(held)
 }
 
-// landOne executes one held operation (by index), or drops it.
+// settleOne executes one held operation (by index), or drops it.
 func (f *fenceFake) settleOne(i int, execute bool) {
 	f.mu.Lock()
 	h := f.held[i]
@@ -161,6 +162,14 @@ func (f *fenceFake) settleOne(i int, execute bool) {
 		}
 		close(h.done)
 	})
+}
+
+// settleAt settles the held operation at off (executing it or not).
+func (f *fenceFake) settleAt(off int64, execute bool) {
+	f.mu.Lock()
+	i := slices.IndexFunc(f.held, func(h *fenceHeld) bool { return h.off == off })
+	f.mu.Unlock()
+	f.settleOne(i, execute)
 }
 
 func (f *fenceFake) heldCount() int {
@@ -643,4 +652,51 @@ func BenchmarkWriteHealthy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestFenceManyRanges: a write overlapping two ambiguous ranges waits for
+// both; a held write-zeroes is ambiguous like a write; a write whose caller
+// gave up still leaves its range; a removed path's ranges can be fenced by
+// its name.
+func TestFenceManyRanges(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newFenceRig(t, nil)
+		r.a.setMode(fenceHoldPending)
+		w1 := r.goWrite(0, fenceFill(1, 4096))
+		wz := r.goZero(8192, 4096)
+		ctx, cancel := context.WithCancel(context.Background())
+		gaveUp := make(chan error, 1)
+		go func() {
+			_, err := r.d.WriteAt(ctx, fenceFill(5, 512), 65536)
+			gaveUp <- err
+		}()
+		synctest.Wait()
+		cancel() // the caller leaves while A holds its write
+		assert.ErrorIs(t, <-gaveUp, context.Canceled)
+		time.Sleep(fenceIOTimeout + time.Millisecond)
+		amb := r.d.Status().Ambiguous
+		require.Len(t, amb, 3)
+		ops := map[string]int64{}
+		for _, a := range amb {
+			ops[a.Op] += a.Length
+		}
+		assert.Equal(t, map[string]int64{"write": 4096 + 512, "write-zeroes": 4096}, ops)
+
+		w2 := r.goWrite(2048, fenceFill(2, 8192)) // overlaps the write and the write-zeroes
+		require.True(t, fenceWaiting(t, w2))
+		r.a.settleAt(0, true) // w1's copy lands
+		require.NoError(t, <-w1)
+		require.True(t, fenceWaiting(t, w2), "released while the write-zeroes may still land")
+		require.NoError(t, r.d.RemovePath("A"))
+		n, err := r.d.FencePath("A")
+		require.NoError(t, err)
+		assert.Equal(t, 2, n)
+		require.NoError(t, <-w2)
+		require.NoError(t, <-wz)
+		// w2 and the retry of wz ran concurrently: only where one of them
+		// alone wrote is the content known.
+		assert.Equal(t, fenceFill(2, 6144), r.store.get(2048, 6144))
+		assert.Equal(t, make([]byte, 2048), r.store.get(10240, 2048))
+		assert.Empty(t, r.d.Status().Ambiguous)
+	})
 }
