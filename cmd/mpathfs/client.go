@@ -129,6 +129,9 @@ func printTopology(w io.Writer, st control.Status) {
 				if p.Admin == "off" {
 					extra += " admin=off"
 				}
+				if p.Quiesce != "" {
+					extra += " quiesce=" + p.Quiesce
+				}
 				fmt.Fprintf(w, "%s %s %s %-8s reads=%d writes=%d errors=%d%s %s\n", pad, pb, p.Name, p.State, p.Reads, p.Writes, p.Errors, extra, p.URI)
 			}
 		}
