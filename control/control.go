@@ -166,6 +166,19 @@ type (
 		Path string `json:"path"`
 		ID   int    `json:"id"`
 	}
+	// PathFenceRequest is the operator's confirmation that nothing sent on
+	// a path can land any more (its server is dead, fenced or reset).
+	PathFenceRequest struct {
+		Path string `json:"path"`
+	}
+	// PathFenceReply says how many ambiguous ranges the fence resolved and
+	// which the device still has (left by other paths).
+	PathFenceReply struct {
+		Device    string                 `json:"device"`
+		Path      string                 `json:"path"`
+		Resolved  int                    `json:"resolved"`
+		Ambiguous []mpath.AmbiguousRange `json:"ambiguous"`
+	}
 )
 
 // ErrorReply is the body of every non-2xx reply.
@@ -229,6 +242,7 @@ func (s *Server) mux() http.Handler {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /v1/status", s.status)
 	m.HandleFunc("POST /v1/path/admin", s.pathAdmin)
+	m.HandleFunc("POST /v1/path/fence", s.pathFence)
 	m.HandleFunc("POST /v1/fault/inject", s.faultInject)
 	m.HandleFunc("POST /v1/fault/clear", s.faultClear)
 	m.HandleFunc("GET /v1/fault/list", s.faultList)
@@ -331,6 +345,44 @@ func (s *Server) pathAdmin(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	Reply(w, p.Status())
+}
+
+// FencePath resolves every ambiguous write range a path left (see
+// nmp.Device.FencePath). A path removed from its device is found by the
+// ranges it left.
+func (r *Runtime) FencePath(name string) (PathFenceReply, error) {
+	d, p, err := r.FindPath(name)
+	if err == nil {
+		n, err := d.FencePath(p.Name)
+		return PathFenceReply{Device: d.Name(), Path: p.Name, Resolved: n, Ambiguous: ambiguousOf(d)}, err
+	}
+	for _, d := range r.Devices() {
+		if n, ferr := d.FencePath(name); ferr == nil {
+			return PathFenceReply{Device: d.Name(), Path: name, Resolved: n, Ambiguous: ambiguousOf(d)}, nil
+		}
+	}
+	return PathFenceReply{}, err
+}
+
+func ambiguousOf(d *nmp.Device) []mpath.AmbiguousRange {
+	if a := d.Ambiguous(); a != nil {
+		return a
+	}
+	return []mpath.AmbiguousRange{}
+}
+
+func (s *Server) pathFence(w http.ResponseWriter, req *http.Request) {
+	var r PathFenceRequest
+	if err := Decode(req, &r); err != nil {
+		ReplyError(w, err)
+		return
+	}
+	reply, err := s.rt.FencePath(r.Path)
+	if err != nil {
+		ReplyError(w, err)
+		return
+	}
+	Reply(w, reply)
 }
 
 func (s *Server) faultInject(w http.ResponseWriter, req *http.Request) {

@@ -55,6 +55,8 @@ type DeviceStatus struct {
 	Failovers  uint64       `json:"failovers"`
 	APDEntries uint64       `json:"apd_entries"`
 	QueueDepth int64        `json:"queue_depth"`
+	// Ambiguous are the write ranges no write may overlap yet (fencing).
+	Ambiguous []AmbiguousRange `json:"ambiguous,omitempty"`
 }
 
 // DeviceOpts are the engine's timing knobs, as status prints them.

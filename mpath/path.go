@@ -102,6 +102,12 @@ type Path struct {
 	Transport string // file, nbd, block
 	Backend   backends.Backend
 	Inquiry   backends.Inquiry
+	// Quiesce is the path's quiesce time (NVMe's CQT in spirit): the server
+	// behind it is known to drop or finish every request within this long
+	// after the client gave up on it, so a write that timed out on the
+	// path cannot land later than that. 0 (the default): no such promise.
+	// Set before the path joins a device; never changed afterwards.
+	Quiesce time.Duration
 
 	state atomic.Uint32
 	// pdl marks a permanent device loss seen on this path.
@@ -248,6 +254,7 @@ type PathStatus struct {
 	AvgLatencyU float64           `json:"avg_latency_us"`
 	MaxLatencyU float64           `json:"max_latency_us"`
 	PDL         bool              `json:"pdl,omitempty"`
+	Quiesce     string            `json:"quiesce,omitempty"`
 	HeldDown    bool              `json:"held_down,omitempty"`
 	Vendor      string            `json:"vendor,omitempty"`
 	Model       string            `json:"model,omitempty"`
@@ -283,6 +290,9 @@ func (p *Path) Status() PathStatus {
 	if p.AdminOff() {
 		st.Admin = "off"
 	}
+	if p.Quiesce > 0 {
+		st.Quiesce = p.Quiesce.String()
+	}
 	if n := p.Completions.Load(); n > 0 {
 		st.AvgLatencyU = float64(p.LatencyNs.Load()) / float64(n) / 1e3
 	}
@@ -296,4 +306,68 @@ func (p *Path) Status() PathStatus {
 		}
 	}
 	return st
+}
+
+// AmbiguousRange is a byte range a write-class operation left ambiguous:
+// it failed on Path in a way that lets it still land on the store (a
+// transport's pending operation, or a timeout with no proof). No write that
+// overlaps it is issued until it is resolved.
+type AmbiguousRange struct {
+	Path       string    `json:"path"`
+	Op         string    `json:"op"` // write, discard, write-zeroes
+	Offset     int64     `json:"offset"`
+	Length     int64     `json:"length"`
+	Since      time.Time `json:"since"`
+	Age        string    `json:"age"`
+	WaitingFor string    `json:"waiting_for"`
+	// Expired: older than the device's APD timeout; writes overlapping it
+	// fail with EIO until it is resolved.
+	Expired bool `json:"expired,omitempty"`
+}
+
+// QuiesceParam is the path URI query parameter that sets a path's quiesce
+// time (nbd://host/export?quiesce=2s).
+const QuiesceParam = "quiesce"
+
+// SplitQuiesce takes the quiesce parameter out of a path URI, so the
+// backend's opener never sees it: it returns the URI without it and the
+// duration (0 when absent). Other query parameters are kept as written.
+func SplitQuiesce(uri string) (string, time.Duration, error) {
+	i := strings.IndexByte(uri, '?')
+	if i < 0 || !strings.Contains(uri, "://") {
+		return uri, 0, nil
+	}
+	base, query, frag := uri[:i], uri[i+1:], ""
+	if j := strings.IndexByte(query, '#'); j >= 0 {
+		query, frag = query[:j], query[j:]
+	}
+	var keep []string
+	var q time.Duration
+	found := false
+	for _, kv := range strings.Split(query, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		if k != QuiesceParam {
+			if kv != "" {
+				keep = append(keep, kv)
+			}
+			continue
+		}
+		if found {
+			return "", 0, fmt.Errorf("path URI %q: %s given twice", uri, QuiesceParam)
+		}
+		found = true
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return "", 0, fmt.Errorf("path URI %q: %s=%q is not a positive duration (e.g. 2s, 500ms)", uri, QuiesceParam, v)
+		}
+		q = d
+	}
+	if !found {
+		return uri, 0, nil
+	}
+	out := base
+	if len(keep) > 0 {
+		out += "?" + strings.Join(keep, "&")
+	}
+	return out + frag, q, nil
 }

@@ -69,6 +69,7 @@ func (d *Device) Status() mpath.DeviceStatus {
 		}
 		st.Paths = append(st.Paths, ps)
 	}
+	st.Ambiguous = d.Ambiguous()
 	return st
 }
 

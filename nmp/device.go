@@ -48,6 +48,9 @@ type Device struct {
 	queueDepth atomic.Int64
 	ioSeq      atomic.Uint64
 
+	// fence holds the ranges failed writes left ambiguous (fence.go).
+	fence fencing
+
 	mu struct {
 		sync.Mutex
 		paths    []*mpath.Path
@@ -335,6 +338,16 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 	}
 	attempts := 0
 	for {
+		// Fencing: a write-class operation never overlaps a range an
+		// earlier write may still land on. One atomic load when none is.
+		if writeClass(op) && d.fence.active.Load() != 0 {
+			if err := d.awaitFence(ctx, op, off, length); err != nil {
+				if tr != nil {
+					tr.finish(err)
+				}
+				return 0, err
+			}
+		}
 		v := d.view.Load()
 		path, reason := d.psp.Load().psp.Select(v, op, int(length))
 		if path == nil {
@@ -461,6 +474,9 @@ func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p 
 			path.MarkDirty()
 		}
 		return n, nil
+	}
+	if writeClass(op) {
+		d.noteAttempt(path, op, off, length, err, timedOut)
 	}
 	if timedOut {
 		if a, ok := backends.As[backends.Aborter](b); ok {
@@ -688,6 +704,7 @@ func (d *Device) Close() error {
 	close(d.stop)
 	paths := d.mu.paths
 	d.mu.Unlock()
+	d.closeFence()
 	d.wg.Wait()
 	var first error
 	for _, p := range paths {

@@ -117,6 +117,16 @@ func build(ctx context.Context, cfg *Config, events *mpath.Events) (_ *built, er
 		injectors := map[string]*fault.Backend{}
 		synthetic := ""
 		for pi, pc := range dc.Paths {
+			// The quiesce time is the NMP's, not the backend's: the
+			// opener never sees it.
+			clean, quiesce, err := mpath.SplitQuiesce(pc.URI)
+			if err != nil {
+				return nil, fmt.Errorf("device %s: %v", dc.Name, err)
+			}
+			if quiesce == 0 {
+				quiesce = time.Duration(pc.Quiesce)
+			}
+			pc.URI = clean
 			octx, cancel := context.WithTimeout(ctx, openTimeout)
 			b, err := backends.Open(octx, pc.URI)
 			cancel()
@@ -136,7 +146,7 @@ func build(ctx context.Context, cfg *Config, events *mpath.Events) (_ *built, er
 				}
 			}
 			fb := fault.Wrap(b, uint64(di)<<32|uint64(pi)+1)
-			p := &mpath.Path{Name: pc.Name, URI: pc.URI, Location: loc, Transport: u.Scheme, Backend: fb}
+			p := &mpath.Path{Name: pc.Name, URI: pc.URI, Location: loc, Transport: u.Scheme, Backend: fb, Quiesce: quiesce}
 			if strings.HasPrefix(u.Scheme, "nbd") {
 				p.Transport = "nbd"
 			}

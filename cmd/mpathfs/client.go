@@ -87,6 +87,7 @@ func printTopology(w io.Writer, st control.Status) {
 			apd = "yes, since " + d.APDSince.Format(time.RFC3339)
 		}
 		fmt.Fprintf(w, "all-paths-down=%s failovers=%d queue=%d\n", apd, d.Failovers, d.QueueDepth)
+		printAmbiguous(w, d.Ambiguous)
 		groups := map[int][]mpath.PathStatus{}
 		var order []int
 		for _, p := range d.Paths {
@@ -128,23 +129,73 @@ func printTopology(w io.Writer, st control.Status) {
 				if p.Admin == "off" {
 					extra += " admin=off"
 				}
+				if p.Quiesce != "" {
+					extra += " quiesce=" + p.Quiesce
+				}
 				fmt.Fprintf(w, "%s %s %s %-8s reads=%d writes=%d errors=%d%s %s\n", pad, pb, p.Name, p.State, p.Reads, p.Writes, p.Errors, extra, p.URI)
 			}
 		}
 	}
 }
 
+// printAmbiguous lists a device's ambiguous write ranges (fencing): no
+// write overlapping one is issued until it is resolved.
+func printAmbiguous(w io.Writer, amb []mpath.AmbiguousRange) {
+	if len(amb) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "ambiguous writes=%d (overlapping writes wait; `mpathfs path fence PATH` confirms a path dead)\n", len(amb))
+	for _, a := range amb {
+		extra := ""
+		if a.Expired {
+			extra = " EXPIRED: overlapping writes fail with EIO"
+		}
+		fmt.Fprintf(w, "  ! %s %s bytes %d+%d for %s, waiting for %s%s\n", a.Path, a.Op, a.Offset, a.Length, a.Age, a.WaitingFor, extra)
+	}
+}
+
 func cmdPath(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return usagef("want `path list` or `path set --state on|off PATH`")
+		return usagef("want `path list`, `path set --state on|off PATH` or `path fence PATH`")
 	}
 	switch args[0] {
 	case "list":
 		return cmdPathList(args[1:], stdout)
 	case "set":
 		return cmdPathSet(args[1:], stdout)
+	case "fence":
+		return cmdPathFence(args[1:], stdout)
 	}
-	return usagef("unknown path subcommand %q (want list or set)", args[0])
+	return usagef("unknown path subcommand %q (want list, set or fence)", args[0])
+}
+
+// cmdPathFence is the operator's confirmation that nothing sent on a path
+// can land any more: its ambiguous write ranges are resolved and the writes
+// waiting on them go on.
+func cmdPathFence(args []string, stdout io.Writer) error {
+	fs := newFlags("path fence", "path fence [--json] [--control S] PATH")
+	ctl := fs.String("control", "", "control socket")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("give exactly one PATH (a runtime name from `mpathfs path list`) whose server is confirmed dead, fenced or reset")
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
+	}
+	var reply control.PathFenceReply
+	if err := c.Post(context.Background(), "/v1/path/fence", control.PathFenceRequest{Path: pos[0]}, &reply); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, reply)
+	}
+	fmt.Fprintf(stdout, "%s: fenced; %d ambiguous write range(s) resolved; device %s has %d left\n", reply.Path, reply.Resolved, reply.Device, len(reply.Ambiguous))
+	return nil
 }
 
 // PathListEntry is one path of `path list --json`.

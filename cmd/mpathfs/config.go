@@ -86,6 +86,11 @@ type PathConfig struct {
 	Rank int `yaml:"rank"`
 	// Faults are injected when the mount starts, in `fault inject` syntax.
 	Faults []string `yaml:"faults"`
+	// Quiesce is the path's quiesce time: its server is known to drop or
+	// finish a request within this long after the client gave up on it, so
+	// a write that timed out on the path stops blocking overlapping writes
+	// then. Also as the URI query parameter quiesce=D. Default off.
+	Quiesce Duration `yaml:"quiesce"`
 }
 
 // Duration is a time.Duration written as "5s" in YAML.
@@ -182,7 +187,14 @@ func (c *Config) Validate() error {
 			if p.URI == "" {
 				return fmt.Errorf("%s has no uri", pw)
 			}
-			if _, err := backends.ParseURI(p.URI); err != nil {
+			clean, q, err := mpath.SplitQuiesce(p.URI)
+			if err != nil {
+				return fmt.Errorf("%s: %v", pw, err)
+			}
+			if q > 0 && p.Quiesce > 0 {
+				return fmt.Errorf("%s: quiesce given both in the uri and as quiesce: keep one", pw)
+			}
+			if _, err := backends.ParseURI(clean); err != nil {
 				return fmt.Errorf("%s: %v", pw, err)
 			}
 			if p.Location != "" {

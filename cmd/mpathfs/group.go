@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/mpath"
 )
 
 type wwidGroup struct {
@@ -20,7 +21,12 @@ func groupByWWID(uris []string) ([]wwidGroup, error) {
 	idx := map[string]int{}
 	for _, uri := range uris {
 		ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
-		b, err := backends.Open(ctx, uri)
+		clean, _, err := mpath.SplitQuiesce(uri)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("path %s: %v", uri, err)
+		}
+		b, err := backends.Open(ctx, clean)
 		if err != nil {
 			cancel()
 			return nil, fmt.Errorf("path %s: %v", uri, err)

@@ -10,6 +10,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/mpath"
 )
 
 func runCmd(name string, args ...string) (string, error) {
@@ -297,4 +303,29 @@ devices:
 	if err == nil || !strings.Contains(string(out), "reserved") {
 		t.Errorf("a claim rule in the reserved range: %v %s", err, out)
 	}
+}
+
+// TestPathFenceCLI: `path fence` answers on a running mount (healthy paths
+// leave nothing to resolve), a path's quiesce time given in its URI shows
+// in status and never reaches the backend, and an unknown path is an error.
+func TestPathFenceCLI(t *testing.T) {
+	st := store(t, 16<<20)
+	m := startMount(t, "--name", "d0", "--path", "file://"+st+"?quiesce=2s", "--path", st)
+	status := m.status()
+	require.Len(t, status.Devices, 1)
+	require.Len(t, status.Devices[0].Paths, 2)
+	p := status.Devices[0].Paths[0]
+	assert.Equal(t, "2s", p.Quiesce)
+	assert.Equal(t, "file://"+st, p.URI)
+	assert.Empty(t, status.Devices[0].Ambiguous)
+
+	out := m.mustCtl("path", "fence", p.Name)
+	assert.Contains(t, out, p.Name+": fenced; 0 ambiguous write range(s) resolved")
+	var reply control.PathFenceReply
+	require.NoError(t, json.Unmarshal([]byte(m.mustCtl("path", "fence", "--json", p.Name)), &reply))
+	assert.Equal(t, control.PathFenceReply{Device: "d0", Path: p.Name, Resolved: 0, Ambiguous: []mpath.AmbiguousRange{}}, reply)
+	out, err := m.ctl("path", "fence", "no-such-path")
+	require.Error(t, err)
+	assert.Contains(t, out, "no path \"no-such-path\"")
+	m.stopClean(t)
 }
