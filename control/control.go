@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -175,45 +174,20 @@ type ErrorReply struct {
 
 // Server serves the control API on a Unix socket.
 type Server struct {
-	rt   *Runtime
-	ln   net.Listener
-	srv  *http.Server
-	path string
-}
-
-// Listen creates the socket (mode 0600; its directory is created) and
-// starts serving. A stale socket left by a crash is replaced; a live one is
-// an error.
-func Listen(path string, rt *Runtime) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if _, err := os.Stat(path); err == nil {
-		c, derr := net.DialTimeout("unix", path, time.Second)
-		if derr == nil {
-			c.Close()
-			return nil, fmt.Errorf("control socket %s is in use by a running mpathfs: stop it or give another --control", path)
-		}
-		os.Remove(path)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	s := &Server{rt: rt, ln: ln, path: path}
-	s.srv = &http.Server{Handler: s.mux(), ReadHeaderTimeout: 10 * time.Second}
-	go s.srv.Serve(ln)
-	return s, nil
+	rt    *Runtime
+	ln    net.Listener
+	srv   *http.Server
+	path  string
+	id    fileID                // the socket file Listen created
+	owner uint32                // the daemon's uid: with root, the only one served
+	allow func(uid uint32) bool // tests: replaces the uid check
 }
 
 // Path is the socket's path.
 func (s *Server) Path() string { return s.path }
 
-// Close stops serving and removes the socket.
+// Close stops serving and removes the socket (if it is still the one
+// Listen created).
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -221,7 +195,7 @@ func (s *Server) Close() error {
 	if err != nil {
 		s.srv.Close()
 	}
-	os.Remove(s.path)
+	removeOwn(s.path, s.id)
 	return nil
 }
 
