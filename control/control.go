@@ -420,20 +420,19 @@ func (s *Server) events(w http.ResponseWriter, req *http.Request) {
 	streamJSON(w, req, sub.C)
 }
 
-// trace streams a device's per-I/O trace as JSON lines. If the device has
-// no tracer one is attached for the duration of the stream.
+// trace streams a device's per-I/O trace as JSON lines. The stream
+// shares the device's tracer with every other reader (attaching an
+// asynchronous one while there is none, detached after the last reader
+// left), so clients never cut each other off. A slow client misses
+// records; the I/O never waits for it.
 func (s *Server) trace(w http.ResponseWriter, req *http.Request) {
 	d, err := s.rt.Device(req.URL.Query().Get("device"))
 	if err != nil {
 		ReplyError(w, err)
 		return
 	}
-	t := d.Tracer()
-	if t == nil {
-		t = nmp.NewTracer(4096, nil)
-		d.SetTracer(t)
-		defer d.SetTracer(nil)
-	}
+	t, release := d.ShareTracer()
+	defer release()
 	c := t.Subscribe(4096)
 	defer t.Unsubscribe(c)
 	streamJSON(w, req, c)
