@@ -38,7 +38,7 @@ var ErrSocketInUse = errors.New("is in use by a running mpathfs: stop it or give
 
 // ErrNotSocket is returned by Listen when the socket's path exists and is
 // not a socket; it is left alone.
-var ErrNotSocket = errors.New("exists and is not a socket: refusing to replace it (remove it yourself or give another --control)")
+var ErrNotSocket = errors.New("exists and is not a socket")
 
 // Listen creates the socket (mode 0600; missing parent directories are
 // created, mode 0755, so that other users reach the socket and are refused
@@ -113,7 +113,7 @@ func listenUnix(path string) (*net.UnixListener, fileID, error) {
 		ln.Close()
 		if errors.Is(err, fs.ErrExist) {
 			// Someone created something at path since clearStale.
-			return fail(fmt.Errorf("appeared while the socket was being created: %w", ErrNotSocket))
+			return fail(fmt.Errorf("%w (it appeared while the socket was being created): refusing to replace it", ErrNotSocket))
 		}
 		return fail(err)
 	}
@@ -150,7 +150,7 @@ func clearStale(path string) error {
 		return err
 	}
 	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("%s (%s): %w", path, kindOf(fi), ErrNotSocket)
+		return fmt.Errorf("%w (%s): refusing to replace it; remove it yourself or give another --control", ErrNotSocket, kindOf(fi))
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
@@ -248,7 +248,11 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			replyErr(w, http.StatusForbidden, fmt.Errorf("mpathfs control socket %s: cannot read the caller's credentials (%v): refused", s.path, p.err))
 			return
 		case !s.allowed(p.cred.Uid):
-			replyErr(w, http.StatusForbidden, fmt.Errorf("mpathfs control socket %s: permission denied for uid %d: only root and uid %d (who started the mount) may use it", s.path, p.cred.Uid, s.owner))
+			who := "only root (who started the mount) may use it"
+			if s.owner != 0 {
+				who = fmt.Sprintf("only root and uid %d (who started the mount) may use it", s.owner)
+			}
+			replyErr(w, http.StatusForbidden, fmt.Errorf("mpathfs control socket %s: permission denied for uid %d: %s", s.path, p.cred.Uid, who))
 			return
 		}
 		next.ServeHTTP(w, req)

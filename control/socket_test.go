@@ -170,7 +170,7 @@ func TestPeerCredentialCheck(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.Status(context.Background())
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "only root and uid")
+	assert.Contains(t, err.Error(), "permission denied for uid")
 }
 
 func unixHTTP(sock string) *http.Client {
