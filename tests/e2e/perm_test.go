@@ -198,3 +198,69 @@ func TestControlSocketPath(t *testing.T) {
 		assert.True(t, os.IsNotExist(err), "the socket is removed on exit")
 	})
 }
+
+// TestTraceFileAndClients: `--trace` refuses to write through a symlink
+// planted at its path; a trace file it creates is 0600 and gets one JSON
+// line per I/O; two `mpathfs trace` clients at once both get records.
+func TestTraceFileAndClients(t *testing.T) {
+	need(t, "root", "/dev/fuse", "fusermount3", "dd")
+	dir := t.TempDir()
+	st := store(t, 16<<20)
+
+	victim := filepath.Join(dir, "victim")
+	require.NoError(t, os.WriteFile(victim, []byte("keep"), 0o644))
+	link := filepath.Join(dir, "trace-link")
+	require.NoError(t, os.Symlink(victim, link))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mnt := filepath.Join(dir, "refused-mnt")
+	b, err := exec.CommandContext(ctx, binary, "mount", "--control", filepath.Join(dir, "r.sock"), "--trace", link, "--name", "d1", "--path", st, mnt).CombinedOutput()
+	if isMounted(mnt) {
+		exec.Command("fusermount3", "-u", "-z", mnt).Run()
+	}
+	require.Error(t, err, "mount with --trace at a symlink:\n%s", b)
+	assert.Contains(t, string(b), "symbolic link")
+	vb, err := os.ReadFile(victim)
+	require.NoError(t, err)
+	assert.Equal(t, "keep", string(vb))
+
+	trace := filepath.Join(dir, "t.jsonl")
+	m := startMountAt(t, filepath.Join(dir, "mnt"), "--name", "d0", "--path", st, "--trace", trace)
+	fi, err := os.Stat(trace)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+
+	// Two trace clients, each waiting for 3 records, while I/O runs.
+	type res struct {
+		out string
+		err error
+	}
+	results := make(chan res, 2)
+	for range 2 {
+		go func() {
+			out, err := exec.CommandContext(ctx, binary, "trace", "--control", m.socket, "--count", "3", "d0").CombinedOutput()
+			results <- res{string(out), err}
+		}()
+	}
+	got := 0
+	for got < 2 {
+		select {
+		case r := <-results:
+			require.NoError(t, r.err, r.out)
+			assert.Equal(t, 3, strings.Count(r.out, `"op":`), r.out)
+			got++
+		case <-ctx.Done():
+			t.Fatal("the trace clients did not get their records")
+		default:
+			out, err := exec.Command("dd", "if="+m.file("d0"), "of=/dev/null", "bs=4096", "count=4", "iflag=direct").CombinedOutput()
+			require.NoError(t, err, string(out))
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	m.stopClean(t)
+	tb, err := os.ReadFile(trace)
+	require.NoError(t, err)
+	assert.Greater(t, strings.Count(string(tb), "\n"), 0)
+	assert.Contains(t, string(tb), `"op":"read"`)
+	assert.NotContains(t, m.out.String(), "dropped")
+}
