@@ -25,6 +25,9 @@ type Client struct {
 // Dial returns a client for the socket; it checks the socket exists.
 func Dial(socket string) (*Client, error) {
 	if _, err := os.Stat(socket); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("control socket %s: permission denied (a directory on the way is closed to you): only root and the user who started the mount may use it", socket)
+		}
 		return nil, fmt.Errorf("no mpathfs control socket at %s: is `mpathfs mount` running? (give --control PATH or set MPATHFS_CONTROL)", socket)
 	}
 	tr := &http.Transport{

@@ -1,5 +1,6 @@
-// Package control is mpathfs's control API: a Unix socket (mode 0600)
-// speaking HTTP with JSON bodies, through which the `mpathfs` command and
+// Package control is mpathfs's control API: a Unix socket (mode 0600,
+// served to root and the daemon's user only; see socket.go) speaking HTTP
+// with JSON bodies, through which the `mpathfs` command and
 // scripts read status, switch paths, inject faults, change policies and
 // follow the event and trace streams of a running mount. It is its own
 // folder because it belongs to no layer: it drives them all.

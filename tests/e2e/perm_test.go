@@ -132,6 +132,22 @@ func TestPermissions(t *testing.T) {
 		assert.Contains(t, out, "permission denied for uid "+nobodyUID)
 	})
 
+	t.Run("socket-closed-directory", func(t *testing.T) {
+		// The same socket reached through a directory closed to nobody
+		// (a second hard link in a 0700 directory): refused by the
+		// directory, with a message that says so.
+		closed := filepath.Join(dir, "closed")
+		require.NoError(t, os.Mkdir(closed, 0o700))
+		alias := filepath.Join(closed, "ctl.sock")
+		require.NoError(t, os.Link(sock, alias))
+		defer os.Remove(alias)
+		out, err := asNobody(t, bin, "status", "--control", alias)
+		t.Logf("nobody, closed directory: %s", strings.TrimSpace(out))
+		assert.Error(t, err, "nobody got a status:\n%s", out)
+		assert.Contains(t, out, "permission denied")
+		assert.Contains(t, out, "directory")
+	})
+
 	// Root still is served.
 	out := m.mustCtl("status")
 	assert.Contains(t, out, "d0")
