@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends/fault"
@@ -179,9 +180,9 @@ type Server struct {
 	ln    net.Listener
 	srv   *http.Server
 	path  string
-	id    fileID                // the socket file Listen created
-	owner uint32                // the daemon's uid: with root, the only one served
-	allow func(uid uint32) bool // tests: replaces the uid check
+	id    fileID                                // the socket file Listen created
+	owner uint32                                // the daemon's uid: with root, the only one served
+	allow atomic.Pointer[func(uid uint32) bool] // tests: replaces the uid check
 }
 
 // Path is the socket's path.

@@ -232,8 +232,8 @@ func peerOf(c net.Conn) peer {
 // allowed reports whether uid may use the socket: root and the user the
 // daemon runs as.
 func (s *Server) allowed(uid uint32) bool {
-	if s.allow != nil {
-		return s.allow(uid)
+	if f := s.allow.Load(); f != nil {
+		return (*f)(uid)
 	}
 	return uid == 0 || uid == s.owner
 }

@@ -156,7 +156,8 @@ func TestPeerCredentialCheck(t *testing.T) {
 	// The same connection path as a foreign user would take (the e2e
 	// test does it with a real other user): every endpoint refuses with a
 	// 403 and a message.
-	s.allow = func(uint32) bool { return false }
+	deny := func(uint32) bool { return false }
+	s.allow.Store(&deny)
 	for _, u := range []string{"/v1/status", "/debug/pprof/", "/v1/trace?device=x", "/nope"} {
 		resp, err := hc.Get("http://x" + u)
 		require.NoError(t, err)
