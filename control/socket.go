@@ -71,6 +71,10 @@ func idOf(fi fs.FileInfo) fileID {
 	return fileID{}
 }
 
+// maxSunPath is the longest socket path bind(2) takes (sun_path holds
+// 108 bytes with the terminating NUL).
+const maxSunPath = 107
+
 // listenUnix binds a Unix socket at path without a moment in which it is
 // reachable with a wider mode than 0600.
 func listenUnix(path string) (*net.UnixListener, fileID, error) {
@@ -84,7 +88,7 @@ func listenUnix(path string) (*net.UnixListener, fileID, error) {
 	if err := clearStale(path); err != nil {
 		return fail(err)
 	}
-	tmpDir, err := os.MkdirTemp(dir, ".mpathfs-sock-")
+	tmpDir, err := os.MkdirTemp(dir, ".mpathfs-")
 	if err != nil {
 		return fail(err)
 	}
@@ -93,7 +97,19 @@ func listenUnix(path string) (*net.UnixListener, fileID, error) {
 		return fail(err)
 	}
 	tmp := filepath.Join(tmpDir, "s")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	bindName := tmp
+	if len(tmp) > maxSunPath && len(path) <= maxSunPath {
+		// The detour through the private directory must not make a
+		// path that fits too long: bind through the directory's
+		// descriptor instead (/proc/self/fd/N/s).
+		dfd, err := unix.Open(tmpDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(err)
+		}
+		defer unix.Close(dfd)
+		bindName = fmt.Sprintf("/proc/self/fd/%d/s", dfd)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bindName, Net: "unix"})
 	if err != nil {
 		return fail(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,4 +234,22 @@ func TestClearStaleErrors(t *testing.T) {
 	err := clearStale(f)
 	assert.True(t, errors.Is(err, ErrNotSocket))
 	assert.Contains(t, err.Error(), "a regular file")
+}
+
+// TestListenLongPath: a socket path that fits sun_path works even when
+// the private directory it is born in would make the path too long.
+func TestListenLongPath(t *testing.T) {
+	dir := shortDir(t)
+	// dir + "/" + name = 107 bytes: the longest that fits.
+	name := strings.Repeat("x", 107-len(dir)-1)
+	p := filepath.Join(dir, name)
+	require.Len(t, p, 107)
+	s := listen(t, p)
+	fi, err := os.Lstat(p)
+	require.NoError(t, err)
+	assert.Equal(t, fs.FileMode(0o600), fi.Mode().Perm())
+	c, err := Dial(s.Path())
+	require.NoError(t, err)
+	_, err = c.Status(context.Background())
+	assert.NoError(t, err)
 }
