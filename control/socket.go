@@ -27,6 +27,8 @@ import (
 //     403 with a message. The mode (0600) already keeps others out; the
 //     check holds when the mode was loosened (chmod) or the caller holds
 //     CAP_DAC_OVERRIDE without being root.
+//   - A directory every user may write to without the sticky bit is
+//     refused: anyone could swap the socket for their own.
 //   - An existing file at the socket's path is never removed unless it is a
 //     socket nobody answers on (the leftover of a crash). A socket that
 //     answers means another mpathfs serves there; anything that is not a
@@ -85,6 +87,9 @@ func listenUnix(path string) (*net.UnixListener, fileID, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(err)
 	}
+	if err := checkDir(dir); err != nil {
+		return fail(err)
+	}
 	if err := clearStale(path); err != nil {
 		return fail(err)
 	}
@@ -134,6 +139,24 @@ func listenUnix(path string) (*net.UnixListener, fileID, error) {
 		return fail(err)
 	}
 	return ln, idOf(fi), nil
+}
+
+// ErrOpenDir is returned by Listen when the socket's directory lets other
+// users replace the socket.
+var ErrOpenDir = errors.New("is writable by every user without the sticky bit: anyone could replace the socket; use another directory for --control")
+
+// checkDir refuses a directory in which any user may remove or rename
+// our socket and put their own in its place (world-writable without the
+// sticky bit; /tmp with its sticky bit is fine).
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if m := fi.Mode(); m.Perm()&0o002 != 0 && m&fs.ModeSticky == 0 {
+		return fmt.Errorf("directory %s (mode %04o) %w", dir, m.Perm(), ErrOpenDir)
+	}
+	return nil
 }
 
 // renameNoReplace moves oldpath to newpath, failing with EEXIST if

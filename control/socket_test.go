@@ -253,3 +253,18 @@ func TestListenLongPath(t *testing.T) {
 	_, err = c.Status(context.Background())
 	assert.NoError(t, err)
 }
+
+// TestListenRefusesOpenDirectory: a directory anyone may write to without
+// the sticky bit lets anyone swap the socket: refused; with the sticky
+// bit (like /tmp) it is fine.
+func TestListenRefusesOpenDirectory(t *testing.T) {
+	dir := shortDir(t)
+	open := filepath.Join(dir, "open")
+	require.NoError(t, os.Mkdir(open, 0o755))
+	require.NoError(t, os.Chmod(open, 0o777))
+	_, err := Listen(filepath.Join(open, "c.sock"), NewRuntime("/nowhere", nil))
+	assert.ErrorIs(t, err, ErrOpenDir)
+
+	require.NoError(t, os.Chmod(open, 0o777|os.ModeSticky))
+	listen(t, filepath.Join(open, "c.sock"))
+}
