@@ -10,7 +10,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -23,6 +25,9 @@ type Client struct {
 // Dial returns a client for the socket; it checks the socket exists.
 func Dial(socket string) (*Client, error) {
 	if _, err := os.Stat(socket); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("control socket %s: permission denied (a directory on the way is closed to you): only root and the user who started the mount may use it", socket)
+		}
 		return nil, fmt.Errorf("no mpathfs control socket at %s: is `mpathfs mount` running? (give --control PATH or set MPATHFS_CONTROL)", socket)
 	}
 	tr := &http.Transport{
@@ -54,7 +59,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("control socket %s: %w", c.socket, err)
+		return c.dialErr(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -99,7 +104,7 @@ func (c *Client) Stream(ctx context.Context, path string, fn func(line []byte) b
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("control socket %s: %w", c.socket, err)
+		return c.dialErr(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -120,4 +125,39 @@ func (c *Client) Stream(ctx context.Context, path string, fn func(line []byte) b
 		return nil
 	}
 	return sc.Err()
+}
+
+// dialErr words a failed request: a socket whose mode keeps the caller
+// out says who may use it.
+func (c *Client) dialErr(err error) error {
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("control socket %s: permission denied: only root and the user who started the mount may use it", c.socket)
+	}
+	return fmt.Errorf("control socket %s: %w", c.socket, err)
+}
+
+// Endpoint builds a request path for Get, Post and Stream: the endpoint
+// (fixed text such as "/v1/trace") followed by query parameters given as
+// name, value pairs. Values are escaped, so a device or path name with
+// spaces, '/', '?', '&' or '%' reaches the server unchanged. A trailing
+// name without a value is ignored.
+func Endpoint(endpoint string, params ...string) string {
+	if len(params) < 2 {
+		return endpoint
+	}
+	q := url.Values{}
+	for i := 0; i+1 < len(params); i += 2 {
+		q.Add(params[i], params[i+1])
+	}
+	return endpoint + "?" + q.Encode()
+}
+
+// EndpointPath joins an endpoint and path segments taken from user input,
+// each escaped as one segment (url.PathEscape), for routes with wildcards
+// such as "GET /v1/x/{name}".
+func EndpointPath(endpoint string, segments ...string) string {
+	for _, s := range segments {
+		endpoint += "/" + url.PathEscape(s)
+	}
+	return endpoint
 }

@@ -1,5 +1,6 @@
-// Package control is mpathfs's control API: a Unix socket (mode 0600)
-// speaking HTTP with JSON bodies, through which the `mpathfs` command and
+// Package control is mpathfs's control API: a Unix socket (mode 0600,
+// served to root and the daemon's user only; see socket.go) speaking HTTP
+// with JSON bodies, through which the `mpathfs` command and
 // scripts read status, switch paths, inject faults, change policies and
 // follow the event and trace streams of a running mount. It is its own
 // folder because it belongs to no layer: it drives them all.
@@ -14,10 +15,10 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends/fault"
@@ -188,45 +189,20 @@ type ErrorReply struct {
 
 // Server serves the control API on a Unix socket.
 type Server struct {
-	rt   *Runtime
-	ln   net.Listener
-	srv  *http.Server
-	path string
-}
-
-// Listen creates the socket (mode 0600; its directory is created) and
-// starts serving. A stale socket left by a crash is replaced; a live one is
-// an error.
-func Listen(path string, rt *Runtime) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if _, err := os.Stat(path); err == nil {
-		c, derr := net.DialTimeout("unix", path, time.Second)
-		if derr == nil {
-			c.Close()
-			return nil, fmt.Errorf("control socket %s is in use by a running mpathfs: stop it or give another --control", path)
-		}
-		os.Remove(path)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	s := &Server{rt: rt, ln: ln, path: path}
-	s.srv = &http.Server{Handler: s.mux(), ReadHeaderTimeout: 10 * time.Second}
-	go s.srv.Serve(ln)
-	return s, nil
+	rt    *Runtime
+	ln    net.Listener
+	srv   *http.Server
+	path  string
+	id    fileID                                // the socket file Listen created
+	owner uint32                                // the daemon's uid: with root, the only one served
+	allow atomic.Pointer[func(uid uint32) bool] // tests: replaces the uid check
 }
 
 // Path is the socket's path.
 func (s *Server) Path() string { return s.path }
 
-// Close stops serving and removes the socket.
+// Close stops serving and removes the socket (if it is still the one
+// Listen created).
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -234,7 +210,7 @@ func (s *Server) Close() error {
 	if err != nil {
 		s.srv.Close()
 	}
-	os.Remove(s.path)
+	removeOwn(s.path, s.id)
 	return nil
 }
 
@@ -498,20 +474,19 @@ func (s *Server) events(w http.ResponseWriter, req *http.Request) {
 	streamJSON(w, req, sub.C)
 }
 
-// trace streams a device's per-I/O trace as JSON lines. If the device has
-// no tracer one is attached for the duration of the stream.
+// trace streams a device's per-I/O trace as JSON lines. The stream
+// shares the device's tracer with every other reader (attaching an
+// asynchronous one while there is none, detached after the last reader
+// left), so clients never cut each other off. A slow client misses
+// records; the I/O never waits for it.
 func (s *Server) trace(w http.ResponseWriter, req *http.Request) {
 	d, err := s.rt.Device(req.URL.Query().Get("device"))
 	if err != nil {
 		ReplyError(w, err)
 		return
 	}
-	t := d.Tracer()
-	if t == nil {
-		t = nmp.NewTracer(4096, nil)
-		d.SetTracer(t)
-		defer d.SetTracer(nil)
-	}
+	t, release := d.ShareTracer()
+	defer release()
 	c := t.Subscribe(4096)
 	defer t.Unsubscribe(c)
 	streamJSON(w, req, c)

@@ -44,8 +44,10 @@ func (m CacheMode) String() string {
 type Options struct {
 	// FsName is the "device" column of mount and df; default "mpathfs".
 	FsName string
-	// AllowOther lets users other than the mounting one open the files
-	// (the mode bits, 0600, still apply).
+	// AllowOther lets users other than the mounting one reach the files.
+	// The kernel still enforces their mode and owner (0600, the mounting
+	// user): every mount uses default_permissions, so only the mounting
+	// user and root can open a device file.
 	AllowOther bool
 	// Debug logs every FUSE request and reply (to the Logger, never into
 	// the mount).
@@ -116,6 +118,11 @@ const (
 // benchmark compares like with like.
 func MountOptions(o Options) fuse.MountOptions {
 	mo := fuse.MountOptions{
+		// The kernel checks mode and owner itself (generic_permission
+		// on the cached attributes) before a request reaches us; without
+		// it, allow_other would let any user read and write the device.
+		// It costs no request: the attributes are cached for an hour.
+		Options:       []string{"default_permissions"},
 		FsName:        o.FsName,
 		Name:          defaultFsName,
 		AllowOther:    o.AllowOther,

@@ -256,26 +256,23 @@ func (t RuntimeTarget) Trace(ctx context.Context, device string) (<-chan nmp.Tra
 	if err != nil {
 		return nil, err
 	}
-	tr := d.Tracer()
-	attached := false
-	if tr == nil {
-		tr = nmp.NewTracer(1, nil)
-		d.SetTracer(tr)
-		attached = true
-	}
+	// Shared with every other reader (`mpathfs trace`): none cuts the
+	// others off when it stops.
+	tr, release := d.ShareTracer()
 	c := tr.Subscribe(1 << 16)
 	out := make(chan nmp.TraceRecord, 16)
 	go func() {
 		defer close(out)
+		defer release()
 		defer tr.Unsubscribe(c)
-		if attached {
-			defer d.SetTracer(nil)
-		}
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case r := <-c:
+			case r, ok := <-c:
+				if !ok {
+					return
+				}
 				select {
 				case out <- r:
 				case <-ctx.Done():

@@ -429,7 +429,7 @@ func cmdExplain(args []string, stdout io.Writer) error {
 		return err
 	}
 	var e nmp.Explanation
-	if err := c.Get(context.Background(), "/v1/explain?device="+pos[0], &e); err != nil {
+	if err := c.Get(context.Background(), control.Endpoint("/v1/explain", "device", pos[0]), &e); err != nil {
 		return err
 	}
 	if *asJSON {

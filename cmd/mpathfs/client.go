@@ -538,7 +538,7 @@ func cmdTrace(args []string, stdout io.Writer) error {
 	ctx, cancel := interruptible()
 	defer cancel()
 	n := 0
-	return c.Stream(ctx, "/v1/trace?device="+pos[0], func(line []byte) bool {
+	return c.Stream(ctx, control.Endpoint("/v1/trace", "device", pos[0]), func(line []byte) bool {
 		fmt.Fprintf(stdout, "%s\n", line)
 		n++
 		return *count == 0 || n < *count

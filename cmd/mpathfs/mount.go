@@ -243,13 +243,25 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 		fmt.Fprintf(stdout, "mpathfs: %s\n", line)
 	}
 
-	var traceFile *os.File
 	if cfg.Trace != "" {
-		if traceFile, err = os.Create(cfg.Trace); err != nil {
+		traceFile, err := createOutput(cfg.Trace, 0o600)
+		if err != nil {
 			return fmt.Errorf("trace: %v", err)
 		}
 		defer traceFile.Close()
-		t := nmp.NewTracer(4096, traceFile)
+		// One goroutine writes the file; the I/O path only queues its
+		// record and drops it (counted) when the writer falls behind.
+		t := nmp.NewAsyncTracer(nmp.AsyncTraceOptions{W: traceFile, OnDrop: func(n uint64) {
+			fmt.Fprintf(stdout, "mpathfs: trace %s: %d records dropped so far (the writer falls behind the I/O)\n", cfg.Trace, n)
+		}})
+		defer func() {
+			if err := t.Close(); err != nil {
+				fmt.Fprintf(stdout, "mpathfs: trace %s: write error: %v\n", cfg.Trace, err)
+			}
+			if n := t.Dropped(); n > 0 {
+				fmt.Fprintf(stdout, "mpathfs: trace %s: %d records dropped in all\n", cfg.Trace, n)
+			}
+		}()
 		for _, d := range b.devices {
 			d.SetTracer(t)
 		}

@@ -142,7 +142,7 @@ func writeReport(rep *scenario.Report, md, svg, js string, stdout io.Writer) err
 }
 
 func writeFileWith(name string, fn func(io.Writer) error) error {
-	f, err := os.Create(name)
+	f, err := createOutput(name, 0o644)
 	if err != nil {
 		return err
 	}
