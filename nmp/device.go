@@ -48,6 +48,8 @@ type Device struct {
 	queueDepth atomic.Int64
 	ioSeq      atomic.Uint64
 
+	flush flushState // flush.go
+
 	mu struct {
 		sync.Mutex
 		paths    []*mpath.Path
