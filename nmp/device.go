@@ -365,7 +365,7 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 
 func (d *Device) finalError(op mpath.OpKind, p *mpath.Path, c mpath.Class, err error) error {
 	var me *mpath.Error
-	if errors.As(err, &me) {
+	if errors.As(err, &me) && me.Class == c {
 		return err
 	}
 	return &mpath.Error{Class: c, Op: op.String(), Path: p.Name, Err: err}
@@ -441,6 +441,7 @@ func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p 
 // judge asks the SATP what an error means and applies the verdict's state
 // change.
 func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, err error) Verdict {
+	err = d.mediumCheck(path, op, err) // satp_default.go: a bad block is not a dead path
 	v := d.satp.Classify(path, op, err)
 	path.Failed(v.Class)
 	now := time.Now()

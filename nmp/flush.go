@@ -225,7 +225,7 @@ func (d *Device) settle(ctx context.Context, p *mpath.Path, need uint64) error {
 		if err == nil {
 			if target != p {
 				fs.mu.Lock()
-				if st := fs.get(p); st.need == need {
+				if st := fs.paths[p]; st != nil && st.need == need {
 					st.need = 0 // covered; a later take sets a new need
 				}
 				fs.mu.Unlock()
@@ -240,7 +240,7 @@ func (d *Device) settle(ctx context.Context, p *mpath.Path, need uint64) error {
 			return d.finalError(mpath.OpFlush, target, v.Class, err)
 		}
 		if attempts > d.cfg.MaxRetries {
-			return &mpath.Error{Class: mpath.ClassOf(err), Op: "flush", Path: target.Name,
+			return &mpath.Error{Class: ClassifyError(err), Op: "flush", Path: target.Name,
 				Err: fmt.Errorf("gave up after %d attempts: %w", attempts, err)}
 		}
 		if v != nil && v.Backoff > 0 {
