@@ -30,8 +30,10 @@ import (
 // A path that cannot be flushed (dead, standby, switched off, removed) is
 // covered by a run on a usable path in the same cache domain
 // (backends.CacheSharer) that started after the Flush call took its
-// requirement; with no such path the Flush fails with EIO naming the path,
-// which stays dirty until it returns and its own flush succeeds. A path
+// requirement. With no such path the Flush waits for the path to return
+// (bounded by the APD timeout from when it left service) and then fails
+// with EIO naming the path, which stays dirty until it returns and its own
+// flush succeeds. A path
 // removed while dirty is flushed on the way out when it still works;
 // otherwise its writes are handed to the next Flush call as an orphan
 // (covered through its cache domain, or reported as failed once).
@@ -207,15 +209,10 @@ func (d *Device) settle(ctx context.Context, p *mpath.Path, need uint64) error {
 			dom := cacheDomain(p)
 			target = d.coverFor(p, dom)
 			if target == nil {
-				v := d.view.Load()
-				if len(v.Usable) == 0 {
-					// All-Paths-Down: wait for a path like any I/O.
-					if err := d.waitForPath(ctx, v); err != nil {
-						return err
-					}
-					continue
+				if err := d.waitForReturn(ctx, p, dom); err != nil {
+					return err
 				}
-				return notDurable(p, dom)
+				continue
 			}
 			fs.mu.Lock()
 			targetNeed = fs.get(target).seq + 1 // a run that starts from now on
@@ -276,6 +273,39 @@ func (d *Device) coverFor(p *mpath.Path, dom string) *mpath.Path {
 		}
 	}
 	return nil
+}
+
+// waitForReturn waits, when no usable path shares p's cache, for the
+// paths to change (p may come back: the checker probes it; or a path of
+// its domain may), until the APD timeout counted from when p left
+// service, as I/O waits out All-Paths-Down. A path that cannot come back
+// by itself (permanent device loss, switched off) or that is past the
+// timeout gets notDurable at once.
+func (d *Device) waitForReturn(ctx context.Context, p *mpath.Path, dom string) error {
+	v := d.view.Load()
+	if d.usable(p) || d.coverFor(p, dom) != nil {
+		return nil
+	}
+	if p.PDL() || p.AdminOff() {
+		return notDurable(p, dom)
+	}
+	since, _ := p.StateSince()
+	remaining := time.Until(since.Add(d.cfg.APDTimeout))
+	if remaining <= 0 {
+		return notDurable(p, dom)
+	}
+	t := time.NewTimer(remaining)
+	defer t.Stop()
+	select {
+	case <-v.Changed():
+		return nil
+	case <-t.C:
+		return notDurable(p, dom)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-d.stop:
+		return mpath.ErrClosed
+	}
 }
 
 // notDurable is the error of a Flush that cannot make a path's writes

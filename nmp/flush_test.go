@@ -87,13 +87,19 @@ func (f *flushFake) set(gated bool, err error) {
 }
 
 // flushRig is a device over flushFakes with the given cache domains, I/O
-// preferring the first path.
+// preferring the first path. Its APD timeout is 1ms unless longAPD is set:
+// a Flush that waits for a dead path to return gives up at once.
 type flushRig struct {
 	d     *Device
 	fakes map[string]*flushFake
 }
 
 func newFlushRig(t *testing.T, domains ...string) *flushRig {
+	t.Helper()
+	return newFlushRigAPD(t, time.Millisecond, domains...)
+}
+
+func newFlushRigAPD(t *testing.T, apd time.Duration, domains ...string) *flushRig {
 	t.Helper()
 	data, mu := make([]byte, 1<<20), &sync.Mutex{}
 	r := &flushRig{fakes: map[string]*flushFake{}}
@@ -106,7 +112,7 @@ func newFlushRig(t *testing.T, domains ...string) *flushRig {
 			Location: mpath.Location{Adapter: i + 1}, Backend: f})
 	}
 	d, err := NewDevice(mpath.DeviceConfig{Name: "dev0", PSP: PSPFixed, PSPOptions: map[string]string{"preferred": "p1"},
-		CheckInterval: time.Hour, IOTimeout: 10 * time.Second}, paths, nil)
+		CheckInterval: time.Hour, IOTimeout: 10 * time.Second, APDTimeout: apd}, paths, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { d.Close() })
 	r.d = d
@@ -195,9 +201,10 @@ func TestFlushFailedKeepsDirty(t *testing.T) {
 }
 
 // TestFlushCacheDomains: a dead dirty path is covered only by a flush on
-// a usable path in its cache domain; with none, Flush fails with EIO
-// naming it and it stays dirty until it returns and its own flush
-// succeeds. An empty domain covers nothing.
+// a usable path in its cache domain; with none, Flush waits for it to
+// return until the APD timeout, then fails with EIO naming it; it stays
+// dirty until it returns and its own flush succeeds. An empty domain
+// covers nothing.
 func TestFlushCacheDomains(t *testing.T) {
 	ctx := context.Background()
 	t.Run("same domain covers", func(t *testing.T) {
@@ -228,6 +235,17 @@ func TestFlushCacheDomains(t *testing.T) {
 			require.NoError(t, r.d.Flush(ctx))
 		})
 	}
+	t.Run("waits for the path to return", func(t *testing.T) {
+		r := newFlushRigAPD(t, time.Hour, "A", "B")
+		r.write(t) // p1
+		require.NoError(t, r.d.FailPath("p1", "test"))
+		f := r.flushAsync()
+		notYet(t, f, "while the dead path might still return")
+		require.NoError(t, r.d.SetPathAdmin("p1", true))
+		require.NoError(t, <-f)
+		assert.Equal(t, int64(1), r.fakes["p1"].flushes.Load())
+		assert.Equal(t, int64(0), r.fakes["p2"].flushes.Load())
+	})
 	t.Run("path dies during its flush", func(t *testing.T) {
 		r := newFlushRig(t, "A", "A")
 		r.write(t)
