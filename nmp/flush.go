@@ -3,6 +3,7 @@ package nmp
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -118,16 +119,14 @@ func (d *Device) Flush(ctx context.Context) error {
 	paths := d.Paths()
 	fs.mu.Lock()
 	for p, st := range fs.paths {
-		if st.leaving != nil { // RemovePath took it out; still ours
+		if st.leaving != nil && !slices.Contains(paths, p) { // RemovePath took it out; still ours
 			paths = append(paths, p)
 		}
 	}
-	seen := make(map[*mpath.Path]bool, len(paths))
 	for _, p := range paths {
-		if seen[p] || fs.paths[p] == nil && !p.Dirty() {
+		if fs.paths[p] == nil && !p.Dirty() {
 			continue
 		}
-		seen[p] = true
 		st := fs.take(p)
 		if st.pending() {
 			wants = append(wants, want{p, st.need})
@@ -137,6 +136,13 @@ func (d *Device) Flush(ctx context.Context) error {
 	fs.mu.Unlock()
 	if len(wants) == 0 && len(orphans) == 0 {
 		return nil
+	}
+	if len(wants) == 1 && len(orphans) == 0 { // the common case: no goroutine
+		err := d.settle(ctx, wants[0].p, wants[0].need)
+		if err != nil {
+			wants[0].p.MarkDirty()
+		}
+		return err
 	}
 	errs := make([]error, len(wants)+len(orphans))
 	var wg sync.WaitGroup
