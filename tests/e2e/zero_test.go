@@ -16,6 +16,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/backends/fault"
+	"github.com/mpathfs/mpathfs/control"
 )
 
 // needNbdkitFilter fails (in CI) or skips when nbdkit lacks a filter.
@@ -275,4 +278,73 @@ func TestMediumErrorNotAPD(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, medium, uint64(7), "each bad read counts as a device error")
 	m.stopClean(t)
+}
+
+// TestFsyncCacheDomains: fsync after a path that carried writes died. Two
+// paths to one multi-conn NBD server share its cache: the other path's
+// flush covers the dead one and fsync succeeds. Paths to two servers (over
+// one file, but nothing on the wire says they share a cache) do not: fsync
+// waits for the dead path until the APD timeout and fails with EIO; once
+// the path is back, its own flush makes fsync succeed.
+//
+// Between the writes and the fsync the test forks nothing: a fork+exec
+// closes the descriptor in the child, which sends a FUSE FLUSH and so
+// flushes the device before the path died. It talks to the control socket
+// from the test process instead of running the CLI.
+func TestFsyncCacheDomains(t *testing.T) {
+	need(t, "nbdkit")
+	for _, tc := range []struct {
+		name       string
+		twoServers bool
+	}{{"one server", false}, {"two servers", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			backing := store(t, 64<<20)
+			s1 := startNbdkit(t, backing)
+			s2 := s1
+			if tc.twoServers {
+				s2 = startNbdkit(t, backing)
+			}
+			m := startMount(t, "--name", "d0", "--path", s1.uri(), "--path", s2.uri(), "--psp", "VMW_PSP_RR", "--psp-option", "iops=1",
+				"--check-interval", "200ms", "--apd-timeout", "2s")
+			c, err := control.Dial(m.socket)
+			require.NoError(t, err)
+			ctx := t.Context()
+			state := func(name string) string {
+				st, err := c.Status(ctx)
+				require.NoError(t, err)
+				return pathState(st, "d0", name)
+			}
+			st, err := c.Status(ctx)
+			require.NoError(t, err)
+			p1 := st.Devices[0].Paths[0].Name
+
+			f, err := os.OpenFile(m.file("d0"), os.O_RDWR|syscall.O_DIRECT, 0)
+			require.NoError(t, err)
+			defer f.Close()
+			buf := alignedBlock(4096)
+			for i := range 16 { // round robin: both paths carry writes
+				buf[0] = byte(i)
+				_, err := f.WriteAt(buf, int64(i)*4096)
+				require.NoError(t, err)
+			}
+			require.NoError(t, c.Post(ctx, "/v1/fault/inject", control.FaultInjectRequest{Path: p1, Spec: fault.Spec{Error: "path-failure"}}, nil))
+			waitFor(t, 10*time.Second, p1+" to die", func() bool { return state(p1) == "dead" })
+			err = f.Sync()
+			if !tc.twoServers {
+				require.NoError(t, err, "the live path shares the dead one's cache")
+				f.Close()
+				m.stopClean(t)
+				return
+			}
+			require.Error(t, err, "fsync claimed durability for writes held by a dead path to another server")
+			assert.True(t, errors.Is(err, syscall.EIO), "fsync: %v, want EIO", err)
+			assert.Contains(t, err.Error(), "input/output error")
+			require.Error(t, f.Sync(), "still not durable")
+			require.NoError(t, c.Post(ctx, "/v1/fault/clear", control.FaultClearRequest{Path: p1}, nil))
+			waitFor(t, 10*time.Second, p1+" to return", func() bool { return state(p1) == "active" })
+			require.NoError(t, f.Sync(), "the returned path's own flush")
+			f.Close()
+			m.stopClean(t)
+		})
+	}
 }
