@@ -167,6 +167,10 @@ func classifyALUA(err error, o aluaOpts, streak int) nmp.Verdict {
 		case s == mpath.SenseALUAStandby, s == mpath.SenseALUAUnavailable:
 			return nmp.Verdict{Class: mpath.ClassNotReady, State: mpath.StateStandby, Retry: true, Update: true,
 				Reason: "target port group not accessible (" + s.String() + ")"}
+		case s.Key == mpath.SenseMediumError:
+			// The LU's medium, behind every port alike: the I/O fails, the
+			// path and its group stay, whatever class the transport gave.
+			return nmp.Verdict{Class: mpath.ClassDeviceError, Reason: "medium error " + s.String()}
 		}
 	}
 	c := nmp.ClassifyError(err)

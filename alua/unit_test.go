@@ -42,6 +42,7 @@ func TestClassifyALUA(t *testing.T) {
 		{"unavailable", senseErr(mpath.SenseALUAUnavailable, mpath.ClassNotReady), nmp.Verdict{Class: mpath.ClassNotReady, State: mpath.StateStandby, Retry: true, Update: true}},
 		{"path failure", mpath.NewError(mpath.ClassPathFailure, "read", errors.New("reset")), nmp.Verdict{Class: mpath.ClassPathFailure, State: mpath.StateDead, Retry: true, Update: true}},
 		{"medium error", senseErr(mpath.SenseUnrecoveredRead, mpath.ClassDeviceError), nmp.Verdict{Class: mpath.ClassDeviceError}},
+		{"medium error sent as a path failure", senseErr(mpath.SenseUnrecoveredRead, mpath.ClassPathFailure), nmp.Verdict{Class: mpath.ClassDeviceError}},
 		{"busy", mpath.NewError(mpath.ClassRetryable, "read", nil), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Backoff: 10 * time.Millisecond}},
 	} {
 		v := s.Classify(p, mpath.OpRead, tc.err)

@@ -55,6 +55,15 @@ type Prober interface {
 	Probe(ctx context.Context) error
 }
 
+// CacheSharer is implemented by backends that can name the volatile write
+// cache their acknowledged writes wait in until a flush. Two paths whose
+// CacheDomain strings are equal and not empty reach one cache: a flush on
+// either makes the writes acknowledged on both durable, so the NMP may
+// cover a dead path's flush with a flush on the other. "" promises nothing.
+type CacheSharer interface {
+	CacheDomain() string
+}
+
 // Inquirer is implemented by backends that report an identity (SCSI INQUIRY
 // and the device identification VPD page, in spirit).
 type Inquirer interface {

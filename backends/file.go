@@ -227,3 +227,15 @@ func (b *File) Inquiry(ctx context.Context) (Inquiry, error) {
 func (b *File) Close() error { return b.f.Close() }
 
 func (b *File) Size() int64 { return b.size }
+
+// CacheDomain: every descriptor of one file on this host shares the
+// inode's page cache, and fdatasync on any of them writes it back and
+// flushes the disk under it. So paths to one file cover each other's
+// flushes, and so do loop devices over it (their WWID is the file's).
+func (b *File) CacheDomain() string {
+	inq, err := b.Inquiry(context.Background())
+	if err != nil || inq.WWID == "" {
+		return ""
+	}
+	return "store:" + inq.WWID
+}

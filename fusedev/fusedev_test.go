@@ -331,12 +331,14 @@ func TestFallocate(t *testing.T) {
 		return !slices.ContainsFunc(b, func(c byte) bool { return c != 0 })
 	}
 
+	// Punch hole (what a loop device sends for discards and write-zeroes)
+	// must leave zeros: it is a write-zeroes, never a discard.
 	fill()
 	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 1<<20, 64<<10); err != nil {
 		t.Fatalf("punch hole: %v", err)
 	}
-	if d.discards.Load() != 1 {
-		t.Errorf("punch hole: %d discards, want 1", d.discards.Load())
+	if d.zeroes.Load() != 1 || d.discards.Load() != 0 {
+		t.Errorf("punch hole: %d write-zeroes and %d discards, want 1 and 0", d.zeroes.Load(), d.discards.Load())
 	}
 	if !zeroAt(1<<20, 64<<10) || zeroAt(1<<20+64<<10, 4096) {
 		t.Errorf("punch hole: wrong range zeroed")
@@ -349,8 +351,8 @@ func TestFallocate(t *testing.T) {
 	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, 1<<20+65536, 8192); err != nil {
 		t.Fatalf("zero range keep size: %v", err)
 	}
-	if d.zeroes.Load() != 2 {
-		t.Errorf("zero range: %d write-zeroes, want 2", d.zeroes.Load())
+	if d.zeroes.Load() != 3 {
+		t.Errorf("zero range: %d write-zeroes, want 3", d.zeroes.Load())
 	}
 	if !zeroAt(1<<20+4096, 8192) || !zeroAt(1<<20+65536, 8192) || zeroAt(1<<20, 4096) {
 		t.Errorf("zero range: wrong range zeroed")
@@ -367,20 +369,29 @@ func TestFallocate(t *testing.T) {
 		t.Errorf("punch hole across the end: %v", err)
 	}
 
+	// A device that cannot write zeroes (nor discard) gets zeros written.
 	d.set(func(d *testDev) {
 		d.mu.discardErr = fmt.Errorf("path vmhba0:C0:T0:L0: %w", backends.ErrNotSupported)
 		d.mu.zeroErr = backends.ErrNotSupported
 	})
-	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != syscall.EOPNOTSUPP {
-		t.Errorf("punch hole unsupported: %v, want EOPNOTSUPP", err)
+	fill()
+	writes := d.writes.Load()
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 1<<20, 4096); err != nil {
+		t.Errorf("punch hole, write-zeroes unsupported: %v, want zeros written", err)
 	}
-	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 0, 4096); err != syscall.EOPNOTSUPP {
-		t.Errorf("zero range unsupported: %v, want EOPNOTSUPP", err)
+	d.set(func(d *testDev) { d.mu.zeroErr = fmt.Errorf("zero range: %w", syscall.EOPNOTSUPP) })
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 1<<20+8192, 3<<19); err != nil {
+		t.Errorf("zero range, EOPNOTSUPP: %v, want zeros written", err)
 	}
-	// Supported again: the kernel did not remember EOPNOTSUPP.
-	d.set(func(d *testDev) { d.mu.discardErr, d.mu.zeroErr = nil, nil })
-	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != nil {
-		t.Errorf("punch hole after EOPNOTSUPP: %v", err)
+	if got := d.writes.Load() - writes; got != 3 {
+		t.Errorf("%d writes of zeros, want 3 (4 KiB, then 1.5 MiB in chunks of at most 1 MiB)", got)
+	}
+	if !zeroAt(1<<20, 4096) || zeroAt(1<<20+4096, 4096) || !zeroAt(1<<20+8192, 3<<19) {
+		t.Errorf("zeros written: wrong range zeroed")
+	}
+	d.set(func(d *testDev) { d.mu.zeroErr = errors.New("medium error") })
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, 0, 4096); err != syscall.EIO {
+		t.Errorf("zero range failing: %v, want EIO", err)
 	}
 	if err := unix.Fallocate(fd, unix.FALLOC_FL_COLLAPSE_RANGE, 0, 4096); err != syscall.EOPNOTSUPP {
 		t.Errorf("collapse range: %v, want EOPNOTSUPP", err)

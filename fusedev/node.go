@@ -11,6 +11,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/mpathfs/mpathfs/backends"
 )
 
 // fallocate(2) mode bits (linux/falloc.h).
@@ -201,14 +203,17 @@ func (n *devNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 
 // Allocate maps fallocate(2):
 //
-//	PUNCH_HOLE|KEEP_SIZE     Device.Discard (loop devices send discards so)
-//	ZERO_RANGE[|KEEP_SIZE]   Device.WriteZeroes
+//	PUNCH_HOLE|KEEP_SIZE     zeroes (loop devices send both their discards
+//	ZERO_RANGE[|KEEP_SIZE]   and their write-zeroes so): Device.WriteZeroes,
+//	                         or zeros written in chunks when the device
+//	                         cannot (a discard guarantees no zeros on NBD and
+//	                         block paths, so it is never used for them)
 //	0 or KEEP_SIZE           nothing to do on a fixed-size device: success
 //	                         within the device, ENOSPC when it would grow it
 //	anything else            EOPNOTSUPP
 //
-// Ranges are clipped at the end of the device. A device whose paths cannot
-// discard or write zeroes gives EOPNOTSUPP.
+// Ranges are clipped at the end of the device. Either way the range reads
+// as zeros afterwards, through every path.
 func (n *devNode) Allocate(ctx context.Context, _ fs.FileHandle, uoff, ulen uint64, mode uint32) syscall.Errno {
 	size := n.dev.Size()
 	if uoff > 1<<62 || ulen > 1<<62 {
@@ -233,22 +238,44 @@ func (n *devNode) Allocate(ctx context.Context, _ fs.FileHandle, uoff, ulen uint
 		if !keep {
 			return syscall.EOPNOTSUPP // the kernel never sends this
 		}
-		l := clip()
-		if l == 0 {
-			return 0
-		}
-		n.touch()
-		return ToErrno(n.dev.Discard(ctx, off, l))
 	case fallocZeroRange:
 		if grows && !keep {
 			return syscall.ENOSPC
 		}
-		l := clip()
-		if l == 0 {
-			return 0
-		}
-		n.touch()
-		return ToErrno(n.dev.WriteZeroes(ctx, off, l))
+	default:
+		return syscall.EOPNOTSUPP
 	}
-	return syscall.EOPNOTSUPP
+	l := clip()
+	if l == 0 {
+		return 0
+	}
+	n.touch()
+	return ToErrno(zeroRange(ctx, n.dev, off, l))
+}
+
+// zeroChunk is the largest write zeroRange issues; its zeros are shared
+// (devices never write into the buffers they are given).
+const zeroChunk = 1 << 20
+
+var zeros = make([]byte, zeroChunk)
+
+// zeroRange makes [off, off+length) read as zeros: with the device's
+// WriteZeroes, or, when a path cannot (ErrNotSupported, EOPNOTSUPP), by
+// writing zeros in chunks of at most zeroChunk bytes.
+func zeroRange(ctx context.Context, dev Device, off, length int64) error {
+	err := dev.WriteZeroes(ctx, off, length)
+	if err == nil || !(errors.Is(err, backends.ErrNotSupported) || errors.Is(err, syscall.EOPNOTSUPP)) {
+		return err
+	}
+	for length > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		k := min(length, zeroChunk)
+		if _, err := dev.WriteAt(ctx, zeros[:k], off); err != nil {
+			return err
+		}
+		off, length = off+k, length-k
+	}
+	return nil
 }

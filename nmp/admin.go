@@ -212,6 +212,7 @@ func (d *Device) RemovePath(name string) error {
 		return fmt.Errorf("device %s has no path %q", d.name, name)
 	}
 	p := d.mu.paths[idx]
+	d.pathLeaving(p)
 	d.mu.paths = append(append([]*mpath.Path(nil), d.mu.paths[:idx]...), d.mu.paths[idx+1:]...)
 	delete(d.mu.flap, p)
 	d.events.Publish(mpath.Event{Time: now, Kind: "path-removed", Device: d.name, Path: p.Name, Reason: p.URI})
@@ -222,6 +223,7 @@ func (d *Device) RemovePath(name string) error {
 	for i := 0; i < 100 && p.Inflight.Load() > 0; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
+	d.pathRemoved(p) // flushed on its way out, or an orphan for the next Flush
 	return p.Backend.Close()
 }
 

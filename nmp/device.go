@@ -50,6 +50,7 @@ type Device struct {
 
 	// fence holds the ranges failed writes left ambiguous (fence.go).
 	fence fencing
+	flush flushState // flush.go
 
 	mu struct {
 		sync.Mutex
@@ -291,42 +292,6 @@ func (d *Device) WriteZeroes(ctx context.Context, off, length int64) error {
 	return err
 }
 
-// Flush makes every acknowledged write durable: it flushes every path that
-// carried writes since the last flush. A dirty path that cannot be flushed
-// any more (it died) is covered by a flush routed to a usable path, which
-// reaches the same store.
-func (d *Device) Flush(ctx context.Context) error {
-	var orphaned bool
-	for _, p := range d.Paths() {
-		if !p.TakeDirty() {
-			continue
-		}
-		if p.State() != mpath.StateActive || p.AdminOff() {
-			orphaned = true
-			continue
-		}
-		_, err := d.exec(ctx, p, mpath.OpFlush, nil, 0, 0)
-		if err == nil {
-			continue
-		}
-		if ctx.Err() != nil {
-			p.MarkDirty()
-			return ctx.Err()
-		}
-		v := d.judge(ctx, p, mpath.OpFlush, err)
-		if !v.Retry {
-			p.MarkDirty()
-			return d.finalError(mpath.OpFlush, p, v.Class, err)
-		}
-		orphaned = true
-	}
-	if !orphaned {
-		return nil
-	}
-	_, err := d.do(ctx, mpath.OpFlush, nil, 0, 0)
-	return err
-}
-
 // do routes one I/O: select a path, run the I/O under the per-I/O
 // deadline, judge errors, retry elsewhere, wait out All-Paths-Down.
 func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length int64) (int, error) {
@@ -412,7 +377,7 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 
 func (d *Device) finalError(op mpath.OpKind, p *mpath.Path, c mpath.Class, err error) error {
 	var me *mpath.Error
-	if errors.As(err, &me) {
+	if errors.As(err, &me) && me.Class == c {
 		return err
 	}
 	return &mpath.Error{Class: c, Op: op.String(), Path: p.Name, Err: err}
@@ -491,6 +456,7 @@ func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p 
 // judge asks the SATP what an error means and applies the verdict's state
 // change.
 func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, err error) Verdict {
+	err = d.mediumCheck(path, op, err) // satp_default.go: a bad block is not a dead path
 	v := d.satp.Classify(path, op, err)
 	path.Failed(v.Class)
 	now := time.Now()

@@ -3,8 +3,10 @@ package nmp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -164,4 +166,87 @@ func ClassifySense(s mpath.Sense) mpath.Class {
 		return mpath.ClassRetryable
 	}
 	return mpath.ClassPathFailure
+}
+
+// MediumSuspect reports whether an error of an operation on a range may be
+// a medium error of that range rather than a failed path: a bare EIO
+// (pread or pwrite on a file or block path; an NBD server's EIO reply)
+// that ClassifyError calls a path failure for want of anything better,
+// with no sense data (sense decides by itself: MEDIUM ERROR, key 03, is a
+// device error already), not a timeout and not a write that may still
+// land. The NMP then probes the path: a path that answers its probe is
+// fine and the error belongs to the blocks (a device error: the I/O fails
+// with EIO, the path stays active); a path that fails its probe failed.
+func MediumSuspect(op mpath.OpKind, err error) bool {
+	switch op {
+	case mpath.OpRead, mpath.OpWrite, mpath.OpDiscard, mpath.OpWriteZeroes:
+	default:
+		return false // a flush or probe EIO belongs to no block
+	}
+	if !errors.Is(err, syscall.EIO) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	if _, ok := mpath.SenseOf(err); ok {
+		return false
+	}
+	var pe backends.Pending
+	if errors.As(err, &pe) {
+		return false
+	}
+	return ClassifyError(err) == mpath.ClassPathFailure
+}
+
+// Sense data a medium error found by probing carries: UNRECOVERED READ
+// ERROR for reads, WRITE ERROR otherwise.
+var (
+	senseReadError  = mpath.Sense{Key: mpath.SenseMediumError, ASC: 0x11}
+	senseWriteError = mpath.Sense{Key: mpath.SenseMediumError, ASC: 0x0c}
+)
+
+// mediumProbes shares one probe among the I/Os of a path that all got EIO
+// at once.
+var mediumProbes struct {
+	sync.Mutex
+	m map[*mpath.Path]*mediumProbe
+}
+
+type mediumProbe struct {
+	done chan struct{}
+	err  error
+}
+
+// mediumCheck is judge's first step: an error MediumSuspect picks out is
+// turned into a device error (a medium error) when the path still answers
+// its probe (under the probe timeout); otherwise it is returned as it was.
+func (d *Device) mediumCheck(p *mpath.Path, op mpath.OpKind, err error) error {
+	if !MediumSuspect(op, err) {
+		return err
+	}
+	mediumProbes.Lock()
+	if mediumProbes.m == nil {
+		mediumProbes.m = map[*mpath.Path]*mediumProbe{}
+	}
+	mp, running := mediumProbes.m[p]
+	if !running {
+		mp = &mediumProbe{done: make(chan struct{})}
+		mediumProbes.m[p] = mp
+	}
+	mediumProbes.Unlock()
+	if !running {
+		mp.err = d.probe(p)
+		mediumProbes.Lock()
+		delete(mediumProbes.m, p)
+		mediumProbes.Unlock()
+		close(mp.done)
+	}
+	<-mp.done
+	if mp.err != nil {
+		return err
+	}
+	s := senseWriteError
+	if op == mpath.OpRead {
+		s = senseReadError
+	}
+	return &mpath.Error{Class: mpath.ClassDeviceError, Op: op.String(), Path: p.Name, Sense: &s,
+		Err: fmt.Errorf("medium error (the path answers its probe): %w", err)}
 }

@@ -189,6 +189,18 @@ func TestErrorActions(t *testing.T) {
 			wantP1: mpath.StateDead, wantServe: "p2", wantTries: 2},
 		{name: "errno EIO", inject: func(f *fakePath) { f.failErr(&os.PathError{Op: "pwrite", Path: "/x", Err: syscall.EIO}) },
 			wantP1: mpath.StateDead, wantServe: "p2", wantTries: 2},
+		// A bare EIO on a path that still answers its probe is a medium
+		// error: the I/O fails, the path stays (one bad block must not take
+		// the device into All-Paths-Down).
+		{name: "errno EIO, probe passes", inject: func(f *fakePath) {
+			f.failErr(&os.PathError{Op: "pwrite", Path: "/x", Err: syscall.EIO}, "read,write")
+		}, wantP1: mpath.StateActive, wantErr: mpath.ErrDeviceError, wantTries: 1},
+		{name: "server EIO, probe passes", inject: func(f *fakePath) {
+			f.failErr(mpath.NewError(mpath.ClassPathFailure, "", fmt.Errorf("nbd x: server error EIO: %w", syscall.EIO)), "read,write")
+		}, wantP1: mpath.StateActive, wantErr: mpath.ErrDeviceError, wantTries: 1},
+		{name: "medium error sense", inject: func(f *fakePath) {
+			f.failErr(&mpath.Error{Sense: &mpath.SenseUnrecoveredRead, Err: errFakeFault})
+		}, wantP1: mpath.StateActive, wantErr: mpath.ErrDeviceError, wantTries: 1},
 		{name: "retryable once: same path", inject: func(f *fakePath) {
 			f.setFault(&fakeFault{err: mpath.NewError(mpath.ClassRetryable, "", errFakeFault), times: 1})
 		}, wantP1: mpath.StateActive, wantServe: "p1", wantTries: 2},
@@ -347,3 +359,35 @@ func TestRetryableBounded(t *testing.T) {
 }
 
 func sn(key, asc, ascq uint8) mpath.Sense { return mpath.Sense{Key: key, ASC: asc, ASCQ: ascq} }
+
+func TestMediumSuspect(t *testing.T) {
+	eio := &os.PathError{Op: "pread", Path: "/x", Err: syscall.EIO}
+	tests := []struct {
+		name string
+		op   mpath.OpKind
+		err  error
+		want bool
+	}{
+		{"pread EIO", mpath.OpRead, eio, true},
+		{"pwrite EIO", mpath.OpWrite, eio, true},
+		{"discard EIO", mpath.OpDiscard, eio, true},
+		{"write-zeroes EIO", mpath.OpWriteZeroes, eio, true},
+		{"bare EIO", mpath.OpRead, syscall.EIO, true},
+		{"server EIO classified path failure", mpath.OpRead, mpath.NewError(mpath.ClassPathFailure, "read", fmt.Errorf("server error EIO: %w", syscall.EIO)), true},
+		{"flush EIO belongs to no block", mpath.OpFlush, eio, false},
+		{"probe EIO", mpath.OpProbe, eio, false},
+		{"ECONNRESET", mpath.OpRead, syscall.ECONNRESET, false},
+		{"ENOSPC", mpath.OpWrite, syscall.ENOSPC, false},
+		{"already a device error", mpath.OpRead, mpath.NewError(mpath.ClassDeviceError, "read", syscall.EIO), false},
+		{"retryable EIO", mpath.OpRead, mpath.NewError(mpath.ClassRetryable, "read", syscall.EIO), false},
+		{"sense decides", mpath.OpRead, &mpath.Error{Sense: &mpath.SenseALUAStandby, Err: syscall.EIO}, false},
+		{"timed out", mpath.OpRead, fmt.Errorf("%w: %w", context.DeadlineExceeded, syscall.EIO), false},
+		{"pending write", mpath.OpWrite, &backends.PendingError{Err: eio, Done: make(chan struct{})}, false},
+		{"injected path failure", mpath.OpRead, mpath.NewError(mpath.ClassPathFailure, "read", errFakeFault), false},
+	}
+	for _, tc := range tests {
+		if got := MediumSuspect(tc.op, tc.err); got != tc.want {
+			t.Errorf("%s: MediumSuspect(%s, %v) = %v, want %v", tc.name, tc.op, tc.err, got, tc.want)
+		}
+	}
+}

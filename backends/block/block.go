@@ -80,8 +80,12 @@ type Device struct {
 	loopIno       uint64
 	loopAutoclear bool
 
-	bounce sync.Pool      // *[]byte, aligned, bounceSize long
-	rmw    [64]sync.Mutex // stripes by block number: serialise read-modify-write of a block
+	bounce sync.Pool // *[]byte, aligned, bounceSize long
+	// rmw stripes by block number serialise the read-modify-write of a
+	// block across every path to the store (store.go).
+	rmw    *rmwStripes
+	store  string
+	detach sync.Once
 }
 
 // ALUADevice is a Device whose LU reports target port group support
@@ -236,6 +240,7 @@ func newDevice(f *os.File, name string, o Options) (*Device, error) {
 			d.tpgs = inq.TPGS
 		}
 	}
+	d.attachStore()
 	return d, nil
 }
 
@@ -291,7 +296,10 @@ func (d *Device) LogicalBlockSize() int { return d.lbs }
 func (d *Device) Size() int64 { return d.size }
 
 // Close closes the descriptor.
-func (d *Device) Close() error { return d.f.Close() }
+func (d *Device) Close() error {
+	d.detachStore()
+	return d.f.Close()
+}
 
 // Can reports the capabilities the device offers: discard only when its
 // queue accepts discards (queue/discard_max_bytes > 0); write-zeroes,
@@ -427,10 +435,10 @@ func (d *Device) bounceWrite(p []byte, off int64) (int, error) {
 	end := off + int64(len(p))
 	var stripes []int
 	if off&(lbs-1) != 0 {
-		stripes = append(stripes, int(uint64(off/lbs)%uint64(len(d.rmw))))
+		stripes = append(stripes, int(uint64(off/lbs)%uint64(len(d.rmw.mu))))
 	}
 	if end&(lbs-1) != 0 {
-		s := int(uint64((end-1)/lbs) % uint64(len(d.rmw)))
+		s := int(uint64((end-1)/lbs) % uint64(len(d.rmw.mu)))
 		switch {
 		case len(stripes) == 0:
 			stripes = append(stripes, s)
@@ -441,8 +449,8 @@ func (d *Device) bounceWrite(p []byte, off int64) (int, error) {
 		}
 	}
 	for _, s := range stripes {
-		d.rmw[s].Lock()
-		defer d.rmw[s].Unlock()
+		d.rmw.mu[s].Lock()
+		defer d.rmw.mu[s].Unlock()
 	}
 
 	bp := d.bounce.Get().(*[]byte)

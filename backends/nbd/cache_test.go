@@ -1,0 +1,29 @@
+package nbd
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCacheDomain: two paths to one multi-conn server name one cache
+// domain; another server over the same file names another; a server
+// without NBD_FLAG_CAN_MULTI_CONN names none.
+func TestCacheDomain(t *testing.T) {
+	disk := sparseFile(t, 4<<20)
+	s := startNbdkit(t, false, "file", disk)
+	a, b := openT(t, s.uri("")), openT(t, s.uri(""))
+	defer a.Close()
+	defer b.Close()
+	require.NotEmpty(t, a.CacheDomain())
+	assert.Equal(t, a.CacheDomain(), b.CacheDomain())
+	s2 := startNbdkit(t, false, "file", disk)
+	other := openT(t, s2.uri(""))
+	defer other.Close()
+	assert.NotEqual(t, a.CacheDomain(), other.CacheDomain(), "another server over the same file")
+	s3 := startNbdkit(t, false, "--filter=multi-conn", "file", disk, "multi-conn-mode=disable")
+	single := openT(t, s3.uri(""))
+	defer single.Close()
+	assert.Empty(t, single.CacheDomain(), "no multi-conn: no promise")
+}
