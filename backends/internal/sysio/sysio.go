@@ -167,8 +167,8 @@ const (
 )
 
 // call is one system call handed to a worker. Until the worker completed
-// it, the worker owns buf; once abandoned, the worker owns the whole call
-// and recycles it when the system call returns.
+// it, the worker owns buf. A call given up on is never recycled: the worker
+// drops it when its system call returns.
 type call struct {
 	kind  kind
 	io    IOFunc
@@ -179,19 +179,28 @@ type call struct {
 	n     int
 	err   error
 	state atomic.Uint32
-	done  chan struct{} // capacity 1: the worker's completion signal
-	timer *time.Timer
+	done  chan struct{} // capacity 1: completed or abandoned, whoever won
 	r     *Runner
-	// settled is made by the caller before it abandons a write-class call
-	// and closed by the worker when the system call returns.
-	settled chan struct{}
+
+	// Set while the call waits for a deadline: its place in a watchdog
+	// shard, and, once abandoned, why and (write-class) the channel the
+	// worker closes when the system call returns.
+	deadline   time.Time
+	shard      *shard
+	prev, next *call
+	listed     bool
+	cause      error
+	settled    chan struct{}
 }
 
-var callPool = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return &call{done: make(chan struct{}, 1), timer: t}
-}}
+var (
+	callPool  = sync.Pool{New: newCall}
+	callCount atomic.Uint32
+)
+
+func newCall() any {
+	return &call{done: make(chan struct{}, 1), shard: &shards[callCount.Add(1)%uint32(len(shards))]}
+}
 
 func getCall() *call { return callPool.Get().(*call) }
 
@@ -200,7 +209,7 @@ func (c *call) recycle() {
 	if c.bufp != nil {
 		putBuf(c.bufp)
 	}
-	c.io, c.fn, c.buf, c.bufp, c.err, c.r, c.settled = nil, nil, nil, nil, nil, nil, nil
+	c.io, c.fn, c.buf, c.bufp, c.err, c.r = nil, nil, nil, nil, nil, nil
 	c.n, c.off = 0, 0
 	c.state.Store(running)
 	callPool.Put(c)
@@ -216,64 +225,174 @@ func (c *call) run() {
 }
 
 // finish is the worker's end of a call: signal the waiting caller, or, if
-// the caller gave up, settle and recycle the call.
+// the caller gave up, settle the call and free its buffer.
 func (c *call) finish() {
 	if c.state.CompareAndSwap(running, completed) {
 		c.done <- struct{}{} // the caller owns c from here on
 		return
 	}
+	if c.bufp != nil {
+		putBuf(c.bufp)
+	}
 	c.r.hung.Add(-1)
 	if c.settled != nil {
 		close(c.settled)
 	}
-	c.recycle()
+}
+
+// abandon gives c up (the caller stops waiting); false if it completed
+// first. The caller of abandon must be the only one trying.
+func (c *call) abandon(cause error) bool {
+	if c.kind == kindWrite || c.kind == kindFuncWrite {
+		c.settled = make(chan struct{})
+	}
+	c.cause = cause
+	c.r.hung.Add(1)
+	if !c.state.CompareAndSwap(running, abandoned) {
+		c.r.hung.Add(-1)
+		c.settled, c.cause = nil, nil
+		return false
+	}
+	return true
 }
 
 // wait hands c to a worker and waits for it to complete (nil) or for ctx to
-// end; then it abandons c to the worker — the caller must not touch c any
-// more — and returns why, with the channel the worker closes when the system
-// call returns (for write-class calls).
+// end; then it abandons c to the worker — nobody touches c afterwards but
+// the worker — and returns why, with the channel the worker closes when the
+// system call returns (for write-class calls).
 func (r *Runner) wait(ctx context.Context, c *call) (<-chan struct{}, error) {
 	c.r = r
-	start(c)
-	var cause error
 	if dl, ok := ctx.Deadline(); ok {
 		// The deadline, not ctx.Done(): a per-I/O context may make its Done
 		// channel and timer on demand, which a healthy call must not pay
-		// for. The call's own pooled timer is cheaper.
-		c.timer.Reset(time.Until(dl))
-		select {
-		case <-c.done:
-			c.timer.Stop()
-			return nil, nil
-		case <-c.timer.C:
-			cause = context.DeadlineExceeded
+		// for. The watchdog enforces deadlines for every call at once.
+		c.deadline = dl
+		c.shard.add(c)
+		start(c)
+		<-c.done
+		if c.state.Load() == abandoned { // by the watchdog, which unlisted c
+			return c.settled, c.cause
 		}
-	} else if dc := ctx.Done(); dc != nil {
+		c.shard.remove(c)
+		return nil, nil
+	}
+	start(c)
+	if dc := ctx.Done(); dc != nil {
 		select {
 		case <-c.done:
 			return nil, nil
 		case <-dc:
-			cause = ctx.Err()
 		}
+		if c.abandon(ctx.Err()) {
+			return c.settled, c.cause
+		}
+	}
+	<-c.done
+	return nil, nil
+}
+
+// The watchdog gives up on calls whose deadline passed. It looks every
+// watchdogTick while calls wait, and sleeps when none has for a while.
+const (
+	watchdogTick = 10 * time.Millisecond
+	watchdogIdle = 100 // ticks without a waiting call before it sleeps
+	shardCount   = 16
+)
+
+type shard struct {
+	mu   sync.Mutex
+	head *call
+	_    [40]byte // keep shards on separate cache lines
+}
+
+var (
+	shards   [shardCount]shard
+	wdOnce   sync.Once
+	wdAsleep atomic.Bool
+	wdWake   = make(chan struct{}, 1)
+)
+
+func (s *shard) add(c *call) {
+	s.mu.Lock()
+	c.prev, c.next = nil, s.head
+	if s.head != nil {
+		s.head.prev = c
+	}
+	s.head = c
+	c.listed = true
+	s.mu.Unlock()
+	wdOnce.Do(func() { go watchdog() })
+	if wdAsleep.Load() && wdAsleep.CompareAndSwap(true, false) {
+		wdWake <- struct{}{}
+	}
+}
+
+func (s *shard) remove(c *call) {
+	s.mu.Lock()
+	s.unlinkLocked(c)
+	s.mu.Unlock()
+}
+
+func (s *shard) unlinkLocked(c *call) {
+	if !c.listed {
+		return
+	}
+	if c.prev != nil {
+		c.prev.next = c.next
 	} else {
-		<-c.done
-		return nil, nil
+		s.head = c.next
 	}
-	var settled chan struct{}
-	if c.kind == kindWrite || c.kind == kindFuncWrite {
-		settled = make(chan struct{})
-		c.settled = settled
+	if c.next != nil {
+		c.next.prev = c.prev
 	}
-	r.hung.Add(1)
-	if !c.state.CompareAndSwap(running, abandoned) {
-		// The call completed as the deadline passed: take its result.
-		r.hung.Add(-1)
-		c.settled = nil
-		<-c.done
-		return nil, nil
+	c.prev, c.next, c.listed = nil, nil, false
+}
+
+// sweep abandons the calls past their deadline and reports whether any
+// call is waiting.
+func sweep(now time.Time) bool {
+	waiting := false
+	for i := range shards {
+		s := &shards[i]
+		s.mu.Lock()
+		for c := s.head; c != nil; {
+			next := c.next
+			waiting = true
+			if !now.Before(c.deadline) && c.abandon(context.DeadlineExceeded) {
+				s.unlinkLocked(c)
+				c.done <- struct{}{} // the caller wakes and returns c.cause
+			}
+			c = next
+		}
+		s.mu.Unlock()
 	}
-	return settled, cause
+	return waiting
+}
+
+func watchdog() {
+	t := time.NewTicker(watchdogTick)
+	defer t.Stop()
+	idleTicks := 0
+	for now := range t.C {
+		if sweep(now) {
+			idleTicks = 0
+			continue
+		}
+		if idleTicks++; idleTicks < watchdogIdle {
+			continue
+		}
+		// Sleep until a call registers. A call registering while the flag
+		// is set wakes us; one that registered before is seen by sweep.
+		t.Stop()
+		wdAsleep.Store(true)
+		if sweep(time.Now()) && wdAsleep.CompareAndSwap(true, false) {
+			// A call is waiting and nobody will wake us: keep ticking.
+		} else {
+			<-wdWake
+		}
+		idleTicks = 0
+		t.Reset(watchdogTick)
+	}
 }
 
 // Workers: an idle worker waits on work; a call finding none starts a new
@@ -348,9 +467,11 @@ func putBuf(b *[]byte) {
 func alignedBuffer(n int) *[]byte {
 	raw := make([]byte, n+Align)
 	skip := 0
-	if r := int(uintptr(unsafe.Pointer(&raw[0])) & (Align - 1)); r != 0 {
+	if r := int(uintptr(addr(raw)) & (Align - 1)); r != 0 {
 		skip = Align - r
 	}
 	b := raw[skip : skip+n : skip+n]
 	return &b
 }
+
+func addr(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
