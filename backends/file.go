@@ -61,8 +61,9 @@ type File struct {
 
 	// refs counts the open file (1 until Close) and the calls holding the
 	// descriptor; the last release closes it.
-	refs   atomic.Int64
-	closed atomic.Bool
+	refs    atomic.Int64
+	closed  atomic.Bool
+	probing sysio.Single
 
 	readFn, writeFn sysio.IOFunc
 }
@@ -287,14 +288,24 @@ func (b *File) WriteZeroes(ctx context.Context, off, length int64) error {
 
 // Probe checks that the descriptor still reaches the file: an fstat, which
 // on a network or FUSE file system asks the server. It returns at ctx's
-// deadline even while the fstat hangs.
+// deadline even while the fstat hangs, and fails at once while a hung one
+// has not returned.
 func (b *File) Probe(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return b.syscall(ctx, "fstat", false, func(fd int) error {
+	// One fstat at a time may hang: a checker probing every 2 s must not
+	// pile up a hung system call (and a thread) per round.
+	return b.rt.DoSingle(ctx, &b.probing, "fstat", func() error {
+		if err := b.acquire("fstat"); err != nil {
+			return err
+		}
+		defer b.release()
 		var st unix.Stat_t
-		return unix.Fstat(fd, &st)
+		if err := unix.Fstat(b.fd, &st); err != nil {
+			return &os.PathError{Op: "fstat", Path: b.name, Err: err}
+		}
+		return nil
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/backendtest"
+	"github.com/mpathfs/mpathfs/backends/internal/sysio"
 	"github.com/mpathfs/mpathfs/internal/hangfs"
 )
 
@@ -204,6 +205,10 @@ func TestFileHungFlushAndProbe(t *testing.T) {
 	err = b.Probe(deadline(t, 100*time.Millisecond))
 	require.ErrorIs(t, err, context.DeadlineExceeded, "the probe honours its deadline")
 	assert.EqualValues(t, 2, b.Hung())
+	fsys.WaitHeld(t, 2)
+	err = b.Probe(deadline(t, time.Minute))
+	require.ErrorIs(t, err, sysio.ErrStillRunning, "no second fstat while the first hangs")
+	assert.Equal(t, 1, fsys.HeldOf(hangfs.Getattr))
 	fsys.Release()
 	require.Eventually(t, func() bool { return b.Hung() == 0 }, time.Minute, time.Millisecond)
 	require.NoError(t, b.Probe(t.Context()))

@@ -93,6 +93,7 @@ type Device struct {
 
 	rt              *sysio.Runner
 	readFn, writeFn sysio.IOFunc
+	probing         sysio.Single
 }
 
 // ALUADevice is a Device whose LU reports target port group support
@@ -614,12 +615,15 @@ func (d *Device) WriteZeroes(ctx context.Context, off, length int64) error {
 // Probe checks that the node still reaches a non-empty device (for a loop
 // device: the same backing file, no detach pending), then sends TEST UNIT
 // READY to a SCSI device or reads its first block otherwise. It runs in a
-// worker and returns at ctx's deadline even while a system call hangs.
+// worker and returns at ctx's deadline even while a system call hangs, and
+// fails at once while a hung probe has not returned.
 func (d *Device) Probe(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := d.rt.Do(ctx, "probe", false, func() error { return d.probe(ctx) })
+	// One probe at a time may hang: a checker probing every 2 s must not
+	// pile up a hung system call (and a thread) per round.
+	err := d.rt.DoSingle(ctx, &d.probing, "probe", func() error { return d.probe(ctx) })
 	var he *sysio.HungError
 	if errors.As(err, &he) {
 		return &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: d.name, Err: err}

@@ -1,6 +1,7 @@
 // Package hangfs is a FUSE file system for tests whose requests the test
 // can hold: a deterministic hung system call. It serves one file, lun.img,
-// from memory, with direct I/O (every read and write reaches the server);
+// from memory or over a real file (a second path to the same store), with
+// direct I/O (every read and write reaches the server);
 // while the test holds an operation, requests of that kind wait until it
 // releases them, as on an NFS server gone or a FUSE server stopped.
 //
@@ -10,6 +11,8 @@ package hangfs
 
 import (
 	"context"
+	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,13 +47,15 @@ type FS struct {
 	Dir string
 	srv *fuse.Server
 
-	mu   sync.Mutex
-	data []byte
-	ops  Op
-	gate chan struct{} // closed by Release
+	mu    sync.Mutex
+	data  []byte   // the store, in memory
+	store *os.File // or over a file
+	size  int64
+	ops   Op
+	gate  chan struct{} // closed by Release
 
-	held   atomic.Int32 // requests waiting at the gate now
-	served atomic.Int64 // requests of a holdable kind served
+	held   [6]atomic.Int32 // requests waiting at the gate now, by op bit
+	served atomic.Int64    // requests of a holdable kind served
 }
 
 // Need skips the test (fails it when CI is set) without root and
@@ -78,8 +83,31 @@ func Need(t testing.TB) {
 // after their cleanups.
 func Mount(t testing.TB, size int) *FS {
 	t.Helper()
+	return mount(t, &FS{data: make([]byte, size), size: int64(size)})
+}
+
+// MountOver mounts a hangfs whose file is a window on the file name (which
+// must exist): its reads and writes go to name, so a path through the mount
+// and a path to name lead to one store.
+func MountOver(t testing.TB, name string) *FS {
+	t.Helper()
 	Need(t)
-	f := &FS{Dir: t.TempDir(), data: make([]byte, size), gate: make(chan struct{})}
+	st, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("hangfs: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	fi, err := st.Stat()
+	if err != nil {
+		t.Fatalf("hangfs: %v", err)
+	}
+	return mount(t, &FS{store: st, size: fi.Size()})
+}
+
+func mount(t testing.TB, f *FS) *FS {
+	t.Helper()
+	Need(t)
+	f.Dir, f.gate = t.TempDir(), make(chan struct{})
 	zero := time.Duration(0)
 	srv, err := fs.Mount(f.Dir, &root{f: f}, &fs.Options{
 		EntryTimeout:    &zero,
@@ -124,7 +152,24 @@ func (f *FS) Release() {
 }
 
 // Held is the number of requests waiting at the gate now.
-func (f *FS) Held() int { return int(f.held.Load()) }
+func (f *FS) Held() int {
+	n := 0
+	for i := range f.held {
+		n += int(f.held[i].Load())
+	}
+	return n
+}
+
+// HeldOf is the number of requests of kind op waiting at the gate now.
+func (f *FS) HeldOf(op Op) int {
+	n := 0
+	for i := range f.held {
+		if op&(1<<i) != 0 {
+			n += int(f.held[i].Load())
+		}
+	}
+	return n
+}
 
 // WaitHeld waits until at least n requests wait at the gate.
 func (f *FS) WaitHeld(t testing.TB, n int) {
@@ -144,6 +189,13 @@ func (f *FS) Served() int64 { return f.served.Load() }
 func (f *FS) Data(off, n int) []byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.store != nil {
+		b := make([]byte, n)
+		if _, err := f.store.ReadAt(b, int64(off)); err != nil {
+			panic(err)
+		}
+		return b
+	}
 	return append([]byte(nil), f.data[off:off+n]...)
 }
 
@@ -153,9 +205,10 @@ func (f *FS) pass(op Op) {
 	held, gate := f.ops&op != 0, f.gate
 	f.mu.Unlock()
 	if held {
-		f.held.Add(1)
+		i := bits.TrailingZeros32(uint32(op))
+		f.held[i].Add(1)
 		<-gate
-		f.held.Add(-1)
+		f.held[i].Add(-1)
 	}
 	f.served.Add(1)
 }
@@ -188,9 +241,7 @@ var (
 
 func (n *node) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.f.pass(Getattr)
-	n.f.mu.Lock()
-	out.Size = uint64(len(n.f.data))
-	n.f.mu.Unlock()
+	out.Size = uint64(n.f.size)
 	out.Mode = syscall.S_IFREG | 0o600
 	out.Blksize = 4096
 	return 0
@@ -211,6 +262,13 @@ func (n *node) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int64) 
 	n.f.pass(Read)
 	n.f.mu.Lock()
 	defer n.f.mu.Unlock()
+	if n.f.store != nil {
+		k, err := n.f.store.ReadAt(dest, off)
+		if err != nil && err != io.EOF {
+			return nil, fs.ToErrno(err)
+		}
+		return fuse.ReadResultData(dest[:k]), 0
+	}
 	if off >= int64(len(n.f.data)) {
 		return fuse.ReadResultData(nil), 0
 	}
@@ -222,8 +280,15 @@ func (n *node) Write(_ context.Context, _ fs.FileHandle, data []byte, off int64)
 	n.f.pass(Write)
 	n.f.mu.Lock()
 	defer n.f.mu.Unlock()
-	if off < 0 || off+int64(len(data)) > int64(len(n.f.data)) {
+	if off < 0 || off+int64(len(data)) > n.f.size {
 		return 0, syscall.ENOSPC
+	}
+	if n.f.store != nil {
+		k, err := n.f.store.WriteAt(data, off)
+		if err != nil {
+			return uint32(k), fs.ToErrno(err)
+		}
+		return uint32(k), 0
 	}
 	return uint32(copy(n.f.data[off:], data)), 0
 }
@@ -246,7 +311,16 @@ func (n *node) Allocate(_ context.Context, _ fs.FileHandle, off, size uint64, mo
 	}
 	n.f.mu.Lock()
 	defer n.f.mu.Unlock()
-	end := min(off+size, uint64(len(n.f.data)))
+	end := min(off+size, uint64(n.f.size))
+	if off >= end {
+		return 0
+	}
+	if n.f.store != nil {
+		if _, err := n.f.store.WriteAt(make([]byte, end-off), int64(off)); err != nil {
+			return fs.ToErrno(err)
+		}
+		return 0
+	}
 	for i := off; i < end; i++ {
 		n.f.data[i] = 0
 	}

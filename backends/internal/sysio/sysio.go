@@ -20,6 +20,7 @@ package sysio
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -148,6 +149,50 @@ func (r *Runner) Do(ctx context.Context, call string, write bool, fn func() erro
 	}
 	err := c.err
 	c.recycle()
+	return err
+}
+
+// Single keeps a kind of call (a probe) from piling up on a hung path:
+// while one given up on is still in its system call, DoSingle fails at once
+// instead of starting another. The zero value is ready.
+type Single struct {
+	mu    sync.Mutex
+	stuck int
+}
+
+// ErrStillRunning is the cause of a DoSingle refused because the last call
+// given up on has not returned; it wraps context.DeadlineExceeded.
+var ErrStillRunning = fmt.Errorf("the previous call, given up on at its deadline, has not returned: %w", context.DeadlineExceeded)
+
+// DoSingle is Do for a call that must not pile up (see Single); the call
+// is not write-class.
+func (r *Runner) DoSingle(ctx context.Context, s *Single, call string, fn func() error) error {
+	s.mu.Lock()
+	stuck := s.stuck > 0
+	s.mu.Unlock()
+	if stuck {
+		return &HungError{Call: call, Name: r.name, Cause: ErrStillRunning}
+	}
+	var finished, counted bool // guarded by s.mu
+	err := r.Do(ctx, call, false, func() error {
+		err := fn()
+		s.mu.Lock()
+		finished = true
+		if counted {
+			s.stuck--
+		}
+		s.mu.Unlock()
+		return err
+	})
+	var he *HungError
+	if errors.As(err, &he) {
+		s.mu.Lock()
+		if !finished {
+			counted = true
+			s.stuck++
+		}
+		s.mu.Unlock()
+	}
 	return err
 }
 

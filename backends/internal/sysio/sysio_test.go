@@ -121,6 +121,22 @@ func TestDoHung(t *testing.T) {
 	assert.Equal(t, "the ioctl BLKDISCARD system call on /dev/sdz to return", pe.WaitingFor())
 }
 
+func TestDoSingleDoesNotPileUp(t *testing.T) {
+	r := New("/x", false)
+	var s Single
+	release := make(chan struct{})
+	calls := 0
+	fn := func() error { calls++; <-release; return nil }
+	err := r.DoSingle(deadline(t, 20*time.Millisecond), &s, "fstat", fn)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	err = r.DoSingle(deadline(t, time.Minute), &s, "fstat", fn)
+	require.ErrorIs(t, err, ErrStillRunning)
+	close(release)
+	require.Eventually(t, func() bool { return r.Hung() == 0 }, time.Minute, time.Millisecond)
+	require.NoError(t, r.DoSingle(deadline(t, time.Minute), &s, "fstat", fn))
+	assert.Equal(t, 2, calls)
+}
+
 func TestCancelWithoutDeadline(t *testing.T) {
 	r := New("/x", false)
 	h := newHang()
