@@ -95,6 +95,9 @@ func openFileURI(_ context.Context, u *url.URL) (Backend, error) {
 	if o.ReadOnly, err = QueryBool(u, "ro", false); err != nil {
 		return nil, err
 	}
+	if o.Inline, err = QueryBool(u, "inline", false); err != nil {
+		return nil, err
+	}
 	return OpenFile(p, o)
 }
 

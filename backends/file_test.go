@@ -284,6 +284,16 @@ func TestFileInMemoryRunsInline(t *testing.T) {
 	assert.True(t, b.Inline())
 }
 
+func TestFileInlineURI(t *testing.T) {
+	name := newFileStore(t, 1<<20)
+	b, err := backends.Open(t.Context(), "file://"+name+"?inline=true")
+	require.NoError(t, err)
+	defer b.Close()
+	assert.True(t, b.(*backends.File).Inline())
+	_, err = backends.Open(t.Context(), "file://"+name+"?inline=maybe")
+	assert.ErrorContains(t, err, "inline")
+}
+
 func TestFileConformanceInline(t *testing.T) {
 	backendtest.Run(t, func(t *testing.T, size int64) backends.Backend {
 		b, err := backends.OpenFile(newFileStore(t, size), backends.FileOptions{Inline: true})
