@@ -113,14 +113,17 @@ func TestHungFusePathUnderFio(t *testing.T) {
 	assert.Positive(t, r.Jobs[0].Write.IOBytes)
 
 	// Stop mpathfs while the server is stopped again, after some I/O hit the
-	// FUSE path: the unmount must not wait for the hung calls.
-	waitFor(t, 60*time.Second, "the FUSE path back in service", func() bool {
-		return pathStatus(m, "d0", fusePath).State == "active"
-	})
+	// FUSE path: the unmount must not wait for the hung calls. The path is
+	// switched on first (it may be held down by flap damping).
+	m.mustCtl("path", "set", "--state", "on", fusePath)
+	ps := pathStatus(m, "d0", fusePath)
+	require.Equal(t, "active", ps.State)
 	hung.signal(syscall.SIGSTOP)
-	_, out, err = runFio(ctx, "--name=tail", "--filename="+m.file("d0"), "--direct=1", "--rw=randread", "--bs=4k",
+	r, out, err = runFio(ctx, "--name=tail", "--filename="+m.file("d0"), "--direct=1", "--rw=randread", "--bs=4k",
 		"--ioengine=libaio", "--iodepth=8", "--size=256M", "--runtime=3", "--time_based")
 	require.NoError(t, err, "fio:\n%s", out)
+	assert.Zero(t, r.Jobs[0].TotalErr, "fio errors:\n%s", out)
+	assert.Greater(t, pathStatus(m, "d0", fusePath).Errors, ps.Errors, "a read hung on the FUSE path")
 	require.NoError(t, m.cmd.Process.Signal(syscall.SIGTERM))
 	waitFor(t, 30*time.Second, "the unmount with the server still stopped", func() bool { return !isMounted(m.dir) })
 	// The process itself exits once its hung system calls return: a thread
