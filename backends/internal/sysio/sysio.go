@@ -340,7 +340,7 @@ func (r *Runner) wait(ctx context.Context, c *call) (<-chan struct{}, error) {
 // watchdogTick while calls wait, and sleeps when none has for a while.
 const (
 	watchdogTick = 10 * time.Millisecond
-	watchdogIdle = 100 // ticks without a waiting call before it sleeps
+	watchdogIdle = 10 // ticks without a waiting call before it sleeps
 	shardCount   = 16
 )
 
