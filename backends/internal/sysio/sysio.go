@@ -15,7 +15,8 @@
 //     cannot land any more); other calls return a HungError.
 //
 // A healthy call costs one hand-off to a worker and back, and a copy of its
-// data; it allocates nothing (calls, timers, workers and buffers are pooled).
+// data; it allocates nothing (calls, workers and buffers are pooled, and one
+// watchdog goroutine enforces every deadline).
 package sysio
 
 import (
