@@ -12,7 +12,8 @@ import (
 
 // checker probes paths at the check interval: it reinstates dead and
 // standby paths that pass (unless damping holds them down) and fails
-// active paths that do not, before I/O hits them.
+// active paths that do not, before I/O hits them. Rounds start on a fixed
+// schedule: a round slowed by a hung probe does not push the next one back.
 func (d *Device) checker() {
 	defer d.wg.Done()
 	t := time.NewTimer(d.cfg.CheckInterval)
@@ -22,8 +23,9 @@ func (d *Device) checker() {
 		case <-d.stop:
 			return
 		case <-t.C:
+			start := time.Now()
 			d.CheckNow()
-			t.Reset(d.nextCheck())
+			t.Reset(max(0, d.nextCheck()-time.Since(start)))
 		}
 	}
 }
@@ -39,34 +41,98 @@ func (d *Device) nextCheck() time.Duration {
 	return d.cfg.CheckInterval
 }
 
-// probe runs one health check on a path.
+// probeGrace is how long past its deadline a probe is given to return the
+// context's error itself before the checker declares it stuck.
+const probeGrace = 50 * time.Millisecond
+
+// stuckProbes holds the paths whose last probe outlived its deadline and
+// has not returned yet, with the time it started: such a path gets no
+// second probe (each would hang a goroutine more) and fails every check
+// until the stuck one returns.
+var stuckProbes struct {
+	sync.Mutex
+	m map[*mpath.Path]time.Time
+}
+
+// probe runs one health check on a path, in its own goroutine and under its
+// own deadline (the probe timeout): a probe that does not honour its context
+// — a system call that cannot be interrupted — fails its own path at the
+// deadline and keeps running in the background; the path is not probed
+// again until it returned.
 func (d *Device) probe(p *mpath.Path) error {
+	stuckProbes.Lock()
+	since, stuck := stuckProbes.m[p]
+	stuckProbes.Unlock()
+	if stuck {
+		return &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: p.Name,
+			Err: fmt.Errorf("the probe started %s ago has not returned: %w", time.Since(since).Round(time.Millisecond), context.DeadlineExceeded)}
+	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ProbeTimeout)
 	defer cancel()
-	go func() { // the checker must not wait past a device close
-		select {
-		case <-d.stop:
-			cancel()
-		case <-ctx.Done():
+	var mu sync.Mutex // guards finished and abandoned
+	finished, abandoned := false, false
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		if pr, ok := backends.As[backends.Prober](p.Backend); ok && backends.Can(p.Backend, backends.CapProbe) {
+			err = pr.Probe(ctx)
+		} else {
+			var buf [512]byte
+			_, err = p.Backend.ReadAt(ctx, buf[:], 0)
 		}
+		mu.Lock()
+		finished = true
+		if abandoned {
+			stuckProbes.Lock()
+			delete(stuckProbes.m, p)
+			stuckProbes.Unlock()
+		}
+		mu.Unlock()
+		done <- err
 	}()
-	if pr, ok := backends.As[backends.Prober](p.Backend); ok && backends.Can(p.Backend, backends.CapProbe) {
-		return pr.Probe(ctx)
+	var err error
+	select {
+	case err = <-done:
+		return err
+	case <-d.stop: // the checker must not wait past a device close
+		err = mpath.ErrClosed
+	case <-ctx.Done():
+		grace := time.NewTimer(probeGrace)
+		select {
+		case err = <-done:
+			grace.Stop()
+			return err
+		case <-grace.C:
+		}
+		err = &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: p.Name,
+			Err: fmt.Errorf("probe still running after its %v deadline: %w", d.cfg.ProbeTimeout, context.DeadlineExceeded)}
 	}
-	var buf [512]byte
-	_, err := p.Backend.ReadAt(ctx, buf[:], 0)
+	mu.Lock()
+	if !finished {
+		abandoned = true
+		stuckProbes.Lock()
+		if stuckProbes.m == nil {
+			stuckProbes.m = map[*mpath.Path]time.Time{}
+		}
+		stuckProbes.m[p] = start
+		stuckProbes.Unlock()
+	}
+	mu.Unlock()
 	return err
 }
 
-// CheckNow runs one round of the path checker.
+// CheckNow runs one round of the path checker. Paths are probed in
+// parallel, each under its own deadline: a hung path's probe fails that
+// path at the probe timeout and delays the verdict on the others by no
+// more; its stuck probe gets no successor until it returned. Verdicts are
+// applied in claim order, once every probe answered.
 func (d *Device) CheckNow() {
 	paths := d.Paths()
 	type result struct {
 		p   *mpath.Path
 		err error
 	}
-	// Probes run in parallel: a hung path (each probe waits up to the
-	// probe timeout) must not delay the verdict on the others.
 	results := make([]result, 0, len(paths))
 	for _, p := range paths {
 		if p.AdminOff() || p.PDL() {
@@ -79,7 +145,7 @@ func (d *Device) CheckNow() {
 		wg.Add(1)
 		go func(r *result) {
 			defer wg.Done()
-			r.err = d.probe(r.p)
+			r.err = d.probe(r.p) // returns by its deadline
 		}(&results[i])
 	}
 	wg.Wait()

@@ -17,8 +17,12 @@
 // file, so two loop devices over the same image agree on the WWID (and agree
 // with a file:// path to the same image).
 //
-// A pread or pwrite in progress cannot be interrupted: the context is
-// checked before the call, and its deadline bounds SG_IO commands only.
+// A pread or pwrite in progress cannot be interrupted, so every system call
+// runs in a pooled worker goroutine and the caller waits for it only until
+// its context's deadline (internal/sysio): a read still hung then fails as a
+// path failure, a write, discard or write-zeroes returns a backends.Pending
+// that settles when the system call returns at last. Calls work on private,
+// aligned copies of the caller's buffer, which a hung call may still touch.
 package block
 
 import (
@@ -32,12 +36,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/mpathfs/mpathfs/alua"
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/internal/sysio"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -56,8 +62,10 @@ type Options struct {
 }
 
 // Device is one path to a block device. Each Device has its own descriptor.
-// ReadAt, WriteAt and the other methods are safe to call in parallel; a
-// Close waits for calls in progress to leave their system call.
+// ReadAt, WriteAt and the other methods are safe to call in parallel. Close
+// returns at once; the descriptor is closed when the last call still in a
+// system call leaves it (os.File keeps the count), never while a hung call
+// may still pass its number to the kernel.
 type Device struct {
 	f     *os.File
 	name  string // the node as opened (/dev/sdb)
@@ -86,6 +94,10 @@ type Device struct {
 	rmw    *rmwStripes
 	store  string
 	detach sync.Once
+
+	rt              *sysio.Runner
+	readFn, writeFn sysio.IOFunc
+	probing         sysio.Single
 }
 
 // ALUADevice is a Device whose LU reports target port group support
@@ -198,6 +210,8 @@ func newDevice(f *os.File, name string, o Options) (*Device, error) {
 		minor: unix.Minor(st.Rdev),
 		opts:  o,
 	}
+	d.rt = sysio.New(name, false)
+	d.readFn, d.writeFn = d.readSync, d.writeSync
 	d.sys = fmt.Sprintf("/sys/dev/block/%d:%d", d.major, d.minor)
 	var err error
 	if d.size, err = d.ioctlSize(); err != nil {
@@ -295,11 +309,30 @@ func (d *Device) LogicalBlockSize() int { return d.lbs }
 // Size is the device size in bytes when the path was opened.
 func (d *Device) Size() int64 { return d.size }
 
-// Close closes the descriptor.
+// closeWait bounds how long Close waits for close(2) itself, which may
+// write back or flush a device that no longer answers.
+const closeWait = 2 * time.Second
+
+// Close stops new calls and returns. The descriptor is closed when no call
+// holds it any more: now, or when the last hung call returns. Close waits at
+// most closeWait for close(2) itself.
 func (d *Device) Close() error {
 	d.detachStore()
-	return d.f.Close()
+	done := make(chan error, 1)
+	go func() { done <- d.f.Close() }()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("block path %s: close(2) still running after %v: left to finish in the background", d.name, closeWait)
+	}
 }
+
+// Hung is the number of system calls given up on at a deadline that have
+// not returned yet.
+func (d *Device) Hung() int64 { return d.rt.Hung() }
 
 // Can reports the capabilities the device offers: discard only when its
 // queue accepts discards (queue/discard_max_bytes > 0); write-zeroes,
@@ -344,13 +377,7 @@ func (d *Device) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if int64(len(p)) > d.size-off {
 		want, eof = p[:d.size-off], true
 	}
-	var n int
-	var err error
-	if d.aligned(want, off) {
-		n, err = d.f.ReadAt(want, off)
-	} else {
-		n, err = d.bounceRead(want, off)
-	}
+	n, err := d.rt.ReadAt(ctx, "pread", d.readFn, want, off)
 	if err == nil && eof {
 		err = io.EOF
 	}
@@ -377,17 +404,27 @@ func (d *Device) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 	if int64(len(p)) > d.size-off {
 		want, short = p[:d.size-off], true
 	}
-	var n int
-	var err error
-	if d.aligned(want, off) {
-		n, err = d.f.WriteAt(want, off)
-	} else {
-		n, err = d.bounceWrite(want, off)
-	}
+	n, err := d.rt.WriteAt(ctx, "pwrite", d.writeFn, want, off)
 	if err == nil && short {
 		err = &os.PathError{Op: "write", Path: d.name, Err: unix.ENOSPC}
 	}
 	return n, err
+}
+
+// readSync reads p at off in the calling goroutine (a worker's).
+func (d *Device) readSync(p []byte, off int64) (int, error) {
+	if d.aligned(p, off) {
+		return d.f.ReadAt(p, off)
+	}
+	return d.bounceRead(p, off)
+}
+
+// writeSync writes p at off in the calling goroutine (a worker's).
+func (d *Device) writeSync(p []byte, off int64) (int, error) {
+	if d.aligned(p, off) {
+		return d.f.WriteAt(p, off)
+	}
+	return d.bounceWrite(p, off)
 }
 
 // alignedBuffer returns a buffer of n bytes whose address is a multiple of
@@ -492,19 +529,28 @@ func (d *Device) Flush(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := d.control(unix.Fdatasync); err != nil {
-		return &os.PathError{Op: "fdatasync", Path: d.name, Err: err}
-	}
-	return nil
+	return d.rt.Do(ctx, "fdatasync", false, func() error {
+		if err := d.control(unix.Fdatasync); err != nil {
+			return &os.PathError{Op: "fdatasync", Path: d.name, Err: err}
+		}
+		return nil
+	})
 }
 
-// rangeIoctl issues BLKDISCARD or BLKZEROOUT over [off, off+length).
-func (d *Device) rangeIoctl(req uint, off, length int64) error {
-	r := [2]uint64{uint64(off), uint64(length)}
-	return d.control(func(fd int) error {
-		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(unsafe.Pointer(&r)))
-		if e != 0 {
-			return e
+// rangeIoctl issues BLKDISCARD or BLKZEROOUT over [off, off+length), in a
+// worker: a hung one returns a backends.Pending at ctx's deadline.
+func (d *Device) rangeIoctl(ctx context.Context, op string, req uint, off, length int64) error {
+	return d.rt.Do(ctx, op, true, func() error {
+		r := [2]uint64{uint64(off), uint64(length)}
+		err := d.control(func(fd int) error {
+			_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(unsafe.Pointer(&r)))
+			if e != 0 {
+				return e
+			}
+			return nil
+		})
+		if err != nil {
+			return &os.PathError{Op: op, Path: d.name, Err: err}
 		}
 		return nil
 	})
@@ -535,10 +581,7 @@ func (d *Device) Discard(ctx context.Context, off, length int64) error {
 	if end <= start {
 		return nil
 	}
-	if err := d.rangeIoctl(unix.BLKDISCARD, start, end-start); err != nil {
-		return &os.PathError{Op: "ioctl BLKDISCARD", Path: d.name, Err: err}
-	}
-	return nil
+	return d.rangeIoctl(ctx, "ioctl BLKDISCARD", unix.BLKDISCARD, start, end-start)
 }
 
 // WriteZeroes zeroes [off, off+length) with BLKZEROOUT; partial blocks at
@@ -564,8 +607,8 @@ func (d *Device) WriteZeroes(ctx context.Context, off, length int64) error {
 			return err
 		}
 	}
-	if err := d.rangeIoctl(unix.BLKZEROOUT, start, end-start); err != nil {
-		return &os.PathError{Op: "ioctl BLKZEROOUT", Path: d.name, Err: err}
+	if err := d.rangeIoctl(ctx, "ioctl BLKZEROOUT", unix.BLKZEROOUT, start, end-start); err != nil {
+		return err
 	}
 	if off+length > end {
 		if _, err := d.WriteAt(ctx, make([]byte, off+length-end), end); err != nil {
@@ -577,11 +620,24 @@ func (d *Device) WriteZeroes(ctx context.Context, off, length int64) error {
 
 // Probe checks that the node still reaches a non-empty device (for a loop
 // device: the same backing file, no detach pending), then sends TEST UNIT
-// READY to a SCSI device or reads its first block otherwise.
+// READY to a SCSI device or reads its first block otherwise. It runs in a
+// worker and returns at ctx's deadline even while a system call hangs, and
+// fails at once while a hung probe has not returned.
 func (d *Device) Probe(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// One probe at a time may hang: a checker probing every 2 s must not
+	// pile up a hung system call (and a thread) per round.
+	err := d.rt.DoSingle(ctx, &d.probing, "probe", func() error { return d.probe(ctx) })
+	var he *sysio.HungError
+	if errors.As(err, &he) {
+		return &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: d.name, Err: err}
+	}
+	return err
+}
+
+func (d *Device) probe(ctx context.Context) error {
 	gone := func(why string, err error) error {
 		if err == nil {
 			err = ErrGone
