@@ -1,0 +1,101 @@
+package oracle
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The store rolls back behind the oracle's back: an older acknowledged
+// version lands again over newer data (written straight to the store, as
+// a stale write that timed out on another path would).
+
+// TestRolledBackAfterReadBack: the last write was read back intact, then
+// the version before it is back on every reader: rolled back, not lost.
+func TestRolledBackAfterReadBack(t *testing.T) {
+	ctx := context.Background()
+	const at = 5 * 4096
+	d, paths := device(t, nil)
+	o := New(d, Options{Paths: PathReaders(d.Paths)})
+	_, err := o.WriteAt(ctx, fill(1), at)
+	require.NoError(t, err)
+	_, err = o.WriteAt(ctx, fill(2), at)
+	require.NoError(t, err)
+	_, err = o.ReadAt(ctx, make([]byte, 4096), at) // generation 2 is on the store
+	require.NoError(t, err)
+	require.Empty(t, o.Problems())
+	_, err = paths[1].Backend.WriteAt(ctx, fill(1), at) // the stale write lands
+	require.NoError(t, err)
+
+	rep, err := o.Check(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, rep.Problems)
+	for _, p := range rep.Problems {
+		t.Logf("%s", p)
+		assert.Equal(t, KindRolledBack, p.Kind)
+		assert.Equal(t, int64(at), p.Offset)
+		assert.Equal(t, uint64(2), p.Generation, "expected generation")
+		assert.Equal(t, uint64(1), p.FoundGeneration, "found generation")
+		assert.Contains(t, p.String(), "rolled back at offset 20480")
+		assert.Contains(t, p.String(), "expected generation 2, found generation 1")
+	}
+	assert.Len(t, rep.Problems, 3, "the device and both paths")
+}
+
+// TestRolledBackOlderThanPredecessor: with no read in between, an older
+// version than the one before the last write coming back is a rollback
+// too; the immediate predecessor alone is a lost write.
+func TestRolledBackOlderThanPredecessor(t *testing.T) {
+	ctx := context.Background()
+	d, paths := device(t, nil)
+	o := New(d, Options{Paths: PathReaders(d.Paths)})
+	for _, v := range []byte{1, 2, 3} {
+		_, err := o.WriteAt(ctx, fill(v), 0)
+		require.NoError(t, err)
+		_, err = o.WriteAt(ctx, fill(v+10), 8*4096)
+		require.NoError(t, err)
+	}
+	// block 0 gets generation 1 back (two writes gone), block 8 the
+	// version just before its last write (generation 4)
+	_, err := paths[1].Backend.WriteAt(ctx, fill(1), 0)
+	require.NoError(t, err)
+	_, err = paths[1].Backend.WriteAt(ctx, fill(12), 8*4096)
+	require.NoError(t, err)
+
+	rep, err := o.Check(ctx)
+	require.NoError(t, err)
+	kinds := map[int64]string{}
+	for _, p := range rep.Problems {
+		t.Logf("%s", p)
+		kinds[p.Offset] = p.Kind
+		switch p.Offset {
+		case 0:
+			assert.Equal(t, [2]uint64{5, 1}, [2]uint64{p.Generation, p.FoundGeneration})
+		case 8 * 4096:
+			assert.Equal(t, [2]uint64{6, 4}, [2]uint64{p.Generation, p.FoundGeneration})
+		}
+	}
+	assert.Equal(t, map[int64]string{0: KindRolledBack, 8 * 4096: KindLost}, kinds)
+}
+
+// TestStaleReadNamesGenerations: an application read of an older version
+// is stale, with both generations.
+func TestStaleReadNamesGenerations(t *testing.T) {
+	ctx := context.Background()
+	d, paths := device(t, nil)
+	o := New(d, Options{})
+	for _, v := range []byte{1, 2, 3} {
+		_, err := o.WriteAt(ctx, fill(v), 0)
+		require.NoError(t, err)
+	}
+	_, err := paths[1].Backend.WriteAt(ctx, fill(1), 0)
+	require.NoError(t, err)
+	_, err = o.ReadAt(ctx, make([]byte, 4096), 0)
+	require.NoError(t, err)
+	p := o.Problems()
+	require.Len(t, p, 1)
+	assert.Equal(t, KindStale, p[0].Kind)
+	assert.Equal(t, [2]uint64{3, 1}, [2]uint64{p[0].Generation, p[0].FoundGeneration})
+}
