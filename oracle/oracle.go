@@ -106,8 +106,8 @@ type Options struct {
 type sums [sectors]uint32
 
 // history is how many versions before the last acknowledged write a block
-// remembers.
-const history = 4
+// remembers (a block written once costs none of them).
+const history = 8
 
 // version is one acknowledged content of a block.
 type version struct {
@@ -143,6 +143,9 @@ type Oracle struct {
 		sync.Mutex
 		blocks   map[int64]*block // by block number
 		problems []Problem
+		// reported: the problems application reads found, so the same
+		// finding (kind, offset, generations) is reported once.
+		reported map[Problem]bool
 		gen      uint64 // the last generation given out
 	}
 }
@@ -156,6 +159,7 @@ func New(dev Device, opts Options) *Oracle {
 	}
 	o := &Oracle{dev: dev, opts: opts}
 	o.mu.blocks = map[int64]*block{}
+	o.mu.reported = map[Problem]bool{}
 	return o
 }
 
@@ -320,7 +324,12 @@ func (o *Oracle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		pr := o.classifyLocked(s.b, bl, got, "read")
 		found = append(found, pr)
 	}
-	o.mu.problems = append(o.mu.problems, found...)
+	for _, pr := range found {
+		if !o.mu.reported[pr] {
+			o.mu.reported[pr] = true
+			o.mu.problems = append(o.mu.problems, pr)
+		}
+	}
 	o.mu.Unlock()
 	return n, err
 }
@@ -372,7 +381,7 @@ func (o *Oracle) classifyLocked(b int64, bl *block, got sums, via string) Proble
 			pr.Detail = fmt.Sprintf("holds the data of the write to offset %d", a*BlockSize)
 		} else {
 			pr.Kind = KindCorrupt
-			pr.Detail = fmt.Sprintf("%d of %d sectors match no version the oracle knows", sectors-match-matchOld, sectors)
+			pr.Detail = fmt.Sprintf("%d of %d sectors match none of the %d last versions the oracle remembers", sectors-match-matchOld, sectors, len(bl.old)+1)
 		}
 	}
 	return pr
@@ -412,7 +421,8 @@ const (
 	KindTorn = "torn"
 	// KindMisdirected: the write meant for Offset landed at FoundAt.
 	KindMisdirected = "misdirected"
-	// KindCorrupt: content the oracle never wrote.
+	// KindCorrupt: content the oracle never wrote, or a version older than
+	// those it remembers of the block (history).
 	KindCorrupt = "corrupt"
 	// KindUnreadable: a reader failed to read the block.
 	KindUnreadable = "unreadable"
