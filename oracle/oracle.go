@@ -18,16 +18,20 @@
 // state it cannot know (a failed write, a partial-block write, a write
 // racing a read) are dropped from tracking rather than guessed.
 //
-// Checksums are CRC-32C per 512-byte sector (hash/crc32), eight per block,
-// so a block whose sectors come from two versions is told from a block
-// that is simply old.
+// Checksums are 32 bits of a seeded hash (hash/maphash) per 512-byte
+// sector, eight per block, so a block whose sectors come from two versions
+// is told from a block that is simply old. Not CRC-32C: a CRC is linear,
+// and a sector that carries its own CRC-32C (fio's verify header does:
+// offset, time and write number, then their CRC-32C) has the same CRC-32C
+// whatever those fields hold, so two versions of a block with the same
+// payload, or two blocks, looked alike.
 package oracle
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"hash/maphash"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -150,7 +154,8 @@ type Oracle struct {
 	}
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// sumSeed seeds the sector hash; sums never leave the process.
+var sumSeed = maphash.MakeSeed()
 
 // New decorates dev.
 func New(dev Device, opts Options) *Oracle {
@@ -166,7 +171,7 @@ func New(dev Device, opts Options) *Oracle {
 func sumOf(b []byte) sums {
 	var s sums
 	for i := range s {
-		s[i] = crc32.Checksum(b[i*512:(i+1)*512], castagnoli)
+		s[i] = uint32(maphash.Bytes(sumSeed, b[i*512:(i+1)*512]))
 	}
 	return s
 }
@@ -364,15 +369,15 @@ func (o *Oracle) classifyLocked(b int64, bl *block, got sums, via string) Proble
 		}
 	}
 	switch {
-	case match > 0 && match+matchOld == sectors:
-		pr.Kind = KindTorn
-		pr.Detail = fmt.Sprintf("%d of %d sectors hold the last write, the rest older versions", match, sectors)
-	case found != nil:
+	case found != nil: // a whole older version (versions may share sectors)
 		pr.Kind, pr.FoundGeneration = KindStale, found.gen
 		pr.Detail = "returned an older version than the last acknowledged write"
 		if found == &before[0] {
 			pr.Detail = "returned the version before the last acknowledged write"
 		}
+	case match > 0 && match+matchOld == sectors:
+		pr.Kind = KindTorn
+		pr.Detail = fmt.Sprintf("%d of %d sectors hold the last write, the rest older versions", match, sectors)
 	default:
 		if a, ok := o.ownerLocked(got, b); ok {
 			pr.Kind = KindMisdirected
