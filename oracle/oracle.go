@@ -653,6 +653,11 @@ func (o *Oracle) search(ctx context.Context, r Reader, b int64, read func(Reader
 	}
 	want := bl.cur
 	o.mu.Unlock()
+	if want == zeroSums {
+		// Zeroes (a discard, write-zeroes or a zero write) are no
+		// fingerprint: any zeroed neighbour would match.
+		return 0, false
+	}
 	max := o.dev.Size() / BlockSize
 	for d := int64(1); d <= int64(o.opts.Neighbors); d++ {
 		for _, c := range []int64{b + d, b - d} {

@@ -149,3 +149,22 @@ func TestSelfChecksummedVersionsDiffer(t *testing.T) {
 		assert.Equal(t, KindRolledBack, p.Kind, "%s", p)
 	}
 }
+
+// TestLostZeroesAreNotMisdirected: when a zeroed block's zeroes are gone,
+// a zeroed neighbour is no evidence that they landed there.
+func TestLostZeroesAreNotMisdirected(t *testing.T) {
+	ctx := context.Background()
+	d, paths := device(t, nil)
+	o := New(d, Options{Paths: PathReaders(d.Paths)})
+	_, err := o.WriteAt(ctx, fill(1), 4*4096)
+	require.NoError(t, err)
+	require.NoError(t, o.WriteZeroes(ctx, 4*4096, 4096)) // block 3 and 5 are zeroes too, never written
+	_, err = paths[1].Backend.WriteAt(ctx, fill(1), 4*4096)
+	require.NoError(t, err)
+	rep, err := o.Check(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, rep.Problems)
+	for _, p := range rep.Problems {
+		assert.Equal(t, KindLost, p.Kind, "%s", p)
+	}
+}
