@@ -167,7 +167,7 @@ func (f *fakePath) gate(ctx context.Context, op string, late func() func()) erro
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return dropped(ctx.Err())
 		}
 	}
 	if ff.hang || ff.landLate > 0 {
@@ -176,7 +176,7 @@ func (f *fakePath) gate(ctx context.Context, op string, late func() func()) erro
 		select {
 		case <-release:
 		case <-ctx.Done():
-			return ctx.Err()
+			return dropped(ctx.Err())
 		}
 	}
 	if ff.err != nil {
@@ -189,6 +189,14 @@ func (f *fakePath) gate(ctx context.Context, op string, late func() func()) erro
 		return ff.err
 	}
 	return nil
+}
+
+// dropped is the error of an operation the fake held or delayed and gave
+// up at its context's end without running it: it will never land, and the
+// fake says so, as the fault decorator does (a settled backends.Pending),
+// so the NMP does not take the timed-out write for one that may land.
+func dropped(err error) error {
+	return &backends.PendingError{Err: err, Done: backends.Settled, Waiting: "nothing: the fake path dropped the operation"}
 }
 
 // land holds a write-class operation under a land-late fault until its
