@@ -39,6 +39,13 @@ type fakeFault struct {
 	hang    bool            // hold the operation until recover() or ctx done
 	latency time.Duration   // delay before the operation runs
 	times   int             // > 0: fire this many times, then vanish
+	// landLate > 0: a write-class operation (write, discard,
+	// write-zeroes) is held until its context ends and lands on the store
+	// landLate after it was issued; its error is a backends.Pending
+	// settled once it landed, or with silent a plain timeout (no proof).
+	// Other operations are held as by hang.
+	landLate time.Duration
+	silent   bool
 }
 
 // fakePath is one path's backend. The zero fault is healthy.
@@ -55,6 +62,7 @@ type fakePath struct {
 
 	reads, writes, flushes, probes, discards, zeroes atomic.Int64
 	hung                                             atomic.Int64 // operations held right now
+	landing, landed                                  atomic.Int64 // late operations waiting to land, landed
 	closed                                           atomic.Bool
 }
 
@@ -85,6 +93,16 @@ func (f *fakePath) failErr(err error, ops ...string) {
 // hangOps holds operations until recover() or their context ends.
 func (f *fakePath) hangOps(ops ...string) {
 	f.setFault(&fakeFault{hang: true, ops: opSet(ops)})
+}
+
+// landLate makes write-class operations (write, discard, write-zeroes;
+// ops limits them further) time out for their caller and land on the
+// store d after they were issued: the stale write of multipath. With proof
+// the caller's error is a backends.Pending settled once the operation
+// landed; without, a plain timeout. Reads and probes are held as by
+// hangOps unless ops leaves them out.
+func (f *fakePath) landLate(d time.Duration, proof bool, ops ...string) {
+	f.setFault(&fakeFault{landLate: d, silent: !proof, ops: opSet(ops)})
 }
 
 // slow delays every operation by d.
@@ -120,8 +138,10 @@ func opSet(ops []string) map[string]bool {
 	return m
 }
 
-// gate applies the path's fault to an operation.
-func (f *fakePath) gate(ctx context.Context, op string) error {
+// gate applies the path's fault to an operation. late, for write-class
+// operations, prepares the operation's effect on the store for a late
+// landing (copying what it needs of the caller's arguments).
+func (f *fakePath) gate(ctx context.Context, op string, late func() func()) error {
 	f.mu.Lock()
 	ff := f.fault
 	release := f.release
@@ -138,22 +158,25 @@ func (f *fakePath) gate(ctx context.Context, op string) error {
 	if ff == nil {
 		return ctx.Err()
 	}
+	if ff.landLate > 0 && late != nil {
+		return f.land(ctx, ff, op, late())
+	}
 	if ff.latency > 0 {
 		t := time.NewTimer(ff.latency)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return dropped(ctx.Err())
 		}
 	}
-	if ff.hang {
+	if ff.hang || ff.landLate > 0 {
 		f.hung.Add(1)
 		defer f.hung.Add(-1)
 		select {
 		case <-release:
 		case <-ctx.Done():
-			return ctx.Err()
+			return dropped(ctx.Err())
 		}
 	}
 	if ff.err != nil {
@@ -168,8 +191,37 @@ func (f *fakePath) gate(ctx context.Context, op string) error {
 	return nil
 }
 
+// dropped is the error of an operation the fake held or delayed and gave
+// up at its context's end without running it: it will never land, and the
+// fake says so, as the fault decorator does (a settled backends.Pending),
+// so the NMP does not take the timed-out write for one that may land.
+func dropped(err error) error {
+	return &backends.PendingError{Err: err, Done: backends.Settled, Waiting: "nothing: the fake path dropped the operation"}
+}
+
+// land holds a write-class operation under a land-late fault until its
+// context ends; apply changes the store ff.landLate after the call.
+func (f *fakePath) land(ctx context.Context, ff *fakeFault, op string, apply func()) error {
+	done := make(chan struct{})
+	f.landing.Add(1)
+	time.AfterFunc(ff.landLate, func() {
+		apply()
+		f.landed.Add(1)
+		f.landing.Add(-1)
+		close(done)
+	})
+	f.hung.Add(1)
+	defer f.hung.Add(-1)
+	<-ctx.Done()
+	err := &mpath.Error{Class: mpath.ClassPathFailure, Op: op, Path: f.name, Err: ctx.Err()}
+	if ff.silent {
+		return err
+	}
+	return &backends.PendingError{Err: err, Done: done, Waiting: "the fake path " + f.name + " to land the " + op + " late"}
+}
+
 func (f *fakePath) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if err := f.gate(ctx, "read"); err != nil {
+	if err := f.gate(ctx, "read", nil); err != nil {
 		return 0, err
 	}
 	f.reads.Add(1)
@@ -180,18 +232,24 @@ func (f *fakePath) ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 }
 
 func (f *fakePath) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if err := f.gate(ctx, "write"); err != nil {
+	apply := func(p []byte) int {
+		f.writes.Add(1)
+		f.store.mu.Lock()
+		defer f.store.mu.Unlock()
+		return copy(f.store.data[off:], p)
+	}
+	late := func() func() {
+		q := append([]byte(nil), p...)
+		return func() { apply(q) }
+	}
+	if err := f.gate(ctx, "write", late); err != nil {
 		return 0, err
 	}
-	f.writes.Add(1)
-	f.store.mu.Lock()
-	n := copy(f.store.data[off:], p)
-	f.store.mu.Unlock()
-	return n, nil
+	return apply(p), nil
 }
 
 func (f *fakePath) Flush(ctx context.Context) error {
-	if err := f.gate(ctx, "flush"); err != nil {
+	if err := f.gate(ctx, "flush", nil); err != nil {
 		return err
 	}
 	f.flushes.Add(1)
@@ -199,7 +257,7 @@ func (f *fakePath) Flush(ctx context.Context) error {
 }
 
 func (f *fakePath) Probe(ctx context.Context) error {
-	if err := f.gate(ctx, "probe"); err != nil {
+	if err := f.gate(ctx, "probe", nil); err != nil {
 		return err
 	}
 	f.probes.Add(1)
@@ -210,13 +268,16 @@ func (f *fakePath) Discard(ctx context.Context, off, length int64) error {
 	if f.noDiscard {
 		return backends.ErrNotSupported
 	}
-	if err := f.gate(ctx, "discard"); err != nil {
+	apply := func() {
+		f.discards.Add(1)
+		f.store.mu.Lock()
+		clear(f.store.data[off : off+length])
+		f.store.mu.Unlock()
+	}
+	if err := f.gate(ctx, "discard", func() func() { return apply }); err != nil {
 		return err
 	}
-	f.discards.Add(1)
-	f.store.mu.Lock()
-	clear(f.store.data[off : off+length])
-	f.store.mu.Unlock()
+	apply()
 	return nil
 }
 
@@ -224,13 +285,16 @@ func (f *fakePath) WriteZeroes(ctx context.Context, off, length int64) error {
 	if f.noZero {
 		return backends.ErrNotSupported
 	}
-	if err := f.gate(ctx, "discard"); err != nil {
+	apply := func() {
+		f.zeroes.Add(1)
+		f.store.mu.Lock()
+		clear(f.store.data[off : off+length])
+		f.store.mu.Unlock()
+	}
+	if err := f.gate(ctx, "discard", func() func() { return apply }); err != nil {
 		return err
 	}
-	f.zeroes.Add(1)
-	f.store.mu.Lock()
-	clear(f.store.data[off : off+length])
-	f.store.mu.Unlock()
+	apply()
 	return nil
 }
 
@@ -279,6 +343,13 @@ func testConfig(psp string, opts map[string]string) mpath.DeviceConfig {
 
 func newRig(t testing.TB, n int, cfg mpath.DeviceConfig) *rig {
 	t.Helper()
+	return newRigSetup(t, n, cfg, nil)
+}
+
+// newRigSetup is newRig with setup called on every path before the device
+// is made (per-path settings such as the quiesce time).
+func newRigSetup(t testing.TB, n int, cfg mpath.DeviceConfig, setup func(*mpath.Path)) *rig {
+	t.Helper()
 	r := &rig{store: newMemStore(rigSize)}
 	var paths []*mpath.Path
 	for i := range n {
@@ -286,6 +357,9 @@ func newRig(t testing.TB, n int, cfg mpath.DeviceConfig) *rig {
 		r.fakes = append(r.fakes, f)
 		paths = append(paths, &mpath.Path{Name: f.name, URI: "fake://" + f.name, Transport: "fake",
 			Location: mpath.Location{Adapter: i + 1}, Backend: f})
+		if setup != nil {
+			setup(paths[i])
+		}
 	}
 	if cfg.Name == "" {
 		cfg.Name = "dev0"
@@ -435,4 +509,45 @@ func (s *groupedSATP) Group(p *mpath.Path) (int, bool) {
 		return 1, p.State() == mpath.StateActive
 	}
 	return 0, p.State() == mpath.StateActive
+}
+
+// TestFakeLandLate checks the fakes' land-late fault itself: the caller
+// times out, the write lands later, the Pending settles only then (or,
+// silent, there is no Pending); reads are held, never landed.
+func TestFakeLandLate(t *testing.T) {
+	for _, proof := range []bool{true, false} {
+		f := newFakePath("p1", newMemStore(1<<16))
+		f.landLate(50*time.Millisecond, proof)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		_, err := f.WriteAt(ctx, []byte{1, 2, 3, 4}, 8)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, mpath.ErrPathFailure) {
+			t.Fatalf("proof=%v: err = %v, want a path failure wrapping the deadline", proof, err)
+		}
+		var p backends.Pending
+		if errors.As(err, &p) != proof {
+			t.Fatalf("proof=%v: err %v is a Pending: %v", proof, err, !proof)
+		}
+		if proof {
+			select {
+			case <-p.Settled():
+				t.Fatal("settled before the write landed")
+			default:
+			}
+			<-p.Settled()
+		} else {
+			for f.landing.Load() > 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if got := f.store.snapshot()[8:12]; string(got) != "\x01\x02\x03\x04" || f.landed.Load() != 1 {
+			t.Fatalf("proof=%v: after the landing the store holds %v (landed %d)", proof, got, f.landed.Load())
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Millisecond)
+		_, err = f.ReadAt(ctx, make([]byte, 4), 0)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || f.reads.Load() != 0 {
+			t.Fatalf("proof=%v: read under land-late: %v (reads %d), want held until the deadline", proof, err, f.reads.Load())
+		}
+	}
 }

@@ -3,23 +3,35 @@
 // acknowledged a write for, verifies every full-block read against it, and
 // on demand (Check) re-reads everything it tracks through the device and
 // through each path's backend directly, so that a write that was lost, a
-// path that serves stale data, a torn block or a write that landed at the
-// wrong offset (misdirected) is caught with its offset.
+// path that serves stale data, a torn block, a write that landed at the
+// wrong offset (misdirected) or a block rolled back by an older write that
+// landed late is caught with its offset.
+//
+// Every acknowledged write gets a generation, a number from one counter of
+// the oracle, so later writes have higher generations. Per block the oracle
+// keeps the checksums of the last acknowledged write and of a few versions
+// before it, and the newest generation a read returned intact (the block
+// was seen holding it). A finding names the generation it expected and the
+// one it found, where the content is a version the oracle knows.
 //
 // The oracle only observes: it never changes data or errors. Blocks whose
 // state it cannot know (a failed write, a partial-block write, a write
 // racing a read) are dropped from tracking rather than guessed.
 //
-// Checksums are CRC-32C per 512-byte sector (hash/crc32), eight per block,
-// so a block whose sectors come from two versions is told from a block
-// that is simply old.
+// Checksums are 32 bits of a seeded hash (hash/maphash) per 512-byte
+// sector, eight per block, so a block whose sectors come from two versions
+// is told from a block that is simply old. Not CRC-32C: a CRC is linear,
+// and a sector that carries its own CRC-32C (fio's verify header does:
+// offset, time and write number, then their CRC-32C) has the same CRC-32C
+// whatever those fields hold, so two versions of a block with the same
+// payload, or two blocks, looked alike.
 package oracle
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"hash/maphash"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -97,11 +109,26 @@ type Options struct {
 
 type sums [sectors]uint32
 
+// history is how many versions before the last acknowledged write a block
+// remembers (a block written once costs none of them).
+const history = 8
+
+// version is one acknowledged content of a block.
+type version struct {
+	gen uint64
+	s   sums
+}
+
 type block struct {
-	cur, prev sums
-	hasPrev   bool
-	gen       uint64
-	writing   int
+	cur sums
+	gen uint64
+	// old are the versions before cur, newest first (at most history).
+	// Empty: the content before cur is unknown, or zeroes (gen 0).
+	old []version
+	// seen is the newest generation a read (an application read or Check)
+	// returned intact: that version was on the store once.
+	seen    uint64
+	writing int
 	// overlapped: two writes to the block were in flight at once. Their
 	// order on the store is then undefined (as for overlapping SCSI
 	// writes), and the order of their acknowledgements says nothing about
@@ -120,10 +147,15 @@ type Oracle struct {
 		sync.Mutex
 		blocks   map[int64]*block // by block number
 		problems []Problem
+		// reported: the problems application reads found, so the same
+		// finding (kind, offset, generations) is reported once.
+		reported map[Problem]bool
+		gen      uint64 // the last generation given out
 	}
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// sumSeed seeds the sector hash; sums never leave the process.
+var sumSeed = maphash.MakeSeed()
 
 // New decorates dev.
 func New(dev Device, opts Options) *Oracle {
@@ -132,13 +164,14 @@ func New(dev Device, opts Options) *Oracle {
 	}
 	o := &Oracle{dev: dev, opts: opts}
 	o.mu.blocks = map[int64]*block{}
+	o.mu.reported = map[Problem]bool{}
 	return o
 }
 
 func sumOf(b []byte) sums {
 	var s sums
 	for i := range s {
-		s[i] = crc32.Checksum(b[i*512:(i+1)*512], castagnoli)
+		s[i] = uint32(maphash.Bytes(sumSeed, b[i*512:(i+1)*512]))
 	}
 	return s
 }
@@ -186,6 +219,11 @@ func (o *Oracle) done(off, n int64, data []byte, ok bool) {
 	first, last, _ := full(off, n)
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	var gen uint64
+	if ok {
+		o.mu.gen++
+		gen = o.mu.gen
+	}
 	for b := off / BlockSize; b*BlockSize < off+n; b++ {
 		bl := o.mu.blocks[b]
 		if bl == nil {
@@ -195,7 +233,7 @@ func (o *Oracle) done(off, n int64, data []byte, ok bool) {
 		if bl.overlapped {
 			if bl.writing == 0 {
 				bl.overlapped = false
-				bl.gen, bl.hasPrev = unknown, false
+				bl.gen, bl.old, bl.seen = unknown, nil, 0
 			}
 			continue
 		}
@@ -204,7 +242,7 @@ func (o *Oracle) done(off, n int64, data []byte, ok bool) {
 			if bl.writing == 0 {
 				delete(o.mu.blocks, b)
 			} else {
-				bl.gen, bl.hasPrev = unknown, false
+				bl.gen, bl.old, bl.seen = unknown, nil, 0
 			}
 			continue
 		}
@@ -214,12 +252,13 @@ func (o *Oracle) done(off, n int64, data []byte, ok bool) {
 			s = sumOf(data[i : i+BlockSize])
 		}
 		if bl.gen != unknown {
-			bl.prev, bl.hasPrev = bl.cur, true
-			bl.gen++
-		} else {
-			bl.gen = 1
+			if len(bl.old) < history {
+				bl.old = append(bl.old, version{})
+			}
+			copy(bl.old[1:], bl.old)
+			bl.old[0] = version{bl.gen, bl.cur}
 		}
-		bl.cur = s
+		bl.gen, bl.cur = gen, s
 	}
 }
 
@@ -283,43 +322,71 @@ func (o *Oracle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		o.verified.Add(1)
 		got := sumOf(p[i : i+BlockSize])
 		if got == bl.cur {
+			bl.seen = bl.gen
 			continue
 		}
 		o.mismatches.Add(1)
 		pr := o.classifyLocked(s.b, bl, got, "read")
 		found = append(found, pr)
 	}
-	o.mu.problems = append(o.mu.problems, found...)
+	for _, pr := range found {
+		if !o.mu.reported[pr] {
+			o.mu.reported[pr] = true
+			o.mu.problems = append(o.mu.problems, pr)
+		}
+	}
 	o.mu.Unlock()
 	return n, err
 }
 
 // classifyLocked names what a wrong block is.
 func (o *Oracle) classifyLocked(b int64, bl *block, got sums, via string) Problem {
-	pr := Problem{Offset: b * BlockSize, Length: BlockSize, Via: via}
-	match, matchPrev := 0, 0
+	pr := Problem{Offset: b * BlockSize, Length: BlockSize, Via: via, Generation: bl.gen}
+	before := bl.old
+	if len(before) == 0 {
+		before = []version{{0, zeroSums}} // never written before: zeroes
+	}
+	// Which known version does the whole block hold, and how many sectors
+	// hold the last write or some version before it?
+	var found *version
+	for i := range before {
+		if got == before[i].s {
+			found = &before[i]
+			break
+		}
+	}
+	match, matchOld := 0, 0
 	for i := range got {
 		if got[i] == bl.cur[i] {
 			match++
-		} else if bl.hasPrev && got[i] == bl.prev[i] || !bl.hasPrev && got[i] == zeroSums[i] {
-			matchPrev++
+			continue
+		}
+		for _, v := range before {
+			if got[i] == v.s[i] {
+				matchOld++
+				break
+			}
 		}
 	}
 	switch {
-	case match > 0 && match+matchPrev == sectors:
+	case found != nil: // a whole older version (versions may share sectors)
+		pr.Kind, pr.FoundGeneration = KindStale, found.gen
+		pr.Detail = "returned an older version than the last acknowledged write"
+		if found == &before[0] {
+			pr.Detail = "returned the version before the last acknowledged write"
+		}
+	case match > 0 && match+matchOld == sectors:
 		pr.Kind = KindTorn
-		pr.Detail = fmt.Sprintf("%d of %d sectors hold the last write, the rest the version before", match, sectors)
-	case matchPrev == sectors:
-		pr.Kind = KindStale
-		pr.Detail = "returned the version before the last acknowledged write"
+		pr.Detail = fmt.Sprintf("%d of %d sectors hold the last write, the rest older versions", match, sectors)
 	default:
 		if a, ok := o.ownerLocked(got, b); ok {
 			pr.Kind = KindMisdirected
 			pr.Offset, pr.FoundAt = a*BlockSize, b*BlockSize
+			pr.Generation = o.mu.blocks[a].gen
 			pr.Detail = fmt.Sprintf("holds the data of the write to offset %d", a*BlockSize)
 		} else {
 			pr.Kind = KindCorrupt
-			pr.Detail = fmt.Sprintf("%d of %d sectors match no version the oracle knows", sectors-match-matchPrev, sectors)
+			pr.Detail = fmt.Sprintf("%d of %d sectors match none of the %d last versions the oracle remembers", sectors-match-matchOld, sectors, len(bl.old)+1)
 		}
 	}
 	return pr
@@ -344,15 +411,23 @@ const (
 	// KindLost: the last acknowledged write is nowhere: every reader
 	// returns the version before it.
 	KindLost = "lost"
-	// KindStale: a reader (a read, or one path) returned the version
-	// before the last acknowledged write while the store has the new one.
+	// KindStale: a reader (a read, or one path) returned an older version
+	// than the last acknowledged write while the store has the new one.
 	KindStale = "stale"
+	// KindRolledBack: every reader returns an older acknowledged version
+	// although a newer one had been on the store: a read had returned a
+	// newer version intact, or what is back is older than the version
+	// before the last write. An acknowledged write was overwritten by an
+	// older one — the stale write of multipath, an attempt that timed out
+	// on one path and landed after its retry elsewhere and newer writes.
+	KindRolledBack = "rolled back"
 	// KindTorn: some sectors of the block hold the last write, others the
 	// version before.
 	KindTorn = "torn"
 	// KindMisdirected: the write meant for Offset landed at FoundAt.
 	KindMisdirected = "misdirected"
-	// KindCorrupt: content the oracle never wrote.
+	// KindCorrupt: content the oracle never wrote, or a version older than
+	// those it remembers of the block (history).
 	KindCorrupt = "corrupt"
 	// KindUnreadable: a reader failed to read the block.
 	KindUnreadable = "unreadable"
@@ -366,14 +441,28 @@ type Problem struct {
 	// Via is "read" (an application read), "device" or a path's name (Check).
 	Via string `json:"via"`
 	// FoundAt is where a misdirected write landed.
-	FoundAt int64  `json:"found_at,omitempty"`
-	Detail  string `json:"detail,omitempty"`
+	FoundAt int64 `json:"found_at,omitempty"`
+	// Generation is the generation of the last acknowledged write to the
+	// block (what a reader should have returned); FoundGeneration that of
+	// the older version a stale, lost or rolled-back block holds (0: its
+	// content before the first write the oracle tracked, zeroes).
+	Generation      uint64 `json:"generation,omitempty"`
+	FoundGeneration uint64 `json:"found_generation,omitempty"`
+	Detail          string `json:"detail,omitempty"`
 }
 
 func (p Problem) String() string {
 	s := fmt.Sprintf("%s at offset %d (+%d) via %s", p.Kind, p.Offset, p.Length, p.Via)
 	if p.Kind == KindMisdirected {
 		s += fmt.Sprintf(": landed at offset %d", p.FoundAt)
+	}
+	switch p.Kind {
+	case KindStale, KindLost, KindRolledBack:
+		s += fmt.Sprintf(": expected generation %d, found generation %d", p.Generation, p.FoundGeneration)
+	case KindTorn, KindCorrupt:
+		if p.Generation != 0 {
+			s += fmt.Sprintf(": expected generation %d", p.Generation)
+		}
 	}
 	if p.Detail != "" {
 		s += ": " + p.Detail
@@ -505,6 +594,11 @@ func (o *Oracle) checkBlock(ctx context.Context, s snapshot, readers []Reader, r
 		}
 		if got == want {
 			good++
+			o.mu.Lock()
+			if bl := o.mu.blocks[s.b]; bl != nil && bl.gen == s.gen {
+				bl.seen = bl.gen
+			}
+			o.mu.Unlock()
 			continue
 		}
 		bad = append(bad, obs{r, got})
@@ -517,14 +611,31 @@ func (o *Oracle) checkBlock(ctx context.Context, s snapshot, readers []Reader, r
 			break
 		}
 		p := o.classifyLocked(s.b, bl, x.got, x.r.Name)
+		seen := bl.seen
+		var pred uint64 // the version just before the last write
+		if len(bl.old) > 0 {
+			pred = bl.old[0].gen
+		}
 		o.mu.Unlock()
 		if p.Kind == KindStale && good == 0 {
-			// Nobody has the last write: it was lost, or it went
-			// elsewhere. Look for it next door.
-			p.Kind, p.Detail = KindLost, "no reader returns the last acknowledged write"
-			if at, ok := o.search(ctx, x.r, s.b, read); ok {
-				p.Kind, p.FoundAt = KindMisdirected, at*BlockSize
-				p.Detail = "the write landed at another offset"
+			// Nobody has the last write. If a newer version than the one
+			// found had been on the store, or what is back is older than
+			// the version before the last write, an older write landed
+			// over acknowledged data: rolled back. Otherwise the last
+			// write was lost, or it went elsewhere: look next door.
+			switch {
+			case seen > p.FoundGeneration:
+				p.Kind = KindRolledBack
+				p.Detail = fmt.Sprintf("generation %d had been read back from the store; an older write landed over it", seen)
+			case p.FoundGeneration < pred:
+				p.Kind = KindRolledBack
+				p.Detail = fmt.Sprintf("an older version than the one before the last write (generation %d) is back", pred)
+			default:
+				p.Kind, p.Detail = KindLost, "no reader returns the last acknowledged write"
+				if at, ok := o.search(ctx, x.r, s.b, read); ok {
+					p.Kind, p.FoundAt, p.FoundGeneration = KindMisdirected, at*BlockSize, 0
+					p.Detail = "the write landed at another offset"
+				}
 			}
 		}
 		add(p)
@@ -542,6 +653,11 @@ func (o *Oracle) search(ctx context.Context, r Reader, b int64, read func(Reader
 	}
 	want := bl.cur
 	o.mu.Unlock()
+	if want == zeroSums {
+		// Zeroes (a discard, write-zeroes or a zero write) are no
+		// fingerprint: any zeroed neighbour would match.
+		return 0, false
+	}
 	max := o.dev.Size() / BlockSize
 	for d := int64(1); d <= int64(o.opts.Neighbors); d++ {
 		for _, c := range []int64{b + d, b - d} {

@@ -35,6 +35,7 @@
 //
 //	fail path PATH with CLASS [FAULT-OPTIONS] [LIFETIME]
 //	hang path PATH [FAULT-OPTIONS] [LIFETIME]
+//	land-late path PATH DUR [FAULT-OPTIONS] [LIFETIME] writes time out, land DUR after issue
 //	slow path PATH xN [FAULT-OPTIONS] [LIFETIME]      gray: slow, not dead
 //	flap path PATH every DUR for DUR                  the same as every … flap
 //	path PATH off | path PATH on                      administrative state
@@ -55,7 +56,7 @@
 //	probability 10%      fire with this chance, drawn from the fault's seed
 //	range 0:1M           only I/O overlapping this byte range
 //	every N, after N, count N, latency D, jitter D, slow N, sense KK/AA/QQ,
-//	late, bandwidth RATE, seed N
+//	late, bandwidth RATE, seed N, silent (with land-late: no proof of the landing)
 //
 // Examples:
 //
@@ -64,6 +65,7 @@
 //	at 2s fail path vmhba2:C0:T0:L0 with retryable probability 10% op read,write
 //	every 500ms flap path vmhba3:C0:T0:L0 for 10s
 //	at 5s hang path vmhba1:C0:T0:L0 until 8s
+//	at 5s land-late path vmhba1:C0:T0:L0 2s op write for 3s
 //	at 10s all-paths-down device lab for 2s
 //	at 3s slow path vmhba2:C0:T0:L0 x5 for 4s
 //	at 4s fail path vmhba1:C0:T0:L0 with path-failure op read,write

@@ -35,12 +35,12 @@ type Stmt struct {
 	At        time.Duration
 	// Period and Span: a flap's half-period and total length.
 	Period, Span time.Duration
-	// Action is fail, hang, slow, flap, path, all-paths-down, array,
-	// policy or clear.
+	// Action is fail, hang, land-late, slow, flap, path, all-paths-down,
+	// array, policy or clear.
 	Action string
 	Path   string
 	Device string
-	// Spec is the fault of fail, hang, slow and all-paths-down.
+	// Spec is the fault of fail, hang, land-late, slow and all-paths-down.
 	Spec fault.Spec
 	// Lifetime is how long the fault lasts (0: until the end of the run).
 	Lifetime time.Duration
@@ -103,7 +103,7 @@ func ParseFile(name string) (*Scenario, error) {
 }
 
 // actions lists the actions an "at" takes, for error messages.
-const actions = "fail, hang, slow, flap, path, all-paths-down, array, policy"
+const actions = "fail, hang, land-late, slow, flap, path, all-paths-down, array, policy"
 
 // maxErrors stops a parse of a file that is not a scenario at all.
 const maxErrors = 20
@@ -299,6 +299,14 @@ func (p *parser) action(sc *Scenario, st *Stmt) {
 		p.keyword("path")
 		st.Path = p.next("path name").s
 		p.faultTail(st, []string{"--hang"})
+	case "land-late":
+		p.keyword("path")
+		st.Path = p.next("path name").s
+		d := p.duration("land-late delay")
+		if d == 0 {
+			p.failAt(p.toks[p.i-1].col, "a land-late delay of 0 lands nothing late (want e.g. land-late path PATH 2s op write)")
+		}
+		p.faultTail(st, []string{"--land-late", d.String()})
 	case "slow":
 		p.keyword("path")
 		st.Path = p.next("path name").s
@@ -411,11 +419,11 @@ func (p *parser) array(st *Stmt) {
 }
 
 // boolFlags are the fault flags that take no value.
-var boolFlags = map[string]bool{"late": true, "hang": true}
+var boolFlags = map[string]bool{"late": true, "hang": true, "silent": true}
 
 // faultFlags are the names fault.ParseArgs knows.
 var faultFlags = []string{"error", "sense", "late", "hang", "op", "ops", "offset", "length", "range", "probability", "p",
-	"every", "after", "count", "duration", "latency", "jitter", "slow", "bandwidth", "seed"}
+	"every", "after", "count", "duration", "latency", "jitter", "slow", "bandwidth", "seed", "land-late", "silent"}
 
 // faultTail reads fault options (the flags of `fault inject`, dashes
 // optional) up to "for DUR", "until TIME" or the end of the line.

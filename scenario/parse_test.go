@@ -29,6 +29,7 @@ at 1s policy lab psp VMW_PSP_RR iops=1
 at 1s policy psp VMW_PSP_MRU
 at 15s fail path P with retryable --count 3 --sense 02/04/0a
 at 16s clear path P
+at 17s land-late path P 2s op write silent for 1s
 end 20s
 `
 
@@ -40,8 +41,8 @@ func TestParseExamples(t *testing.T) {
 	if sc.Seed != 42 || sc.End != 20*time.Second {
 		t.Fatalf("seed %d end %v", sc.Seed, sc.End)
 	}
-	if len(sc.Stmts) != 19 {
-		t.Fatalf("%d statements, want 19", len(sc.Stmts))
+	if len(sc.Stmts) != 20 {
+		t.Fatalf("%d statements, want 20", len(sc.Stmts))
 	}
 	s := sc.Stmts[0]
 	if s.Action != "fail" || s.Path != "vmhba1:C0:T0:L0" || s.Spec.Error != "path-failure" || s.Lifetime != 3*time.Second || s.Spec.Duration != 3*time.Second {
@@ -74,11 +75,17 @@ func TestParseExamples(t *testing.T) {
 	if s := sc.Stmts[17]; s.Spec.Count != 3 || s.Spec.Sense != "02/04/0a" {
 		t.Errorf("dashed flags: %+v", s.Spec)
 	}
+	if s := sc.Stmts[19]; s.Action != "land-late" || s.Spec.LandLate != 2*time.Second || !s.Spec.Silent || s.Lifetime != time.Second || strings.Join(s.Spec.Ops, ",") != "write" {
+		t.Errorf("land-late: %+v", s)
+	}
 }
 
 func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
-		{"seed 1\n\nat 2s fial path P", `s.scn:3:7: unknown action "fial" (want fail, hang, slow, flap, path, all-paths-down, array, policy)`},
+		{"seed 1\n\nat 2s fial path P", `s.scn:3:7: unknown action "fial" (want fail, hang, land-late, slow, flap, path, all-paths-down, array, policy)`},
+		{"at 1s land-late path P 0 op write", `s.scn:1:24: a land-late delay of 0 lands nothing late`},
+		{"at 1s land-late path P 2s op read", `s.scn:1:27: --land-late never lands anything with --op read`},
+		{"at 1s land-late path P 2s silent error retryable", `--land-late and --error exclude each other`},
 		{"at 2x fail path P with path-failure", `s.scn:1:4: time "2x": want a duration`},
 		{"at 2s fail path P with broken", `s.scn:1:24: unknown error class "broken"`},
 		{"at 2s fail path P", `s.scn:1:18: missing "with" at the end of the line`},

@@ -165,6 +165,12 @@ func describe(s Step) string {
 		parts = append(parts, "all-paths-down")
 	case sp.Hang:
 		parts = append(parts, "hang")
+	case sp.LandLate > 0:
+		d := "land-late " + sp.LandLate.String()
+		if sp.Silent {
+			d += " silent"
+		}
+		parts = append(parts, d)
 	case sp.Error != "":
 		parts = append(parts, sp.Error)
 	case sp.SlowFactor > 1:

@@ -27,6 +27,17 @@
 //	  --hang              hold the operation until the fault is cleared or
 //	                      expires (it then proceeds), the caller's context
 //	                      ends or Abort is called (it then fails: path failure)
+//	  --land-late D       a write, discard or write-zeroes lands late: the
+//	                      caller sees a hang until its context ends, Abort
+//	                      is called or the decorator closes, and the
+//	                      operation executes on the backend underneath D
+//	                      after it was issued (a stale write). The caller's
+//	                      error is a path failure and a backends.Pending
+//	                      settled once the late execution returned. Reads,
+//	                      flushes and probes it matches are held as by --hang
+//	  --silent            with --land-late: no proof. The error is a plain
+//	                      path failure wrapping the deadline, not a Pending,
+//	                      and Abort does not cut the wait short
 //	  --latency D         delay it by D (e.g. 20ms)
 //	  --jitter D          plus a uniform random delay in [0, D)
 //	  --slow N            make it take N× its natural time (N ≥ 1, "3" or "3x")
@@ -61,6 +72,8 @@
 //	--latency 20ms --jitter 10ms --probability 10%
 //	--slow 4 --op write                       slow, not dead
 //	--error path-failure --late --op write    the write lands, its ack is lost
+//	--land-late 2s --op write                 writes time out, then land 2 s after they were issued
+//	--land-late 2s --op write --silent        the same, with no proof of the landing
 //
 // # Filters and triggers
 //
@@ -91,6 +104,32 @@
 // or that Abort cuts short, fails with a path failure wrapping ctx.Err()
 // or the abort reason: it timed out on this path.
 //
+// # Late landing
+//
+// A land-late fault models the classic multipath hazard: a write times out
+// on one path, is retried on another and acknowledged, newer data is
+// written to the same blocks, and then the first attempt executes and
+// rolls them back. The decorator copies the data when the operation is
+// issued and schedules its execution D later on a background context,
+// whatever happens to the fault or the caller meanwhile (Clear does not
+// cancel it, nor release the caller: the operation is in the hands of a
+// server that will not answer). Its caller waits until its context ends,
+// Abort is called or the decorator is closed, and gets a path failure
+// wrapping the reason:
+//
+//   - by default that error is a backends.Pending whose Settled closes once
+//     the late execution has returned — a server that drains its queue and
+//     then closes the connection, so the initiator learns when the write
+//     cannot land any more;
+//   - with --silent it is not a Pending, and Abort does not end the wait
+//     early (the caller times out on its own deadline): there is no proof,
+//     and only quiesce, fencing or APD can end the ambiguity.
+//
+// List shows the operations a fault holds (Held) and has yet to land
+// (Landing); Backend.Landing counts the latter over every fault, cleared
+// ones included. A land-late fault whose Count is used up stays listed as
+// exhausted, like a hang fault.
+//
 // # Stacking
 //
 // Every active fault is evaluated in ID order, like a stack of nbdkit
@@ -98,7 +137,9 @@
 // extra factors of --slow); a hang holds the operation before later faults
 // are looked at; the first fault that fires with an error ends the
 // evaluation: later faults do not see the operation, count it or fire.
-// Delays are served before the error is returned.
+// Delays are served before the error is returned. A land-late fault that
+// fires on a write-class operation ends the evaluation too, and the delays
+// of the faults before it do not apply.
 //
 // # Determinism
 //

@@ -1,6 +1,7 @@
 package fault
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,11 @@ type Backend struct {
 	active atomic.Pointer[[]*fault]
 	// abort is closed by Abort, which puts a fresh one in its place.
 	abort atomic.Pointer[abortGen]
+	// closing is closed by Close: callers of late-landing operations stop
+	// waiting.
+	closing chan struct{}
+	// landing counts the late-landing operations not yet executed.
+	landing atomic.Int64
 
 	mu struct {
 		sync.Mutex
@@ -72,7 +78,7 @@ type abortGen struct {
 // Faults whose spec has no seed draw their randomness from a generator
 // seeded with seed and the fault's ID, so a run is reproducible.
 func Wrap(b backends.Backend, seed uint64) *Backend {
-	f := &Backend{inner: b, seed: seed}
+	f := &Backend{inner: b, seed: seed, closing: make(chan struct{})}
 	f.abort.Store(&abortGen{ch: make(chan struct{})})
 	return f
 }
@@ -87,10 +93,14 @@ type Active struct {
 	// Injected those it fired on.
 	Matched  uint64 `json:"matched"`
 	Injected uint64 `json:"injected"`
-	// Held is how many operations a hang fault holds right now.
+	// Held is how many operations a hang or land-late fault holds right
+	// now.
 	Held int64 `json:"held,omitempty"`
-	// Exhausted: a hang fault whose Count is used up catches no new
-	// operation but holds those it caught until it is cleared or expires.
+	// Landing is how many operations a land-late fault has yet to land.
+	Landing int64 `json:"landing,omitempty"`
+	// Exhausted: a hang or land-late fault whose Count is used up catches
+	// no new operation but holds those it caught until it is cleared or
+	// expires.
 	Exhausted bool      `json:"exhausted,omitempty"`
 	Added     time.Time `json:"added"`
 	Expires   time.Time `json:"expires,omitzero"`
@@ -109,6 +119,7 @@ type fault struct {
 	released chan struct{} // closed when the fault is cleared or expires
 	retired  atomic.Bool
 	held     atomic.Int64
+	landing  atomic.Int64
 	timer    *time.Timer
 
 	mu struct {
@@ -241,6 +252,7 @@ func (b *Backend) List() []Active {
 			Spec:    f.spec,
 			Seed:    f.seed,
 			Held:    f.held.Load(),
+			Landing: f.landing.Load(),
 			Added:   f.added,
 			Expires: f.expires,
 		}
@@ -277,7 +289,15 @@ type op struct {
 	length int64 // the range it touches (0 for flush and probe)
 	xfer   int64 // the bytes it transfers (reads and writes only)
 	own    bool  // set by run: the error is the decorator's, not the backend's
+	// late, for write-class operations, prepares the operation for a late
+	// execution: it copies what it needs of the caller's arguments and
+	// returns the execution, which runs under a background context.
+	late func() func() error
 }
+
+// Landing reports how many late-landing operations (--land-late) have not
+// executed yet, over every fault, cleared ones included.
+func (b *Backend) Landing() int64 { return b.landing.Load() }
 
 func (b *Backend) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	list := b.active.Load()
@@ -303,6 +323,13 @@ func (b *Backend) WriteAt(ctx context.Context, p []byte, off int64) (int, error)
 	}
 	var n int
 	o := op{name: "write", mask: maskWrite, off: off, length: int64(len(p)), xfer: int64(len(p))}
+	o.late = func() func() error {
+		q := bytes.Clone(p)
+		return func() error {
+			_, err := b.inner.WriteAt(context.Background(), q, off)
+			return err
+		}
+	}
 	err := b.run(ctx, *list, &o, func() (err error) {
 		n, err = b.inner.WriteAt(ctx, p, off)
 		return err
@@ -336,7 +363,9 @@ func (b *Backend) Discard(ctx context.Context, off, length int64) error {
 	if list == nil {
 		return d.Discard(ctx, off, length)
 	}
-	return b.run(ctx, *list, &op{name: "discard", mask: maskDiscard, off: off, length: length}, func() error { return d.Discard(ctx, off, length) })
+	o := op{name: "discard", mask: maskDiscard, off: off, length: length}
+	o.late = func() func() error { return func() error { return d.Discard(context.Background(), off, length) } }
+	return b.run(ctx, *list, &o, func() error { return d.Discard(ctx, off, length) })
 }
 
 // WriteZeroes forwards to the backend underneath, or fails with a device
@@ -350,7 +379,9 @@ func (b *Backend) WriteZeroes(ctx context.Context, off, length int64) error {
 	if list == nil {
 		return z.WriteZeroes(ctx, off, length)
 	}
-	return b.run(ctx, *list, &op{name: "write-zeroes", mask: maskDiscard, off: off, length: length}, func() error { return z.WriteZeroes(ctx, off, length) })
+	o := op{name: "write-zeroes", mask: maskDiscard, off: off, length: length}
+	o.late = func() func() error { return func() error { return z.WriteZeroes(context.Background(), off, length) } }
+	return b.run(ctx, *list, &o, func() error { return z.WriteZeroes(ctx, off, length) })
 }
 
 // Probe forwards to the backend underneath; with no Prober there it
@@ -394,9 +425,14 @@ func (b *Backend) Abort(reason error) {
 func (b *Backend) Size() int64 { return b.inner.Size() }
 
 // Close clears every fault (held operations proceed and meet the closed
-// backend), refuses new ones and closes the backend underneath.
+// backend; callers of late-landing operations stop waiting, while the
+// operations still land on time and meet the closed backend), refuses new
+// ones and closes the backend underneath.
 func (b *Backend) Close() error {
 	b.mu.Lock()
+	if !b.mu.closed {
+		close(b.closing)
+	}
 	b.mu.closed = true
 	for _, f := range b.list() {
 		b.removeLocked(f)
@@ -407,12 +443,16 @@ func (b *Backend) Close() error {
 
 // effect is what one fault does to one operation.
 type effect struct {
-	delay  time.Duration
-	slow   float64 // extra factor of the natural duration
-	hang   bool
-	err    error
-	late   bool
-	expire bool // the fault used up its Count
+	delay time.Duration
+	slow  float64 // extra factor of the natural duration
+	hang  bool
+	// landLate: land the (write-class) operation this long after it was
+	// issued; silent: with no proof.
+	landLate time.Duration
+	silent   bool
+	err      error
+	late     bool
+	expire   bool // the fault used up its Count
 }
 
 // evaluate decides whether f fires on o and what it does.
@@ -447,6 +487,13 @@ func (f *fault) evaluate(o *op, now time.Time) (effect, bool) {
 	}
 	f.mu.injected++
 	e := effect{delay: s.Latency, hang: s.Hang, late: s.Late}
+	if s.LandLate > 0 {
+		if o.mask&maskLandable != 0 {
+			e.landLate, e.silent = s.LandLate, s.Silent
+		} else {
+			e.hang = true // reads, flushes, probes: held, then dropped
+		}
+	}
 	if s.Jitter > 0 {
 		e.delay += time.Duration(f.mu.rng.Int64N(int64(s.Jitter)))
 	}
@@ -464,7 +511,7 @@ func (f *fault) evaluate(o *op, now time.Time) (effect, bool) {
 	if f.c.class != mpath.ClassNone {
 		e.err = &mpath.Error{Class: f.c.class, Op: o.name, Sense: f.sense(o), Err: f.injErr}
 	}
-	e.expire = s.Count > 0 && f.mu.injected >= uint64(s.Count) && !s.Hang
+	e.expire = s.Count > 0 && f.mu.injected >= uint64(s.Count) && !s.Hang && s.LandLate == 0
 	return e, true
 }
 
@@ -485,6 +532,7 @@ var writeError = mpath.Sense{Key: mpath.SenseMediumError, ASC: 0x0c}
 func (b *Backend) run(ctx context.Context, list []*fault, o *op, exec func() error) error {
 	abort := b.abort.Load()
 	now := time.Now()
+	issued := now
 	var delay time.Duration
 	var slow float64
 	own := func(err error) error {
@@ -504,6 +552,9 @@ func (b *Backend) run(ctx context.Context, list []*fault, o *op, exec func() err
 		}
 		delay += e.delay
 		slow += e.slow
+		if e.landLate > 0 && o.late != nil {
+			return own(b.landLate(ctx, f, o, issued.Add(e.landLate), e.silent, abort))
+		}
 		if e.hang {
 			if err := b.hold(ctx, f, o.name, abort); err != nil {
 				return own(err)
@@ -532,6 +583,50 @@ func (b *Backend) run(ctx context.Context, list []*fault, o *op, exec func() err
 		}
 	}
 	return err
+}
+
+// ErrClosed is what the caller of a late-landing operation fails with
+// (wrapped in a path failure) when the decorator is closed while it waits.
+var ErrClosed = errors.New("fault decorator closed")
+
+// landLate schedules o to execute on the backend underneath at land, under
+// a background context, and holds the caller until ctx ends, Abort is
+// called (unless silent) or the decorator is closed. The caller's error is
+// a path failure; unless silent it is a backends.Pending whose Settled
+// closes once the late execution has returned. Clearing f does not end the
+// wait: the operation is in the hands of a server that will not answer.
+func (b *Backend) landLate(ctx context.Context, f *fault, o *op, land time.Time, silent bool, abort *abortGen) error {
+	exec := o.late() // copies the data now: the caller's buffer is not retained
+	done := make(chan struct{})
+	b.landing.Add(1)
+	f.landing.Add(1)
+	time.AfterFunc(time.Until(land), func() {
+		_ = exec() // its outcome reaches nobody, as from a server nobody listens to
+		f.landing.Add(-1)
+		b.landing.Add(-1)
+		close(done)
+	})
+	f.held.Add(1)
+	defer f.held.Add(-1)
+	var aborted <-chan struct{}
+	if !silent {
+		aborted = abort.ch
+	}
+	var cause error
+	select {
+	case <-ctx.Done():
+		cause = ctx.Err()
+	case <-aborted:
+		cause = abort.reason
+	case <-b.closing:
+		cause = ErrClosed
+	}
+	err := mpath.NewError(mpath.ClassPathFailure, o.name, cause)
+	if silent {
+		return err
+	}
+	return &backends.PendingError{Err: err, Done: done,
+		Waiting: fmt.Sprintf("fault #%d to land the %s at offset %d late, at %s", f.id, o.name, o.off, land.UTC().Format("15:04:05.000"))}
 }
 
 // hold waits until f is released, ctx ends or Abort is called.

@@ -31,6 +31,24 @@ type Spec struct {
 	// it proceeds to the backend underneath), the caller's context ends or
 	// Abort is called (then it fails as a path failure).
 	Hang bool `json:"hang,omitempty"`
+	// LandLate makes a write-class operation (write, discard,
+	// write-zeroes) land late: the caller sees a hang until its context
+	// ends, Abort is called or the backend closes, and the operation
+	// executes on the backend underneath LandLate after it was issued —
+	// the classic stale write of multipath, a request a hung server
+	// executes after the initiator gave up on it. The caller's error is a
+	// path failure and a backends.Pending whose Settled closes once the
+	// late execution has finished (a server that drains, then closes the
+	// connection), unless Silent. Reads, flushes and probes it matches
+	// are held as by Hang.
+	LandLate time.Duration `json:"land_late,omitempty"`
+	// Silent makes a LandLate fault give no proof: the caller's error is
+	// a plain path failure wrapping the deadline, not a backends.Pending
+	// (a server that lands the write late and says nothing; only the
+	// path's quiesce time, a fence or APD end the ambiguity), and Abort
+	// does not cut the caller's wait short: it ends at the caller's own
+	// deadline. Needs LandLate.
+	Silent bool `json:"silent,omitempty"`
 
 	// Ops limits the fault to some operations: read, write, flush,
 	// discard (also covers write-zeroes) and probe. Empty means all of
@@ -96,6 +114,8 @@ const (
 
 	maskAll    = maskRead | maskWrite | maskFlush | maskDiscard | maskProbe
 	maskRanged = maskRead | maskWrite | maskDiscard
+	// maskLandable: the write-class operations a land-late fault lands late.
+	maskLandable = maskWrite | maskDiscard
 )
 
 var opNames = []struct {
@@ -191,6 +211,20 @@ func (s Spec) compile() (compiled, error) {
 		return compiled{}, err
 	}
 	switch {
+	case s.LandLate < 0:
+		return fail("--land-late %v is negative", s.LandLate)
+	case s.Silent && s.LandLate == 0:
+		return fail("--silent needs --land-late D: it says the late landing leaves no proof")
+	case s.LandLate > 0 && s.Error != "":
+		return fail("--land-late and --error exclude each other: the caller of a late-landing operation sees a hang until its deadline, not an error")
+	case s.LandLate > 0 && s.Hang:
+		return fail("--land-late and --hang exclude each other: --land-late already holds the caller until its deadline")
+	case s.LandLate > 0 && (s.Latency != 0 || s.Jitter != 0 || s.SlowFactor != 0 || s.Bandwidth != 0):
+		return fail("--land-late excludes --latency, --jitter, --slow and --bandwidth: the caller waits until its deadline anyway and the operation lands exactly D after it was issued")
+	case s.LandLate > 0 && c.ops&maskLandable == 0:
+		return fail("--land-late never lands anything with --op %s: add write or discard to --op (or use --hang)", strings.Join(s.Ops, ","))
+	}
+	switch {
 	case s.Offset < 0:
 		return fail("--offset %d is negative", s.Offset)
 	case s.Length < 0:
@@ -219,8 +253,8 @@ func (s Spec) compile() (compiled, error) {
 		return fail("--slow %v: want a factor N ≥ 1, e.g. --slow 3", s.SlowFactor)
 	case s.Bandwidth < 0:
 		return fail("--bandwidth %d is negative", s.Bandwidth)
-	case s.Error == "" && !s.Hang && s.Latency == 0 && s.Jitter == 0 && s.SlowFactor <= 1 && s.Bandwidth == 0:
-		return fail("does nothing: give --error, --hang, --latency, --jitter, --slow or --bandwidth")
+	case s.Error == "" && !s.Hang && s.LandLate == 0 && s.Latency == 0 && s.Jitter == 0 && s.SlowFactor <= 1 && s.Bandwidth == 0:
+		return fail("does nothing: give --error, --hang, --land-late, --latency, --jitter, --slow or --bandwidth")
 	}
 	return c, nil
 }
@@ -271,6 +305,12 @@ func (s Spec) Args() []string {
 	}
 	if s.Hang {
 		a = append(a, "--hang")
+	}
+	if s.LandLate != 0 {
+		add("--land-late", s.LandLate.String())
+	}
+	if s.Silent {
+		a = append(a, "--silent")
 	}
 	if len(s.Ops) > 0 {
 		add("--op", strings.Join(s.Ops, ","))
@@ -342,6 +382,17 @@ var flags = []flagDef{
 	}},
 	{[]string{"hang"}, "--hang or --hang=true|false", true, func(s *Spec, v string) (err error) {
 		s.Hang, err = strconv.ParseBool(v)
+		return err
+	}},
+	{[]string{"land-late"}, "--land-late DURATION, e.g. --land-late 2s (a write-class operation lands this long after it was issued)", false, func(s *Spec, v string) (err error) {
+		s.LandLate, err = parseDuration(v)
+		if err == nil && s.LandLate == 0 {
+			err = errForm
+		}
+		return err
+	}},
+	{[]string{"silent"}, "--silent or --silent=true|false (with --land-late: no proof of the late landing)", true, func(s *Spec, v string) (err error) {
+		s.Silent, err = strconv.ParseBool(v)
 		return err
 	}},
 	{[]string{"op", "ops"}, "--op LIST, comma-separated read, write, flush, discard, probe", false, func(s *Spec, v string) error {
@@ -592,11 +643,12 @@ type specJSON struct {
 	Duration jsonDuration `json:"duration,omitzero"`
 	Latency  jsonDuration `json:"latency,omitzero"`
 	Jitter   jsonDuration `json:"jitter,omitzero"`
+	LandLate jsonDuration `json:"land_late,omitzero"`
 }
 
 // MarshalJSON encodes the spec with durations as Go duration strings.
 func (s Spec) MarshalJSON() ([]byte, error) {
-	return json.Marshal(specJSON{specFields(s), jsonDuration(s.Duration), jsonDuration(s.Latency), jsonDuration(s.Jitter)})
+	return json.Marshal(specJSON{specFields(s), jsonDuration(s.Duration), jsonDuration(s.Latency), jsonDuration(s.Jitter), jsonDuration(s.LandLate)})
 }
 
 // UnmarshalJSON decodes a spec; durations are Go duration strings ("3s").
@@ -608,5 +660,6 @@ func (s *Spec) UnmarshalJSON(b []byte) error {
 	}
 	*s = Spec(j.specFields)
 	s.Duration, s.Latency, s.Jitter = time.Duration(j.Duration), time.Duration(j.Latency), time.Duration(j.Jitter)
+	s.LandLate = time.Duration(j.LandLate)
 	return nil
 }

@@ -305,6 +305,9 @@ func cmdFault(args []string, stdout io.Writer) error {
 const faultHelp = `usage: mpathfs fault inject [--control S] PATH FAULT-FLAGS
   --error CLASS        path-failure | retryable | not-ready | device-error | permanent-loss
   --hang               hold the I/O until the fault is cleared or the I/O deadline passes
+  --land-late D        writes, discards, write-zeroes time out for their caller and land D
+                       after they were issued (a stale write); the caller's error proves
+                       when it landed; add --silent for no proof. Reads are held as by --hang
   --op LIST            read,write,flush,discard,probe (default all; read,write = gray failure:
                        the probe passes while data I/O fails)
   --offset N --length N  only I/O overlapping this range (4k, 1M, 1G suffixes)
