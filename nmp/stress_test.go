@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -287,22 +286,6 @@ func stressSeed(t *testing.T, def uint64) uint64 {
 	return def
 }
 
-// setQuiesce sets a path's quiesce time: how long after an ambiguous write
-// with no proof (a timeout whose error is not a backends.Pending) the NMP
-// considers it unable to land. The field, mpath.Path.Quiesce, comes with
-// the NMP's fencing; until it is there this reports false and the silent
-// variants run without it. Once both are merged this is the one line
-// p.Quiesce = d.
-func setQuiesce(t testing.TB, p *mpath.Path, d time.Duration) bool {
-	f := reflect.ValueOf(p).Elem().FieldByName("Quiesce")
-	if !f.IsValid() || f.Type() != reflect.TypeFor[time.Duration]() || !f.CanSet() {
-		t.Logf("mpath.Path has no Quiesce field (yet): %s runs without a quiesce time", p.Name)
-		return false
-	}
-	f.SetInt(int64(d))
-	return true
-}
-
 // TestLandLateNoRollback is the hazard, step by step, on fake paths: the
 // write of A times out on p1 and lands there 200 ms after it was issued,
 // while the device retried it on p2 and acknowledged it, and then
@@ -318,7 +301,7 @@ func TestLandLateNoRollback(t *testing.T) {
 			cfg.IOTimeout = 50 * time.Millisecond
 			r := newRigSetup(t, 2, cfg, func(p *mpath.Path) {
 				if !c.proof {
-					setQuiesce(t, p, land+100*time.Millisecond)
+					p.Quiesce = land + 100*time.Millisecond
 				}
 			})
 			p1 := r.fake("p1")
@@ -386,7 +369,7 @@ func stressLandLate(t *testing.T, silent bool) {
 		p := &mpath.Path{Name: fmt.Sprintf("p%d", i+1), URI: "file://" + name, Transport: "file",
 			Location: mpath.Location{Adapter: i + 1}, Backend: fb}
 		if silent {
-			setQuiesce(t, p, maxLand+100*time.Millisecond)
+			p.Quiesce = maxLand + 100*time.Millisecond
 		}
 		paths = append(paths, p)
 	}
