@@ -40,7 +40,8 @@ func (d *Device) nextCheck() time.Duration {
 }
 
 // probe runs one health check on a path.
-func (d *Device) probe(p *mpath.Path) error {
+func (d *Device) probe(p *mpath.Path) (perr error) {
+	defer func() { perr = d.identityAfterProbe(p, perr) }() // identity.go
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ProbeTimeout)
 	defer cancel()
 	go func() { // the checker must not wait past a device close
