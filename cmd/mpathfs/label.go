@@ -47,7 +47,7 @@ func cmdLabel(args []string, stdout io.Writer) error {
 		cur, err := backends.ReadLabel(name)
 		if err != nil && !errors.Is(err, backends.ErrNoLabel) {
 			if errors.Is(err, backends.ErrLabelsUnsupported) {
-				return fmt.Errorf("%s: %v: the label cannot be kept here; label the file through a mount that keeps user extended attributes (a local file system, NFS 4.2, SMB), or rely on the sample-block check alone", name, err)
+				return fmt.Errorf("%s: %w: the label cannot be kept here; label the file through a mount that keeps user extended attributes (a local file system, NFS 4.2, SMB), or rely on the sample-block check alone", name, err)
 			}
 			return err
 		}
