@@ -393,6 +393,9 @@ func (d *Device) noteRefusal(p *mpath.Path, err error) {
 }
 
 func describe(p *mpath.Path) string {
+	if p.Name == "" {
+		return p.URI
+	}
 	if p.URI == "" || p.URI == p.Name {
 		return p.Name
 	}
