@@ -273,3 +273,43 @@ func TestIdentityFuseServerStopped(t *testing.T) {
 	}
 	m.stopClean(t)
 }
+
+// TestIdentityLoopTwoMounts: two loop devices over one image, one through
+// the file itself and one through its nbdfuse view, report two synthetic
+// WWIDs: refused by default, one device under an asserted wwid (checked),
+// and refused when the second loop device is over a different file.
+func TestIdentityLoopTwoMounts(t *testing.T) {
+	need(t, "losetup")
+	const size = 32 << 20
+	img := randomStore(t, "lun.img", size, 6)
+	v := startFuseView(t, img)
+	a, b := attachLoop(t, img), attachLoop(t, v.file)
+	out := runMountFailing(t, "--name", "d0", "--path", "block://"+a, "--path", "block://"+b)
+	assert.Contains(t, out, "lead to different stores")
+
+	other := startFuseView(t, randomStore(t, "other.img", size, 7))
+	c := attachLoop(t, other.file)
+	out = runMountFailing(t, "--name", "d0", "--wwid", identWWID, "--path", "block://"+a, "--path", "block://"+c)
+	assert.Contains(t, out, "their data differ at byte offset 0")
+
+	m := startMount(t, "--name", "d0", "--wwid", identWWID, "--path", "block://"+a, "--path", "block://"+b, "--psp", "VMW_PSP_RR", "--psp-option", "iops=1")
+	st := m.status()
+	require.Equal(t, identWWID, st.Devices[0].WWID)
+	require.Len(t, st.Devices[0].Paths, 2)
+	f, err := os.OpenFile(m.file("d0"), os.O_RDWR|syscall.O_DIRECT, 0)
+	require.NoError(t, err)
+	buf, got := alignedBlock(4096), alignedBlock(4096)
+	for i := 0; i < 32; i++ {
+		copy(buf, fmt.Sprintf("block %03d through two loop devices", i))
+		_, err := f.WriteAt(buf, int64(i)*4096)
+		require.NoError(t, err)
+	}
+	for i := 0; i < 32; i++ {
+		_, err := f.ReadAt(got, int64(i)*4096)
+		require.NoError(t, err)
+		want := fmt.Sprintf("block %03d through two loop devices", i)
+		require.Equal(t, want, string(got[:len(want)]))
+	}
+	f.Close()
+	m.stopClean(t)
+}
