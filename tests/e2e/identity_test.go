@@ -313,3 +313,47 @@ func TestIdentityLoopTwoMounts(t *testing.T) {
 	f.Close()
 	m.stopClean(t)
 }
+
+// TestIdentityReturningPathOtherStore: an NBD path dies and its server
+// comes back on the same socket serving a different file of the same size
+// (a remount to another export): the path passes its probe but is not
+// reinstated, and an identity-refused event says why; served the device's
+// file again, it returns.
+func TestIdentityReturningPathOtherStore(t *testing.T) {
+	const size = 32 << 20
+	img := randomStore(t, "lun.img", size, 8)
+	other := randomStore(t, "other.img", size, 9)
+	s := startNbdkit(t, img)
+	m := startMount(t, "--name", "d0", "--wwid", identWWID, "--path", "file://"+img, "--path", s.uri(),
+		"--check-interval", "300ms", "--io-timeout", "2s")
+	name, state := pathByURI(m, "d0", s.uri())
+	require.Equal(t, "active", state)
+
+	ev := exec.Command(binary, "events", "--json", "--control", m.socket)
+	var evOut syncBuffer
+	ev.Stdout, ev.Stderr = &evOut, &evOut
+	require.NoError(t, ev.Start())
+	t.Cleanup(func() { ev.Process.Kill(); ev.Wait() })
+
+	serve := func(file string) {
+		for i, a := range s.args {
+			if a == img || a == other {
+				s.args[i] = file
+			}
+		}
+		s.start()
+	}
+	s.kill()
+	waitFor(t, 15*time.Second, "the NBD path to die", func() bool { _, st := pathByURI(m, "d0", s.uri()); return st == "dead" })
+	serve(other)
+	waitFor(t, 30*time.Second, "an identity-refused event", func() bool { return strings.Contains(evOut.String(), `"identity-refused"`) })
+	_, state = pathByURI(m, "d0", s.uri())
+	assert.Equal(t, "dead", state, "a path leading to another store is not reinstated")
+	assert.Contains(t, evOut.String(), "lead to different stores")
+	assert.Contains(t, evOut.String(), name)
+
+	s.kill()
+	serve(img)
+	waitFor(t, 30*time.Second, "the path back on the device's store", func() bool { _, st := pathByURI(m, "d0", s.uri()); return st == "active" })
+	m.stopClean(t)
+}
