@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/mpathfs/mpathfs/backends"
@@ -37,22 +36,11 @@ func checkIdentity(ctx context.Context, dc DeviceConfig, paths []*mpath.Path, ch
 			if !assertable(paths[i]) {
 				continue
 			}
-			l, ok := backends.As[backends.Labeler](c.Backend)
-			if !ok {
-				continue
+			found, err := checkLabel(ctx, dc, c.Name, c.Backend)
+			if err != nil {
+				return nil, err
 			}
-			got, err := l.Label(ctx)
-			switch {
-			case errors.Is(err, backends.ErrNoLabel), errors.Is(err, backends.ErrLabelsUnsupported):
-				continue
-			case err != nil:
-				return nil, fmt.Errorf("device %s path %s: reading its label: %v", dc.Name, c.Name, err)
-			}
-			if got != dc.WWID {
-				return nil, fmt.Errorf("device %s path %s: its file is labelled %q (%s) but the device's wwid is %q: the path leads to a different store; fix the path list, or relabel the file with `mpathfs label --force --wwid %s FILE` if the label is wrong",
-					dc.Name, c.Name, got, backends.LabelXattr, dc.WWID, dc.WWID)
-			}
-			labelled = true
+			labelled = labelled || found
 		}
 	}
 	sampled := false

@@ -357,3 +357,42 @@ func TestIdentityReturningPathOtherStore(t *testing.T) {
 	waitFor(t, 30*time.Second, "the path back on the device's store", func() bool { _, st := pathByURI(m, "d0", s.uri()); return st == "active" })
 	m.stopClean(t)
 }
+
+// TestIdentityPathAdd: `mpathfs path add` runs the same check on a live
+// device: the image's FUSE view joins and carries I/O; a view of a
+// different file of the same size is refused, naming the offset.
+func TestIdentityPathAdd(t *testing.T) {
+	const size = 32 << 20
+	img := randomStore(t, "lun.img", size, 10)
+	v := startFuseView(t, img)
+	other := startFuseView(t, randomStore(t, "other.img", size, 11))
+	m := startMount(t, "--name", "d0", "--wwid", identWWID, "--path", "file://"+img+"?direct=1", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1")
+
+	bad := "file://" + other.file + "?direct=1"
+	out, err := m.ctl("path", "add", "d0", bad)
+	require.Error(t, err, "path add of a different file succeeded: %s", out)
+	assert.Contains(t, out, "lead to different stores: their data differ at byte offset 0")
+	_, state := pathByURI(m, "d0", bad)
+	assert.Equal(t, "missing", state)
+
+	good := "file://" + v.file + "?direct=1"
+	out = m.mustCtl("path", "add", "d0", good, "--name", "fuse-view")
+	assert.Contains(t, out, "fuse-view added")
+	_, state = pathByURI(m, "d0", good)
+	require.Equal(t, "active", state)
+
+	f, err := os.OpenFile(m.file("d0"), os.O_RDWR|syscall.O_DIRECT, 0)
+	require.NoError(t, err)
+	buf, got := alignedBlock(4096), alignedBlock(4096)
+	for i := 0; i < 64; i++ {
+		copy(buf, fmt.Sprintf("block %03d", i))
+		_, err := f.WriteAt(buf, int64(i)*4096)
+		require.NoError(t, err)
+		_, err = f.ReadAt(got, int64(i)*4096)
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprintf("block %03d", i), string(got[:9]))
+	}
+	f.Close()
+	assert.NotZero(t, pathIO(m.status(), "d0")["fuse-view"], "the added path carried I/O")
+	m.stopClean(t)
+}
