@@ -31,7 +31,7 @@ func checkIdentity(ctx context.Context, dc DeviceConfig, paths []*mpath.Path, ch
 	defer cancel()
 	var notes []string
 	labelled := false
-	if dc.WWID != "" {
+	if dc.WWID != "" && !dc.wwidReported {
 		for i, c := range checks {
 			if !assertable(paths[i]) {
 				continue
@@ -59,7 +59,7 @@ func checkIdentity(ctx context.Context, dc DeviceConfig, paths []*mpath.Path, ch
 			notes = append(notes, fmt.Sprintf("%s: path %s leads to the store of path %s: %s", dc.Name, checks[i].Name, checks[0].Name, proof))
 		}
 	}
-	if dc.WWID != "" && sampled && !labelled {
+	if dc.WWID != "" && !dc.wwidReported && sampled && !labelled {
 		for i, c := range checks {
 			if !assertable(paths[i]) {
 				continue

@@ -86,7 +86,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 		}
 		cfg = &Config{}
 		for i, g := range groups {
-			dc := DeviceConfig{Name: friendlyName(i), WWID: g.wwid}
+			dc := DeviceConfig{Name: friendlyName(i), WWID: g.wwid, wwidReported: true}
 			for _, u := range g.uris {
 				dc.Paths = append(dc.Paths, PathConfig{URI: u})
 			}

@@ -109,7 +109,9 @@ func addPath(ctx context.Context, rt *control.Runtime, cfg *Config, r PathAddReq
 		if dc.Model != "" {
 			p.Inquiry.Model = dc.Model
 		}
-		if dc.WWID != "" {
+		// Only an asserted wwid is adopted: a device formed by
+		// --group-by-wwid took its WWID from its paths.
+		if dc.WWID != "" && !dc.wwidReported {
 			p.Inquiry.WWID = dc.WWID
 			if _, err := checkLabel(octx, dc, clean, b); err != nil {
 				return refuse(err)
