@@ -309,7 +309,14 @@ func (d *Device) idOf(p *mpath.Path) (*pathIdentity, bool) {
 	return id, ok
 }
 
+// remember records a path's identity the first time it is seen in
+// service (or verified). It is never called under d.mu: it forgets paths
+// the device no longer has, so removed paths are not kept alive.
 func (d *Device) remember(p *mpath.Path, native, label string) {
+	current := map[*mpath.Path]bool{p: true}
+	for _, q := range d.Paths() {
+		current[q] = true
+	}
 	d.ids.mu.Lock()
 	defer d.ids.mu.Unlock()
 	if d.ids.seen == nil {
@@ -318,6 +325,11 @@ func (d *Device) remember(p *mpath.Path, native, label string) {
 	if id := d.ids.seen[p]; id != nil {
 		id.refused = ""
 		return
+	}
+	for q := range d.ids.seen {
+		if !current[q] {
+			delete(d.ids.seen, q)
+		}
 	}
 	d.ids.seen[p] = &pathIdentity{native: native, label: label}
 }

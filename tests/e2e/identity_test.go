@@ -131,6 +131,11 @@ func TestIdentityTwoMountsFio(t *testing.T) {
 		"--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--io-timeout", "2s", "--check-interval", "500ms")
 	out := m.out.String()
 	assert.Contains(t, out, "sample blocks agree", "the mount says what it checked")
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "identity:") {
+			t.Log(l)
+		}
+	}
 	st := m.status()
 	require.Equal(t, identWWID, st.Devices[0].WWID)
 	names := pathNames(t, m, a, b)
