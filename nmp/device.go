@@ -50,8 +50,6 @@ type Device struct {
 
 	// fence holds the ranges failed writes left ambiguous (fence.go).
 	fence fencing
-	// ids remembers each path's identity (identity.go).
-	ids identities
 
 	mu struct {
 		sync.Mutex
@@ -66,6 +64,9 @@ type Device struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	// ids remembers each path's identity (identity.go).
+	ids identities
 }
 
 type pspBox struct{ psp PSP }

@@ -358,7 +358,9 @@ func (d *Device) identityAfterProbe(p *mpath.Path, err error) error {
 	// Only a proof of a different store keeps the path out: a path whose
 	// sample cannot be read (a gray failure, a hang) is judged by its
 	// probes and its I/O, as before.
-	verr := d.VerifyPath(context.Background(), p)
+	// Bounded by the probe timeout, so that a round of the checker stays
+	// bounded as well.
+	verr := d.verifyWithin(context.Background(), p, d.cfg.ProbeTimeout)
 	var ie *IdentityError
 	if errors.As(verr, &ie) {
 		return verr
@@ -372,7 +374,11 @@ func (d *Device) identityAfterProbe(p *mpath.Path, err error) error {
 // (VerifySameStore). It gives up after the device's I/O timeout (a hung
 // path) and returns an *IdentityError when the path leads elsewhere.
 func (d *Device) VerifyPath(ctx context.Context, p *mpath.Path) error {
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.IOTimeout)
+	return d.verifyWithin(ctx, p, d.cfg.IOTimeout)
+}
+
+func (d *Device) verifyWithin(ctx context.Context, p *mpath.Path, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- d.verifyPath(ctx, p) }()
