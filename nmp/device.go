@@ -198,6 +198,7 @@ func (d *Device) admit(p *mpath.Path, seen map[string]bool) error {
 			return fmt.Errorf("device %s: path %s (%s) reports WWID %s but the device is %s: the paths lead to different stores (mixing them destroys data); remove the path or fix the configured wwid (one file through two mounts reports two synthetic WWIDs: assert the device's wwid, which is then checked by label and sample blocks)", d.name, p.Name, p.URI, w, d.ident.WWID)
 		}
 	}
+	d.admitted(p) // identity.go
 	return nil
 }
 

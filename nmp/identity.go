@@ -102,18 +102,18 @@ func (p Proof) String() string {
 	return fmt.Sprintf("%d sample blocks agree", p.Blocks)
 }
 
-// sideError is a failure to read or inquire through one side of a check:
-// it says nothing about identity.
-type sideError struct {
-	path string
-	ref  bool // the reference path failed, not the path checked
-	err  error
+// UncheckedError is a failure to read or inquire through one side of a
+// check: it says nothing about identity.
+type UncheckedError struct {
+	Path string
+	Ref  bool // the reference path failed, not the path checked
+	Err  error
 }
 
-func (e *sideError) Error() string {
-	return fmt.Sprintf("cannot check the identity of path %s: %v", e.path, e.err)
+func (e *UncheckedError) Error() string {
+	return fmt.Sprintf("cannot check the identity of path %s: %v", e.Path, e.Err)
 }
-func (e *sideError) Unwrap() error { return e.err }
+func (e *UncheckedError) Unwrap() error { return e.Err }
 
 // SampleOffsets is the deterministic sample of a store of the given size:
 // the first block, the last block and SampleBlocks pseudo-random block
@@ -201,11 +201,11 @@ func VerifySameStore(ctx context.Context, ref, cand StorePath) (Proof, error) {
 	var pr Proof
 	rl, rok, err := label(ctx, ref.Backend)
 	if err != nil {
-		return pr, &sideError{path: ref.Name, ref: true, err: err}
+		return pr, &UncheckedError{Path: ref.Name, Ref: true, Err: err}
 	}
 	cl, cok, err := label(ctx, cand.Backend)
 	if err != nil {
-		return pr, &sideError{path: cand.Name, err: err}
+		return pr, &UncheckedError{Path: cand.Name, Err: err}
 	}
 	switch {
 	case rok && cok && rl != "" && cl != "" && rl != cl:
@@ -224,11 +224,11 @@ func VerifySameStore(ctx context.Context, ref, cand StorePath) (Proof, error) {
 	}
 	rw, err := nativeWWID(ctx, ref.Backend)
 	if err != nil {
-		return pr, &sideError{path: ref.Name, ref: true, err: err}
+		return pr, &UncheckedError{Path: ref.Name, Ref: true, Err: err}
 	}
 	cw, err := nativeWWID(ctx, cand.Backend)
 	if err != nil {
-		return pr, &sideError{path: cand.Name, err: err}
+		return pr, &UncheckedError{Path: cand.Name, Err: err}
 	}
 	if rw != "" && rw == cw {
 		pr.How = "same-object"
@@ -243,10 +243,10 @@ func VerifySameStore(ctx context.Context, ref, cand StorePath) (Proof, error) {
 	for i, off := range offs {
 		for try := 0; ; try++ {
 			if _, err := ref.Backend.ReadAt(ctx, rb, off); err != nil {
-				return pr, &sideError{path: ref.Name, ref: true, err: fmt.Errorf("read at %d: %w", off, err)}
+				return pr, &UncheckedError{Path: ref.Name, Ref: true, Err: fmt.Errorf("read at %d: %w", off, err)}
 			}
 			if _, err := cand.Backend.ReadAt(ctx, cb, off); err != nil {
-				return pr, &sideError{path: cand.Name, err: fmt.Errorf("read at %d: %w", off, err)}
+				return pr, &UncheckedError{Path: cand.Name, Err: fmt.Errorf("read at %d: %w", off, err)}
 			}
 			if bytes.Equal(rb, cb) {
 				break
@@ -268,7 +268,7 @@ func VerifySameStore(ctx context.Context, ref, cand StorePath) (Proof, error) {
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				return pr, &sideError{path: cand.Name, err: ctx.Err()}
+				return pr, &UncheckedError{Path: cand.Name, Err: ctx.Err()}
 			}
 		}
 		if pr.AllZero && !allZero(rb) {
@@ -277,6 +277,19 @@ func VerifySameStore(ctx context.Context, ref, cand StorePath) (Proof, error) {
 		pr.Blocks++
 	}
 	return pr, nil
+}
+
+// ReadSample reads the sample of a store through one path, to choose a
+// reference path that can be read.
+func ReadSample(ctx context.Context, b backends.Backend) error {
+	size := b.Size()
+	buf := alignedBuf(sampleLen(size))
+	for _, off := range SampleOffsets(size) {
+		if _, err := b.ReadAt(ctx, buf, off); err != nil {
+			return fmt.Errorf("read at %d: %w", off, err)
+		}
+	}
+	return nil
 }
 
 func allZero(b []byte) bool {
@@ -296,22 +309,46 @@ type identities struct {
 	seen map[*mpath.Path]*pathIdentity
 }
 
+// pathIdentity is a path the device admitted into service: its native
+// identity and label once filled in (at its first probe in service, or
+// when a check proved it), and the last refusal published.
 type pathIdentity struct {
+	filled  bool
 	native  string
 	label   string
-	refused string // the last refusal published, so it is published once
+	refused string
 }
 
-func (d *Device) idOf(p *mpath.Path) (*pathIdentity, bool) {
+// admitted records that a path joins the device in service (admit, under
+// d.mu). A path that joins dead — its identity could not be checked at
+// mount — is not recorded: it must prove its identity before it serves.
+func (d *Device) admitted(p *mpath.Path) {
+	if p.State() == mpath.StateDead {
+		return
+	}
+	d.ids.mu.Lock()
+	defer d.ids.mu.Unlock()
+	if d.ids.seen == nil {
+		d.ids.seen = map[*mpath.Path]*pathIdentity{}
+	}
+	if d.ids.seen[p] == nil {
+		d.ids.seen[p] = &pathIdentity{}
+	}
+}
+
+func (d *Device) idOf(p *mpath.Path) (pathIdentity, bool) {
 	d.ids.mu.Lock()
 	defer d.ids.mu.Unlock()
 	id, ok := d.ids.seen[p]
-	return id, ok
+	if !ok {
+		return pathIdentity{}, false
+	}
+	return *id, true
 }
 
-// remember records a path's identity the first time it is seen in
-// service (or verified). It is never called under d.mu: it forgets paths
-// the device no longer has, so removed paths are not kept alive.
+// remember fills in a path's identity, once. It is never called under
+// d.mu: it forgets paths the device no longer has, so removed paths are not
+// kept alive.
 func (d *Device) remember(p *mpath.Path, native, label string) {
 	current := map[*mpath.Path]bool{p: true}
 	for _, q := range d.Paths() {
@@ -322,49 +359,56 @@ func (d *Device) remember(p *mpath.Path, native, label string) {
 	if d.ids.seen == nil {
 		d.ids.seen = map[*mpath.Path]*pathIdentity{}
 	}
-	if id := d.ids.seen[p]; id != nil {
-		id.refused = ""
-		return
-	}
 	for q := range d.ids.seen {
 		if !current[q] {
 			delete(d.ids.seen, q)
 		}
 	}
-	d.ids.seen[p] = &pathIdentity{native: native, label: label}
+	id := d.ids.seen[p]
+	if id == nil {
+		id = &pathIdentity{}
+		d.ids.seen[p] = id
+	}
+	id.refused = ""
+	if !id.filled {
+		id.filled, id.native, id.label = true, native, label
+	}
 }
 
 // identityAfterProbe is the probe hook: after a passing probe of a path
 // that is not in service (dead, disabled, or being added), the path's
 // identity is checked before the checker may reinstate it, and a path that
 // leads to a different store fails its probe with the *IdentityError. An
-// active path only has its identity remembered, once.
+// active path only has its identity filled in, once.
 func (d *Device) identityAfterProbe(p *mpath.Path, err error) error {
 	if err != nil {
 		return err
 	}
+	id, known := d.idOf(p)
 	switch p.State() {
 	case mpath.StateDead, mpath.StateDisabled, mpath.StateUnknown:
 	default:
-		if _, ok := d.idOf(p); !ok {
+		if !id.filled {
 			ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ProbeTimeout)
-			native, _ := nativeWWID(ctx, p.Backend)
-			lb, _, _ := label(ctx, p.Backend)
+			native, nerr := nativeWWID(ctx, p.Backend)
+			lb, _, lerr := label(ctx, p.Backend)
 			cancel()
-			d.remember(p, native, lb)
+			if nerr == nil && lerr == nil {
+				d.remember(p, native, lb)
+			}
 		}
 		return nil
 	}
-	// Only a proof of a different store keeps the path out: a path whose
-	// sample cannot be read (a gray failure, a hang) is judged by its
-	// probes and its I/O, as before.
 	// Bounded by the probe timeout, so that a round of the checker stays
 	// bounded as well.
 	verr := d.verifyWithin(context.Background(), p, d.cfg.ProbeTimeout)
 	var ie *IdentityError
-	if errors.As(verr, &ie) {
+	if errors.As(verr, &ie) || (verr != nil && !known) {
 		return verr
 	}
+	// A path the device had in service fails closed only on proof: one
+	// whose sample cannot be read (a gray failure, a hang) is judged by its
+	// probes and its I/O, as before.
 	return nil
 }
 
@@ -372,7 +416,8 @@ func (d *Device) identityAfterProbe(p *mpath.Path, err error) error {
 // joins or returns: against what the device remembers of it (native
 // identity, label) and against a usable path of the device
 // (VerifySameStore). It gives up after the device's I/O timeout (a hung
-// path) and returns an *IdentityError when the path leads elsewhere.
+// path) and returns an *IdentityError when the path leads elsewhere, an
+// *UncheckedError (or the context's error) when it could not be checked.
 func (d *Device) VerifyPath(ctx context.Context, p *mpath.Path) error {
 	return d.verifyWithin(ctx, p, d.cfg.IOTimeout)
 }
@@ -386,12 +431,11 @@ func (d *Device) verifyWithin(ctx context.Context, p *mpath.Path, timeout time.D
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		err = fmt.Errorf("identity check of path %s: %w", p.Name, ctx.Err())
+		err = &UncheckedError{Path: describe(p), Err: fmt.Errorf("the check did not finish in %v: %w", timeout, ctx.Err())}
 	case <-d.stop:
 		err = mpath.ErrClosed
 	}
-	var ie *IdentityError
-	if errors.As(err, &ie) {
+	if err != nil {
 		d.noteRefusal(p, err)
 	}
 	return err
@@ -405,6 +449,10 @@ func (d *Device) noteRefusal(p *mpath.Path, err error) {
 		id.refused = err.Error()
 	}
 	d.ids.mu.Unlock()
+	var ie *IdentityError
+	if !errors.As(err, &ie) && id != nil {
+		return // a path the device had in service is not refused for it
+	}
 	if publish {
 		d.events.Publish(mpath.Event{Time: time.Now(), Kind: "identity-refused", Device: d.name, Path: p.Name, Reason: err.Error()})
 	}
@@ -423,13 +471,14 @@ func describe(p *mpath.Path) string {
 func (d *Device) verifyPath(ctx context.Context, p *mpath.Path) error {
 	native, err := nativeWWID(ctx, p.Backend)
 	if err != nil {
-		return &sideError{path: describe(p), err: err}
+		return &UncheckedError{Path: describe(p), Err: err}
 	}
 	lb, _, err := label(ctx, p.Backend)
 	if err != nil {
-		return &sideError{path: describe(p), err: err}
+		return &UncheckedError{Path: describe(p), Err: err}
 	}
-	if id, ok := d.idOf(p); ok {
+	id, known := d.idOf(p)
+	if id.filled {
 		if id.native != "" && native != id.native {
 			return &IdentityError{Path: describe(p), Ref: describe(p), Offset: -1,
 				Reason: fmt.Sprintf("the path reports identity %s now but reported %s when it joined (a remount to another export, a re-pointed loop device)", native, id.native)}
@@ -439,16 +488,13 @@ func (d *Device) verifyPath(ctx context.Context, p *mpath.Path) error {
 				Reason: fmt.Sprintf("its file is labelled %q now but was labelled %q when it joined", lb, id.label)}
 		}
 	}
-	var refs []*mpath.Path
 	for _, q := range d.view.Load().Usable {
-		if q != p {
-			refs = append(refs, q)
+		if q == p {
+			continue
 		}
-	}
-	for _, q := range refs {
 		_, err := VerifySameStore(ctx, StorePath{describe(q), q.Backend}, StorePath{describe(p), p.Backend})
-		var se *sideError
-		if errors.As(err, &se) && se.ref {
+		var ue *UncheckedError
+		if errors.As(err, &ue) && ue.Ref {
 			continue // the reference failed: try another
 		}
 		if err != nil {
@@ -457,9 +503,11 @@ func (d *Device) verifyPath(ctx context.Context, p *mpath.Path) error {
 		d.remember(p, native, lb)
 		return nil
 	}
-	// No usable path to compare with (all paths down, or the first path):
-	// what the path reports of itself must not have changed (checked
-	// above).
+	// No usable path to compare with (all paths down, or the first path).
+	if !known {
+		return &UncheckedError{Path: describe(p), Err: errors.New("no path in service to compare it with")}
+	}
+	// What the path reports of itself has not changed (checked above).
 	d.remember(p, native, lb)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -231,4 +232,26 @@ func TestAddPathToAnotherStore(t *testing.T) {
 	require.NoError(t, r.d.VerifyPath(context.Background(), good))
 	require.NoError(t, r.d.AddPath(good))
 	assert.Equal(t, mpath.StateActive, good.State())
+}
+
+// TestUncheckedPathMustProve: a path that joined dead because its identity
+// could not be checked (its reads failed at mount) is not reinstated on a
+// passing probe while its sample cannot be read; once it can, and matches,
+// it serves. A path the device had in service is judged by its I/O instead
+// (the gray-failure transcript).
+func TestUncheckedPathMustProve(t *testing.T) {
+	store := filled(13)
+	f1, f2 := newFakePath("p1", store), newFakePath("p2", store)
+	f2.failClass(mpath.ClassPathFailure, "read")
+	p1 := &mpath.Path{Name: "p1", URI: "fake://p1", Transport: "fake", Backend: f1}
+	p2 := &mpath.Path{Name: "p2", URI: "fake://p2", Transport: "fake", Backend: f2}
+	p2.SetState(mpath.StateDead, "identity not checked yet", time.Now())
+	d, err := NewDevice(testConfig(PSPFixed, nil), []*mpath.Path{p1, p2}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	d.CheckNow()
+	assert.Equal(t, mpath.StateDead, p2.State(), "an unchecked path does not serve before its check passes")
+	f2.recover()
+	d.CheckNow()
+	assert.Equal(t, mpath.StateActive, p2.State())
 }
