@@ -314,7 +314,11 @@ func (b *File) Probe(ctx context.Context) error {
 
 // Inquiry reports a synthetic identity: vendor MPATHFS, model FILE and a
 // WWID derived from the file's device and inode, so two paths to the same
-// file agree and paths to different files do not.
+// file agree and paths to different files do not. Two mounts of one file
+// (NFS, SMB, FUSE) show different device and inode numbers, hence
+// different WWIDs: such paths join one device only under a wwid the user
+// asserts, which the label (fileident.go) and a sample-block comparison
+// (nmp.VerifySameStore) check.
 func (b *File) Inquiry(ctx context.Context) (Inquiry, error) {
 	var st unix.Stat_t
 	if err := b.syscall(ctx, "fstat", false, func(fd int) error { return unix.Fstat(fd, &st) }); err != nil {

@@ -59,7 +59,8 @@ var stuckProbes struct {
 // — a system call that cannot be interrupted — fails its own path at the
 // deadline and keeps running in the background; the path is not probed
 // again until it returned.
-func (d *Device) probe(p *mpath.Path) error {
+func (d *Device) probe(p *mpath.Path) (perr error) {
+	defer func() { perr = d.identityAfterProbe(p, perr) }() // identity.go
 	stuckProbes.Lock()
 	since, stuck := stuckProbes.m[p]
 	stuckProbes.Unlock()

@@ -65,6 +65,9 @@ type Device struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	// ids remembers each path's identity (identity.go).
+	ids identities
 }
 
 type pspBox struct{ psp PSP }
@@ -193,9 +196,10 @@ func (d *Device) admit(p *mpath.Path, seen map[string]bool) error {
 			d.ident.WWID = w
 			d.ident.Vendor, d.ident.Model, d.ident.Serial = p.Inquiry.Vendor, p.Inquiry.Model, p.Inquiry.Serial
 		} else if w != d.ident.WWID {
-			return fmt.Errorf("device %s: path %s (%s) reports WWID %s but the device is %s: the paths lead to different stores (mixing them destroys data); remove the path or fix the configured wwid", d.name, p.Name, p.URI, w, d.ident.WWID)
+			return fmt.Errorf("device %s: path %s (%s) reports WWID %s but the device is %s: the paths lead to different stores (mixing them destroys data); remove the path or fix the configured wwid (one file through two mounts reports two synthetic WWIDs: assert the device's wwid, which is then checked by label and sample blocks)", d.name, p.Name, p.URI, w, d.ident.WWID)
 		}
 	}
+	d.admitted(p) // identity.go
 	return nil
 }
 

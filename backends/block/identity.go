@@ -153,3 +153,58 @@ func readSysString(name string) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// A loop device's identity is synthetic (its backing file's device and
+// inode), so two loop devices over one file reached through two mounts
+// report different WWIDs. Like file paths they then join one device only
+// under an asserted wwid, checked by the backing file's label and by
+// comparing sample blocks (see nmp.VerifySameStore).
+
+var _ backends.Labeler = (*Device)(nil)
+
+// backingFile is a loop device's backing file as sysfs names it.
+func (d *Device) backingFile() (string, error) {
+	if !d.loop {
+		return "", backends.ErrLabelsUnsupported
+	}
+	bf := readSysString(filepath.Join(d.sys, "loop", "backing_file"))
+	if bf == "" {
+		return "", fmt.Errorf("loop device %s: %w", d.name, ErrGone)
+	}
+	// A backing file deleted while attached reads "/path (deleted)".
+	return strings.TrimSuffix(bf, " (deleted)"), nil
+}
+
+// Label reads the label of a loop device's backing file. Other block
+// devices carry no label (ErrLabelsUnsupported): their identity is their
+// own.
+func (d *Device) Label(ctx context.Context) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	bf, err := d.backingFile()
+	if err != nil {
+		return "", err
+	}
+	return backends.ReadLabel(bf)
+}
+
+// SetLabel labels a loop device's backing file.
+func (d *Device) SetLabel(ctx context.Context, wwid string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	bf, err := d.backingFile()
+	if err != nil {
+		return err
+	}
+	return backends.WriteLabel(bf, wwid)
+}
+
+// SyntheticIdentity reports whether an inquiry is one mpathfs made up
+// from a file's device and inode (a file path, a loop device) rather than
+// one the store reports: such identities differ between two mounts of one
+// file.
+func SyntheticIdentity(inq backends.Inquiry) bool {
+	return inq.Transport == "file" || (inq.Transport == "block" && inq.Vendor == "LINUX" && inq.Model == "LOOP")
+}

@@ -28,6 +28,9 @@ type built struct {
 	claims    *mpath.ClaimRules
 	satpRules *nmp.SATPRules
 	masked    []string
+	// notes say how each device's paths were shown to lead to one store
+	// (identity.go's checks), for the mount's output.
+	notes []string
 }
 
 var claimsInUse struct {
@@ -114,8 +117,8 @@ func build(ctx context.Context, cfg *Config, events *mpath.Events) (_ *built, er
 			out.arrays[arr.cfg.Name] = arr
 		}
 		var paths []*mpath.Path
+		var checks []nmp.StorePath // the paths' own backends, for the identity check
 		injectors := map[string]*fault.Backend{}
-		synthetic := ""
 		for pi, pc := range dc.Paths {
 			// The quiesce time is the NMP's, not the backend's: the
 			// opener never sees it.
@@ -158,25 +161,20 @@ func build(ctx context.Context, cfg *Config, events *mpath.Events) (_ *built, er
 					return nil, fmt.Errorf("device %s path %s: inquiry: %v", dc.Name, pc.URI, err)
 				}
 			}
-			// File and NBD paths carry no identity of their own (a file's is
-			// synthetic, from its inode): they must agree among themselves,
-			// then adopt the configured identity.
-			if arr == nil && (p.Transport == "file" || p.Transport == "nbd") {
+			// File, loop and NBD paths carry no identity of their own (a
+			// file's is synthetic, from its device and inode, and differs
+			// between two mounts of one file): they adopt the configured
+			// identity, which checkIdentity below then checks.
+			if arr == nil && assertable(p) {
 				if dc.Vendor != "" {
 					p.Inquiry.Vendor = dc.Vendor
 				}
 				if dc.Model != "" {
 					p.Inquiry.Model = dc.Model
 				}
-			}
-			if dc.WWID != "" && arr == nil && (p.Transport == "file" || p.Transport == "nbd") {
-				if w := p.Inquiry.WWID; w != "" {
-					if synthetic != "" && w != synthetic {
-						return nil, fmt.Errorf("device %s: path %s is a different file than the device's other file paths: the paths lead to different stores", dc.Name, pc.URI)
-					}
-					synthetic = w
+				if dc.WWID != "" {
+					p.Inquiry.WWID = dc.WWID
 				}
-				p.Inquiry.WWID = dc.WWID
 			}
 			p.Rank.Store(int32(pc.Rank))
 			for _, f := range pc.Faults {
@@ -197,9 +195,17 @@ func build(ctx context.Context, cfg *Config, events *mpath.Events) (_ *built, er
 				continue
 			}
 			paths = append(paths, p)
+			checks = append(checks, nmp.StorePath{Name: pc.URI, Backend: b})
 		}
 		if len(paths) == 0 {
 			return nil, fmt.Errorf("device %s: every path is masked by the claim rules (%s)", dc.Name, strings.Join(out.masked, "; "))
+		}
+		if arr == nil {
+			notes, err := checkIdentity(ctx, dc, paths, checks)
+			if err != nil {
+				return nil, err
+			}
+			out.notes = append(out.notes, notes...)
 		}
 		user := dc.toDeviceConfig()
 		e, err := nmp.Explain(out.claims, out.satpRules, dc.Name, mpath.AttrsOf(paths[0]), paths[0].Inquiry.TPGS, user)

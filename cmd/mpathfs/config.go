@@ -52,10 +52,14 @@ type DeviceConfig struct {
 	Name string `yaml:"name"`
 	// Size creates missing file stores sparse with this size ("1G").
 	Size string `yaml:"size"`
-	// Identity; paths without one of their own adopt it.
+	// Identity; paths without one of their own adopt it, checked by label
+	// and sample blocks (identity.go).
 	WWID   string `yaml:"wwid"`
 	Vendor string `yaml:"vendor"`
 	Model  string `yaml:"model"`
+	// wwidReported: WWID is what the paths reported (--group-by-wwid), not
+	// an assertion, so it is not held against the files' labels.
+	wwidReported bool
 
 	SATP        string            `yaml:"satp"`
 	SATPOptions map[string]string `yaml:"satp_options"`

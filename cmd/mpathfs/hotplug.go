@@ -184,7 +184,13 @@ func (h *hotplugger) add(ctx context.Context, d *nmp.Device, ev hotplug.Event) {
 		fb.Close()
 		return
 	}
-	if err := d.AddPath(p); err != nil {
+	// The same identity check as at mount: a WWID only synthetic (a loop
+	// device) could name another file of the same size.
+	err = d.VerifyPath(octx, p)
+	if err == nil {
+		err = d.AddPath(p)
+	}
+	if err != nil {
 		fmt.Fprintf(h.stdout, "mpathfs: hotplug: %s: refusing %s: %v\n", d.Name(), uri, err)
 		fb.Close()
 		return

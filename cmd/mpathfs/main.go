@@ -6,6 +6,7 @@
 //	mpathfs path list [--json]              paths, like esxcli storage core path list
 //	mpathfs path set --state on|off PATH    administrative state
 //	mpathfs path fence PATH                 confirm a path dead: release writes held for it
+//	mpathfs path add DEVICE URI             a path joins a running device, after the identity check
 //	mpathfs fault inject PATH FAULT-FLAGS   inject a fault (see `fault inject -h`)
 //	mpathfs fault clear PATH [--id N]       clear faults
 //	mpathfs fault list [--json]
@@ -44,7 +45,7 @@ func allCommands() []command {
 	commands := []command{
 		{"mount", "serve devices as files in a FUSE mount (foreground)", cmdMount},
 		{"status", "show devices and paths like multipath -ll", cmdStatus},
-		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH", cmdPath},
+		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI", cmdPath},
 		{"fault", "fault inject PATH FLAGS | fault clear PATH [--id N] | fault list", cmdFault},
 		{"policy", "policy set DEVICE --psp PSP [options]", cmdPolicy},
 		{"events", "follow path state changes and other events", cmdEvents},

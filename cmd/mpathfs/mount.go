@@ -28,6 +28,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	fs := newFlags("mount", "mount [--control S] [--name NAME] [--path URI]... [--psp P] [--satp S] [--config FILE] MOUNTPOINT")
 	ctl := fs.String("control", "", "control socket (default $MPATHFS_CONTROL or "+control.DefaultSocket+")")
 	name := fs.String("name", "", "device name for --path devices (default mp0; the default lab is \"lab\")")
+	wwid := fs.String("wwid", "", "assert the WWID of the --path device: file, loop and NBD paths adopt it, checked by label and sample blocks (one file through two mounts)")
 	var paths, pspOpts, satpOpts multiFlag
 	fs.Var(&paths, "path", "a path URI: file:///abs/path, a bare file path, nbd://host:port/export, nbd+unix:///export?socket=S, block:///dev/sdX (repeatable)")
 	groupWWID := fs.Bool("group-by-wwid", false, "form one device per WWID the --path devices report (names mpatha, mpathb, … like dm-multipath's user_friendly_names)")
@@ -64,6 +65,9 @@ func cmdMount(args []string, stdout io.Writer) error {
 		return err
 	}
 
+	if *wwid != "" && (len(paths) == 0 || *groupWWID) {
+		return usagef("--wwid asserts the identity of the --path device: give it with --path (in a config, use wwid:)")
+	}
 	var cfg *Config
 	switch {
 	case *config != "" && len(paths) > 0:
@@ -82,14 +86,14 @@ func cmdMount(args []string, stdout io.Writer) error {
 		}
 		cfg = &Config{}
 		for i, g := range groups {
-			dc := DeviceConfig{Name: friendlyName(i), WWID: g.wwid}
+			dc := DeviceConfig{Name: friendlyName(i), WWID: g.wwid, wwidReported: true}
 			for _, u := range g.uris {
 				dc.Paths = append(dc.Paths, PathConfig{URI: u})
 			}
 			cfg.Devices = append(cfg.Devices, dc)
 		}
 	case len(paths) > 0:
-		dc := DeviceConfig{Name: *name, PSP: *psp, SATP: *satp, Size: *size}
+		dc := DeviceConfig{Name: *name, PSP: *psp, SATP: *satp, Size: *size, WWID: *wwid}
 		if dc.Name == "" {
 			dc.Name = "mp0"
 		}
@@ -294,6 +298,9 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	}
 	for _, m := range b.masked {
 		fmt.Fprintf(stdout, "mpathfs: not claimed by NMP: %s\n", m)
+	}
+	for _, n := range b.notes {
+		fmt.Fprintf(stdout, "mpathfs: identity: %s\n", n)
 	}
 	if line := applyMemoryLimit(cfg.MemoryLimit, cfg.MaxRequests); line != "" {
 		fmt.Fprintf(stdout, "mpathfs: %s\n", line)
