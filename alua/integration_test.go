@@ -44,7 +44,7 @@ func portPaths(t *testing.T, arr *alua.Array, file string) []*mpath.Path {
 	t.Helper()
 	var paths []*mpath.Path
 	for _, id := range arr.Ports() {
-		f, err := backends.OpenFile(file, backends.FileOptions{})
+		f, err := backends.OpenFile(file, backends.FileOptions{Inline: true}) // inline: sysio's workers would outlive a synctest bubble
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -205,7 +205,7 @@ func TestPortInquiryAndCapabilities(t *testing.T) {
 	arr, _ := alua.New(alua.DefaultLabArray())
 	dir := t.TempDir()
 	f := newStoreFileIn(t, dir)
-	fb, err := backends.OpenFile(f, backends.FileOptions{})
+	fb, err := backends.OpenFile(f, backends.FileOptions{Inline: true}) // inline: sysio's workers would outlive a synctest bubble
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestPortConformance(t *testing.T) {
 		if err := os.WriteFile(name, make([]byte, size), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		f, err := backends.OpenFile(name, backends.FileOptions{})
+		f, err := backends.OpenFile(name, backends.FileOptions{Inline: true}) // inline: sysio's workers would outlive a synctest bubble
 		if err != nil {
 			t.Fatal(err)
 		}

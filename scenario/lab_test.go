@@ -55,7 +55,7 @@ func newLab(t *testing.T, o labOpts) *lab {
 		t.Fatal(err)
 	}
 	for i := 0; i < o.paths; i++ {
-		fb, err := backends.OpenFile(store, backends.FileOptions{})
+		fb, err := backends.OpenFile(store, backends.FileOptions{Inline: true}) // inline: sysio's workers would outlive a synctest bubble
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -85,7 +85,7 @@ func newFileStore(t *testing.T, size int64) backends.Backend {
 	if err := os.Truncate(name, size); err != nil {
 		t.Fatal(err)
 	}
-	b, err := backends.OpenFile(name, backends.FileOptions{})
+	b, err := backends.OpenFile(name, backends.FileOptions{Inline: true}) // inline: sysio's workers would outlive a synctest bubble
 	if err != nil {
 		t.Fatal(err)
 	}
