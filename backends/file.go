@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -337,7 +336,7 @@ func (b *File) Inquiry(ctx context.Context) (Inquiry, error) {
 
 // closeWait bounds how long Close waits for close(2) itself, which on a
 // network or FUSE file system asks the server (a FUSE FLUSH) and can hang.
-const closeWait = 2 * time.Second
+const closeWait = sysio.CloseWait
 
 // Close stops new calls and returns at once. The descriptor is closed when
 // no call is in a system call any more: now if none is, else by the last
@@ -350,16 +349,7 @@ func (b *File) Close() error {
 	if b.refs.Add(-1) > 0 {
 		return nil // the last call still in a system call closes it
 	}
-	done := make(chan error, 1)
-	go func() { done <- b.f.Close() }()
-	t := time.NewTimer(closeWait)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return fmt.Errorf("file path %s: close(2) still running after %v: left to finish in the background", b.name, closeWait)
-	}
+	return sysio.CloseWithin(b.f, "file path "+b.name, closeWait)
 }
 
 func (b *File) Size() int64 { return b.size }

@@ -36,7 +36,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -311,23 +310,14 @@ func (d *Device) Size() int64 { return d.size }
 
 // closeWait bounds how long Close waits for close(2) itself, which may
 // write back or flush a device that no longer answers.
-const closeWait = 2 * time.Second
+const closeWait = sysio.CloseWait
 
 // Close stops new calls and returns. The descriptor is closed when no call
 // holds it any more: now, or when the last hung call returns. Close waits at
 // most closeWait for close(2) itself.
 func (d *Device) Close() error {
 	d.detachStore()
-	done := make(chan error, 1)
-	go func() { done <- d.f.Close() }()
-	t := time.NewTimer(closeWait)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return fmt.Errorf("block path %s: close(2) still running after %v: left to finish in the background", d.name, closeWait)
-	}
+	return sysio.CloseWithin(d.f, "block path "+d.name, closeWait)
 }
 
 // Hung is the number of system calls given up on at a deadline that have

@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -521,3 +522,23 @@ func alignedBuffer(n int) *[]byte {
 }
 
 func addr(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
+
+// CloseWait bounds how long CloseWithin waits for close(2), which on a
+// FUSE or network file system, or a device that no longer answers, may ask
+// the server or write back and hang.
+const CloseWait = 2 * time.Second
+
+// CloseWithin closes c, waiting at most d; a close still running then is
+// left to finish in the background and reported as an error naming what.
+func CloseWithin(c io.Closer, what string, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- c.Close() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%s: close(2) still running after %v: left to finish in the background", what, d)
+	}
+}
