@@ -200,12 +200,14 @@ func (c *conn) down(cause error, siblings bool) {
 		c.mu.Unlock()
 		return
 	}
+	// One critical section: a reader that sees the connection down also
+	// sees the writes it must drain for.
 	c.mu.err = cause
 	c.shut.Store(true)
+	victims, drain := c.detachAllLocked(cause)
 	c.mu.Unlock()
 	close(c.done)
 	c.shutWrite()
-	victims, drain := c.detachAll(cause)
 	for _, v := range victims {
 		v.r.done <- v.err
 	}
@@ -318,7 +320,7 @@ func (c *conn) giveUp(ctx context.Context, r *request, wc, wrote bool) error {
 		// The reader will discard its reply; the buffer is ours again.
 		r.abandoned = true
 		var settle chan struct{}
-		if wc {
+		if wc && !r.cut { // a cut one's reply had started: it executed
 			settle = make(chan struct{})
 			r.settle = settle
 			c.mu.pendingWrites++

@@ -161,14 +161,12 @@ type victim struct {
 	err *detached
 }
 
-// detachAll, on teardown, detaches every request in flight that the reader
-// is not processing (their submitters get their errors; write-class ones a
-// Pending) and marks the one it is processing to be detached at the next
-// wake-up. It reports whether the connection must be drained, and then
-// makes sure something reads it.
-func (c *conn) detachAll(cause error) ([]victim, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// detachAllLocked, on teardown, detaches every request in flight that the
+// reader is not processing (their submitters get their errors, sent by the
+// caller; write-class ones a Pending) and marks the one it is processing
+// to be detached at the next wake-up. It reports whether the connection
+// must be drained, and then makes sure something reads it.
+func (c *conn) detachAllLocked(cause error) ([]victim, bool) {
 	var victims []victim
 	cutting := false
 	for _, r := range c.mu.inflight {
