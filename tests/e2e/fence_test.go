@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
@@ -83,21 +84,33 @@ func (l *eventLog) String() string {
 	return l.raw.String()
 }
 
-// fenceFioJob is fio's 4 KiB random writes over 1 MiB, time based, with
-// crc32c verification of every block: in a few seconds every block is
-// written again, so a stale write that lands late is caught.
-func fenceFioJob(file string, seconds int) []string {
-	return verifyJob(file, seconds, "--size=1M", "--rw=randwrite", "--time_based")
+// fenceFio runs two fio jobs on the device for seconds: "verify", 4 KiB
+// random reads and writes over the first MiB with crc32c verification of
+// every block, and "writer", 4 KiB random writes without verification over
+// the second MiB. In a few seconds every block is written again, so a
+// stale write that lands late is caught (fio's verification, the oracle).
+// The writer keeps writes in flight at every moment: the verify job
+// checks in bursts of reads (verify_backlog) that hold its writes back, and
+// a path frozen in such a burst fills with reads and dies without ever
+// holding a write (nothing ambiguous, nothing tested).
+func fenceFio(ctx context.Context, file string, seconds int) []*fioRun {
+	verify := verifyJob(file, seconds, "--size=1M", "--time_based")
+	writer := []string{"--name=writer", "--filename=" + file, "--direct=1", "--rw=randwrite", "--bs=4k",
+		"--ioengine=libaio", "--iodepth=16", "--offset=1M", "--size=1M", "--time_based",
+		fmt.Sprintf("--runtime=%d", seconds), "--randseed=7"}
+	return []*fioRun{startFio(ctx, verify...), startFio(ctx, writer...)}
 }
 
-func fioClean(t *testing.T, run *fioRun, m *mount) {
+func fioClean(t *testing.T, runs []*fioRun, m *mount) {
 	t.Helper()
-	r, out, err := run.wait()
-	if err != nil || len(r.Jobs) == 0 || r.Jobs[0].Error != 0 || r.Jobs[0].TotalErr != 0 {
-		t.Errorf("fio: %v\n%s\n%s", err, out, m.out.String())
-		return
+	for _, run := range runs {
+		r, out, err := run.wait()
+		if err != nil || len(r.Jobs) == 0 || r.Jobs[0].Error != 0 || r.Jobs[0].TotalErr != 0 {
+			t.Errorf("fio: %v\n%s\n%s", err, out, m.out.String())
+			continue
+		}
+		t.Logf("fio: write %.0f IOPS, max write clat %.1f ms", r.Jobs[0].Write.IOPS, r.Jobs[0].Write.ClatNs.Max/1e6)
 	}
-	t.Logf("fio: write %.0f IOPS, max clat %.1f ms", r.Jobs[0].Write.IOPS, r.Jobs[0].Write.ClatNs.Max/1e6)
 }
 
 func oracleClean(t *testing.T, m *mount, dev string) {
@@ -130,7 +143,7 @@ func TestFenceStoppedNbdkit(t *testing.T) {
 	require.NotEmpty(t, pathA)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	run := startFio(ctx, fenceFioJob(m.file("d0"), 14)...)
+	run := fenceFio(ctx, m.file("d0"), 14)
 	time.Sleep(3 * time.Second)
 	a.signal(syscall.SIGSTOP)
 	waitFor(t, 10*time.Second, "path A to die while its server is stopped", func() bool {
@@ -278,7 +291,7 @@ func TestFenceFrozenPathFence(t *testing.T) {
 	require.NotEmpty(t, pathA)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	run := startFio(ctx, fenceFioJob(m.file("d0"), 14)...)
+	run := fenceFio(ctx, m.file("d0"), 14)
 	time.Sleep(3 * time.Second)
 	px.freeze()
 	waitFor(t, 10*time.Second, "path A to die behind the frozen proxy", func() bool {
