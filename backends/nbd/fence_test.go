@@ -454,3 +454,75 @@ func TestFenceDrainingBounded(t *testing.T) {
 	assert.False(t, isSettled(first))
 	assert.Contains(t, first.WaitingFor(), "closed on our side")
 }
+
+// TestFenceCutRead: a caller cancels a read while the reader is copying its
+// reply into the caller's buffer (the server sent half of it). The reader
+// is woken, detaches the request and sends the rest nowhere: the caller
+// returns at once, its buffer is never written afterwards, and the
+// connection stays up (it is not torn down any more, which would lose the
+// proof for writes on it).
+func TestFenceCutRead(t *testing.T) {
+	for _, lead := range []bool{true, false} {
+		name := "leader"
+		if !lead {
+			name = "reader-goroutine"
+		}
+		t.Run(name, func(t *testing.T) {
+			if !lead {
+				leaderMode = false
+				defer func() { leaderMode = true }()
+			}
+			rest := make(chan struct{})
+			uri := fenceFake(t, func(nc net.Conn, r reqHdr) {
+				var s stream
+				s.u32(magicSimple).u32(0).u64(r.handle)
+				data := bytes.Repeat([]byte{0x55}, int(r.length))
+				if r.off != 0 {
+					nc.Write(s.raw(data).Bytes())
+					return
+				}
+				nc.Write(s.raw(data[:r.length/2]).Bytes())
+				select {
+				case <-rest:
+				case <-ctxDone(t):
+				}
+				nc.Write(data[r.length/2:])
+			}, nil)
+			c := openT(t, uri)
+			defer c.Close()
+			cn, err := c.current("read")
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			buf := make([]byte, 128<<10) // larger than the read buffer: a leader hands it to a helper
+			res := make(chan error, 1)
+			go func() { _, err := c.ReadAt(ctx, buf, 0); res <- err }()
+			require.Eventually(t, func() bool {
+				cn.mu.Lock()
+				defer cn.mu.Unlock()
+				for _, r := range cn.mu.inflight {
+					if r.claimed {
+						return true
+					}
+				}
+				return false
+			}, wait, time.Millisecond, "the reply was never claimed")
+			cancel()
+			select {
+			case err = <-res:
+			case <-time.After(wait):
+				t.Fatal("a read cancelled while its reply arrived did not return")
+			}
+			require.ErrorIs(t, err, context.Canceled)
+			for i := range buf {
+				buf[i] = 0xee
+			}
+			close(rest)
+			got := make([]byte, 4096)
+			_, err = c.ReadAt(context.Background(), got, 1<<19)
+			require.NoError(t, err, "the connection did not survive the cut")
+			assert.Equal(t, bytes.Repeat([]byte{0x55}, 4096), got)
+			assert.True(t, cn.alive())
+			assert.Equal(t, bytes.Repeat([]byte{0xee}, len(buf)), buf, "the cut read's buffer was written after its caller returned")
+		})
+	}
+}
