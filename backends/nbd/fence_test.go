@@ -64,18 +64,29 @@ func writeTimeout(c *Client, p []byte, off int64, d time.Duration) error {
 // time) or closes the half-closed connection: the Pending settles. After
 // the proof nothing lands any more: newer data written then stays.
 func TestFenceLateReply(t *testing.T) {
-	for _, lead := range []bool{true, false} {
-		name := "leader"
-		if !lead {
-			name = "reader-goroutine"
-		}
-		t.Run(name, func(t *testing.T) {
-			if !lead {
+	for _, tc := range []struct {
+		name       string
+		lead, qemu bool
+	}{
+		{"nbdkit-leader", true, false},
+		{"nbdkit-reader-goroutine", false, false},
+		{"qemu-nbd", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.lead {
 				leaderMode = false
 				defer func() { leaderMode = true }()
 			}
-			s := startNbdkit(t, true, "memory", "size=16M")
-			c := openT(t, s.uri("")+"?connections=1")
+			var s *server
+			var uri string
+			if tc.qemu {
+				s = startQemuNbd(t, sparseFile(t, 16<<20), "x")
+				uri = s.uri("x") + "&connections=1"
+			} else {
+				s = startNbdkit(t, true, "memory", "size=16M")
+				uri = s.uri("") + "?connections=1"
+			}
+			c := openT(t, uri)
 			defer c.Close()
 			ctx := ctxTimeout(t, wait)
 			_, err := c.WriteAt(ctx, bytes.Repeat([]byte{0x11}, 4096), 0)
@@ -105,7 +116,7 @@ func TestFenceLateReply(t *testing.T) {
 			case bytes.Equal(got, bytes.Repeat([]byte{0x22}, 4096)):
 				t.Log("the abandoned write executed before its proof")
 			case bytes.Equal(got, bytes.Repeat([]byte{0x11}, 4096)):
-				t.Log("the abandoned write was refused (nbdkit read our FIN at the same time)")
+				t.Log("the abandoned write was refused (the server read our FIN at the same time)")
 			default:
 				t.Fatalf("block 0 holds neither the old nor the abandoned write's data: % x…", got[:16])
 			}
