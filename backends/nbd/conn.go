@@ -498,7 +498,8 @@ func (c *conn) readLoop(untilIdle bool) {
 		if c.mu.err != nil {
 			if c.mu.pendingWrites == 0 || c.mu.killed {
 				c.mu.Unlock()
-				return // the socket is closed or closing
+				c.drained(false) // nothing to prove: fail what still waits
+				return
 			}
 		} else if untilIdle && len(c.mu.inflight) == 0 {
 			c.tok <- struct{}{}
@@ -544,7 +545,12 @@ func (c *conn) releaseRole() {
 		if c.mu.pendingWrites > 0 && !c.mu.killed {
 			c.wg.Add(1)
 			go c.readLoop(true)
+			return
 		}
+		// Nobody reads it any more: fail what still waits.
+		c.mu.Unlock()
+		c.drained(false)
+		c.mu.Lock()
 		return
 	}
 	if len(c.mu.inflight) > 0 {

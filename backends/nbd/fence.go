@@ -235,18 +235,26 @@ func (c *conn) kill() {
 	c.closeSocket()
 }
 
-// drained ends draining: with proof (the server closed the connection)
-// every abandoned write still in flight is settled; without, they stay
-// unsettled. The request the reader is processing is left to it. The
-// socket is closed.
+// drained ends reading a torn-down connection: with proof (the server
+// closed the connection) every abandoned write still in flight is settled;
+// without, they stay unsettled. A request whose submitter still waits (one
+// whose reply had begun when the connection went down, between two chunks
+// now) gets its error. The request the reader is processing is left to
+// it. The socket is closed.
 func (c *conn) drained(proof bool) {
 	c.mu.Lock()
 	proof = proof && !c.mu.killed
+	cause := c.mu.err
+	var orphans []*request
 	for h, r := range c.mu.inflight {
 		if r.claimed {
 			continue
 		}
 		delete(c.mu.inflight, h)
+		if !r.abandoned {
+			orphans = append(orphans, r)
+			continue
+		}
 		if r.settle != nil {
 			if proof {
 				close(r.settle)
@@ -257,6 +265,13 @@ func (c *conn) drained(proof bool) {
 	}
 	c.mu.Unlock()
 	c.closeSocket()
+	for _, r := range orphans {
+		err := r.cutErr
+		if err == nil {
+			err = c.downErr(opName(r.typ), cause)
+		}
+		r.done <- err
+	}
 }
 
 // serverClosed reports whether a read error means the server's side closed
