@@ -244,6 +244,9 @@ func (c *conn) kill() {
 func (c *conn) drained(proof bool) {
 	c.mu.Lock()
 	proof = proof && !c.mu.killed
+	if !proof && c.mu.pendingWrites > 0 {
+		c.mu.killed = true // WaitingFor: no proof will come now
+	}
 	cause := c.mu.err
 	var orphans []*request
 	for h, r := range c.mu.inflight {

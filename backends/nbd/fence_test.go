@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -536,4 +537,48 @@ func TestFenceCutRead(t *testing.T) {
 			assert.Equal(t, bytes.Repeat([]byte{0xee}, len(buf)), buf, "the cut read's buffer was written after its caller returned")
 		})
 	}
+}
+
+// TestFenceProtocolViolationWhileDraining: a server that answers our FIN
+// with garbage (and keeps the connection open) ends the drain without
+// proof: the write stays unsettled, and WaitingFor says no proof will
+// come.
+func TestFenceProtocolViolationWhileDraining(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "garbage.sock")
+	l, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	done := make(chan struct{})
+	t.Cleanup(func() { l.Close(); <-done })
+	go func() {
+		defer close(done)
+		nc, err := l.Accept()
+		if err != nil {
+			return
+		}
+		serveFake(t, &garbageOnEOF{Conn: nc, end: ctxDone(t)}, goodHandshake(true), func(net.Conn, reqHdr) {})
+	}()
+	c := openT(t, "nbd+unix:///disk?socket="+sock+"&connections=1")
+	defer c.Close()
+	p := pendingOf(t, writeTimeout(c, make([]byte, 4096), 0, 200*time.Millisecond))
+	require.Eventually(t, func() bool { return strings.Contains(p.WaitingFor(), "closed on our side") }, wait, 5*time.Millisecond,
+		"the drain did not end on the protocol violation: %s", p.WaitingFor())
+	assert.False(t, isSettled(p), "settled by a protocol violation")
+}
+
+// garbageOnEOF is a server connection that, when the server closes it
+// (serveFake does on our FIN), writes garbage instead and stays open
+// until the test ends.
+type garbageOnEOF struct {
+	net.Conn
+	end  <-chan struct{}
+	once sync.Once
+}
+
+func (g *garbageOnEOF) Close() error {
+	g.once.Do(func() {
+		g.Conn.Write([]byte{0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+		<-g.end
+		g.Conn.Close()
+	})
+	return nil
 }
