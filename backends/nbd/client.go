@@ -75,8 +75,13 @@ type Client struct {
 	mu  struct {
 		sync.Mutex
 		closed bool
+		// draining: torn-down connections of replaced sets, still read
+		// for the proof that their abandoned writes cannot land
+		// (fence.go), oldest first.
+		draining []*conn
 	}
-	probeMu sync.Mutex // one reconnect at a time
+	probeMu sync.Mutex   // one reconnect at a time
+	connSeq atomic.Int64 // numbers connections, for messages
 }
 
 // connSet is the connections of one (re)connect. A teardown of any of them
@@ -238,7 +243,9 @@ func (cl *Client) connect(ctx context.Context) (*conn, error) {
 		return nil, fmt.Errorf("nbd %s: handshake failed: %w", cl.name, protoErr("export size %d too large", info.size))
 	}
 	tc.SetDeadline(time.Time{})
-	return allocConn(tc, info, cl.name), nil // started by connectAll
+	c := allocConn(tc, info, cl.name) // started by connectAll
+	c.id = int(cl.connSeq.Add(1))
+	return c, nil
 }
 
 // conns returns the current connection set, or a path failure.
@@ -574,7 +581,10 @@ func (cl *Client) Inquiry(ctx context.Context) (backends.Inquiry, error) {
 }
 
 // Abort tears the path's connections down: every request in flight fails
-// with a path failure at once, and no late reply can complete one.
+// with a path failure at once, and no late reply can complete one. A
+// write-class request that may still land fails with a backends.Pending:
+// each connection is half-closed and read until the server answers or
+// closes it, which settles them (fence.go).
 func (cl *Client) Abort(reason error) {
 	set := cl.set.Load()
 	if set == nil {
@@ -611,9 +621,7 @@ func (cl *Client) Probe(ctx context.Context) error {
 	if !up {
 		if set != nil {
 			cl.set.CompareAndSwap(set, nil)
-			for _, c := range set.cs {
-				c.close(errors.New("replaced"))
-			}
+			cl.retire(set)
 		}
 		ns, err := cl.reconnect(ctx)
 		if err != nil {
@@ -667,14 +675,55 @@ func (cl *Client) reconnect(ctx context.Context) (*connSet, error) {
 	}
 }
 
-// Close disconnects. Requests in flight fail with a path failure.
+// retire tears a replaced connection set down and keeps its connections
+// draining (while they have unsettled writes) next to the fresh ones, at
+// most maxDraining of them: the oldest beyond are closed.
+func (cl *Client) retire(set *connSet) {
+	for _, c := range set.cs {
+		c.teardown(errors.New("replaced"))
+	}
+	cl.mu.Lock()
+	var keep []*conn
+	for _, c := range cl.mu.draining {
+		if !c.sockGone.Load() {
+			keep = append(keep, c)
+		}
+	}
+	for _, c := range set.cs {
+		if !c.sockGone.Load() {
+			keep = append(keep, c)
+		}
+	}
+	var evict []*conn
+	if n := len(keep) - maxDraining; n > 0 {
+		evict = append(evict, keep[:n]...)
+		keep = keep[n:]
+	}
+	cl.mu.draining = keep
+	cl.mu.Unlock()
+	for _, c := range evict {
+		c.kill()
+	}
+}
+
+// Close disconnects. Requests in flight fail with a path failure; writes
+// that may still land stay unsettled (closing our side proves nothing).
+// Connections still draining are closed too.
 func (cl *Client) Close() error {
 	cl.mu.Lock()
 	already := cl.mu.closed
 	cl.mu.closed = true
 	set := cl.set.Swap(nil)
+	draining := cl.mu.draining
+	cl.mu.draining = nil
 	cl.mu.Unlock()
-	if already || set == nil {
+	if already {
+		return nil
+	}
+	for _, c := range draining {
+		c.close(errors.New("client closed"))
+	}
+	if set == nil {
 		return nil
 	}
 	for _, c := range set.cs {

@@ -33,6 +33,15 @@ type request struct {
 	// Guarded by conn.mu.
 	claimed   bool // the reader is processing a reply chunk for it
 	abandoned bool // the submitter gave up; its buffer must not be touched
+	// detached: the submitter was handed its error on done while the
+	// request stays in the in-flight map for a late reply; nobody
+	// recycles it then (the reader and the submitter would race).
+	detached bool
+	// settle, for an abandoned write-class request that may still land:
+	// closed on proof that it cannot any more (fence.go).
+	settle chan struct{}
+	cut    bool  // its reply is being read: detach it at the reader's next wake-up
+	cutErr error // the error it is detached with
 
 	// Reader goroutine only.
 	err     error      // first error chunk
@@ -75,6 +84,11 @@ type conn struct {
 	nc   net.Conn
 	info *exportInfo
 	name string // the path URI, for messages
+	id   int    // the connection's number within its client, for messages
+
+	shut      atomic.Bool // torn down: senders send nothing more (fence.go)
+	closeOnce sync.Once   // closing the socket
+	sockGone  atomic.Bool // the socket is closed
 
 	wmu sync.Mutex
 	bw  *bufio.Writer
@@ -97,7 +111,13 @@ type conn struct {
 		err      error // non-nil once torn down
 
 		leaderGen   uint64 // tenure of the submitter holding the role (0: none)
-		interrupted bool   // the read deadline was set to wake the leader
+		interrupted bool   // the read deadline was set to wake the role holder
+
+		// pendingWrites counts abandoned write-class requests whose
+		// settle channel is open; a torn-down connection is read
+		// (drained) while it is above 0 (fence.go).
+		pendingWrites int
+		killed        bool // closed on our side: no proof can come any more
 	}
 	done chan struct{} // closed by teardown
 	wg   sync.WaitGroup
@@ -167,8 +187,9 @@ func (c *conn) downErr(op string, cause error) error {
 }
 
 // teardown fails the connection and every request in flight on it that the
-// reader is not processing (the reader completes that one itself once its
-// read fails), then the path's other connections. It is idempotent.
+// reader is not processing, then the path's other connections. It is
+// idempotent. The socket is only half-closed while write-class requests
+// may still land: the connection is drained for the proof (fence.go).
 func (c *conn) teardown(cause error) { c.down(cause, true) }
 
 // down is teardown; siblings says whether to take the path's other
@@ -179,19 +200,19 @@ func (c *conn) down(cause error, siblings bool) {
 		c.mu.Unlock()
 		return
 	}
+	// One critical section: a reader that sees the connection down also
+	// sees the writes it must drain for.
 	c.mu.err = cause
-	var victims []*request
-	for h, r := range c.mu.inflight {
-		if !r.claimed {
-			delete(c.mu.inflight, h)
-			victims = append(victims, r)
-		}
-	}
+	c.shut.Store(true)
+	victims, drain := c.detachAllLocked(cause)
 	c.mu.Unlock()
 	close(c.done)
-	c.nc.Close()
-	for _, r := range victims {
-		c.finish(r, c.downErr(opName(r.typ), cause))
+	c.shutWrite()
+	for _, v := range victims {
+		v.r.done <- v.err
+	}
+	if !drain {
+		c.closeSocket()
 	}
 	if siblings && c.onDown != nil {
 		c.onDown(cause)
@@ -203,27 +224,40 @@ func (c *conn) down(cause error, siblings bool) {
 func (c *conn) finish(r *request, err error) {
 	// abandoned is only set while r is in the map, so it is stable now.
 	if r.abandoned {
-		putRequest(r)
+		if !r.detached {
+			putRequest(r)
+		}
 		return
 	}
 	r.done <- err
 }
 
-// complete removes a request the reader holds and finishes it.
+// complete removes a request the reader holds and finishes it. Its reply
+// (or the start of it) arrived, so an abandoned write among them is
+// settled: it executed.
 func (c *conn) complete(r *request, err error) {
 	c.mu.Lock()
 	delete(c.mu.inflight, r.handle)
+	end := false
+	if r.settle != nil {
+		end = c.settleLocked(r)
+	}
 	c.mu.Unlock()
+	if end {
+		c.closeSocket()
+	}
 	c.finish(r, err)
 }
 
 // do runs one request: it registers it, sends it and waits for its reply,
 // the connection's death or ctx. data is a WRITE's payload; rbuf a READ's
-// destination of exactly length bytes.
+// destination of exactly length bytes. The error of a write-class request
+// is a backends.Pending (fence.go).
 func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uint32, data, rbuf []byte) error {
 	op := opName(typ)
+	wc := writeClass(typ)
 	if err := ctx.Err(); err != nil {
-		return ctxError(c.name, op, err)
+		return settled(wc, ctxError(c.name, op, err))
 	}
 	r := getRequest()
 	r.typ, r.off, r.length, r.buf = typ, off, length, rbuf
@@ -234,7 +268,7 @@ func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uin
 	if err := c.mu.err; err != nil {
 		c.mu.Unlock()
 		putRequest(r)
-		return c.downErr(op, err)
+		return settled(wc, c.downErr(op, err))
 	}
 	c.mu.next++
 	r.handle = c.mu.next
@@ -243,7 +277,8 @@ func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uin
 	c.load.Add(1)
 	defer c.load.Add(-1)
 
-	if err := c.send(r, flags, data); err != nil {
+	wrote, err := c.send(r, flags, data)
+	if err != nil && wrote {
 		// A partial request corrupts the stream: the connection is lost.
 		c.teardown(fmt.Errorf("sending %s request: %w", op, err))
 	}
@@ -256,31 +291,59 @@ func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uin
 	}
 	select {
 	case err := <-r.done:
-		putRequest(r)
-		return err
+		return c.finished(r, wc, wrote, err)
 	case <-ctx.Done():
 	}
+	return c.giveUp(ctx, r, wc, wrote)
+}
+
+// giveUp ends a request whose context ended before its reply arrived.
+func (c *conn) giveUp(ctx context.Context, r *request, wc, wrote bool) error {
+	op := opName(r.typ)
+	cerr := ctx.Err()
+	expired := errors.Is(cerr, context.DeadlineExceeded)
+	e := ctxError(c.name, op, cerr)
 	c.mu.Lock()
-	inMap := c.mu.inflight[r.handle] == r
-	if inMap && !r.claimed {
+	if c.mu.inflight[r.handle] != r || r.abandoned {
+		// Completed or detached: its result is on its way.
+		c.mu.Unlock()
+		return c.finished(r, wc, wrote, <-r.done)
+	}
+	if !r.claimed {
+		if !wrote {
+			// It never left: nothing can land.
+			delete(c.mu.inflight, r.handle)
+			c.mu.Unlock()
+			putRequest(r)
+			return settled(wc, e)
+		}
 		// The reader will discard its reply; the buffer is ours again.
 		r.abandoned = true
-		c.mu.Unlock()
-		err := ctx.Err()
-		if errors.Is(err, context.DeadlineExceeded) {
-			c.teardown(fmt.Errorf("%s request outlived its deadline: %w", op, err))
+		var settle chan struct{}
+		if wc && !r.cut { // a cut one's reply had started: it executed
+			settle = make(chan struct{})
+			r.settle = settle
+			c.mu.pendingWrites++
 		}
-		return ctxError(c.name, op, err)
+		c.mu.Unlock()
+		if expired {
+			c.teardown(fmt.Errorf("%s request outlived its deadline: %w", op, cerr))
+		}
+		if settle != nil {
+			return &pendingError{err: e, settle: settle, c: c}
+		}
+		return e
 	}
+	// The reader is reading its reply right now (into the buffer, for a
+	// READ): wake it, and it detaches the request at a safe point.
+	r.cut = true
+	r.cutErr = e
+	c.wakeLocked()
 	c.mu.Unlock()
-	if inMap {
-		// The reader is writing its reply into the buffer right now; only
-		// killing the connection stops that.
-		c.teardown(fmt.Errorf("%s request abandoned while its reply arrived: %w", op, ctx.Err()))
+	if expired {
+		c.teardown(fmt.Errorf("%s request abandoned while its reply arrived: %w", op, cerr))
 	}
-	err := <-r.done
-	putRequest(r)
-	return err
+	return c.finished(r, wc, wrote, <-r.done)
 }
 
 func ctxError(name, op string, err error) error {
@@ -290,9 +353,14 @@ func ctxError(name, op string, err error) error {
 	return fmt.Errorf("nbd %s %s: %w", name, op, err)
 }
 
-func (c *conn) send(r *request, flags uint16, data []byte) error {
+// send writes a request. wrote is false when nothing was written because
+// the connection was already torn down (then the request never left).
+func (c *conn) send(r *request, flags uint16, data []byte) (wrote bool, err error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.shut.Load() {
+		return false, errShut
+	}
 	h := c.hdr[:]
 	binary.BigEndian.PutUint32(h[0:], magicRequest)
 	binary.BigEndian.PutUint16(h[4:], flags)
@@ -301,20 +369,23 @@ func (c *conn) send(r *request, flags uint16, data []byte) error {
 	binary.BigEndian.PutUint64(h[16:], r.off)
 	binary.BigEndian.PutUint32(h[24:], r.length)
 	if _, err := c.bw.Write(h); err != nil {
-		return err
+		return true, err
 	}
 	if len(data) > 0 {
 		if _, err := c.bw.Write(data); err != nil {
-			return err
+			return true, err
 		}
 	}
-	return c.bw.Flush()
+	return true, c.bw.Flush()
 }
 
 // disconnect sends NBD_CMD_DISC (best effort) before the connection closes.
 func (c *conn) disconnect() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.shut.Load() {
+		return
+	}
 	h := c.hdr[:]
 	clear(h)
 	binary.BigEndian.PutUint32(h[0:], magicRequest)
@@ -417,19 +488,25 @@ func (c *conn) idleCheck() {
 
 // readLoop reads replies while holding the reader role: for the
 // connection's life (untilIdle false: the reader goroutine), or until no
-// request is in flight (a helper a leader started on stepping down).
+// request is in flight (a helper a leader started on stepping down). On a
+// torn-down connection it drains: it reads until no abandoned write is
+// left unsettled (fence.go).
 func (c *conn) readLoop(untilIdle bool) {
 	defer c.wg.Done()
 	for {
-		if untilIdle {
-			c.mu.Lock()
-			if c.mu.err == nil && len(c.mu.inflight) == 0 {
-				c.tok <- struct{}{}
+		c.mu.Lock()
+		if c.mu.err != nil {
+			if c.mu.pendingWrites == 0 || c.mu.killed {
 				c.mu.Unlock()
+				c.drained(false) // nothing to prove: fail what still waits
 				return
 			}
+		} else if untilIdle && len(c.mu.inflight) == 0 {
+			c.tok <- struct{}{}
 			c.mu.Unlock()
+			return
 		}
+		c.mu.Unlock()
 		if err := c.readReply(); err != nil {
 			c.readFailed(err)
 			return
@@ -438,31 +515,45 @@ func (c *conn) readLoop(untilIdle bool) {
 }
 
 // readFailed ends reading after a fatal read error: it tears the connection
-// down and fails the request being processed. The role is not given back:
-// nothing reads a torn-down connection.
+// down, settles what the error proves (the server closed the connection)
+// and fails the request being processed. The role is not given back:
+// nothing reads the connection any more.
 func (c *conn) readFailed(err error) {
 	c.mu.Lock()
 	down := c.mu.err
 	c.mu.Unlock()
+	cause := down // torn down on purpose: report why
 	if down == nil {
-		err = fmt.Errorf("reading replies: %w", eofMeansClosed(err))
-	} else {
-		err = down // torn down on purpose: report why
+		cause = fmt.Errorf("reading replies: %w", eofMeansClosed(err))
 	}
-	c.teardown(err)
+	c.teardown(cause)
+	c.drained(serverClosed(err))
 	if r := c.cur; r != nil {
 		c.cur = nil
-		c.complete(r, c.downErr(opName(r.typ), err))
+		c.complete(r, c.downErr(opName(r.typ), cause))
 	}
 }
 
 // releaseRole gives the reader role up: to a helper goroutine if requests are
 // in flight (their submitters may be waiting on done, not on the role), else
-// back to tok.
+// back to tok. On a torn-down connection the role is kept by a goroutine that
+// drains it, or dropped.
 func (c *conn) releaseRole() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.mu.err == nil && len(c.mu.inflight) > 0 {
+	if c.mu.err != nil {
+		if c.mu.pendingWrites > 0 && !c.mu.killed {
+			c.wg.Add(1)
+			go c.readLoop(true)
+			return
+		}
+		// Nobody reads it any more: fail what still waits.
+		c.mu.Unlock()
+		c.drained(false)
+		c.mu.Lock()
+		return
+	}
+	if len(c.mu.inflight) > 0 {
 		c.wg.Add(1) // before teardown, so before close's Wait
 		go c.readLoop(true)
 		return
@@ -519,12 +610,7 @@ func (c *conn) leadUntil(ctx context.Context, r *request) {
 			break
 		}
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			c.mu.Lock()
-			if c.mu.interrupted {
-				c.mu.interrupted = false
-				c.nc.SetReadDeadline(time.Time{})
-			}
-			c.mu.Unlock()
+			c.unwake()
 			if ctx.Err() != nil {
 				break
 			}
@@ -537,11 +623,8 @@ func (c *conn) leadUntil(ctx context.Context, r *request) {
 	stop()
 	c.mu.Lock()
 	c.mu.leaderGen++ // a late AfterFunc of this tenure does nothing
-	if c.mu.interrupted {
-		c.mu.interrupted = false
-		c.nc.SetReadDeadline(time.Time{})
-	}
 	c.mu.Unlock()
+	c.unwake()
 	if !failed {
 		c.releaseRole()
 	}
@@ -584,17 +667,18 @@ func (c *conn) peekMessage() error {
 }
 
 // claim finds the request a reply names and marks it as being processed.
-// It returns whether its submitter abandoned it.
-func (c *conn) claim(handle uint64) (*request, bool, error) {
+// Whether its submitter abandoned it is r.abandoned, which only the reader
+// changes while r is claimed (a wake-up detaching it).
+func (c *conn) claim(handle uint64) (*request, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := c.mu.inflight[handle]
 	if r == nil {
-		return nil, false, protoErr("reply for unknown handle %#x", handle)
+		return nil, protoErr("reply for unknown handle %#x", handle)
 	}
 	r.claimed = true
 	c.cur = r
-	return r, r.abandoned, nil
+	return r, nil
 }
 
 func (c *conn) unclaim(r *request) {
@@ -613,16 +697,16 @@ func (c *conn) release(r *request, err error) {
 // A returned error is fatal for the connection.
 func (c *conn) readReply() error {
 	b := c.rbuf[:]
-	if _, err := io.ReadFull(c.br, b[:4]); err != nil {
+	if err := c.fill(b[:4]); err != nil {
 		return err
 	}
 	switch m := binary.BigEndian.Uint32(b); m {
 	case magicSimple:
-		if _, err := io.ReadFull(c.br, b[4:16]); err != nil {
+		if err := c.fill(b[4:16]); err != nil {
 			return err
 		}
 		errno := binary.BigEndian.Uint32(b[4:])
-		r, abandoned, err := c.claim(binary.BigEndian.Uint64(b[8:]))
+		r, err := c.claim(binary.BigEndian.Uint64(b[8:]))
 		if err != nil {
 			return err
 		}
@@ -634,7 +718,7 @@ func (c *conn) readReply() error {
 			if c.info.structured {
 				return protoErr("simple reply with data to a READ after structured replies were negotiated")
 			}
-			if err := c.readData(r, abandoned, 0, uint64(r.length)); err != nil {
+			if err := c.readData(r, 0, uint64(r.length)); err != nil {
 				return err
 			}
 		}
@@ -644,17 +728,17 @@ func (c *conn) readReply() error {
 		if !c.info.structured {
 			return protoErr("structured reply chunk although structured replies were not negotiated")
 		}
-		if _, err := io.ReadFull(c.br, b[4:20]); err != nil {
+		if err := c.fill(b[4:20]); err != nil {
 			return err
 		}
 		flags := binary.BigEndian.Uint16(b[4:])
 		typ := binary.BigEndian.Uint16(b[6:])
 		length := binary.BigEndian.Uint32(b[16:])
-		r, abandoned, err := c.claim(binary.BigEndian.Uint64(b[8:]))
+		r, err := c.claim(binary.BigEndian.Uint64(b[8:]))
 		if err != nil {
 			return err
 		}
-		if err := c.readChunk(r, abandoned, flags, typ, length); err != nil {
+		if err := c.readChunk(r, flags, typ, length); err != nil {
 			return err
 		}
 		if flags&replyFlagDone == 0 {
@@ -680,17 +764,29 @@ func serverErr(name string, typ uint16, se *ServerError) error {
 }
 
 // readData reads n bytes of a READ's data for the request-relative offset
-// rel, into the caller's buffer or, if abandoned, nowhere.
-func (c *conn) readData(r *request, abandoned bool, rel, n uint64) error {
-	if abandoned {
-		_, err := c.br.Discard(int(n))
-		return err
+// rel, into the caller's buffer or, if abandoned, nowhere. A wake-up that
+// detaches the request mid-way sends the rest nowhere.
+func (c *conn) readData(r *request, rel, n uint64) error {
+	if r.abandoned {
+		return c.discard(int(n))
 	}
-	_, err := io.ReadFull(c.br, r.buf[rel:rel+n])
-	return err
+	dst := r.buf[rel : rel+n]
+	for {
+		k, err := io.ReadFull(c.br, dst)
+		if err == nil {
+			return nil
+		}
+		if !c.woken(err) {
+			return err
+		}
+		dst = dst[k:]
+		if r.abandoned {
+			return c.discard(len(dst))
+		}
+	}
 }
 
-func (c *conn) readChunk(r *request, abandoned bool, flags, typ uint16, length uint32) error {
+func (c *conn) readChunk(r *request, flags, typ uint16, length uint32) error {
 	b := c.rbuf[:]
 	switch typ {
 	case chunkNone:
@@ -716,7 +812,7 @@ func (c *conn) readChunk(r *request, abandoned bool, flags, typ uint16, length u
 		if typ == chunkOffsetHole {
 			hl = 12
 		}
-		if _, err := io.ReadFull(c.br, b[:hl]); err != nil {
+		if err := c.fill(b[:hl]); err != nil {
 			return err
 		}
 		off := binary.BigEndian.Uint64(b)
@@ -737,9 +833,9 @@ func (c *conn) readChunk(r *request, abandoned bool, flags, typ uint16, length u
 			return err
 		}
 		if typ == chunkOffsetData {
-			return c.readData(r, abandoned, rel, n)
+			return c.readData(r, rel, n)
 		}
-		if !abandoned {
+		if !r.abandoned {
 			clear(r.buf[rel : rel+n])
 		}
 		return nil
@@ -754,7 +850,7 @@ func (c *conn) readChunk(r *request, abandoned bool, flags, typ uint16, length u
 		return protoErr("error chunk of length %d", length)
 	}
 	p := make([]byte, length)
-	if _, err := io.ReadFull(c.br, p); err != nil {
+	if err := c.fill(p); err != nil {
 		return err
 	}
 	errno := binary.BigEndian.Uint32(p)
@@ -808,8 +904,11 @@ func (r *request) addExtent(rel, n uint64) error {
 	return nil
 }
 
-// close tears the connection down and waits for its goroutines.
+// close tears the connection down, closes its socket at once (requests
+// that may still land stay unsettled: closing our side proves nothing) and
+// waits for its goroutines.
 func (c *conn) close(cause error) {
 	c.teardown(cause)
+	c.kill()
 	c.wg.Wait()
 }

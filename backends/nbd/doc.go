@@ -122,7 +122,11 @@
 // connection down when any request in flight, including one whose caller
 // cancelled, outlives its deadline. A cancelled request without an expired
 // deadline is abandoned: its reply is read and discarded, never copied into
-// the caller's buffer. Abort tears the connection down at once. After a
+// the caller's buffer. Abort tears the connection down at once. A teardown
+// half-closes the socket and, while write-class requests on it may still
+// land, keeps reading it for the proof that they cannot (fence.go: their
+// errors are backends.Pending, settled by a late reply or the server
+// closing the connection). After a
 // teardown requests fail fast with a path failure wrapping ErrConnDown; the
 // client never reconnects inline. Probe (the path checker) reconnects with
 // backoff, bounded by its context, then reads the first block; an export
