@@ -11,7 +11,13 @@ var _ backends.CacheSharer = (*Client)(nil)
 // same socket or host:port and export (spelled the same way) then cover
 // each other's flushes; different servers, or no multi-conn, never do
 // (the empty domain).
+//
+// An operator's declaration (URI `cache=NAME`, Options.CacheDomain) wins:
+// paths declaring the same name cover each other's flushes.
 func (cl *Client) CacheDomain() string {
+	if cl.opts.CacheDomain != "" {
+		return "declared:" + cl.opts.CacheDomain
+	}
 	if !cl.MultiConn() {
 		return ""
 	}

@@ -1,6 +1,8 @@
 package nbd
 
 import (
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -26,4 +28,30 @@ func TestCacheDomain(t *testing.T) {
 	single := openT(t, s3.uri(""))
 	defer single.Close()
 	assert.Empty(t, single.CacheDomain(), "no multi-conn: no promise")
+}
+
+// TestCacheDomainDeclared: `cache=NAME` in the URI is the operator's word
+// that servers share one cache; it wins over the multi-conn rule, and an
+// empty name is refused.
+func TestCacheDomainDeclared(t *testing.T) {
+	disk := sparseFile(t, 4<<20)
+	s1 := startNbdkit(t, false, "file", disk)
+	s2 := startNbdkit(t, false, "--filter=multi-conn", "file", disk, "multi-conn-mode=disable")
+	a, b := openT(t, withParam(s1.uri(""), "cache=img")), openT(t, withParam(s2.uri(""), "cache=img"))
+	defer a.Close()
+	defer b.Close()
+	assert.Equal(t, "declared:img", a.CacheDomain())
+	assert.Equal(t, a.CacheDomain(), b.CacheDomain(), "two servers declared to share one cache")
+	u, err := url.Parse(withParam(s1.uri(""), "cache="))
+	require.NoError(t, err)
+	_, err = ParseURI(u)
+	require.ErrorContains(t, err, "cache= needs a name")
+}
+
+// withParam adds one query parameter to a URI that may already have some.
+func withParam(uri, kv string) string {
+	if strings.Contains(uri, "?") {
+		return uri + "&" + kv
+	}
+	return uri + "?" + kv
 }

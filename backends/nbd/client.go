@@ -42,6 +42,13 @@ type Options struct {
 	// server advertises NBD_FLAG_CAN_MULTI_CONN, else 1. More than one
 	// needs that flag.
 	Connections int
+	// CacheDomain, when set (URI `cache=NAME`), is the operator's word that
+	// this server writes through the same cache as every other path declaring
+	// the same name — two nbdkit or qemu-nbd processes on one host serving
+	// one file share that file's page cache — so a flush on one covers
+	// writes another acknowledged. Without it only connections to the same
+	// server with multi-conn cover each other.
+	CacheDomain string
 }
 
 // MaxConnections bounds Options.Connections.

@@ -37,7 +37,7 @@ func openURI(ctx context.Context, u *url.URL) (backends.Backend, error) {
 
 var knownParams = []string{
 	"socket", "tls-certificates", "tls-ca", "tls-cert", "tls-key", "tls-servername",
-	"connect-timeout", "watchdog", "structured", "connections",
+	"connect-timeout", "watchdog", "structured", "connections", "cache",
 }
 
 // ParseURI turns a path URI into Options. See the package documentation
@@ -128,6 +128,13 @@ func ParseURI(u *url.URL) (Options, error) {
 			return bad("connections=%q is not a number of connections from 1 to %d", v, MaxConnections)
 		}
 		o.Connections = n
+	}
+	if q.Has("cache") {
+		v := q.Get("cache")
+		if v == "" {
+			return bad("cache= needs a name: paths whose servers write through one cache (one host's page cache of one file) share it")
+		}
+		o.CacheDomain = v
 	}
 	tlsParams := false
 	for _, k := range []string{"tls-certificates", "tls-ca", "tls-cert", "tls-key", "tls-servername"} {

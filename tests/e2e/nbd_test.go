@@ -140,7 +140,12 @@ func TestNBDHungServer(t *testing.T) {
 	file := store(t, 256<<20)
 	s1, s2 := startNbdkit(t, file), startNbdkit(t, file)
 	s3 := startNbdkit(t, file, "--filter=delay", "delay-read=60")
-	m := startMount(t, "--name", "d0", "--path", s1.uri(), "--path", s2.uri(), "--path", s3.uri(), "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--check-interval", "500ms", "--io-timeout", "1s")
+	// The three servers serve one file on this host, so they write through
+	// one page cache: cache=NAME says so, and a flush on any path covers
+	// writes the hung one acknowledged (without it, fsync would rightly wait
+	// for that path to return, then fail).
+	u1, u2, u3 := s1.uri()+"&cache=store", s2.uri()+"&cache=store", s3.uri()+"&cache=store"
+	m := startMount(t, "--name", "d0", "--path", u1, "--path", u2, "--path", u3, "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--check-interval", "500ms", "--io-timeout", "1s")
 	// The third server answers 60x slower than the deadline: its path must
 	// fail on its first I/O and stay out (its probe times out as well).
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -148,7 +153,7 @@ func TestNBDHungServer(t *testing.T) {
 	run := startFio(ctx, verifyJob(m.file("d0"), 10)...)
 	time.Sleep(2 * time.Second)
 	s1.signal(syscall.SIGSTOP)
-	waitFor(t, 5*time.Second, "the hung server's path to die", func() bool { _, st := pathByURI(m, "d0", s1.uri()); return st == "dead" })
+	waitFor(t, 5*time.Second, "the hung server's path to die", func() bool { _, st := pathByURI(m, "d0", u1); return st == "dead" })
 	time.Sleep(2 * time.Second)
 	s1.signal(syscall.SIGCONT)
 	resumed := time.Now()
@@ -165,7 +170,7 @@ func TestNBDHungServer(t *testing.T) {
 			s1.start()
 		default:
 		}
-		_, st := pathByURI(m, "d0", s1.uri())
+		_, st := pathByURI(m, "d0", u1)
 		return st == "active"
 	})
 	t.Logf("path active again %v after SIGCONT (check interval 500ms, probe timeout 1s)", time.Since(resumed).Round(time.Millisecond))
@@ -173,7 +178,7 @@ func TestNBDHungServer(t *testing.T) {
 	if err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
 		t.Fatalf("fio across a hung server: %v\n%s\n%s", err, out, m.out.String())
 	}
-	if _, st := pathByURI(m, "d0", s3.uri()); st != "dead" {
+	if _, st := pathByURI(m, "d0", u3); st != "dead" {
 		t.Errorf("the path to the 60s-delay server is %s, want dead", st)
 	}
 	maxLat := r.Jobs[0].Write.ClatNs.Max / 1e6
