@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -356,16 +357,27 @@ func (o *Oracle) classifyLocked(b int64, bl *block, got sums, via string) Proble
 		}
 	}
 	match, matchOld := 0, 0
+	prefix := true // the sectors holding the last write are a prefix
+	var alien []string
 	for i := range got {
 		if got[i] == bl.cur[i] {
+			if match < i {
+				prefix = false
+			}
 			match++
 			continue
 		}
+		old := false
 		for _, v := range before {
 			if got[i] == v.s[i] {
-				matchOld++
+				old = true
 				break
 			}
+		}
+		if old {
+			matchOld++
+		} else {
+			alien = append(alien, fmt.Sprint(b*BlockSize+int64(i)*512))
 		}
 	}
 	switch {
@@ -378,6 +390,9 @@ func (o *Oracle) classifyLocked(b int64, bl *block, got sums, via string) Proble
 	case match > 0 && match+matchOld == sectors:
 		pr.Kind = KindTorn
 		pr.Detail = fmt.Sprintf("%d of %d sectors hold the last write, the rest older versions", match, sectors)
+		if prefix {
+			pr.Detail = fmt.Sprintf("the first %d bytes (%d of %d sectors) hold the last write, the rest older versions", match*512, match, sectors)
+		}
 	default:
 		if a, ok := o.ownerLocked(got, b); ok {
 			pr.Kind = KindMisdirected
@@ -386,7 +401,7 @@ func (o *Oracle) classifyLocked(b int64, bl *block, got sums, via string) Proble
 			pr.Detail = fmt.Sprintf("holds the data of the write to offset %d", a*BlockSize)
 		} else {
 			pr.Kind = KindCorrupt
-			pr.Detail = fmt.Sprintf("%d of %d sectors match none of the %d last versions the oracle remembers", sectors-match-matchOld, sectors, len(bl.old)+1)
+			pr.Detail = fmt.Sprintf("%d of %d sectors match none of the %d last versions the oracle remembers (flipped bits or foreign data): the 512-byte sectors at offset %s", sectors-match-matchOld, sectors, len(bl.old)+1, strings.Join(alien, ", "))
 		}
 	}
 	return pr

@@ -36,6 +36,8 @@
 //	fail path PATH with CLASS [FAULT-OPTIONS] [LIFETIME]
 //	hang path PATH [FAULT-OPTIONS] [LIFETIME]
 //	land-late path PATH DUR [FAULT-OPTIONS] [LIFETIME] writes time out, land DUR after issue
+//	corrupt path PATH KIND [FAULT-OPTIONS] [LIFETIME] acknowledged, wrong data: KIND is
+//	                                                  bitflip, misdirect, drop or torn
 //	slow path PATH xN [FAULT-OPTIONS] [LIFETIME]      gray: slow, not dead
 //	flap path PATH every DUR for DUR                  the same as every … flap
 //	path PATH off | path PATH on                      administrative state
@@ -56,7 +58,8 @@
 //	probability 10%      fire with this chance, drawn from the fault's seed
 //	range 0:1M           only I/O overlapping this byte range
 //	every N, after N, count N, latency D, jitter D, slow N, sense KK/AA/QQ,
-//	late, bandwidth RATE, seed N, silent (with land-late: no proof of the landing)
+//	late, bandwidth RATE, seed N, silent (with land-late: no proof of the landing),
+//	bits N (bitflip), misdirect-by SIZE (misdirect), torn-at SIZE (torn)
 //
 // Examples:
 //

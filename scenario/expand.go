@@ -86,7 +86,7 @@ func (sc *Scenario) Expand() []Step {
 	for _, st := range sc.Stmts {
 		base := Step{At: st.At, Line: st.Line, Path: st.Path, Device: st.Device, Ref: -1, Source: st.Text}
 		switch st.Action {
-		case "fail", "hang", "land-late", "slow", "all-paths-down":
+		case "fail", "hang", "land-late", "corrupt", "slow", "all-paths-down":
 			s := base
 			s.Kind, s.Spec = StepInject, st.Spec
 			s.Spec.Ops = slices.Clone(st.Spec.Ops)

@@ -103,7 +103,7 @@ func ParseFile(name string) (*Scenario, error) {
 }
 
 // actions lists the actions an "at" takes, for error messages.
-const actions = "fail, hang, land-late, slow, flap, path, all-paths-down, array, policy"
+const actions = "fail, hang, land-late, corrupt, slow, flap, path, all-paths-down, array, policy"
 
 // maxErrors stops a parse of a file that is not a scenario at all.
 const maxErrors = 20
@@ -307,6 +307,11 @@ func (p *parser) action(sc *Scenario, st *Stmt) {
 			p.failAt(p.toks[p.i-1].col, "a land-late delay of 0 lands nothing late (want e.g. land-late path PATH 2s op write)")
 		}
 		p.faultTail(st, []string{"--land-late", d.String()})
+	case "corrupt":
+		p.keyword("path")
+		st.Path = p.next("path name").s
+		k := p.next("corruption (bitflip, misdirect, drop or torn)")
+		p.faultTail(st, []string{"--corrupt", k.s})
 	case "slow":
 		p.keyword("path")
 		st.Path = p.next("path name").s
@@ -423,7 +428,8 @@ var boolFlags = map[string]bool{"late": true, "hang": true, "silent": true}
 
 // faultFlags are the names fault.ParseArgs knows.
 var faultFlags = []string{"error", "sense", "late", "hang", "op", "ops", "offset", "length", "range", "probability", "p",
-	"every", "after", "count", "duration", "latency", "jitter", "slow", "bandwidth", "seed", "land-late", "silent"}
+	"every", "after", "count", "duration", "latency", "jitter", "slow", "bandwidth", "seed", "land-late", "silent",
+	"bits", "misdirect-by", "torn-at"}
 
 // faultTail reads fault options (the flags of `fault inject`, dashes
 // optional) up to "for DUR", "until TIME" or the end of the line.

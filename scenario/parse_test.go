@@ -30,6 +30,7 @@ at 1s policy psp VMW_PSP_MRU
 at 15s fail path P with retryable --count 3 --sense 02/04/0a
 at 16s clear path P
 at 17s land-late path P 2s op write silent for 1s
+at 18s corrupt path P misdirect misdirect-by -8k range 0:64k count 1
 end 20s
 `
 
@@ -41,8 +42,8 @@ func TestParseExamples(t *testing.T) {
 	if sc.Seed != 42 || sc.End != 20*time.Second {
 		t.Fatalf("seed %d end %v", sc.Seed, sc.End)
 	}
-	if len(sc.Stmts) != 20 {
-		t.Fatalf("%d statements, want 20", len(sc.Stmts))
+	if len(sc.Stmts) != 21 {
+		t.Fatalf("%d statements, want 21", len(sc.Stmts))
 	}
 	s := sc.Stmts[0]
 	if s.Action != "fail" || s.Path != "vmhba1:C0:T0:L0" || s.Spec.Error != "path-failure" || s.Lifetime != 3*time.Second || s.Spec.Duration != 3*time.Second {
@@ -78,11 +79,16 @@ func TestParseExamples(t *testing.T) {
 	if s := sc.Stmts[19]; s.Action != "land-late" || s.Spec.LandLate != 2*time.Second || !s.Spec.Silent || s.Lifetime != time.Second || strings.Join(s.Spec.Ops, ",") != "write" {
 		t.Errorf("land-late: %+v", s)
 	}
+	if s := sc.Stmts[20]; s.Action != "corrupt" || s.Spec.Corrupt != "misdirect" || s.Spec.MisdirectBy != -8192 || s.Spec.Length != 64<<10 || s.Spec.Count != 1 {
+		t.Errorf("corrupt: %+v", s)
+	}
 }
 
 func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
-		{"seed 1\n\nat 2s fial path P", `s.scn:3:7: unknown action "fial" (want fail, hang, land-late, slow, flap, path, all-paths-down, array, policy)`},
+		{"seed 1\n\nat 2s fial path P", `s.scn:3:7: unknown action "fial" (want fail, hang, land-late, corrupt, slow, flap, path, all-paths-down, array, policy)`},
+		{"at 1s corrupt path P bitflip op flush", `--corrupt bitflip with --op flush`},
+		{"at 1s corrupt path P scramble", `--corrupt "scramble"`},
 		{"at 1s land-late path P 0 op write", `s.scn:1:24: a land-late delay of 0 lands nothing late`},
 		{"at 1s land-late path P 2s op read", `s.scn:1:27: --land-late never lands anything with --op read`},
 		{"at 1s land-late path P 2s silent error retryable", `--land-late and --error exclude each other`},

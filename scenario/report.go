@@ -171,6 +171,8 @@ func describe(s Step) string {
 			d += " silent"
 		}
 		parts = append(parts, d)
+	case sp.Corrupt != "":
+		parts = append(parts, "corrupt "+sp.Corrupt)
 	case sp.Error != "":
 		parts = append(parts, sp.Error)
 	case sp.SlowFactor > 1:

@@ -43,6 +43,18 @@
 //	  --slow N            make it take N× its natural time (N ≥ 1, "3" or "3x")
 //	  --bandwidth RATE    cap the bytes/s of the reads and writes it matches
 //	                      (one bucket per fault): 10M = 10 MiB/s, "512k/s"
+//	  --corrupt KIND      acknowledge it, but with wrong data (excludes --error,
+//	                      --hang and --land-late):
+//	                      bitflip: a read returns, a write stores, the data
+//	                      with --bits N (default 1) random bits flipped, inside
+//	                      the part of the operation in the fault's range;
+//	                      misdirect: a write lands --misdirect-by SIZE away
+//	                      (either sign; default a seeded 1 to 8 blocks of
+//	                      4 KiB, either side); drop: a write is not stored;
+//	                      torn: only the first --torn-at SIZE bytes of a write
+//	                      are stored (default a seeded sector boundary inside
+//	                      it). Default --op: read,write for bitflip, write for
+//	                      the others; other operations are refused
 //	filters
 //	  --op LIST           read,write,flush,discard,probe (discard also covers
 //	                      write-zeroes; "write-zeroes" and "zero" are accepted
@@ -74,6 +86,8 @@
 //	--error path-failure --late --op write    the write lands, its ack is lost
 //	--land-late 2s --op write                 writes time out, then land 2 s after they were issued
 //	--land-late 2s --op write --silent        the same, with no proof of the landing
+//	--corrupt bitflip --op read --range 1M:4k a bit rots on the way back
+//	--corrupt misdirect --misdirect-by 8k --count 1   one write lands 8k too far
 //
 // # Filters and triggers
 //
@@ -143,7 +157,8 @@
 //
 // # Determinism
 //
-// Each fault draws its probability and jitter from its own PCG generator,
+// Each fault draws its probability, jitter and corruption (which bits, how
+// far, where to tear) from its own PCG generator,
 // seeded from Spec.Seed or else from Wrap's seed and the fault's ID. The
 // same seeds and the same sequence of operations (from one goroutine) give
 // the same errors and delays, run after run.

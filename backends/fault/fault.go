@@ -289,6 +289,9 @@ type op struct {
 	length int64 // the range it touches (0 for flush and probe)
 	xfer   int64 // the bytes it transfers (reads and writes only)
 	own    bool  // set by run: the error is the decorator's, not the backend's
+	// corr is the corruption the first corrupting fault that fired chose
+	// (set by run, read by exec).
+	corr *corruption
 	// late, for write-class operations, prepares the operation for a late
 	// execution: it copies what it needs of the caller's arguments and
 	// returns the execution, which runs under a background context.
@@ -308,6 +311,9 @@ func (b *Backend) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 	o := op{name: "read", mask: maskRead, off: off, length: int64(len(p)), xfer: int64(len(p))}
 	err := b.run(ctx, *list, &o, func() (err error) {
 		n, err = b.inner.ReadAt(ctx, p, off)
+		if o.corr != nil {
+			o.corr.flip(p[:n])
+		}
 		return err
 	})
 	if o.own {
@@ -331,6 +337,10 @@ func (b *Backend) WriteAt(ctx context.Context, p []byte, off int64) (int, error)
 		}
 	}
 	err := b.run(ctx, *list, &o, func() (err error) {
+		if o.corr != nil {
+			n, err = b.corruptWrite(ctx, o.corr, p, off)
+			return err
+		}
 		n, err = b.inner.WriteAt(ctx, p, off)
 		return err
 	})
@@ -453,6 +463,7 @@ type effect struct {
 	err      error
 	late     bool
 	expire   bool // the fault used up its Count
+	corr     *corruption
 }
 
 // evaluate decides whether f fires on o and what it does.
@@ -511,6 +522,9 @@ func (f *fault) evaluate(o *op, now time.Time) (effect, bool) {
 	if f.c.class != mpath.ClassNone {
 		e.err = &mpath.Error{Class: f.c.class, Op: o.name, Sense: f.sense(o), Err: f.injErr}
 	}
+	if s.Corrupt != "" {
+		e.corr = f.corruption(o)
+	}
 	e.expire = s.Count > 0 && f.mu.injected >= uint64(s.Count) && !s.Hang && s.LandLate == 0
 	return e, true
 }
@@ -552,6 +566,9 @@ func (b *Backend) run(ctx context.Context, list []*fault, o *op, exec func() err
 		}
 		delay += e.delay
 		slow += e.slow
+		if e.corr != nil && o.corr == nil {
+			o.corr = e.corr
+		}
 		if e.landLate > 0 && o.late != nil {
 			return own(b.landLate(ctx, f, o, issued.Add(e.landLate), e.silent, abort))
 		}

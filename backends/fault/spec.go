@@ -89,9 +89,41 @@ type Spec struct {
 	// this fault transfer, together (one token bucket per fault).
 	Bandwidth int64 `json:"bandwidth,omitempty"`
 
+	// Corrupt makes the operations the fault fires on succeed with wrong
+	// data (see the Corrupt* constants): bitflip (reads and writes),
+	// misdirect, drop and torn (writes). The caller is acknowledged as if
+	// all went well. Excludes Error, Hang and LandLate.
+	Corrupt string `json:"corrupt,omitempty"`
+	// Bits is how many bits a bitflip flips per operation (default 1),
+	// inside the part of the operation that overlaps the fault's range.
+	Bits int `json:"bits,omitempty"`
+	// MisdirectBy is how far (bytes, either sign) a misdirected write
+	// lands from its own offset; 0 picks a seeded nearby block (1 to 8
+	// blocks of 4 KiB away).
+	MisdirectBy int64 `json:"misdirect_by,omitempty"`
+	// TornAt is how many bytes of a torn write are stored (the rest is
+	// not); 0 picks a seeded sector (512-byte) boundary inside the write.
+	TornAt int64 `json:"torn_at,omitempty"`
+
 	// Seed seeds the fault's random generator. 0 derives it from the seed
 	// given to Wrap and the fault's ID.
 	Seed uint64 `json:"seed,omitempty"`
+}
+
+// Corruption kinds a Spec's Corrupt accepts.
+const (
+	CorruptBitflip   = "bitflip"
+	CorruptMisdirect = "misdirect"
+	CorruptDrop      = "drop"
+	CorruptTorn      = "torn"
+)
+
+// corruptOps is, per corruption kind, the operations it can apply to.
+var corruptOps = map[string]opMask{
+	CorruptBitflip:   maskRead | maskWrite,
+	CorruptMisdirect: maskWrite,
+	CorruptDrop:      maskWrite,
+	CorruptTorn:      maskWrite,
 }
 
 // Operation names a Spec's Ops accepts.
@@ -224,6 +256,9 @@ func (s Spec) compile() (compiled, error) {
 	case s.LandLate > 0 && c.ops&maskLandable == 0:
 		return fail("--land-late never lands anything with --op %s: add write or discard to --op (or use --hang)", strings.Join(s.Ops, ","))
 	}
+	if err := s.compileCorrupt(&c); err != nil {
+		return compiled{}, err
+	}
 	switch {
 	case s.Offset < 0:
 		return fail("--offset %d is negative", s.Offset)
@@ -253,10 +288,68 @@ func (s Spec) compile() (compiled, error) {
 		return fail("--slow %v: want a factor N ≥ 1, e.g. --slow 3", s.SlowFactor)
 	case s.Bandwidth < 0:
 		return fail("--bandwidth %d is negative", s.Bandwidth)
-	case s.Error == "" && !s.Hang && s.LandLate == 0 && s.Latency == 0 && s.Jitter == 0 && s.SlowFactor <= 1 && s.Bandwidth == 0:
-		return fail("does nothing: give --error, --hang, --land-late, --latency, --jitter, --slow or --bandwidth")
+	case s.Error == "" && !s.Hang && s.LandLate == 0 && s.Corrupt == "" && s.Latency == 0 && s.Jitter == 0 && s.SlowFactor <= 1 && s.Bandwidth == 0:
+		return fail("does nothing: give --error, --hang, --land-late, --corrupt, --latency, --jitter, --slow or --bandwidth")
 	}
 	return c, nil
+}
+
+// compileCorrupt validates the corruption fields; with no --op, a
+// corruption applies to every operation it can (c.ops narrows to them).
+func (s Spec) compileCorrupt(c *compiled) error {
+	fail := func(format string, a ...any) error {
+		return fmt.Errorf("fault spec: "+format, a...)
+	}
+	switch {
+	case s.Corrupt == "" && s.Bits != 0:
+		return fail("--bits needs --corrupt bitflip")
+	case s.Corrupt == "" && s.MisdirectBy != 0:
+		return fail("--misdirect-by needs --corrupt misdirect")
+	case s.Corrupt == "" && s.TornAt != 0:
+		return fail("--torn-at needs --corrupt torn")
+	case s.Corrupt == "":
+		return nil
+	}
+	allowed, ok := corruptOps[s.Corrupt]
+	if !ok {
+		return fail("--corrupt %q: want bitflip, misdirect, drop or torn", s.Corrupt)
+	}
+	switch {
+	case s.Error != "":
+		return fail("--corrupt and --error exclude each other: a corrupted operation is acknowledged as a success")
+	case s.Hang:
+		return fail("--corrupt and --hang exclude each other: a corrupted operation is acknowledged")
+	case s.LandLate > 0:
+		return fail("--corrupt and --land-late exclude each other: a corrupted operation is acknowledged on time")
+	case s.Bits != 0 && s.Corrupt != CorruptBitflip:
+		return fail("--bits needs --corrupt bitflip, not --corrupt %s", s.Corrupt)
+	case s.Bits < 0:
+		return fail("--bits %d is negative", s.Bits)
+	case s.MisdirectBy != 0 && s.Corrupt != CorruptMisdirect:
+		return fail("--misdirect-by needs --corrupt misdirect, not --corrupt %s", s.Corrupt)
+	case s.TornAt != 0 && s.Corrupt != CorruptTorn:
+		return fail("--torn-at needs --corrupt torn, not --corrupt %s", s.Corrupt)
+	case s.TornAt < 0:
+		return fail("--torn-at %d is negative", s.TornAt)
+	}
+	if len(s.Ops) == 0 {
+		c.ops = allowed
+		return nil
+	}
+	if bad := c.ops &^ allowed; bad != 0 {
+		var names []string
+		for _, n := range opNames {
+			if bad&n.mask != 0 {
+				names = append(names, n.name)
+			}
+		}
+		want := "--op write"
+		if allowed&maskRead != 0 {
+			want = "--op read or --op write"
+		}
+		return fail("--corrupt %s with --op %s: %s carries no data it could corrupt that way (want %s)", s.Corrupt, strings.Join(names, ","), strings.Join(names, " and "), want)
+	}
+	return nil
 }
 
 // defaultSense is the sense data an injected error carries unless the spec
@@ -311,6 +404,18 @@ func (s Spec) Args() []string {
 	}
 	if s.Silent {
 		a = append(a, "--silent")
+	}
+	if s.Corrupt != "" {
+		add("--corrupt", s.Corrupt)
+	}
+	if s.Bits != 0 {
+		add("--bits", strconv.Itoa(s.Bits))
+	}
+	if s.MisdirectBy != 0 {
+		add("--misdirect-by", formatSigned(s.MisdirectBy))
+	}
+	if s.TornAt != 0 {
+		add("--torn-at", FormatSize(s.TornAt))
 	}
 	if len(s.Ops) > 0 {
 		add("--op", strings.Join(s.Ops, ","))
@@ -488,6 +593,36 @@ var flags = []flagDef{
 		s.Bandwidth = n
 		return nil
 	}},
+	{[]string{"corrupt"}, "--corrupt KIND: bitflip (reads or writes), misdirect, drop or torn (writes)", false, func(s *Spec, v string) error {
+		if _, ok := corruptOps[v]; !ok {
+			return errForm
+		}
+		s.Corrupt = v
+		return nil
+	}},
+	{[]string{"bits"}, "--bits N with N ≥ 1 (bits a bitflip flips per operation), e.g. --bits 3", false, func(s *Spec, v string) (err error) {
+		s.Bits, err = parseCount(v, 1)
+		return err
+	}},
+	{[]string{"misdirect-by"}, "--misdirect-by SIZE, a non-zero byte distance, either sign, e.g. --misdirect-by 8k or --misdirect-by -4k", false, func(s *Spec, v string) error {
+		neg := strings.HasPrefix(v, "-")
+		n, err := ParseSize(strings.TrimPrefix(strings.TrimPrefix(v, "-"), "+"))
+		if err != nil || n == 0 {
+			return errForm
+		}
+		if neg {
+			n = -n
+		}
+		s.MisdirectBy = n
+		return nil
+	}},
+	{[]string{"torn-at"}, "--torn-at SIZE ≥ 1, the bytes of the write that are stored, e.g. --torn-at 2k", false, func(s *Spec, v string) (err error) {
+		s.TornAt, err = ParseSize(v)
+		if err == nil && s.TornAt == 0 {
+			err = errForm
+		}
+		return err
+	}},
 	{[]string{"seed"}, "--seed N, an unsigned 64-bit integer (0x… for hex)", false, func(s *Spec, v string) (err error) {
 		s.Seed, err = strconv.ParseUint(v, 0, 64)
 		return err
@@ -604,6 +739,14 @@ func FormatSize(n int64) string {
 		}
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// formatSigned is FormatSize with a sign.
+func formatSigned(n int64) string {
+	if n < 0 {
+		return "-" + FormatSize(-n)
+	}
+	return FormatSize(n)
 }
 
 // jsonDuration is a time.Duration that travels in JSON as a Go duration

@@ -310,6 +310,12 @@ const faultHelp = `usage: mpathfs fault inject [--control S] PATH FAULT-FLAGS
   --land-late D        writes, discards, write-zeroes time out for their caller and land D
                        after they were issued (a stale write); the caller's error proves
                        when it landed; add --silent for no proof. Reads are held as by --hang
+  --corrupt KIND       acknowledged, wrong data: bitflip (reads: the data returned; writes:
+                       the data stored; --bits N, default 1), misdirect (the write lands
+                       --misdirect-by SIZE away, e.g. 8k or -8k; default a seeded block 1-8
+                       blocks away), drop (never stored), torn (only the first --torn-at SIZE
+                       bytes are stored; default a seeded sector boundary). Default --op:
+                       read,write for bitflip, write for the others
   --op LIST            read,write,flush,discard,probe (default all; read,write = gray failure:
                        the probe passes while data I/O fails)
   --offset N --length N  only I/O overlapping this range (4k, 1M, 1G suffixes)
