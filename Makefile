@@ -1,6 +1,7 @@
 # mpathfs — the commands that matter:
 #   make run    build and mount the built-in default lab (installs fuse3 and fio if missing)
-#   make test   everything CI runs on the host: vet, gofmt, unit tests with -race, end-to-end tests
+#   make test   everything CI runs on the host: gofmt, vet, staticcheck, unit tests (-race, then GOMAXPROCS=1), end-to-end tests
+#   make fuzz   every fuzz target, FUZZTIME (20s) each
 #   make bench  the benchmark table against the peers (docs/benchmarks.md)
 #   make vm-test  the VM tier (qemu, dm-multipath side by side); see tests/vm/README.md
 
@@ -38,24 +39,39 @@ run: deps build
 	mkdir -p $(MNT)
 	MPATHFS_STATE_DIR=$(STATE_DIR) $(BIN) mount $(MNT)
 
-# lint: gofmt, go vet, and the repository checks of internal/lint (package
-# docs, import layers, no reference outside the repository).
+# staticcheck at a pinned version, fetched through the Go module proxy on
+# first use (not a dependency of the module, not vendored).
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# lint: gofmt, go vet, staticcheck, and the repository checks of
+# internal/lint (package docs, import layers, no reference outside the
+# repository).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 	$(GO) test -count=1 ./internal/lint
 
+# test-unit: the unit tier twice, with -race, then without it on one
+# processor (GOMAXPROCS=1), where goroutines interleave only at blocking
+# points and code that assumes parallelism (a spinning wait, a test that
+# expects two goroutines to make progress together) hangs or fails.
+UNIT_PKGS = $$($(GO) list ./... | grep -v /tests/)
 test-unit:
-	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /tests/)
+	$(GO) test -race -count=1 -timeout 20m $(UNIT_PKGS)
+	GOMAXPROCS=1 $(GO) test -p $$(nproc) -count=1 -timeout 20m $(UNIT_PKGS)
 
 test-e2e: build
 	$(GO) test -count=1 -timeout 30m -v ./tests/... 2>&1 | tee /tmp/mpathfs-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
 test: deps lint test-unit test-e2e
 
+# fuzz: every fuzz target of the module, FUZZTIME each (tools/fuzz.sh finds
+# them, so a new target is not forgotten).
+FUZZTIME ?= 20s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzHandshake -fuzztime 60s ./backends/nbd
-	$(GO) test -run '^$$' -fuzz FuzzReply -fuzztime 60s ./backends/nbd
+	GO="$(GO)" FUZZTIME=$(FUZZTIME) tools/fuzz.sh
 
 clean:
 	rm -rf bin

@@ -277,10 +277,9 @@ func TestFixedAndMRUWithinBestGroup(t *testing.T) {
 				l.dev.SetPathRank("vmhba3:C0:T0:L0", 9) // ANO: rank does not lift it above AO
 			}
 			l.run(t, 300*time.Millisecond)
-			c := ioCount(l.dev)
 			base := ioCount(l.dev)
 			l.run(t, 300*time.Millisecond)
-			c = ioCount(l.dev)
+			c := ioCount(l.dev)
 			switch tc.psp {
 			case nmp.PSPFixed:
 				if c["vmhba3:C0:T0:L0"] != base["vmhba3:C0:T0:L0"] || c["vmhba1:C0:T0:L0"] == base["vmhba1:C0:T0:L0"] {

@@ -82,18 +82,16 @@ func newTestDev(t testing.TB, name string, size int64) *testDev {
 	return &testDev{name: name, f: f, inHang: make(chan struct{}, 64)}
 }
 
-func (d *testDev) backing() string { return d.f.Name() }
-
 func (d *testDev) set(fn func(d *testDev)) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	fn(d)
 }
 
-func (d *testDev) hooks() (readErr, writeErr, flushErr, discardErr, zeroErr error, hang chan struct{}) {
+func (d *testDev) hooks() (hang chan struct{}, readErr, writeErr, flushErr, discardErr, zeroErr error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.mu.readErr, d.mu.writeErr, d.mu.flushErr, d.mu.discardErr, d.mu.zeroErr, d.mu.hang
+	return d.mu.hang, d.mu.readErr, d.mu.writeErr, d.mu.flushErr, d.mu.discardErr, d.mu.zeroErr
 }
 
 func (d *testDev) wait(ctx context.Context, hang chan struct{}) error {
@@ -116,7 +114,7 @@ func (d *testDev) Name() string { return d.name }
 func (d *testDev) Size() int64  { return d.f.Size() }
 
 func (d *testDev) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	rerr, _, _, _, _, hang := d.hooks()
+	hang, rerr, _, _, _, _ := d.hooks()
 	if err := d.wait(ctx, hang); err != nil {
 		return 0, err
 	}
@@ -127,7 +125,7 @@ func (d *testDev) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 }
 
 func (d *testDev) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
-	_, werr, _, _, _, hang := d.hooks()
+	hang, _, werr, _, _, _ := d.hooks()
 	if err := d.wait(ctx, hang); err != nil {
 		return 0, err
 	}
@@ -139,7 +137,7 @@ func (d *testDev) WriteAt(ctx context.Context, p []byte, off int64) (int, error)
 }
 
 func (d *testDev) Flush(ctx context.Context) error {
-	_, _, ferr, _, _, _ := d.hooks()
+	_, _, _, ferr, _, _ := d.hooks()
 	d.flushes.Add(1)
 	if ferr != nil {
 		return ferr
@@ -148,7 +146,7 @@ func (d *testDev) Flush(ctx context.Context) error {
 }
 
 func (d *testDev) Discard(ctx context.Context, off, length int64) error {
-	_, _, _, derr, _, _ := d.hooks()
+	_, _, _, _, derr, _ := d.hooks()
 	d.discards.Add(1)
 	if derr != nil {
 		return derr
@@ -157,7 +155,7 @@ func (d *testDev) Discard(ctx context.Context, off, length int64) error {
 }
 
 func (d *testDev) WriteZeroes(ctx context.Context, off, length int64) error {
-	_, _, _, _, zerr, _ := d.hooks()
+	_, _, _, _, _, zerr := d.hooks()
 	d.zeroes.Add(1)
 	if zerr != nil {
 		return zerr

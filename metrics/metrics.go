@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mpathfs/mpathfs/mpath"
@@ -75,7 +76,7 @@ func New() *Collector {
 	c.apdNowDesc = prometheus.NewDesc("mpathfs_device_apd", "1 while the device is in All-Paths-Down.", []string{"device"}, nil)
 	c.queueDesc = prometheus.NewDesc("mpathfs_device_queue_depth", "I/Os inside the device (in flight or queued).", []string{"device"}, nil)
 	c.reg.MustRegister(c.ios, c.bytes, c.errs, c.latency, &deviceCollector{c},
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return c
 }
 

@@ -100,7 +100,7 @@ func rtpgResp(extended bool, itt byte, descs ...[]byte) []byte {
 var (
 	// PREF, AO, all support bits (T O LBD U S AN AO), group 1, altered by
 	// STPG, vendor 0xaa, ports 1 and 2.
-	descAO = tpgDesc(0x80|0x0, 0xdf, 1, 1, 0xaa, 1, 2)
+	descAO = tpgDesc(0x80, 0xdf, 1, 1, 0xaa, 1, 2)
 	// standby, S and AO supported, group 0x102, altered implicitly, port 0x8003.
 	descS = tpgDesc(0x02, 0x05, 0x102, 2, 0, 0x8003)
 	// transitioning, no ports.

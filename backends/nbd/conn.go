@@ -466,17 +466,15 @@ func (c *conn) idleCheck() {
 			}
 		}
 	}
-	if fail != nil {
-		if _, data := fail.(*ProtocolError); data {
-			// A request registered after the idle test may have been
-			// sent and answered since: only data with nothing in flight
-			// is unsolicited.
-			c.mu.Lock()
-			idle = len(c.mu.inflight) == 0
-			c.mu.Unlock()
-			if !idle {
-				fail = nil
-			}
+	if _, data := fail.(*ProtocolError); data {
+		// A request registered after the idle test may have been
+		// sent and answered since: only data with nothing in flight
+		// is unsolicited.
+		c.mu.Lock()
+		idle = len(c.mu.inflight) == 0
+		c.mu.Unlock()
+		if !idle {
+			fail = nil
 		}
 	}
 	if fail != nil {

@@ -39,7 +39,6 @@ type hotplugger struct {
 	paths  []blockPath
 	next   map[*nmp.Device]int // next adapter number
 	lun    map[*nmp.Device]int
-	closed bool
 }
 
 func startHotplug(ctx context.Context, rt *control.Runtime, cfg *Config, stdout io.Writer) {

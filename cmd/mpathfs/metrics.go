@@ -13,12 +13,9 @@ import (
 // Prometheus metrics. The address must be loopback unless
 // MPATHFS_METRICS_ALLOW_REMOTE=1.
 
-// registered is set at package initialisation, before main.go's init
-// reads extraCommands (init functions run in file-name order).
-var metricsRegistered = func() bool {
+func init() {
 	runtimeHooks = append(runtimeHooks, metricsRuntimeHook)
-	return true
-}()
+}
 
 func metricsRuntimeHook(rt *control.Runtime, b *built, cfg *Config) error {
 	if cfg.Metrics == "" {

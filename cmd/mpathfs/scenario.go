@@ -15,14 +15,11 @@ import (
 
 // `mpathfs scenario check|run` and `mpathfs mount --scenario FILE`.
 
-// registered is set at package initialisation, before main.go's init
-// reads extraCommands (init functions run in file-name order).
-var scenarioRegistered = func() bool {
+func init() {
 	extraCommands = append(extraCommands, command{"scenario", "scenario check FILE | scenario run [--report F.md] [--svg F.svg] FILE", cmdScenario})
 	runtimeHooks = append(runtimeHooks, scenarioRuntimeHook)
 	startHooks = append(startHooks, scenarioStartHook)
-	return true
-}()
+}
 
 func cmdScenario(args []string, stdout io.Writer) error {
 	if len(args) == 0 {

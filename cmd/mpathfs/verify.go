@@ -19,13 +19,10 @@ import (
 // device; GET /v1/verify?device=D runs its check; `mpathfs verify DEVICE`
 // prints the report and fails on any problem.
 
-// registered is set at package initialisation, before main.go's init
-// reads extraCommands (init functions run in file-name order).
-var verifyRegistered = func() bool {
+func init() {
 	extraCommands = append(extraCommands, command{"verify", "verify [--json] DEVICE: integrity check of a mount --verify device", cmdVerify})
 	runtimeHooks = append(runtimeHooks, verifyRuntimeHook)
-	return true
-}()
+}
 
 // verifyWrites is set by `mount --verify`.
 var verifyWrites bool

@@ -381,12 +381,6 @@ type outsideException struct {
 	Reason     string
 }
 
-// The texts are put together so that this file does not contain them.
-const (
-	siblingDesign = ".." + "/shared/DESIGN.md"
-	issueSeven    = "(iss" + "ue 7)"
-)
-
 var outsideExceptions = []outsideException{}
 
 // outsideFinding is one line that refers outside the repository.
