@@ -463,15 +463,71 @@ func (s *Server) plugins(w http.ResponseWriter, req *http.Request) {
 	Reply(w, Plugins{MPPs: mpath.MPPNames(), SATPs: nmp.SATPs(), PSPs: nmp.PSPs()})
 }
 
-// events streams events as JSON lines until the client goes away.
+// events streams events as JSON lines. Query parameters: history=N sends
+// the last N events the daemon kept first (oldest first; at most
+// mpath.EventHistory); follow=0 ends the stream after them, otherwise
+// (the default) new events follow until the client goes away.
 func (s *Server) events(w http.ResponseWriter, req *http.Request) {
 	if s.rt.Events == nil {
 		replyErr(w, http.StatusNotFound, errors.New("no event stream"))
 		return
 	}
-	sub := s.rt.Events.Subscribe(1024)
+	q := req.URL.Query()
+	history := 0
+	if h := q.Get("history"); h != "" {
+		n, err := strconv.Atoi(h)
+		if err != nil || n < 0 {
+			ReplyError(w, fmt.Errorf("history=%q: want a count of events, 0 or more", h))
+			return
+		}
+		history = n
+	}
+	follow := true
+	if f := q.Get("follow"); f != "" {
+		b, err := strconv.ParseBool(f)
+		if err != nil {
+			ReplyError(w, fmt.Errorf("follow=%q: want 1 or 0", f))
+			return
+		}
+		follow = b
+	}
+	if !follow {
+		past := s.rt.Events.Recent(history)
+		c := make(chan mpath.Event, len(past))
+		for _, ev := range past {
+			c <- ev
+		}
+		close(c)
+		streamJSON(w, req, c)
+		return
+	}
+	sub, past := s.rt.Events.SubscribeAfter(1024, history)
 	defer sub.Close()
-	streamJSON(w, req, sub.C)
+	if len(past) == 0 {
+		streamJSON(w, req, sub.C)
+		return
+	}
+	// History first, then the subscription (which holds what was
+	// published after the history was taken).
+	c := make(chan mpath.Event)
+	go func() {
+		defer close(c)
+		for _, ev := range past {
+			select {
+			case c <- ev:
+			case <-req.Context().Done():
+				return
+			}
+		}
+		for ev := range sub.C {
+			select {
+			case c <- ev:
+			case <-req.Context().Done():
+				return
+			}
+		}
+	}()
+	streamJSON(w, req, c)
 }
 
 // trace streams a device's per-I/O trace as JSON lines. The stream

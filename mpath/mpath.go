@@ -81,11 +81,19 @@ type Event struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
-// Events fans events out to subscribers. A slow subscriber loses events
-// rather than stalling I/O; each subscription counts what it lost.
+// EventHistory is how many recent events Events keeps for late readers
+// (`mpathfs events` shows them before it follows new ones).
+const EventHistory = 1024
+
+// Events fans events out to subscribers and keeps the last EventHistory
+// events in a ring. A slow subscriber loses events rather than stalling
+// I/O; each subscription counts what it lost.
 type Events struct {
 	mu   sync.Mutex
 	subs map[*Subscription]struct{}
+	ring []Event // allocated once, at the first Publish; len EventHistory
+	next int     // where the next event goes
+	kept int     // how many of ring hold events (at most EventHistory)
 }
 
 // Subscription receives events on C until Close.
@@ -97,14 +105,51 @@ type Subscription struct {
 
 // Subscribe returns a subscription with a buffer of n events.
 func (e *Events) Subscribe(n int) *Subscription {
+	s, _ := e.SubscribeAfter(n, 0)
+	return s
+}
+
+// SubscribeAfter returns the last `history` events kept (oldest first; at
+// most EventHistory) and a subscription with a buffer of n events that
+// receives every event published after them: no event is in both, none
+// falls between.
+func (e *Events) SubscribeAfter(n, history int) (*Subscription, []Event) {
 	s := &Subscription{C: make(chan Event, n), e: e}
 	e.mu.Lock()
+	past := e.recentLocked(history)
 	if e.subs == nil {
 		e.subs = map[*Subscription]struct{}{}
 	}
 	e.subs[s] = struct{}{}
 	e.mu.Unlock()
-	return s
+	return s, past
+}
+
+// Recent returns the last n events kept, oldest first (at most
+// EventHistory; fewer if fewer were published).
+func (e *Events) Recent(n int) []Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.recentLocked(n)
+}
+
+func (e *Events) recentLocked(n int) []Event {
+	if n > e.kept {
+		n = e.kept
+	}
+	if n <= 0 {
+		return nil
+	}
+	out := make([]Event, n)
+	start := e.next - n
+	if start < 0 {
+		start += len(e.ring)
+	}
+	k := copy(out, e.ring[start:])
+	if k < n {
+		copy(out[k:], e.ring[:n-k])
+	}
+	return out
 }
 
 // Close ends the subscription; C is closed.
@@ -124,9 +169,18 @@ func (s *Subscription) Dropped() uint64 {
 	return s.dropped
 }
 
-// Publish sends an event to every subscriber without blocking.
+// Publish keeps the event in the ring and sends it to every subscriber
+// without blocking.
 func (e *Events) Publish(ev Event) {
 	e.mu.Lock()
+	if e.ring == nil {
+		e.ring = make([]Event, EventHistory)
+	}
+	e.ring[e.next] = ev
+	e.next = (e.next + 1) % len(e.ring)
+	if e.kept < len(e.ring) {
+		e.kept++
+	}
 	for s := range e.subs {
 		select {
 		case s.C <- ev:

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -333,7 +333,7 @@ func cmdFaultInject(args []string, stdout io.Writer) error {
 		a := args[i]
 		switch {
 		case a == "-h" || a == "--help":
-			fmt.Fprintln(os.Stderr, faultHelp)
+			fmt.Fprintln(helpOut, faultHelp)
 			return nil
 		case a == "--control" || a == "-control":
 			if i+1 >= len(args) {
@@ -495,12 +495,19 @@ func interruptible() (context.Context, context.CancelFunc) {
 }
 
 func cmdEvents(args []string, stdout io.Writer) error {
-	fs := newFlags("events", "events [--json] [--count N] [--control S]")
+	fs := newFlags("events", "events [--last N] [--follow] [--json] [--count N] [--control S]")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
-	count := fs.Int("count", 0, "stop after N events")
+	last := fs.Int("last", 100, "show the last N events the daemon kept first (it keeps "+strconv.Itoa(mpath.EventHistory)+"; 0: none)")
+	var follow bool
+	fs.BoolVar(&follow, "follow", false, "after the history, keep printing new events until interrupted")
+	fs.BoolVar(&follow, "f", false, "short for --follow")
+	count := fs.Int("count", 0, "stop after N events (history included)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *last < 0 {
+		return usagef("--last %d: want 0 or more", *last)
 	}
 	c, err := dial(*ctl)
 	if err != nil {
@@ -508,8 +515,12 @@ func cmdEvents(args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := interruptible()
 	defer cancel()
+	followParam := "0"
+	if follow {
+		followParam = "1"
+	}
 	n := 0
-	return c.Stream(ctx, "/v1/events", func(line []byte) bool {
+	return c.Stream(ctx, control.Endpoint("/v1/events", "history", strconv.Itoa(*last), "follow", followParam), func(line []byte) bool {
 		if *asJSON {
 			fmt.Fprintf(stdout, "%s\n", line)
 		} else {

@@ -11,9 +11,12 @@
 //	mpathfs fault clear PATH [--id N]       clear faults
 //	mpathfs fault list [--json]
 //	mpathfs policy set DEVICE --psp P [--iops N] [--option k=v]...
-//	mpathfs events [--json]                 follow path state changes
+//	mpathfs events [--last N] [--follow] [--json]  recent events, then optionally new ones
 //	mpathfs trace DEVICE                    per-I/O trace as JSON lines
 //	mpathfs plugins [--json]                MPPs, SATPs and PSPs
+//
+// Every command and subcommand answers -h and --help with its usage on
+// stdout (exit status 0); `mpathfs help [COMMAND [SUBCOMMAND]]` too.
 package main
 
 import (
@@ -48,7 +51,7 @@ func allCommands() []command {
 		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI", cmdPath},
 		{"fault", "fault inject PATH FLAGS | fault clear PATH [--id N] | fault list", cmdFault},
 		{"policy", "policy set DEVICE --psp PSP [options]", cmdPolicy},
-		{"events", "follow path state changes and other events", cmdEvents},
+		{"events", "recent path state changes and other events; --follow for new ones", cmdEvents},
 		{"trace", "stream the per-I/O trace of a device as JSON lines", cmdTrace},
 		{"plugins", "list multipathing plugins, SATPs and PSPs", cmdPlugins},
 	}
@@ -58,16 +61,74 @@ func allCommands() []command {
 // extraCommands are added by other files of the command (arrays, scenarios).
 var extraCommands []command
 
+// subcommand is one line of a group command's help.
+type subcommand struct {
+	name  string // as typed after the command: "list", "rule list"
+	usage string // its usage and what it does
+}
+
+// subcommands are the subcommands of the group commands, for
+// `mpathfs GROUP -h` (the dispatch itself is each command's switch; a
+// unit test keeps the two in step).
+var subcommands = map[string][]subcommand{
+	"path": {
+		{"list", "path list [--json]: paths, like esxcli storage core path list"},
+		{"set", "path set --state on|off [--rank N] PATH: administrative state, MRU rank"},
+		{"fence", "path fence PATH: confirm a path dead, release writes held for it"},
+		{"add", "path add [--name N] DEVICE URI: a path joins a running device, after the identity check"},
+	},
+	"fault": {
+		{"inject", "fault inject PATH FAULT-FLAGS: inject a fault (`fault inject -h` lists the flags)"},
+		{"clear", "fault clear PATH [--id N] | fault clear --all: clear faults"},
+		{"list", "fault list [--json]: active faults"},
+	},
+	"policy": {
+		{"set", "policy set DEVICE --psp PSP [--iops N | --bytes N] [--option k=v]...: change the path selection"},
+	},
+	"array": {
+		{"status", "array status [--json]: simulated arrays, controllers and target port groups"},
+		{"fail", "array fail ARRAY CONTROLLER: a controller fails"},
+		{"restore", "array restore ARRAY CONTROLLER: a failed controller comes back"},
+		{"transfer", "array transfer ARRAY CONTROLLER: move LUN ownership to a controller"},
+		{"set-tpg", "array set-tpg ARRAY TPG STATE: force an ALUA state (AO, ANO, S, U, O or T)"},
+	},
+	"scenario": {
+		{"check", "scenario check FILE: parse a scenario and print its timeline"},
+		{"run", "scenario run [--report F.md] [--svg F.svg] FILE: run it against a mount"},
+	},
+	"satp": {
+		{"list", "satp list [--json]: SATPs with their default PSPs"},
+		{"rule list", "satp rule list [--json]: the SATP rules"},
+	},
+	"claimrule": {
+		{"list", "claimrule list [--json]: the claim rules"},
+	},
+	"psp": {
+		{"list", "psp list [--json]: path selection plugins"},
+	},
+}
+
+// helpOut is where -h and --help print (run's stdout).
+var helpOut io.Writer = os.Stdout
+
+func isHelp(a string) bool { return a == "-h" || a == "--help" || a == "-help" || a == "help" }
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	helpOut = stdout
+	if len(args) == 0 {
 		printUsage(stderr)
-		if len(args) == 0 {
-			return 2
+		return 2
+	}
+	if isHelp(args[0]) {
+		if len(args) > 1 && args[0] == "help" {
+			// `mpathfs help CMD [SUB]` is `mpathfs CMD [SUB] -h`.
+			return run(append(append([]string(nil), args[1:]...), "-h"), stdout, stderr)
 		}
+		printUsage(stdout)
 		return 0
 	}
 	if args[0] == "version" || args[0] == "--version" {
@@ -76,6 +137,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, c := range allCommands() {
 		if c.name == args[0] {
+			if subs := subcommands[c.name]; subs != nil && len(args) > 1 && isHelp(args[1]) {
+				printGroupUsage(stdout, c, subs)
+				return 0
+			}
 			err := c.run(args[1:], stdout)
 			if err == nil {
 				return 0
@@ -95,6 +160,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+func printGroupUsage(w io.Writer, c command, subs []subcommand) {
+	fmt.Fprintf(w, "usage: mpathfs %s SUBCOMMAND [flags] [args]\n", c.name)
+	fmt.Fprintln(w, "\nsubcommands:")
+	width := 0
+	for _, s := range subs {
+		width = max(width, len(s.name))
+	}
+	for _, s := range subs {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, s.name, s.usage)
+	}
+	fmt.Fprintf(w, "\nRun `mpathfs %s SUBCOMMAND -h` for a subcommand's flags.\n", c.name)
+}
+
 var version = "0.1.0"
 
 func printUsage(w io.Writer) {
@@ -105,7 +183,8 @@ func printUsage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nEvery command but mount talks to a running mount through its control socket:")
 	fmt.Fprintln(w, "--control PATH, or MPATHFS_CONTROL, default /run/mpathfs/control.sock.")
-	fmt.Fprintln(w, "Run `mpathfs COMMAND -h` for a command's flags.")
+	fmt.Fprintln(w, "Every command and subcommand answers -h and --help: `mpathfs COMMAND -h`,")
+	fmt.Fprintln(w, "`mpathfs COMMAND SUBCOMMAND -h`, or `mpathfs help COMMAND [SUBCOMMAND]`.")
 }
 
 func oneLine(s string) string {
@@ -117,8 +196,8 @@ func newFlags(name, usage string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fs.SetOutput(os.Stderr)
-		fmt.Fprintf(os.Stderr, "usage: mpathfs %s\n", usage)
+		fs.SetOutput(helpOut)
+		fmt.Fprintf(helpOut, "usage: mpathfs %s\n", usage)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}

@@ -44,7 +44,7 @@ type fenceEvent struct {
 func followEvents(t *testing.T, m *mount) *eventLog {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, binary, "events", "--json", "--control", m.socket)
+	cmd := exec.CommandContext(ctx, binary, "events", "--follow", "--json", "--control", m.socket)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

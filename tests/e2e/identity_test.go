@@ -334,7 +334,7 @@ func TestIdentityReturningPathOtherStore(t *testing.T) {
 	name, state := pathByURI(m, "d0", s.uri())
 	require.Equal(t, "active", state)
 
-	ev := exec.Command(binary, "events", "--json", "--control", m.socket)
+	ev := exec.Command(binary, "events", "--follow", "--json", "--control", m.socket)
 	var evOut syncBuffer
 	ev.Stdout, ev.Stderr = &evOut, &evOut
 	require.NoError(t, ev.Start())
