@@ -45,15 +45,6 @@ func (d *Device) nextCheck() time.Duration {
 // context's error itself before the checker declares it stuck.
 const probeGrace = 50 * time.Millisecond
 
-// stuckProbes holds the paths whose last probe outlived its deadline and
-// has not returned yet, with the time it started: such a path gets no
-// second probe (each would hang a goroutine more) and fails every check
-// until the stuck one returns.
-var stuckProbes struct {
-	sync.Mutex
-	m map[*mpath.Path]time.Time
-}
-
 // probe runs one health check on a path, in its own goroutine and under its
 // own deadline (the probe timeout): a probe that does not honour its context
 // — a system call that cannot be interrupted — fails its own path at the
@@ -61,9 +52,9 @@ var stuckProbes struct {
 // again until it returned.
 func (d *Device) probe(p *mpath.Path) (perr error) {
 	defer func() { perr = d.identityAfterProbe(p, perr) }() // identity.go
-	stuckProbes.Lock()
-	since, stuck := stuckProbes.m[p]
-	stuckProbes.Unlock()
+	d.stuck.Lock()
+	since, stuck := d.stuck.m[p]
+	d.stuck.Unlock()
 	if stuck {
 		return &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: p.Name,
 			Err: fmt.Errorf("the probe started %s ago has not returned: %w", time.Since(since).Round(time.Millisecond), context.DeadlineExceeded)}
@@ -85,9 +76,9 @@ func (d *Device) probe(p *mpath.Path) (perr error) {
 		mu.Lock()
 		finished = true
 		if abandoned {
-			stuckProbes.Lock()
-			delete(stuckProbes.m, p)
-			stuckProbes.Unlock()
+			d.stuck.Lock()
+			delete(d.stuck.m, p)
+			d.stuck.Unlock()
 		}
 		mu.Unlock()
 		done <- err
@@ -112,12 +103,12 @@ func (d *Device) probe(p *mpath.Path) (perr error) {
 	mu.Lock()
 	if !finished {
 		abandoned = true
-		stuckProbes.Lock()
-		if stuckProbes.m == nil {
-			stuckProbes.m = map[*mpath.Path]time.Time{}
+		d.stuck.Lock()
+		if d.stuck.m == nil {
+			d.stuck.m = map[*mpath.Path]time.Time{}
 		}
-		stuckProbes.m[p] = start
-		stuckProbes.Unlock()
+		d.stuck.m[p] = start
+		d.stuck.Unlock()
 	}
 	mu.Unlock()
 	return err

@@ -68,6 +68,15 @@ type Device struct {
 
 	// ids remembers each path's identity (identity.go).
 	ids identities
+
+	// stuck holds the paths whose last probe outlived its deadline and has
+	// not returned yet, with the time it started: such a path gets no
+	// second probe (each would hang a goroutine more) and fails every check
+	// until the stuck one returns (checker.go).
+	stuck struct {
+		sync.Mutex
+		m map[*mpath.Path]time.Time
+	}
 }
 
 type pspBox struct{ psp PSP }
