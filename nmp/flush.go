@@ -268,7 +268,8 @@ func (fs *flushState) orphanNamed(name string) *orphan {
 	return nil
 }
 
-// coverFor returns a usable path other than p in p's cache domain, or nil.
+// coverFor returns a usable path of cache domain dom other than p (p may
+// be nil), or nil.
 func (d *Device) coverFor(p *mpath.Path, dom string) *mpath.Path {
 	if dom == "" {
 		return nil
@@ -432,7 +433,7 @@ func (d *Device) pathRemoved(p *mpath.Path) {
 func (d *Device) settleOrphan(ctx context.Context, o *orphan) error {
 	var err error
 	for attempts := 0; ; attempts++ {
-		q := d.coverForDomain(o.domain)
+		q := d.coverFor(nil, o.domain)
 		if q == nil {
 			v := d.view.Load()
 			if len(v.Usable) == 0 && o.domain != "" {
@@ -474,17 +475,4 @@ func (d *Device) settleOrphan(ctx context.Context, o *orphan) error {
 	}
 	d.flush.mu.Unlock()
 	return err
-}
-
-// coverForDomain returns a usable path of a cache domain, or nil.
-func (d *Device) coverForDomain(dom string) *mpath.Path {
-	if dom == "" {
-		return nil
-	}
-	for _, q := range d.view.Load().Usable {
-		if cacheDomain(q) == dom {
-			return q
-		}
-	}
-	return nil
 }
