@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/internal/freezeproxy"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -296,105 +296,6 @@ func TestFenceMultiConn(t *testing.T) {
 	}
 }
 
-// freezer is a TCP proxy a test can freeze: frozen connections forward
-// nothing in either direction (our FIN included) and never close until
-// the test ends. Connections made later are not frozen.
-type freezer struct {
-	ln     net.Listener
-	target string
-	end    <-chan struct{}
-	mu     sync.Mutex
-	conns  []*frozenPair
-}
-
-type frozenPair struct {
-	mu     sync.Mutex
-	frozen chan struct{} // nil: forwarding
-}
-
-func startFreezer(t *testing.T, target string) *freezer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	f := &freezer{ln: ln, target: target, end: ctxDone(t)}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			a, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", target)
-			if err != nil {
-				a.Close()
-				continue
-			}
-			p := &frozenPair{}
-			f.mu.Lock()
-			f.conns = append(f.conns, p)
-			f.mu.Unlock()
-			wg.Go(func() { p.pipe(a, b, f.end) })
-			wg.Go(func() { p.pipe(b, a, f.end) })
-			wg.Go(func() { <-f.end; a.Close(); b.Close() })
-		}
-	})
-	return f
-}
-
-func (f *freezer) addr() string { return f.ln.Addr().String() }
-
-// freeze freezes every connection made so far.
-func (f *freezer) freeze() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, p := range f.conns {
-		p.mu.Lock()
-		if p.frozen == nil {
-			p.frozen = make(chan struct{})
-		}
-		p.mu.Unlock()
-	}
-}
-
-func (p *frozenPair) gate(end <-chan struct{}) {
-	p.mu.Lock()
-	ch := p.frozen
-	p.mu.Unlock()
-	if ch != nil {
-		select {
-		case <-ch:
-		case <-end:
-		}
-	}
-}
-
-func (p *frozenPair) pipe(src, dst net.Conn, end <-chan struct{}) {
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := src.Read(buf)
-		p.gate(end)
-		select {
-		case <-end:
-			return
-		default:
-		}
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-					cw.CloseWrite()
-				}
-			}
-			return
-		}
-	}
-}
-
 // TestFenceFrozenProxy: nbdkit behind a proxy that freezes: the abandoned
 // write is never settled (nothing answers, nothing closes). Probe opens a
 // fresh connection while the old one drains; the path works again; Close
@@ -402,13 +303,13 @@ func (p *frozenPair) pipe(src, dst net.Conn, end <-chan struct{}) {
 // proves nothing).
 func TestFenceFrozenProxy(t *testing.T) {
 	s := startNbdkit(t, true, "memory", "size=16M")
-	f := startFreezer(t, "127.0.0.1:"+itoa(s.port))
-	c := openT(t, "nbd://"+f.addr()+"/?connections=1")
+	f := freezeproxy.Start(t, "tcp", "127.0.0.1:0", "127.0.0.1:"+itoa(s.port))
+	c := openT(t, "nbd://"+f.Addr()+"/?connections=1")
 	ctx := ctxTimeout(t, wait)
 	_, err := c.WriteAt(ctx, make([]byte, 4096), 0)
 	require.NoError(t, err)
 
-	f.freeze()
+	f.FreezeExisting()
 	err = writeTimeout(c, bytes.Repeat([]byte{1}, 4096), 0, 300*time.Millisecond)
 	p := pendingOf(t, err)
 	old := c.set.Load().cs[0]
@@ -444,13 +345,13 @@ func TestFenceFrozenProxy(t *testing.T) {
 // unsettled).
 func TestFenceDrainingBounded(t *testing.T) {
 	s := startNbdkit(t, true, "memory", "size=16M")
-	f := startFreezer(t, "127.0.0.1:"+itoa(s.port))
-	c := openT(t, "nbd://"+f.addr()+"/?connections=1")
+	f := freezeproxy.Start(t, "tcp", "127.0.0.1:0", "127.0.0.1:"+itoa(s.port))
+	c := openT(t, "nbd://"+f.Addr()+"/?connections=1")
 	defer c.Close()
 	ctx := ctxTimeout(t, 2*wait)
 	var first backends.Pending
 	for i := range maxDraining + 2 {
-		f.freeze()
+		f.FreezeExisting()
 		p := pendingOf(t, writeTimeout(c, make([]byte, 4096), 0, 100*time.Millisecond))
 		if i == 0 {
 			first = p

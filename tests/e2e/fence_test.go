@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mpathfs/mpathfs/internal/freezeproxy"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -170,107 +168,6 @@ func TestFenceStoppedNbdkit(t *testing.T) {
 	m.stopClean(t)
 }
 
-// unixFreezer is a proxy on a Unix socket in front of an NBD server's
-// socket. Once frozen its connections forward nothing in either direction,
-// our FIN included, and close nothing until the test ends: a network that
-// swallows everything. Connections made while frozen are accepted and
-// never answered; after thaw new connections are forwarded again (the
-// frozen ones stay frozen).
-type unixFreezer struct {
-	sock string
-	mu   sync.Mutex
-	gen  chan struct{} // closed when the connections of this generation freeze
-}
-
-func startUnixFreezer(t *testing.T, target string) *unixFreezer {
-	t.Helper()
-	f := &unixFreezer{sock: filepath.Join(t.TempDir(), "proxy.sock"), gen: make(chan struct{})}
-	ln, err := net.Listen("unix", f.sock)
-	require.NoError(t, err)
-	end := make(chan struct{})
-	var wg sync.WaitGroup
-	t.Cleanup(func() { close(end); ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { <-end; c.Close() })
-			f.mu.Lock()
-			gen := f.gen
-			f.mu.Unlock()
-			if chanClosed(gen) {
-				continue // accepted, never answered
-			}
-			s, err := net.Dial("unix", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			wg.Go(func() { <-end; s.Close() })
-			wg.Go(func() { pipeUnlessFrozen(c, s, gen, end) })
-			wg.Go(func() { pipeUnlessFrozen(s, c, gen, end) })
-		}
-	})
-	return f
-}
-
-// freeze freezes every connection made so far.
-func (f *unixFreezer) freeze() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !chanClosed(f.gen) {
-		close(f.gen)
-	}
-}
-
-// thaw forwards connections made from now on.
-func (f *unixFreezer) thaw() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if chanClosed(f.gen) {
-		f.gen = make(chan struct{})
-	}
-}
-
-func (f *unixFreezer) uri() string { return "nbd+unix:///?socket=" + f.sock }
-
-func chanClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
-// pipeUnlessFrozen copies src to dst (and a half-close) until frozen; then
-// it swallows what it read and waits for the test's end.
-func pipeUnlessFrozen(src, dst net.Conn, frozen, end <-chan struct{}) {
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := src.Read(buf)
-		if chanClosed(frozen) {
-			<-end
-			return
-		}
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-					cw.CloseWrite()
-				}
-			}
-			return
-		}
-	}
-}
-
 // TestFenceFrozenPathFence: path A reaches its nbdkit through a proxy
 // that freezes under fio: writes time out on A and stay ambiguous (no
 // reply, no close will ever come through). The operator kills A's server
@@ -283,19 +180,20 @@ func TestFenceFrozenPathFence(t *testing.T) {
 	need(t, "fio", "nbdkit")
 	file := store(t, 64<<20)
 	a, b := startNbdkit(t, file), startNbdkit(t, file)
-	px := startUnixFreezer(t, a.sock)
-	m := startMount(t, "--verify", "--name", "d0", "--path", px.uri(), "--path", b.uri(),
+	px := freezeproxy.Start(t, "unix", filepath.Join(t.TempDir(), "proxy.sock"), a.sock)
+	pxURI := "nbd+unix:///?socket=" + px.Addr()
+	m := startMount(t, "--verify", "--name", "d0", "--path", pxURI, "--path", b.uri(),
 		"--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--io-timeout", "1s", "--apd-timeout", "120s", "--check-interval", "500ms")
 	ev := followEvents(t, m)
-	pathA, _ := pathByURI(m, "d0", px.uri())
+	pathA, _ := pathByURI(m, "d0", pxURI)
 	require.NotEmpty(t, pathA)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	run := fenceFio(ctx, m.file("d0"), 14)
 	time.Sleep(3 * time.Second)
-	px.freeze()
+	px.Freeze()
 	waitFor(t, 10*time.Second, "path A to die behind the frozen proxy", func() bool {
-		_, st := pathByURI(m, "d0", px.uri())
+		_, st := pathByURI(m, "d0", pxURI)
 		return st == "dead"
 	})
 	time.Sleep(2 * time.Second)
@@ -304,9 +202,9 @@ func TestFenceFrozenPathFence(t *testing.T) {
 	out, err := m.ctl("path", "fence", pathA)
 	assert.NoError(t, err, "mpathfs path fence %s: %s", pathA, out)
 	a.start()
-	px.thaw()
+	px.Thaw()
 	waitFor(t, 30*time.Second, "path A to return through the thawed proxy", func() bool {
-		_, st := pathByURI(m, "d0", px.uri())
+		_, st := pathByURI(m, "d0", pxURI)
 		return st == "active"
 	})
 	fioClean(t, run, m)
