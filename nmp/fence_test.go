@@ -639,21 +639,6 @@ func fenceNeverRollsBack(t *testing.T, seed uint64) {
 	})
 }
 
-// BenchmarkWriteHealthy is the cost of a 4 KiB write through a healthy
-// device with no ambiguous range: the fencing check is one atomic load.
-func BenchmarkWriteHealthy(b *testing.B) {
-	d := fileDevice(b)
-	ctx := context.Background()
-	buf := make([]byte, 4096)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(buf)))
-	for i := 0; b.Loop(); i++ {
-		if _, err := d.WriteAt(ctx, buf, int64(i%256)*4096); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // TestFenceManyRanges: a write overlapping two ambiguous ranges waits for
 // both; a held write-zeroes is ambiguous like a write; a write whose caller
 // gave up still leaves its range; a removed path's ranges can be fenced by
