@@ -8,22 +8,22 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // Sense data the simulated array reports besides the ALUA triples of mpath.
 var (
 	// SensePowerOn is the first unit attention every port reports: power
 	// on, reset or bus device reset occurred (06/29/00).
-	SensePowerOn = mpath.Sense{Key: mpath.SenseUnitAttention, ASC: 0x29, ASCQ: 0x00}
+	SensePowerOn = ioerr.Sense{Key: ioerr.SenseUnitAttention, ASC: 0x29, ASCQ: 0x00}
 	// SensePassive is what an active/passive array's passive controller
 	// answers: LU not ready, manual intervention required (02/04/03).
-	SensePassive = mpath.Sense{Key: mpath.SenseNotReady, ASC: 0x04, ASCQ: 0x03}
+	SensePassive = ioerr.Sense{Key: ioerr.SenseNotReady, ASC: 0x04, ASCQ: 0x03}
 	// SenseInvalidOpcode: the command is not supported (05/20/00).
-	SenseInvalidOpcode = mpath.Sense{Key: mpath.SenseIllegalRequest, ASC: 0x20, ASCQ: 0x00}
+	SenseInvalidOpcode = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x20, ASCQ: 0x00}
 	// SenseInvalidField: invalid field in the CDB or parameter list
 	// (05/24/00), e.g. an STPG the array cannot honour.
-	SenseInvalidField = mpath.Sense{Key: mpath.SenseIllegalRequest, ASC: 0x24, ASCQ: 0x00}
+	SenseInvalidField = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x24, ASCQ: 0x00}
 )
 
 // Errors under the port's classified errors.
@@ -86,36 +86,36 @@ func (p *Port) ID() uint16 { return p.id }
 // Array is the array the port belongs to.
 func (p *Port) Array() *Array { return p.a }
 
-func (p *Port) portErr(op string, c mpath.Class, s *mpath.Sense, err error) error {
-	return &mpath.Error{Class: c, Op: op, Sense: s, Err: fmt.Errorf("array %s port %d: %w", p.a.cfg.Name, p.id, err)}
+func (p *Port) portErr(op string, c ioerr.Class, s *ioerr.Sense, err error) error {
+	return &ioerr.Error{Class: c, Op: op, Sense: s, Err: fmt.Errorf("array %s port %d: %w", p.a.cfg.Name, p.id, err)}
 }
 
 // reach checks that the port's controller is up and returns its access.
 func (p *Port) reach(op string) (PortAccess, error) {
 	if p.bad != nil {
-		return PortAccess{}, &mpath.Error{Class: mpath.ClassPathFailure, Op: op, Err: p.bad}
+		return PortAccess{}, &ioerr.Error{Class: ioerr.ClassPathFailure, Op: op, Err: p.bad}
 	}
 	acc, _ := p.a.access(p.id)
 	if !acc.Up || acc.State == Offline {
-		return acc, p.portErr(op, mpath.ClassPathFailure, nil, fmt.Errorf("%w (controller %s)", ErrPortOffline, acc.Controller))
+		return acc, p.portErr(op, ioerr.ClassPathFailure, nil, fmt.Errorf("%w (controller %s)", ErrPortOffline, acc.Controller))
 	}
 	return acc, nil
 }
 
 // notAccessible is the error for a group state that refuses commands.
 func (p *Port) notAccessible(op string, st State) error {
-	var s mpath.Sense
-	c := mpath.ClassNotReady
+	var s ioerr.Sense
+	c := ioerr.ClassNotReady
 	switch st {
 	case Standby:
-		s = mpath.SenseALUAStandby
+		s = ioerr.SenseALUAStandby
 		if p.a.cfg.Mode == ModeAP {
 			s = SensePassive
 		}
 	case Unavailable:
-		s = mpath.SenseALUAUnavailable
+		s = ioerr.SenseALUAUnavailable
 	case Transitioning:
-		s, c = mpath.SenseALUATransitioning, mpath.ClassRetryable
+		s, c = ioerr.SenseALUATransitioning, ioerr.ClassRetryable
 	default:
 		return nil
 	}
@@ -135,12 +135,12 @@ func (p *Port) admit(ctx context.Context, op string, n int) error {
 			break
 		}
 		if p.seen.CompareAndSwap(seen, acc.Gen) {
-			s := mpath.SenseAccessChanged
+			s := ioerr.SenseAccessChanged
 			why := "asymmetric access state changed"
 			if seen == 0 {
 				s, why = SensePowerOn, "power on or reset occurred"
 			}
-			return p.portErr(op, mpath.ClassRetryable, &s, fmt.Errorf("%w: %s", ErrUnitAttention, why))
+			return p.portErr(op, ioerr.ClassRetryable, &s, fmt.Errorf("%w: %s", ErrUnitAttention, why))
 		}
 	}
 	switch acc.State {
@@ -177,7 +177,7 @@ func (p *Port) Flush(ctx context.Context) error {
 func (p *Port) Discard(ctx context.Context, off, length int64) error {
 	d, ok := p.inner.(backends.Discarder)
 	if !ok || !backends.Can(p.inner, backends.CapDiscard) {
-		return mpath.NewError(mpath.ClassDeviceError, "discard", backends.ErrNotSupported)
+		return ioerr.NewError(ioerr.ClassDeviceError, "discard", backends.ErrNotSupported)
 	}
 	if err := p.admit(ctx, "discard", 0); err != nil {
 		return err
@@ -189,7 +189,7 @@ func (p *Port) Discard(ctx context.Context, off, length int64) error {
 func (p *Port) WriteZeroes(ctx context.Context, off, length int64) error {
 	z, ok := p.inner.(backends.ZeroWriter)
 	if !ok || !backends.Can(p.inner, backends.CapWriteZeroes) {
-		return mpath.NewError(mpath.ClassDeviceError, "write-zeroes", backends.ErrNotSupported)
+		return ioerr.NewError(ioerr.ClassDeviceError, "write-zeroes", backends.ErrNotSupported)
 	}
 	if err := p.admit(ctx, "write-zeroes", 0); err != nil {
 		return err
@@ -254,7 +254,7 @@ func (p *Port) ReportTPGs(ctx context.Context) ([]TPG, error) {
 	}
 	if p.a.cfg.TPGS() == 0 {
 		s := SenseInvalidOpcode
-		return nil, p.portErr("rtpg", mpath.ClassDeviceError, &s, errors.New("REPORT TARGET PORT GROUPS not supported (TPGS=0)"))
+		return nil, p.portErr("rtpg", ioerr.ClassDeviceError, &s, errors.New("REPORT TARGET PORT GROUPS not supported (TPGS=0)"))
 	}
 	var out []TPG
 	p.a.locked(func(c *Core, _ time.Time) error { out = c.Report(); return nil })
@@ -298,9 +298,9 @@ func (p *Port) commandErr(op string, err error) error {
 		if op == "trespass" {
 			s = SenseInvalidOpcode
 		}
-		return p.portErr(op, mpath.ClassDeviceError, &s, err)
+		return p.portErr(op, ioerr.ClassDeviceError, &s, err)
 	}
-	return p.portErr(op, mpath.ClassPathFailure, nil, err)
+	return p.portErr(op, ioerr.ClassPathFailure, nil, err)
 }
 
 // Abort forwards to the store underneath if it can abort.

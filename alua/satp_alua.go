@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -156,29 +157,29 @@ func Backoff(base, max time.Duration, n int) time.Duration {
 //	retryable, others           as VMW_SATP_DEFAULT_AA; with action_OnRetryErrors=on
 //	                            a retryable error fails the path
 func classifyALUA(err error, o aluaOpts, streak int) nmp.Verdict {
-	if s, ok := mpath.SenseOf(err); ok {
+	if s, ok := ioerr.SenseOf(err); ok {
 		switch {
-		case s.Key == mpath.SenseUnitAttention:
-			return nmp.Verdict{Class: mpath.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true,
+		case s.Key == ioerr.SenseUnitAttention:
+			return nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true,
 				Reason: "unit attention " + s.String() + ": re-inquire target port groups"}
-		case s == mpath.SenseALUATransitioning:
-			return nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Update: streak == 0,
+		case s == ioerr.SenseALUATransitioning:
+			return nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Update: streak == 0,
 				Backoff: Backoff(o.backoff, o.maxBackoff, streak), Reason: "ALUA state transition in progress: retry after backoff"}
-		case s == mpath.SenseALUAStandby, s == mpath.SenseALUAUnavailable:
-			return nmp.Verdict{Class: mpath.ClassNotReady, State: mpath.StateStandby, Retry: true, Update: true,
+		case s == ioerr.SenseALUAStandby, s == ioerr.SenseALUAUnavailable:
+			return nmp.Verdict{Class: ioerr.ClassNotReady, State: mpath.StateStandby, Retry: true, Update: true,
 				Reason: "target port group not accessible (" + s.String() + ")"}
-		case s.Key == mpath.SenseMediumError:
+		case s.Key == ioerr.SenseMediumError:
 			// The LU's medium, behind every port alike: the I/O fails, the
 			// path and its group stay, whatever class the transport gave.
-			return nmp.Verdict{Class: mpath.ClassDeviceError, Reason: "medium error " + s.String()}
+			return nmp.Verdict{Class: ioerr.ClassDeviceError, Reason: "medium error " + s.String()}
 		}
 	}
 	c := nmp.ClassifyError(err)
 	v := nmp.VerdictFor(c, o.backoff)
 	switch c {
-	case mpath.ClassPathFailure, mpath.ClassNotReady:
+	case ioerr.ClassPathFailure, ioerr.ClassNotReady:
 		v.Update = true
-	case mpath.ClassRetryable:
+	case ioerr.ClassRetryable:
 		if o.onRetry {
 			v.State = mpath.StateDead
 			v.Reason = "retryable error with action_OnRetryErrors=on: path failed"
@@ -189,7 +190,7 @@ func classifyALUA(err error, o aluaOpts, streak int) nmp.Verdict {
 
 func (s *aluaSATP) Classify(p *mpath.Path, op mpath.OpKind, err error) nmp.Verdict {
 	streak := 0
-	if se, ok := mpath.SenseOf(err); ok && se == mpath.SenseALUATransitioning {
+	if se, ok := ioerr.SenseOf(err); ok && se == ioerr.SenseALUATransitioning {
 		streak = int(s.tStreak.Add(1)) - 1
 	}
 	return classifyALUA(err, s.opts, streak)
@@ -210,13 +211,13 @@ func CheckedALUA(cur mpath.PathState, st State, known bool, probeErr error) (wan
 		}
 		return mpath.StateActive, false, "path checker: TUR passed"
 	}
-	if se, ok := mpath.SenseOf(probeErr); ok && se == mpath.SenseALUATransitioning {
+	if se, ok := ioerr.SenseOf(probeErr); ok && se == ioerr.SenseALUATransitioning {
 		return cur, false, "path checker: target port group transitioning"
 	}
 	switch nmp.ClassifyError(probeErr) {
-	case mpath.ClassNotReady:
+	case ioerr.ClassNotReady:
 		return mpath.StateStandby, false, "path checker: not ready: " + probeErr.Error()
-	case mpath.ClassRetryable:
+	case ioerr.ClassRetryable:
 		return cur, false, "path checker: busy"
 	}
 	return mpath.StateDead, false, "path checker: " + probeErr.Error()
@@ -519,7 +520,7 @@ func (s *aluaSATP) stpg(ctx context.Context, paths []*mpath.Path, id uint16) err
 		if err == nil {
 			return nil
 		}
-		if nmp.ClassifyError(err) == mpath.ClassDeviceError || ctx.Err() != nil {
+		if nmp.ClassifyError(err) == ioerr.ClassDeviceError || ctx.Err() != nil {
 			break // the array refused: another path would not help
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -127,10 +128,10 @@ func ClassifyAP(err error, backoff time.Duration) nmp.Verdict {
 	c := nmp.ClassifyError(err)
 	v := nmp.VerdictFor(c, backoff)
 	switch c {
-	case mpath.ClassNotReady:
+	case ioerr.ClassNotReady:
 		v.Reason = "not ready: passive controller"
 		v.Update = true
-	case mpath.ClassPathFailure:
+	case ioerr.ClassPathFailure:
 		v.Update = true
 	}
 	return v
@@ -147,9 +148,9 @@ func CheckedAP(cur mpath.PathState, probeErr error) (mpath.PathState, string) {
 		return mpath.StateActive, "path checker: TUR passed"
 	}
 	switch nmp.ClassifyError(probeErr) {
-	case mpath.ClassNotReady:
+	case ioerr.ClassNotReady:
 		return mpath.StateStandby, "path checker: passive controller: " + probeErr.Error()
-	case mpath.ClassRetryable:
+	case ioerr.ClassRetryable:
 		return cur, "path checker: busy"
 	}
 	return mpath.StateDead, "path checker: " + probeErr.Error()
@@ -227,7 +228,7 @@ func (s *apSATP) Activate(ctx context.Context, paths []*mpath.Path) ([]nmp.Chang
 			s.mu.Unlock()
 			return s.Update(ctx, paths)
 		}
-		if nmp.ClassifyError(err) == mpath.ClassDeviceError || ctx.Err() != nil {
+		if nmp.ClassifyError(err) == ioerr.ClassDeviceError || ctx.Err() != nil {
 			break
 		}
 	}

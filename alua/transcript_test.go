@@ -16,6 +16,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/alua"
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -167,7 +168,7 @@ func errString(err error) string {
 	}
 	c := nmp.ClassifyError(err)
 	s := "error: " + c.String()
-	if se, ok := mpath.SenseOf(err); ok {
+	if se, ok := ioerr.SenseOf(err); ok {
 		s += " sense " + se.String()
 	}
 	return s

@@ -13,12 +13,13 @@ import (
 	"github.com/mpathfs/mpathfs/alua"
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/backendtest"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
 
-func senseErr(s mpath.Sense, c mpath.Class) error {
-	return &mpath.Error{Class: c, Op: "read", Sense: &s}
+func senseErr(s ioerr.Sense, c ioerr.Class) error {
+	return &ioerr.Error{Class: c, Op: "read", Sense: &s}
 }
 
 func TestClassifyALUA(t *testing.T) {
@@ -32,18 +33,18 @@ func TestClassifyALUA(t *testing.T) {
 		err  error
 		want nmp.Verdict
 	}{
-		{"unit attention", senseErr(mpath.SenseAccessChanged, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
-		{"power on", senseErr(alua.SensePowerOn, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
-		{"transitioning 1", senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Update: true, Backoff: 10 * time.Millisecond}},
-		{"transitioning 2", senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Backoff: 20 * time.Millisecond}},
-		{"transitioning 3", senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Backoff: 40 * time.Millisecond}},
-		{"transitioning 4 (capped)", senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Backoff: 40 * time.Millisecond}},
-		{"standby", senseErr(mpath.SenseALUAStandby, mpath.ClassNotReady), nmp.Verdict{Class: mpath.ClassNotReady, State: mpath.StateStandby, Retry: true, Update: true}},
-		{"unavailable", senseErr(mpath.SenseALUAUnavailable, mpath.ClassNotReady), nmp.Verdict{Class: mpath.ClassNotReady, State: mpath.StateStandby, Retry: true, Update: true}},
-		{"path failure", mpath.NewError(mpath.ClassPathFailure, "read", errors.New("reset")), nmp.Verdict{Class: mpath.ClassPathFailure, State: mpath.StateDead, Retry: true, Update: true}},
-		{"medium error", senseErr(mpath.SenseUnrecoveredRead, mpath.ClassDeviceError), nmp.Verdict{Class: mpath.ClassDeviceError}},
-		{"medium error sent as a path failure", senseErr(mpath.SenseUnrecoveredRead, mpath.ClassPathFailure), nmp.Verdict{Class: mpath.ClassDeviceError}},
-		{"busy", mpath.NewError(mpath.ClassRetryable, "read", nil), nmp.Verdict{Class: mpath.ClassRetryable, Retry: true, Backoff: 10 * time.Millisecond}},
+		{"unit attention", senseErr(ioerr.SenseAccessChanged, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
+		{"power on", senseErr(alua.SensePowerOn, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
+		{"transitioning 1", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Update: true, Backoff: 10 * time.Millisecond}},
+		{"transitioning 2", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Backoff: 20 * time.Millisecond}},
+		{"transitioning 3", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Backoff: 40 * time.Millisecond}},
+		{"transitioning 4 (capped)", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Backoff: 40 * time.Millisecond}},
+		{"standby", senseErr(ioerr.SenseALUAStandby, ioerr.ClassNotReady), nmp.Verdict{Class: ioerr.ClassNotReady, State: mpath.StateStandby, Retry: true, Update: true}},
+		{"unavailable", senseErr(ioerr.SenseALUAUnavailable, ioerr.ClassNotReady), nmp.Verdict{Class: ioerr.ClassNotReady, State: mpath.StateStandby, Retry: true, Update: true}},
+		{"path failure", ioerr.NewError(ioerr.ClassPathFailure, "read", errors.New("reset")), nmp.Verdict{Class: ioerr.ClassPathFailure, State: mpath.StateDead, Retry: true, Update: true}},
+		{"medium error", senseErr(ioerr.SenseUnrecoveredRead, ioerr.ClassDeviceError), nmp.Verdict{Class: ioerr.ClassDeviceError}},
+		{"medium error sent as a path failure", senseErr(ioerr.SenseUnrecoveredRead, ioerr.ClassPathFailure), nmp.Verdict{Class: ioerr.ClassDeviceError}},
+		{"busy", ioerr.NewError(ioerr.ClassRetryable, "read", nil), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Backoff: 10 * time.Millisecond}},
 	} {
 		v := s.Classify(p, mpath.OpRead, tc.err)
 		v.Reason = ""
@@ -53,10 +54,10 @@ func TestClassifyALUA(t *testing.T) {
 	}
 	// action_OnRetryErrors=on fails the path on a plain retryable error, not on a transition.
 	s, _ = alua.NewALUASATP(map[string]string{"action_OnRetryErrors": "on"})
-	if v := s.Classify(p, mpath.OpRead, mpath.NewError(mpath.ClassRetryable, "read", nil)); v.State != mpath.StateDead {
+	if v := s.Classify(p, mpath.OpRead, ioerr.NewError(ioerr.ClassRetryable, "read", nil)); v.State != mpath.StateDead {
 		t.Errorf("action_OnRetryErrors=on: %+v", v)
 	}
-	if v := s.Classify(p, mpath.OpRead, senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable)); v.State != mpath.StateUnknown {
+	if v := s.Classify(p, mpath.OpRead, senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable)); v.State != mpath.StateUnknown {
 		t.Errorf("action_OnRetryErrors=on on a transition: %+v", v)
 	}
 }
@@ -90,9 +91,9 @@ func TestGroupAndPathState(t *testing.T) {
 }
 
 func TestCheckedALUA(t *testing.T) {
-	na := senseErr(mpath.SenseALUAUnavailable, mpath.ClassNotReady)
-	tr := senseErr(mpath.SenseALUATransitioning, mpath.ClassRetryable)
-	gone := mpath.NewError(mpath.ClassPathFailure, "probe", nil)
+	na := senseErr(ioerr.SenseALUAUnavailable, ioerr.ClassNotReady)
+	tr := senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable)
+	gone := ioerr.NewError(ioerr.ClassPathFailure, "probe", nil)
 	for _, tc := range []struct {
 		cur   mpath.PathState
 		st    alua.State
@@ -196,7 +197,7 @@ func TestArrayConfigErrors(t *testing.T) {
 		t.Error("NewPort accepted an unknown port")
 	}
 	b := arr.Port(9, &memStore{data: make([]byte, 4096)})
-	if _, err := b.ReadAt(context.Background(), make([]byte, 1), 0); nmp.ClassifyError(err) != mpath.ClassPathFailure {
+	if _, err := b.ReadAt(context.Background(), make([]byte, 1), 0); nmp.ClassifyError(err) != ioerr.ClassPathFailure {
 		t.Errorf("unknown port read: %v", err)
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"syscall"
 
 	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // ToErrno converts an error of the device to the errno the FUSE client (the
@@ -16,9 +16,9 @@ import (
 // The table, first match wins:
 //
 //	backends.ErrNotSupported                        EOPNOTSUPP
-//	mpath.ErrOutOfRange                             EINVAL (1)
-//	mpath.ErrDeviceError wrapping an Errno          that Errno (ENOSPC, EROFS, …)
-//	mpath.ErrDeviceError otherwise                  EIO
+//	ioerr.ErrOutOfRange                             EINVAL (1)
+//	ioerr.ErrDeviceError wrapping an Errno          that Errno (ENOSPC, EROFS, …)
+//	ioerr.ErrDeviceError otherwise                  EIO
 //	ErrAllPathsDown, ErrNoPaths, ErrPathFailure,
 //	  ErrPermanentLoss, ErrNotReady, ErrRetryable,
 //	  ErrClosed                                     EIO (2)
@@ -49,21 +49,21 @@ func ToErrno(err error) syscall.Errno {
 	switch {
 	case errors.Is(err, backends.ErrNotSupported):
 		return syscall.EOPNOTSUPP
-	case errors.Is(err, mpath.ErrOutOfRange):
+	case errors.Is(err, ioerr.ErrOutOfRange):
 		return syscall.EINVAL
-	case errors.Is(err, mpath.ErrDeviceError):
+	case errors.Is(err, ioerr.ErrDeviceError):
 		var errno syscall.Errno
 		if errors.As(err, &errno) && errno != 0 {
 			return errno
 		}
 		return syscall.EIO
-	case errors.Is(err, mpath.ErrAllPathsDown),
-		errors.Is(err, mpath.ErrNoPaths),
-		errors.Is(err, mpath.ErrPathFailure),
-		errors.Is(err, mpath.ErrPermanentLoss),
-		errors.Is(err, mpath.ErrNotReady),
-		errors.Is(err, mpath.ErrRetryable),
-		errors.Is(err, mpath.ErrClosed):
+	case errors.Is(err, ioerr.ErrAllPathsDown),
+		errors.Is(err, ioerr.ErrNoPaths),
+		errors.Is(err, ioerr.ErrPathFailure),
+		errors.Is(err, ioerr.ErrPermanentLoss),
+		errors.Is(err, ioerr.ErrNotReady),
+		errors.Is(err, ioerr.ErrRetryable),
+		errors.Is(err, ioerr.ErrClosed):
 		return syscall.EIO
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR

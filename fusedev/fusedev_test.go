@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 func TestToErrno(t *testing.T) {
@@ -26,27 +26,27 @@ func TestToErrno(t *testing.T) {
 		want syscall.Errno
 	}{
 		{"nil", nil, 0},
-		{"all paths down", mpath.ErrAllPathsDown, syscall.EIO},
-		{"all paths down wrapped", wrap(mpath.ErrAllPathsDown), syscall.EIO},
-		{"no paths", mpath.ErrNoPaths, syscall.EIO},
-		{"path failure", mpath.NewError(mpath.ClassPathFailure, "read", syscall.ECONNRESET), syscall.EIO},
-		{"path failure sentinel", wrap(mpath.ErrPathFailure), syscall.EIO},
-		{"permanent loss", mpath.NewError(mpath.ClassPermanentLoss, "read", nil), syscall.EIO},
-		{"not ready", mpath.NewError(mpath.ClassNotReady, "write", nil), syscall.EIO},
-		{"retryable", wrap(mpath.NewError(mpath.ClassRetryable, "write", syscall.EBUSY)), syscall.EIO},
-		{"closed", mpath.ErrClosed, syscall.EIO},
-		{"device error ENOSPC", mpath.NewError(mpath.ClassDeviceError, "write", syscall.ENOSPC), syscall.ENOSPC},
-		{"device error EROFS wrapped", wrap(mpath.NewError(mpath.ClassDeviceError, "write", &os.PathError{Op: "pwrite", Path: "x", Err: syscall.EROFS})), syscall.EROFS},
-		{"device error no errno", mpath.NewError(mpath.ClassDeviceError, "read", errors.New("medium error")), syscall.EIO},
-		{"device error sentinel", mpath.ErrDeviceError, syscall.EIO},
-		{"out of range", mpath.ErrOutOfRange, syscall.EINVAL},
-		{"out of range wrapped", wrap(mpath.ErrOutOfRange), syscall.EINVAL},
+		{"all paths down", ioerr.ErrAllPathsDown, syscall.EIO},
+		{"all paths down wrapped", wrap(ioerr.ErrAllPathsDown), syscall.EIO},
+		{"no paths", ioerr.ErrNoPaths, syscall.EIO},
+		{"path failure", ioerr.NewError(ioerr.ClassPathFailure, "read", syscall.ECONNRESET), syscall.EIO},
+		{"path failure sentinel", wrap(ioerr.ErrPathFailure), syscall.EIO},
+		{"permanent loss", ioerr.NewError(ioerr.ClassPermanentLoss, "read", nil), syscall.EIO},
+		{"not ready", ioerr.NewError(ioerr.ClassNotReady, "write", nil), syscall.EIO},
+		{"retryable", wrap(ioerr.NewError(ioerr.ClassRetryable, "write", syscall.EBUSY)), syscall.EIO},
+		{"closed", ioerr.ErrClosed, syscall.EIO},
+		{"device error ENOSPC", ioerr.NewError(ioerr.ClassDeviceError, "write", syscall.ENOSPC), syscall.ENOSPC},
+		{"device error EROFS wrapped", wrap(ioerr.NewError(ioerr.ClassDeviceError, "write", &os.PathError{Op: "pwrite", Path: "x", Err: syscall.EROFS})), syscall.EROFS},
+		{"device error no errno", ioerr.NewError(ioerr.ClassDeviceError, "read", errors.New("medium error")), syscall.EIO},
+		{"device error sentinel", ioerr.ErrDeviceError, syscall.EIO},
+		{"out of range", ioerr.ErrOutOfRange, syscall.EINVAL},
+		{"out of range wrapped", wrap(ioerr.ErrOutOfRange), syscall.EINVAL},
 		{"not supported", backends.ErrNotSupported, syscall.EOPNOTSUPP},
 		{"not supported wrapped", wrap(backends.ErrNotSupported), syscall.EOPNOTSUPP},
 		{"canceled", context.Canceled, syscall.EINTR},
 		{"canceled wrapped", wrap(context.Canceled), syscall.EINTR},
 		{"deadline", context.DeadlineExceeded, syscall.EIO},
-		{"path failure from deadline", mpath.NewError(mpath.ClassPathFailure, "read", context.DeadlineExceeded), syscall.EIO},
+		{"path failure from deadline", ioerr.NewError(ioerr.ClassPathFailure, "read", context.DeadlineExceeded), syscall.EIO},
 		{"errno", syscall.EROFS, syscall.EROFS},
 		{"errno wrapped", &os.PathError{Op: "pread", Path: "x", Err: syscall.ENXIO}, syscall.ENXIO},
 		{"zero errno", syscall.Errno(0), syscall.EIO},
@@ -279,7 +279,7 @@ func TestFsyncReachesFlush(t *testing.T) {
 		t.Errorf("fdatasync: %d device flushes in total, want 2", got)
 	}
 	// A failing flush is fsync's error.
-	d.set(func(d *testDev) { d.mu.flushErr = mpath.ErrAllPathsDown })
+	d.set(func(d *testDev) { d.mu.flushErr = ioerr.ErrAllPathsDown })
 	if err := unix.Fsync(fd); err != syscall.EIO {
 		t.Errorf("fsync with APD: %v, want EIO", err)
 	}
@@ -412,12 +412,12 @@ func TestErrnoThroughMount(t *testing.T) {
 		rerr, werr error
 		want       syscall.Errno
 	}{
-		{"APD", mpath.ErrAllPathsDown, mpath.ErrAllPathsDown, syscall.EIO},
-		{"no paths", mpath.ErrNoPaths, mpath.ErrNoPaths, syscall.EIO},
-		{"PDL", mpath.NewError(mpath.ClassPermanentLoss, "io", nil), mpath.NewError(mpath.ClassPermanentLoss, "io", nil), syscall.EIO},
-		{"no space", mpath.NewError(mpath.ClassDeviceError, "io", syscall.ENOSPC), mpath.NewError(mpath.ClassDeviceError, "io", syscall.ENOSPC), syscall.ENOSPC},
-		{"read-only", mpath.NewError(mpath.ClassDeviceError, "io", syscall.EROFS), mpath.NewError(mpath.ClassDeviceError, "io", syscall.EROFS), syscall.EROFS},
-		{"medium", mpath.NewError(mpath.ClassDeviceError, "io", nil), mpath.NewError(mpath.ClassDeviceError, "io", nil), syscall.EIO},
+		{"APD", ioerr.ErrAllPathsDown, ioerr.ErrAllPathsDown, syscall.EIO},
+		{"no paths", ioerr.ErrNoPaths, ioerr.ErrNoPaths, syscall.EIO},
+		{"PDL", ioerr.NewError(ioerr.ClassPermanentLoss, "io", nil), ioerr.NewError(ioerr.ClassPermanentLoss, "io", nil), syscall.EIO},
+		{"no space", ioerr.NewError(ioerr.ClassDeviceError, "io", syscall.ENOSPC), ioerr.NewError(ioerr.ClassDeviceError, "io", syscall.ENOSPC), syscall.ENOSPC},
+		{"read-only", ioerr.NewError(ioerr.ClassDeviceError, "io", syscall.EROFS), ioerr.NewError(ioerr.ClassDeviceError, "io", syscall.EROFS), syscall.EROFS},
+		{"medium", ioerr.NewError(ioerr.ClassDeviceError, "io", nil), ioerr.NewError(ioerr.ClassDeviceError, "io", nil), syscall.EIO},
 	} {
 		d.set(func(d *testDev) { d.mu.readErr, d.mu.writeErr = tc.rerr, tc.werr })
 		if _, err := unix.Pread(fd, buf, 0); err != tc.want {

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -97,9 +98,9 @@ func (c *Collector) Handler() http.Handler {
 }
 
 // Completed implements nmp.Observer; it runs on the I/O path.
-func (c *Collector) Completed(d *nmp.Device, p *mpath.Path, op mpath.OpKind, n int, lat time.Duration, class mpath.Class) {
+func (c *Collector) Completed(d *nmp.Device, p *mpath.Path, op mpath.OpKind, n int, lat time.Duration, class ioerr.Class) {
 	dev, path, o := d.Name(), p.Name, op.String()
-	if class != mpath.ClassNone {
+	if class != ioerr.ClassNone {
 		c.errs.WithLabelValues(dev, path, class.String()).Inc()
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // PathState is a path's state as ESXi reports it.
@@ -220,7 +221,7 @@ func (p *Path) Done(op OpKind, n int, lat time.Duration) {
 }
 
 // Failed records an error of a class on the path.
-func (p *Path) Failed(c Class) {
+func (p *Path) Failed(c ioerr.Class) {
 	p.Errors.Add(1)
 	if int(c) < len(p.ErrorsByClass) {
 		p.ErrorsByClass[c].Add(1)
@@ -297,7 +298,7 @@ func (p *Path) Status() PathStatus {
 		st.AvgLatencyU = float64(p.LatencyNs.Load()) / float64(n) / 1e3
 	}
 	st.MaxLatencyU = float64(p.MaxLatencyNs.Load()) / 1e3
-	for c := ClassPathFailure; c <= ClassPermanentLoss; c++ {
+	for c := ioerr.ClassPathFailure; c <= ioerr.ClassPermanentLoss; c++ {
 		if n := p.ErrorsByClass[c].Load(); n > 0 {
 			if st.ErrorsBy == nil {
 				st.ErrorsBy = map[string]uint64{}

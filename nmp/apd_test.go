@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -51,7 +52,7 @@ func errString(err error) string {
 func failAll(t *testing.T, r *rig) {
 	t.Helper()
 	for _, f := range r.fakes {
-		f.failClass(mpath.ClassPathFailure)
+		f.failClass(ioerr.ClassPathFailure)
 	}
 	for _, p := range r.d.Paths() {
 		if err := r.d.FailPath(p.Name, "test: all paths down"); err != nil {
@@ -140,21 +141,21 @@ func TestAPDTimeout(t *testing.T) {
 				time.Sleep(tc.timeout / 2)
 				w2 := goWrite(r, 4096) // joins half-way: its wait ends with the device's APD timer
 				res := <-w1
-				if !errors.Is(res.err, mpath.ErrAllPathsDown) {
+				if !errors.Is(res.err, ioerr.ErrAllPathsDown) {
 					t.Fatalf("queued I/O: %v, want ErrAllPathsDown", res.err)
 				}
 				if res.elapsed != tc.timeout {
 					t.Errorf("queued I/O failed after %v, want %v", res.elapsed, tc.timeout)
 				}
 				res = <-w2
-				if !errors.Is(res.err, mpath.ErrAllPathsDown) || time.Since(apdStart) != tc.timeout {
+				if !errors.Is(res.err, ioerr.ErrAllPathsDown) || time.Since(apdStart) != tc.timeout {
 					t.Errorf("second I/O: %v after %v", res.err, time.Since(apdStart))
 				}
 				// After the timeout: fail fast.
 				for i := range 3 {
 					start := time.Now()
 					_, err := r.d.ReadAt(context.Background(), make([]byte, 4096), 0)
-					if !errors.Is(err, mpath.ErrAllPathsDown) || time.Since(start) != 0 {
+					if !errors.Is(err, ioerr.ErrAllPathsDown) || time.Since(start) != 0 {
 						t.Fatalf("I/O %d after the timeout: %v after %v, want an immediate ErrAllPathsDown", i, err, time.Since(start))
 					}
 					time.Sleep(5 * time.Second)
@@ -170,10 +171,10 @@ func TestAPDTimeout(t *testing.T) {
 					t.Fatalf("after recovery served by %q", got)
 				}
 				// A new outage starts a new APD timer.
-				r.fake("p1").failClass(mpath.ClassPathFailure)
+				r.fake("p1").failClass(ioerr.ClassPathFailure)
 				w3 := goWrite(r, 0)
 				res = <-w3
-				if !errors.Is(res.err, mpath.ErrAllPathsDown) || res.elapsed != tc.timeout {
+				if !errors.Is(res.err, ioerr.ErrAllPathsDown) || res.elapsed != tc.timeout {
 					t.Errorf("second outage: %v after %v", res.err, res.elapsed)
 				}
 				if n := r.d.Status().APDEntries; n != 2 {
@@ -201,7 +202,7 @@ func TestAPDCallerGivesUp(t *testing.T) {
 		w := goWrite(r, 0)
 		pending(w)
 		r.d.Close()
-		if res := <-w; !errors.Is(res.err, mpath.ErrClosed) {
+		if res := <-w; !errors.Is(res.err, ioerr.ErrClosed) {
 			t.Fatalf("queued I/O at close: %v", res.err)
 		}
 	})

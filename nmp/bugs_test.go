@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -20,7 +21,7 @@ func TestTraceRecordsCancelledBackoff(t *testing.T) {
 		cfg := testConfig(PSPFixed, nil)
 		cfg.SATPOptions = map[string]string{"retry_backoff_ms": "1000"}
 		r := newRig(t, 1, cfg)
-		r.fake("p1").failClass(mpath.ClassRetryable)
+		r.fake("p1").failClass(ioerr.ClassRetryable)
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		_, err := r.d.WriteAt(ctx, make([]byte, 4096), 0)
@@ -139,7 +140,7 @@ func TestCallerDeadlineIsNotAPathTimeout(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err = d.ReadAt(ctx, make([]byte, 4096), 0)
-		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, mpath.ErrPathFailure) {
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ioerr.ErrPathFailure) {
 			t.Fatalf("caller deadline: %v", err)
 		}
 		if n := a1.aborts.Load(); n != 0 {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -56,7 +57,7 @@ func (d *Device) probe(p *mpath.Path) (perr error) {
 	since, stuck := d.stuck.m[p]
 	d.stuck.Unlock()
 	if stuck {
-		return &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: p.Name,
+		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "probe", Path: p.Name,
 			Err: fmt.Errorf("the probe started %s ago has not returned: %w", time.Since(since).Round(time.Millisecond), context.DeadlineExceeded)}
 	}
 	start := time.Now()
@@ -88,7 +89,7 @@ func (d *Device) probe(p *mpath.Path) (perr error) {
 	case err = <-done:
 		return err
 	case <-d.stop: // the checker must not wait past a device close
-		err = mpath.ErrClosed
+		err = ioerr.ErrClosed
 	case <-ctx.Done():
 		grace := time.NewTimer(probeGrace)
 		select {
@@ -97,7 +98,7 @@ func (d *Device) probe(p *mpath.Path) (perr error) {
 			return err
 		case <-grace.C:
 		}
-		err = &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: p.Name,
+		err = &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "probe", Path: p.Name,
 			Err: fmt.Errorf("probe still running after its %v deadline: %w", d.cfg.ProbeTimeout, context.DeadlineExceeded)}
 	}
 	mu.Lock()

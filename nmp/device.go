@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -253,7 +254,7 @@ func (d *Device) SATP() SATP { return d.satp }
 // returns the bytes before it and io.EOF.
 func (d *Device) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 || off > d.size {
-		return 0, mpath.ErrOutOfRange
+		return 0, ioerr.ErrOutOfRange
 	}
 	var eof error
 	if rest := d.size - off; int64(len(p)) > rest {
@@ -273,7 +274,7 @@ func (d *Device) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // backend acknowledged all of it.
 func (d *Device) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > d.size {
-		return 0, mpath.ErrOutOfRange
+		return 0, ioerr.ErrOutOfRange
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -284,10 +285,10 @@ func (d *Device) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 // Discard deallocates a range, when every path can.
 func (d *Device) Discard(ctx context.Context, off, length int64) error {
 	if !d.canDiscard.Load() {
-		return mpath.NewError(mpath.ClassDeviceError, "discard", backends.ErrNotSupported)
+		return ioerr.NewError(ioerr.ClassDeviceError, "discard", backends.ErrNotSupported)
 	}
 	if off < 0 || length < 0 || off+length > d.size {
-		return mpath.ErrOutOfRange
+		return ioerr.ErrOutOfRange
 	}
 	_, err := d.do(ctx, mpath.OpDiscard, nil, off, length)
 	return err
@@ -296,10 +297,10 @@ func (d *Device) Discard(ctx context.Context, off, length int64) error {
 // WriteZeroes zeroes a range without transferring data, when every path can.
 func (d *Device) WriteZeroes(ctx context.Context, off, length int64) error {
 	if !d.canZero.Load() {
-		return mpath.NewError(mpath.ClassDeviceError, "write-zeroes", backends.ErrNotSupported)
+		return ioerr.NewError(ioerr.ClassDeviceError, "write-zeroes", backends.ErrNotSupported)
 	}
 	if off < 0 || length < 0 || off+length > d.size {
-		return mpath.ErrOutOfRange
+		return ioerr.ErrOutOfRange
 	}
 	_, err := d.do(ctx, mpath.OpWriteZeroes, nil, off, length)
 	return err
@@ -366,7 +367,7 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 		}
 		attempts++
 		if attempts > d.cfg.MaxRetries {
-			err = &mpath.Error{Class: verdict.Class, Op: op.String(), Path: path.Name,
+			err = &ioerr.Error{Class: verdict.Class, Op: op.String(), Path: path.Name,
 				Err: fmt.Errorf("gave up after %d attempts: %w", attempts, err)}
 			if tr != nil {
 				tr.finish(err)
@@ -388,12 +389,12 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 	}
 }
 
-func (d *Device) finalError(op mpath.OpKind, p *mpath.Path, c mpath.Class, err error) error {
-	var me *mpath.Error
+func (d *Device) finalError(op mpath.OpKind, p *mpath.Path, c ioerr.Class, err error) error {
+	var me *ioerr.Error
 	if errors.As(err, &me) && me.Class == c {
 		return err
 	}
-	return &mpath.Error{Class: c, Op: op.String(), Path: p.Name, Err: err}
+	return &ioerr.Error{Class: c, Op: op.String(), Path: p.Name, Err: err}
 }
 
 // exec runs one I/O on one path under the per-I/O deadline.
@@ -437,11 +438,11 @@ func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p 
 		}
 	}
 	if ob := d.obs.Load(); ob != nil {
-		c := mpath.ClassNone
+		c := ioerr.ClassNone
 		if err != nil {
 			c = ClassifyError(err)
 			if timedOut {
-				c = mpath.ClassPathFailure
+				c = ioerr.ClassPathFailure
 			}
 		}
 		ob.o.Completed(d, path, op, n, lat, c)
@@ -460,7 +461,7 @@ func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p 
 		if a, ok := backends.As[backends.Aborter](b); ok {
 			a.Abort(err)
 		}
-		err = &mpath.Error{Class: mpath.ClassPathFailure, Op: op.String(), Path: path.Name,
+		err = &ioerr.Error{Class: ioerr.ClassPathFailure, Op: op.String(), Path: path.Name,
 			Err: fmt.Errorf("I/O deadline of %v exceeded: %w", d.cfg.IOTimeout, err)}
 	}
 	return n, err
@@ -473,10 +474,10 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 	v := d.satp.Classify(path, op, err)
 	path.Failed(v.Class)
 	now := time.Now()
-	if v.State != mpath.StateUnknown || v.Class == mpath.ClassPermanentLoss {
+	if v.State != mpath.StateUnknown || v.Class == ioerr.ClassPermanentLoss {
 		d.mu.Lock()
 		changed := false
-		if v.Class == mpath.ClassPermanentLoss && !path.PDL() {
+		if v.Class == ioerr.ClassPermanentLoss && !path.PDL() {
 			path.SetPDL(true)
 			changed = true
 		}
@@ -634,7 +635,7 @@ func (d *Device) waitForPath(ctx context.Context, v *View) error {
 	d.mu.Lock()
 	if d.mu.closed {
 		d.mu.Unlock()
-		return mpath.ErrClosed
+		return ioerr.ErrClosed
 	}
 	if d.view.Load() != v {
 		d.mu.Unlock()
@@ -649,14 +650,14 @@ func (d *Device) waitForPath(ctx context.Context, v *View) error {
 	since := d.mu.apdSince
 	d.mu.Unlock()
 	if allPDL {
-		return &mpath.Error{Class: mpath.ClassPermanentLoss, Op: "io", Err: fmt.Errorf("device %s: every path reports permanent device loss: %w", d.name, mpath.ErrNoPaths)}
+		return &ioerr.Error{Class: ioerr.ClassPermanentLoss, Op: "io", Err: fmt.Errorf("device %s: every path reports permanent device loss: %w", d.name, ioerr.ErrNoPaths)}
 	}
 	if since.IsZero() {
 		return nil
 	}
 	remaining := time.Until(since.Add(d.cfg.APDTimeout))
 	if remaining <= 0 {
-		return &mpath.Error{Class: mpath.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v", d.name, mpath.ErrAllPathsDown, d.cfg.APDTimeout)}
+		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v", d.name, ioerr.ErrAllPathsDown, d.cfg.APDTimeout)}
 	}
 	t := time.NewTimer(remaining)
 	defer t.Stop()
@@ -664,11 +665,11 @@ func (d *Device) waitForPath(ctx context.Context, v *View) error {
 	case <-v.Changed():
 		return nil
 	case <-t.C:
-		return &mpath.Error{Class: mpath.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v", d.name, mpath.ErrAllPathsDown, d.cfg.APDTimeout)}
+		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v", d.name, ioerr.ErrAllPathsDown, d.cfg.APDTimeout)}
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-d.stop:
-		return mpath.ErrClosed
+		return ioerr.ErrClosed
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -82,7 +83,7 @@ func TestFlushCoversDeadDirtyPath(t *testing.T) {
 	t.Run("died before the flush", func(t *testing.T) {
 		r := newRig(t, 3, testConfig(PSPFixed, nil))
 		r.write(t, 0) // p1
-		r.fake("p1").failClass(mpath.ClassPathFailure)
+		r.fake("p1").failClass(ioerr.ClassPathFailure)
 		if err := r.d.FailPath("p1", "test: hot removed"); err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +98,7 @@ func TestFlushCoversDeadDirtyPath(t *testing.T) {
 		r := newRig(t, 3, testConfig(PSPRR, map[string]string{"iops": "1"}))
 		r.write(t, 0) // p1
 		r.write(t, 0) // p2
-		r.fake("p1").failClass(mpath.ClassPathFailure, "flush")
+		r.fake("p1").failClass(ioerr.ClassPathFailure, "flush")
 		if err := r.d.Flush(ctx); err != nil {
 			t.Fatalf("flush with a failing dirty path: %v", err)
 		}
@@ -112,9 +113,9 @@ func TestFlushCoversDeadDirtyPath(t *testing.T) {
 	t.Run("device error", func(t *testing.T) {
 		r := newRig(t, 2, testConfig(PSPFixed, nil))
 		r.write(t, 0)
-		r.fake("p1").failClass(mpath.ClassDeviceError, "flush")
+		r.fake("p1").failClass(ioerr.ClassDeviceError, "flush")
 		err := r.d.Flush(ctx)
-		if !errors.Is(err, mpath.ErrDeviceError) {
+		if !errors.Is(err, ioerr.ErrDeviceError) {
 			t.Fatalf("flush device error: %v", err)
 		}
 		if !r.path("p1").Dirty() {
@@ -159,7 +160,7 @@ func TestCapabilities(t *testing.T) {
 	if s.data[0] != 0 || s.data[8192] != 0 || s.data[4096] != 'x' || s.data[12288] != 'x' {
 		t.Fatalf("discard/write-zeroes did not zero their ranges only")
 	}
-	if err := d.Discard(ctx, 1<<16-4096, 8192); !errors.Is(err, mpath.ErrDeviceError) {
+	if err := d.Discard(ctx, 1<<16-4096, 8192); !errors.Is(err, ioerr.ErrDeviceError) {
 		t.Fatalf("discard past the end: %v", err)
 	}
 
@@ -168,7 +169,7 @@ func TestCapabilities(t *testing.T) {
 	if err := d.AddPath(&mpath.Path{Name: "p3", Backend: p3}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Discard(ctx, 0, 4096); !errors.Is(err, backends.ErrNotSupported) || !errors.Is(err, mpath.ErrDeviceError) {
+	if err := d.Discard(ctx, 0, 4096); !errors.Is(err, backends.ErrNotSupported) || !errors.Is(err, ioerr.ErrDeviceError) {
 		t.Fatalf("discard with p3 unable: %v, want ErrNotSupported", err)
 	}
 	if err := d.WriteZeroes(ctx, 0, 4096); err != nil {
@@ -288,13 +289,13 @@ func TestReadWriteBounds(t *testing.T) {
 	if n, err := r.d.ReadAt(ctx, buf, rigSize); n != 0 || err != io.EOF {
 		t.Fatalf("read at the end: %d, %v", n, err)
 	}
-	if _, err := r.d.ReadAt(ctx, buf, rigSize+1); !errors.Is(err, mpath.ErrDeviceError) {
+	if _, err := r.d.ReadAt(ctx, buf, rigSize+1); !errors.Is(err, ioerr.ErrDeviceError) {
 		t.Fatalf("read past the end: %v", err)
 	}
-	if _, err := r.d.WriteAt(ctx, buf, rigSize-4096); !errors.Is(err, mpath.ErrDeviceError) {
+	if _, err := r.d.WriteAt(ctx, buf, rigSize-4096); !errors.Is(err, ioerr.ErrDeviceError) {
 		t.Fatalf("write across the end: %v", err)
 	}
-	if _, err := r.d.WriteAt(ctx, buf, -1); !errors.Is(err, mpath.ErrDeviceError) {
+	if _, err := r.d.WriteAt(ctx, buf, -1); !errors.Is(err, ioerr.ErrDeviceError) {
 		t.Fatalf("write at -1: %v", err)
 	}
 	if n := r.fake("p1").reads.Load() + r.fake("p1").writes.Load(); n != 1 {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -78,11 +79,11 @@ func newFakePath(name string, s *memStore) *fakePath {
 	return &fakePath{name: name, store: s, release: make(chan struct{})}
 }
 
-// failClass makes operations fail with an *mpath.Error of class c. ops
+// failClass makes operations fail with an *ioerr.Error of class c. ops
 // limits it to some operations (e.g. read,write: a gray failure the probe
 // does not see).
-func (f *fakePath) failClass(c mpath.Class, ops ...string) {
-	f.setFault(&fakeFault{err: &mpath.Error{Class: c, Path: f.name, Err: errFakeFault}, ops: opSet(ops)})
+func (f *fakePath) failClass(c ioerr.Class, ops ...string) {
+	f.setFault(&fakeFault{err: &ioerr.Error{Class: c, Path: f.name, Err: errFakeFault}, ops: opSet(ops)})
 }
 
 // failErr makes operations fail with a raw error (an errno, a network error).
@@ -180,7 +181,7 @@ func (f *fakePath) gate(ctx context.Context, op string, late func() func()) erro
 		}
 	}
 	if ff.err != nil {
-		var me *mpath.Error
+		var me *ioerr.Error
 		if errors.As(ff.err, &me) {
 			e := *me
 			e.Op = op
@@ -213,7 +214,7 @@ func (f *fakePath) land(ctx context.Context, ff *fakeFault, op string, apply fun
 	f.hung.Add(1)
 	defer f.hung.Add(-1)
 	<-ctx.Done()
-	err := &mpath.Error{Class: mpath.ClassPathFailure, Op: op, Path: f.name, Err: ctx.Err()}
+	err := &ioerr.Error{Class: ioerr.ClassPathFailure, Op: op, Path: f.name, Err: ctx.Err()}
 	if ff.silent {
 		return err
 	}
@@ -521,7 +522,7 @@ func TestFakeLandLate(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 		_, err := f.WriteAt(ctx, []byte{1, 2, 3, 4}, 8)
 		cancel()
-		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, mpath.ErrPathFailure) {
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ioerr.ErrPathFailure) {
 			t.Fatalf("proof=%v: err = %v, want a path failure wrapping the deadline", proof, err)
 		}
 		var p backends.Pending

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -29,7 +30,7 @@ import (
 //     path;
 //   - the path's quiesce time (NVMe's CQT in spirit), when it has one: the
 //     range resolves that long after it was registered;
-//   - the device's Close (waiting writes fail with mpath.ErrClosed).
+//   - the device's Close (waiting writes fail with ioerr.ErrClosed).
 //
 // A range older than the device's APD timeout stays until proof, but the
 // writes waiting on it, and later writes overlapping it, fail with an EIO
@@ -209,14 +210,14 @@ func (d *Device) expiredReason(a *ambiguous) string {
 
 // awaitFence holds a write-class operation while it overlaps an ambiguous
 // range: it returns nil once none does, an EIO-class error when the range
-// it waits on outlived the APD timeout, mpath.ErrClosed when the device
+// it waits on outlived the APD timeout, ioerr.ErrClosed when the device
 // closes, or the caller's context error.
 func (d *Device) awaitFence(ctx context.Context, op mpath.OpKind, off, length int64) error {
 	for {
 		d.fence.mu.Lock()
 		if d.fence.closed {
 			d.fence.mu.Unlock()
-			return mpath.ErrClosed
+			return ioerr.ErrClosed
 		}
 		var a *ambiguous
 		for _, r := range d.fence.ranges {
@@ -243,13 +244,13 @@ func (d *Device) awaitFence(ctx context.Context, op mpath.OpKind, off, length in
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-d.stop:
-			return mpath.ErrClosed
+			return ioerr.ErrClosed
 		}
 	}
 }
 
 func (d *Device) expiredError(op mpath.OpKind, a *ambiguous) error {
-	return &mpath.Error{Class: mpath.ClassPathFailure, Op: op.String(), Path: a.path.Name,
+	return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: op.String(), Path: a.path.Name,
 		Err: fmt.Errorf("%w: %s", ErrWriteAmbiguous, d.expiredReason(a))}
 }
 
@@ -296,7 +297,7 @@ func (d *Device) Ambiguous() []mpath.AmbiguousRange {
 }
 
 // closeFence resolves every range at Close; writes waiting fail with
-// mpath.ErrClosed and no range is registered afterwards.
+// ioerr.ErrClosed and no range is registered afterwards.
 func (d *Device) closeFence() {
 	d.fence.mu.Lock()
 	d.fence.closed = true

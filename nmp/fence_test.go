@@ -21,6 +21,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/fusedev"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -464,7 +465,7 @@ func TestFenceAPDExpiry(t *testing.T) {
 		err := <-w1
 		require.Error(t, err)
 		assert.ErrorIs(t, err, ErrWriteAmbiguous)
-		assert.ErrorIs(t, err, mpath.ErrPathFailure)
+		assert.ErrorIs(t, err, ioerr.ErrPathFailure)
 		assert.Equal(t, syscall.EIO, fusedev.ToErrno(err))
 		for _, want := range []string{"path A", "bytes 0+4096", "ambiguous for 10s", "APD timeout 10s", "`mpathfs path fence A` confirms the path dead", "`mpathfs path fence A` (the transport gives no proof)"} {
 			assert.Contains(t, err.Error(), want)
@@ -504,8 +505,8 @@ func TestFenceCloseReleasesWaiters(t *testing.T) {
 		require.True(t, fenceWaiting(t, w1))
 		require.True(t, fenceWaiting(t, w2))
 		require.NoError(t, r.d.Close())
-		assert.ErrorIs(t, <-w1, mpath.ErrClosed)
-		assert.ErrorIs(t, <-w2, mpath.ErrClosed)
+		assert.ErrorIs(t, <-w1, ioerr.ErrClosed)
+		assert.ErrorIs(t, <-w2, ioerr.ErrClosed)
 		assert.Empty(t, r.d.Status().Ambiguous)
 		evs := r.eventsOf("ambiguity-resolved")
 		require.Len(t, evs, 1)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -243,7 +244,7 @@ func (d *Device) settle(ctx context.Context, p *mpath.Path, need uint64) error {
 			return d.finalError(mpath.OpFlush, target, v.Class, err)
 		}
 		if attempts > d.cfg.MaxRetries {
-			return &mpath.Error{Class: ClassifyError(err), Op: "flush", Path: target.Name,
+			return &ioerr.Error{Class: ClassifyError(err), Op: "flush", Path: target.Name,
 				Err: fmt.Errorf("gave up after %d attempts: %w", attempts, err)}
 		}
 		if v != nil && v.Backoff > 0 {
@@ -311,7 +312,7 @@ func (d *Device) waitForReturn(ctx context.Context, p *mpath.Path, dom string) e
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-d.stop:
-		return mpath.ErrClosed
+		return ioerr.ErrClosed
 	}
 }
 
@@ -322,7 +323,7 @@ func notDurable(p *mpath.Path, dom string) error {
 	if dom == "" {
 		why = "its transport names no cache another path could flush"
 	}
-	return &mpath.Error{Class: mpath.ClassPathFailure, Op: "flush", Path: p.Name,
+	return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "flush", Path: p.Name,
 		Err: fmt.Errorf("writes acknowledged on this path are not known durable: the path is %s and %s: %w", p.State(), why, syscall.EIO)}
 }
 
@@ -446,7 +447,7 @@ func (d *Device) settleOrphan(ctx context.Context, o *orphan) error {
 			if o.domain == "" {
 				why = "its transport names no cache another path could flush"
 			}
-			err = &mpath.Error{Class: mpath.ClassPathFailure, Op: "flush", Path: o.name,
+			err = &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "flush", Path: o.name,
 				Err: fmt.Errorf("writes acknowledged on this path before it was removed are not known durable (%v) and %s: %w", o.cause, why, syscall.EIO)}
 			break
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -181,7 +182,7 @@ func TestFlushFailedKeepsDirty(t *testing.T) {
 	r := newFlushRig(t, "A")
 	p1 := r.fakes["p1"]
 	r.write(t)
-	p1.set(true, &mpath.Error{Class: mpath.ClassDeviceError, Err: errors.New("cache write-back failed")})
+	p1.set(true, &ioerr.Error{Class: ioerr.ClassDeviceError, Err: errors.New("cache write-back failed")})
 	f1 := r.flushAsync()
 	<-p1.started
 	f2 := r.flushAsync()
@@ -190,7 +191,7 @@ func TestFlushFailedKeepsDirty(t *testing.T) {
 	for _, f := range []chan error{f1, f2} {
 		err := <-f
 		require.Error(t, err)
-		assert.ErrorIs(t, err, mpath.ErrDeviceError)
+		assert.ErrorIs(t, err, ioerr.ErrDeviceError)
 	}
 	assert.True(t, r.d.FindPath("p1").Dirty(), "a failed flush keeps the path dirty")
 	assert.Equal(t, mpath.StateActive, r.d.FindPath("p1").State())
@@ -249,7 +250,7 @@ func TestFlushCacheDomains(t *testing.T) {
 	t.Run("path dies during its flush", func(t *testing.T) {
 		r := newFlushRig(t, "A", "A")
 		r.write(t)
-		r.fakes["p1"].set(false, &mpath.Error{Class: mpath.ClassPathFailure, Err: errors.New("link down")})
+		r.fakes["p1"].set(false, &ioerr.Error{Class: ioerr.ClassPathFailure, Err: errors.New("link down")})
 		require.NoError(t, r.d.Flush(ctx))
 		assert.Equal(t, mpath.StateDead, r.d.FindPath("p1").State())
 		assert.Equal(t, int64(1), r.fakes["p2"].flushes.Load())

@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -433,7 +434,7 @@ func (d *Device) verifyWithin(ctx context.Context, p *mpath.Path, timeout time.D
 	case <-ctx.Done():
 		err = &UncheckedError{Path: describe(p), Err: fmt.Errorf("the check did not finish in %v: %w", timeout, ctx.Err())}
 	case <-d.stop:
-		err = mpath.ErrClosed
+		err = ioerr.ErrClosed
 	}
 	if err != nil {
 		d.noteRefusal(p, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -146,7 +147,7 @@ func TestVerifySameStore(t *testing.T) {
 
 	t.Run("a read failure is no verdict", func(t *testing.T) {
 		f := newFakePath("b", s)
-		f.failClass(mpath.ClassPathFailure, "read")
+		f.failClass(ioerr.ClassPathFailure, "read")
 		_, err := VerifySameStore(ctx, ref, StorePath{"b", f})
 		require.Error(t, err)
 		var ie *IdentityError
@@ -242,7 +243,7 @@ func TestAddPathToAnotherStore(t *testing.T) {
 func TestUncheckedPathMustProve(t *testing.T) {
 	store := filled(13)
 	f1, f2 := newFakePath("p1", store), newFakePath("p2", store)
-	f2.failClass(mpath.ClassPathFailure, "read")
+	f2.failClass(ioerr.ClassPathFailure, "read")
 	p1 := &mpath.Path{Name: "p1", URI: "fake://p1", Transport: "fake", Backend: f1}
 	p2 := &mpath.Path{Name: "p2", URI: "fake://p2", Transport: "fake", Backend: f2}
 	p2.SetState(mpath.StateDead, "identity not checked yet", time.Now())

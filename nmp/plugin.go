@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -113,7 +114,7 @@ type Change struct {
 
 // Verdict is an SATP's judgement of an I/O error.
 type Verdict struct {
-	Class mpath.Class
+	Class ioerr.Class
 	// State is the path's new state (StateUnknown: leave it).
 	State mpath.PathState
 	// Retry: try the I/O again (on the path the PSP picks next).

@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -58,7 +59,7 @@ func TestPSP(t *testing.T) {
 			opts: map[string]string{"preferred": "p2"},
 			run: func(t *testing.T, r *rig) {
 				expectServed(t, "healthy", r.ios(t, 3), "p2", "p2", "p2")
-				r.fake("p2").failClass(mpath.ClassPathFailure)
+				r.fake("p2").failClass(ioerr.ClassPathFailure)
 				expectServed(t, "p2 failing", r.ios(t, 3), "p1", "p1", "p1")
 				if st := r.state("p2"); st != mpath.StateDead {
 					t.Fatalf("p2 is %s after a path failure, want dead", st)
@@ -76,7 +77,7 @@ func TestPSP(t *testing.T) {
 			name: "fixed/default preferred dead is replaced, no failback", paths: 3, psp: PSPFixed,
 			run: func(t *testing.T, r *rig) {
 				expectServed(t, "healthy", r.ios(t, 2), "p1", "p1")
-				r.fake("p1").failClass(mpath.ClassPathFailure)
+				r.fake("p1").failClass(ioerr.ClassPathFailure)
 				expectServed(t, "p1 failing", r.ios(t, 2), "p2", "p2")
 				if pref, user := r.d.PSP().(*fixed).Preferred(); pref.Name != "p2" || user {
 					t.Fatalf("preferred path after p1 died: %s (user=%v), want a new default p2", pref.Name, user)
@@ -88,7 +89,7 @@ func TestPSP(t *testing.T) {
 				}
 				expectServed(t, "p1 back", r.ios(t, 3), "p2", "p2", "p2")
 				// The new default preferred path dies: the next one in claim order.
-				r.fake("p2").failClass(mpath.ClassPathFailure)
+				r.fake("p2").failClass(ioerr.ClassPathFailure)
 				expectServed(t, "p2 failing", r.ios(t, 2), "p1", "p1")
 			},
 		},
@@ -110,7 +111,7 @@ func TestPSP(t *testing.T) {
 			name: "mru/stays on the current path and never fails back", paths: 3, psp: PSPMRU,
 			run: func(t *testing.T, r *rig) {
 				expectServed(t, "healthy", r.ios(t, 3), "p1", "p1", "p1")
-				r.fake("p1").failClass(mpath.ClassPathFailure)
+				r.fake("p1").failClass(ioerr.ClassPathFailure)
 				expectServed(t, "p1 failing", r.ios(t, 2), "p2", "p2")
 				r.fake("p1").recover()
 				r.d.CheckNow()
@@ -136,9 +137,9 @@ func TestPSP(t *testing.T) {
 					t.Fatal(err)
 				}
 				expectServed(t, "rank change", r.ios(t, 2), "p3", "p3")
-				r.fake("p3").failClass(mpath.ClassPathFailure)
+				r.fake("p3").failClass(ioerr.ClassPathFailure)
 				expectServed(t, "p3 failing", r.ios(t, 2), "p2", "p2")
-				r.fake("p2").failClass(mpath.ClassPathFailure)
+				r.fake("p2").failClass(ioerr.ClassPathFailure)
 				expectServed(t, "p2 failing", r.ios(t, 2), "p4", "p4")
 				if err := r.d.SetPathRank("x9", 1); err == nil || !strings.Contains(err.Error(), `"x9"`) {
 					t.Fatalf("SetPathRank of an unknown path: %v", err)
@@ -169,8 +170,8 @@ func TestPSP(t *testing.T) {
 			name: "rr/skips dead, disabled and standby paths", paths: 4, psp: PSPRR, opts: map[string]string{"iops": "1"},
 			run: func(t *testing.T, r *rig) {
 				expectServed(t, "healthy", r.ios(t, 4), "p1", "p2", "p3", "p4")
-				r.fake("p2").failClass(mpath.ClassPathFailure)
-				r.fake("p3").failClass(mpath.ClassNotReady)
+				r.fake("p2").failClass(ioerr.ClassPathFailure)
+				r.fake("p3").failClass(ioerr.ClassNotReady)
 				if err := r.d.SetPathAdmin("p4", false); err != nil {
 					t.Fatal(err)
 				}
@@ -192,7 +193,7 @@ func TestPSP(t *testing.T) {
 			name: "rr/a dead path's turn goes to the next path", paths: 4, psp: PSPRR, opts: map[string]string{"iops": "2"},
 			run: func(t *testing.T, r *rig) {
 				expectServed(t, "healthy", r.ios(t, 10), "p1", "p1", "p2", "p2", "p3", "p3", "p4", "p4", "p1", "p1")
-				r.fake("p2").failClass(mpath.ClassPathFailure)
+				r.fake("p2").failClass(ioerr.ClassPathFailure)
 				expectServed(t, "p2 dies in its turn", r.ios(t, 7), "p3", "p3", "p4", "p4", "p1", "p1", "p3")
 			},
 		},
@@ -222,8 +223,8 @@ func TestPSP(t *testing.T) {
 					t.Fatal(err)
 				}
 				// With every AO path dead the ANO group is the best group.
-				r.fake("p1").failClass(mpath.ClassPathFailure)
-				r.fake("p2").failClass(mpath.ClassPathFailure)
+				r.fake("p1").failClass(ioerr.ClassPathFailure)
+				r.fake("p2").failClass(ioerr.ClassPathFailure)
 				got := r.ios(t, 4)
 				expectServed(t, "AO dead", got[1:], "p4", "p3", "p4")
 			},

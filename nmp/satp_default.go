@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -65,26 +66,26 @@ func (s *defaultSATP) Checked(p *mpath.Path, probeErr error) (mpath.PathState, s
 		return mpath.StateActive, "path checker: probe passed"
 	}
 	switch ClassifyError(probeErr) {
-	case mpath.ClassNotReady:
+	case ioerr.ClassNotReady:
 		return mpath.StateStandby, "path checker: not ready: " + probeErr.Error()
-	case mpath.ClassRetryable:
+	case ioerr.ClassRetryable:
 		return p.State(), "path checker: busy"
 	}
 	return mpath.StateDead, "path checker: " + probeErr.Error()
 }
 
 // VerdictFor is the generic action for an error class.
-func VerdictFor(c mpath.Class, backoff time.Duration) Verdict {
+func VerdictFor(c ioerr.Class, backoff time.Duration) Verdict {
 	switch c {
-	case mpath.ClassPathFailure:
+	case ioerr.ClassPathFailure:
 		return Verdict{Class: c, State: mpath.StateDead, Retry: true, Reason: "path failure"}
-	case mpath.ClassRetryable:
+	case ioerr.ClassRetryable:
 		return Verdict{Class: c, Retry: true, Backoff: backoff, Reason: "retryable error"}
-	case mpath.ClassNotReady:
+	case ioerr.ClassNotReady:
 		return Verdict{Class: c, State: mpath.StateStandby, Retry: true, Update: true, Reason: "not ready on this path"}
-	case mpath.ClassPermanentLoss:
+	case ioerr.ClassPermanentLoss:
 		return Verdict{Class: c, State: mpath.StateDead, Retry: true, Reason: "permanent device loss"}
-	case mpath.ClassDeviceError:
+	case ioerr.ClassDeviceError:
 		return Verdict{Class: c, Reason: "device error"}
 	}
 	return Verdict{Class: c}
@@ -95,77 +96,77 @@ func VerdictFor(c mpath.Class, backoff time.Duration) Verdict {
 // judged the way a host judges transport and target errors. What is not
 // recognised counts as a path failure: another path may succeed, and a
 // device error would be reported by every path anyway.
-func ClassifyError(err error) mpath.Class {
+func ClassifyError(err error) ioerr.Class {
 	if err == nil {
-		return mpath.ClassNone
+		return ioerr.ClassNone
 	}
-	if c := mpath.ClassOf(err); c != mpath.ClassNone {
+	if c := ioerr.ClassOf(err); c != ioerr.ClassNone {
 		return c
 	}
-	if s, ok := mpath.SenseOf(err); ok {
+	if s, ok := ioerr.SenseOf(err); ok {
 		return ClassifySense(s)
 	}
 	switch {
 	case errors.Is(err, backends.ErrNotSupported):
-		return mpath.ClassDeviceError
+		return ioerr.ClassDeviceError
 	case errors.Is(err, context.DeadlineExceeded):
-		return mpath.ClassPathFailure
+		return ioerr.ClassPathFailure
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.ErrShortWrite):
-		return mpath.ClassPathFailure
+		return ioerr.ClassPathFailure
 	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		switch errno {
 		case syscall.EAGAIN, syscall.EBUSY, syscall.EINTR:
-			return mpath.ClassRetryable
+			return ioerr.ClassRetryable
 		case syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EINVAL, syscall.EFBIG,
 			syscall.EOVERFLOW, syscall.EFAULT, syscall.EOPNOTSUPP, syscall.EPERM, syscall.EACCES:
-			return mpath.ClassDeviceError
+			return ioerr.ClassDeviceError
 		case syscall.ENOMEDIUM, syscall.ESTALE:
-			return mpath.ClassPermanentLoss
+			return ioerr.ClassPermanentLoss
 		}
-		return mpath.ClassPathFailure
+		return ioerr.ClassPathFailure
 	}
 	var ne net.Error
 	if errors.As(err, &ne) {
-		return mpath.ClassPathFailure
+		return ioerr.ClassPathFailure
 	}
-	return mpath.ClassPathFailure
+	return ioerr.ClassPathFailure
 }
 
 // ClassifySense judges SCSI-like sense data.
-func ClassifySense(s mpath.Sense) mpath.Class {
+func ClassifySense(s ioerr.Sense) ioerr.Class {
 	switch s.Key {
-	case mpath.SenseNotReady:
+	case ioerr.SenseNotReady:
 		if s.ASC == 0x04 {
 			switch s.ASCQ {
 			case 0x0a: // asymmetric access state transition
-				return mpath.ClassRetryable
+				return ioerr.ClassRetryable
 			case 0x0b, 0x0c: // standby, unavailable
-				return mpath.ClassNotReady
+				return ioerr.ClassNotReady
 			case 0x01: // becoming ready
-				return mpath.ClassRetryable
+				return ioerr.ClassRetryable
 			case 0x03: // manual intervention required
-				return mpath.ClassNotReady
+				return ioerr.ClassNotReady
 			}
 		}
 		if s.ASC == 0x3a { // medium not present
-			return mpath.ClassPermanentLoss
+			return ioerr.ClassPermanentLoss
 		}
-		return mpath.ClassNotReady
-	case mpath.SenseUnitAttention:
-		return mpath.ClassRetryable
-	case mpath.SenseMediumError:
-		return mpath.ClassDeviceError
-	case mpath.SenseIllegalRequest:
+		return ioerr.ClassNotReady
+	case ioerr.SenseUnitAttention:
+		return ioerr.ClassRetryable
+	case ioerr.SenseMediumError:
+		return ioerr.ClassDeviceError
+	case ioerr.SenseIllegalRequest:
 		if s.ASC == 0x25 { // logical unit not supported
-			return mpath.ClassPermanentLoss
+			return ioerr.ClassPermanentLoss
 		}
-		return mpath.ClassDeviceError
-	case mpath.SenseAbortedCommand:
-		return mpath.ClassRetryable
+		return ioerr.ClassDeviceError
+	case ioerr.SenseAbortedCommand:
+		return ioerr.ClassRetryable
 	}
-	return mpath.ClassPathFailure
+	return ioerr.ClassPathFailure
 }
 
 // MediumSuspect reports whether an error of an operation on a range may be
@@ -186,21 +187,21 @@ func MediumSuspect(op mpath.OpKind, err error) bool {
 	if !errors.Is(err, syscall.EIO) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
-	if _, ok := mpath.SenseOf(err); ok {
+	if _, ok := ioerr.SenseOf(err); ok {
 		return false
 	}
 	var pe backends.Pending
 	if errors.As(err, &pe) {
 		return false
 	}
-	return ClassifyError(err) == mpath.ClassPathFailure
+	return ClassifyError(err) == ioerr.ClassPathFailure
 }
 
 // Sense data a medium error found by probing carries: UNRECOVERED READ
 // ERROR for reads, WRITE ERROR otherwise.
 var (
-	senseReadError  = mpath.Sense{Key: mpath.SenseMediumError, ASC: 0x11}
-	senseWriteError = mpath.Sense{Key: mpath.SenseMediumError, ASC: 0x0c}
+	senseReadError  = ioerr.Sense{Key: ioerr.SenseMediumError, ASC: 0x11}
+	senseWriteError = ioerr.Sense{Key: ioerr.SenseMediumError, ASC: 0x0c}
 )
 
 // mediumProbes shares one probe among the I/Os of a path that all got EIO
@@ -247,6 +248,6 @@ func (d *Device) mediumCheck(p *mpath.Path, op mpath.OpKind, err error) error {
 	if op == mpath.OpRead {
 		s = senseReadError
 	}
-	return &mpath.Error{Class: mpath.ClassDeviceError, Op: op.String(), Path: p.Name, Sense: &s,
+	return &ioerr.Error{Class: ioerr.ClassDeviceError, Op: op.String(), Path: p.Name, Sense: &s,
 		Err: fmt.Errorf("medium error (the path answers its probe): %w", err)}
 }

@@ -14,72 +14,73 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
 func TestClassifyError(t *testing.T) {
-	sense := func(s mpath.Sense) error {
-		return &mpath.Error{Class: mpath.ClassNone, Op: "read", Sense: &s, Err: errors.New("check condition")}
+	sense := func(s ioerr.Sense) error {
+		return &ioerr.Error{Class: ioerr.ClassNone, Op: "read", Sense: &s, Err: errors.New("check condition")}
 	}
 	tests := []struct {
 		name string
 		err  error
-		want mpath.Class
+		want ioerr.Class
 	}{
-		{"nil", nil, mpath.ClassNone},
+		{"nil", nil, ioerr.ClassNone},
 		// Errors that carry a class keep it.
-		{"classified path-failure", mpath.NewError(mpath.ClassPathFailure, "read", nil), mpath.ClassPathFailure},
-		{"classified retryable", mpath.NewError(mpath.ClassRetryable, "read", nil), mpath.ClassRetryable},
-		{"classified not-ready", mpath.NewError(mpath.ClassNotReady, "read", nil), mpath.ClassNotReady},
-		{"classified device-error", mpath.NewError(mpath.ClassDeviceError, "write", nil), mpath.ClassDeviceError},
-		{"classified permanent-loss", mpath.NewError(mpath.ClassPermanentLoss, "read", nil), mpath.ClassPermanentLoss},
-		{"wrapped sentinel retryable", fmt.Errorf("nbd: %w", mpath.ErrRetryable), mpath.ClassRetryable},
-		{"wrapped sentinel device-error", fmt.Errorf("x: %w", mpath.ErrDeviceError), mpath.ClassDeviceError},
-		{"class beats the errno inside", mpath.NewError(mpath.ClassDeviceError, "read", syscall.ECONNRESET), mpath.ClassDeviceError},
-		{"class beats sense", &mpath.Error{Class: mpath.ClassRetryable, Sense: &mpath.SenseUnrecoveredRead}, mpath.ClassRetryable},
+		{"classified path-failure", ioerr.NewError(ioerr.ClassPathFailure, "read", nil), ioerr.ClassPathFailure},
+		{"classified retryable", ioerr.NewError(ioerr.ClassRetryable, "read", nil), ioerr.ClassRetryable},
+		{"classified not-ready", ioerr.NewError(ioerr.ClassNotReady, "read", nil), ioerr.ClassNotReady},
+		{"classified device-error", ioerr.NewError(ioerr.ClassDeviceError, "write", nil), ioerr.ClassDeviceError},
+		{"classified permanent-loss", ioerr.NewError(ioerr.ClassPermanentLoss, "read", nil), ioerr.ClassPermanentLoss},
+		{"wrapped sentinel retryable", fmt.Errorf("nbd: %w", ioerr.ErrRetryable), ioerr.ClassRetryable},
+		{"wrapped sentinel device-error", fmt.Errorf("x: %w", ioerr.ErrDeviceError), ioerr.ClassDeviceError},
+		{"class beats the errno inside", ioerr.NewError(ioerr.ClassDeviceError, "read", syscall.ECONNRESET), ioerr.ClassDeviceError},
+		{"class beats sense", &ioerr.Error{Class: ioerr.ClassRetryable, Sense: &ioerr.SenseUnrecoveredRead}, ioerr.ClassRetryable},
 		// Sense data decides next.
-		{"sense ALUA transitioning", sense(mpath.SenseALUATransitioning), mpath.ClassRetryable},
-		{"sense ALUA standby", sense(mpath.SenseALUAStandby), mpath.ClassNotReady},
-		{"sense ALUA unavailable", sense(mpath.SenseALUAUnavailable), mpath.ClassNotReady},
-		{"sense medium error", sense(mpath.SenseUnrecoveredRead), mpath.ClassDeviceError},
-		{"sense LU not supported", sense(mpath.SenseLUNotSupported), mpath.ClassPermanentLoss},
-		{"sense unit attention", sense(mpath.SenseAccessChanged), mpath.ClassRetryable},
-		{"sense wrapped", fmt.Errorf("outer: %w", sense(mpath.SenseALUAStandby)), mpath.ClassNotReady},
+		{"sense ALUA transitioning", sense(ioerr.SenseALUATransitioning), ioerr.ClassRetryable},
+		{"sense ALUA standby", sense(ioerr.SenseALUAStandby), ioerr.ClassNotReady},
+		{"sense ALUA unavailable", sense(ioerr.SenseALUAUnavailable), ioerr.ClassNotReady},
+		{"sense medium error", sense(ioerr.SenseUnrecoveredRead), ioerr.ClassDeviceError},
+		{"sense LU not supported", sense(ioerr.SenseLUNotSupported), ioerr.ClassPermanentLoss},
+		{"sense unit attention", sense(ioerr.SenseAccessChanged), ioerr.ClassRetryable},
+		{"sense wrapped", fmt.Errorf("outer: %w", sense(ioerr.SenseALUAStandby)), ioerr.ClassNotReady},
 		// Errno values, bare and wrapped the way os and net wrap them.
-		{"EIO", syscall.EIO, mpath.ClassPathFailure},
-		{"ECONNREFUSED", syscall.ECONNREFUSED, mpath.ClassPathFailure},
-		{"ECONNRESET", syscall.ECONNRESET, mpath.ClassPathFailure},
-		{"EPIPE", syscall.EPIPE, mpath.ClassPathFailure},
-		{"ETIMEDOUT", syscall.ETIMEDOUT, mpath.ClassPathFailure},
-		{"ENXIO", syscall.ENXIO, mpath.ClassPathFailure},
-		{"EAGAIN", syscall.EAGAIN, mpath.ClassRetryable},
-		{"EBUSY", syscall.EBUSY, mpath.ClassRetryable},
-		{"EINTR", syscall.EINTR, mpath.ClassRetryable},
-		{"ENOSPC", syscall.ENOSPC, mpath.ClassDeviceError},
-		{"EDQUOT", syscall.EDQUOT, mpath.ClassDeviceError},
-		{"EROFS", syscall.EROFS, mpath.ClassDeviceError},
-		{"EINVAL", syscall.EINVAL, mpath.ClassDeviceError},
-		{"EFBIG", syscall.EFBIG, mpath.ClassDeviceError},
-		{"EOVERFLOW", syscall.EOVERFLOW, mpath.ClassDeviceError},
-		{"EFAULT", syscall.EFAULT, mpath.ClassDeviceError},
-		{"EOPNOTSUPP", syscall.EOPNOTSUPP, mpath.ClassDeviceError},
-		{"EPERM", syscall.EPERM, mpath.ClassDeviceError},
-		{"EACCES", syscall.EACCES, mpath.ClassDeviceError},
-		{"ENOMEDIUM", syscall.ENOMEDIUM, mpath.ClassPermanentLoss},
-		{"ESTALE", syscall.ESTALE, mpath.ClassPermanentLoss},
-		{"os.PathError EIO", &os.PathError{Op: "pread", Path: "/x", Err: syscall.EIO}, mpath.ClassPathFailure},
-		{"os.PathError ENOSPC", &os.PathError{Op: "pwrite", Path: "/x", Err: syscall.ENOSPC}, mpath.ClassDeviceError},
-		{"net.OpError ECONNRESET", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, mpath.ClassPathFailure},
-		{"net.OpError EAGAIN is retryable", &net.OpError{Op: "read", Net: "tcp", Err: syscall.EAGAIN}, mpath.ClassRetryable},
-		{"net.ErrClosed", fmt.Errorf("nbd: %w", net.ErrClosed), mpath.ClassPathFailure},
+		{"EIO", syscall.EIO, ioerr.ClassPathFailure},
+		{"ECONNREFUSED", syscall.ECONNREFUSED, ioerr.ClassPathFailure},
+		{"ECONNRESET", syscall.ECONNRESET, ioerr.ClassPathFailure},
+		{"EPIPE", syscall.EPIPE, ioerr.ClassPathFailure},
+		{"ETIMEDOUT", syscall.ETIMEDOUT, ioerr.ClassPathFailure},
+		{"ENXIO", syscall.ENXIO, ioerr.ClassPathFailure},
+		{"EAGAIN", syscall.EAGAIN, ioerr.ClassRetryable},
+		{"EBUSY", syscall.EBUSY, ioerr.ClassRetryable},
+		{"EINTR", syscall.EINTR, ioerr.ClassRetryable},
+		{"ENOSPC", syscall.ENOSPC, ioerr.ClassDeviceError},
+		{"EDQUOT", syscall.EDQUOT, ioerr.ClassDeviceError},
+		{"EROFS", syscall.EROFS, ioerr.ClassDeviceError},
+		{"EINVAL", syscall.EINVAL, ioerr.ClassDeviceError},
+		{"EFBIG", syscall.EFBIG, ioerr.ClassDeviceError},
+		{"EOVERFLOW", syscall.EOVERFLOW, ioerr.ClassDeviceError},
+		{"EFAULT", syscall.EFAULT, ioerr.ClassDeviceError},
+		{"EOPNOTSUPP", syscall.EOPNOTSUPP, ioerr.ClassDeviceError},
+		{"EPERM", syscall.EPERM, ioerr.ClassDeviceError},
+		{"EACCES", syscall.EACCES, ioerr.ClassDeviceError},
+		{"ENOMEDIUM", syscall.ENOMEDIUM, ioerr.ClassPermanentLoss},
+		{"ESTALE", syscall.ESTALE, ioerr.ClassPermanentLoss},
+		{"os.PathError EIO", &os.PathError{Op: "pread", Path: "/x", Err: syscall.EIO}, ioerr.ClassPathFailure},
+		{"os.PathError ENOSPC", &os.PathError{Op: "pwrite", Path: "/x", Err: syscall.ENOSPC}, ioerr.ClassDeviceError},
+		{"net.OpError ECONNRESET", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, ioerr.ClassPathFailure},
+		{"net.OpError EAGAIN is retryable", &net.OpError{Op: "read", Net: "tcp", Err: syscall.EAGAIN}, ioerr.ClassRetryable},
+		{"net.ErrClosed", fmt.Errorf("nbd: %w", net.ErrClosed), ioerr.ClassPathFailure},
 		// Go errors.
-		{"deadline exceeded", context.DeadlineExceeded, mpath.ClassPathFailure},
-		{"EOF", io.EOF, mpath.ClassPathFailure},
-		{"unexpected EOF", io.ErrUnexpectedEOF, mpath.ClassPathFailure},
-		{"short write", io.ErrShortWrite, mpath.ClassPathFailure},
-		{"not supported", backends.ErrNotSupported, mpath.ClassDeviceError},
-		{"not supported wrapped", fmt.Errorf("discard: %w", backends.ErrNotSupported), mpath.ClassDeviceError},
-		{"unknown error", errors.New("something odd"), mpath.ClassPathFailure},
+		{"deadline exceeded", context.DeadlineExceeded, ioerr.ClassPathFailure},
+		{"EOF", io.EOF, ioerr.ClassPathFailure},
+		{"unexpected EOF", io.ErrUnexpectedEOF, ioerr.ClassPathFailure},
+		{"short write", io.ErrShortWrite, ioerr.ClassPathFailure},
+		{"not supported", backends.ErrNotSupported, ioerr.ClassDeviceError},
+		{"not supported wrapped", fmt.Errorf("discard: %w", backends.ErrNotSupported), ioerr.ClassDeviceError},
+		{"unknown error", errors.New("something odd"), ioerr.ClassPathFailure},
 	}
 	for _, tc := range tests {
 		if got := ClassifyError(tc.err); got != tc.want {
@@ -90,28 +91,28 @@ func TestClassifyError(t *testing.T) {
 
 func TestClassifySense(t *testing.T) {
 	tests := []struct {
-		s    mpath.Sense
-		want mpath.Class
+		s    ioerr.Sense
+		want ioerr.Class
 	}{
-		{sn(0x02, 0x04, 0x0a), mpath.ClassRetryable},     // ALUA transitioning
-		{sn(0x02, 0x04, 0x0b), mpath.ClassNotReady},      // ALUA standby
-		{sn(0x02, 0x04, 0x0c), mpath.ClassNotReady},      // ALUA unavailable
-		{sn(0x02, 0x04, 0x01), mpath.ClassRetryable},     // becoming ready
-		{sn(0x02, 0x04, 0x03), mpath.ClassNotReady},      // manual intervention required
-		{sn(0x02, 0x04, 0x00), mpath.ClassNotReady},      // not ready, cause not reportable
-		{sn(0x02, 0x3a, 0x00), mpath.ClassPermanentLoss}, // medium not present
-		{sn(0x02, 0x00, 0x00), mpath.ClassNotReady},
-		{sn(0x03, 0x11, 0x00), mpath.ClassDeviceError}, // unrecovered read error
-		{sn(0x03, 0x0c, 0x00), mpath.ClassDeviceError}, // write error
-		{sn(0x05, 0x25, 0x00), mpath.ClassPermanentLoss},
-		{sn(0x05, 0x21, 0x00), mpath.ClassDeviceError}, // LBA out of range
-		{sn(0x05, 0x24, 0x00), mpath.ClassDeviceError}, // invalid field in CDB
-		{sn(0x06, 0x2a, 0x06), mpath.ClassRetryable},   // asymmetric access state changed
-		{sn(0x06, 0x29, 0x00), mpath.ClassRetryable},   // power on, reset
-		{sn(0x0b, 0x00, 0x00), mpath.ClassRetryable},   // aborted command
-		{sn(0x0b, 0x47, 0x00), mpath.ClassRetryable},
-		{sn(0x04, 0x44, 0x00), mpath.ClassPathFailure}, // hardware error
-		{sn(0x00, 0x00, 0x00), mpath.ClassPathFailure},
+		{sn(0x02, 0x04, 0x0a), ioerr.ClassRetryable},     // ALUA transitioning
+		{sn(0x02, 0x04, 0x0b), ioerr.ClassNotReady},      // ALUA standby
+		{sn(0x02, 0x04, 0x0c), ioerr.ClassNotReady},      // ALUA unavailable
+		{sn(0x02, 0x04, 0x01), ioerr.ClassRetryable},     // becoming ready
+		{sn(0x02, 0x04, 0x03), ioerr.ClassNotReady},      // manual intervention required
+		{sn(0x02, 0x04, 0x00), ioerr.ClassNotReady},      // not ready, cause not reportable
+		{sn(0x02, 0x3a, 0x00), ioerr.ClassPermanentLoss}, // medium not present
+		{sn(0x02, 0x00, 0x00), ioerr.ClassNotReady},
+		{sn(0x03, 0x11, 0x00), ioerr.ClassDeviceError}, // unrecovered read error
+		{sn(0x03, 0x0c, 0x00), ioerr.ClassDeviceError}, // write error
+		{sn(0x05, 0x25, 0x00), ioerr.ClassPermanentLoss},
+		{sn(0x05, 0x21, 0x00), ioerr.ClassDeviceError}, // LBA out of range
+		{sn(0x05, 0x24, 0x00), ioerr.ClassDeviceError}, // invalid field in CDB
+		{sn(0x06, 0x2a, 0x06), ioerr.ClassRetryable},   // asymmetric access state changed
+		{sn(0x06, 0x29, 0x00), ioerr.ClassRetryable},   // power on, reset
+		{sn(0x0b, 0x00, 0x00), ioerr.ClassRetryable},   // aborted command
+		{sn(0x0b, 0x47, 0x00), ioerr.ClassRetryable},
+		{sn(0x04, 0x44, 0x00), ioerr.ClassPathFailure}, // hardware error
+		{sn(0x00, 0x00, 0x00), ioerr.ClassPathFailure},
 	}
 	for _, tc := range tests {
 		if got := ClassifySense(tc.s); got != tc.want {
@@ -123,22 +124,22 @@ func TestClassifySense(t *testing.T) {
 // TestVerdictFor pins the generic action of each class.
 func TestVerdictFor(t *testing.T) {
 	tests := []struct {
-		c     mpath.Class
+		c     ioerr.Class
 		state mpath.PathState
 		retry bool
 	}{
-		{mpath.ClassPathFailure, mpath.StateDead, true},
-		{mpath.ClassRetryable, mpath.StateUnknown, true},
-		{mpath.ClassNotReady, mpath.StateStandby, true},
-		{mpath.ClassDeviceError, mpath.StateUnknown, false},
-		{mpath.ClassPermanentLoss, mpath.StateDead, true},
+		{ioerr.ClassPathFailure, mpath.StateDead, true},
+		{ioerr.ClassRetryable, mpath.StateUnknown, true},
+		{ioerr.ClassNotReady, mpath.StateStandby, true},
+		{ioerr.ClassDeviceError, mpath.StateUnknown, false},
+		{ioerr.ClassPermanentLoss, mpath.StateDead, true},
 	}
 	for _, tc := range tests {
 		v := VerdictFor(tc.c, 7*time.Millisecond)
 		if v.Class != tc.c || v.State != tc.state || v.Retry != tc.retry {
 			t.Errorf("VerdictFor(%s) = %+v, want state %s retry %v", tc.c, v, tc.state, tc.retry)
 		}
-		if (tc.c == mpath.ClassRetryable) != (v.Backoff == 7*time.Millisecond) {
+		if (tc.c == ioerr.ClassRetryable) != (v.Backoff == 7*time.Millisecond) {
 			t.Errorf("VerdictFor(%s) backoff %v", tc.c, v.Backoff)
 		}
 	}
@@ -158,7 +159,7 @@ func TestSATPChecked(t *testing.T) {
 		{mpath.StateDead, nil, mpath.StateActive},
 		{mpath.StateStandby, nil, mpath.StateActive},
 		{mpath.StateActive, syscall.ECONNREFUSED, mpath.StateDead},
-		{mpath.StateActive, mpath.NewError(mpath.ClassNotReady, "probe", nil), mpath.StateStandby},
+		{mpath.StateActive, ioerr.NewError(ioerr.ClassNotReady, "probe", nil), mpath.StateStandby},
 		{mpath.StateActive, syscall.EBUSY, mpath.StateActive},
 		{mpath.StateDead, syscall.EBUSY, mpath.StateDead},
 		{mpath.StateActive, context.DeadlineExceeded, mpath.StateDead},
@@ -185,7 +186,7 @@ func TestErrorActions(t *testing.T) {
 		wantServe string
 		wantTries int
 	}{
-		{name: "path-failure", inject: func(f *fakePath) { f.failClass(mpath.ClassPathFailure) },
+		{name: "path-failure", inject: func(f *fakePath) { f.failClass(ioerr.ClassPathFailure) },
 			wantP1: mpath.StateDead, wantServe: "p2", wantTries: 2},
 		{name: "errno EIO", inject: func(f *fakePath) { f.failErr(&os.PathError{Op: "pwrite", Path: "/x", Err: syscall.EIO}) },
 			wantP1: mpath.StateDead, wantServe: "p2", wantTries: 2},
@@ -194,28 +195,28 @@ func TestErrorActions(t *testing.T) {
 		// the device into All-Paths-Down).
 		{name: "errno EIO, probe passes", inject: func(f *fakePath) {
 			f.failErr(&os.PathError{Op: "pwrite", Path: "/x", Err: syscall.EIO}, "read,write")
-		}, wantP1: mpath.StateActive, wantErr: mpath.ErrDeviceError, wantTries: 1},
+		}, wantP1: mpath.StateActive, wantErr: ioerr.ErrDeviceError, wantTries: 1},
 		{name: "server EIO, probe passes", inject: func(f *fakePath) {
-			f.failErr(mpath.NewError(mpath.ClassPathFailure, "", fmt.Errorf("nbd x: server error EIO: %w", syscall.EIO)), "read,write")
-		}, wantP1: mpath.StateActive, wantErr: mpath.ErrDeviceError, wantTries: 1},
+			f.failErr(ioerr.NewError(ioerr.ClassPathFailure, "", fmt.Errorf("nbd x: server error EIO: %w", syscall.EIO)), "read,write")
+		}, wantP1: mpath.StateActive, wantErr: ioerr.ErrDeviceError, wantTries: 1},
 		{name: "medium error sense", inject: func(f *fakePath) {
-			f.failErr(&mpath.Error{Sense: &mpath.SenseUnrecoveredRead, Err: errFakeFault})
-		}, wantP1: mpath.StateActive, wantErr: mpath.ErrDeviceError, wantTries: 1},
+			f.failErr(&ioerr.Error{Sense: &ioerr.SenseUnrecoveredRead, Err: errFakeFault})
+		}, wantP1: mpath.StateActive, wantErr: ioerr.ErrDeviceError, wantTries: 1},
 		{name: "retryable once: same path", inject: func(f *fakePath) {
-			f.setFault(&fakeFault{err: mpath.NewError(mpath.ClassRetryable, "", errFakeFault), times: 1})
+			f.setFault(&fakeFault{err: ioerr.NewError(ioerr.ClassRetryable, "", errFakeFault), times: 1})
 		}, wantP1: mpath.StateActive, wantServe: "p1", wantTries: 2},
 		{name: "errno EBUSY once", inject: func(f *fakePath) { f.setFault(&fakeFault{err: syscall.EBUSY, times: 2}) },
 			wantP1: mpath.StateActive, wantServe: "p1", wantTries: 3},
-		{name: "not-ready", inject: func(f *fakePath) { f.failClass(mpath.ClassNotReady) },
+		{name: "not-ready", inject: func(f *fakePath) { f.failClass(ioerr.ClassNotReady) },
 			wantP1: mpath.StateStandby, wantServe: "p2", wantTries: 2},
 		{name: "ALUA standby sense", inject: func(f *fakePath) {
-			f.failErr(&mpath.Error{Sense: &mpath.SenseALUAStandby, Err: errFakeFault})
+			f.failErr(&ioerr.Error{Sense: &ioerr.SenseALUAStandby, Err: errFakeFault})
 		}, wantP1: mpath.StateStandby, wantServe: "p2", wantTries: 2},
-		{name: "device-error", inject: func(f *fakePath) { f.failClass(mpath.ClassDeviceError) },
-			wantP1: mpath.StateActive, wantErr: mpath.ErrDeviceError, wantTries: 1},
+		{name: "device-error", inject: func(f *fakePath) { f.failClass(ioerr.ClassDeviceError) },
+			wantP1: mpath.StateActive, wantErr: ioerr.ErrDeviceError, wantTries: 1},
 		{name: "errno ENOSPC", inject: func(f *fakePath) { f.failErr(syscall.ENOSPC) },
-			wantP1: mpath.StateActive, wantErr: mpath.ErrDeviceError, wantTries: 1},
-		{name: "permanent-loss", inject: func(f *fakePath) { f.failClass(mpath.ClassPermanentLoss) },
+			wantP1: mpath.StateActive, wantErr: ioerr.ErrDeviceError, wantTries: 1},
+		{name: "permanent-loss", inject: func(f *fakePath) { f.failClass(ioerr.ClassPermanentLoss) },
 			wantP1: mpath.StateDead, wantPDL: true, wantServe: "p2", wantTries: 2},
 	}
 	for _, tc := range tests {
@@ -290,14 +291,14 @@ func TestAllPathsPDLFailsFast(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, 3, testConfig(PSPRR, map[string]string{"iops": "1"}))
 		for _, f := range r.fakes {
-			f.failClass(mpath.ClassPermanentLoss)
+			f.failClass(ioerr.ClassPermanentLoss)
 		}
 		start := time.Now()
 		_, err := r.d.WriteAt(context.Background(), make([]byte, 4096), 0)
-		if !errors.Is(err, mpath.ErrPermanentLoss) {
+		if !errors.Is(err, ioerr.ErrPermanentLoss) {
 			t.Fatalf("all paths PDL: %v, want a permanent-loss error", err)
 		}
-		if errors.Is(err, mpath.ErrAllPathsDown) {
+		if errors.Is(err, ioerr.ErrAllPathsDown) {
 			t.Fatalf("all paths PDL reported as APD: %v", err)
 		}
 		if el := time.Since(start); el != 0 {
@@ -309,7 +310,7 @@ func TestAllPathsPDLFailsFast(t *testing.T) {
 			}
 		}
 		_, err = r.d.ReadAt(context.Background(), make([]byte, 4096), 0)
-		if !errors.Is(err, mpath.ErrPermanentLoss) || time.Since(start) != 0 {
+		if !errors.Is(err, ioerr.ErrPermanentLoss) || time.Since(start) != 0 {
 			t.Fatalf("second I/O: %v after %v", err, time.Since(start))
 		}
 		// The LU comes back: the checker leaves PDL paths alone.
@@ -341,11 +342,11 @@ func TestRetryableBounded(t *testing.T) {
 		cfg := testConfig(PSPFixed, nil)
 		cfg.MaxRetries = 5
 		r := newRig(t, 2, cfg)
-		r.fake("p1").failClass(mpath.ClassRetryable)
-		r.fake("p2").failClass(mpath.ClassRetryable)
+		r.fake("p1").failClass(ioerr.ClassRetryable)
+		r.fake("p2").failClass(ioerr.ClassRetryable)
 		start := time.Now()
 		_, err := r.d.WriteAt(context.Background(), make([]byte, 4096), 0)
-		if !errors.Is(err, mpath.ErrRetryable) || !strings.Contains(err.Error(), "gave up after 6 attempts") {
+		if !errors.Is(err, ioerr.ErrRetryable) || !strings.Contains(err.Error(), "gave up after 6 attempts") {
 			t.Fatalf("endless retryable: %v", err)
 		}
 		if el := time.Since(start); el != 5*10*time.Millisecond {
@@ -358,7 +359,7 @@ func TestRetryableBounded(t *testing.T) {
 	})
 }
 
-func sn(key, asc, ascq uint8) mpath.Sense { return mpath.Sense{Key: key, ASC: asc, ASCQ: ascq} }
+func sn(key, asc, ascq uint8) ioerr.Sense { return ioerr.Sense{Key: key, ASC: asc, ASCQ: ascq} }
 
 func TestMediumSuspect(t *testing.T) {
 	eio := &os.PathError{Op: "pread", Path: "/x", Err: syscall.EIO}
@@ -373,17 +374,17 @@ func TestMediumSuspect(t *testing.T) {
 		{"discard EIO", mpath.OpDiscard, eio, true},
 		{"write-zeroes EIO", mpath.OpWriteZeroes, eio, true},
 		{"bare EIO", mpath.OpRead, syscall.EIO, true},
-		{"server EIO classified path failure", mpath.OpRead, mpath.NewError(mpath.ClassPathFailure, "read", fmt.Errorf("server error EIO: %w", syscall.EIO)), true},
+		{"server EIO classified path failure", mpath.OpRead, ioerr.NewError(ioerr.ClassPathFailure, "read", fmt.Errorf("server error EIO: %w", syscall.EIO)), true},
 		{"flush EIO belongs to no block", mpath.OpFlush, eio, false},
 		{"probe EIO", mpath.OpProbe, eio, false},
 		{"ECONNRESET", mpath.OpRead, syscall.ECONNRESET, false},
 		{"ENOSPC", mpath.OpWrite, syscall.ENOSPC, false},
-		{"already a device error", mpath.OpRead, mpath.NewError(mpath.ClassDeviceError, "read", syscall.EIO), false},
-		{"retryable EIO", mpath.OpRead, mpath.NewError(mpath.ClassRetryable, "read", syscall.EIO), false},
-		{"sense decides", mpath.OpRead, &mpath.Error{Sense: &mpath.SenseALUAStandby, Err: syscall.EIO}, false},
+		{"already a device error", mpath.OpRead, ioerr.NewError(ioerr.ClassDeviceError, "read", syscall.EIO), false},
+		{"retryable EIO", mpath.OpRead, ioerr.NewError(ioerr.ClassRetryable, "read", syscall.EIO), false},
+		{"sense decides", mpath.OpRead, &ioerr.Error{Sense: &ioerr.SenseALUAStandby, Err: syscall.EIO}, false},
 		{"timed out", mpath.OpRead, fmt.Errorf("%w: %w", context.DeadlineExceeded, syscall.EIO), false},
 		{"pending write", mpath.OpWrite, &backends.PendingError{Err: eio, Done: make(chan struct{})}, false},
-		{"injected path failure", mpath.OpRead, mpath.NewError(mpath.ClassPathFailure, "read", errFakeFault), false},
+		{"injected path failure", mpath.OpRead, ioerr.NewError(ioerr.ClassPathFailure, "read", errFakeFault), false},
 	}
 	for _, tc := range tests {
 		if got := MediumSuspect(tc.op, tc.err); got != tc.want {

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -361,7 +362,7 @@ func (it *ioTrace) attempt(p *mpath.Path, r Reason) {
 	it.rec.Attempts = append(it.rec.Attempts, TraceAttempt{Path: p.Name, Reason: r.String()})
 }
 
-func (it *ioTrace) failed(c mpath.Class, err error) {
+func (it *ioTrace) failed(c ioerr.Class, err error) {
 	if n := len(it.rec.Attempts); n > 0 {
 		it.rec.Attempts[n-1].Class = c.String()
 		if !it.t.Decisions {
@@ -375,7 +376,7 @@ func (it *ioTrace) finish(err error) {
 	if err != nil {
 		it.rec.Status = "error: " + err.Error()
 		if it.t.Decisions {
-			it.rec.Status = "error: " + mpath.ClassOf(err).String()
+			it.rec.Status = "error: " + ioerr.ClassOf(err).String()
 		}
 	}
 	if !it.t.Decisions {
@@ -389,7 +390,7 @@ func (it *ioTrace) finish(err error) {
 // Observer sees every completed try of an I/O on a path (metrics). It is
 // called on the I/O path and must not block.
 type Observer interface {
-	Completed(d *Device, p *mpath.Path, op mpath.OpKind, n int, lat time.Duration, class mpath.Class)
+	Completed(d *Device, p *mpath.Path, op mpath.OpKind, n int, lat time.Duration, class ioerr.Class)
 }
 
 type observerBox struct{ o Observer }

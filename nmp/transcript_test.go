@@ -14,6 +14,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -218,7 +219,7 @@ func (s *story) run(cmd string) []string {
 		if len(rest) != 1 {
 			s.fatalf("%s: want fail PATH CLASS [ops=…]", cmd)
 		}
-		c, err := mpath.ParseClass(rest[0])
+		c, err := ioerr.ParseClass(rest[0])
 		if err != nil {
 			s.fatalf("%s: %v", cmd, err)
 		}

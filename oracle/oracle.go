@@ -38,6 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -87,7 +88,7 @@ func retryingRead(read func(context.Context, []byte, int64) (int, error)) func(c
 	return func(ctx context.Context, p []byte, off int64) (int, error) {
 		for try := 1; ; try++ {
 			n, err := read(ctx, p, off)
-			if err == nil || try == pathReadTries || mpath.ClassOf(err) != mpath.ClassRetryable {
+			if err == nil || try == pathReadTries || ioerr.ClassOf(err) != ioerr.ClassRetryable {
 				return n, err
 			}
 			select {

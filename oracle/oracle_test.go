@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -342,7 +343,7 @@ func (a *attention) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 	a.armed = false
 	a.mu.Unlock()
 	if fire {
-		return 0, mpath.NewError(mpath.ClassRetryable, "read", errors.New("unit attention: asymmetric access state changed"))
+		return 0, ioerr.NewError(ioerr.ClassRetryable, "read", errors.New("unit attention: asymmetric access state changed"))
 	}
 	return a.Backend.ReadAt(ctx, p, off)
 }

@@ -50,7 +50,7 @@
 //
 // LIFETIME is "for DUR" or "until TIME"; without one a fault lasts until
 // the end of the run (the runner clears what it injected). CLASS is an
-// error class as mpath.ParseClass reads it: path-failure, retryable,
+// error class as ioerr.ParseClass reads it: path-failure, retryable,
 // not-ready, device-error, permanent-loss. FAULT-OPTIONS are the flags of
 // `mpathfs fault inject` (fault.ParseArgs), with or without their dashes:
 //

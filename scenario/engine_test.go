@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends/fault"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/nmp"
 )
 
@@ -48,9 +48,9 @@ func TestGrayFailureHeldDown(t *testing.T) {
 					errs = workload(ctx, l.dev, int(total/(20*time.Millisecond)), 300*time.Microsecond, 20*time.Millisecond, 1)
 				}()
 				time.Sleep(total / 2)
-				failedHalf := gray.ErrorsByClass[mpath.ClassPathFailure].Load()
+				failedHalf := gray.ErrorsByClass[ioerr.ClassPathFailure].Load()
 				<-done
-				failedEnd := gray.ErrorsByClass[mpath.ClassPathFailure].Load()
+				failedEnd := gray.ErrorsByClass[ioerr.ClassPathFailure].Load()
 				var back, held []time.Duration
 				start := time.Now().Add(-total - 300*time.Microsecond).Add(-20 * time.Millisecond)
 			drain:

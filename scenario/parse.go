@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends/fault"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/nmp"
 )
 
@@ -290,7 +290,7 @@ func (p *parser) action(sc *Scenario, st *Stmt) {
 		st.Path = p.next("path name").s
 		p.keyword("with")
 		c := p.next("error class")
-		cls, err := mpath.ParseClass(c.s)
+		cls, err := ioerr.ParseClass(c.s)
 		if err != nil {
 			p.failAt(c.col, "unknown error class %q (want path-failure, retryable, not-ready, device-error or permanent-loss)", c.s)
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -142,7 +143,7 @@ func (r *run) report(steps []Step, results []StepResult, length time.Duration) *
 			f.Target = "device " + dev
 			f.ErrorsExpected = true
 		}
-		if c, err := mpath.ParseClass(res.Spec.Error); err == nil && (c == mpath.ClassDeviceError || c == mpath.ClassPermanentLoss) {
+		if c, err := ioerr.ParseClass(res.Spec.Error); err == nil && (c == ioerr.ClassDeviceError || c == ioerr.ClassPermanentLoss) {
 			f.ErrorsExpected = true
 		}
 		end := f.Restored

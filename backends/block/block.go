@@ -43,7 +43,7 @@ import (
 	"github.com/mpathfs/mpathfs/alua"
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/internal/sysio"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 func init() {
@@ -120,12 +120,12 @@ var (
 // ErrDetachPending is returned by Probe on a loop device that was detached
 // (losetup -d) while this path held it open: the kernel defers the detach
 // until the last descriptor is closed, so the path must be closed for the
-// detach to complete. It is of class mpath.ClassPermanentLoss.
+// detach to complete. It is of class ioerr.ClassPermanentLoss.
 var ErrDetachPending = errors.New("loop device detach pending (losetup -d): close the path to let it complete")
 
 // ErrGone is returned by Probe when the device node no longer reaches a
 // device: it has size 0 (a detached loop device, removed media) or its
-// sysfs entry is gone. It is of class mpath.ClassPermanentLoss.
+// sysfs entry is gone. It is of class ioerr.ClassPermanentLoss.
 var ErrGone = errors.New("block device gone")
 
 const bounceSize = 256 << 10
@@ -548,7 +548,7 @@ func (d *Device) rangeIoctl(ctx context.Context, op string, req uint, off, lengt
 
 func (d *Device) checkRange(op string, off, length int64) error {
 	if off < 0 || length < 0 || off > d.size || length > d.size-off {
-		return mpath.NewError(mpath.ClassDeviceError, op, fmt.Errorf("range %d+%d outside the device (%d bytes)", off, length, d.size))
+		return ioerr.NewError(ioerr.ClassDeviceError, op, fmt.Errorf("range %d+%d outside the device (%d bytes)", off, length, d.size))
 	}
 	return nil
 }
@@ -622,7 +622,7 @@ func (d *Device) Probe(ctx context.Context) error {
 	err := d.rt.DoSingle(ctx, &d.probing, "probe", func() error { return d.probe(ctx) })
 	var he *sysio.HungError
 	if errors.As(err, &he) {
-		return &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: d.name, Err: err}
+		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "probe", Path: d.name, Err: err}
 	}
 	return err
 }
@@ -632,11 +632,11 @@ func (d *Device) probe(ctx context.Context) error {
 		if err == nil {
 			err = ErrGone
 		}
-		return &mpath.Error{Class: mpath.ClassPermanentLoss, Op: "probe", Path: d.name, Err: fmt.Errorf("%s: %w", why, err)}
+		return &ioerr.Error{Class: ioerr.ClassPermanentLoss, Op: "probe", Path: d.name, Err: fmt.Errorf("%s: %w", why, err)}
 	}
 	size, err := d.ioctlSize()
 	if err != nil {
-		return &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: d.name, Err: err}
+		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "probe", Path: d.name, Err: err}
 	}
 	if size == 0 {
 		return gone("size is 0 (detached or media removed)", nil)
@@ -654,7 +654,7 @@ func (d *Device) probe(ctx context.Context) error {
 		case errors.Is(err, unix.ENXIO):
 			return gone("loop device detached", nil)
 		case err != nil:
-			return &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: d.name, Err: err}
+			return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "probe", Path: d.name, Err: err}
 		case info.Device != d.loopDev || info.Inode != d.loopIno:
 			return gone("loop device now backed by another file", nil)
 		case info.Flags&unix.LO_FLAGS_AUTOCLEAR != 0 && !d.loopAutoclear:
@@ -675,7 +675,7 @@ func (d *Device) probe(ctx context.Context) error {
 	bp := d.bounce.Get().(*[]byte)
 	defer d.bounce.Put(bp)
 	if _, err := d.f.ReadAt((*bp)[:d.lbs], 0); err != nil {
-		return &mpath.Error{Class: mpath.ClassPathFailure, Op: "probe", Path: d.name, Err: err}
+		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "probe", Path: d.name, Err: err}
 	}
 	return nil
 }

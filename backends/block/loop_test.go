@@ -14,7 +14,7 @@ import (
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/backends/block"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // needLoop skips (or, under CI, fails) when loop devices cannot be used.
@@ -320,7 +320,7 @@ func TestLoopWriteZeroesMisaligned(t *testing.T) {
 	if !bytes.Equal(got, full) {
 		t.Fatal("misaligned write-zeroes zeroed the wrong bytes")
 	}
-	if err := d.WriteZeroes(ctx, 1<<20-10, 20); mpath.ClassOf(err) != mpath.ClassDeviceError {
+	if err := d.WriteZeroes(ctx, 1<<20-10, 20); ioerr.ClassOf(err) != ioerr.ClassDeviceError {
 		t.Errorf("WriteZeroes beyond the end = %v, want a device error", err)
 	}
 }
@@ -342,7 +342,7 @@ func TestLoopProbeAfterDetach(t *testing.T) {
 	// The path still holds the device open, so the kernel only marks it
 	// for detach on last close: Probe must say so.
 	err = d.Probe(ctx)
-	if mpath.ClassOf(err) != mpath.ClassPermanentLoss || !errors.Is(err, block.ErrDetachPending) {
+	if ioerr.ClassOf(err) != ioerr.ClassPermanentLoss || !errors.Is(err, block.ErrDetachPending) {
 		t.Fatalf("Probe after losetup -d = %v, want permanent loss with ErrDetachPending", err)
 	}
 	d.Close()

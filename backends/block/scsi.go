@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/mpathfs/mpathfs/alua"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // SCSI operation codes and service actions used here.
@@ -390,7 +390,7 @@ const (
 // ParseSense extracts the sense key, ASC and ASCQ from fixed-format
 // (0x70/0x71) or descriptor-format (0x72/0x73) sense data. deferred
 // reports a deferred error (one about an earlier command).
-func ParseSense(b []byte) (s mpath.Sense, deferred bool, err error) {
+func ParseSense(b []byte) (s ioerr.Sense, deferred bool, err error) {
 	if len(b) < 1 {
 		return s, false, errors.New("no sense data")
 	}
@@ -432,32 +432,32 @@ func ParseSense(b []byte) (s mpath.Sense, deferred bool, err error) {
 //     ABORTED, VOLUME OVERFLOW, MISCOMPARE: device error;
 //   - HARDWARE ERROR and anything else: path failure (another path, another
 //     controller, may get through).
-func ClassifySense(s mpath.Sense) mpath.Class {
+func ClassifySense(s ioerr.Sense) ioerr.Class {
 	switch {
-	case s == mpath.Sense{Key: mpath.SenseIllegalRequest, ASC: 0x25, ASCQ: 0x00},
-		s == mpath.Sense{Key: 0x04, ASC: 0x4c, ASCQ: 0x00},
-		s == mpath.Sense{Key: mpath.SenseNotReady, ASC: 0x3e, ASCQ: 0x01},
-		s == mpath.Sense{Key: mpath.SenseNotReady, ASC: 0x3e, ASCQ: 0x03}:
-		return mpath.ClassPermanentLoss
+	case s == ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x25, ASCQ: 0x00},
+		s == ioerr.Sense{Key: 0x04, ASC: 0x4c, ASCQ: 0x00},
+		s == ioerr.Sense{Key: ioerr.SenseNotReady, ASC: 0x3e, ASCQ: 0x01},
+		s == ioerr.Sense{Key: ioerr.SenseNotReady, ASC: 0x3e, ASCQ: 0x03}:
+		return ioerr.ClassPermanentLoss
 	}
 	switch s.Key {
 	case 0x00, 0x01: // NO SENSE, RECOVERED ERROR
-		return mpath.ClassNone
-	case mpath.SenseNotReady:
+		return ioerr.ClassNone
+	case ioerr.SenseNotReady:
 		if s.ASC == 0x04 {
 			switch s.ASCQ {
 			case 0x01, 0x07, 0x09, 0x0a:
-				return mpath.ClassRetryable
+				return ioerr.ClassRetryable
 			}
 		}
-		return mpath.ClassNotReady
-	case mpath.SenseUnitAttention, mpath.SenseAbortedCommand:
-		return mpath.ClassRetryable
-	case mpath.SenseMediumError, mpath.SenseIllegalRequest,
+		return ioerr.ClassNotReady
+	case ioerr.SenseUnitAttention, ioerr.SenseAbortedCommand:
+		return ioerr.ClassRetryable
+	case ioerr.SenseMediumError, ioerr.SenseIllegalRequest,
 		0x07, 0x08, 0x0a, 0x0d, 0x0e: // DATA PROTECT, BLANK CHECK, COPY ABORTED, VOLUME OVERFLOW, MISCOMPARE
-		return mpath.ClassDeviceError
+		return ioerr.ClassDeviceError
 	}
-	return mpath.ClassPathFailure // HARDWARE ERROR (0x04), vendor specific, reserved
+	return ioerr.ClassPathFailure // HARDWARE ERROR (0x04), vendor specific, reserved
 }
 
 // Host status values of sg_io_hdr that mean "try again", not "path dead".
@@ -480,33 +480,33 @@ type SGResult struct {
 // ResultError turns an SG_IO outcome into nil or a classified error for op.
 func ResultError(op string, r SGResult) error {
 	if r.HostStatus != 0 {
-		c := mpath.ClassPathFailure
+		c := ioerr.ClassPathFailure
 		switch r.HostStatus {
 		case didBusBusy, didSoftError, didImmRetry, didRequeue:
-			c = mpath.ClassRetryable
+			c = ioerr.ClassRetryable
 		}
-		return mpath.NewError(c, op, fmt.Errorf("SCSI host status 0x%02x", r.HostStatus))
+		return ioerr.NewError(c, op, fmt.Errorf("SCSI host status 0x%02x", r.HostStatus))
 	}
 	switch r.Status {
 	case statusGood, statusConditionMet, statusIntermediate, statusIntermCondMet:
 		if r.DriverStatus&^driverSenseBit != 0 {
-			return mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("SCSI driver status 0x%02x", r.DriverStatus))
+			return ioerr.NewError(ioerr.ClassPathFailure, op, fmt.Errorf("SCSI driver status 0x%02x", r.DriverStatus))
 		}
 		return nil
 	case statusCheckCondition:
 		s, _, err := ParseSense(r.Sense)
 		if err != nil {
-			return mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("CHECK CONDITION without usable sense data: %v", err))
+			return ioerr.NewError(ioerr.ClassPathFailure, op, fmt.Errorf("CHECK CONDITION without usable sense data: %v", err))
 		}
 		c := ClassifySense(s)
-		if c == mpath.ClassNone {
+		if c == ioerr.ClassNone {
 			return nil
 		}
-		return &mpath.Error{Class: c, Op: op, Sense: &s, Err: errors.New("CHECK CONDITION")}
+		return &ioerr.Error{Class: c, Op: op, Sense: &s, Err: errors.New("CHECK CONDITION")}
 	case statusBusy, statusTaskSetFull, statusACAActive, statusTaskAborted:
-		return mpath.NewError(mpath.ClassRetryable, op, fmt.Errorf("SCSI status 0x%02x", r.Status))
+		return ioerr.NewError(ioerr.ClassRetryable, op, fmt.Errorf("SCSI status 0x%02x", r.Status))
 	case statusReservConflict:
-		return mpath.NewError(mpath.ClassDeviceError, op, errors.New("SCSI reservation conflict"))
+		return ioerr.NewError(ioerr.ClassDeviceError, op, errors.New("SCSI reservation conflict"))
 	}
-	return mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("SCSI status 0x%02x", r.Status))
+	return ioerr.NewError(ioerr.ClassPathFailure, op, fmt.Errorf("SCSI status 0x%02x", r.Status))
 }

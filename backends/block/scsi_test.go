@@ -13,7 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/mpathfs/mpathfs/alua"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 func TestSGIOHdrLayout(t *testing.T) {
@@ -343,22 +343,22 @@ func TestParseSense(t *testing.T) {
 	for _, c := range []struct {
 		name     string
 		in       []byte
-		want     mpath.Sense
+		want     ioerr.Sense
 		deferred bool
 		err      bool
 	}{
-		{"fixed current", fixedSense(0x70, 0x02, 0x04, 0x0a), mpath.SenseALUATransitioning, false, false},
-		{"fixed, VALID bit set", fixedSense(0xf0, 0x03, 0x11, 0x00), mpath.SenseUnrecoveredRead, false, false},
-		{"fixed deferred", fixedSense(0x71, 0x06, 0x2a, 0x06), mpath.SenseAccessChanged, true, false},
-		{"fixed, key bits only", append([]byte{0x70, 0, 0x26}, make([]byte, 5)...), mpath.Sense{Key: 0x06}, false, false},
-		{"fixed, additional length too short for ASC", func() []byte { b := fixedSense(0x70, 2, 4, 0xb); b[7] = 5; return b }(), mpath.Sense{Key: 2}, false, false},
-		{"descriptor current", descSense(0x72, 0x02, 0x04, 0x0b), mpath.SenseALUAStandby, false, false},
-		{"descriptor deferred", descSense(0x73, 0x05, 0x25, 0x00), mpath.SenseLUNotSupported, true, false},
-		{"descriptor, header only", []byte{0x72, 0x02, 0x04, 0x0c}, mpath.SenseALUAUnavailable, false, false},
-		{"descriptor too short", []byte{0x72, 0x02}, mpath.Sense{}, false, true},
-		{"fixed too short", []byte{0x70, 0}, mpath.Sense{}, false, true},
-		{"unknown response code", fixedSense(0x7f, 2, 4, 0xa), mpath.Sense{}, false, true},
-		{"empty", nil, mpath.Sense{}, false, true},
+		{"fixed current", fixedSense(0x70, 0x02, 0x04, 0x0a), ioerr.SenseALUATransitioning, false, false},
+		{"fixed, VALID bit set", fixedSense(0xf0, 0x03, 0x11, 0x00), ioerr.SenseUnrecoveredRead, false, false},
+		{"fixed deferred", fixedSense(0x71, 0x06, 0x2a, 0x06), ioerr.SenseAccessChanged, true, false},
+		{"fixed, key bits only", append([]byte{0x70, 0, 0x26}, make([]byte, 5)...), ioerr.Sense{Key: 0x06}, false, false},
+		{"fixed, additional length too short for ASC", func() []byte { b := fixedSense(0x70, 2, 4, 0xb); b[7] = 5; return b }(), ioerr.Sense{Key: 2}, false, false},
+		{"descriptor current", descSense(0x72, 0x02, 0x04, 0x0b), ioerr.SenseALUAStandby, false, false},
+		{"descriptor deferred", descSense(0x73, 0x05, 0x25, 0x00), ioerr.SenseLUNotSupported, true, false},
+		{"descriptor, header only", []byte{0x72, 0x02, 0x04, 0x0c}, ioerr.SenseALUAUnavailable, false, false},
+		{"descriptor too short", []byte{0x72, 0x02}, ioerr.Sense{}, false, true},
+		{"fixed too short", []byte{0x70, 0}, ioerr.Sense{}, false, true},
+		{"unknown response code", fixedSense(0x7f, 2, 4, 0xa), ioerr.Sense{}, false, true},
+		{"empty", nil, ioerr.Sense{}, false, true},
 	} {
 		s, deferred, err := ParseSense(c.in)
 		if (err != nil) != c.err {
@@ -373,33 +373,33 @@ func TestParseSense(t *testing.T) {
 
 func TestClassifySense(t *testing.T) {
 	for _, c := range []struct {
-		s    mpath.Sense
-		want mpath.Class
+		s    ioerr.Sense
+		want ioerr.Class
 	}{
-		{mpath.Sense{}, mpath.ClassNone},
-		{mpath.Sense{Key: 0x01, ASC: 0x17, ASCQ: 0x01}, mpath.ClassNone}, // recovered error
-		{mpath.SenseALUATransitioning, mpath.ClassRetryable},
-		{mpath.Sense{Key: 0x02, ASC: 0x04, ASCQ: 0x01}, mpath.ClassRetryable}, // becoming ready
-		{mpath.SenseALUAStandby, mpath.ClassNotReady},
-		{mpath.SenseALUAUnavailable, mpath.ClassNotReady},
-		{mpath.Sense{Key: 0x02, ASC: 0x04, ASCQ: 0x03}, mpath.ClassNotReady}, // manual intervention: passive SP
-		{mpath.Sense{Key: 0x02, ASC: 0x3a, ASCQ: 0x00}, mpath.ClassNotReady}, // medium not present
-		{mpath.Sense{Key: 0x02, ASC: 0x3e, ASCQ: 0x01}, mpath.ClassPermanentLoss},
-		{mpath.Sense{Key: 0x02, ASC: 0x3e, ASCQ: 0x03}, mpath.ClassPermanentLoss},
-		{mpath.SenseUnrecoveredRead, mpath.ClassDeviceError},
-		{mpath.Sense{Key: 0x03, ASC: 0x0c, ASCQ: 0x00}, mpath.ClassDeviceError}, // write error
-		{mpath.Sense{Key: 0x04, ASC: 0x44, ASCQ: 0x00}, mpath.ClassPathFailure},
-		{mpath.Sense{Key: 0x04, ASC: 0x4c, ASCQ: 0x00}, mpath.ClassPermanentLoss},
-		{mpath.SenseLUNotSupported, mpath.ClassPermanentLoss},
-		{mpath.Sense{Key: 0x05, ASC: 0x21, ASCQ: 0x00}, mpath.ClassDeviceError}, // LBA out of range
-		{mpath.Sense{Key: 0x05, ASC: 0x20, ASCQ: 0x00}, mpath.ClassDeviceError}, // invalid opcode
-		{mpath.SenseAccessChanged, mpath.ClassRetryable},
-		{mpath.Sense{Key: 0x06, ASC: 0x29, ASCQ: 0x00}, mpath.ClassRetryable},   // power on / reset
-		{mpath.Sense{Key: 0x06, ASC: 0x3f, ASCQ: 0x0e}, mpath.ClassRetryable},   // reported LUNs changed
-		{mpath.Sense{Key: 0x07, ASC: 0x27, ASCQ: 0x00}, mpath.ClassDeviceError}, // write protected
-		{mpath.Sense{Key: 0x0b, ASC: 0x47, ASCQ: 0x00}, mpath.ClassRetryable},   // aborted: parity error
-		{mpath.Sense{Key: 0x0e, ASC: 0x1d, ASCQ: 0x00}, mpath.ClassDeviceError}, // miscompare
-		{mpath.Sense{Key: 0x09}, mpath.ClassPathFailure},                        // vendor specific
+		{ioerr.Sense{}, ioerr.ClassNone},
+		{ioerr.Sense{Key: 0x01, ASC: 0x17, ASCQ: 0x01}, ioerr.ClassNone}, // recovered error
+		{ioerr.SenseALUATransitioning, ioerr.ClassRetryable},
+		{ioerr.Sense{Key: 0x02, ASC: 0x04, ASCQ: 0x01}, ioerr.ClassRetryable}, // becoming ready
+		{ioerr.SenseALUAStandby, ioerr.ClassNotReady},
+		{ioerr.SenseALUAUnavailable, ioerr.ClassNotReady},
+		{ioerr.Sense{Key: 0x02, ASC: 0x04, ASCQ: 0x03}, ioerr.ClassNotReady}, // manual intervention: passive SP
+		{ioerr.Sense{Key: 0x02, ASC: 0x3a, ASCQ: 0x00}, ioerr.ClassNotReady}, // medium not present
+		{ioerr.Sense{Key: 0x02, ASC: 0x3e, ASCQ: 0x01}, ioerr.ClassPermanentLoss},
+		{ioerr.Sense{Key: 0x02, ASC: 0x3e, ASCQ: 0x03}, ioerr.ClassPermanentLoss},
+		{ioerr.SenseUnrecoveredRead, ioerr.ClassDeviceError},
+		{ioerr.Sense{Key: 0x03, ASC: 0x0c, ASCQ: 0x00}, ioerr.ClassDeviceError}, // write error
+		{ioerr.Sense{Key: 0x04, ASC: 0x44, ASCQ: 0x00}, ioerr.ClassPathFailure},
+		{ioerr.Sense{Key: 0x04, ASC: 0x4c, ASCQ: 0x00}, ioerr.ClassPermanentLoss},
+		{ioerr.SenseLUNotSupported, ioerr.ClassPermanentLoss},
+		{ioerr.Sense{Key: 0x05, ASC: 0x21, ASCQ: 0x00}, ioerr.ClassDeviceError}, // LBA out of range
+		{ioerr.Sense{Key: 0x05, ASC: 0x20, ASCQ: 0x00}, ioerr.ClassDeviceError}, // invalid opcode
+		{ioerr.SenseAccessChanged, ioerr.ClassRetryable},
+		{ioerr.Sense{Key: 0x06, ASC: 0x29, ASCQ: 0x00}, ioerr.ClassRetryable},   // power on / reset
+		{ioerr.Sense{Key: 0x06, ASC: 0x3f, ASCQ: 0x0e}, ioerr.ClassRetryable},   // reported LUNs changed
+		{ioerr.Sense{Key: 0x07, ASC: 0x27, ASCQ: 0x00}, ioerr.ClassDeviceError}, // write protected
+		{ioerr.Sense{Key: 0x0b, ASC: 0x47, ASCQ: 0x00}, ioerr.ClassRetryable},   // aborted: parity error
+		{ioerr.Sense{Key: 0x0e, ASC: 0x1d, ASCQ: 0x00}, ioerr.ClassDeviceError}, // miscompare
+		{ioerr.Sense{Key: 0x09}, ioerr.ClassPathFailure},                        // vendor specific
 	} {
 		if got := ClassifySense(c.s); got != c.want {
 			t.Errorf("ClassifySense(%v) = %v, want %v", c.s, got, c.want)
@@ -411,28 +411,28 @@ func TestResultError(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		r     SGResult
-		want  mpath.Class
-		sense *mpath.Sense
+		want  ioerr.Class
+		sense *ioerr.Sense
 	}{
-		{"good", SGResult{}, mpath.ClassNone, nil},
-		{"good with sense flag", SGResult{DriverStatus: driverSenseBit}, mpath.ClassNone, nil},
-		{"no connect", SGResult{HostStatus: 0x01}, mpath.ClassPathFailure, nil},
-		{"timeout", SGResult{HostStatus: 0x03}, mpath.ClassPathFailure, nil},
-		{"bus busy", SGResult{HostStatus: 0x02}, mpath.ClassRetryable, nil},
-		{"driver timeout", SGResult{DriverStatus: 0x06}, mpath.ClassPathFailure, nil},
-		{"busy", SGResult{Status: statusBusy}, mpath.ClassRetryable, nil},
-		{"task set full", SGResult{Status: statusTaskSetFull}, mpath.ClassRetryable, nil},
-		{"reservation conflict", SGResult{Status: statusReservConflict}, mpath.ClassDeviceError, nil},
-		{"transitioning", SGResult{Status: statusCheckCondition, DriverStatus: driverSenseBit, Sense: fixedSense(0x70, 2, 4, 0x0a)}, mpath.ClassRetryable, &mpath.SenseALUATransitioning},
-		{"standby", SGResult{Status: statusCheckCondition, Sense: descSense(0x72, 2, 4, 0x0b)}, mpath.ClassNotReady, &mpath.SenseALUAStandby},
-		{"recovered", SGResult{Status: statusCheckCondition, Sense: fixedSense(0x70, 1, 0x17, 0)}, mpath.ClassNone, nil},
-		{"check condition without sense", SGResult{Status: statusCheckCondition}, mpath.ClassPathFailure, nil},
+		{"good", SGResult{}, ioerr.ClassNone, nil},
+		{"good with sense flag", SGResult{DriverStatus: driverSenseBit}, ioerr.ClassNone, nil},
+		{"no connect", SGResult{HostStatus: 0x01}, ioerr.ClassPathFailure, nil},
+		{"timeout", SGResult{HostStatus: 0x03}, ioerr.ClassPathFailure, nil},
+		{"bus busy", SGResult{HostStatus: 0x02}, ioerr.ClassRetryable, nil},
+		{"driver timeout", SGResult{DriverStatus: 0x06}, ioerr.ClassPathFailure, nil},
+		{"busy", SGResult{Status: statusBusy}, ioerr.ClassRetryable, nil},
+		{"task set full", SGResult{Status: statusTaskSetFull}, ioerr.ClassRetryable, nil},
+		{"reservation conflict", SGResult{Status: statusReservConflict}, ioerr.ClassDeviceError, nil},
+		{"transitioning", SGResult{Status: statusCheckCondition, DriverStatus: driverSenseBit, Sense: fixedSense(0x70, 2, 4, 0x0a)}, ioerr.ClassRetryable, &ioerr.SenseALUATransitioning},
+		{"standby", SGResult{Status: statusCheckCondition, Sense: descSense(0x72, 2, 4, 0x0b)}, ioerr.ClassNotReady, &ioerr.SenseALUAStandby},
+		{"recovered", SGResult{Status: statusCheckCondition, Sense: fixedSense(0x70, 1, 0x17, 0)}, ioerr.ClassNone, nil},
+		{"check condition without sense", SGResult{Status: statusCheckCondition}, ioerr.ClassPathFailure, nil},
 	} {
 		err := ResultError("read", c.r)
-		if got := mpath.ClassOf(err); got != c.want || (err == nil) != (c.want == mpath.ClassNone) {
+		if got := ioerr.ClassOf(err); got != c.want || (err == nil) != (c.want == ioerr.ClassNone) {
 			t.Errorf("%s: %v (class %v), want class %v", c.name, err, got, c.want)
 		}
-		s, ok := mpath.SenseOf(err)
+		s, ok := ioerr.SenseOf(err)
 		if (c.sense != nil) != ok || (ok && s != *c.sense) {
 			t.Errorf("%s: sense %v %v, want %v", c.name, s, ok, c.sense)
 		}
@@ -499,11 +499,11 @@ func FuzzSense(f *testing.F) {
 			t.Fatalf("sense key %x", s.Key)
 		}
 		c := ClassifySense(s)
-		if c > mpath.ClassPermanentLoss {
+		if c > ioerr.ClassPermanentLoss {
 			t.Fatalf("class %v", c)
 		}
 		err = ResultError("fuzz", SGResult{Status: statusCheckCondition, Sense: b})
-		if got := mpath.ClassOf(err); got != c {
+		if got := ioerr.ClassOf(err); got != c {
 			t.Fatalf("ResultError class %v, ClassifySense %v", got, c)
 		}
 	})

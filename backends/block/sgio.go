@@ -16,7 +16,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/alua"
 	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 const (
@@ -120,7 +120,7 @@ func (d *Device) sgExec(ctx context.Context, op string, cdb []byte, dir int32, b
 		r.Status = h.MaskedStatus << 1
 	}
 	if err := ResultError(op, r); err != nil {
-		var me *mpath.Error
+		var me *ioerr.Error
 		if errors.As(err, &me) {
 			me.Path = d.name
 		}

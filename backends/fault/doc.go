@@ -19,9 +19,9 @@
 // CLI-style flags, which ParseArgs reads and Spec.Args prints:
 //
 //	effects
-//	  --error CLASS       fail with an *mpath.Error of this class: path-failure,
+//	  --error CLASS       fail with an *ioerr.Error of this class: path-failure,
 //	                      retryable, not-ready, device-error, permanent-loss
-//	                      (aliases busy, medium, pdl as mpath.ParseClass reads them)
+//	                      (aliases busy, medium, pdl as ioerr.ParseClass reads them)
 //	  --sense KK/AA/QQ    the error's sense data, hex (default per class, below)
 //	  --late              run the operation first, then fail it (ack lost)
 //	  --hang              hold the operation until the fault is cleared or
@@ -102,7 +102,7 @@
 //
 // # Injected errors
 //
-// An injected error is an *mpath.Error of the spec's class whose Err is an
+// An injected error is an *ioerr.Error of the spec's class whose Err is an
 // *InjectedError ("injected fault #3"); errors.Is(err, fault.ErrInjected)
 // tells it from a real one. Unless the error is --late, the operation never
 // reached the backend underneath, so nothing was written. Default sense data:

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // Backend is the fault-injection decorator: a backends.Backend that passes
@@ -55,7 +55,7 @@ var (
 // ErrInjected matches every injected error with errors.Is.
 var ErrInjected = errors.New("injected fault")
 
-// InjectedError is the error under an injected *mpath.Error.
+// InjectedError is the error under an injected *ioerr.Error.
 type InjectedError struct {
 	ID int // the fault's ID
 }
@@ -359,7 +359,7 @@ func (b *Backend) Flush(ctx context.Context) error {
 }
 
 func notSupported(op string) error {
-	return mpath.NewError(mpath.ClassDeviceError, op, backends.ErrNotSupported)
+	return ioerr.NewError(ioerr.ClassDeviceError, op, backends.ErrNotSupported)
 }
 
 // Discard forwards to the backend underneath, or fails with a device error
@@ -519,8 +519,8 @@ func (f *fault) evaluate(o *op, now time.Time) (effect, bool) {
 		f.mu.next = start.Add(time.Duration(float64(o.xfer) / float64(s.Bandwidth) * float64(time.Second)))
 		e.delay += f.mu.next.Sub(now)
 	}
-	if f.c.class != mpath.ClassNone {
-		e.err = &mpath.Error{Class: f.c.class, Op: o.name, Sense: f.sense(o), Err: f.injErr}
+	if f.c.class != ioerr.ClassNone {
+		e.err = &ioerr.Error{Class: f.c.class, Op: o.name, Sense: f.sense(o), Err: f.injErr}
 	}
 	if s.Corrupt != "" {
 		e.corr = f.corruption(o)
@@ -530,8 +530,8 @@ func (f *fault) evaluate(o *op, now time.Time) (effect, bool) {
 }
 
 // sense is the sense data of the error f injects into o.
-func (f *fault) sense(o *op) *mpath.Sense {
-	if f.spec.Sense == "" && f.c.class == mpath.ClassDeviceError && o.mask != maskRead && o.mask != maskProbe {
+func (f *fault) sense(o *op) *ioerr.Sense {
+	if f.spec.Sense == "" && f.c.class == ioerr.ClassDeviceError && o.mask != maskRead && o.mask != maskProbe {
 		return &writeError
 	}
 	return f.c.sense
@@ -539,7 +539,7 @@ func (f *fault) sense(o *op) *mpath.Sense {
 
 // writeError is the default device-error sense of everything but reads:
 // 03/0c/00 MEDIUM ERROR, WRITE ERROR.
-var writeError = mpath.Sense{Key: mpath.SenseMediumError, ASC: 0x0c}
+var writeError = ioerr.Sense{Key: ioerr.SenseMediumError, ASC: 0x0c}
 
 // run evaluates the faults in list on o, in ID order, and carries out
 // their effects around exec, the operation on the backend underneath.
@@ -638,7 +638,7 @@ func (b *Backend) landLate(ctx context.Context, f *fault, o *op, land time.Time,
 	case <-b.closing:
 		cause = ErrClosed
 	}
-	err := mpath.NewError(mpath.ClassPathFailure, o.name, cause)
+	err := ioerr.NewError(ioerr.ClassPathFailure, o.name, cause)
 	if silent {
 		return err
 	}
@@ -654,9 +654,9 @@ func (b *Backend) hold(ctx context.Context, f *fault, opName string, abort *abor
 	case <-f.released:
 		return nil
 	case <-ctx.Done():
-		return dropped(mpath.NewError(mpath.ClassPathFailure, opName, ctx.Err()))
+		return dropped(ioerr.NewError(ioerr.ClassPathFailure, opName, ctx.Err()))
 	case <-abort.ch:
-		return dropped(mpath.NewError(mpath.ClassPathFailure, opName, abort.reason))
+		return dropped(ioerr.NewError(ioerr.ClassPathFailure, opName, abort.reason))
 	}
 }
 
@@ -671,9 +671,9 @@ func wait(ctx context.Context, opName string, d time.Duration, abort *abortGen) 
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
-		return dropped(mpath.NewError(mpath.ClassPathFailure, opName, ctx.Err()))
+		return dropped(ioerr.NewError(ioerr.ClassPathFailure, opName, ctx.Err()))
 	case <-abort.ch:
-		return dropped(mpath.NewError(mpath.ClassPathFailure, opName, abort.reason))
+		return dropped(ioerr.NewError(ioerr.ClassPathFailure, opName, abort.reason))
 	}
 }
 

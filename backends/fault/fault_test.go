@@ -16,7 +16,7 @@ import (
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/backends/fault"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 const memSize = 1 << 20
@@ -190,18 +190,18 @@ func TestErrorClasses(t *testing.T) {
 		spec     string
 		op       string
 		sentinel error
-		sense    *mpath.Sense
+		sense    *ioerr.Sense
 	}{
-		{"--error path-failure", "read", mpath.ErrPathFailure, nil},
-		{"--error retryable", "write", mpath.ErrRetryable, &mpath.Sense{Key: 0x0b}},
-		{"--error busy", "read", mpath.ErrRetryable, &mpath.Sense{Key: 0x0b}},
-		{"--error not-ready", "probe", mpath.ErrNotReady, &mpath.Sense{Key: 0x02, ASC: 0x04}},
-		{"--error device-error", "read", mpath.ErrDeviceError, &mpath.SenseUnrecoveredRead},
-		{"--error device-error", "write", mpath.ErrDeviceError, &mpath.Sense{Key: 0x03, ASC: 0x0c}},
-		{"--error medium", "flush", mpath.ErrDeviceError, &mpath.Sense{Key: 0x03, ASC: 0x0c}},
-		{"--error permanent-loss", "read", mpath.ErrPermanentLoss, &mpath.SenseLUNotSupported},
-		{"--error retryable --sense 02/04/0a", "read", mpath.ErrRetryable, &mpath.SenseALUATransitioning},
-		{"--error not-ready --sense 2/4/b", "write", mpath.ErrNotReady, &mpath.SenseALUAStandby},
+		{"--error path-failure", "read", ioerr.ErrPathFailure, nil},
+		{"--error retryable", "write", ioerr.ErrRetryable, &ioerr.Sense{Key: 0x0b}},
+		{"--error busy", "read", ioerr.ErrRetryable, &ioerr.Sense{Key: 0x0b}},
+		{"--error not-ready", "probe", ioerr.ErrNotReady, &ioerr.Sense{Key: 0x02, ASC: 0x04}},
+		{"--error device-error", "read", ioerr.ErrDeviceError, &ioerr.SenseUnrecoveredRead},
+		{"--error device-error", "write", ioerr.ErrDeviceError, &ioerr.Sense{Key: 0x03, ASC: 0x0c}},
+		{"--error medium", "flush", ioerr.ErrDeviceError, &ioerr.Sense{Key: 0x03, ASC: 0x0c}},
+		{"--error permanent-loss", "read", ioerr.ErrPermanentLoss, &ioerr.SenseLUNotSupported},
+		{"--error retryable --sense 02/04/0a", "read", ioerr.ErrRetryable, &ioerr.SenseALUATransitioning},
+		{"--error not-ready --sense 2/4/b", "write", ioerr.ErrNotReady, &ioerr.SenseALUAStandby},
 	} {
 		t.Run(c.spec+" "+c.op, func(t *testing.T) {
 			fb, m := newFB(t, 1)
@@ -217,11 +217,11 @@ func TestErrorClasses(t *testing.T) {
 			if !errors.As(err, &ie) || ie.ID != id {
 				t.Errorf("InjectedError = %v, want ID %d", ie, id)
 			}
-			var me *mpath.Error
+			var me *ioerr.Error
 			if !errors.As(err, &me) || me.Op != c.op {
 				t.Errorf("Op = %q, want %q", me.Op, c.op)
 			}
-			sense, ok := mpath.SenseOf(err)
+			sense, ok := ioerr.SenseOf(err)
 			switch {
 			case c.sense == nil && ok:
 				t.Errorf("sense %v, want none", sense)
@@ -243,7 +243,7 @@ func TestLate(t *testing.T) {
 	inject(t, fb, "--error path-failure --late --op write")
 	w := []byte("landed")
 	n, err := fb.WriteAt(t.Context(), w, 100)
-	if n != 0 || !errors.Is(err, mpath.ErrPathFailure) {
+	if n != 0 || !errors.Is(err, ioerr.ErrPathFailure) {
 		t.Fatalf("WriteAt = %d, %v; want 0 and a path failure", n, err)
 	}
 	fb.ClearAll()
@@ -354,7 +354,7 @@ func TestContextEndsDelay(t *testing.T) {
 		defer cancel()
 		var err error
 		d := elapsed(func() { _, err = fb.WriteAt(ctx, make([]byte, 512), 0) })
-		if !errors.Is(err, mpath.ErrPathFailure) || !errors.Is(err, context.DeadlineExceeded) {
+		if !errors.Is(err, ioerr.ErrPathFailure) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v, want a path failure wrapping the deadline", err)
 		}
 		if d != time.Second || m.ops.Load() != 0 {
@@ -416,7 +416,7 @@ func TestHang(t *testing.T) {
 			defer cancel()
 			start := time.Now()
 			err := <-startRead(ctx, fb)
-			if !errors.Is(err, mpath.ErrPathFailure) || !errors.Is(err, context.DeadlineExceeded) {
+			if !errors.Is(err, ioerr.ErrPathFailure) || !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("err = %v, want a path failure wrapping the deadline", err)
 			}
 			if d := time.Since(start); d != 5*time.Second {
@@ -452,7 +452,7 @@ func TestHang(t *testing.T) {
 			reason := errors.New("I/O deadline")
 			fb.Abort(reason)
 			err := <-res
-			if !errors.Is(err, mpath.ErrPathFailure) || !errors.Is(err, reason) {
+			if !errors.Is(err, ioerr.ErrPathFailure) || !errors.Is(err, reason) {
 				t.Fatalf("err = %v, want a path failure wrapping the abort reason", err)
 			}
 			if m.aborts.Load() != 1 {
@@ -514,7 +514,7 @@ func TestStackingFirstErrorWins(t *testing.T) {
 	a := inject(t, fb, "--error device-error --every 2")
 	b := inject(t, fb, "--error path-failure")
 	c := inject(t, fb, "--latency 1ns")
-	for i, want := range []error{mpath.ErrPathFailure, mpath.ErrDeviceError, mpath.ErrPathFailure, mpath.ErrDeviceError} {
+	for i, want := range []error{ioerr.ErrPathFailure, ioerr.ErrDeviceError, ioerr.ErrPathFailure, ioerr.ErrDeviceError} {
 		if err := do(t.Context(), fb, "read", 0, 512); !errors.Is(err, want) {
 			t.Errorf("read %d: %v, want %v", i, err, want)
 		}
@@ -643,7 +643,7 @@ func trace(t *testing.T, wrapSeed uint64, specs ...string) string {
 			op := ops[i%len(ops)]
 			var err error
 			d := elapsed(func() { err = do(t.Context(), fb, op, int64(i%64)*4096, 4096) })
-			fmt.Fprintf(&out, "%s %v %v\n", op, d, mpath.ClassOf(err))
+			fmt.Fprintf(&out, "%s %v %v\n", op, d, ioerr.ClassOf(err))
 		}
 	})
 	return out.String()
@@ -707,7 +707,7 @@ func TestConcurrentInjectClear(t *testing.T) {
 				ictx, icancel := context.WithTimeout(ctx, 100*time.Millisecond)
 				err := do(ictx, fb, op, int64(rng.IntN(64))*4096, 4096)
 				icancel()
-				if err != nil && mpath.ClassOf(err) == mpath.ClassNone {
+				if err != nil && ioerr.ClassOf(err) == ioerr.ClassNone {
 					t.Errorf("%s: unclassified error %v", op, err)
 				}
 			}
@@ -754,7 +754,7 @@ func TestCapabilities(t *testing.T) {
 		"discard":      bare.Discard(ctx, 0, 4096),
 		"write-zeroes": bare.WriteZeroes(ctx, 0, 4096),
 	} {
-		if !errors.Is(err, backends.ErrNotSupported) || !errors.Is(err, mpath.ErrDeviceError) {
+		if !errors.Is(err, backends.ErrNotSupported) || !errors.Is(err, ioerr.ErrDeviceError) {
 			t.Errorf("%s over a bare backend: %v, want a device error wrapping ErrNotSupported", name, err)
 		}
 	}
@@ -765,7 +765,7 @@ func TestCapabilities(t *testing.T) {
 		t.Errorf("Probe over a bare backend: %v", err)
 	}
 	inject(t, bare, "--error not-ready --op probe")
-	if err := bare.Probe(ctx); !errors.Is(err, mpath.ErrNotReady) {
+	if err := bare.Probe(ctx); !errors.Is(err, ioerr.ErrNotReady) {
 		t.Errorf("injected probe fault over a bare backend: %v", err)
 	}
 	bare.Abort(nil) // no Aborter underneath: must not panic

@@ -15,7 +15,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/fault"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // landOp runs a write-class operation of 4 KiB at off: a write of 0xab
@@ -85,7 +85,7 @@ func TestLandLateWriteClass(t *testing.T) {
 				// failure that is a Pending, not settled yet.
 				require.Error(t, err)
 				assert.Equal(t, time.Second, time.Since(start), "the caller returns at its deadline")
-				assert.ErrorIs(t, err, mpath.ErrPathFailure)
+				assert.ErrorIs(t, err, ioerr.ErrPathFailure)
 				assert.ErrorIs(t, err, context.DeadlineExceeded)
 				p := asPending(t, err)
 				assert.False(t, settled(p.Settled()), "settled before the operation landed")
@@ -204,7 +204,7 @@ func TestLandLateSilent(t *testing.T) {
 		}
 		err := <-res
 		assert.Equal(t, 5*time.Second, time.Since(start), "the silent caller returns at its own deadline")
-		assert.ErrorIs(t, err, mpath.ErrPathFailure)
+		assert.ErrorIs(t, err, ioerr.ErrPathFailure)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		var p backends.Pending
 		assert.False(t, errors.As(err, &p), "a silent land-late error is a Pending: %v", err)
@@ -227,7 +227,7 @@ func TestLandLateAbort(t *testing.T) {
 		reason := errors.New("I/O deadline of the other write")
 		fb.Abort(reason)
 		err := <-res
-		assert.ErrorIs(t, err, mpath.ErrPathFailure)
+		assert.ErrorIs(t, err, ioerr.ErrPathFailure)
 		assert.ErrorIs(t, err, reason)
 		p := asPending(t, err)
 		assert.False(t, settled(p.Settled()))
@@ -278,7 +278,7 @@ func TestLandLateClose(t *testing.T) {
 		require.NoError(t, fb.Close())
 		err := <-res
 		assert.ErrorIs(t, err, fault.ErrClosed)
-		assert.ErrorIs(t, err, mpath.ErrPathFailure)
+		assert.ErrorIs(t, err, ioerr.ErrPathFailure)
 		time.Sleep(3 * time.Second) // the late write meets the closed store
 		assert.Equal(t, int64(0), fb.Landing())
 	})
@@ -296,7 +296,7 @@ func TestLandLateReadsHangAndDrop(t *testing.T) {
 		start := time.Now()
 		_, err := fb.ReadAt(ctx, make([]byte, 4096), 0)
 		assert.Equal(t, 3*time.Second, time.Since(start))
-		assert.ErrorIs(t, err, mpath.ErrPathFailure)
+		assert.ErrorIs(t, err, ioerr.ErrPathFailure)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		p := asPending(t, err)
 		assert.True(t, settled(p.Settled()), "a dropped read is settled")

@@ -9,14 +9,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // Spec describes one fault. The zero value of every field means "not set".
 // A Spec travels as JSON (the control socket) and as CLI-style flags
 // (ParseArgs, Args); both forms say the same thing.
 type Spec struct {
-	// Error is the class of the error to inject, as mpath.ParseClass
+	// Error is the class of the error to inject, as ioerr.ParseClass
 	// accepts it: path-failure, retryable, not-ready, device-error or
 	// permanent-loss. Empty for a fault that only delays or hangs.
 	Error string `json:"error,omitempty"`
@@ -179,20 +179,20 @@ next:
 
 // ParseSense parses sense data written as "KEY/ASC/ASCQ" in hex, e.g.
 // "02/04/0a" (also "2/4/a" and "0x02/0x04/0x0a").
-func ParseSense(s string) (mpath.Sense, error) {
+func ParseSense(s string) (ioerr.Sense, error) {
 	parts := strings.Split(s, "/")
 	if len(parts) != 3 {
-		return mpath.Sense{}, fmt.Errorf("fault spec: --sense %q: want KEY/ASC/ASCQ in hex, e.g. --sense 02/04/0a", s)
+		return ioerr.Sense{}, fmt.Errorf("fault spec: --sense %q: want KEY/ASC/ASCQ in hex, e.g. --sense 02/04/0a", s)
 	}
 	var b [3]uint8
 	for i, p := range parts {
 		v, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(p), "0x"), 16, 8)
 		if err != nil {
-			return mpath.Sense{}, fmt.Errorf("fault spec: --sense %q: want KEY/ASC/ASCQ in hex, e.g. --sense 02/04/0a", s)
+			return ioerr.Sense{}, fmt.Errorf("fault spec: --sense %q: want KEY/ASC/ASCQ in hex, e.g. --sense 02/04/0a", s)
 		}
 		b[i] = uint8(v)
 	}
-	return mpath.Sense{Key: b[0], ASC: b[1], ASCQ: b[2]}, nil
+	return ioerr.Sense{Key: b[0], ASC: b[1], ASCQ: b[2]}, nil
 }
 
 // Validate reports the first thing wrong with the spec: an unknown error
@@ -206,8 +206,8 @@ func (s Spec) Validate() error {
 // compiled is what the hot path needs of a valid Spec.
 type compiled struct {
 	ops   opMask
-	class mpath.Class
-	sense *mpath.Sense
+	class ioerr.Class
+	sense *ioerr.Sense
 }
 
 func (s Spec) compile() (compiled, error) {
@@ -217,7 +217,7 @@ func (s Spec) compile() (compiled, error) {
 		return compiled{}, fmt.Errorf("fault spec: "+format, a...)
 	}
 	if s.Error != "" {
-		if c.class, err = mpath.ParseClass(s.Error); err != nil {
+		if c.class, err = ioerr.ParseClass(s.Error); err != nil {
 			return fail("--error %q: want path-failure, retryable, not-ready, device-error or permanent-loss", s.Error)
 		}
 	}
@@ -230,7 +230,7 @@ func (s Spec) compile() (compiled, error) {
 			return compiled{}, err
 		}
 		c.sense = &sn
-	} else if c.class != mpath.ClassNone {
+	} else if c.class != ioerr.ClassNone {
 		c.sense = defaultSense(c.class)
 	}
 	if s.Late && s.Error == "" {
@@ -363,17 +363,17 @@ func (s Spec) compileCorrupt(c *compiled) error {
 // A path failure is a transport error and carries none. Generic codes on
 // purpose: ALUA states (02/04/0a, 02/04/0b) are the alua array's to report,
 // or a spec's --sense.
-func defaultSense(c mpath.Class) *mpath.Sense {
-	var s mpath.Sense
+func defaultSense(c ioerr.Class) *ioerr.Sense {
+	var s ioerr.Sense
 	switch c {
-	case mpath.ClassRetryable:
-		s = mpath.Sense{Key: mpath.SenseAbortedCommand}
-	case mpath.ClassNotReady:
-		s = mpath.Sense{Key: mpath.SenseNotReady, ASC: 0x04}
-	case mpath.ClassDeviceError:
-		s = mpath.SenseUnrecoveredRead
-	case mpath.ClassPermanentLoss:
-		s = mpath.SenseLUNotSupported
+	case ioerr.ClassRetryable:
+		s = ioerr.Sense{Key: ioerr.SenseAbortedCommand}
+	case ioerr.ClassNotReady:
+		s = ioerr.Sense{Key: ioerr.SenseNotReady, ASC: 0x04}
+	case ioerr.ClassDeviceError:
+		s = ioerr.SenseUnrecoveredRead
+	case ioerr.ClassPermanentLoss:
+		s = ioerr.SenseLUNotSupported
 	default:
 		return nil
 	}
@@ -467,7 +467,7 @@ var errForm = errors.New("bad form")
 
 var flags = []flagDef{
 	{[]string{"error"}, "--error CLASS (path-failure, retryable, not-ready, device-error, permanent-loss)", false, func(s *Spec, v string) error {
-		c, err := mpath.ParseClass(v)
+		c, err := ioerr.ParseClass(v)
 		if err != nil {
 			return errForm
 		}

@@ -16,7 +16,7 @@ import (
 	"crypto/tls"
 
 	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // Options configure a Client. ParseURI fills them from a path URI.
@@ -127,8 +127,8 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	}
 	set, err := cl.connectAll(ctx, opts.Connections, -1)
 	if err != nil {
-		if mpath.ClassOf(err) == mpath.ClassNone {
-			err = mpath.NewError(mpath.ClassPathFailure, "open", err)
+		if ioerr.ClassOf(err) == ioerr.ClassNone {
+			err = ioerr.NewError(ioerr.ClassPathFailure, "open", err)
 		}
 		return nil, err
 	}
@@ -156,7 +156,7 @@ func (cl *Client) connectAll(ctx context.Context, n int, size int64) (*connSet, 
 	}
 	if n > 1 && !multi {
 		first.close(errors.New("refused"))
-		return nil, mpath.NewError(mpath.ClassDeviceError, "open", fmt.Errorf("nbd %s: connections=%d needs a server that advertises NBD_FLAG_CAN_MULTI_CONN (without it a flush on one connection need not cover writes on another); this one does not: use connections=1, or enable multi-conn on the server (nbdkit: --filter=multi-conn)", cl.name, n))
+		return nil, ioerr.NewError(ioerr.ClassDeviceError, "open", fmt.Errorf("nbd %s: connections=%d needs a server that advertises NBD_FLAG_CAN_MULTI_CONN (without it a flush on one connection need not cover writes on another); this one does not: use connections=1, or enable multi-conn on the server (nbdkit: --filter=multi-conn)", cl.name, n))
 	}
 	cs := make([]*conn, n)
 	cs[0] = first
@@ -179,11 +179,11 @@ func (cl *Client) connectAll(ctx context.Context, n int, size int64) (*connSet, 
 			return fail(fmt.Errorf("connection %d of %d: %w", i+1, n, errs[i]))
 		}
 		if d := infoDiff(first.info, cs[i].info); d != "" {
-			return fail(mpath.NewError(mpath.ClassDeviceError, "open", fmt.Errorf("nbd %s: connection %d of %d describes a different export than connection 1 (%s): the connections of one path must reach the same export; use connections=1", cl.name, i+1, n, d)))
+			return fail(ioerr.NewError(ioerr.ClassDeviceError, "open", fmt.Errorf("nbd %s: connection %d of %d describes a different export than connection 1 (%s): the connections of one path must reach the same export; use connections=1", cl.name, i+1, n, d)))
 		}
 	}
 	if size >= 0 && int64(first.info.size) != size {
-		return fail(mpath.NewError(mpath.ClassPermanentLoss, "probe", fmt.Errorf("nbd %s: the export's size changed from %d to %d bytes: not the same logical unit", cl.name, size, first.info.size)))
+		return fail(ioerr.NewError(ioerr.ClassPermanentLoss, "probe", fmt.Errorf("nbd %s: the export's size changed from %d to %d bytes: not the same logical unit", cl.name, size, first.info.size)))
 	}
 	set := &connSet{cs: cs}
 	if n == 1 {
@@ -263,9 +263,9 @@ func (cl *Client) conns(op string) (*connSet, error) {
 		closed := cl.mu.closed
 		cl.mu.Unlock()
 		if closed {
-			return nil, mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("nbd %s: %w: client closed", cl.name, ErrConnDown))
+			return nil, ioerr.NewError(ioerr.ClassPathFailure, op, fmt.Errorf("nbd %s: %w: client closed", cl.name, ErrConnDown))
 		}
-		return nil, mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("nbd %s: %w: not connected (waiting for the path checker to reconnect)", cl.name, ErrConnDown))
+		return nil, ioerr.NewError(ioerr.ClassPathFailure, op, fmt.Errorf("nbd %s: %w: not connected (waiting for the path checker to reconnect)", cl.name, ErrConnDown))
 	}
 	return set, nil
 }
@@ -293,7 +293,7 @@ func (cl *Client) current(op string) (*conn, error) {
 }
 
 func deviceErr(op string, err error) error {
-	return mpath.NewError(mpath.ClassDeviceError, op, err)
+	return ioerr.NewError(ioerr.ClassDeviceError, op, err)
 }
 
 // checkRange validates [off, off+n) against the export for op and returns
@@ -616,7 +616,7 @@ func (cl *Client) Probe(ctx context.Context) error {
 	closed := cl.mu.closed
 	cl.mu.Unlock()
 	if closed {
-		return mpath.NewError(mpath.ClassPathFailure, "probe", fmt.Errorf("nbd %s: %w: client closed", cl.name, ErrConnDown))
+		return ioerr.NewError(ioerr.ClassPathFailure, "probe", fmt.Errorf("nbd %s: %w: client closed", cl.name, ErrConnDown))
 	}
 	set := cl.set.Load()
 	up := set != nil
@@ -640,7 +640,7 @@ func (cl *Client) Probe(ctx context.Context) error {
 			for _, c := range ns.cs {
 				c.close(errors.New("client closed"))
 			}
-			return mpath.NewError(mpath.ClassPathFailure, "probe", fmt.Errorf("nbd %s: %w: client closed", cl.name, ErrConnDown))
+			return ioerr.NewError(ioerr.ClassPathFailure, "probe", fmt.Errorf("nbd %s: %w: client closed", cl.name, ErrConnDown))
 		}
 		cl.info.Store(ns.cs[0].info)
 		cl.set.Store(ns)
@@ -668,14 +668,14 @@ func (cl *Client) reconnect(ctx context.Context) (*connSet, error) {
 		if err == nil {
 			return set, nil
 		}
-		if c := mpath.ClassOf(err); c == mpath.ClassPermanentLoss || c == mpath.ClassDeviceError {
+		if c := ioerr.ClassOf(err); c == ioerr.ClassPermanentLoss || c == ioerr.ClassDeviceError {
 			return nil, err
 		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, mpath.NewError(mpath.ClassPathFailure, "probe", fmt.Errorf("reconnect gave up (%v): %w", ctx.Err(), err))
+			return nil, ioerr.NewError(ioerr.ClassPathFailure, "probe", fmt.Errorf("reconnect gave up (%v): %w", ctx.Err(), err))
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 2*time.Second)

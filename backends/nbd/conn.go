@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // request is one NBD request in flight. Requests are pooled; a request
@@ -183,7 +183,7 @@ func (c *conn) alive() bool {
 // downErr is the error of a request that found the connection down or lost
 // it while in flight.
 func (c *conn) downErr(op string, cause error) error {
-	return mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("%s: %w: %w", c.name, ErrConnDown, cause))
+	return ioerr.NewError(ioerr.ClassPathFailure, op, fmt.Errorf("%s: %w: %w", c.name, ErrConnDown, cause))
 }
 
 // teardown fails the connection and every request in flight on it that the
@@ -348,7 +348,7 @@ func (c *conn) giveUp(ctx context.Context, r *request, wc, wrote bool) error {
 
 func ctxError(name, op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return mpath.NewError(mpath.ClassPathFailure, op, fmt.Errorf("%s: request timed out (connection torn down): %w", name, err))
+		return ioerr.NewError(ioerr.ClassPathFailure, op, fmt.Errorf("%s: request timed out (connection torn down): %w", name, err))
 	}
 	return fmt.Errorf("nbd %s %s: %w", name, op, err)
 }
@@ -758,7 +758,7 @@ func (c *conn) readReply() error {
 }
 
 func serverErr(name string, typ uint16, se *ServerError) error {
-	return mpath.NewError(classifyServerErr(se.Errno), opName(typ), fmt.Errorf("%s: %w", name, se))
+	return ioerr.NewError(classifyServerErr(se.Errno), opName(typ), fmt.Errorf("%s: %w", name, se))
 }
 
 // readData reads n bytes of a READ's data for the request-relative offset

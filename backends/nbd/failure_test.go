@@ -14,12 +14,12 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 func wantPathFailure(t *testing.T, what string, err error) {
 	t.Helper()
-	if !errors.Is(err, mpath.ErrPathFailure) {
+	if !errors.Is(err, ioerr.ErrPathFailure) {
 		t.Fatalf("%s: got %v, want a path failure", what, err)
 	}
 }
@@ -191,7 +191,7 @@ func TestWatchdogAbandoned(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
 	_, err := c.ReadAt(ctx, make([]byte, 4096), 0)
-	if !errors.Is(err, context.Canceled) || errors.Is(err, mpath.ErrPathFailure) {
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ioerr.ErrPathFailure) {
 		t.Fatalf("cancelled read: %v, want context.Canceled, not a path failure", err)
 	}
 	conn, _ := c.current("read")
@@ -236,7 +236,7 @@ func TestReadOnly(t *testing.T) {
 		t.Fatal("ReadOnly() = false for nbdkit -r")
 	}
 	_, err := c.WriteAt(ctx, make([]byte, 4096), 0)
-	if !errors.Is(err, mpath.ErrDeviceError) || !errors.Is(err, syscall.EROFS) {
+	if !errors.Is(err, ioerr.ErrDeviceError) || !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("write to a read-only export: %v, want a device error (EROFS)", err)
 	}
 	if backends.Can(c, backends.CapDiscard) || backends.Can(c, backends.CapWriteZeroes) {
@@ -277,7 +277,7 @@ func TestErrorFilter(t *testing.T) {
 	c2 := openT(t, s2.uri(""))
 	defer c2.Close()
 	_, err = c2.WriteAt(ctx, buf, 0)
-	if !errors.Is(err, mpath.ErrDeviceError) || !errors.Is(err, syscall.ENOSPC) {
+	if !errors.Is(err, ioerr.ErrDeviceError) || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("write with ENOSPC injected: %v, want a device error (ENOSPC)", err)
 	}
 	if _, err := c2.ReadAt(ctx, buf, 0); err != nil {
@@ -353,7 +353,7 @@ func TestBlockSizes(t *testing.T) {
 		t.Fatalf("unaligned read: %v", err)
 	}
 	_, err := c.WriteAt(ctx, small, 5)
-	if !errors.Is(err, mpath.ErrDeviceError) || !errors.Is(err, syscall.EINVAL) {
+	if !errors.Is(err, ioerr.ErrDeviceError) || !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("unaligned write: %v, want a device error (EINVAL)", err)
 	}
 }
@@ -362,7 +362,7 @@ func TestOpenErrors(t *testing.T) {
 	ctx := ctxTimeout(t, 10*time.Second)
 	port := freePort(t)
 	_, err := backends.Open(ctx, "nbd://127.0.0.1:"+itoa(port)+"/x")
-	if err == nil || !errors.Is(err, mpath.ErrPathFailure) || !errors.Is(err, syscall.ECONNREFUSED) {
+	if err == nil || !errors.Is(err, ioerr.ErrPathFailure) || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("open with nothing listening: %v", err)
 	}
 	t.Logf("refused: %v", err)

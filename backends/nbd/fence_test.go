@@ -17,7 +17,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/internal/freezeproxy"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // wait is how long a test waits for something that must happen; it bounds
@@ -97,7 +97,7 @@ func TestFenceLateReply(t *testing.T) {
 			defer syscall.Kill(s.pid(), syscall.SIGCONT)
 			err = writeTimeout(c, bytes.Repeat([]byte{0x22}, 4096), 0, 300*time.Millisecond)
 			p := pendingOf(t, err)
-			assert.ErrorIs(t, err, mpath.ErrPathFailure)
+			assert.ErrorIs(t, err, ioerr.ErrPathFailure)
 			assert.ErrorIs(t, err, context.DeadlineExceeded)
 			assert.False(t, isSettled(p), "a write in a stopped server's socket is settled")
 			assert.Contains(t, p.WaitingFor(), "the server to answer or close connection 1 (it holds 1 write of ours)")
@@ -179,7 +179,7 @@ func TestFenceServerCloseSettles(t *testing.T) {
 	defer c.Close()
 	err := writeTimeout(c, make([]byte, 4096), 8192, 200*time.Millisecond)
 	p := pendingOf(t, err)
-	assert.ErrorIs(t, err, mpath.ErrPathFailure)
+	assert.ErrorIs(t, err, ioerr.ErrPathFailure)
 	assert.False(t, isSettled(p), "settled before the server closed the connection")
 	close(allow)
 	waitSettled(t, p, "a write on a connection the server closed after our FIN")
@@ -251,7 +251,7 @@ func TestFenceNeverSent(t *testing.T) {
 	}
 	ps := pendingOf(t, errSmall)
 	assert.True(t, isSettled(ps), "a write that never left is not settled: %v", errSmall)
-	assert.ErrorIs(t, errSmall, mpath.ErrPathFailure)
+	assert.ErrorIs(t, errSmall, ioerr.ErrPathFailure)
 	select {
 	case errBig = <-big:
 	case <-time.After(wait):

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 type reqHdr struct {
@@ -140,7 +140,7 @@ func TestHostileServers(t *testing.T) {
 			defer cancel()
 			start := time.Now()
 			n, err := c.ReadAt(ctx, make([]byte, 4096), 0)
-			if n != 0 || !errors.Is(err, mpath.ErrPathFailure) {
+			if n != 0 || !errors.Is(err, ioerr.ErrPathFailure) {
 				t.Fatalf("ReadAt = %d, %v; want a path failure", n, err)
 			}
 			if el := time.Since(start); el > 2*time.Second {
@@ -204,7 +204,7 @@ func TestHostileHandshakes(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Dial: %v; want an error containing %q", err, tc.want)
 			}
-			if !errors.Is(err, mpath.ErrPathFailure) {
+			if !errors.Is(err, ioerr.ErrPathFailure) {
 				t.Fatalf("Dial error %v is not a path failure", err)
 			}
 			if el := time.Since(start); el > 2*time.Second {
@@ -232,7 +232,7 @@ func TestServerErrorKeepsConnection(t *testing.T) {
 	ctx := ctxTimeout(t, 5*time.Second)
 	_, err := c.ReadAt(ctx, make([]byte, 4096), 0)
 	var se *ServerError
-	if !errors.Is(err, mpath.ErrDeviceError) || !errors.As(err, &se) || se.Message != "no space??[31m" {
+	if !errors.Is(err, ioerr.ErrDeviceError) || !errors.As(err, &se) || se.Message != "no space??[31m" {
 		t.Fatalf("ReadAt = %v; want a device error with a sanitised message", err)
 	}
 	buf := bytes.Repeat([]byte{0xff}, 4096)

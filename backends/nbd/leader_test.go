@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // roleIdle waits until nobody holds c's reader role and nothing is in
@@ -106,7 +106,7 @@ func TestLeaderHandoffConcurrent(t *testing.T) {
 								t.Errorf("worker %d: read %d returned another request's data", w, i)
 								return
 							}
-						case errors.Is(err, context.Canceled) && !errors.Is(err, mpath.ErrPathFailure):
+						case errors.Is(err, context.Canceled) && !errors.Is(err, ioerr.ErrPathFailure):
 							mu.Lock()
 							cancelled++
 							mu.Unlock()
@@ -145,7 +145,7 @@ func TestLeaderCancelled(t *testing.T) {
 	buf := bytes.Repeat([]byte{0xaa}, 4096)
 	start := time.Now()
 	_, err := c.ReadAt(ctx, buf, 0)
-	if !errors.Is(err, context.Canceled) || errors.Is(err, mpath.ErrPathFailure) {
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ioerr.ErrPathFailure) {
 		t.Fatalf("cancelled leader: %v, want context.Canceled", err)
 	}
 	if el := time.Since(start); el > 500*time.Millisecond {

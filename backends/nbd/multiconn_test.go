@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 func TestConnectionsParam(t *testing.T) {
@@ -300,7 +300,7 @@ func TestMultiConnOneDownAllDown(t *testing.T) {
 		}
 	}
 	_, err := c.ReadAt(context.Background(), make([]byte, 512), 0)
-	if !errors.Is(err, mpath.ErrPathFailure) || !errors.Is(err, ErrConnDown) {
+	if !errors.Is(err, ioerr.ErrPathFailure) || !errors.Is(err, ErrConnDown) {
 		t.Fatalf("read after Abort: %v", err)
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"syscall"
 
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // Protocol constants, from the NBD protocol specification (doc/proto.md).
@@ -148,14 +148,14 @@ func errnoName(n uint32) string {
 
 // classifyServerErr maps an error a live server returned for one request
 // into the taxonomy (see the package documentation).
-func classifyServerErr(errno uint32) mpath.Class {
+func classifyServerErr(errno uint32) ioerr.Class {
 	switch errno {
 	case nbdEIO, nbdESHUTDOWN:
-		return mpath.ClassPathFailure
+		return ioerr.ClassPathFailure
 	case nbdENOMEM:
-		return mpath.ClassRetryable
+		return ioerr.ClassRetryable
 	}
-	return mpath.ClassDeviceError
+	return ioerr.ClassDeviceError
 }
 
 // ProtocolError reports a server that broke the protocol. The connection

@@ -155,6 +155,11 @@ func list(groups ...[]string) []string {
 // scenario) above; cmd/mpathfs wires everything and nothing imports it.
 var layerRules = []layerRule{
 	{
+		From:   "ioerr",
+		Forbid: []string{"..."},
+		Why:    "ioerr is the error taxonomy every layer shares: a leaf that imports nothing of this module",
+	},
+	{
 		From:   "backends",
 		Forbid: list(transports, []string{"mpath", "nmp", "alua", "fusedev", "cmd/...", "bench/...", "tests/...", "internal/..."}, tools),
 		Why:    "backends owns the Backend contract and is the bottom layer: it imports nothing of this module but its own internal helpers (backends/internal/...)",

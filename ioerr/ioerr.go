@@ -1,4 +1,9 @@
-package mpath
+// Package ioerr is the error taxonomy every layer shares: the classes an I/O
+// error can belong to (path failure, retryable, not ready, device error,
+// permanent loss), their sentinels, the sense triple a path reports with an
+// error, and the errors the NMP returns when no path could carry an I/O. It is
+// a leaf: it imports nothing of this module.
+package ioerr
 
 import (
 	"errors"
