@@ -160,6 +160,11 @@ var layerRules = []layerRule{
 		Why:    "ioerr is the error taxonomy every layer shares: a leaf that imports nothing of this module",
 	},
 	{
+		From:   "scsi",
+		Forbid: list([]string{"backends/...", "mpath", "nmp", "alua", "array/...", "iscsi/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/...", "internal/..."}, tools),
+		Why:    "scsi is the SCSI vocabulary below the transports: it imports only ioerr",
+	},
+	{
 		From:   "backends",
 		Forbid: list(transports, []string{"mpath", "nmp", "alua", "fusedev", "cmd/...", "bench/...", "tests/...", "internal/..."}, tools),
 		Why:    "backends owns the Backend contract and is the bottom layer: it imports nothing of this module but its own internal helpers (backends/internal/...)",
