@@ -266,9 +266,9 @@ type PathStatus struct {
 	HedgeLost       uint64  `json:"hedge_lost,omitempty"`
 	HedgeWon        uint64  `json:"hedge_won,omitempty"`
 	Slow            bool    `json:"slow,omitempty"`
-	Vendor      string            `json:"vendor,omitempty"`
-	Model       string            `json:"model,omitempty"`
-	WWID        string            `json:"wwid,omitempty"`
+	Vendor          string  `json:"vendor,omitempty"`
+	Model           string  `json:"model,omitempty"`
+	WWID            string  `json:"wwid,omitempty"`
 }
 
 // Status snapshots the path.
