@@ -423,6 +423,31 @@ func TestHedgeHealthyReadAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	assert.Zero(t, n, "allocations per healthy hedged read")
+	if raceEnabled {
+		t.Logf("%.1f allocations per healthy hedged read (not asserted under -race: sync.Pool drops objects at random)", n)
+	} else {
+		assert.Zero(t, n, "allocations per healthy hedged read")
+	}
 	assert.True(t, bytes.Equal(buf, make([]byte, 4096)))
+}
+
+// BenchmarkReadHealthyHedge compares a healthy 4 KiB read over two file
+// paths with hedging on and off (the cost of the per-read timer and
+// histogram).
+func BenchmarkReadHealthyHedge(b *testing.B) {
+	for _, mode := range []string{"on", "off"} {
+		b.Run("hedge="+mode, func(b *testing.B) {
+			d := fileDevice(b)
+			d.SetHedge(mode == "on")
+			ctx := context.Background()
+			buf := make([]byte, 4096)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(buf)))
+			for i := 0; b.Loop(); i++ {
+				if _, err := d.ReadAt(ctx, buf, int64(i%256)*4096); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
