@@ -45,7 +45,9 @@ type pathLat struct {
 	// held while the device lock is taken.
 	slow      atomic.Bool
 	mu        sync.Mutex
-	losses    []time.Time
+	winStart  time.Time
+	winReads0 uint64 // count when the window began
+	winLosses uint64
 	slowUntil time.Time
 	slowSince time.Time
 	level     int

@@ -9,7 +9,9 @@ import (
 
 // Slow paths: the gray failure hedging uncovers. A path whose reads keep
 // losing to their hedges (hedge_slow_losses of them within
-// DefaultSlowWindow) still answers, only too late, so neither the SATP nor
+// DefaultSlowWindow, and at least as many as its reads that completed in
+// that window: a healthy path on a busy machine loses a race now and then,
+// a hung or crawling one loses nearly all) still answers, only too late, so neither the SATP nor
 // the checker fails it. It is marked slow (event path-slow, status field
 // slow, counter hedge_lost) and demoted into a "marginal" group after every
 // other group of the view: the PSP routes there only while no other path is
@@ -26,15 +28,15 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 		return
 	}
 	pl.mu.Lock()
-	cut := now.Add(-h.cfg.slowWindow)
-	keep := pl.losses[:0]
-	for _, t := range pl.losses {
-		if t.After(cut) {
-			keep = append(keep, t)
-		}
+	// The window: losses and the path's good reads since it began.
+	if pl.winStart.IsZero() || now.Sub(pl.winStart) > h.cfg.slowWindow {
+		pl.winStart, pl.winReads0, pl.winLosses = now, pl.count.Load(), 0
 	}
-	pl.losses = append(keep, now)
-	if pl.slow.Load() || len(pl.losses) < h.cfg.slowLosses {
+	pl.winLosses++
+	good := pl.count.Load() - pl.winReads0
+	// Slow: enough losses, and at least as many as good reads (a healthy
+	// path under load loses a race now and then; a hung one loses them all).
+	if pl.slow.Load() || pl.winLosses < uint64(h.cfg.slowLosses) || pl.winLosses < good {
 		pl.mu.Unlock()
 		return
 	}
@@ -56,7 +58,7 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 	pl.slow.Store(true)
 	pl.slowSince = now
 	pl.slowUntil = now.Add(hold)
-	pl.losses = pl.losses[:0]
+	pl.winStart = time.Time{}
 	if pl.timer != nil {
 		pl.timer.Stop()
 	}

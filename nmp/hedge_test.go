@@ -451,3 +451,26 @@ func BenchmarkReadHealthyHedge(b *testing.B) {
 		})
 	}
 }
+
+// TestHedgeOccasionalLossIsNotSlow: a path that loses a race now and then
+// among many good reads is not marked slow.
+func TestHedgeOccasionalLossIsNotSlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, 2, hedgeConfigFor(PSPFixed, nil))
+		buf := make([]byte, 4096)
+		for range 2 * DefaultSlowLosses {
+			for i := range 20 {
+				_, err := r.d.ReadAt(context.Background(), buf, int64(i)*4096)
+				require.NoError(t, err)
+			}
+			r.fake("p1").setFault(&fakeFault{hang: true, ops: opSet([]string{"read"}), times: 1})
+			_, err := r.d.ReadAt(context.Background(), buf, 0)
+			require.NoError(t, err)
+		}
+		synctest.Wait()
+		st := r.d.Status()
+		assert.Equal(t, uint64(2*DefaultSlowLosses), st.Paths[0].HedgeLost)
+		assert.False(t, st.Paths[0].Slow, "a path that lost %d of %d reads is marked slow", st.Paths[0].HedgeLost, st.Paths[0].Reads)
+		assert.Len(t, r.d.View().Groups, 1)
+	})
+}
