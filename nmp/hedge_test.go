@@ -474,3 +474,34 @@ func TestHedgeOccasionalLossIsNotSlow(t *testing.T) {
 		assert.Len(t, r.d.View().Groups, 1)
 	})
 }
+
+// TestHedgeLateGoodPrimaryIsNoError: a primary that succeeds just after its
+// hedge won is neither judged nor counted as an error.
+func TestHedgeLateGoodPrimaryIsNoError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore(1 << 16)
+		a := &ignoresCancel{fakePath: newFakePath("p1", s), delay: 300 * time.Millisecond}
+		b := newFakePath("p2", s)
+		d, err := NewDevice(hedgeConfigFor(PSPFixed, nil), []*mpath.Path{{Name: "p1", Backend: a}, {Name: "p2", Backend: b}}, nil)
+		require.NoError(t, err)
+		defer d.Close()
+		buf := make([]byte, 4096)
+		_, err = d.ReadAt(context.Background(), buf, 0)
+		require.NoError(t, err)
+		st := d.Status()
+		assert.Equal(t, uint64(1), st.HedgeWins)
+		assert.Zero(t, st.Paths[0].Errors, "the late but good primary was counted as an error")
+		assert.Equal(t, "active", st.Paths[0].State)
+	})
+}
+
+// ignoresCancel answers after delay whatever its context says.
+type ignoresCancel struct {
+	*fakePath
+	delay time.Duration
+}
+
+func (s *ignoresCancel) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	time.Sleep(s.delay)
+	return copy(p, s.store.snapshot()[off:]), nil
+}
