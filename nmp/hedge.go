@@ -44,7 +44,7 @@ import (
 const (
 	DefaultHedgeMultiplier = 3.0
 	DefaultHedgeFloor      = 2 * time.Millisecond
-	DefaultHedgeCeiling    = 200 * time.Millisecond
+	DefaultHedgeCeiling    = 50 * time.Millisecond
 	// DefaultSlowLosses reads lost to a hedge within DefaultSlowWindow mark
 	// a path slow (hedge_slow.go).
 	DefaultSlowLosses = 3

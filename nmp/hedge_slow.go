@@ -8,8 +8,8 @@ import (
 )
 
 // Slow paths: the gray failure hedging uncovers. A path whose reads keep
-// losing to their hedges (hedge_slow_losses of them within
-// DefaultSlowWindow, and at least as many as its reads that completed in
+// losing to their hedges (hedge_slow_losses of them in a row, or within
+// DefaultSlowWindow and at least as many as its reads that completed in
 // that window: a healthy path on a busy machine loses a race now and then,
 // a hung or crawling one loses nearly all) still answers, only too late, so neither the SATP nor
 // the checker fails it. It is marked slow (event path-slow, status field
@@ -34,9 +34,13 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 	}
 	pl.winLosses++
 	good := pl.count.Load() - pl.winReads0
-	// Slow: enough losses, and at least as many as good reads (a healthy
-	// path under load loses a race now and then; a hung one loses them all).
-	if pl.slow.Load() || pl.winLosses < uint64(h.cfg.slowLosses) || pl.winLosses < good {
+	streak := pl.streak.Add(1)
+	// Slow: hedge_slow_losses lost in a row (no good read in between: a
+	// hung path), or that many in the window and at least as many as its
+	// good reads (a crawling one). A healthy path under load loses a race
+	// now and then among many good reads.
+	lossy := pl.winLosses >= uint64(h.cfg.slowLosses) && pl.winLosses >= good
+	if pl.slow.Load() || (streak < uint32(h.cfg.slowLosses) && !lossy) {
 		pl.mu.Unlock()
 		return
 	}
@@ -59,6 +63,7 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 	pl.slowSince = now
 	pl.slowUntil = now.Add(hold)
 	pl.winStart = time.Time{}
+	pl.streak.Store(0)
 	if pl.timer != nil {
 		pl.timer.Stop()
 	}
