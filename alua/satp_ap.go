@@ -102,14 +102,14 @@ var (
 // trespass_interval_ms (10000), trespass_limit (5, 0: none),
 // trespass_window_ms (300000), retry_backoff_ms (10).
 func NewAPSATP(opts map[string]string) (nmp.SATP, error) {
-	o := newOptions(SATPDefaultAP, opts)
-	s := &apSATP{backoff: time.Duration(o.uint("retry_backoff_ms", 10, 0)) * time.Millisecond}
+	o := nmp.NewOptions(SATPDefaultAP, opts)
+	s := &apSATP{backoff: time.Duration(o.Uint("retry_backoff_ms", 10, 0)) * time.Millisecond}
 	s.mu.guard = TrespassGuard{
-		MinInterval: time.Duration(o.uint("trespass_interval_ms", 10000, 0)) * time.Millisecond,
-		Limit:       int(o.uint("trespass_limit", 5, 0)),
-		Window:      time.Duration(o.uint("trespass_window_ms", 300000, 0)) * time.Millisecond,
+		MinInterval: time.Duration(o.Uint("trespass_interval_ms", 10000, 0)) * time.Millisecond,
+		Limit:       int(o.Uint("trespass_limit", 5, 0)),
+		Window:      time.Duration(o.Uint("trespass_window_ms", 300000, 0)) * time.Millisecond,
 	}
-	if err := o.done(); err != nil {
+	if err := o.Done(); err != nil {
 		return nil, err
 	}
 	return s, nil
