@@ -564,6 +564,7 @@ func (s *aluaSATP) Config() string {
 	b.WriteString("}")
 	return b.String()
 }
+
 // onOff prints a boolean option the way ESXi lists it.
 func onOff(b bool) string {
 	if b {
