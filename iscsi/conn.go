@@ -30,6 +30,8 @@ type conn struct {
 	expCmdSN atomic.Uint32
 	qmu      sync.Mutex
 	queue    map[uint32]func() // commands received ahead of ExpCmdSN
+	// abortedSN are CmdSNs an ABORT TASK named before they arrived.
+	abortedSN map[uint32]bool
 
 	sess      *session
 	initiator atomic.Pointer[string]
@@ -40,7 +42,7 @@ type conn struct {
 }
 
 func newConn(t *Target, nc net.Conn, p Portal) *conn {
-	c := &conn{t: t, nc: nc, portal: p, closed: make(chan struct{}), queue: map[uint32]func(){}}
+	c := &conn{t: t, nc: nc, portal: p, closed: make(chan struct{}), queue: map[uint32]func(){}, abortedSN: map[uint32]bool{}}
 	c.fr = NewFramer(nc, nc, 64<<10)
 	return c
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -114,7 +115,10 @@ func testCU(t *testing.T, tt *testTarget, tests string, extra ...string) int {
 	require.NotNil(t, m, "no run summary in the output")
 	assert.Equal(t, "0", m[4], "failed tests")
 	assert.Equal(t, m[2], m[3], "every test that ran passed")
-	return len(m[3])
+	passed, err := strconv.Atoi(m[3])
+	require.NoError(t, err)
+	require.Positive(t, passed, "some test ran")
+	return passed
 }
 
 // The transport families of libiscsi's conformance suite: CmdSN window,
@@ -124,7 +128,8 @@ func TestLibiscsiConformanceTransport(t *testing.T) {
 	for _, family := range []string{"iSCSI.iSCSIcmdsn", "iSCSI.iSCSIdatasn", "iSCSI.iSCSIResiduals", "iSCSI.iSCSITMF"} {
 		t.Run(family, func(t *testing.T) {
 			tt := startTarget(t, iscsi.TargetConfig{Limits: iscsi.Limits{NOPInterval: -1}}, nil)
-			testCU(t, tt, family)
+			n := testCU(t, tt, family)
+			t.Logf("%s: %d tests passed", family, n)
 		})
 	}
 }

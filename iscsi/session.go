@@ -353,6 +353,7 @@ type task struct {
 	finished     bool
 	done         chan struct{}
 	overflowFail bool
+	failSense    []byte // the data phase failed: answer with this sense
 }
 
 type r2tState struct {

@@ -35,7 +35,6 @@ func senseFixed(key, asc, ascq byte) []byte {
 // Sense keys and codes the transport itself reports.
 var (
 	senseLUNNotSupported   = func() []byte { return senseFixed(0x05, 0x25, 0x00) }
-	senseInvalidFieldInIU  = func() []byte { return senseFixed(0x05, 0x0e, 0x03) }
 	senseInvalidFieldInCDB = func() []byte { return senseFixed(0x05, 0x24, 0x00) }
 )
 
@@ -102,10 +101,16 @@ func (c *conn) scsiCommand(p *PDU) error {
 		c.reject(RejectProtocolError, &p.BHS)
 		return nil
 	}
-	if tk.write && tk.spdtl >= 0 && uint32(tk.spdtl) > tk.edtl {
-		// SCSI asks for more than the initiator sends: fail the command
-		// (INVALID FIELD IN INFORMATION UNIT) once its data is in.
-		tk.overflowFail = true
+	if !m.Immediate {
+		c.qmu.Lock()
+		gone := c.abortedSN[m.CmdSN]
+		delete(c.abortedSN, m.CmdSN)
+		c.qmu.Unlock()
+		if gone {
+			cancel()
+			c.ordered(m.CmdSN, false, func() {})
+			return nil
+		}
 	}
 	s.mu.Lock()
 	if _, dup := s.mu.tasks[m.ITT]; dup {
@@ -155,19 +160,17 @@ func (c *conn) dataOut(m *DataOut, data []byte) error {
 	s := c.sess
 	s.mu.Lock()
 	tk := s.mu.tasks[m.ITT]
-	if tk == nil || !tk.write || tk.aborted {
+	if tk == nil || !tk.write || tk.aborted || tk.failSense != nil {
 		s.mu.Unlock()
-		return nil // data for an aborted or finished task is discarded
+		return nil // data for an aborted, failed or finished task is discarded
 	}
 	n := uint32(len(data))
 	if m.TTT == ReservedTag {
 		switch {
 		case m.DataSN != tk.unsolDataSN:
-			s.mu.Unlock()
-			return protocolError("unsolicited Data-Out of ITT 0x%x has DataSN %d, expected %d", m.ITT, m.DataSN, tk.unsolDataSN)
-		case m.Offset != tk.unsolGot || tk.unsolGot+n > tk.unsolLen || n == 0 && !m.Final:
-			s.mu.Unlock()
-			return protocolError("unsolicited Data-Out of ITT 0x%x at offset %d+%d, expected %d within the first burst of %d",
+			return s.failData(tk, "unsolicited Data-Out of ITT 0x%x has DataSN %d, expected %d", m.ITT, m.DataSN, tk.unsolDataSN)
+		case m.Offset != tk.unsolGot || tk.unsolGot+n > tk.unsolLen:
+			return s.failData(tk, "unsolicited Data-Out of ITT 0x%x at offset %d+%d, expected %d within the first burst of %d",
 				m.ITT, m.Offset, n, tk.unsolGot, tk.unsolLen)
 		}
 		tk.unsolDataSN++
@@ -176,14 +179,11 @@ func (c *conn) dataOut(m *DataOut, data []byte) error {
 		r := tk.r2ts[m.TTT]
 		switch {
 		case r == nil:
-			s.mu.Unlock()
-			return protocolError("Data-Out of ITT 0x%x for unknown TTT 0x%x", m.ITT, m.TTT)
+			return s.failData(tk, "Data-Out of ITT 0x%x for unknown TTT 0x%x", m.ITT, m.TTT)
 		case m.DataSN != r.dataSN:
-			s.mu.Unlock()
-			return protocolError("Data-Out of ITT 0x%x has DataSN %d, expected %d", m.ITT, m.DataSN, r.dataSN)
+			return s.failData(tk, "Data-Out of ITT 0x%x has DataSN %d, expected %d", m.ITT, m.DataSN, r.dataSN)
 		case m.Offset != r.offset+r.got || r.got+n > r.length:
-			s.mu.Unlock()
-			return protocolError("Data-Out of ITT 0x%x at offset %d+%d, expected %d within the R2T of %d+%d",
+			return s.failData(tk, "Data-Out of ITT 0x%x at offset %d+%d, expected %d within the R2T of %d+%d",
 				m.ITT, m.Offset, n, r.offset+r.got, r.offset, r.length)
 		}
 		r.dataSN++
@@ -199,6 +199,22 @@ func (c *conn) dataOut(m *DataOut, data []byte) error {
 	if more {
 		c.sendR2Ts(tk)
 	}
+	s.maybeStart(tk)
+	return nil
+}
+
+// failData ends a write whose Data-Out broke the sequence rules (DataSN,
+// offset, TTT): the data phase is over and the command is answered with
+// CHECK CONDITION, ABORTED COMMAND, DATA PHASE ERROR in its CmdSN turn,
+// without reaching the logical unit. Later Data-Out PDUs of the task are
+// discarded. Called with s.mu held; releases it.
+func (s *session) failData(tk *task, format string, args ...any) error {
+	tk.failSense = senseFixed(0x0b, 0x4b, 0x00)
+	tk.received = tk.edtl
+	clear(tk.r2ts)
+	tk.nextR2T = tk.edtl
+	s.mu.Unlock()
+	s.t.logf("iscsi: %s: "+format+": failing the command", append([]any{s.nexus.Initiator}, args...)...)
 	s.maybeStart(tk)
 	return nil
 }
@@ -278,7 +294,10 @@ func (s *session) execute(tk *task) (resp scsi.Response, drop, ran bool) {
 		cmd.DataInLen = max(cmd.DataInLen, s.t.cfg.Limits.MaxDataIn)
 	}
 	if tk.overflowFail {
-		return scsi.Response{Status: scsi.StatusCheckCondition, Sense: senseInvalidFieldInIU()}, false, true
+		return scsi.Response{Status: scsi.StatusCheckCondition, Sense: senseInvalidFieldInCDB()}, false, true
+	}
+	if tk.failSense != nil {
+		return scsi.Response{Status: scsi.StatusCheckCondition, Sense: tk.failSense}, false, true
 	}
 	if !s.lunExists(tk.cmd.LUN) && !lunlessOp(cmd.CDB[0]) {
 		return scsi.Response{Status: scsi.StatusCheckCondition, Sense: senseLUNNotSupported()}, false, true
@@ -459,10 +478,14 @@ func (c *conn) taskManagement(m *TMFRequest) {
 			s.abort([]*task{tk}, false)
 		case tk != nil:
 			resp.Response = TMFRespNoTask
-		case int32(m.RefCmdSN-c.expCmdSN.Load()) < 0:
-			// Already received and answered: RFC 7143 11.5.1 says the
-			// function is complete.
+		case c.inWindow(m.RefCmdSN) && int32(m.RefCmdSN-m.CmdSN) < 0:
+			// Not received yet (RFC 7143 11.5.1): the function is
+			// complete and the command, should it arrive, is discarded.
+			c.qmu.Lock()
+			c.abortedSN[m.RefCmdSN] = true
+			c.qmu.Unlock()
 		default:
+			// Completed (or never sent): nothing to abort.
 			resp.Response = TMFRespNoTask
 		}
 	case TMFAbortTaskSet:

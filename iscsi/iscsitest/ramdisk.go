@@ -1,6 +1,6 @@
 // Package iscsitest holds a small in-memory scsi.Handler for tests of the
 // iSCSI target and of what runs over it: RAM disks answering TEST UNIT
-// READY, INQUIRY (standard, VPD 0x00, 0x80, 0x83, 0xB0), READ CAPACITY
+// READY, INQUIRY (standard, VPD 0x00, 0x80, 0x83, 0xB0, 0xB1), READ CAPACITY
 // 10/16, READ and WRITE 6/10/12/16, WRITE AND VERIFY 10/12/16, SYNCHRONIZE
 // CACHE 10/16, MODE SENSE 6/10 (no pages beyond the header), REPORT LUNS
 // and REQUEST SENSE, with hooks that let a test hold or watch commands.
@@ -171,11 +171,13 @@ func (r *RAM) exec(cmd *scsi.Command) scsi.Response {
 		}
 		off, l := int(lba)*bs, int(n)*bs
 		if write {
-			if len(cmd.DataOut) < l {
-				return sense(0x05, 0x0e, 0x03)
-			}
+			// A transport that received less than the CDB asks for
+			// (residual overflow) hands over what it has: the whole
+			// blocks of it are written (FCP-4's rule, which libiscsi's
+			// residual tests check).
+			l = min(l, len(cmd.DataOut)/bs*bs)
 			r.mu.Lock()
-			copy(disk[off:off+l], cmd.DataOut)
+			copy(disk[off:off+l], cmd.DataOut[:l])
 			r.mu.Unlock()
 			return scsi.Response{}
 		}
@@ -250,7 +252,7 @@ func (r *RAM) inquiry(cmd *scsi.Command, present bool) scsi.Response {
 	var page []byte
 	switch cdb[2] {
 	case 0x00:
-		page = []byte{0x00, 0x80, 0x83, 0xb0}
+		page = []byte{0x00, 0x80, 0x83, 0xb0, 0xb1}
 	case 0x80:
 		page = fmt.Appendf(nil, "RAM%05d", cmd.LUN)
 	case 0x83:
@@ -261,6 +263,9 @@ func (r *RAM) inquiry(cmd *scsi.Command, present bool) scsi.Response {
 	case 0xb0:
 		page = make([]byte, 0x3c)
 		binary.BigEndian.PutUint32(page[4:], 2048) // maximum transfer length
+	case 0xb1:
+		page = make([]byte, 0x3c)
+		page[1] = 1 // non-rotating medium
 	default:
 		return invalidField()
 	}
