@@ -18,6 +18,7 @@ import (
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 
+	_ "github.com/mpathfs/mpathfs/alua" // registers VMW_SATP_ALUA and VMW_SATP_DEFAULT_AP
 	_ "github.com/mpathfs/mpathfs/backends/block"
 	_ "github.com/mpathfs/mpathfs/backends/nbd"
 )
