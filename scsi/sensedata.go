@@ -12,7 +12,7 @@ var (
 	SenseParamListLengthError     = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x1a, ASCQ: 0x00}
 	SenseSavingNotSupported       = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x39, ASCQ: 0x00}
 	SenseInsufficientRegResources = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x55, ASCQ: 0x04}
-	SenseMiscompareDuringVerify   = ioerr.Sense{Key: 0x0e, ASC: 0x1d, ASCQ: 0x00}
+	SenseMiscompareDuringVerify   = ioerr.Sense{Key: SenseKeyMiscompare, ASC: 0x1d, ASCQ: 0x00}
 	SensePowerOnReset             = ioerr.Sense{Key: ioerr.SenseUnitAttention, ASC: 0x29, ASCQ: 0x00}
 	SenseBusDeviceReset           = ioerr.Sense{Key: ioerr.SenseUnitAttention, ASC: 0x29, ASCQ: 0x03}
 	SenseNexusLossOccurred        = ioerr.Sense{Key: ioerr.SenseUnitAttention, ASC: 0x29, ASCQ: 0x07}
@@ -23,7 +23,7 @@ var (
 	SenseCapacityDataChanged      = ioerr.Sense{Key: ioerr.SenseUnitAttention, ASC: 0x2a, ASCQ: 0x09}
 	SenseReportedLUNsChanged      = ioerr.Sense{Key: ioerr.SenseUnitAttention, ASC: 0x3f, ASCQ: 0x0e}
 	SenseWriteError               = ioerr.Sense{Key: ioerr.SenseMediumError, ASC: 0x0c, ASCQ: 0x00}
-	SenseInternalTargetFailure    = ioerr.Sense{Key: 0x04, ASC: 0x44, ASCQ: 0x00}
+	SenseInternalTargetFailure    = ioerr.Sense{Key: SenseKeyHardwareError, ASC: 0x44, ASCQ: 0x00}
 )
 
 // Fixed-format sense response codes (SPC-4 4.5.3).
