@@ -62,8 +62,10 @@ type HandlerConfig struct {
 // access states from the array's core, persistent reservations, SCSI-2
 // reservations, unit attentions per I_T nexus, and injectable faults.
 type Handler struct {
-	cfg   HandlerConfig
-	arr   *Array
+	cfg HandlerConfig
+	arr *Array
+
+	mu    sync.RWMutex // lus and order; AddLU and RemoveLU change them
 	lus   map[uint64]*lu
 	order []uint64
 
@@ -121,6 +123,24 @@ func NewHandler(cfg HandlerConfig, stores ...backends.Backend) (*Handler, error)
 	}
 	sort.Slice(h.order, func(i, j int) bool { return h.order[i] < h.order[j] })
 	return h, nil
+}
+
+// lu returns a logical unit, nil if there is none with that number.
+func (h *Handler) lu(lun uint64) *lu {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.lus[lun]
+}
+
+// units returns the logical units in LUN order.
+func (h *Handler) units() []*lu {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]*lu, 0, len(h.order))
+	for _, n := range h.order {
+		out = append(out, h.lus[n])
+	}
+	return out
 }
 
 // defaults fills in and checks an LU's identity.
@@ -187,7 +207,11 @@ func naaBytes(wwid string) ([]byte, error) {
 }
 
 // LUNs lists every logical unit: all are visible through every port.
-func (h *Handler) LUNs(scsi.Nexus) []uint64 { return append([]uint64(nil), h.order...) }
+func (h *Handler) LUNs(scsi.Nexus) []uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return append([]uint64(nil), h.order...)
+}
 
 // Close waits for the writes a land-late fault holds back to land (or
 // for ctx), then returns. The stores stay open: they are the caller's.
@@ -211,15 +235,15 @@ func (h *Handler) Close(ctx context.Context) error {
 func (h *Handler) Reset(n scsi.Nexus, f scsi.TMF, lun uint64) {
 	switch f {
 	case scsi.TMFLUNReset:
-		if l := h.lus[lun]; l != nil {
+		if l := h.lu(lun); l != nil {
 			l.reset(n, scsi.SenseBusDeviceReset)
 		}
 	case scsi.TMFTargetWarmReset, scsi.TMFTargetColdReset:
-		for _, l := range h.lus {
+		for _, l := range h.units() {
 			l.reset(n, scsi.SensePowerOnReset)
 		}
 	case scsi.TMFITNexusReset:
-		for _, l := range h.lus {
+		for _, l := range h.units() {
 			l.nexusReset(n)
 		}
 	}
@@ -229,7 +253,7 @@ func (h *Handler) Reset(n scsi.Nexus, f scsi.TMF, lun uint64) {
 // released and its unit attentions dropped (a new nexus starts with
 // 29/00). Persistent reservations and registrations stay.
 func (h *Handler) NexusLost(n scsi.Nexus) {
-	for _, l := range h.lus {
+	for _, l := range h.units() {
 		l.nexusLost(n)
 	}
 }
@@ -241,7 +265,7 @@ func (h *Handler) Execute(ctx context.Context, cmd *scsi.Command) scsi.Response 
 		return checkCDB(0, -1)
 	}
 	op := cmd.CDB[0]
-	l := h.lus[cmd.LUN]
+	l := h.lu(cmd.LUN)
 	if l == nil {
 		switch op {
 		case scsi.OpInquiry:

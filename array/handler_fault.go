@@ -111,8 +111,8 @@ func (h *Handler) AddFault(r FaultRule) (int, error) {
 		return 0, err
 	}
 	for _, lun := range r.LUNs {
-		if h.lus[lun] == nil {
-			return 0, fmt.Errorf("array fault: no logical unit %d (have %v)", lun, h.order)
+		if h.lu(lun) == nil {
+			return 0, fmt.Errorf("array fault: no logical unit %d (have %v)", lun, h.LUNs(scsi.Nexus{}))
 		}
 	}
 	h.faults.mu.Lock()

@@ -450,3 +450,33 @@ func TestHandlerWithoutArray(t *testing.T) {
 	do(0, make([]byte, 6))
 	requireSense(t, do(0, scsi.CDBReportTPGs(100)), scsi.SenseInvalidOpcode, "no ALUA")
 }
+
+func TestUnitsAddRemoveResize(t *testing.T) {
+	e := newEnv(t)
+	e.ready(nxA)
+	u := e.h.Units()
+	require.Len(t, u, 1)
+	assert.Equal(t, uint64(luBlocks), u[0].Blocks)
+	assert.Equal(t, e.arr.Config().WWID, u[0].WWID)
+
+	require.NoError(t, e.h.AddLU(LUConfig{LUN: 5}, luStore(t, 1<<20)))
+	require.ErrorContains(t, e.h.AddLU(LUConfig{LUN: 5}, luStore(t, 1<<20)), "exists already")
+	assert.Equal(t, []uint64{0, 5}, e.h.LUNs(nxA))
+	requireSense(t, e.do(nxA, make([]byte, 6), nil), scsi.SenseReportedLUNsChanged, "LU 0 tells")
+	r := e.do(nxA, []byte{scsi.OpReportLUNs, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}, nil)
+	assert.Equal(t, byte(16), r.DataIn[3])
+	assert.Equal(t, byte(5), r.DataIn[17])
+
+	require.NoError(t, e.h.RemoveLU(5))
+	require.ErrorContains(t, e.h.RemoveLU(5), "no logical unit 5")
+	// REPORT LUNS clears the condition without reporting it.
+	requireGood(t, e.do(nxA, []byte{scsi.OpReportLUNs, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}, nil), "report luns")
+	requireGood(t, e.do(nxA, make([]byte, 6), nil), "cleared by REPORT LUNS")
+
+	require.NoError(t, e.h.Resize(0), "same size: nothing")
+	requireGood(t, e.do(nxA, make([]byte, 6), nil), "no UA")
+	l := e.h.lu(0)
+	l.nblk.Store(10)
+	require.NoError(t, e.h.Resize(0))
+	requireSense(t, e.do(nxA, make([]byte, 6), nil), scsi.SenseCapacityDataChanged, "capacity changed")
+}

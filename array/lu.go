@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
@@ -23,12 +24,12 @@ const (
 
 // lu is one logical unit.
 type lu struct {
-	h      *Handler
-	cfg    LUConfig
-	store  backends.Backend
-	bs     uint32
-	blocks uint64
-	naa    []byte
+	h     *Handler
+	cfg   LUConfig
+	store backends.Backend
+	bs    uint32
+	nblk  atomic.Uint64 // capacity in blocks; Resize changes it
+	naa   []byte
 
 	// gate orders reservation changes against commands: a command holds
 	// it shared from its reservation check until its side effect is done;
@@ -56,12 +57,15 @@ func newLU(h *Handler, cfg LUConfig, store backends.Backend) (*lu, error) {
 		return nil, fmt.Errorf("array handler: %s: store of %d bytes is smaller than one %d-byte block", cfg.Name, size, cfg.BlockSize)
 	}
 	naa, _ := naaBytes(cfg.WWID)
-	l := &lu{h: h, cfg: cfg, store: store, bs: cfg.BlockSize, blocks: uint64(size) / uint64(cfg.BlockSize), naa: naa, nexus: map[scsi.Nexus]*nexusState{}}
+	l := &lu{h: h, cfg: cfg, store: store, bs: cfg.BlockSize, naa: naa, nexus: map[scsi.Nexus]*nexusState{}}
+	l.nblk.Store(uint64(size) / uint64(cfg.BlockSize))
 	if err := l.loadPR(); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
+
+func (l *lu) nblocks() uint64 { return l.nblk.Load() }
 
 // state returns the nexus's state, creating it with a power-on unit
 // attention on first contact. l.mu is held.

@@ -142,9 +142,10 @@ func (h *Handler) reportLUNs(cmd *scsi.Command) scsi.Response {
 	default:
 		return checkCDB(2, -1)
 	}
-	b := make([]byte, 8+8*len(h.order))
-	binary.BigEndian.PutUint32(b, uint32(8*len(h.order)))
-	for i, n := range h.order {
+	luns := h.LUNs(cmd.Nexus)
+	b := make([]byte, 8+8*len(luns))
+	binary.BigEndian.PutUint32(b, uint32(8*len(luns)))
+	for i, n := range luns {
 		e := b[8+8*i:]
 		if n < 256 {
 			e[1] = byte(n)
@@ -229,9 +230,9 @@ func (l *lu) modeSense(cmd *scsi.Command) scsi.Response {
 	var desc []byte
 	if !dbd {
 		if llbaa {
-			desc = scsi.BuildLongBlockDescriptor(l.blocks, l.bs)
+			desc = scsi.BuildLongBlockDescriptor(l.nblocks(), l.bs)
 		} else {
-			desc = scsi.BuildShortBlockDescriptor(l.blocks, l.bs)
+			desc = scsi.BuildShortBlockDescriptor(l.nblocks(), l.bs)
 		}
 	}
 	if six {

@@ -48,7 +48,8 @@ func parseRW(cdb []byte) rw {
 
 // inRange reports whether [lba, lba+blocks) lies within the LU.
 func (l *lu) inRange(lba, blocks uint64) bool {
-	return lba <= l.blocks && blocks <= l.blocks-lba
+	n := l.nblocks()
+	return lba <= n && blocks <= n-lba
 }
 
 var outOfRange = check(scsi.SenseLBAOutOfRange)
@@ -191,7 +192,7 @@ func firstDiff(a, b []byte) int {
 
 func (l *lu) syncCache(ctx context.Context, cmd *scsi.Command) scsi.Response {
 	r := parseRW(cmd.CDB)
-	if r.blocks != 0 && !l.inRange(r.lba, r.blocks) || r.lba > l.blocks {
+	if r.blocks != 0 && !l.inRange(r.lba, r.blocks) || r.lba > l.nblocks() {
 		return outOfRange
 	}
 	if ctx.Err() != nil {
@@ -402,7 +403,7 @@ func (l *lu) readCapacity10(cmd *scsi.Command) scsi.Response {
 		return checkCDB(2, -1) // LBA without PMI
 	}
 	b := make([]byte, 8)
-	last := l.blocks - 1
+	last := l.nblocks() - 1
 	if last > 0xffffffff {
 		last = 0xffffffff
 	}
@@ -414,7 +415,7 @@ func (l *lu) readCapacity10(cmd *scsi.Command) scsi.Response {
 func (l *lu) readCapacity16(cmd *scsi.Command) scsi.Response {
 	alloc := int(binary.BigEndian.Uint32(cmd.CDB[10:]))
 	b := make([]byte, 32)
-	binary.BigEndian.PutUint64(b, l.blocks-1)
+	binary.BigEndian.PutUint64(b, l.nblocks()-1)
 	binary.BigEndian.PutUint32(b[8:], l.bs)
 	b[14] = 0x80 | 0x40 // LBPME, LBPRZ
 	return good(b, alloc, cmd.DataInLen)

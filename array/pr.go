@@ -597,8 +597,8 @@ type PRRegistration struct {
 // Reservations reports every LU's reservation state.
 func (h *Handler) Reservations() []PRStatus {
 	var out []PRStatus
-	for _, lun := range h.order {
-		l := h.lus[lun]
+	for _, l := range h.units() {
+		lun := l.cfg.LUN
 		l.mu.Lock()
 		s := PRStatus{LUN: lun, Generation: l.pr.gen, APTPL: l.pr.aptpl}
 		if l.pr.res != nil {
