@@ -108,16 +108,6 @@ func (l *lu) addUAAll(except *scsi.Nexus, s ioerr.Sense) {
 	}
 }
 
-// addUAInitiatorPort queues a unit attention for every nexus of the
-// registrant's initiator port (every target port when ALL_TG_PT).
-func (l *lu) addUAReg(r *registration, s ioerr.Sense) {
-	for n := range l.nexus {
-		if r.matches(n) {
-			l.addUA(n, s)
-		}
-	}
-}
-
 func (l *lu) reset(issuer scsi.Nexus, s ioerr.Sense) {
 	l.gate.Lock()
 	defer l.gate.Unlock()
