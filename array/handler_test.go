@@ -64,7 +64,8 @@ func TestCommandTable(t *testing.T) {
 		{"read16 rdprotect", cdbRW16(scsi.OpRead16, 0, 1, 0x20), nil, scsi.SenseInvalidFieldInCDB},
 		{"read16 too long", cdbRW16(scsi.OpRead16, 0, 1<<20, 0), nil, scsi.SenseLBAOutOfRange},
 		{"write16 past end", cdbRW16(scsi.OpWrite16, luBlocks, 1, 0), block(1), scsi.SenseLBAOutOfRange},
-		{"write10 data short", cdbRW10(scsi.OpWrite10, 0, 2, 0), block(1), scsi.SenseInvalidFieldInCDB},
+		{"write10 data short", cdbRW10(scsi.OpWrite10, 0, 2, 0), block(1), scsi.SenseInvalidFieldInCommandIU},
+		{"caw data long", cdbCAW(0, 1), make([]byte, 4*512), scsi.SenseInvalidFieldInCommandIU},
 		{"write10 wrprotect", cdbRW10(scsi.OpWrite10, 0, 1, 0x40), block(1), scsi.SenseInvalidFieldInCDB},
 		{"sync cache 10", cdbRW10(scsi.OpSynchronizeCache10, 0, 0, 0), nil, ioerr.Sense{}},
 		{"sync cache 16 past end", cdbRW16(scsi.OpSynchronizeCache16, luBlocks, 2, 0), nil, scsi.SenseLBAOutOfRange},
@@ -279,7 +280,7 @@ func TestCompareAndWrite(t *testing.T) {
 	assert.Equal(t, byte(0xf0), r.Sense[0], "VALID")
 	assert.Equal(t, uint32(300), binary.BigEndian.Uint32(r.Sense[3:]), "offset of the first miscompare")
 	assert.Equal(t, block(1), e.do(nxA, cdbRW16(scsi.OpRead16, 7, 1, 0), nil).DataIn, "miscompare writes nothing")
-	requireSense(t, e.do(nxA, cdbCAW(7, 1), block(1)), scsi.SenseInvalidFieldInCDB, "caw data short")
+	requireSense(t, e.do(nxA, cdbCAW(7, 1), block(1)), scsi.SenseInvalidFieldInCommandIU, "caw data short")
 }
 
 // TestCompareAndWriteAtomic: hosts increment a counter in one block with

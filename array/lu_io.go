@@ -54,6 +54,11 @@ func (l *lu) inRange(lba, blocks uint64) bool {
 
 var outOfRange = check(scsi.SenseLBAOutOfRange)
 
+// shortDataOut: the initiator sent less data than the CDB describes (SAM-5:
+// INVALID FIELD IN COMMAND INFORMATION UNIT; nothing is written). The
+// transport reports the residual.
+var shortDataOut = check(scsi.SenseInvalidFieldInCommandIU)
+
 // live returns a context for a side effect that has begun: it must finish
 // even if the command is aborted meanwhile (scsi.Handler's contract).
 func live(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
@@ -115,7 +120,7 @@ func (l *lu) write(ctx context.Context, cmd *scsi.Command) scsi.Response {
 		return checkCDB(lengthField(cmd.CDB[0]), -1)
 	}
 	if uint64(len(cmd.DataOut)) < n {
-		return checkCDB(lengthField(cmd.CDB[0]), -1)
+		return shortDataOut
 	}
 	if n == 0 {
 		return good(nil)
@@ -163,7 +168,7 @@ func (l *lu) verify(ctx context.Context, cmd *scsi.Command) scsi.Response {
 		return checkCDB(lengthField(cmd.CDB[0]), -1)
 	}
 	if uint64(len(cmd.DataOut)) < n {
-		return checkCDB(lengthField(cmd.CDB[0]), -1)
+		return shortDataOut
 	}
 	buf := make([]byte, n)
 	l.io.RLock()
@@ -228,7 +233,7 @@ func (l *lu) writeSame(ctx context.Context, cmd *scsi.Command) scsi.Response {
 	pattern := make([]byte, l.bs)
 	if !ndob {
 		if len(cmd.DataOut) < int(l.bs) {
-			return checkCDB(lengthField(cdb[0]), -1)
+			return shortDataOut
 		}
 		copy(pattern, cmd.DataOut)
 	}
@@ -366,8 +371,8 @@ func (l *lu) compareAndWrite(ctx context.Context, cmd *scsi.Command) scsi.Respon
 		return good(nil)
 	}
 	n := blocks * uint64(l.bs)
-	if uint64(len(cmd.DataOut)) < 2*n {
-		return checkCDB(13, -1)
+	if uint64(len(cmd.DataOut)) != 2*n {
+		return shortDataOut // the verify and write instances are exactly 2 × NUMBER OF LOGICAL BLOCKS
 	}
 	verify, data := cmd.DataOut[:n], cmd.DataOut[n:2*n]
 	off := int64(lba) * int64(l.bs)

@@ -10,6 +10,7 @@ var (
 	SenseInvalidFieldInCDB        = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x24, ASCQ: 0x00}
 	SenseInvalidFieldInParamList  = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x26, ASCQ: 0x00}
 	SenseParamListLengthError     = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x1a, ASCQ: 0x00}
+	SenseInvalidFieldInCommandIU  = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x0e, ASCQ: 0x03} // data-out shorter than the CDB asks for
 	SenseSavingNotSupported       = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x39, ASCQ: 0x00}
 	SenseInsufficientRegResources = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x55, ASCQ: 0x04}
 	SenseMiscompareDuringVerify   = ioerr.Sense{Key: SenseKeyMiscompare, ASC: 0x1d, ASCQ: 0x00}
