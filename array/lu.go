@@ -17,7 +17,7 @@ import (
 const (
 	maxTransferBytes   = 8 << 20 // per READ/WRITE
 	maxCompareAndWrite = 16      // blocks per COMPARE AND WRITE
-	maxUnmapBlocks     = 1 << 22 // blocks per UNMAP descriptor and command
+	maxUnmapBlocks     = 1 << 20 // blocks per UNMAP descriptor and command
 	maxUnmapDescs      = 256
 	maxWriteSameBytes  = 1 << 30 // per WRITE SAME
 )
