@@ -197,7 +197,7 @@ var layerRules = []layerRule{
 	{
 		From:   "hotplug",
 		Forbid: []string{"nmp", "alua", "fusedev", "control", "metrics", "integrity", "scenario", "host"},
-		Why:    "hotplug is a source of facts about the host and decides nothing about paths; cmd/mpathfs wires it to the engine",
+		Why:    "hotplug is a source of facts about the host and decides nothing about paths; the host package wires it to the engine",
 	},
 	{
 		From:   "integrity",
