@@ -3,7 +3,7 @@ package control
 import (
 	"time"
 
-	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends/fault"
 	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
@@ -26,7 +26,7 @@ const (
 	RouteEvents      = "GET /v1/events"     // ?history=N&follow=0|1 → mpath.Event lines
 	RouteTrace       = "GET /v1/trace"      // ?device=D → nmp.TraceRecord lines
 	RouteArrays      = "GET /v1/arrays"     // → ArraysReply
-	RouteArray       = "POST /v1/array"     // ArrayRequest → alua.Status
+	RouteArray       = "POST /v1/array"     // ArrayRequest → array.Status
 	RouteExplain     = "GET /v1/explain"    // ?device=D → nmp.Explanation
 	RouteClaimRules  = "GET /v1/claimrules" // → ClaimRulesReply
 	RouteSATPRules   = "GET /v1/satprules"  // → SATPRulesReply
@@ -117,7 +117,7 @@ type (
 	}
 	// ArraysReply is every simulated array's status, by name.
 	ArraysReply struct {
-		Arrays map[string]alua.Status `json:"arrays"`
+		Arrays map[string]array.Status `json:"arrays"`
 	}
 	// ClaimRulesReply lists the claim rules of the mount.
 	ClaimRulesReply struct {

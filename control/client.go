@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/integrity"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
@@ -242,8 +242,8 @@ func (c *Client) Arrays(ctx context.Context) (ArraysReply, error) {
 }
 
 // Array sends a command to a simulated array.
-func (c *Client) Array(ctx context.Context, r ArrayRequest) (alua.Status, error) {
-	var st alua.Status
+func (c *Client) Array(ctx context.Context, r ArrayRequest) (array.Status, error) {
+	var st array.Status
 	err := c.call(ctx, RouteArray, r, &st)
 	return st, err
 }

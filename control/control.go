@@ -24,7 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends/fault"
 	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/integrity"
@@ -313,7 +313,7 @@ func (r *Runtime) ClearFault(_ context.Context, req FaultClearRequest) (FaultCle
 func (r *Runtime) FaultList() []FaultInfo { return r.Host.Faults() }
 
 // Array runs a command on a simulated array.
-func (r *Runtime) Array(_ context.Context, req ArrayRequest) (alua.Status, error) {
+func (r *Runtime) Array(_ context.Context, req ArrayRequest) (array.Status, error) {
 	return r.Host.Array(host.ArrayCommand{Array: req.Array, Action: req.Action, Controller: req.Controller, TPG: req.TPG, State: req.State})
 }
 

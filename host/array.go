@@ -8,20 +8,24 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/mpathfs/mpathfs/alua"
+	// The SATP rules give a simulated array's paths to VMW_SATP_ALUA or
+	// VMW_SATP_DEFAULT_AP: a host that makes arrays registers them.
+	_ "github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 // labArray is a simulated array in front of a device's store.
 type labArray struct {
-	arr  *alua.Array
-	cfg  alua.ArrayConfig
+	arr  *array.Array
+	cfg  array.ArrayConfig
 	ctrl map[uint16]int // port -> controller index
 }
 
 // decodeArray reads a device's `array:` section strictly.
-func decodeArray(dc DeviceConfig) (*alua.ArrayConfig, error) {
+func decodeArray(dc DeviceConfig) (*array.ArrayConfig, error) {
 	if dc.Array == nil {
 		return nil, nil
 	}
@@ -29,7 +33,7 @@ func decodeArray(dc DeviceConfig) (*alua.ArrayConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ac alua.ArrayConfig
+	var ac array.ArrayConfig
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&ac); err != nil {
@@ -42,7 +46,7 @@ func decodeArray(dc DeviceConfig) (*alua.ArrayConfig, error) {
 		ac.Vendor = "MPATHFS"
 	}
 	if ac.Model == "" {
-		if ac.Mode == alua.ModeAP {
+		if ac.Mode == array.ModeAP {
 			ac.Model = "AP-ARRAY"
 		} else {
 			ac.Model = "ALUA-ARRAY"
@@ -62,7 +66,7 @@ func newArrayFor(dc DeviceConfig) (*labArray, error) {
 	if err != nil || ac == nil {
 		return nil, err
 	}
-	arr, err := alua.New(*ac)
+	arr, err := array.New(*ac)
 	if err != nil {
 		return nil, err
 	}
@@ -94,11 +98,11 @@ func (a *labArray) Close() error { return a.arr.Close() }
 
 // ParseALUAState accepts AO/ANO/S/U/O/T, the full names, and the
 // hyphenated forms (active-optimized).
-func ParseALUAState(s string) (alua.State, error) {
-	if st, err := alua.ParseState(s); err == nil {
+func ParseALUAState(s string) (scsi.State, error) {
+	if st, err := scsi.ParseState(s); err == nil {
 		return st, nil
 	}
-	return alua.ParseState(strings.ReplaceAll(strings.ToLower(s), "-", "/"))
+	return scsi.ParseState(strings.ReplaceAll(strings.ToLower(s), "-", "/"))
 }
 
 // ArrayCommand is a command to a simulated array: fail or restore a
@@ -116,10 +120,10 @@ type ArrayCommand struct {
 }
 
 // Arrays returns the status of every simulated array, by name.
-func (h *Host) Arrays() map[string]alua.Status {
+func (h *Host) Arrays() map[string]array.Status {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	out := map[string]alua.Status{}
+	out := map[string]array.Status{}
 	for name, a := range h.arrays {
 		out[name] = a.arr.Status()
 	}
@@ -128,7 +132,7 @@ func (h *Host) Arrays() map[string]alua.Status {
 
 // Array runs a command on a simulated array and returns its status after.
 // An unknown array is ErrNotFound; a bad command ErrInvalid.
-func (h *Host) Array(c ArrayCommand) (alua.Status, error) {
+func (h *Host) Array(c ArrayCommand) (array.Status, error) {
 	h.mu.RLock()
 	a, ok := h.arrays[c.Array]
 	names := make([]string, 0, len(h.arrays))
@@ -138,7 +142,7 @@ func (h *Host) Array(c ArrayCommand) (alua.Status, error) {
 	h.mu.RUnlock()
 	if !ok {
 		sort.Strings(names)
-		return alua.Status{}, errorf(ErrNotFound, "no array %q (arrays: %v)", c.Array, names)
+		return array.Status{}, errorf(ErrNotFound, "no array %q (arrays: %v)", c.Array, names)
 	}
 	var err error
 	switch c.Action {
@@ -153,7 +157,7 @@ func (h *Host) Array(c ArrayCommand) (alua.Status, error) {
 			err = errorf(ErrInvalid, "tpg-state needs a tpg")
 			break
 		}
-		var st alua.State
+		var st scsi.State
 		if st, err = ParseALUAState(c.State); err == nil {
 			err = a.arr.ForceTPGState(uint16(*c.TPG), st)
 		}
@@ -161,7 +165,7 @@ func (h *Host) Array(c ArrayCommand) (alua.Status, error) {
 		err = errorf(ErrInvalid, "unknown array action %q (want controller-fail, controller-restore, transfer-ownership or tpg-state)", c.Action)
 	}
 	if err != nil {
-		return alua.Status{}, err
+		return array.Status{}, err
 	}
 	st := a.arr.Status()
 	h.publish(mpath.Event{Time: time.Now(), Kind: "array", Device: c.Array, To: c.Action + " " + c.Controller, Reason: st.String()})

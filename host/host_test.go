@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
-	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends/fault"
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -148,7 +148,7 @@ func TestGroupByWWID(t *testing.T) {
 // name, with the kind of each failure.
 func TestArray(t *testing.T) {
 	files := store(t, 1<<20, 0)
-	ac := alua.DefaultLabArray()
+	ac := array.DefaultLabArray()
 	ac.Transition = 0
 	var node yaml.Node
 	require.NoError(t, node.Encode(ac))

@@ -11,7 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
@@ -24,7 +24,7 @@ import (
 // A, the owner: AO) / T1 (controller B: ANO).
 func defaultLab(stateDir string) *Config {
 	store := "file://" + stateDir + "/lab.img"
-	ac := alua.DefaultLabArray()
+	ac := array.DefaultLabArray()
 	ac.Vendor, ac.Model = "MPATHFS", "ALUA-LAB"
 	var node yaml.Node
 	if err := node.Encode(ac); err != nil {
