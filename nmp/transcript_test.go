@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/internal/transcript"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
@@ -279,26 +280,14 @@ func (s *story) newDevice(args []string) {
 	s.printf("timing: io-timeout=%v apd=%v check=%v flap=%d in %v hold-down=%v", c.IOTimeout, c.APDTimeout, c.CheckInterval, c.FlapThreshold, c.FlapWindow, c.HoldDown)
 }
 
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	switch {
-	case strings.HasSuffix(s, "k"):
-		mult, s = 1<<10, s[:len(s)-1]
-	case strings.HasSuffix(s, "m"):
-		mult, s = 1<<20, s[:len(s)-1]
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n * mult, err
-}
-
 // io runs "write 4k@0 [xN] [&]".
 func (s *story) io(op string, args []string) {
 	if len(args) == 0 {
 		s.fatalf("%s: want SIZE@OFF", op)
 	}
 	sz, off, ok := strings.Cut(args[0], "@")
-	size, err1 := parseSize(sz)
-	offset, err2 := parseSize(off)
+	size, err1 := backends.ParseSize(sz)
+	offset, err2 := backends.ParseSize(off)
 	if !ok || err1 != nil || err2 != nil {
 		s.fatalf("%s %s: want SIZE@OFF", op, args[0])
 	}
