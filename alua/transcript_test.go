@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,34 +14,13 @@ import (
 	"github.com/mpathfs/mpathfs/alua"
 	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/internal/transcript"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 	"github.com/mpathfs/mpathfs/scsi"
 )
-
-// memStore is an in-memory backend.
-type memStore struct {
-	mu   sync.Mutex
-	data []byte
-}
-
-func (m *memStore) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return copy(p, m.data[off:]), nil
-}
-
-func (m *memStore) WriteAt(_ context.Context, p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return copy(m.data[off:], p), nil
-}
-
-func (m *memStore) Flush(context.Context) error { return nil }
-func (m *memStore) Size() int64                 { return int64(len(m.data)) }
-func (m *memStore) Close() error                { return nil }
 
 // TestTranscripts runs the scenarios under testdata/*.txt. Each block is
 // a command, a line "----" and the expected output, ended by a blank
@@ -162,7 +140,7 @@ func (tr *story) do(cmd string) string {
 		tr.arr = arr
 		tr.ports = map[uint16]backends.Backend{}
 		tr.path = map[uint16]*mpath.Path{}
-		store := &memStore{data: make([]byte, 1<<16)}
+		store := backendtest.NewMem(1 << 16)
 		for _, id := range arr.Ports() {
 			tr.ports[id] = arr.Port(id, store)
 			tr.path[id] = &mpath.Path{Name: fmt.Sprintf("port%d", id), Backend: tr.ports[id]}
