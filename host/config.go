@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -169,28 +168,9 @@ func Rules(claimRules []string, satpRules []nmp.SATPRule) (*mpath.ClaimRules, *n
 	return claims, satp, nil
 }
 
-// ParseSize parses a size with an optional binary suffix: 512, 4k, 64M,
-// 1G, 2T (also KiB, MiB, GiB, TiB; all powers of 1024).
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	lower := strings.ToLower(t)
-	for _, suf := range []struct {
-		s string
-		m int64
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"tb", 1 << 40}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, {"b", 1}} {
-		if strings.HasSuffix(lower, suf.s) {
-			mult = suf.m
-			t = t[:len(t)-len(suf.s)]
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q: want a positive number with an optional k, M, G or T suffix (powers of 1024)", s)
-	}
-	return n * mult, nil
-}
+// ParseSize parses a store size (512, 4k, 64M, 1G, 2T; KiB, MiB, … alike:
+// powers of 1024), which must be positive.
+func ParseSize(s string) (int64, error) { return backends.ParsePositiveSize("size", s) }
 
 // ensureStore creates a missing file store, sparse, with the given size.
 func ensureStore(uri string, size int64) error {

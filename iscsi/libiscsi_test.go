@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mpathfs/mpathfs/internal/needs"
 	"github.com/mpathfs/mpathfs/iscsi"
 	"github.com/mpathfs/mpathfs/iscsi/iscsitest"
 	"github.com/mpathfs/mpathfs/scsi"
@@ -24,7 +25,7 @@ import (
 const initiatorName = "iqn.2026-01.org.mpathfs:initiator"
 
 func TestLibiscsiDiscovery(t *testing.T) {
-	needTool(t, "iscsi-ls")
+	needs.Tools(t, "iscsi-ls")
 	tt := startTarget(t, iscsi.TargetConfig{}, nil)
 	out, err := runTool(t, 30*time.Second, "iscsi-ls", "-s", "-i", initiatorName, "iscsi://"+tt.addr)
 	require.NoError(t, err, out)
@@ -35,7 +36,7 @@ func TestLibiscsiDiscovery(t *testing.T) {
 }
 
 func TestLibiscsiInquiryAndCapacity(t *testing.T) {
-	needTool(t, "iscsi-inq")
+	needs.Tools(t, "iscsi-inq")
 	tt := startTarget(t, iscsi.TargetConfig{}, nil)
 	out, err := runTool(t, 30*time.Second, "iscsi-inq", "-i", initiatorName, tt.url(0, ""))
 	require.NoError(t, err, out)
@@ -47,7 +48,7 @@ func TestLibiscsiInquiryAndCapacity(t *testing.T) {
 }
 
 func TestLibiscsiCHAP(t *testing.T) {
-	needTool(t, "iscsi-inq")
+	needs.Tools(t, "iscsi-inq")
 	cfg := iscsi.TargetConfig{CHAP: map[string]iscsi.CHAPSecret{
 		initiatorName: {User: "alice", Secret: "alice-secret-12", TargetUser: "array", TargetSecret: "array-secret-12"},
 	}}
@@ -76,7 +77,7 @@ func TestLibiscsiCHAP(t *testing.T) {
 // reads the session's parameters while a command of that session runs,
 // and the command (INQUIRY, with data) crosses the wire with the digest.
 func TestLibiscsiDigests(t *testing.T) {
-	needTool(t, "iscsi-inq")
+	needs.Tools(t, "iscsi-inq")
 	ram := iscsitest.NewRAM(1, 2048, 512)
 	tt := startTarget(t, iscsi.TargetConfig{RequireHeaderDigest: true}, ram)
 	var mu sync.Mutex
@@ -134,7 +135,7 @@ func testCU(t *testing.T, tt *testTarget, tests string, extra ...string) int {
 // The transport families of libiscsi's conformance suite: CmdSN window,
 // DataSN checks, residual overflow/underflow, task management.
 func TestLibiscsiConformanceTransport(t *testing.T) {
-	needTool(t, "iscsi-test-cu")
+	needs.Tools(t, "iscsi-test-cu")
 	for _, family := range []string{"iSCSI.iSCSIcmdsn", "iSCSI.iSCSIdatasn", "iSCSI.iSCSIResiduals", "iSCSI.iSCSITMF"} {
 		t.Run(family, func(t *testing.T) {
 			tt := startTarget(t, iscsi.TargetConfig{Limits: iscsi.Limits{NOPInterval: -1}}, nil)
@@ -146,7 +147,7 @@ func TestLibiscsiConformanceTransport(t *testing.T) {
 
 // A write and a read through libiscsi land on and come from the RAM disk.
 func TestLibiscsiReadWriteRoundTrip(t *testing.T) {
-	needTool(t, "iscsi-test-cu")
+	needs.Tools(t, "iscsi-test-cu")
 	ram := iscsitest.NewRAM(1, 4096, 512)
 	tt := startTarget(t, iscsi.TargetConfig{}, ram)
 	testCU(t, tt, "SCSI.Write10.Simple")

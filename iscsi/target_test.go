@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -80,17 +79,6 @@ func (tt *testTarget) url(lun int, userinfo string) string {
 		userinfo += "@"
 	}
 	return fmt.Sprintf("iscsi://%s%s/%s/%d", userinfo, tt.addr, targetName, lun)
-}
-
-// needTool skips (outside CI) or fails (in CI) when a program is missing.
-func needTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed (make deps installs libiscsi-bin)", name)
-		}
-		t.Skipf("skipping: %s is not installed (apt-get install -y libiscsi-bin; CI requires it)", name)
-	}
 }
 
 // runTool runs a program with a deadline and returns its combined output.

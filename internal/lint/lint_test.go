@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // pkg is the part of `go list -json` the checks read.
@@ -443,12 +445,7 @@ func scanOutside(name string, data []byte) []outsideFinding {
 
 func TestNoReferencesOutsideRepository(t *testing.T) {
 	mod, _ := packages(t)
-	if _, err := exec.LookPath("git"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("git not found; CI must have it")
-		}
-		t.Skip("git not found: the tracked files are not known (needs git; runs in CI)")
-	}
+	needs.Tools(t, "git")
 	out, err := exec.Command("git", "-C", mod.Dir, "ls-files", "-z").Output()
 	if err != nil {
 		if os.Getenv("CI") != "" {
