@@ -33,6 +33,7 @@ type session struct {
 		// lastEntered is closed when the last started task reached
 		// the logical unit.
 		lastEntered chan struct{}
+		ending      bool
 	}
 	tasks sync.WaitGroup // task goroutines
 
@@ -118,6 +119,7 @@ func (c *conn) startSession(ls *loginState) error {
 func (s *session) end() {
 	s.endOnce.Do(func() {
 		s.mu.Lock()
+		s.mu.ending = true // no task registers or starts from now on
 		var ts []*task
 		for _, tk := range s.mu.tasks {
 			ts = append(ts, tk)

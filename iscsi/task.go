@@ -127,6 +127,11 @@ func (c *conn) scsiCommand(p *PDU) error {
 		}
 	}
 	s.mu.Lock()
+	if s.mu.ending {
+		s.mu.Unlock()
+		cancel()
+		return nil
+	}
 	if _, dup := s.mu.tasks[m.ITT]; dup {
 		s.mu.Unlock()
 		cancel()
@@ -244,7 +249,7 @@ func (s *session) deliver(tk *task) {
 // maybeStart starts a task whose turn came and whose data is in.
 func (s *session) maybeStart(tk *task) {
 	s.mu.Lock()
-	if !tk.delivered || tk.running || tk.aborted || tk.finished || !tk.dataDone() {
+	if !tk.delivered || tk.running || tk.aborted || tk.finished || !tk.dataDone() || s.mu.ending {
 		s.mu.Unlock()
 		return
 	}
