@@ -363,3 +363,72 @@ func TestNewTargetValidates(t *testing.T) {
 	_, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, nil)
 	assert.Error(t, err)
 }
+
+// AbortTasks (PREEMPT AND ABORT's hook) aborts the victims' tasks without
+// answering them and returns once they are over; the PREEMPT AND ABORT
+// command calling it is not waited for, even when its nexus is a victim.
+func TestAbortTasksForPreempt(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 64, 512)
+	started := holdWrites(ram, 2)
+	tt := startTarget(t, iscsi.TargetConfig{}, ram)
+	held := ram.Hook
+	ram.Hook = func(ctx context.Context, cmd *scsi.Command) *scsi.Response {
+		if cmd.CDB[0] == 0x5f {
+			var victims []scsi.Nexus
+			for _, s := range tt.Sessions() {
+				victims = append(victims, s.Nexus)
+			}
+			tt.AbortTasks(victims, 0)
+			ram.Record("preempted")
+			return &scsi.Response{}
+		}
+		return held(ctx, cmd)
+	}
+	victim := dial(t, tt.addr)
+	victim.mustLogin("iqn.2026-01.org.test:victim", 1)
+	victim.command(0, cdbWrite10(2, 1), false, true, 512, block('v'))
+	<-started
+	pre := dial(t, tt.addr)
+	pre.mustLogin("iqn.2026-01.org.test:preempter", 1)
+	cdb := make([]byte, 10)
+	cdb[0], cdb[1], cdb[8] = 0x5f, 0x05, 24
+	st, _, _ := pre.response(pre.command(0, cdb, false, true, 24, make([]byte, 24)))
+	assert.Equal(t, uint8(0), st)
+	ev := ram.Events()
+	require.GreaterOrEqual(t, len(ev), 2)
+	assert.Equal(t, []string{"returned iqn.2026-01.org.test:victim", "preempted"}, ev[len(ev)-2:])
+	st, _, _ = victim.response(victim.command(0, make([]byte, 6), false, false, 0, nil))
+	assert.Equal(t, uint8(0), st, "the aborted write was not answered; the next command is")
+	assert.Equal(t, make([]byte, 512), ram.Disk(0)[2*512:3*512])
+}
+
+// hideLength is a handler without the TransferLengther capability.
+type hideLength struct{ scsi.Handler }
+
+// Without TransferLengther, a read's underflow is still reported (from the
+// data returned); DataInLen is the EDTL.
+func TestResidualWithoutTransferLength(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 64, 512)
+	ram.Hook = func(_ context.Context, cmd *scsi.Command) *scsi.Response {
+		if cmd.CDB[0] == 0x28 {
+			ram.Record("datain %d", cmd.DataInLen)
+		}
+		return nil
+	}
+	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, hideLength{ram})
+	require.NoError(t, err)
+	tt := serveTarget(t, tgt, ram, &logBuf{})
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:u", 1)
+	itt := r.command(0, cdbRead10(0, 1), true, false, 1024, nil)
+	var m iscsi.DataIn
+	for !m.HasStatus {
+		p := r.recv()
+		require.Equal(t, iscsi.OpDataIn, p.BHS.Opcode())
+		m.Decode(&p.BHS)
+	}
+	assert.Equal(t, itt, m.ITT)
+	assert.True(t, m.Underflow)
+	assert.Equal(t, uint32(512), m.Residual)
+	assert.Equal(t, []string{"datain 1024"}, ram.Events())
+}

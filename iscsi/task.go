@@ -315,11 +315,6 @@ func (s *session) execute(tk *task) (resp scsi.Response, drop, ran bool) {
 		}
 	}
 	cmd.DataInLen = int(tk.edtl)
-	if tk.spdtl < 0 && !tk.write {
-		// The logical unit cannot say how much it would transfer: offer
-		// more so an overflow is seen (and reported) rather than hidden.
-		cmd.DataInLen = max(cmd.DataInLen, s.t.cfg.Limits.MaxDataIn)
-	}
 	if tk.overflowFail {
 		return scsi.Response{Status: scsi.StatusCheckCondition, Sense: senseInvalidFieldInCDB()}, false, true
 	}
@@ -373,7 +368,10 @@ func (s *session) respond(tk *task, resp scsi.Response) {
 	var over, under bool
 	var residual uint32
 	spdtl := tk.spdtl
-	if spdtl < 0 && !tk.write {
+	if spdtl < 0 && !tk.write && resp.Status == scsi.StatusGood {
+		// Without the logical unit's transfer length, the data it
+		// returned is all that is known (an underflow shows, an
+		// overflow does not).
 		spdtl = len(data)
 	}
 	if len(data) > int(tk.edtl) {
@@ -561,3 +559,25 @@ func (c *conn) taskManagement(m *TMFRequest) {
 }
 
 func nowNano() int64 { return time.Now().UnixNano() }
+
+// AbortTasks aborts the tasks of the given I_T nexuses on a logical unit,
+// without answering them, and returns once none of them can still reach
+// the logical unit: what PERSISTENT RESERVE OUT with PREEMPT AND ABORT
+// needs from the transport (wire it as the array handler's
+// OnPreemptAbort). The PREEMPT AND ABORT command that calls it is never
+// among the tasks waited for, even if its own nexus is a victim.
+func (t *Target) AbortTasks(victims []scsi.Nexus, lun uint64) {
+	for _, s := range t.allSessions() {
+		if !slices.Contains(victims, s.nexus) {
+			continue
+		}
+		s.abort(s.tasksWhere(func(tk *task) bool {
+			return tk.cmd.LUN == lun && !(tk.running && isPreemptAndAbort(tk.cmd.CDB))
+		}), false)
+	}
+}
+
+// isPreemptAndAbort reports a PERSISTENT RESERVE OUT, PREEMPT AND ABORT.
+func isPreemptAndAbort(cdb []byte) bool {
+	return len(cdb) > 1 && cdb[0] == 0x5f && cdb[1]&0x1f == 0x05
+}
