@@ -432,3 +432,83 @@ func TestResidualWithoutTransferLength(t *testing.T) {
 	assert.Equal(t, uint32(512), m.Residual)
 	assert.Equal(t, []string{"datain 1024"}, ram.Events())
 }
+
+// The target pings an idle initiator and drops one that does not answer.
+func TestNOPInPing(t *testing.T) {
+	tt := startTarget(t, iscsi.TargetConfig{Limits: iscsi.Limits{NOPInterval: 20 * time.Millisecond, NOPTimeout: 50 * time.Millisecond}}, nil)
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:nop", 1)
+	p := r.recv()
+	require.Equal(t, iscsi.OpNOPIn, p.BHS.Opcode())
+	var m iscsi.NOPIn
+	m.Decode(&p.BHS)
+	assert.Equal(t, uint32(iscsi.ReservedTag), m.ITT)
+	assert.NotEqual(t, uint32(iscsi.ReservedTag), m.TTT)
+	// Answer the first ping, then stay silent.
+	r.send(&iscsi.NOPOut{Immediate: true, ITT: iscsi.ReservedTag, TTT: m.TTT, CmdSN: r.cmdSN, ExpStatSN: r.expStatSN}, nil)
+	assert.True(t, r.closed(), "a silent initiator is dropped after NOPTimeout")
+	assert.Contains(t, tt.logs.String(), "no answer to a NOP-In")
+}
+
+// A login whose text spans two Login Requests (C bit) is answered once
+// the text is whole.
+func TestLoginContinuation(t *testing.T) {
+	tt := startTarget(t, iscsi.TargetConfig{}, nil)
+	r := dial(t, tt.addr)
+	text := iscsi.Text{{Key: "InitiatorName", Value: "iqn.2026-01.org.test:cont"}, {Key: "TargetName", Value: targetName},
+		{Key: "MaxBurstLength", Value: "65536"}}.Marshal()
+	half := len(text) / 2
+	r.send(&iscsi.LoginRequest{Continue: true, CSG: 1, ISID: [6]byte{0x80, 0, 0, 0, 0, 7}, ITT: 1, CmdSN: 1}, text[:half])
+	p := r.recv()
+	var resp iscsi.LoginResponse
+	resp.Decode(&p.BHS)
+	require.Equal(t, iscsi.LoginSuccess, resp.Status)
+	assert.False(t, resp.Transit)
+	assert.Empty(t, p.Data, "a C-bit request gets an empty response")
+	r.send(&iscsi.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: [6]byte{0x80, 0, 0, 0, 0, 7}, ITT: 1, CmdSN: 1}, text[half:])
+	p = r.recv()
+	resp.Decode(&p.BHS)
+	require.Equal(t, iscsi.LoginSuccess, resp.Status)
+	assert.True(t, resp.Transit)
+	kv, err := iscsi.ParseText(p.Data)
+	require.NoError(t, err)
+	v, _ := kv.Get("MaxBurstLength")
+	assert.Equal(t, "65536", v)
+	v, _ = kv.Get("TargetPortalGroupTag")
+	assert.Equal(t, "1", v)
+}
+
+// Many initiators, several sessions each, write and read their own blocks
+// at once. The test drives every session from one goroutine (its
+// initiator fails the test on error), with every session's command
+// outstanding together so the target serves them concurrently.
+func TestManyInitiators(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 256, 512)
+	tt := startTarget(t, iscsi.TargetConfig{}, ram)
+	const initiators, sessions = 6, 2
+	var rs []*rawInit
+	for i := range initiators {
+		for j := range sessions {
+			r := dial(t, tt.addr)
+			r.mustLogin(fmt.Sprintf("iqn.2026-01.org.test:host%d", i), byte(j+1))
+			rs = append(rs, r)
+		}
+	}
+	require.Len(t, tt.Sessions(), initiators*sessions)
+	itts := make([]uint32, len(rs))
+	for k, r := range rs {
+		itts[k] = r.command(0, cdbWrite10(uint32(k), 1), false, true, 512, block(byte(k+1)))
+	}
+	for k, r := range rs {
+		st, _, _ := r.response(itts[k])
+		require.Equal(t, uint8(0), st)
+	}
+	for k, r := range rs {
+		itts[k] = r.command(0, cdbRead10(uint32(k), 1), true, false, 512, nil)
+	}
+	for k, r := range rs {
+		st, data, _ := r.response(itts[k])
+		require.Equal(t, uint8(0), st)
+		assert.Equal(t, block(byte(k+1)), data)
+	}
+}
