@@ -512,3 +512,35 @@ func TestManyInitiators(t *testing.T) {
 		assert.Equal(t, block(byte(k+1)), data)
 	}
 }
+
+// MaxCmdSN bounds the queue depth: with CmdWindow commands outstanding the
+// window is closed (MaxCmdSN = ExpCmdSN-1), and it opens as they end.
+func TestCommandWindowIsQueueDepth(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 64, 512)
+	started := holdWrites(ram, 1)
+	tt := startTarget(t, iscsi.TargetConfig{Limits: iscsi.Limits{CmdWindow: 2}}, ram)
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:qd", 1)
+	r.command(0, cdbWrite10(1, 1), false, true, 512, block(1))
+	r.command(0, cdbWrite10(1, 1), false, true, 512, block(2))
+	<-started
+	<-started
+	r.send(&iscsi.NOPOut{Immediate: true, ITT: 0x55, TTT: iscsi.ReservedTag, CmdSN: r.cmdSN}, nil)
+	p := r.recv()
+	require.Equal(t, iscsi.OpNOPIn, p.BHS.Opcode())
+	var nop iscsi.NOPIn
+	nop.Decode(&p.BHS)
+	assert.Equal(t, r.cmdSN, nop.ExpCmdSN)
+	assert.Equal(t, nop.ExpCmdSN-1, nop.MaxCmdSN, "the window is closed")
+	// A command beyond MaxCmdSN is ignored: it is never executed.
+	r.command(0, make([]byte, 6), false, false, 0, nil)
+	require.Equal(t, iscsi.TMFRespComplete, r.tmf(iscsi.TMFAbortTaskSet, 0, iscsi.ReservedTag, 0))
+	r.cmdSN-- // the ignored command's CmdSN is free again
+	r.send(&iscsi.NOPOut{Immediate: true, ITT: 0x56, TTT: iscsi.ReservedTag, CmdSN: r.cmdSN}, nil)
+	p = r.recv()
+	require.Equal(t, iscsi.OpNOPIn, p.BHS.Opcode())
+	nop.Decode(&p.BHS)
+	assert.Equal(t, nop.ExpCmdSN+1, nop.MaxCmdSN, "open again once the tasks ended")
+	st, _, _ := r.response(r.command(0, make([]byte, 6), false, false, 0, nil))
+	assert.Equal(t, uint8(0), st)
+}

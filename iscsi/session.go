@@ -359,6 +359,8 @@ type task struct {
 	done         chan struct{}
 	overflowFail bool
 	failSense    []byte // the data phase failed: answer with this sense
+	counted      bool   // in conn.outstanding
+	uncounted    bool   // taken out of it (or never to be counted)
 	prevEntered  chan struct{}
 	entered      chan struct{}
 }

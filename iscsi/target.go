@@ -51,8 +51,8 @@ type Limits struct {
 	MaxBurstLength    uint32
 	FirstBurstLength  uint32
 	MaxOutstandingR2T uint32
-	// CmdWindow is how many commands an initiator may have queued beyond
-	// ExpCmdSN (MaxCmdSN = ExpCmdSN + CmdWindow - 1). Default 128.
+	// CmdWindow is the queue depth of a session: MaxCmdSN = ExpCmdSN +
+	// CmdWindow - 1 - (commands outstanding). Default 128.
 	CmdWindow uint32
 	// LoginTimeout bounds the whole login phase of a connection.
 	// Default 15s.

@@ -142,7 +142,28 @@ func (c *conn) scsiCommand(p *PDU) error {
 	s.mu.Unlock()
 	c.sendR2Ts(tk)
 	c.ordered(m.CmdSN, m.Immediate, func() { s.deliver(tk) })
+	s.mu.Lock()
+	if !tk.uncounted {
+		tk.counted = true
+		c.outstanding.Add(1)
+	}
+	s.mu.Unlock()
 	return nil
+}
+
+// uncount takes a task out of the outstanding count (once), just before
+// its status goes out, so the MaxCmdSN of that status already counts the
+// freed slot.
+func (s *session) uncount(tk *task) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tk.uncounted {
+		return
+	}
+	tk.uncounted = true
+	if tk.counted {
+		s.c.outstanding.Add(-1)
+	}
 }
 
 // sendR2Ts sends R2Ts for the rest of a write, keeping at most
@@ -264,6 +285,7 @@ func (s *session) maybeStart(tk *task) {
 // finish removes a task from the task set and releases its waiters.
 func (s *session) finish(tk *task) {
 	tk.cancel()
+	s.uncount(tk)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if tk.finished {
@@ -364,6 +386,7 @@ func (s *session) lunExists(lun uint64) bool {
 // Response with the sense data.
 func (s *session) respond(tk *task, resp scsi.Response) {
 	c := s.c
+	s.uncount(tk)
 	data := resp.DataIn
 	var over, under bool
 	var residual uint32
@@ -422,6 +445,7 @@ func (s *session) respond(tk *task, resp scsi.Response) {
 // sendAborted answers a task another nexus's task management aborted
 // with TASK ABORTED (TAS=1 behaviour).
 func (s *session) sendAborted(tk *task) {
+	s.uncount(tk)
 	_ = s.c.send(&SCSIResponse{Status: uint8(scsi.StatusTaskAborted), ITT: tk.itt, ExpDataSN: tk.dataInSN}, nil, true, true)
 }
 
