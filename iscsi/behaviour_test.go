@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -543,4 +544,48 @@ func TestCommandWindowIsQueueDepth(t *testing.T) {
 	assert.Equal(t, nop.ExpCmdSN+1, nop.MaxCmdSN, "open again once the tasks ended")
 	st, _, _ := r.response(r.command(0, make([]byte, 6), false, false, 0, nil))
 	assert.Equal(t, uint8(0), st)
+}
+
+// SendTargets lists every portal; an answer longer than the initiator's
+// MaxRecvDataSegmentLength comes in pieces the initiator asks for.
+func TestSendTargetsContinuation(t *testing.T) {
+	tt := startTarget(t, iscsi.TargetConfig{}, nil)
+	// More portals, so the answer outgrows 512 bytes.
+	for i := range 30 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = tt.Serve(l, iscsi.Portal{TPGT: uint16(2 + i), RelativePort: uint16(2 + i), TPG: 2})
+		}()
+		t.Cleanup(func() { l.Close(); <-done })
+	}
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:st", 1, iscsi.KV{Key: "MaxRecvDataSegmentLength", Value: "512"})
+	var all []byte
+	ttt := uint32(iscsi.ReservedTag)
+	for pieces := 1; ; pieces++ {
+		require.Less(t, pieces, 20)
+		var ask []byte // the first request asks; the next ones only continue
+		if ttt == iscsi.ReservedTag {
+			ask = []byte("SendTargets=All\x00")
+		}
+		r.send(&iscsi.TextRequest{Immediate: true, Final: true, ITT: 0x99, TTT: ttt, CmdSN: r.cmdSN, ExpStatSN: r.expStatSN}, ask)
+		p := r.recv()
+		require.Equal(t, iscsi.OpTextResp, p.BHS.Opcode())
+		var m iscsi.TextResponse
+		m.Decode(&p.BHS)
+		require.LessOrEqual(t, len(p.Data), 512)
+		all = append(all, p.Data...)
+		if m.Final {
+			assert.Greater(t, pieces, 1, "the answer needed several PDUs")
+			break
+		}
+		require.True(t, m.Continue)
+		ttt = m.TTT
+	}
+	kv := strings.Count(string(all), "TargetAddress=")
+	assert.Equal(t, 31, kv, "every portal is listed: %q", all)
+	assert.Contains(t, string(all), "TargetName="+targetName)
 }

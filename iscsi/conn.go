@@ -35,6 +35,11 @@ type conn struct {
 	// abortedSN are CmdSNs an ABORT TASK named before they arrived.
 	abortedSN map[uint32]bool
 
+	// a Text answer longer than one PDU: its rest, sent when the
+	// initiator asks with textITT and textTTT (reader goroutine only)
+	textRest         []byte
+	textITT, textTTT uint32
+
 	sess      *session
 	initiator atomic.Pointer[string]
 

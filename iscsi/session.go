@@ -261,6 +261,18 @@ func (c *conn) nopOut(m *NOPOut, data []byte) error {
 // keys that cannot be renegotiated in full feature phase.
 func (c *conn) text(m *TextRequest, data []byte) {
 	resp := &TextResponse{Final: true, LUN: m.LUN, ITT: m.ITT, TTT: ReservedTag}
+	if m.TTT != ReservedTag {
+		// The initiator asks for the rest of a long answer.
+		if m.TTT != c.textTTT || m.ITT != c.textITT || c.textRest == nil {
+			var hdr BHS
+			m.Encode(&hdr)
+			c.reject(RejectInvalidField, &hdr)
+			return
+		}
+		c.sendText(resp, c.textRest)
+		return
+	}
+	c.textRest = nil
 	if m.Continue || !m.Final {
 		// This target never needs more than one Text Request.
 		_ = c.send(resp, nil, true, true)
@@ -293,11 +305,26 @@ func (c *conn) text(m *TextRequest, data []byte) {
 			}
 		}
 	}
-	b := out.Marshal()
-	if limit := int(c.sess.params.PeerMaxRecvDataSegmentLength); len(b) > limit {
-		b = b[:limit] // a longer answer would need Text continuation
+	c.sendText(resp, out.Marshal())
+}
+
+// sendText sends a text answer, or its first PeerMaxRecvDataSegmentLength
+// bytes with the C bit and a TTT under which the initiator asks for the
+// rest (RFC 7143 11.10.2).
+func (c *conn) sendText(resp *TextResponse, b []byte) {
+	limit := int(c.sess.params.PeerMaxRecvDataSegmentLength)
+	if len(b) <= limit {
+		c.textRest = nil
+		_ = c.send(resp, b, true, true)
+		return
 	}
-	_ = c.send(resp, b, true, true)
+	c.textTTT++
+	if c.textTTT == ReservedTag {
+		c.textTTT = 1
+	}
+	c.textITT, c.textRest = resp.ITT, b[limit:]
+	resp.Final, resp.Continue, resp.TTT = false, true, c.textTTT
+	_ = c.send(resp, b[:limit], true, true)
 }
 
 func (c *conn) logout(m *LogoutRequest) {
