@@ -589,3 +589,45 @@ func TestSendTargetsContinuation(t *testing.T) {
 	assert.Equal(t, 31, kv, "every portal is listed: %q", all)
 	assert.Contains(t, string(all), "TargetName="+targetName)
 }
+
+// A Data-Out or a command whose data fails its digest fails that command
+// (ABORTED COMMAND, PROTOCOL SERVICE CRC ERROR) and keeps the connection.
+func TestDataDigestErrorFailsCommand(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 64, 512)
+	tt := startTarget(t, iscsi.TargetConfig{}, ram)
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:crc", 1, iscsi.KV{Key: "DataDigest", Value: "CRC32C"},
+		iscsi.KV{Key: "HeaderDigest", Value: "CRC32C"}, iscsi.KV{Key: "InitialR2T", Value: "No"})
+	require.True(t, r.fr.DataDigest)
+	corrupt := func(m iscsi.Message, data []byte) {
+		var w pipeBuf
+		fr := iscsi.NewFramer(nil, &w, 0)
+		fr.HeaderDigest, fr.DataDigest = true, true
+		var p iscsi.PDU
+		p.Encode(m, data)
+		require.NoError(t, fr.WritePDU(&p))
+		w.b[iscsi.BHSLen+4+1] ^= 0xff // a data byte, after the header digest
+		_, err := r.nc.Write(w.b)
+		require.NoError(t, err)
+	}
+	// Immediate data with a bad digest.
+	itt := r.nextITT()
+	cmd := &iscsi.SCSICommand{Final: true, Write: true, LUN: iscsi.EncodeLUN(0), ITT: itt, ExpectedDataTransferLength: 512,
+		CmdSN: r.cmdSN, ExpStatSN: r.expStatSN}
+	copy(cmd.CDB[:], cdbWrite10(4, 1))
+	r.cmdSN++
+	corrupt(cmd, block('c'))
+	st, _, sense := r.response(itt)
+	require.Equal(t, uint8(scsi.StatusCheckCondition), st)
+	require.Len(t, sense, 18)
+	assert.Equal(t, []byte{0x0b, 0x47, 0x05}, []byte{sense[2], sense[12], sense[13]})
+	// An unsolicited Data-Out with a bad digest.
+	itt = r.command(0, cdbWrite10(4, 2), false, true, 1024, block('d'))
+	corrupt(&iscsi.DataOut{Final: true, LUN: iscsi.EncodeLUN(0), ITT: itt, TTT: iscsi.ReservedTag, Offset: 512}, block('e'))
+	st, _, sense = r.response(itt)
+	require.Equal(t, uint8(scsi.StatusCheckCondition), st)
+	assert.Equal(t, []byte{0x0b, 0x47, 0x05}, []byte{sense[2], sense[12], sense[13]})
+	assert.Equal(t, make([]byte, 1024), ram.Disk(0)[4*512:6*512], "nothing was written")
+	st, _, _ = r.response(r.command(0, make([]byte, 6), false, false, 0, nil))
+	assert.Equal(t, uint8(0), st, "the connection goes on")
+}

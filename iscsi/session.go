@@ -149,11 +149,23 @@ func (c *conn) fullFeature() error {
 	for {
 		err := c.fr.ReadPDU(&p)
 		if err == ErrDataDigest {
+			// The PDU was read whole: the stream is in step. A command
+			// or its data fails with PROTOCOL SERVICE CRC ERROR (the
+			// command keeps its CmdSN turn); anything else is rejected.
+			c.touch()
+			c.t.logf("iscsi: %s: data digest error in %v", c.initiatorName(), p.BHS.Opcode())
 			switch p.BHS.Opcode() {
-			case OpDataOut, OpSCSICmd:
-				return fmt.Errorf("data digest error in %v: at ErrorRecoveryLevel 0 the connection ends", p.BHS.Opcode())
+			case OpSCSICmd:
+				if err := c.scsiCommandDigestBad(&p); err != nil {
+					return err
+				}
+			case OpDataOut:
+				var m DataOut
+				m.Decode(&p.BHS)
+				c.dataOutDigestBad(&m)
+			default:
+				c.reject(RejectDataDigest, &p.BHS)
 			}
-			c.reject(RejectDataDigest, &p.BHS)
 			continue
 		}
 		if err != nil {

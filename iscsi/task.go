@@ -54,7 +54,31 @@ var (
 
 // scsiCommand takes a SCSI Command PDU: it registers the task, takes its
 // immediate data, sends the R2Ts it may, and queues it in CmdSN order.
-func (c *conn) scsiCommand(p *PDU) error {
+func (c *conn) scsiCommand(p *PDU) error { return c.command(p, nil) }
+
+// scsiCommandDigestBad takes a SCSI Command whose immediate data failed
+// its digest: the command fails in its CmdSN turn without its data.
+func (c *conn) scsiCommandDigestBad(p *PDU) error {
+	p.Data = p.Data[:0]
+	return c.command(p, senseFixed(0x0b, 0x47, 0x05))
+}
+
+// dataOutDigestBad fails the write a Data-Out with a bad data digest
+// belongs to.
+func (c *conn) dataOutDigestBad(m *DataOut) {
+	s := c.sess
+	s.mu.Lock()
+	tk := s.mu.tasks[m.ITT]
+	if tk == nil || !tk.write || tk.aborted || tk.failSense != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.failDataSense(tk, senseFixed(0x0b, 0x47, 0x05), "Data-Out of ITT 0x%x failed its data digest", m.ITT)
+}
+
+// command registers a SCSI Command; failSense non-nil fails it (in its
+// CmdSN turn, without reaching the logical unit).
+func (c *conn) command(p *PDU, failSense []byte) error {
 	s := c.sess
 	var m SCSICommand
 	m.Decode(&p.BHS)
@@ -125,6 +149,11 @@ func (c *conn) scsiCommand(p *PDU) error {
 			c.ordered(m.CmdSN, false, func() {})
 			return nil
 		}
+	}
+	if failSense != nil {
+		tk.failSense = failSense
+		tk.received = tk.edtl
+		tk.nextR2T = tk.edtl
 	}
 	s.mu.Lock()
 	if s.mu.ending {
@@ -249,14 +278,20 @@ func (c *conn) dataOut(m *DataOut, data []byte) error {
 // without reaching the logical unit. Later Data-Out PDUs of the task are
 // discarded. Called with s.mu held; releases it.
 func (s *session) failData(tk *task, format string, args ...any) error {
-	tk.failSense = senseFixed(0x0b, 0x4b, 0x00)
+	s.failDataSense(tk, senseFixed(0x0b, 0x4b, 0x00), format, args...)
+	return nil
+}
+
+// failDataSense is failData with the sense to answer. Called with s.mu
+// held; releases it.
+func (s *session) failDataSense(tk *task, sense []byte, format string, args ...any) {
+	tk.failSense = sense
 	tk.received = tk.edtl
 	clear(tk.r2ts)
 	tk.nextR2T = tk.edtl
 	s.mu.Unlock()
 	s.t.logf("iscsi: %s: "+format+": failing the command", append([]any{s.nexus.Initiator}, args...)...)
 	s.maybeStart(tk)
-	return nil
 }
 
 // deliver marks a task's turn in CmdSN order.
