@@ -134,7 +134,7 @@ func (p *Port) admit(ctx context.Context, op string, n int) error {
 	case scsi.ActiveOptimized:
 		return ctx.Err()
 	case scsi.ActiveNonOptimized:
-		return sleep(ctx, p.a.penalty(n))
+		return backends.Sleep(ctx, p.a.penalty(n))
 	}
 	return p.notAccessible(op, acc.State)
 }

@@ -48,6 +48,7 @@ type Collector struct {
 	latency *prometheus.HistogramVec
 
 	stateDesc, failoverDesc, apdDesc, apdNowDesc, queueDesc, inflightDesc *prometheus.Desc
+	hedgedDesc, hedgeLostDesc, slowDesc                                   *prometheus.Desc
 
 	mu      sync.Mutex
 	devices []*nmp.Device
@@ -75,6 +76,9 @@ func New() *Collector {
 	c.failoverDesc = prometheus.NewDesc("mpathfs_device_failovers_total", "Paths that left the active state.", []string{"device"}, nil)
 	c.apdDesc = prometheus.NewDesc("mpathfs_device_apd_entries_total", "Times the device entered All-Paths-Down.", []string{"device"}, nil)
 	c.apdNowDesc = prometheus.NewDesc("mpathfs_device_apd", "1 while the device is in All-Paths-Down.", []string{"device"}, nil)
+	c.hedgedDesc = prometheus.NewDesc("mpathfs_path_hedged_reads_total", "Reads on the path that outlived the hedging threshold and were sent again on another path.", pl, nil)
+	c.hedgeLostDesc = prometheus.NewDesc("mpathfs_path_hedge_lost_total", "Reads on the path whose hedge on another path answered first.", pl, nil)
+	c.slowDesc = prometheus.NewDesc("mpathfs_path_slow", "1 while the path is marked slow (kept in the marginal group for losing to its hedges).", pl, nil)
 	c.queueDesc = prometheus.NewDesc("mpathfs_device_queue_depth", "I/Os inside the device (in flight or queued).", []string{"device"}, nil)
 	c.reg.MustRegister(c.ios, c.bytes, c.errs, c.latency, &deviceCollector{c},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -116,7 +120,7 @@ type deviceCollector struct{ c *Collector }
 
 func (dc *deviceCollector) Describe(ch chan<- *prometheus.Desc) {
 	c := dc.c
-	for _, d := range []*prometheus.Desc{c.stateDesc, c.inflightDesc, c.failoverDesc, c.apdDesc, c.apdNowDesc, c.queueDesc} {
+	for _, d := range []*prometheus.Desc{c.stateDesc, c.inflightDesc, c.failoverDesc, c.apdDesc, c.apdNowDesc, c.queueDesc, c.hedgedDesc, c.hedgeLostDesc, c.slowDesc} {
 		ch <- d
 	}
 }
@@ -137,6 +141,13 @@ func (dc *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(c.stateDesc, prometheus.GaugeValue, v, st.Name, p.Name, s.String())
 			}
 			ch <- prometheus.MustNewConstMetric(c.inflightDesc, prometheus.GaugeValue, float64(p.Inflight), st.Name, p.Name)
+			ch <- prometheus.MustNewConstMetric(c.hedgedDesc, prometheus.CounterValue, float64(p.Hedged), st.Name, p.Name)
+			ch <- prometheus.MustNewConstMetric(c.hedgeLostDesc, prometheus.CounterValue, float64(p.HedgeLost), st.Name, p.Name)
+			slow := 0.0
+			if p.Slow {
+				slow = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.slowDesc, prometheus.GaugeValue, slow, st.Name, p.Name)
 		}
 		apd := 0.0
 		if st.APD {

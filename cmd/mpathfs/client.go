@@ -87,6 +87,9 @@ func printTopology(w io.Writer, st control.Status) {
 			apd = "yes, since " + d.APDSince.Format(time.RFC3339)
 		}
 		fmt.Fprintf(w, "all-paths-down=%s failovers=%d queue=%d\n", apd, d.Failovers, d.QueueDepth)
+		if d.Options.HedgeReads != "" {
+			fmt.Fprintf(w, "hedge_reads=%s hedged=%d hedge_wins=%d\n", d.Options.HedgeReads, d.HedgedReads, d.HedgeWins)
+		}
 		printAmbiguous(w, d.Ambiguous)
 		groups := map[int][]mpath.PathStatus{}
 		var order []int
@@ -125,6 +128,12 @@ func printTopology(w io.Writer, st control.Status) {
 				}
 				if p.HeldDown {
 					extra += " held-down"
+				}
+				if p.Slow {
+					extra += " slow(marginal)"
+				}
+				if p.HedgeLost > 0 {
+					extra += fmt.Sprintf(" hedge-lost=%d", p.HedgeLost)
 				}
 				if p.Admin == "off" {
 					extra += " admin=off"

@@ -74,6 +74,14 @@ type DeviceConfig struct {
 	FlapWindow    Duration `yaml:"flap_window"`
 	HoldDown      Duration `yaml:"hold_down"`
 	MaxRetries    int      `yaml:"max_retries"`
+	// Hedged reads (on by default): a read outstanding longer than
+	// hedge_multiplier × its path's recent p99 read latency, within
+	// [hedge_floor, hedge_ceiling], is sent again on another path.
+	HedgeReads      string   `yaml:"hedge_reads"`
+	HedgeMultiplier float64  `yaml:"hedge_multiplier"`
+	HedgeFloor      Duration `yaml:"hedge_floor"`
+	HedgeCeiling    Duration `yaml:"hedge_ceiling"`
+	HedgeSlowLosses int      `yaml:"hedge_slow_losses"`
 
 	// Array puts a simulated ALUA array in front of the store.
 	Array *yaml.Node `yaml:"array"`
@@ -184,6 +192,9 @@ func (c *Config) Validate() error {
 		if len(d.Paths) == 0 {
 			return fmt.Errorf("%s has no paths: add paths: with at least one uri", where)
 		}
+		if _, err := nmp.ParseHedgeMode(d.HedgeReads); err != nil {
+			return fmt.Errorf("%s: %v", where, err)
+		}
 		if _, err := decodeArray(d); err != nil {
 			return fmt.Errorf("%s: array: %v", where, err)
 		}
@@ -284,6 +295,12 @@ func (d DeviceConfig) toDeviceConfig() mpath.DeviceConfig {
 		FlapWindow:    time.Duration(d.FlapWindow),
 		HoldDown:      time.Duration(d.HoldDown),
 		MaxRetries:    d.MaxRetries,
+
+		HedgeReads:      d.HedgeReads,
+		HedgeMultiplier: d.HedgeMultiplier,
+		HedgeFloor:      time.Duration(d.HedgeFloor),
+		HedgeCeiling:    time.Duration(d.HedgeCeiling),
+		HedgeSlowLosses: d.HedgeSlowLosses,
 	}
 }
 

@@ -46,6 +46,10 @@ func cmdMount(args []string, stdout io.Writer) error {
 	flapThreshold := fs.Int("flap-threshold", 0, "failures within --flap-window that hold a path down (default 3)")
 	flapWindow := fs.Duration("flap-window", 0, "window for counting path failures (default 60s)")
 	holdDown := fs.Duration("hold-down", 0, "how long a flapping path is held out of service (default 10s, doubling while it keeps flapping)")
+	hedge := fs.String("hedge", "", "hedged reads: on (the default) or off; a read outstanding past --hedge-multiplier × its path's p99 is sent again on another path")
+	hedgeMult := fs.Float64("hedge-multiplier", 0, "hedging threshold as a multiple of the path's recent p99 read latency (default 3)")
+	hedgeFloor := fs.Duration("hedge-floor", 0, "lowest hedging threshold (default 2ms)")
+	hedgeCeiling := fs.Duration("hedge-ceiling", 0, "highest hedging threshold (default 200ms, at most half --io-timeout)")
 	trace := fs.String("trace", "", "record every I/O as a JSON line to this file")
 	scenarioFile := fs.String("scenario", "", "play this scenario file (see `mpathfs scenario`) once the mount is up")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at this address (loopback only), e.g. 127.0.0.1:9475")
@@ -150,6 +154,21 @@ func cmdMount(args []string, stdout io.Writer) error {
 		}
 		if *holdDown > 0 {
 			d.HoldDown = Duration(*holdDown)
+		}
+		if *hedge != "" {
+			if _, err := nmp.ParseHedgeMode(*hedge); err != nil {
+				return fmt.Errorf("--hedge: %v", err)
+			}
+			d.HedgeReads = *hedge
+		}
+		if *hedgeMult != 0 {
+			d.HedgeMultiplier = *hedgeMult
+		}
+		if *hedgeFloor > 0 {
+			d.HedgeFloor = Duration(*hedgeFloor)
+		}
+		if *hedgeCeiling > 0 {
+			d.HedgeCeiling = Duration(*hedgeCeiling)
 		}
 	}
 	if *ctl != "" {
