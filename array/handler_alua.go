@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/scsi"
 )
@@ -88,7 +89,7 @@ func (h *Handler) aluaGate(ctx context.Context, v portView, op byte, sa byte, n 
 		return nil
 	case scsi.ActiveNonOptimized:
 		if h.arr != nil && isDataOp(op) {
-			_ = sleep(ctx, h.arr.penalty(n))
+			_ = backends.Sleep(ctx, h.arr.penalty(n))
 		}
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/scsi"
 )
@@ -240,7 +241,7 @@ func (h *Handler) applyFaults(ctx context.Context, cmd *scsi.Command) (r scsi.Re
 		return r, false, 0
 	}
 	if rule.Delay > 0 {
-		if err := sleep(ctx, rule.Delay); err != nil {
+		if err := backends.Sleep(ctx, rule.Delay); err != nil {
 			return aborted(), true, 0
 		}
 	}
