@@ -481,3 +481,33 @@ func TestUnitsAddRemoveResize(t *testing.T) {
 	require.NoError(t, e.h.Resize(0))
 	requireSense(t, e.do(nxA, make([]byte, 6), nil), scsi.SenseCapacityDataChanged, "capacity changed")
 }
+
+func TestTransferLength(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		cdb  []byte
+		want int
+		ok   bool
+	}{
+		{cdbRW10(scsi.OpRead10, 0, 8, 0), 4096, true},
+		{cdbRW16(scsi.OpWrite16, 0, 2, 0), 1024, true},
+		{[]byte{scsi.OpWrite6, 0, 0, 0, 0, 0}, 256 * 512, true},
+		{cdbRW16(scsi.OpVerify16, 0, 2, 0), 0, true},
+		{cdbRW16(scsi.OpVerify16, 0, 2, 0x02), 1024, true},
+		{cdbRW16(scsi.OpWriteSame16, 0, 100, 0x01), 0, true},
+		{cdbRW10(scsi.OpWriteSame10, 0, 100, 0), 512, true},
+		{cdbCAW(0, 2), 2048, true},
+		{scsi.CDBPersistentReserveOut(scsi.PROutRegister, 0, 24), 24, true},
+		{scsi.CDBSetTPGs(8), 8, true},
+		{[]byte{scsi.OpUnmap, 0, 0, 0, 0, 0, 0, 0, 24, 0}, 24, true},
+		{make([]byte, 6), 0, true},
+		{scsi.CDBInquiry(false, 0, 96), 0, false},
+		{cdbRW16(scsi.OpRead16, 0, 1, 0)[:8], 0, false},
+	} {
+		n, ok := e.h.TransferLength(nxA, 0, tc.cdb)
+		assert.Equal(t, tc.ok, ok, "% x", tc.cdb)
+		assert.Equal(t, tc.want, n, "% x", tc.cdb)
+	}
+	_, ok := e.h.TransferLength(nxA, 9, cdbRW10(scsi.OpRead10, 0, 1, 0))
+	assert.False(t, ok, "unknown LUN")
+}
