@@ -64,7 +64,7 @@ func TestCommandTable(t *testing.T) {
 		{"read16 rdprotect", cdbRW16(scsi.OpRead16, 0, 1, 0x20), nil, scsi.SenseInvalidFieldInCDB},
 		{"read16 too long", cdbRW16(scsi.OpRead16, 0, 1<<20, 0), nil, scsi.SenseLBAOutOfRange},
 		{"write16 past end", cdbRW16(scsi.OpWrite16, luBlocks, 1, 0), block(1), scsi.SenseLBAOutOfRange},
-		{"write10 data short", cdbRW10(scsi.OpWrite10, 0, 2, 0), block(1), scsi.SenseInvalidFieldInCommandIU},
+		{"write10 data short: the blocks sent are written", cdbRW10(scsi.OpWrite10, 0, 2, 0), block(1), ioerr.Sense{}},
 		{"caw data long", cdbCAW(0, 1), make([]byte, 4*512), scsi.SenseInvalidFieldInCommandIU},
 		{"write10 wrprotect", cdbRW10(scsi.OpWrite10, 0, 1, 0x40), block(1), scsi.SenseInvalidFieldInCDB},
 		{"sync cache 10", cdbRW10(scsi.OpSynchronizeCache10, 0, 0, 0), nil, ioerr.Sense{}},
@@ -227,6 +227,10 @@ func TestReadWrite(t *testing.T) {
 	assert.Equal(t, block(0xaa), e.do(nxA, c12, nil).DataIn)
 	requireGood(t, e.do(nxA, []byte{scsi.OpWrite6, 0, 0, 5, 1, 0}, block(0x66)), "write6")
 	assert.Equal(t, block(0x66), e.do(nxA, []byte{scsi.OpRead6, 0, 0, 5, 1, 0}, nil).DataIn)
+	// Less data than the CDB describes: the whole blocks sent are written.
+	requireGood(t, e.do(nxA, cdbRW10(scsi.OpWrite10, 200, 3, 0), append(block(0x31), block(0x32)[:100]...)), "short data-out")
+	r = e.do(nxA, cdbRW10(scsi.OpRead10, 200, 2, 0), nil)
+	assert.Equal(t, append(block(0x31), block(0)...), r.DataIn)
 	// The data-in buffer limits what comes back.
 	r = e.h.Execute(context.Background(), &scsi.Command{Nexus: nxA, CDB: cdbRW16(scsi.OpRead16, 100, 2, 0), DataInLen: 512})
 	assert.Len(t, r.DataIn, 512)
@@ -352,9 +356,9 @@ func TestUnitAttentionLifecycle(t *testing.T) {
 		requireGood(t, e.do(n, cdbRW16(scsi.OpRead16, 0, 1, 0), nil), "then reads")
 	}
 
-	// LUN reset: everybody but the issuer gets 29/03.
+	// LUN reset: everybody, the issuer too, gets 29/03.
 	e.h.Reset(nxA, scsi.TMFLUNReset, 0)
-	requireGood(t, e.do(nxA, make([]byte, 6), nil), "issuer")
+	requireSense(t, e.do(nxA, make([]byte, 6), nil), scsi.SenseBusDeviceReset, "issuer after LUN reset")
 	requireSense(t, e.do(nxB, make([]byte, 6), nil), scsi.SenseBusDeviceReset, "other after LUN reset")
 	// I_T nexus reset: 29/07 for that nexus.
 	e.h.Reset(nxB, scsi.TMFITNexusReset, 0)
@@ -497,6 +501,7 @@ func TestTransferLength(t *testing.T) {
 		{cdbRW16(scsi.OpWriteSame16, 0, 100, 0x01), 0, true},
 		{cdbRW10(scsi.OpWriteSame10, 0, 100, 0), 512, true},
 		{cdbCAW(0, 2), 2048, true},
+		{cdbCAW(0, 0), 0, false},
 		{scsi.CDBPersistentReserveOut(scsi.PROutRegister, 0, 24), 24, true},
 		{scsi.CDBSetTPGs(8), 8, true},
 		{[]byte{scsi.OpUnmap, 0, 0, 0, 0, 0, 0, 0, 24, 0}, 24, true},

@@ -47,6 +47,9 @@ func (h *Handler) TransferLength(_ scsi.Nexus, lun uint64, cdb []byte) (int, boo
 		}
 		return int(bs), true
 	case scsi.OpCompareAndWrite:
+		if cdb[13] == 0 {
+			return 0, false // let the data the initiator sent through: it is an error the LU reports
+		}
 		return blocks(2 * uint64(cdb[13]))
 	case scsi.OpUnmap, scsi.OpModeSelect10:
 		return int(binary.BigEndian.Uint16(cdb[7:])), true

@@ -296,6 +296,7 @@ func TestSCSI2Reservations(t *testing.T) {
 
 	// Released by a LUN reset, by an I_T nexus reset and by nexus loss.
 	e.h.Reset(nxA, scsi.TMFLUNReset, 0)
+	e.ready(nxA, nxB)
 	requireGood(t, e.do(nxA, reserve6, nil), "after LUN reset")
 	e.h.Reset(nxA, scsi.TMFITNexusReset, 0)
 	e.ready(nxB)
