@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -515,4 +517,28 @@ func TestTransferLength(t *testing.T) {
 	}
 	_, ok := e.h.TransferLength(nxA, 9, cdbRW10(scsi.OpRead10, 0, 1, 0))
 	assert.False(t, ok, "unknown LUN")
+}
+
+// TestALUATransition: an explicit STPG moves through transitioning for the
+// configured period: commands through the moving groups get 02/04/0A, then
+// run, after one unit attention per state change.
+func TestALUATransition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, func(c *ArrayConfig, _ *LUConfig) { c.Transition = 2 * time.Second })
+		e.ready(nxA, nxB)
+		p := scsi.STPGParams(map[uint16]scsi.State{2: scsi.ActiveOptimized})
+		requireGood(t, e.do(nxB, scsi.CDBSetTPGs(uint32(len(p))), p), "stpg")
+		read := cdbRW16(scsi.OpRead16, 0, 1, 0)
+		requireSense(t, e.do(nxA, read, nil), ioerr.SenseAccessChanged, "A: UA")
+		requireSense(t, e.do(nxA, read, nil), ioerr.SenseALUATransitioning, "A: transitioning")
+		requireGood(t, e.do(nxA, scsi.CDBReportTPGs(1024), nil), "RTPG while transitioning")
+		time.Sleep(3 * time.Second)
+		requireSense(t, e.do(nxA, read, nil), ioerr.SenseAccessChanged, "A: UA for the end of the transition")
+		requireGood(t, e.do(nxA, read, nil), "A reads (ANO now)")
+		r := e.do(nxA, scsi.CDBReportTPGs(1024), nil)
+		rt, err := scsi.ParseRTPG(r.DataIn)
+		require.NoError(t, err)
+		assert.Equal(t, scsi.ActiveNonOptimized, rt.Groups[0].State)
+		assert.Equal(t, scsi.ActiveOptimized, rt.Groups[1].State)
+	})
 }
