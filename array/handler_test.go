@@ -210,6 +210,11 @@ func TestReportSupportedOpcodes(t *testing.T) {
 	assert.Equal(t, byte(3), r.DataIn[1]&7)
 	r = e.do(nxA, []byte{scsi.OpMaintenanceIn, 0x0c, 1, 0x02, 0, 0, 0, 0, 1, 0, 0, 0}, nil)
 	assert.Equal(t, byte(1), r.DataIn[1]&7, "not supported")
+	r = e.do(nxA, []byte{scsi.OpMaintenanceIn, 0x0d, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0}, nil)
+	requireGood(t, r, "report supported TMFs")
+	assert.Equal(t, []byte{0xda, 0x01, 0, 0}, r.DataIn)
+	r = e.do(nxA, []byte{scsi.OpMaintenanceIn, 0x0d, 0x80, 0, 0, 0, 0, 0, 0, 16, 0, 0}, nil)
+	assert.Len(t, r.DataIn, 16, "REPD")
 }
 
 func TestReadWrite(t *testing.T) {

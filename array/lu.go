@@ -293,6 +293,8 @@ func (l *lu) dispatch(ctx context.Context, cmd *scsi.Command, pv portView) scsi.
 			return l.reportTPGs(cmd)
 		case scsi.OpReportSupportedOpsSA:
 			return l.reportSupportedOps(cmd)
+		case scsi.OpReportSupportedTMFsSA:
+			return reportSupportedTMFs(cmd)
 		}
 		return checkCDB(1, 4)
 	case scsi.OpMaintenanceOut:
