@@ -51,7 +51,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	hedge := fs.String("hedge", "", "hedged reads: on (the default) or off; a read outstanding past --hedge-multiplier × its path's p99 is sent again on another path")
 	hedgeMult := fs.Float64("hedge-multiplier", 0, "hedging threshold as a multiple of the path's recent p99 read latency (default 3)")
 	hedgeFloor := fs.Duration("hedge-floor", 0, "lowest hedging threshold (default 2ms)")
-	hedgeCeiling := fs.Duration("hedge-ceiling", 0, "highest hedging threshold (default 200ms, at most half --io-timeout)")
+	hedgeCeiling := fs.Duration("hedge-ceiling", 0, "highest hedging threshold (default 50ms, at most half --io-timeout)")
 	trace := fs.String("trace", "", "record every I/O as a JSON line to this file")
 	scenarioFile := fs.String("scenario", "", "play this scenario file (see `mpathfs scenario`) once the mount is up")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at this address (loopback only), e.g. 127.0.0.1:9475")
