@@ -135,7 +135,7 @@ type layerRule struct {
 // higher layers, named once for the rules below
 var (
 	transports = []string{"backends/block", "backends/fault", "backends/nbd", "backends/backendtest"}
-	tools      = []string{"control", "hotplug", "metrics", "oracle", "scenario"}
+	tools      = []string{"control", "hotplug", "metrics", "integrity", "scenario"}
 	thirdParty = []string{"github.com/hanwen/go-fuse/v2/...", "github.com/prometheus/...", "github.com/pilebones/go-udev/..."}
 )
 
@@ -202,17 +202,17 @@ var layerRules = []layerRule{
 	},
 	{
 		From:   "hotplug",
-		Forbid: []string{"nmp", "alua", "fusedev", "control", "metrics", "oracle", "scenario"},
+		Forbid: []string{"nmp", "alua", "fusedev", "control", "metrics", "integrity", "scenario"},
 		Why:    "hotplug is a source of facts about the host and decides nothing about paths; cmd/mpathfs wires it to the engine",
 	},
 	{
-		From:   "oracle",
+		From:   "integrity",
 		Forbid: []string{"fusedev", "control", "hotplug", "metrics", "scenario"},
-		Why:    "the oracle checks a device from outside, through the interfaces a user has",
+		Why:    "the integrity checker checks a device from outside, through the interfaces a user has",
 	},
 	{
 		From:   "metrics",
-		Forbid: []string{"fusedev", "control", "hotplug", "oracle", "scenario"},
+		Forbid: []string{"fusedev", "control", "hotplug", "integrity", "scenario"},
 		Why:    "metrics observe the engine through its observer hook; they drive nothing",
 	},
 	{
