@@ -166,6 +166,11 @@ var layerRules = []layerRule{
 		Why:    "scsi is the SCSI vocabulary below the transports: it imports only ioerr",
 	},
 	{
+		From:   "iscsi/...",
+		Forbid: list([]string{"backends/...", "mpath", "nmp", "alua", "array/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/..."}, tools, thirdParty),
+		Why:    "the iSCSI target and initiator speak the protocol over scsi.Handler and the SCSI vocabulary: the array and the host build on them, never the reverse",
+	},
+	{
 		From:   "backends",
 		Forbid: list(transports, []string{"mpath", "nmp", "alua", "fusedev", "cmd/...", "bench/...", "tests/...", "internal/..."}, tools),
 		Why:    "backends owns the Backend contract and is the bottom layer: it imports nothing of this module but its own internal helpers (backends/internal/...)",
