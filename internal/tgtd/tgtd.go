@@ -206,3 +206,43 @@ func (tg *Target) Set(name, value string) {
 	tg.d.t.Helper()
 	tg.d.Adm("--op", "update", "--mode", "target", "--tid", strconv.Itoa(tg.TID), "--name", name, "--value", value)
 }
+
+// DropInitiator closes every connection of the sessions the initiator
+// (by name) has with the target, as a network failure or an administrator
+// would, and returns how many it closed.
+func (tg *Target) DropInitiator(initiator string) int {
+	tg.d.t.Helper()
+	out := tg.d.Adm("--op", "show", "--mode", "target")
+	tid := strconv.Itoa(tg.TID)
+	// the target's block of `show`: its I_T nexus lines name the session
+	// (I_T nexus: SID), the initiator and each connection (Connection: CID)
+	var block []string
+	in := false
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "Target ") {
+			in = strings.HasPrefix(l, "Target "+tid+":")
+			continue
+		}
+		if in {
+			block = append(block, strings.TrimSpace(l))
+		}
+	}
+	n := 0
+	sid, match := "", false
+	for _, l := range block {
+		switch {
+		case strings.HasPrefix(l, "I_T nexus: "):
+			sid, match = strings.TrimPrefix(l, "I_T nexus: "), false
+		case strings.HasPrefix(l, "Initiator: "):
+			name, _, _ := strings.Cut(strings.TrimPrefix(l, "Initiator: "), " ")
+			match = sid != "" && name == initiator
+		case strings.HasPrefix(l, "Connection: ") && match:
+			cid := strings.TrimPrefix(l, "Connection: ")
+			tg.d.Adm("--op", "delete", "--mode", "conn", "--tid", tid, "--sid", sid, "--cid", cid)
+			n++
+		case strings.HasPrefix(l, "LUN information"):
+			sid, match = "", false
+		}
+	}
+	return n
+}

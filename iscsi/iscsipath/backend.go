@@ -23,6 +23,7 @@ type Backend struct {
 	maxXfer int  // bytes per READ/WRITE command
 	unmap   bool // the LU offers UNMAP (VPD 0xB2 LBPU, or LBPME)
 	tpgs    int  // INQUIRY TPGS
+	wwid    string
 	probeMu sync.Mutex
 }
 
@@ -84,6 +85,9 @@ func (b *Backend) discover(ctx context.Context) error {
 	}
 	if vpd, err := b.inquiryPage(ctx, 0xb2); err == nil && len(vpd) >= 6 {
 		b.unmap = b.unmap || vpd[5]&0x80 != 0
+	}
+	if inq, _, err := b.identity(ctx); err == nil {
+		b.wwid = inq.WWID
 	}
 	b.maxXfer -= b.maxXfer % b.block
 	if b.maxXfer < b.block {
@@ -315,6 +319,16 @@ func (b *Backend) WriteZeroes(ctx context.Context, off, length int64) error {
 		lba += n
 	}
 	return nil
+}
+
+// CacheDomain names the LU's cache: SYNCHRONIZE CACHE through any I_T
+// nexus flushes the logical unit's whole cache (SBC-3), so every path to
+// one WWID shares it. "" when the LU reports no WWID.
+func (b *Backend) CacheDomain() string {
+	if b.wwid == "" {
+		return ""
+	}
+	return "scsi-lu:" + b.wwid
 }
 
 // Probe is the path checker's TEST UNIT READY. A session that is down is

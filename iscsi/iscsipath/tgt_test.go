@@ -122,6 +122,10 @@ func TestTgtIdentity(t *testing.T) {
 	require.NotEmpty(t, ia.WWID)
 	require.Equal(t, ia.WWID, ib.WWID)
 	require.NotEqual(t, ia.WWID, ic.WWID)
+	// one LU, one cache: a flush on either path covers both
+	require.NotEmpty(t, a.(backends.CacheSharer).CacheDomain())
+	require.Equal(t, a.(backends.CacheSharer).CacheDomain(), b.(backends.CacheSharer).CacheDomain())
+	require.NotEqual(t, a.(backends.CacheSharer).CacheDomain(), c.(backends.CacheSharer).CacheDomain())
 	require.Equal(t, "iscsi", ia.Transport)
 	require.Equal(t, "IET", ia.Vendor)
 	require.NotEmpty(t, ia.Serial)
@@ -215,4 +219,33 @@ func TestTgtFence(t *testing.T) {
 	_, err = b.ReadAt(ctx, back, 0)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(back, pattern(4096, 5)) || bytes.Equal(back, pattern(4096, 6)))
+}
+
+// TestTgtConnectionKilled: the target closes the path's connection while
+// writes are out: they fail as path failures (Pending until the session is
+// reinstated), and the next Probe logs in again with the same ISID, which
+// settles them.
+func TestTgtConnectionKilled(t *testing.T) {
+	d := tgtd.Start(t)
+	tg := d.AddTarget(tgtIQN)
+	tg.AddLU(1, 16<<20)
+	b := open(t, fmt.Sprintf("iscsi://%s/%s/1?initiator=iqn.2026-01.io.mpathfs.test:victim", d.Addr, tgtIQN)).(*Backend)
+	ctx := context.Background()
+	require.NoError(t, b.Probe(ctx))
+	require.Equal(t, 1, tg.DropInitiator("iqn.2026-01.io.mpathfs.test:victim"))
+	require.Eventually(t, func() bool { return !b.sess.Alive() }, 10*time.Second, 10*time.Millisecond)
+	_, err := b.WriteAt(ctx, make([]byte, 4096), 0)
+	require.Equal(t, ioerr.ClassPathFailure, ioerr.ClassOf(err), "%v", err)
+	p, ok := errors.AsType[backends.Pending](err)
+	require.True(t, ok)
+	select {
+	case <-p.Settled(): // never left: settled at once
+	default:
+		t.Fatal("a write that never left must be settled")
+	}
+	isid := b.sess.ISID()
+	require.NoError(t, b.Probe(ctx))
+	require.Equal(t, isid, b.sess.ISID())
+	_, err = b.WriteAt(ctx, make([]byte, 4096), 0)
+	require.NoError(t, err)
 }
