@@ -129,7 +129,12 @@ type Negotiator struct {
 	Params Params
 	// Discovery makes the session-wide operational keys irrelevant.
 	Discovery bool
-	seen      map[string]bool
+	// RequireHeaderDigest and RequireDataDigest make None unacceptable
+	// for that key: the responder picks CRC32C, and an offer without it
+	// fails the login.
+	RequireHeaderDigest bool
+	RequireDataDigest   bool
+	seen                map[string]bool
 }
 
 // NewNegotiator returns a responder with prefs as its preferences.
@@ -188,19 +193,23 @@ func (n *Negotiator) Answer(key, value string) (string, error) {
 }
 
 func (n *Negotiator) answerDigest(key, value string) (string, error) {
-	supportCRC := n.Prefs.HeaderDigest
+	supportCRC, required := n.Prefs.HeaderDigest, n.RequireHeaderDigest
 	if key == "DataDigest" {
-		supportCRC = n.Prefs.DataDigest
+		supportCRC, required = n.Prefs.DataDigest, n.RequireDataDigest
 	}
 	for _, v := range strings.Split(value, ",") {
 		switch {
-		case v == "None":
+		case v == "None" && !required:
 			n.setDigest(key, false)
 			return "None", nil
 		case v == "CRC32C" && supportCRC:
 			n.setDigest(key, true)
 			return "CRC32C", nil
 		}
+	}
+	if required && supportCRC {
+		return "", &NegotiationError{Status: LoginInitiatorError,
+			Msg: fmt.Sprintf("%s=%s: this target requires CRC32C digests", key, value)}
 	}
 	// No value in common: RFC 7143 6.2 answers Reject (and the outcome is
 	// the default, None).

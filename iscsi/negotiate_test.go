@@ -138,3 +138,15 @@ func TestOutcome(t *testing.T) {
 		assert.Error(t, err, "%s=%s answered %s", c.key, c.offer, c.answer)
 	}
 }
+
+func TestNegotiatorRequireDigests(t *testing.T) {
+	n := NewNegotiator(targetPrefs())
+	n.RequireHeaderDigest, n.RequireDataDigest = true, true
+	got, err := n.Answer("HeaderDigest", "None,CRC32C")
+	require.NoError(t, err)
+	assert.Equal(t, "CRC32C", got, "the first offered value the responder allows")
+	_, err = n.Answer("DataDigest", "None")
+	var ne *NegotiationError
+	require.ErrorAs(t, err, &ne)
+	assert.Contains(t, ne.Error(), "requires CRC32C")
+}
