@@ -190,7 +190,7 @@ func login(ctx context.Context, cfg *InitiatorConfig, nc net.Conn, cc *clientCon
 	_ = nc.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	l := &loginState{cfg: cfg, cc: cc, itt: 0}
+	l := &initLogin{cfg: cfg, cc: cc, itt: 0}
 	if err := l.security(); err != nil {
 		return err
 	}
@@ -204,7 +204,7 @@ func login(ctx context.Context, cfg *InitiatorConfig, nc net.Conn, cc *clientCon
 	return nil
 }
 
-type loginState struct {
+type initLogin struct {
 	cfg  *InitiatorConfig
 	cc   *clientConn
 	itt  uint32
@@ -215,7 +215,7 @@ type loginState struct {
 
 // exchange sends one login request with keys and returns the target's
 // answer (the text of every continued response PDU joined).
-func (l *loginState) exchange(keys Text, transit bool, nsg uint8) (*LoginResponse, Text, error) {
+func (l *initLogin) exchange(keys Text, transit bool, nsg uint8) (*LoginResponse, Text, error) {
 	cc := l.cc
 	req := &LoginRequest{Transit: transit, CSG: l.csg, NSG: nsg, ISID: l.cfg.ISID, TSIH: l.tsih,
 		ITT: l.itt, CmdSN: cc.cmdSN, ExpStatSN: cc.expStatSN}
@@ -279,7 +279,7 @@ func (l *loginState) exchange(keys Text, transit bool, nsg uint8) (*LoginRespons
 }
 
 // security runs the security negotiation stage: AuthMethod None, or CHAP.
-func (l *loginState) security() error {
+func (l *initLogin) security() error {
 	cfg := l.cfg
 	keys := Text{{"InitiatorName", cfg.InitiatorName}, {"SessionType", "Normal"}, {"TargetName", cfg.TargetName}}
 	l.csg = StageSecurity
@@ -382,7 +382,7 @@ func decodeCHAPBinary(s string) ([]byte, error) {
 
 // operational negotiates the session's parameters and enters the full
 // feature phase.
-func (l *loginState) operational() error {
+func (l *initLogin) operational() error {
 	cfg := l.cfg
 	digest := func(on bool) string {
 		if on {

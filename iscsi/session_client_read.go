@@ -9,14 +9,14 @@ import (
 	"github.com/mpathfs/mpathfs/scsi"
 )
 
-// protocolError is a PDU from the target that breaks the protocol: the
+// targetViolation is a PDU from the target that breaks the protocol: the
 // connection is dropped (ErrorRecoveryLevel 0).
-type protocolError struct{ msg string }
+type targetViolation struct{ msg string }
 
-func (e *protocolError) Error() string { return "target broke the iSCSI protocol: " + e.msg }
+func (e *targetViolation) Error() string { return "target broke the iSCSI protocol: " + e.msg }
 
-func protoErr(format string, args ...any) error {
-	return &protocolError{fmt.Sprintf(format, args...)}
+func violation(format string, args ...any) error {
+	return &targetViolation{fmt.Sprintf(format, args...)}
 }
 
 // readLoop reads the target's PDUs until the connection fails.
@@ -61,7 +61,7 @@ func (cc *clientConn) finishLocked(ct *ctask) {
 func (cc *clientConn) lookupLocked(op Opcode, itt uint32, kind int) (*ctask, error) {
 	ct := cc.mu.tasks[itt]
 	if ct == nil || ct.kind != kind {
-		return nil, protoErr("%v for task tag 0x%x, which names no %s of ours", op, itt, kindName(kind))
+		return nil, violation("%v for task tag 0x%x, which names no %s of ours", op, itt, kindName(kind))
 	}
 	return ct, nil
 }
@@ -94,14 +94,14 @@ func (cc *clientConn) handle(p *PDU) error {
 		if !ct.abandoned {
 			buf := ct.t.DataIn
 			if uint64(m.Offset)+uint64(len(p.Data)) > uint64(len(buf)) {
-				return protoErr("Data-In of %d bytes at offset %d for a %d-byte buffer", len(p.Data), m.Offset, len(buf))
+				return violation("Data-In of %d bytes at offset %d for a %d-byte buffer", len(p.Data), m.Offset, len(buf))
 			}
 			copy(buf[m.Offset:], p.Data)
 			ct.received += len(p.Data)
 		}
 		if m.HasStatus {
 			if !m.Final {
-				return protoErr("Data-In with status but without the final bit")
+				return violation("Data-In with status but without the final bit")
 			}
 			cc.statSNLocked(m.StatSN)
 			ct.res = Result{Status: scsi.Status(m.Status), InLen: min(ct.received, len(ct.t.DataIn))}
@@ -124,7 +124,7 @@ func (cc *clientConn) handle(p *PDU) error {
 		} else if len(p.Data) >= 2 {
 			n := int(binary.BigEndian.Uint16(p.Data))
 			if n > len(p.Data)-2 {
-				return protoErr("SCSI Response says %d bytes of sense data and carries %d", n, len(p.Data)-2)
+				return violation("SCSI Response says %d bytes of sense data and carries %d", n, len(p.Data)-2)
 			}
 			ct.res.Sense = append([]byte(nil), p.Data[2:2+n]...)
 		}
@@ -142,7 +142,7 @@ func (cc *clientConn) handle(p *PDU) error {
 		out := ct.out
 		if m.Length == 0 || uint64(m.Offset)+uint64(m.Length) > uint64(len(out)) || m.Length > cc.params.MaxBurstLength {
 			cc.mu.Unlock()
-			return protoErr("R2T for %d bytes at offset %d of a %d-byte write (MaxBurstLength %d)", m.Length, m.Offset, len(out), cc.params.MaxBurstLength)
+			return violation("R2T for %d bytes at offset %d of a %d-byte write (MaxBurstLength %d)", m.Length, m.Offset, len(out), cc.params.MaxBurstLength)
 		}
 		cc.mu.Unlock()
 		cc.wg.Add(1)
@@ -195,7 +195,7 @@ func (cc *clientConn) handle(p *PDU) error {
 		var m Reject
 		m.Decode(&p.BHS)
 		if len(p.Data) < BHSLen {
-			return protoErr("Reject (reason 0x%02x) without the rejected header", m.Reason)
+			return violation("Reject (reason 0x%02x) without the rejected header", m.Reason)
 		}
 		var h BHS
 		copy(h[:], p.Data)
@@ -210,7 +210,7 @@ func (cc *clientConn) handle(p *PDU) error {
 				return nil
 			}
 			// a rejected Data-Out leaves its command hanging: drop
-			return protoErr("target rejected our %v (reason 0x%02x)", h.Opcode(), m.Reason)
+			return violation("target rejected our %v (reason 0x%02x)", h.Opcode(), m.Reason)
 		}
 	case OpAsync:
 		var m AsyncMessage
@@ -223,7 +223,7 @@ func (cc *clientConn) handle(p *PDU) error {
 			return fmt.Errorf("target asked us to log out or dropped the session (asynchronous event %d)", m.Event)
 		}
 	default:
-		return protoErr("unexpected %v (opcode 0x%02x) in the full feature phase", op, uint8(op))
+		return violation("unexpected %v (opcode 0x%02x) in the full feature phase", op, uint8(op))
 	}
 	return nil
 }
