@@ -130,7 +130,7 @@ func (b *Backend) exec(ctx context.Context, op string, cdb, out, in []byte, muta
 		}
 		return 0, err
 	}
-	return r.InLen, StatusError(op, r.Status, r.Sense)
+	return r.InLen, scsi.StatusError(op, r.Status, r.Sense)
 }
 
 // wrapOp names the operation in a session error, keeping its class and a
@@ -146,48 +146,6 @@ func wrapOp(op string, err error) error {
 		return &c
 	}
 	return err
-}
-
-// StatusError turns a SCSI status and its sense data into nil or a
-// classified error: CHECK CONDITION by its sense (scsi.ClassifySense),
-// BUSY, TASK SET FULL, ACA ACTIVE and TASK ABORTED as retryable,
-// RESERVATION CONFLICT as a device error that matches
-// ioerr.ErrReservationConflict (no failover).
-func StatusError(op string, st scsi.Status, sense []byte) error {
-	switch st {
-	case scsi.StatusGood, scsi.StatusConditionMet:
-		return nil
-	case scsi.StatusCheckCondition:
-		s, _, err := scsi.ParseSense(sense)
-		if err != nil {
-			return ioerr.NewError(ioerr.ClassDeviceError, op, fmt.Errorf("CHECK CONDITION with unreadable sense data (%v)", err))
-		}
-		c := scsi.ClassifySense(s)
-		if c == ioerr.ClassNone {
-			// RECOVERED ERROR, or NO SENSE with a good outcome
-			return nil
-		}
-		return &ioerr.Error{Class: c, Op: op, Sense: &s, Err: errors.New("CHECK CONDITION")}
-	case scsi.StatusReservationConflict:
-		return ioerr.NewError(ioerr.ClassDeviceError, op, ioerr.ErrReservationConflict)
-	case scsi.StatusBusy, scsi.StatusTaskSetFull, scsi.StatusACAActive, scsi.StatusTaskAborted:
-		return ioerr.NewError(ioerr.ClassRetryable, op, fmt.Errorf("SCSI status %s", statusName(st)))
-	}
-	return ioerr.NewError(ioerr.ClassDeviceError, op, fmt.Errorf("unexpected SCSI status 0x%02x", uint8(st)))
-}
-
-func statusName(st scsi.Status) string {
-	switch st {
-	case scsi.StatusBusy:
-		return "BUSY"
-	case scsi.StatusTaskSetFull:
-		return "TASK SET FULL"
-	case scsi.StatusACAActive:
-		return "ACA ACTIVE"
-	case scsi.StatusTaskAborted:
-		return "TASK ABORTED"
-	}
-	return fmt.Sprintf("0x%02x", uint8(st))
 }
 
 func (b *Backend) checkRange(op string, off int64, n int64) error {

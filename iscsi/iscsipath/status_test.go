@@ -16,6 +16,7 @@ func fixedSense(key, asc, ascq byte) []byte {
 	return s
 }
 
+// TestStatusError: what an iscsi:// path's SCSI status and sense become.
 func TestStatusError(t *testing.T) {
 	for _, c := range []struct {
 		name   string
@@ -32,15 +33,15 @@ func TestStatusError(t *testing.T) {
 		{"LBA out of range", scsi.StatusCheckCondition, fixedSense(5, 0x21, 0), ioerr.ClassDeviceError, false},
 		{"LU not supported", scsi.StatusCheckCondition, fixedSense(5, 0x25, 0), ioerr.ClassPermanentLoss, false},
 		{"recovered", scsi.StatusCheckCondition, fixedSense(1, 0x17, 0), ioerr.ClassNone, false},
-		{"unreadable sense", scsi.StatusCheckCondition, []byte{1, 2}, ioerr.ClassDeviceError, false},
+		{"unreadable sense", scsi.StatusCheckCondition, []byte{1, 2}, ioerr.ClassPathFailure, false},
 		{"reservation conflict", scsi.StatusReservationConflict, nil, ioerr.ClassDeviceError, true},
 		{"busy", scsi.StatusBusy, nil, ioerr.ClassRetryable, false},
 		{"task set full", scsi.StatusTaskSetFull, nil, ioerr.ClassRetryable, false},
 		{"task aborted", scsi.StatusTaskAborted, nil, ioerr.ClassRetryable, false},
-		{"unknown status", scsi.Status(0x77), nil, ioerr.ClassDeviceError, false},
+		{"unknown status", scsi.Status(0x77), nil, ioerr.ClassPathFailure, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := StatusError("write", c.st, c.sense)
+			err := scsi.StatusError("write", c.st, c.sense)
 			require.Equal(t, c.class, ioerr.ClassOf(err), "%v", err)
 			require.Equal(t, c.isConf, errors.Is(err, ioerr.ErrReservationConflict))
 			if c.class != ioerr.ClassNone && c.st == scsi.StatusCheckCondition && len(c.sense) == 18 {
