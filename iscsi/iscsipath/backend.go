@@ -55,6 +55,10 @@ func Open(ctx context.Context, o Options) (backends.Backend, error) {
 // attention (power on, reset): it is retried a few times.
 func (b *Backend) discover(ctx context.Context) error {
 	buf := make([]byte, 32)
+	// a NOP-Out ping tells a dead transport from a LU that is not ready
+	if err := b.sess.Ping(ctx); err != nil {
+		return wrapOp("probe", err)
+	}
 	var err error
 	for range 4 {
 		_, err = b.exec(ctx, "read capacity", cdbReadCapacity16(32), nil, buf, false)
@@ -289,9 +293,10 @@ func (b *Backend) CacheDomain() string {
 	return "scsi-lu:" + b.wwid
 }
 
-// Probe is the path checker's TEST UNIT READY. A session that is down is
-// reinstated first (a new login with the same ISID), which also settles
-// the writes its connection left ambiguous.
+// Probe is the path checker's test: a session that is down is reinstated
+// first (a new login with the same ISID), which also settles the writes its
+// connection left ambiguous; then a NOP-Out ping checks the transport and
+// TEST UNIT READY the LU.
 func (b *Backend) Probe(ctx context.Context) error {
 	b.probeMu.Lock()
 	defer b.probeMu.Unlock()
@@ -299,6 +304,10 @@ func (b *Backend) Probe(ctx context.Context) error {
 		if err := b.sess.Reinstate(ctx); err != nil {
 			return wrapOp("probe", err)
 		}
+	}
+	// a NOP-Out ping tells a dead transport from a LU that is not ready
+	if err := b.sess.Ping(ctx); err != nil {
+		return wrapOp("probe", err)
 	}
 	var err error
 	for range 4 {

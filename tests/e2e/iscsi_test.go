@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,4 +69,53 @@ func iscsiPath(m *mount, uri string) mpath.PathStatus {
 		}
 	}
 	return mpath.PathStatus{}
+}
+
+// TestISCSIGroupByWWID: four iscsi:// paths, two sessions to each of two
+// LUs of tgtd, given in the order x, y, x, y: --group-by-wwid makes one
+// device per LU from the WWID of VPD page 0x83, and each device reads what
+// the other path of it wrote.
+func TestISCSIGroupByWWID(t *testing.T) {
+	need(t, "tgtd", "tgtadm", "root", "/dev/fuse")
+	d := tgtd.Start(t)
+	tg := d.AddTarget("iqn.2026-01.io.mpathfs.e2e:disks")
+	tg.AddLU(1, 16<<20)
+	tg.AddLU(2, 32<<20)
+	uri := func(lun int, host string) string {
+		return fmt.Sprintf("iscsi://%s/%s/%d?initiator=iqn.2026-01.io.mpathfs.e2e:%s", d.Addr, tg.IQN, lun, host)
+	}
+	paths := []string{uri(1, "a"), uri(2, "a"), uri(1, "b"), uri(2, "b")}
+	m := startMount(t, "--group-by-wwid", "--path", paths[0], "--path", paths[1], "--path", paths[2], "--path", paths[3])
+	st := m.status()
+	if len(st.Devices) != 2 || st.Devices[0].Name != "mpatha" || st.Devices[1].Name != "mpathb" {
+		t.Fatalf("want devices mpatha and mpathb, got %+v", st.Devices)
+	}
+	for i, dev := range st.Devices {
+		if len(dev.Paths) != 2 || dev.Paths[0].URI != paths[i] || dev.Paths[1].URI != paths[i+2] {
+			t.Errorf("device %s paths: %+v", dev.Name, dev.Paths)
+		}
+		if !strings.HasPrefix(dev.WWID, "naa.") || dev.WWID == st.Devices[1-i].WWID {
+			t.Errorf("device %s WWID %q (the other's: %q)", dev.Name, dev.WWID, st.Devices[1-i].WWID)
+		}
+	}
+	for _, dev := range []string{"mpatha", "mpathb"} {
+		f, err := os.OpenFile(m.file(dev), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Repeat([]byte(dev), 4096/len(dev)+1)[:4096]
+		for i := range 8 { // round robin: both paths write and read
+			if _, err := f.WriteAt(want, int64(i)*4096); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 8 {
+			got := make([]byte, 4096)
+			if _, err := f.ReadAt(got, int64(i)*4096); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%s block %d: %v, data equal %v", dev, i, err, bytes.Equal(got, want))
+			}
+		}
+		f.Close()
+	}
+	m.stopClean(t)
 }
