@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,28 +79,37 @@ func TestLibiscsiDigests(t *testing.T) {
 	needTool(t, "iscsi-inq")
 	ram := iscsitest.NewRAM(1, 2048, 512)
 	tt := startTarget(t, iscsi.TargetConfig{RequireHeaderDigest: true}, ram)
+	var mu sync.Mutex
 	var seen []iscsi.Params
+	cur := tt
 	ram.Hook = func(_ context.Context, cmd *scsi.Command) *scsi.Response {
-		for _, s := range tt.Sessions() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range cur.Sessions() {
 			if s.Nexus == cmd.Nexus {
 				seen = append(seen, s.Params)
 			}
 		}
 		return nil
 	}
+	last := func() iscsi.Params {
+		mu.Lock()
+		defer mu.Unlock()
+		require.NotEmpty(t, seen)
+		return seen[len(seen)-1]
+	}
 	out, err := runTool(t, 30*time.Second, "iscsi-inq", "-i", initiatorName, tt.url(0, ""))
 	require.NoError(t, err, out)
 	assert.Contains(t, out, "MPATHFS")
-	require.NotEmpty(t, seen)
-	assert.True(t, seen[len(seen)-1].HeaderDigest, "HeaderDigest=CRC32C")
+	assert.True(t, last().HeaderDigest, "HeaderDigest=CRC32C")
 
 	plain := startTarget(t, iscsi.TargetConfig{}, ram)
-	seen = nil
-	tt = plain
+	mu.Lock()
+	seen, cur = nil, plain
+	mu.Unlock()
 	out, err = runTool(t, 30*time.Second, "iscsi-inq", "-i", initiatorName, plain.url(0, ""))
 	require.NoError(t, err, out)
-	require.NotEmpty(t, seen)
-	assert.False(t, seen[len(seen)-1].HeaderDigest, "HeaderDigest=None, the initiator's first choice")
+	assert.False(t, last().HeaderDigest, "HeaderDigest=None, the initiator's first choice")
 }
 
 // testCU runs iscsi-test-cu tests and returns the number that passed; it

@@ -30,6 +30,9 @@ type session struct {
 	mu struct {
 		sync.Mutex
 		tasks map[uint32]*task
+		// lastEntered is closed when the last started task reached
+		// the logical unit.
+		lastEntered chan struct{}
 	}
 	tasks sync.WaitGroup // task goroutines
 
@@ -354,6 +357,8 @@ type task struct {
 	done         chan struct{}
 	overflowFail bool
 	failSense    []byte // the data phase failed: answer with this sense
+	prevEntered  chan struct{}
+	entered      chan struct{}
 }
 
 type r2tState struct {

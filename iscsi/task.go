@@ -25,6 +25,20 @@ func cdbLen(op byte) int {
 	return 16
 }
 
+// taskAttr maps the ATTR field of a SCSI Command (RFC 7143 11.3.1:
+// 0 untagged, 1 simple, 2 ordered, 3 head of queue, 4 ACA).
+func taskAttr(a uint8) scsi.TaskAttr {
+	switch a {
+	case 2:
+		return scsi.TaskOrdered
+	case 3:
+		return scsi.TaskHeadOfQueue
+	case 4:
+		return scsi.TaskACA
+	}
+	return scsi.TaskSimple
+}
+
 // senseFixed builds fixed-format sense data (SPC-4 4.5.3).
 func senseFixed(key, asc, ascq byte) []byte {
 	b := make([]byte, 18)
@@ -61,7 +75,7 @@ func (c *conn) scsiCommand(p *PDU) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	tk := &task{s: s, itt: m.ITT, lun: lun, lunF: m.LUN, edtl: m.ExpectedDataTransferLength, read: m.Read, write: m.Write,
 		spdtl: -1, ctx: ctx, cancel: cancel, done: make(chan struct{}), r2ts: map[uint32]*r2tState{}}
-	tk.cmd = scsi.Command{Nexus: s.nexus, LUN: lun, CDB: cdb, Tag: uint64(m.ITT), Attr: scsi.TaskAttr(min(m.Attr, 4))}
+	tk.cmd = scsi.Command{Nexus: s.nexus, LUN: lun, CDB: cdb, Tag: uint64(m.ITT), Attr: taskAttr(m.Attr)}
 	if !lunOK {
 		tk.cmd.LUN = m.LUN
 	}
@@ -235,6 +249,8 @@ func (s *session) maybeStart(tk *task) {
 		return
 	}
 	tk.running = true
+	tk.prevEntered, tk.entered = s.mu.lastEntered, make(chan struct{})
+	s.mu.lastEntered = tk.entered
 	s.tasks.Add(1)
 	s.mu.Unlock()
 	go s.run(tk)
@@ -280,6 +296,12 @@ func (s *session) run(tk *task) {
 // execute runs the interception hook and the logical unit. ran is false
 // when the command was aborted before the logical unit saw it.
 func (s *session) execute(tk *task) (resp scsi.Response, drop, ran bool) {
+	// The tasks reach the hook and the logical unit in the order they
+	// started (CmdSN order for those whose data was in at their turn).
+	if tk.prevEntered != nil {
+		<-tk.prevEntered
+	}
+	close(tk.entered)
 	cmd := &tk.cmd
 	if tk.write {
 		cmd.DataOut = tk.buf
