@@ -2,6 +2,7 @@ package iscsi
 
 import (
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -76,5 +77,42 @@ func FuzzInitiatorReplies(f *testing.F) {
 		cancel()
 		s.Close()
 		<-target
+	})
+}
+
+// FuzzInitiatorLogin feeds arbitrary bytes, as the target's answers, to a
+// login (with CHAP and mutual CHAP, so every stage's parsing runs): Dial
+// ends with an error or a session, within its timeout, and nothing panics.
+func FuzzInitiatorLogin(f *testing.F) {
+	ok := func(csg, nsg uint8, transit bool, keys Text) []byte {
+		return encodePDU(&LoginResponse{Transit: transit, CSG: csg, NSG: nsg, ISID: [6]byte{0xc0, 0, 0, 0, 0, 1}, TSIH: 1, ExpCmdSN: 1, MaxCmdSN: 8}, keys.Marshal())
+	}
+	var seed []byte
+	seed = append(seed, ok(0, 0, false, Text{{"AuthMethod", "CHAP"}})...)
+	seed = append(seed, ok(0, 0, false, Text{{"CHAP_A", "5"}, {"CHAP_I", "1"}, {"CHAP_C", "0x0102030405060708"}})...)
+	seed = append(seed, ok(0, 1, true, Text{{"CHAP_N", "t"}, {"CHAP_R", "0x00112233445566778899aabbccddeeff"}})...)
+	seed = append(seed, ok(1, 3, true, Text{{"HeaderDigest", "None"}, {"MaxRecvDataSegmentLength", "8192"}, {"MaxBurstLength", "65536"}})...)
+	f.Add(seed)
+	f.Add(ok(0, 1, true, Text{{"AuthMethod", "None"}}))
+	f.Add(encodePDU(&LoginResponse{Status: LoginAuthFailed, ISID: [6]byte{0xc0, 0, 0, 0, 0, 1}}, nil))
+	f.Fuzz(func(t *testing.T, replies []byte) {
+		a, b := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			go func() { _, _ = io.Copy(io.Discard, b) }()
+			_ = b.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			_, _ = b.Write(replies)
+			b.Close()
+		}()
+		cfg := InitiatorConfig{Address: "fuzz", TargetName: "iqn.2026-01.x:t", InitiatorName: testIQN, ISID: [6]byte{0xc0, 0, 0, 0, 0, 1},
+			CHAPUser: "u", CHAPSecret: "s", MutualUser: "t", MutualSecret: "m", LoginTimeout: 2 * time.Second,
+			Dialer: func(context.Context, string, string) (net.Conn, error) { return a, nil }}
+		s, err := Dial(context.Background(), cfg)
+		if err == nil {
+			s.Close()
+		}
+		a.Close()
+		<-done
 	})
 }
