@@ -374,3 +374,25 @@ func TestInitiatorReinstatementSettles(t *testing.T) {
 	}
 	require.Equal(t, 2, f.Logins())
 }
+
+// TestInitiatorCancelledRead: a read whose caller cancels (a hedged read
+// that lost) returns the cancellation without a class — it says nothing
+// about the path — and the session carries on.
+func TestInitiatorCancelledRead(t *testing.T) {
+	f := startFake(t, func(c *fakeConn, p *PDU) error {
+		if p.BHS.Opcode() == OpNOPOut {
+			var m NOPOut
+			m.Decode(&p.BHS)
+			return c.send(&NOPIn{ITT: m.ITT, TTT: ReservedTag, StatSN: c.statSN, ExpCmdSN: m.CmdSN, MaxCmdSN: m.CmdSN + 64}, nil)
+		}
+		return nil // commands are held
+	})
+	s := fakeSession(t, f, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err := s.Do(ctx, &Task{LUN: 1, CDB: readCDB, DataIn: make([]byte, 4096)})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, ioerr.ClassNone, ioerr.ClassOf(err))
+	require.True(t, s.Alive())
+	require.NoError(t, s.Ping(context.Background()))
+}

@@ -550,9 +550,14 @@ func (cc *clientConn) begin(ctx context.Context, t *ctask, immediate bool) error
 	}
 }
 
-// timeoutErr is the error of a command whose caller gave up.
+// timeoutErr is the error of a command whose caller gave up: a deadline
+// that passed is a path failure; a cancellation (a hedged read that lost,
+// an unmount) says nothing about the path and carries no class.
 func (cc *clientConn) timeoutErr(err error) error {
-	return ioerr.NewError(ioerr.ClassPathFailure, "", fmt.Errorf("iSCSI %s: no answer in time: %w", cc.s.cfg.Address, err))
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ioerr.NewError(ioerr.ClassPathFailure, "", fmt.Errorf("iSCSI %s: no answer in time: %w", cc.s.cfg.Address, err))
+	}
+	return fmt.Errorf("iSCSI %s: %w", cc.s.cfg.Address, err)
 }
 
 func (cc *clientConn) do(ctx context.Context, t *Task) (Result, error) {
