@@ -477,14 +477,14 @@ func (cc *clientConn) cause() error {
 }
 
 // write sends one PDU; the caller holds the writer's turn. A failed write
-// leaves the stream out of step: the connection is failed.
+// leaves the stream out of step: the connection is failed. The context's
+// deadline bounds the write; a cancellation does not interrupt it (that
+// would cost the connection for a caller that merely lost interest).
 func (cc *clientConn) write(ctx context.Context, m Message, data []byte) error {
 	dl, _ := ctx.Deadline()
 	_ = cc.nc.SetWriteDeadline(dl)
-	stop := context.AfterFunc(ctx, func() { _ = cc.nc.SetWriteDeadline(time.Unix(1, 0)) })
 	cc.wpdu.Encode(m, data)
 	err := cc.fr.WritePDU(&cc.wpdu)
-	stop()
 	if err != nil {
 		cc.fail(fmt.Errorf("sending %v: %w", m.Op(), err))
 		return cc.s.downErr(err)
