@@ -169,8 +169,19 @@ var layerRules = []layerRule{
 	},
 	{
 		From:   "iscsi/...",
+		Except: []string{"iscsi/iscsipath"},
 		Forbid: list([]string{"backends/...", "mpath", "nmp", "alua", "array/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/..."}, tools, thirdParty),
 		Why:    "the iSCSI target and initiator speak the protocol over scsi.Handler and the SCSI vocabulary: the array and the host build on them, never the reverse",
+	},
+	{
+		From:   "iscsi",
+		Forbid: []string{"iscsi/iscsipath"},
+		Why:    "the iscsi:// path transport builds on the initiator, never the reverse",
+	},
+	{
+		From:   "iscsi/iscsipath",
+		Forbid: list(transports, []string{"mpath", "nmp", "alua", "array/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/..."}, tools, thirdParty),
+		Why:    "the iscsi:// path transport is a Backend over the initiator: it sits on the iSCSI floor (transports below may not import the protocol package) and imports backends, scsi, ioerr and iscsi only",
 	},
 	{
 		From:   "backends",
