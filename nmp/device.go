@@ -49,6 +49,9 @@ type Device struct {
 	queueDepth atomic.Int64
 	ioSeq      atomic.Uint64
 
+	// hedgeState holds hedged reads' state (hedge.go).
+	hedgeState
+
 	// fence holds the ranges failed writes left ambiguous (fence.go).
 	fence fencing
 	flush flushState // flush.go
@@ -136,6 +139,9 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	d.psp.Store(&pspBox{psp})
 	d.mu.paths = paths
 	d.mu.flap = map[*mpath.Path]*flapState{}
+	if err := d.initHedge(); err != nil { // hedge.go
+		return nil, err
+	}
 	now := time.Now()
 	for _, p := range paths {
 		if p.State() == mpath.StateUnknown {
@@ -341,7 +347,13 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 		if tr != nil {
 			tr.attempt(path, reason)
 		}
-		n, err := d.exec(ctx, path, op, p, off, length)
+		var n int
+		var err error
+		if op == mpath.OpRead {
+			n, err = d.read(ctx, path, p, off) // hedge.go
+		} else {
+			n, err = d.exec(ctx, path, op, p, off, length)
+		}
 		if err == nil {
 			if tr != nil {
 				tr.finish(nil)
@@ -399,8 +411,18 @@ func (d *Device) finalError(op mpath.OpKind, p *mpath.Path, c ioerr.Class, err e
 
 // exec runs one I/O on one path under the per-I/O deadline.
 func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p []byte, off, length int64) (int, error) {
+	return d.execLeg(ctx, path, op, p, off, length, nil)
+}
+
+// execLeg is exec for one leg of a hedged read (hedge.go): the leg's
+// context can be ended by the other leg, and a leg so beaten returns
+// errBeaten without counting as a failure of its path.
+func (d *Device) execLeg(ctx context.Context, path *mpath.Path, op mpath.OpKind, p []byte, off, length int64, leg *hedgeLeg) (int, error) {
 	start := time.Now()
 	ictx := newIOCtx(ctx, start, d.cfg.IOTimeout)
+	if leg != nil {
+		leg.started(ictx)
+	}
 	path.Inflight.Add(1)
 	path.InflightBytes.Add(length)
 	b := path.Backend
@@ -428,9 +450,13 @@ func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p 
 	}
 	lat := time.Since(start)
 	timedOut := err != nil && ictx.expired()
+	beaten := leg != nil && leg.finished(err, lat, &leg.r.h.cfg)
 	ictx.release()
 	path.Inflight.Add(-1)
 	path.InflightBytes.Add(-length)
+	if beaten {
+		return n, errBeaten
+	}
 	if err == nil && (op == mpath.OpRead || op == mpath.OpWrite) && n != len(p) {
 		err = io.ErrShortWrite
 		if op == mpath.OpRead {
@@ -597,6 +623,7 @@ func (d *Device) rebuildLocked(now time.Time) {
 		nv.Groups[len(nv.Groups)-1] = append(nv.Groups[len(nv.Groups)-1], u.p)
 		nv.Usable = append(nv.Usable, u.p)
 	}
+	d.demoteSlowLocked(nv, now) // hedge_slow.go
 	d.psp.Load().psp.ViewChanged(nv)
 	old := d.view.Swap(nv)
 	if old != nil {
@@ -685,6 +712,7 @@ func (d *Device) Close() error {
 	paths := d.mu.paths
 	d.mu.Unlock()
 	d.closeFence()
+	d.closeHedge() // hedge_slow.go
 	d.wg.Wait()
 	var first error
 	for _, p := range paths {
