@@ -101,6 +101,7 @@ type Server struct {
 	faults  []*armed
 	nextID  int
 	drops   atomic.Int32 // drop faults in force: the hot path's shortcut
+	lns     []net.Listener
 	wg      sync.WaitGroup
 	closed  bool
 }
@@ -218,6 +219,9 @@ func (s *Server) Start() error {
 		bp.Addr = ln.Addr().String()
 		lns = append(lns, ln)
 	}
+	s.mu.Lock()
+	s.lns = lns
+	s.mu.Unlock()
 	for i, ln := range lns {
 		bp := s.portals[i]
 		p := Portal{Addr: bp.Addr, TPGT: bp.TPG, RelativePort: bp.Port, TPG: bp.TPG}
@@ -288,8 +292,12 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	lns := s.lns
 	s.mu.Unlock()
 	err := s.tr.Close()
+	for _, l := range lns {
+		l.Close() // a Serve that had not begun yet must not wait forever
+	}
 	s.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

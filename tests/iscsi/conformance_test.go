@@ -221,9 +221,8 @@ func conformanceConfig(store, state string) string {
 	return fmt.Sprintf(`target: iqn.2026-12.io.mpathfs.test:array
 state_dir: %s
 alua:
-  mode: alua
-  implicit: true
-  explicit: true
+  access: active-active
+  transitions: both
 lus:
   - name: conf
     lun: 0
