@@ -229,7 +229,7 @@ func (u *fakeUnits) LiveFaults() []int {
 	}
 	return ids
 }
-func (u *fakeUnits) Reservations() any              { return []string{} }
+func (u *fakeUnits) Reservations() any               { return []string{} }
 func (u *fakeUnits) Close(ctx context.Context) error { return nil }
 
 func fakeStack(tr *fakeTransport, u *fakeUnits) Stack {
