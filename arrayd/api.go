@@ -22,14 +22,8 @@ const (
 	EndpointFaults  = "/v1/array-server/faults" // GET: {"faults": [...]}
 )
 
-// ArrayRequest is the body of POST /v1/array (as a mount takes it).
-type ArrayRequest struct {
-	Array      string `json:"array"`
-	Action     string `json:"action"`
-	Controller string `json:"controller,omitempty"`
-	TPG        *int   `json:"tpg,omitempty"`
-	State      string `json:"state,omitempty"`
-}
+// ArrayRequest is the body of POST /v1/array, as a mount takes it.
+type ArrayRequest = control.ArrayRequest
 
 // PortRequest takes a port offline or online.
 type PortRequest struct {
@@ -60,14 +54,14 @@ type ClearReply struct {
 
 // ListenControl serves the control API on a Unix socket at path.
 func (s *Server) ListenControl(path string) (*control.Server, error) {
-	rt := control.NewRuntime("", nil)
-	rt.Handle("GET "+EndpointServer, func(w http.ResponseWriter, req *http.Request) {
+	rt := http.NewServeMux()
+	rt.HandleFunc("GET "+EndpointServer, func(w http.ResponseWriter, req *http.Request) {
 		control.Reply(w, s.Status())
 	})
-	rt.Handle("GET /v1/arrays", func(w http.ResponseWriter, req *http.Request) {
-		control.Reply(w, map[string]any{"arrays": map[string]array.Status{s.cfg.Name: s.arr.Status()}})
+	rt.HandleFunc("GET /v1/arrays", func(w http.ResponseWriter, req *http.Request) {
+		control.Reply(w, control.ArraysReply{Arrays: map[string]array.Status{s.cfg.Name: s.arr.Status()}})
 	})
-	rt.Handle("POST /v1/array", func(w http.ResponseWriter, req *http.Request) {
+	rt.HandleFunc("POST /v1/array", func(w http.ResponseWriter, req *http.Request) {
 		var r ArrayRequest
 		if err := control.Decode(req, &r); err != nil {
 			control.ReplyError(w, err)
@@ -83,7 +77,7 @@ func (s *Server) ListenControl(path string) (*control.Server, error) {
 		}
 		control.Reply(w, s.arr.Status())
 	})
-	rt.Handle("POST "+EndpointPort, func(w http.ResponseWriter, req *http.Request) {
+	rt.HandleFunc("POST "+EndpointPort, func(w http.ResponseWriter, req *http.Request) {
 		var r PortRequest
 		if err := control.Decode(req, &r); err != nil {
 			control.ReplyError(w, err)
@@ -95,7 +89,7 @@ func (s *Server) ListenControl(path string) (*control.Server, error) {
 		}
 		control.Reply(w, s.Portals())
 	})
-	rt.Handle("POST "+EndpointSession, func(w http.ResponseWriter, req *http.Request) {
+	rt.HandleFunc("POST "+EndpointSession, func(w http.ResponseWriter, req *http.Request) {
 		var r SessionRequest
 		if err := control.Decode(req, &r); err != nil {
 			control.ReplyError(w, err)
@@ -108,7 +102,7 @@ func (s *Server) ListenControl(path string) (*control.Server, error) {
 		}
 		control.Reply(w, SessionReply{Dropped: n})
 	})
-	rt.Handle("POST "+EndpointInject, func(w http.ResponseWriter, req *http.Request) {
+	rt.HandleFunc("POST "+EndpointInject, func(w http.ResponseWriter, req *http.Request) {
 		var f Fault
 		if err := control.Decode(req, &f); err != nil {
 			control.ReplyError(w, err)
@@ -121,7 +115,7 @@ func (s *Server) ListenControl(path string) (*control.Server, error) {
 		}
 		control.Reply(w, f)
 	})
-	rt.Handle("POST "+EndpointClear, func(w http.ResponseWriter, req *http.Request) {
+	rt.HandleFunc("POST "+EndpointClear, func(w http.ResponseWriter, req *http.Request) {
 		var r ClearRequest
 		if err := control.Decode(req, &r); err != nil {
 			control.ReplyError(w, err)
@@ -138,12 +132,15 @@ func (s *Server) ListenControl(path string) (*control.Server, error) {
 		}
 		control.Reply(w, ClearReply{Cleared: n})
 	})
-	rt.Handle("GET "+EndpointFaults, func(w http.ResponseWriter, req *http.Request) {
+	rt.HandleFunc("GET "+EndpointFaults, func(w http.ResponseWriter, req *http.Request) {
 		f := s.Faults()
 		if f == nil {
 			f = []Fault{}
 		}
 		control.Reply(w, map[string]any{"faults": f})
 	})
-	return control.Listen(path, rt)
+	rt.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		control.ReplyError(w, fmt.Errorf("%w %s %s (an array server answers the array commands only)", control.ErrUnknownEndpoint, req.Method, req.URL.Path))
+	})
+	return control.ListenHandler(path, rt)
 }

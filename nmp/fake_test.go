@@ -495,9 +495,9 @@ type groupedSATP struct {
 
 func init() {
 	RegisterSATP(satpTestGrouped, "test: two priority groups", PSPRR, func(o map[string]string) (SATP, error) {
-		opts := newOptions(satpTestGrouped, o)
-		ano := opSet([]string{opts.str("ano", "")})
-		if err := opts.done(); err != nil {
+		opts := NewOptions(satpTestGrouped, o)
+		ano := opSet([]string{opts.String("ano", "")})
+		if err := opts.Done(); err != nil {
 			return nil, err
 		}
 		return &groupedSATP{defaultSATP: &defaultSATP{name: satpTestGrouped, retryBackoff: time.Millisecond}, ano: ano}, nil

@@ -352,7 +352,7 @@ func TestPSPOptionErrors(t *testing.T) {
 		{psp: PSPRR, opts: map[string]string{"iops": "-3"}, want: []string{`iops="-3"`}},
 		{psp: PSPRR, opts: map[string]string{"bytes": "1.5"}, want: []string{`bytes="1.5"`}},
 		{psp: PSPRR, opts: map[string]string{"type": "latency"}, want: []string{`type="latency"`, "want iops or bytes"}},
-		{psp: PSPRR, opts: map[string]string{"useANO": "maybe"}, want: []string{`useANO="maybe"`, "want 0 or 1"}},
+		{psp: PSPRR, opts: map[string]string{"useANO": "maybe"}, want: []string{`useANO="maybe"`, "want on or off"}},
 		{psp: PSPRR, opts: map[string]string{"iosp": "3"}, want: []string{"VMW_PSP_RR", "unknown option(s) iosp", "known: bytes, iops, type, useANO"}},
 		{psp: PSPFixed, opts: map[string]string{"preferred": "p9"}, want: []string{`preferred path "p9" is not a path of this device`}},
 		{psp: PSPFixed, opts: map[string]string{"iops": "1"}, want: []string{"VMW_PSP_FIXED", "unknown option(s) iops", "known: preferred"}},

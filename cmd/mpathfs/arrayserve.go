@@ -26,7 +26,7 @@ import (
 const DefaultArraySocket = "/run/mpathfs/array.sock"
 
 // arrayStack builds the logical units and the iSCSI target of a server.
-var arrayStack arrayd.Stack
+var arrayStack arrayd.Stack = arrayd.ISCSI
 
 func init() {
 	subcommands["array"] = append(subcommands["array"],
@@ -72,7 +72,7 @@ func arrayServerCommand(args []string, stdout io.Writer) (handled bool, err erro
 				return false, nil
 			}
 		}
-		fs := newFlags("array "+args[0], "array "+args[0])
+		fs := newFlags(stdout, "array "+args[0], "array "+args[0])
 		ctl := fs.String("control", "", "control socket")
 		asJSON := fs.Bool("json", false, "print JSON")
 		pos, err := parseFlags(fs, args[1:])
@@ -139,7 +139,7 @@ func arrayServerAction(c *control.Client, st arrayd.Status, verb string, pos []s
 }
 
 func cmdArrayServe(args []string, stdout io.Writer) error {
-	fs := newFlags("array serve", "array serve [--config ARRAY.yaml] [--control SOCKET]\n\n"+
+	fs := newFlags(stdout, "array serve", "array serve [--config ARRAY.yaml] [--control SOCKET]\n\n"+
 		"Serves an array over iSCSI until SIGINT or SIGTERM. Without --config: the built-in\n"+
 		"array (two controllers, two ports each on 127.0.0.1:3260-3263, one 1 GiB LU stored\n"+
 		"in $MPATHFS_STATE_DIR or /var/lib/mpathfs). The config is documented in docs/array.md.")
@@ -204,7 +204,7 @@ func cmdArrayServe(args []string, stdout io.Writer) error {
 }
 
 func cmdArrayPort(args []string, stdout io.Writer) error {
-	fs := newFlags("array port", "array port offline|online PORT [--control S]")
+	fs := newFlags(stdout, "array port", "array port offline|online PORT [--control S]")
 	ctl := fs.String("control", "", "the array server's control socket")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -230,7 +230,7 @@ func cmdArrayPort(args []string, stdout io.Writer) error {
 }
 
 func cmdArraySession(args []string, stdout io.Writer) error {
-	fs := newFlags("array session", "array session drop INITIATOR [--control S]")
+	fs := newFlags(stdout, "array session", "array session drop INITIATOR [--control S]")
 	ctl := fs.String("control", "", "the array server's control socket")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -278,10 +278,10 @@ func cmdArrayFault(args []string, stdout io.Writer) error {
 	}
 	for _, a := range own {
 		if isHelp(a) {
-			fmt.Fprintln(helpOut, "usage: mpathfs array fault inject FLAGS | array fault clear --id N | --all | array fault list [--json]  [--control S]")
-			fmt.Fprintln(helpOut, "\nwhere:  --port N  --initiator IQN  --lu LUN (repeatable)  --op read,write,flush,discard,probe,other,any  --lba FROM-TO  --count N")
-			fmt.Fprintln(helpOut, "what:   --error CLASS | --sense KK/AA/QQ | --status busy|task-set-full|reservation-conflict")
-			fmt.Fprintln(helpOut, "        | --hang | --land-late D | --drop-connection;  --delay D (alone or before one of them)")
+			fmt.Fprintln(stdout, "usage: mpathfs array fault inject FLAGS | array fault clear --id N | --all | array fault list [--json]  [--control S]")
+			fmt.Fprintln(stdout, "\nwhere:  --port N  --initiator IQN  --lu LUN (repeatable)  --op read,write,flush,discard,probe,other,any  --lba FROM-TO  --count N")
+			fmt.Fprintln(stdout, "what:   --error CLASS | --sense KK/AA/QQ | --status busy|task-set-full|reservation-conflict")
+			fmt.Fprintln(stdout, "        | --hang | --land-late D | --drop-connection;  --delay D (alone or before one of them)")
 			return nil
 		}
 	}
@@ -302,7 +302,7 @@ func cmdArrayFault(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "array fault %d: %s\n", out.ID, out.String())
 		return nil
 	case "clear":
-		fs := newFlags("array fault clear", "array fault clear --id N | --all")
+		fs := newFlags(stdout, "array fault clear", "array fault clear --id N | --all")
 		id := fs.Int("id", 0, "the fault to clear")
 		all := fs.Bool("all", false, "clear every fault")
 		if _, perr := parseFlags(fs, own); perr != nil {
@@ -321,7 +321,7 @@ func cmdArrayFault(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "cleared %d array fault(s)\n", out.Cleared)
 		return nil
 	case "list":
-		fs := newFlags("array fault list", "array fault list [--json]")
+		fs := newFlags(stdout, "array fault list", "array fault list [--json]")
 		asJSON := fs.Bool("json", false, "print JSON")
 		if _, perr := parseFlags(fs, own); perr != nil {
 			return perr
