@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,9 +23,6 @@ import (
 // DefaultArraySocket is an array server's control socket unless --control
 // or MPATHFS_CONTROL say otherwise.
 const DefaultArraySocket = "/run/mpathfs/array.sock"
-
-// arrayStack builds the logical units and the iSCSI target of a server.
-var arrayStack arrayd.Stack = arrayd.ISCSI
 
 func init() {
 	subcommands["array"] = append(subcommands["array"],
@@ -161,10 +157,7 @@ func cmdArrayServe(args []string, stdout io.Writer) error {
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	if arrayStack == nil {
-		return errors.New("this build of mpathfs has no iSCSI target to serve the array with")
-	}
-	srv, err := arrayd.New(cfg, arrayStack)
+	srv, err := arrayd.New(cfg, arrayd.ISCSI)
 	if err != nil {
 		return err
 	}
