@@ -22,6 +22,8 @@ type target struct {
 	portals []string
 	iqn     string
 	lun     int
+	control string   // array serve: its control socket
+	proc    *process // array serve: the process
 }
 
 // url is libiscsi's URL of the logical unit through portal i.
@@ -150,7 +152,7 @@ func startArray(t *testing.T, cfg string) target {
 	p.waitFor("ready line", func() bool {
 		return strings.Contains(p.out.String(), "\nready") || strings.HasPrefix(p.out.String(), "ready")
 	})
-	tg := target{name: "array serve"}
+	tg := target{name: "array serve", control: sock, proc: p}
 	sc := bufio.NewScanner(strings.NewReader(p.out.String()))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
