@@ -11,6 +11,7 @@ import (
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 // SATPDefaultAP is VMW_SATP_DEFAULT_AP: active/passive arrays. Only the
@@ -101,14 +102,14 @@ var (
 // trespass_interval_ms (10000), trespass_limit (5, 0: none),
 // trespass_window_ms (300000), retry_backoff_ms (10).
 func NewAPSATP(opts map[string]string) (nmp.SATP, error) {
-	o := newOptions(SATPDefaultAP, opts)
-	s := &apSATP{backoff: time.Duration(o.uint("retry_backoff_ms", 10, 0)) * time.Millisecond}
+	o := nmp.NewOptions(SATPDefaultAP, opts)
+	s := &apSATP{backoff: time.Duration(o.Uint("retry_backoff_ms", 10, 0)) * time.Millisecond}
 	s.mu.guard = TrespassGuard{
-		MinInterval: time.Duration(o.uint("trespass_interval_ms", 10000, 0)) * time.Millisecond,
-		Limit:       int(o.uint("trespass_limit", 5, 0)),
-		Window:      time.Duration(o.uint("trespass_window_ms", 300000, 0)) * time.Millisecond,
+		MinInterval: time.Duration(o.Uint("trespass_interval_ms", 10000, 0)) * time.Millisecond,
+		Limit:       int(o.Uint("trespass_limit", 5, 0)),
+		Window:      time.Duration(o.Uint("trespass_window_ms", 300000, 0)) * time.Millisecond,
 	}
-	if err := o.done(); err != nil {
+	if err := o.Done(); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -210,13 +211,13 @@ func (s *apSATP) Activate(ctx context.Context, paths []*mpath.Path) ([]nmp.Chang
 		if dl, has := ctx.Deadline(); has && time.Until(dl) < wait {
 			return nil, fmt.Errorf("%s: trespass damped (%s): next allowed in %v", SATPDefaultAP, why, wait.Round(time.Millisecond))
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := backends.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
 	var err error
 	for _, p := range via {
-		t, ok := backends.As[Trespasser](p.Backend)
+		t, ok := backends.As[scsi.Trespasser](p.Backend)
 		if !ok {
 			continue
 		}

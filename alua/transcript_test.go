@@ -2,48 +2,25 @@ package alua_test
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/backendtest"
+	"github.com/mpathfs/mpathfs/internal/transcript"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
+	"github.com/mpathfs/mpathfs/scsi"
 )
-
-var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of the transcripts under testdata/")
-
-// memStore is an in-memory backend.
-type memStore struct {
-	mu   sync.Mutex
-	data []byte
-}
-
-func (m *memStore) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return copy(p, m.data[off:]), nil
-}
-
-func (m *memStore) WriteAt(_ context.Context, p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return copy(m.data[off:], p), nil
-}
-
-func (m *memStore) Flush(context.Context) error { return nil }
-func (m *memStore) Size() int64                 { return int64(len(m.data)) }
-func (m *memStore) Close() error                { return nil }
 
 // TestTranscripts runs the scenarios under testdata/*.txt. Each block is
 // a command, a line "----" and the expected output, ended by a blank
@@ -61,66 +38,25 @@ func (m *memStore) Close() error                { return nil }
 //	activate NAME port=N         NAME's guard permitting, trespass through the port
 //	status
 func TestTranscripts(t *testing.T) {
-	files, _ := filepath.Glob("testdata/*.txt")
-	if len(files) == 0 {
-		t.Fatal("no transcripts under testdata/")
-	}
-	for _, f := range files {
+	for _, f := range transcript.Files(t, "testdata/*.txt", 1) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { runTranscript(t, f) })
+			synctest.Test(t, func(t *testing.T) {
+				tr := &story{t: t, guards: map[string]*alua.TrespassGuard{}, start: time.Now()}
+				transcript.Run(t, f, func(cmd string) []string { return transcript.Lines(tr.do(cmd)) })
+			})
 		})
 	}
 }
 
-type transcript struct {
+// story is the state of one transcript run: the array, its ports and the SATP.
+type story struct {
 	t      *testing.T
-	arr    *alua.Array
+	arr    *array.Array
 	ports  map[uint16]backends.Backend
 	satp   nmp.SATP
 	path   map[uint16]*mpath.Path
 	guards map[string]*alua.TrespassGuard
 	start  time.Time
-}
-
-func runTranscript(t *testing.T, file string) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(b), "\n")
-	var out strings.Builder
-	tr := &transcript{t: t, guards: map[string]*alua.TrespassGuard{}, start: time.Now()}
-	failed := false
-	for i := 0; i < len(lines); i++ {
-		line := lines[i]
-		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
-			out.WriteString(line + "\n")
-			continue
-		}
-		cmd := line
-		if i+1 >= len(lines) || lines[i+1] != "----" {
-			t.Fatalf("%s:%d: command %q without ----", file, i+1, cmd)
-		}
-		i += 2
-		var want []string
-		for ; i < len(lines) && lines[i] != ""; i++ {
-			want = append(want, lines[i])
-		}
-		got := strings.TrimRight(tr.do(cmd), "\n")
-		out.WriteString(cmd + "\n----\n" + got + "\n\n")
-		if !*rewrite && got != strings.Join(want, "\n") {
-			t.Errorf("%s: %s\ngot:\n%s\nwant:\n%s", file, cmd, got, strings.Join(want, "\n"))
-			failed = true
-		}
-	}
-	if *rewrite {
-		s := strings.TrimRight(out.String(), "\n") + "\n"
-		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	} else if failed {
-		t.Log("run with -rewrite to accept the new output")
-	}
 }
 
 func args(fields []string) map[string]string {
@@ -132,7 +68,7 @@ func args(fields []string) map[string]string {
 	return m
 }
 
-func (tr *transcript) port(a map[string]string) (uint16, backends.Backend) {
+func (tr *story) port(a map[string]string) (uint16, backends.Backend) {
 	n, err := strconv.Atoi(a["port"])
 	if err != nil {
 		tr.t.Fatalf("port=%q", a["port"])
@@ -140,8 +76,8 @@ func (tr *transcript) port(a map[string]string) (uint16, backends.Backend) {
 	return uint16(n), tr.ports[uint16(n)]
 }
 
-func tpgStates(a map[string]string, skip ...string) map[uint16]alua.State {
-	m := map[uint16]alua.State{}
+func tpgStates(a map[string]string, skip ...string) map[uint16]scsi.State {
+	m := map[uint16]scsi.State{}
 outer:
 	for k, v := range a {
 		for _, s := range skip {
@@ -153,7 +89,7 @@ outer:
 		if err != nil {
 			continue
 		}
-		st, err := alua.ParseState(v)
+		st, err := scsi.ParseState(v)
 		if err != nil {
 			panic(err)
 		}
@@ -174,13 +110,13 @@ func errString(err error) string {
 	return s
 }
 
-func (tr *transcript) do(cmd string) string {
+func (tr *story) do(cmd string) string {
 	f := strings.Fields(cmd)
 	a := args(f[1:])
 	ctx := context.Background()
 	switch f[0] {
 	case "array":
-		cfg := alua.DefaultLabArray()
+		cfg := array.DefaultLabArray()
 		cfg.ANOLatency, cfg.ANOBandwidth = 0, 0
 		on := func(k string, def bool) bool {
 			if v, ok := a[k]; ok {
@@ -189,22 +125,22 @@ func (tr *transcript) do(cmd string) string {
 			return def
 		}
 		if m, ok := a["mode"]; ok {
-			cfg.Mode = alua.Mode(m)
+			cfg.Mode = array.Mode(m)
 		}
 		cfg.Implicit = on("implicit", cfg.Implicit)
-		cfg.Explicit = on("explicit", cfg.Explicit && cfg.Mode == alua.ModeALUA)
+		cfg.Explicit = on("explicit", cfg.Explicit && cfg.Mode == array.ModeALUA)
 		cfg.Failback = on("failback", false)
 		if d, ok := a["transition"]; ok {
 			cfg.Transition, _ = time.ParseDuration(d)
 		}
-		arr, err := alua.New(cfg)
+		arr, err := array.New(cfg)
 		if err != nil {
 			return "error: " + err.Error()
 		}
 		tr.arr = arr
 		tr.ports = map[uint16]backends.Backend{}
 		tr.path = map[uint16]*mpath.Path{}
-		store := &memStore{data: make([]byte, 1<<16)}
+		store := backendtest.NewMem(1 << 16)
 		for _, id := range arr.Ports() {
 			tr.ports[id] = arr.Port(id, store)
 			tr.path[id] = &mpath.Path{Name: fmt.Sprintf("port%d", id), Backend: tr.ports[id]}
@@ -256,7 +192,7 @@ func (tr *transcript) do(cmd string) string {
 		return errString(p.(backends.Prober).Probe(ctx))
 	case "rtpg":
 		_, p := tr.port(a)
-		tpgs, err := p.(alua.Reporter).ReportTPGs(ctx)
+		tpgs, err := p.(scsi.Reporter).ReportTPGs(ctx)
 		if err != nil {
 			return errString(err)
 		}
@@ -271,14 +207,14 @@ func (tr *transcript) do(cmd string) string {
 		return strings.Join(s, " ")
 	case "stpg-via":
 		_, p := tr.port(a)
-		err := p.(alua.Setter).SetTPGs(ctx, tpgStates(a, "port"))
+		err := p.(scsi.Setter).SetTPGs(ctx, tpgStates(a, "port"))
 		if err != nil {
 			return errString(err)
 		}
 		return "ok " + tr.arr.Status().String()
 	case "trespass":
 		_, p := tr.port(a)
-		if err := p.(alua.Trespasser).Trespass(ctx); err != nil {
+		if err := p.(scsi.Trespasser).Trespass(ctx); err != nil {
 			return errString(err)
 		}
 		return "ok " + tr.arr.Status().String()
@@ -343,7 +279,7 @@ func (tr *transcript) do(cmd string) string {
 		if !ok {
 			return fmt.Sprintf("damped: %s; next in %v", why, wait)
 		}
-		if err := p.(alua.Trespasser).Trespass(ctx); err != nil {
+		if err := p.(scsi.Trespasser).Trespass(ctx); err != nil {
 			return errString(err)
 		}
 		g.Record(time.Now())
@@ -354,7 +290,7 @@ func (tr *transcript) do(cmd string) string {
 	return ""
 }
 
-func (tr *transcript) sortedPaths() []*mpath.Path {
+func (tr *story) sortedPaths() []*mpath.Path {
 	var paths []*mpath.Path
 	ids := make([]int, 0, len(tr.path))
 	for id := range tr.path {
@@ -369,7 +305,7 @@ func (tr *transcript) sortedPaths() []*mpath.Path {
 
 // apply applies the changes an SATP asked for, as the NMP would (dead
 // paths revive only through the checker), and prints them.
-func (tr *transcript) apply(changes []nmp.Change) string {
+func (tr *story) apply(changes []nmp.Change) string {
 	s := ""
 	for _, c := range changes {
 		if c.State == c.Path.State() || (c.Path.State() == mpath.StateDead && c.State == mpath.StateActive) {

@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // pkg is the part of `go list -json` the checks read.
@@ -135,7 +137,7 @@ type layerRule struct {
 // higher layers, named once for the rules below
 var (
 	transports = []string{"backends/block", "backends/fault", "backends/nbd", "backends/backendtest"}
-	tools      = []string{"control", "hotplug", "metrics", "integrity", "scenario"}
+	tools      = []string{"control", "hotplug", "metrics", "integrity", "scenario", "host", "arrayd"}
 	thirdParty = []string{"github.com/hanwen/go-fuse/v2/...", "github.com/prometheus/...", "github.com/pilebones/go-udev/..."}
 )
 
@@ -148,10 +150,11 @@ func list(groups ...[]string) []string {
 }
 
 // layerRules are the import rules that hold today, from docs/design.md
-// ("Layers and packages"): backends (the Backend contract) at the bottom,
-// mpath (error taxonomy, paths) on it, the transports in backends/* on both,
-// then the routing engine nmp and its ALUA SATP (alua); fusedev beside the
-// engine and unaware of it; the tools (control, hotplug, metrics, oracle,
+// ("Layers and packages"): the error taxonomy (ioerr) and the SCSI
+// vocabulary (scsi) at the bottom, backends (the Backend contract) on them,
+// mpath (paths) and the transports in backends/*, the simulated array
+// (array) beside mpath, then the routing engine nmp and its ALUA SATPs
+// (alua); fusedev beside the engine and unaware of it; the tools (control, hotplug, metrics, oracle,
 // scenario) above; cmd/mpathfs wires everything and nothing imports it.
 var layerRules = []layerRule{
 	{
@@ -165,29 +168,50 @@ var layerRules = []layerRule{
 		Why:    "scsi is the SCSI vocabulary below the transports: it imports only ioerr",
 	},
 	{
+		From:   "iscsi/...",
+		Except: []string{"iscsi/iscsipath"},
+		Forbid: list([]string{"backends/...", "mpath", "nmp", "alua", "array/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/..."}, tools, thirdParty),
+		Why:    "the iSCSI target and initiator speak the protocol over scsi.Handler and the SCSI vocabulary: the array and the host build on them, never the reverse",
+	},
+	{
+		From:   "iscsi",
+		Forbid: []string{"iscsi/iscsipath"},
+		Why:    "the iscsi:// path transport builds on the initiator, never the reverse",
+	},
+	{
+		From:   "iscsi/iscsipath",
+		Forbid: list(transports, []string{"mpath", "nmp", "alua", "array/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/..."}, tools, thirdParty),
+		Why:    "the iscsi:// path transport is a Backend over the initiator: it sits on the iSCSI floor (transports below may not import the protocol package) and imports backends, scsi, ioerr and iscsi only",
+	},
+	{
 		From:   "backends",
 		Forbid: list(transports, []string{"mpath", "nmp", "alua", "fusedev", "cmd/...", "bench/...", "tests/...", "internal/..."}, tools),
 		Why:    "backends owns the Backend contract and is the bottom layer: it imports nothing of this module but its own internal helpers (backends/internal/...)",
 	},
 	{
 		From:   "mpath",
-		Forbid: list(transports, []string{"nmp", "alua", "fusedev"}, tools),
+		Forbid: list(transports, []string{"nmp", "alua", "array", "fusedev"}, tools),
 		Why:    "mpath (error taxonomy, paths) sits right above backends; the transports import mpath, never the reverse",
 	},
 	{
 		From:   "backends/...",
-		Forbid: list([]string{"nmp", "alua", "fusedev"}, tools),
+		Forbid: list([]string{"nmp", "alua", "array", "fusedev"}, tools),
 		Why:    "transports are below the routing engine and FUSE: they carry I/O and report errors, the engine judges them",
 	},
 	{
 		From:   "nmp",
-		Forbid: list(transports, []string{"alua", "fusedev"}, tools),
+		Forbid: list(transports, []string{"alua", "array", "fusedev"}, tools),
 		Why:    "the routing engine knows nothing of FUSE; SATPs and PSPs register by name; cmd/mpathfs picks the transports",
 	},
 	{
 		From:   "alua",
-		Forbid: list(transports, []string{"fusedev"}, tools),
-		Why:    "the ALUA SATP is a plugin of the routing engine: it talks to arrays through the interfaces it defines",
+		Forbid: list(transports, []string{"array", "fusedev"}, tools),
+		Why:    "the ALUA SATPs are plugins of the routing engine: they talk to arrays through the capabilities scsi defines (Reporter, Setter, Trespasser), never to the simulated array itself",
+	},
+	{
+		From:   "array",
+		Forbid: list([]string{"nmp", "alua", "fusedev", "iscsi/...", "host", "integrity"}, tools),
+		Why:    "the simulated array sits on the transports' floor: it builds on scsi, backends and mpath and knows nothing of the host side (SATPs, the engine, FUSE)",
 	},
 	{
 		From:   "fusedev",
@@ -196,18 +220,38 @@ var layerRules = []layerRule{
 	},
 	{
 		From:   "hotplug",
-		Forbid: []string{"nmp", "alua", "fusedev", "control", "metrics", "integrity", "scenario"},
-		Why:    "hotplug is a source of facts about the host and decides nothing about paths; cmd/mpathfs wires it to the engine",
+		Forbid: []string{"nmp", "alua", "fusedev", "control", "metrics", "integrity", "scenario", "host"},
+		Why:    "hotplug is a source of facts about the host and decides nothing about paths; the host package wires it to the engine",
 	},
 	{
 		From:   "integrity",
-		Forbid: []string{"fusedev", "control", "hotplug", "metrics", "scenario"},
+		Forbid: []string{"fusedev", "control", "hotplug", "metrics", "scenario", "host"},
 		Why:    "the integrity checker checks a device from outside, through the interfaces a user has",
 	},
 	{
 		From:   "metrics",
-		Forbid: []string{"fusedev", "control", "hotplug", "integrity", "scenario"},
+		Forbid: []string{"fusedev", "control", "hotplug", "integrity", "scenario", "host"},
 		Why:    "metrics observe the engine through its observer hook; they drive nothing",
+	},
+	{
+		From:   "arrayd",
+		Forbid: []string{"nmp", "alua", "fusedev", "hotplug", "metrics", "integrity", "scenario", "host"},
+		Why:    "the array server serves the array (array, iscsi) and reuses the control socket; it knows nothing of the host side",
+	},
+	{
+		From:   "host",
+		Forbid: []string{"control", "metrics", "scenario", "fusedev"},
+		Why:    "the PSA host makes and keeps devices; the control API, metrics and scenarios drive it from above, and FUSE serves what it returns (host.IO) without the host knowing FUSE",
+	},
+	{
+		From:   "host",
+		Forbid: thirdParty,
+		Why:    "the host reaches uevents through package hotplug and exposes devices through interfaces; it needs no FUSE, metrics or uevent library of its own",
+	},
+	{
+		From:   "control",
+		Forbid: []string{"scenario", "metrics", "fusedev"},
+		Why:    "the control API drives the host; scenarios drive the control API, and neither FUSE nor metrics are reached through it",
 	},
 	{
 		From:   "...",
@@ -236,6 +280,11 @@ var layerRules = []layerRule{
 		Why:    "the engine exposes an observer hook; metrics and uevents are wired in from outside",
 	},
 	{
+		From:   "array",
+		Forbid: thirdParty,
+		Why:    "the simulated array needs no FUSE, metrics or uevent library",
+	},
+	{
 		From:   "alua",
 		Forbid: thirdParty,
 		Why:    "the ALUA SATP needs no FUSE, metrics or uevent library",
@@ -250,15 +299,7 @@ type importException struct {
 	Reason   string
 }
 
-var importExceptions = []importException{
-	{
-		From: "backends/block",
-		To:   "alua",
-		Reason: "to be removed: backends/block implements alua.Reporter and alua.Setter with alua.State and " +
-			"alua.PortInfo, so a transport depends on the SATP (and through it on nmp); the ALUA types it needs " +
-			"belong below backends, or the SCSI ALUA device in alua",
-	},
-}
+var importExceptions = []importException{}
 
 // match reports whether the package path p (module-relative when inside the
 // module, full otherwise) matches pattern.
@@ -420,12 +461,7 @@ func scanOutside(name string, data []byte) []outsideFinding {
 
 func TestNoReferencesOutsideRepository(t *testing.T) {
 	mod, _ := packages(t)
-	if _, err := exec.LookPath("git"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("git not found; CI must have it")
-		}
-		t.Skip("git not found: the tracked files are not known (needs git; runs in CI)")
-	}
+	needs.Tools(t, "git")
 	out, err := exec.Command("git", "-C", mod.Dir, "ls-files", "-z").Output()
 	if err != nil {
 		if os.Getenv("CI") != "" {

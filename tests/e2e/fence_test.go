@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/internal/freezeproxy"
+	"github.com/mpathfs/mpathfs/internal/needs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -126,7 +127,7 @@ func oracleClean(t *testing.T, m *mount, dev string) {
 // socket. Expected: no fio error, no oracle finding, and an ambiguous
 // range shown while A was stopped.
 func TestFenceStoppedNbdkit(t *testing.T) {
-	need(t, "fio", "nbdkit")
+	needs.Tools(t, "fio", "nbdkit")
 	file := store(t, 64<<20)
 	a, b := startNbdkit(t, file), startNbdkit(t, file)
 	// One connection on A: with several, the ones that carried only reads
@@ -177,13 +178,16 @@ func TestFenceStoppedNbdkit(t *testing.T) {
 // the oracle can read through it. Expected: no fio error, no oracle
 // finding, the range shown ambiguous and then resolved by the fence.
 func TestFenceFrozenPathFence(t *testing.T) {
-	need(t, "fio", "nbdkit")
+	needs.Tools(t, "fio", "nbdkit")
 	file := store(t, 64<<20)
 	a, b := startNbdkit(t, file), startNbdkit(t, file)
 	px := freezeproxy.Start(t, "unix", filepath.Join(t.TempDir(), "proxy.sock"), a.sock)
 	pxURI := "nbd+unix:///?socket=" + px.Addr()
+	// Hedged reads off: the frozen path must keep carrying writes until they
+	// time out (with hedging its lost reads would demote it first).
 	m := startMount(t, "--verify", "--name", "d0", "--path", pxURI, "--path", b.uri(),
-		"--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--io-timeout", "1s", "--apd-timeout", "120s", "--check-interval", "500ms")
+		"--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--io-timeout", "1s", "--apd-timeout", "120s", "--check-interval", "500ms",
+		"--hedge", "off")
 	ev := followEvents(t, m)
 	pathA, _ := pathByURI(m, "d0", pxURI)
 	require.NotEmpty(t, pathA)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mpathfs/mpathfs/internal/needs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -17,7 +18,7 @@ import (
 // demoted, and it stays active. A full hang (every operation) also leaves
 // fio without an error. Assertions are about correctness, never time.
 func TestHedgedReadsUnderHangFault(t *testing.T) {
-	need(t, "fio")
+	needs.Tools(t, "fio")
 	for _, c := range []struct {
 		psp string
 		op  []string
