@@ -15,7 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/mpathfs/mpathfs/array"
-	"github.com/mpathfs/mpathfs/backends/fault"
+	"github.com/mpathfs/mpathfs/backends"
 )
 
 // Config describes one array server (the YAML of `mpathfs array serve
@@ -335,7 +335,7 @@ func (c Config) withDefaults() (Config, error) {
 // Bytes is the LU's size in bytes (1G = 1 GiB, as fio and the rest of
 // mpathfs read sizes).
 func (lu LU) Bytes() (int64, error) {
-	n, err := fault.ParseSize(lu.Size)
+	n, err := backends.ParseSize(lu.Size)
 	if err != nil {
 		return 0, err
 	}

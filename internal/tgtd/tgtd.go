@@ -19,30 +19,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // Need skips the test (fails it when CI is set) without root, tgtd or
 // tgtadm.
 func Need(t testing.TB) {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "tgtd needs root"
-	} else {
-		for _, tool := range []string{"tgtd", "tgtadm"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				why = tool + " is not installed (apt-get install tgt)"
-				break
-			}
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI is set but %s", why)
-	}
-	t.Skipf("skipped: %s (runs in CI)", why)
+	needs.Tools(t, "root", "tgtd", "tgtadm")
 }
 
 // Daemon is one running tgtd.
