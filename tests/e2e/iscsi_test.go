@@ -254,3 +254,32 @@ func TestISCSIArrayServeALUA(t *testing.T) {
 	t.Logf("fio: read %.0f IOPS write %.0f IOPS, max clat %.1f ms", r.Jobs[0].Read.IOPS, r.Jobs[0].Write.IOPS, r.Jobs[0].Write.ClatNs.Max/1e6)
 	m.stopClean(t)
 }
+
+// TestISCSIArrayServeHungWrites: the array holds writes through port 1
+// for 3 s before it executes them (`array fault inject --delay 3s`), three
+// times the I/O deadline: the path's writes time out and are fenced the
+// SCSI way (ABORT TASK, or the session's reinstatement; either ends the
+// hold without executing) before they are retried on port 2, and fio
+// --verify sees no error — no held write lands late over a newer one.
+func TestISCSIArrayServeHungWrites(t *testing.T) {
+	needs.Tools(t, "fio", "root", "/dev/fuse")
+	s := startArrayServe(t)
+	u1 := fmt.Sprintf("iscsi://%s/%s/0?initiator=iqn.2026-01.io.mpathfs.e2e:host-a", s.portals[0], s.iqn)
+	u2 := fmt.Sprintf("iscsi://%s/%s/0?initiator=iqn.2026-01.io.mpathfs.e2e:host-a", s.portals[1], s.iqn)
+	m := startMount(t, "--name", "d0", "--path", u1, "--path", u2, "--psp", "VMW_PSP_RR", "--psp-option", "iops=1",
+		"--check-interval", "500ms", "--io-timeout", "1s")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := startFio(ctx, verifyJob(m.file("d0"), 10)...)
+	time.Sleep(2 * time.Second)
+	s.ctl(t, "fault", "inject", "--port", "1", "--op", "write", "--delay", "3s", "--count", "4")
+	waitFor(t, 15*time.Second, "errors on the hung port's path", func() bool { return iscsiPath(m, u1).Errors > 0 })
+	r, out, err := run.wait()
+	if err != nil || r.Jobs[0].TotalErr != 0 || r.Jobs[0].Error != 0 {
+		t.Fatalf("fio across hung writes: %v\n%s\n%s", err, out, m.out.String())
+	}
+	waitFor(t, 15*time.Second, "the hung port's path back", func() bool { return iscsiPath(m, u1).State == "active" })
+	t.Logf("fio: read %.0f IOPS write %.0f IOPS, max clat %.1f ms; path 1 errors %d", r.Jobs[0].Read.IOPS, r.Jobs[0].Write.IOPS,
+		r.Jobs[0].Write.ClatNs.Max/1e6, iscsiPath(m, u1).Errors)
+	m.stopClean(t)
+}
