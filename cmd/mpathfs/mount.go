@@ -23,6 +23,7 @@ import (
 	_ "github.com/mpathfs/mpathfs/alua" // registers VMW_SATP_ALUA and VMW_SATP_DEFAULT_AP
 	_ "github.com/mpathfs/mpathfs/backends/block"
 	_ "github.com/mpathfs/mpathfs/backends/nbd"
+	_ "github.com/mpathfs/mpathfs/iscsi/iscsipath"
 )
 
 const defaultStateDir = "/var/lib/mpathfs"
@@ -33,7 +34,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	name := fs.String("name", "", "device name for --path devices (default mp0; the default lab is \"lab\")")
 	wwid := fs.String("wwid", "", "assert the WWID of the --path device: file, loop and NBD paths adopt it, checked by label and sample blocks (one file through two mounts)")
 	var paths, pspOpts, satpOpts multiFlag
-	fs.Var(&paths, "path", "a path URI: file:///abs/path, a bare file path, nbd://host:port/export, nbd+unix:///export?socket=S, block:///dev/sdX (repeatable)")
+	fs.Var(&paths, "path", "a path URI: file:///abs/path, a bare file path, nbd://host:port/export, nbd+unix:///export?socket=S, block:///dev/sdX, iscsi://host[:port]/TARGET-IQN/LUN[?initiator=IQN&chap_user=U&chap_secret=S] (repeatable)")
 	groupWWID := fs.Bool("group-by-wwid", false, "form one device per WWID the --path devices report (names mpatha, mpathb, … like dm-multipath's user_friendly_names)")
 	psp := fs.String("psp", "", "path selection plugin (default: the SATP's)")
 	fs.Var(&pspOpts, "psp-option", "PSP option name=value (repeatable), e.g. iops=1")

@@ -137,7 +137,7 @@ type layerRule struct {
 // higher layers, named once for the rules below
 var (
 	transports = []string{"backends/block", "backends/fault", "backends/nbd", "backends/backendtest"}
-	tools      = []string{"control", "hotplug", "metrics", "integrity", "scenario", "host"}
+	tools      = []string{"control", "hotplug", "metrics", "integrity", "scenario", "host", "arrayd"}
 	thirdParty = []string{"github.com/hanwen/go-fuse/v2/...", "github.com/prometheus/...", "github.com/pilebones/go-udev/..."}
 )
 
@@ -169,8 +169,19 @@ var layerRules = []layerRule{
 	},
 	{
 		From:   "iscsi/...",
+		Except: []string{"iscsi/iscsipath"},
 		Forbid: list([]string{"backends/...", "mpath", "nmp", "alua", "array/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/..."}, tools, thirdParty),
 		Why:    "the iSCSI target and initiator speak the protocol over scsi.Handler and the SCSI vocabulary: the array and the host build on them, never the reverse",
+	},
+	{
+		From:   "iscsi",
+		Forbid: []string{"iscsi/iscsipath"},
+		Why:    "the iscsi:// path transport builds on the initiator, never the reverse",
+	},
+	{
+		From:   "iscsi/iscsipath",
+		Forbid: list(transports, []string{"mpath", "nmp", "alua", "array/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/..."}, tools, thirdParty),
+		Why:    "the iscsi:// path transport is a Backend over the initiator: it sits on the iSCSI floor (transports below may not import the protocol package) and imports backends, scsi, ioerr and iscsi only",
 	},
 	{
 		From:   "backends",
@@ -221,6 +232,11 @@ var layerRules = []layerRule{
 		From:   "metrics",
 		Forbid: []string{"fusedev", "control", "hotplug", "integrity", "scenario", "host"},
 		Why:    "metrics observe the engine through its observer hook; they drive nothing",
+	},
+	{
+		From:   "arrayd",
+		Forbid: []string{"nmp", "alua", "fusedev", "hotplug", "metrics", "integrity", "scenario", "host"},
+		Why:    "the array server serves the array (array, iscsi) and reuses the control socket; it knows nothing of the host side",
 	},
 	{
 		From:   "host",
