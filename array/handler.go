@@ -229,18 +229,18 @@ func (h *Handler) Close(ctx context.Context) error {
 // Reset applies a task management function's effect on the logical
 // units: LUN RESET and target resets release SCSI-2 reservations and
 // establish unit attentions (29/03 after a LUN reset, 29/00 after a target
-// reset) for the other I_T nexuses; I_T NEXUS RESET releases the nexus's
-// SCSI-2 reservations and gives it 29/07. Persistent reservations survive
-// all of them.
+// reset) for every I_T nexus, the issuer's included; I_T NEXUS RESET
+// releases the nexus's SCSI-2 reservations and gives it 29/07. Persistent
+// reservations survive all of them.
 func (h *Handler) Reset(n scsi.Nexus, f scsi.TMF, lun uint64) {
 	switch f {
 	case scsi.TMFLUNReset:
 		if l := h.lu(lun); l != nil {
-			l.reset(n, scsi.SenseBusDeviceReset)
+			l.reset(scsi.SenseBusDeviceReset)
 		}
 	case scsi.TMFTargetWarmReset, scsi.TMFTargetColdReset:
 		for _, l := range h.units() {
-			l.reset(n, scsi.SensePowerOnReset)
+			l.reset(scsi.SensePowerOnReset)
 		}
 	case scsi.TMFITNexusReset:
 		for _, l := range h.units() {

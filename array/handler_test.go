@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -64,7 +66,7 @@ func TestCommandTable(t *testing.T) {
 		{"read16 rdprotect", cdbRW16(scsi.OpRead16, 0, 1, 0x20), nil, scsi.SenseInvalidFieldInCDB},
 		{"read16 too long", cdbRW16(scsi.OpRead16, 0, 1<<20, 0), nil, scsi.SenseLBAOutOfRange},
 		{"write16 past end", cdbRW16(scsi.OpWrite16, luBlocks, 1, 0), block(1), scsi.SenseLBAOutOfRange},
-		{"write10 data short", cdbRW10(scsi.OpWrite10, 0, 2, 0), block(1), scsi.SenseInvalidFieldInCommandIU},
+		{"write10 data short: the blocks sent are written", cdbRW10(scsi.OpWrite10, 0, 2, 0), block(1), ioerr.Sense{}},
 		{"caw data long", cdbCAW(0, 1), make([]byte, 4*512), scsi.SenseInvalidFieldInCommandIU},
 		{"write10 wrprotect", cdbRW10(scsi.OpWrite10, 0, 1, 0x40), block(1), scsi.SenseInvalidFieldInCDB},
 		{"sync cache 10", cdbRW10(scsi.OpSynchronizeCache10, 0, 0, 0), nil, ioerr.Sense{}},
@@ -208,6 +210,11 @@ func TestReportSupportedOpcodes(t *testing.T) {
 	assert.Equal(t, byte(3), r.DataIn[1]&7)
 	r = e.do(nxA, []byte{scsi.OpMaintenanceIn, 0x0c, 1, 0x02, 0, 0, 0, 0, 1, 0, 0, 0}, nil)
 	assert.Equal(t, byte(1), r.DataIn[1]&7, "not supported")
+	r = e.do(nxA, []byte{scsi.OpMaintenanceIn, 0x0d, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0}, nil)
+	requireGood(t, r, "report supported TMFs")
+	assert.Equal(t, []byte{0xda, 0x01, 0, 0}, r.DataIn)
+	r = e.do(nxA, []byte{scsi.OpMaintenanceIn, 0x0d, 0x80, 0, 0, 0, 0, 0, 0, 16, 0, 0}, nil)
+	assert.Len(t, r.DataIn, 16, "REPD")
 }
 
 func TestReadWrite(t *testing.T) {
@@ -227,6 +234,10 @@ func TestReadWrite(t *testing.T) {
 	assert.Equal(t, block(0xaa), e.do(nxA, c12, nil).DataIn)
 	requireGood(t, e.do(nxA, []byte{scsi.OpWrite6, 0, 0, 5, 1, 0}, block(0x66)), "write6")
 	assert.Equal(t, block(0x66), e.do(nxA, []byte{scsi.OpRead6, 0, 0, 5, 1, 0}, nil).DataIn)
+	// Less data than the CDB describes: the whole blocks sent are written.
+	requireGood(t, e.do(nxA, cdbRW10(scsi.OpWrite10, 200, 3, 0), append(block(0x31), block(0x32)[:100]...)), "short data-out")
+	r = e.do(nxA, cdbRW10(scsi.OpRead10, 200, 2, 0), nil)
+	assert.Equal(t, append(block(0x31), block(0)...), r.DataIn)
 	// The data-in buffer limits what comes back.
 	r = e.h.Execute(context.Background(), &scsi.Command{Nexus: nxA, CDB: cdbRW16(scsi.OpRead16, 100, 2, 0), DataInLen: 512})
 	assert.Len(t, r.DataIn, 512)
@@ -352,9 +363,9 @@ func TestUnitAttentionLifecycle(t *testing.T) {
 		requireGood(t, e.do(n, cdbRW16(scsi.OpRead16, 0, 1, 0), nil), "then reads")
 	}
 
-	// LUN reset: everybody but the issuer gets 29/03.
+	// LUN reset: everybody, the issuer too, gets 29/03.
 	e.h.Reset(nxA, scsi.TMFLUNReset, 0)
-	requireGood(t, e.do(nxA, make([]byte, 6), nil), "issuer")
+	requireSense(t, e.do(nxA, make([]byte, 6), nil), scsi.SenseBusDeviceReset, "issuer after LUN reset")
 	requireSense(t, e.do(nxB, make([]byte, 6), nil), scsi.SenseBusDeviceReset, "other after LUN reset")
 	// I_T nexus reset: 29/07 for that nexus.
 	e.h.Reset(nxB, scsi.TMFITNexusReset, 0)
@@ -480,4 +491,59 @@ func TestUnitsAddRemoveResize(t *testing.T) {
 	l.nblk.Store(10)
 	require.NoError(t, e.h.Resize(0))
 	requireSense(t, e.do(nxA, make([]byte, 6), nil), scsi.SenseCapacityDataChanged, "capacity changed")
+}
+
+func TestTransferLength(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		cdb  []byte
+		want int
+		ok   bool
+	}{
+		{cdbRW10(scsi.OpRead10, 0, 8, 0), 4096, true},
+		{cdbRW16(scsi.OpWrite16, 0, 2, 0), 1024, true},
+		{[]byte{scsi.OpWrite6, 0, 0, 0, 0, 0}, 256 * 512, true},
+		{cdbRW16(scsi.OpVerify16, 0, 2, 0), 0, true},
+		{cdbRW16(scsi.OpVerify16, 0, 2, 0x02), 1024, true},
+		{cdbRW16(scsi.OpWriteSame16, 0, 100, 0x01), 0, true},
+		{cdbRW10(scsi.OpWriteSame10, 0, 100, 0), 512, true},
+		{cdbCAW(0, 2), 2048, true},
+		{cdbCAW(0, 0), 0, false},
+		{scsi.CDBPersistentReserveOut(scsi.PROutRegister, 0, 24), 24, true},
+		{scsi.CDBSetTPGs(8), 8, true},
+		{[]byte{scsi.OpUnmap, 0, 0, 0, 0, 0, 0, 0, 24, 0}, 24, true},
+		{make([]byte, 6), 0, true},
+		{scsi.CDBInquiry(false, 0, 96), 0, false},
+		{cdbRW16(scsi.OpRead16, 0, 1, 0)[:8], 0, false},
+	} {
+		n, ok := e.h.TransferLength(nxA, 0, tc.cdb)
+		assert.Equal(t, tc.ok, ok, "% x", tc.cdb)
+		assert.Equal(t, tc.want, n, "% x", tc.cdb)
+	}
+	_, ok := e.h.TransferLength(nxA, 9, cdbRW10(scsi.OpRead10, 0, 1, 0))
+	assert.False(t, ok, "unknown LUN")
+}
+
+// TestALUATransition: an explicit STPG moves through transitioning for the
+// configured period: commands through the moving groups get 02/04/0A, then
+// run, after one unit attention per state change.
+func TestALUATransition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, func(c *ArrayConfig, _ *LUConfig) { c.Transition = 2 * time.Second })
+		e.ready(nxA, nxB)
+		p := scsi.STPGParams(map[uint16]scsi.State{2: scsi.ActiveOptimized})
+		requireGood(t, e.do(nxB, scsi.CDBSetTPGs(uint32(len(p))), p), "stpg")
+		read := cdbRW16(scsi.OpRead16, 0, 1, 0)
+		requireSense(t, e.do(nxA, read, nil), ioerr.SenseAccessChanged, "A: UA")
+		requireSense(t, e.do(nxA, read, nil), ioerr.SenseALUATransitioning, "A: transitioning")
+		requireGood(t, e.do(nxA, scsi.CDBReportTPGs(1024), nil), "RTPG while transitioning")
+		time.Sleep(3 * time.Second)
+		requireSense(t, e.do(nxA, read, nil), ioerr.SenseAccessChanged, "A: UA for the end of the transition")
+		requireGood(t, e.do(nxA, read, nil), "A reads (ANO now)")
+		r := e.do(nxA, scsi.CDBReportTPGs(1024), nil)
+		rt, err := scsi.ParseRTPG(r.DataIn)
+		require.NoError(t, err)
+		assert.Equal(t, scsi.ActiveNonOptimized, rt.Groups[0].State)
+		assert.Equal(t, scsi.ActiveOptimized, rt.Groups[1].State)
+	})
 }

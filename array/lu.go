@@ -15,9 +15,9 @@ import (
 // Limits the logical units report in the block limits VPD page and
 // enforce.
 const (
-	maxTransferBytes   = 8 << 20 // per READ/WRITE
-	maxCompareAndWrite = 16      // blocks per COMPARE AND WRITE
-	maxUnmapBlocks     = 1 << 20 // blocks per UNMAP descriptor and command
+	maxTransferBytes   = 64 << 20 // per READ/WRITE (the iSCSI target's own bound too)
+	maxCompareAndWrite = 16       // blocks per COMPARE AND WRITE
+	maxUnmapBlocks     = 1 << 20  // blocks per UNMAP descriptor and command
 	maxUnmapDescs      = 256
 	maxWriteSameBytes  = 1 << 30 // per WRITE SAME
 )
@@ -108,13 +108,16 @@ func (l *lu) addUAAll(except *scsi.Nexus, s ioerr.Sense) {
 	}
 }
 
-func (l *lu) reset(issuer scsi.Nexus, s ioerr.Sense) {
+// reset is a LUN or target reset: SCSI-2 reservations go, and every I_T
+// nexus — the one that asked too, as multipath initiators expect to learn
+// of it on every path — gets the unit attention.
+func (l *lu) reset(s ioerr.Sense) {
 	l.gate.Lock()
 	defer l.gate.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.res2 = nil
-	l.addUAAll(&issuer, s)
+	l.addUAAll(nil, s)
 }
 
 func (l *lu) nexusReset(n scsi.Nexus) {
@@ -290,6 +293,8 @@ func (l *lu) dispatch(ctx context.Context, cmd *scsi.Command, pv portView) scsi.
 			return l.reportTPGs(cmd)
 		case scsi.OpReportSupportedOpsSA:
 			return l.reportSupportedOps(cmd)
+		case scsi.OpReportSupportedTMFsSA:
+			return reportSupportedTMFs(cmd)
 		}
 		return checkCDB(1, 4)
 	case scsi.OpMaintenanceOut:

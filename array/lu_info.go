@@ -438,6 +438,7 @@ var supportedOps = []opInfo{
 	{op: scsi.OpReportLUNs},
 	{op: scsi.OpMaintenanceIn, sa: scsi.OpTargetPortGroupsSA, hasSA: true},
 	{op: scsi.OpMaintenanceIn, sa: scsi.OpReportSupportedOpsSA, hasSA: true},
+	{op: scsi.OpMaintenanceIn, sa: scsi.OpReportSupportedTMFsSA, hasSA: true},
 	{op: scsi.OpMaintenanceOut, sa: scsi.OpTargetPortGroupsSA, hasSA: true},
 	{op: scsi.OpRead12}, {op: scsi.OpWrite12}, {op: scsi.OpVerify12},
 }
@@ -531,3 +532,20 @@ func (l *lu) reportSupportedOps(cmd *scsi.Command) scsi.Response {
 
 // String names the LU for errors and status.
 func (l *lu) String() string { return fmt.Sprintf("LU %d (%s)", l.cfg.LUN, l.cfg.Name) }
+
+// reportSupportedTMFs is REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS: the
+// ones the iSCSI target implements (ABORT TASK, ABORT TASK SET, CLEAR TASK
+// SET, LOGICAL UNIT RESET, TARGET RESET, I_T NEXUS RESET); 16 bytes with
+// REPD, else 4.
+func reportSupportedTMFs(cmd *scsi.Command) scsi.Response {
+	alloc := int(binary.BigEndian.Uint32(cmd.CDB[6:]))
+	if alloc < 4 {
+		return checkCDB(6, -1)
+	}
+	b := []byte{0x80 | 0x40 | 0x10 | 0x08 | 0x02, 0x01, 0, 0}
+	if cmd.CDB[2]&0x80 != 0 {
+		b = append(b, make([]byte, 12)...)
+		b[3] = 0x0c // additional data length
+	}
+	return good(b, alloc, cmd.DataInLen)
+}

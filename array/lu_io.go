@@ -54,9 +54,9 @@ func (l *lu) inRange(lba, blocks uint64) bool {
 
 var outOfRange = check(scsi.SenseLBAOutOfRange)
 
-// shortDataOut: the initiator sent less data than the CDB describes (SAM-5:
-// INVALID FIELD IN COMMAND INFORMATION UNIT; nothing is written). The
-// transport reports the residual.
+// shortDataOut: the initiator sent less data than VERIFY, WRITE SAME or
+// COMPARE AND WRITE need (SAM-5: INVALID FIELD IN COMMAND INFORMATION
+// UNIT; nothing is written). The transport reports the residual.
 var shortDataOut = check(scsi.SenseInvalidFieldInCommandIU)
 
 // live returns a context for a side effect that has begun: it must finish
@@ -120,7 +120,11 @@ func (l *lu) write(ctx context.Context, cmd *scsi.Command) scsi.Response {
 		return checkCDB(lengthField(cmd.CDB[0]), -1)
 	}
 	if uint64(len(cmd.DataOut)) < n {
-		return shortDataOut
+		// The initiator sent less than the CDB describes (iSCSI EDTL <
+		// SCSI transfer length): write the whole blocks it sent, as FCP-4
+		// and libiscsi's residual tests have it; the transport reports
+		// the overflow residual.
+		n = uint64(len(cmd.DataOut)) / uint64(l.bs) * uint64(l.bs)
 	}
 	if n == 0 {
 		return good(nil)
@@ -368,6 +372,9 @@ func (l *lu) compareAndWrite(ctx context.Context, cmd *scsi.Command) scsi.Respon
 		return outOfRange
 	}
 	if blocks == 0 {
+		if len(cmd.DataOut) != 0 {
+			return checkCDB(13, -1) // the field says nothing, the initiator sent data
+		}
 		return good(nil)
 	}
 	n := blocks * uint64(l.bs)

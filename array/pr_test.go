@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -296,6 +298,7 @@ func TestSCSI2Reservations(t *testing.T) {
 
 	// Released by a LUN reset, by an I_T nexus reset and by nexus loss.
 	e.h.Reset(nxA, scsi.TMFLUNReset, 0)
+	e.ready(nxA, nxB)
 	requireGood(t, e.do(nxA, reserve6, nil), "after LUN reset")
 	e.h.Reset(nxA, scsi.TMFITNexusReset, 0)
 	e.ready(nxB)
@@ -323,4 +326,41 @@ func TestAbortedCommandNeverWrites(t *testing.T) {
 	r := e.h.Execute(ctx, &scsi.Command{Nexus: nxA, CDB: cdbRW16(scsi.OpWrite16, 0, 1, 0), DataOut: block(7)})
 	assert.Equal(t, scsi.StatusTaskAborted, r.Status)
 	assert.Equal(t, block(0), e.do(nxA, cdbRW16(scsi.OpRead16, 0, 1, 0), nil).DataIn)
+}
+
+// TestPreemptAndAbortFences: B's write is in flight (held by a delay at
+// the array) when A preempts B with PREEMPT AND ABORT; the transport's hook
+// aborts B's task and waits for it, so the write never lands — the fencing
+// guarantee a host that takes over needs.
+func TestPreemptAndAbortFences(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		e.ready(nxA, nxB)
+		e.register(nxA, 1)
+		e.register(nxB, 2)
+		requireGood(t, e.prOut(nxB, scsi.PROutReserve, scsi.PRWriteExclusive, scsi.PROutParams{Key: 2}), "B reserves")
+		_, err := e.h.AddFault(FaultRule{Initiator: nxB.Initiator, Ops: []string{"write"}, Delay: time.Hour})
+		require.NoError(t, err)
+
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan scsi.Response, 1)
+		go func() {
+			done <- e.h.Execute(ctx, &scsi.Command{Nexus: nxB, CDB: cdbRW16(scsi.OpWrite16, 9, 1, 0), DataOut: block(0xbb)})
+		}()
+		synctest.Wait() // B's write is held at the array
+
+		var victims []scsi.Nexus
+		e.h.OnPreemptAbort = func(v []scsi.Nexus, lun uint64) {
+			victims = v
+			cancel() // the transport aborts B's tasks on the LUN …
+			<-done   // … and waits until none can still execute
+		}
+		requireGood(t, e.prOut(nxA, scsi.PROutPreemptAndAbort, scsi.PRWriteExclusive, scsi.PROutParams{Key: 1, SAKey: 2}), "A preempts B")
+		assert.Equal(t, []scsi.Nexus{nxB}, victims)
+		e.h.ClearFaults()
+		time.Sleep(2 * time.Hour)
+		assert.Equal(t, block(0), e.do(nxA, cdbRW16(scsi.OpRead16, 9, 1, 0), nil).DataIn, "B's write never landed")
+		requireSense(t, e.do(nxB, make([]byte, 6), nil), scsi.SenseRegistrationsPreempted, "B learns it")
+		assert.Equal(t, scsi.StatusReservationConflict, e.do(nxB, cdbRW16(scsi.OpWrite16, 9, 1, 0), block(0xbb)).Status, "and B is fenced")
+	})
 }

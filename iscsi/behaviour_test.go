@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -362,4 +363,271 @@ func TestNewTargetValidates(t *testing.T) {
 	}
 	_, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, nil)
 	assert.Error(t, err)
+}
+
+// AbortTasks (PREEMPT AND ABORT's hook) aborts the victims' tasks without
+// answering them and returns once they are over; the PREEMPT AND ABORT
+// command calling it is not waited for, even when its nexus is a victim.
+func TestAbortTasksForPreempt(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 64, 512)
+	started := holdWrites(ram, 2)
+	tt := startTarget(t, iscsi.TargetConfig{}, ram)
+	held := ram.Hook
+	ram.Hook = func(ctx context.Context, cmd *scsi.Command) *scsi.Response {
+		if cmd.CDB[0] == 0x5f {
+			var victims []scsi.Nexus
+			for _, s := range tt.Sessions() {
+				victims = append(victims, s.Nexus)
+			}
+			tt.AbortTasks(victims, 0)
+			ram.Record("preempted")
+			return &scsi.Response{}
+		}
+		return held(ctx, cmd)
+	}
+	victim := dial(t, tt.addr)
+	victim.mustLogin("iqn.2026-01.org.test:victim", 1)
+	victim.command(0, cdbWrite10(2, 1), false, true, 512, block('v'))
+	<-started
+	pre := dial(t, tt.addr)
+	pre.mustLogin("iqn.2026-01.org.test:preempter", 1)
+	cdb := make([]byte, 10)
+	cdb[0], cdb[1], cdb[8] = 0x5f, 0x05, 24
+	st, _, _ := pre.response(pre.command(0, cdb, false, true, 24, make([]byte, 24)))
+	assert.Equal(t, uint8(0), st)
+	ev := ram.Events()
+	require.GreaterOrEqual(t, len(ev), 2)
+	assert.Equal(t, []string{"returned iqn.2026-01.org.test:victim", "preempted"}, ev[len(ev)-2:])
+	st, _, _ = victim.response(victim.command(0, make([]byte, 6), false, false, 0, nil))
+	assert.Equal(t, uint8(0), st, "the aborted write was not answered; the next command is")
+	assert.Equal(t, make([]byte, 512), ram.Disk(0)[2*512:3*512])
+}
+
+// hideLength is a handler without the TransferLengther capability.
+type hideLength struct{ scsi.Handler }
+
+// Without TransferLengther, a read's underflow is still reported (from the
+// data returned); DataInLen is the EDTL.
+func TestResidualWithoutTransferLength(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 64, 512)
+	ram.Hook = func(_ context.Context, cmd *scsi.Command) *scsi.Response {
+		if cmd.CDB[0] == 0x28 {
+			ram.Record("datain %d", cmd.DataInLen)
+		}
+		return nil
+	}
+	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, hideLength{ram})
+	require.NoError(t, err)
+	tt := serveTarget(t, tgt, ram, &logBuf{})
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:u", 1)
+	itt := r.command(0, cdbRead10(0, 1), true, false, 1024, nil)
+	var m iscsi.DataIn
+	for !m.HasStatus {
+		p := r.recv()
+		require.Equal(t, iscsi.OpDataIn, p.BHS.Opcode())
+		m.Decode(&p.BHS)
+	}
+	assert.Equal(t, itt, m.ITT)
+	assert.True(t, m.Underflow)
+	assert.Equal(t, uint32(512), m.Residual)
+	assert.Equal(t, []string{"datain 1024"}, ram.Events())
+}
+
+// The target pings an idle initiator and drops one that does not answer.
+func TestNOPInPing(t *testing.T) {
+	tt := startTarget(t, iscsi.TargetConfig{Limits: iscsi.Limits{NOPInterval: 20 * time.Millisecond, NOPTimeout: 50 * time.Millisecond}}, nil)
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:nop", 1)
+	p := r.recv()
+	require.Equal(t, iscsi.OpNOPIn, p.BHS.Opcode())
+	var m iscsi.NOPIn
+	m.Decode(&p.BHS)
+	assert.Equal(t, uint32(iscsi.ReservedTag), m.ITT)
+	assert.NotEqual(t, uint32(iscsi.ReservedTag), m.TTT)
+	// Answer the first ping, then stay silent.
+	r.send(&iscsi.NOPOut{Immediate: true, ITT: iscsi.ReservedTag, TTT: m.TTT, CmdSN: r.cmdSN, ExpStatSN: r.expStatSN}, nil)
+	assert.True(t, r.closed(), "a silent initiator is dropped after NOPTimeout")
+	assert.Contains(t, tt.logs.String(), "no answer to a NOP-In")
+}
+
+// A login whose text spans two Login Requests (C bit) is answered once
+// the text is whole.
+func TestLoginContinuation(t *testing.T) {
+	tt := startTarget(t, iscsi.TargetConfig{}, nil)
+	r := dial(t, tt.addr)
+	text := iscsi.Text{{Key: "InitiatorName", Value: "iqn.2026-01.org.test:cont"}, {Key: "TargetName", Value: targetName},
+		{Key: "MaxBurstLength", Value: "65536"}}.Marshal()
+	half := len(text) / 2
+	r.send(&iscsi.LoginRequest{Continue: true, CSG: 1, ISID: [6]byte{0x80, 0, 0, 0, 0, 7}, ITT: 1, CmdSN: 1}, text[:half])
+	p := r.recv()
+	var resp iscsi.LoginResponse
+	resp.Decode(&p.BHS)
+	require.Equal(t, iscsi.LoginSuccess, resp.Status)
+	assert.False(t, resp.Transit)
+	assert.Empty(t, p.Data, "a C-bit request gets an empty response")
+	r.send(&iscsi.LoginRequest{Transit: true, CSG: 1, NSG: 3, ISID: [6]byte{0x80, 0, 0, 0, 0, 7}, ITT: 1, CmdSN: 1}, text[half:])
+	p = r.recv()
+	resp.Decode(&p.BHS)
+	require.Equal(t, iscsi.LoginSuccess, resp.Status)
+	assert.True(t, resp.Transit)
+	kv, err := iscsi.ParseText(p.Data)
+	require.NoError(t, err)
+	v, _ := kv.Get("MaxBurstLength")
+	assert.Equal(t, "65536", v)
+	v, _ = kv.Get("TargetPortalGroupTag")
+	assert.Equal(t, "1", v)
+}
+
+// Many initiators, several sessions each, write and read their own blocks
+// at once. The test drives every session from one goroutine (its
+// initiator fails the test on error), with every session's command
+// outstanding together so the target serves them concurrently.
+func TestManyInitiators(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 256, 512)
+	tt := startTarget(t, iscsi.TargetConfig{}, ram)
+	const initiators, sessions = 6, 2
+	var rs []*rawInit
+	for i := range initiators {
+		for j := range sessions {
+			r := dial(t, tt.addr)
+			r.mustLogin(fmt.Sprintf("iqn.2026-01.org.test:host%d", i), byte(j+1))
+			rs = append(rs, r)
+		}
+	}
+	require.Len(t, tt.Sessions(), initiators*sessions)
+	itts := make([]uint32, len(rs))
+	for k, r := range rs {
+		itts[k] = r.command(0, cdbWrite10(uint32(k), 1), false, true, 512, block(byte(k+1)))
+	}
+	for k, r := range rs {
+		st, _, _ := r.response(itts[k])
+		require.Equal(t, uint8(0), st)
+	}
+	for k, r := range rs {
+		itts[k] = r.command(0, cdbRead10(uint32(k), 1), true, false, 512, nil)
+	}
+	for k, r := range rs {
+		st, data, _ := r.response(itts[k])
+		require.Equal(t, uint8(0), st)
+		assert.Equal(t, block(byte(k+1)), data)
+	}
+}
+
+// MaxCmdSN bounds the queue depth: with CmdWindow commands outstanding the
+// window is closed (MaxCmdSN = ExpCmdSN-1), and it opens as they end.
+func TestCommandWindowIsQueueDepth(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 64, 512)
+	started := holdWrites(ram, 1)
+	tt := startTarget(t, iscsi.TargetConfig{Limits: iscsi.Limits{CmdWindow: 2}}, ram)
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:qd", 1)
+	r.command(0, cdbWrite10(1, 1), false, true, 512, block(1))
+	r.command(0, cdbWrite10(1, 1), false, true, 512, block(2))
+	<-started
+	<-started
+	r.send(&iscsi.NOPOut{Immediate: true, ITT: 0x55, TTT: iscsi.ReservedTag, CmdSN: r.cmdSN}, nil)
+	p := r.recv()
+	require.Equal(t, iscsi.OpNOPIn, p.BHS.Opcode())
+	var nop iscsi.NOPIn
+	nop.Decode(&p.BHS)
+	assert.Equal(t, r.cmdSN, nop.ExpCmdSN)
+	assert.Equal(t, nop.ExpCmdSN-1, nop.MaxCmdSN, "the window is closed")
+	// A command beyond MaxCmdSN is ignored: it is never executed.
+	r.command(0, make([]byte, 6), false, false, 0, nil)
+	require.Equal(t, iscsi.TMFRespComplete, r.tmf(iscsi.TMFAbortTaskSet, 0, iscsi.ReservedTag, 0))
+	r.cmdSN-- // the ignored command's CmdSN is free again
+	r.send(&iscsi.NOPOut{Immediate: true, ITT: 0x56, TTT: iscsi.ReservedTag, CmdSN: r.cmdSN}, nil)
+	p = r.recv()
+	require.Equal(t, iscsi.OpNOPIn, p.BHS.Opcode())
+	nop.Decode(&p.BHS)
+	assert.Equal(t, nop.ExpCmdSN+1, nop.MaxCmdSN, "open again once the tasks ended")
+	st, _, _ := r.response(r.command(0, make([]byte, 6), false, false, 0, nil))
+	assert.Equal(t, uint8(0), st)
+}
+
+// SendTargets lists every portal; an answer longer than the initiator's
+// MaxRecvDataSegmentLength comes in pieces the initiator asks for.
+func TestSendTargetsContinuation(t *testing.T) {
+	tt := startTarget(t, iscsi.TargetConfig{}, nil)
+	// More portals, so the answer outgrows 512 bytes.
+	for i := range 30 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = tt.Serve(l, iscsi.Portal{TPGT: uint16(2 + i), RelativePort: uint16(2 + i), TPG: 2})
+		}()
+		t.Cleanup(func() { l.Close(); <-done })
+	}
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:st", 1, iscsi.KV{Key: "MaxRecvDataSegmentLength", Value: "512"})
+	var all []byte
+	ttt := uint32(iscsi.ReservedTag)
+	for pieces := 1; ; pieces++ {
+		require.Less(t, pieces, 20)
+		var ask []byte // the first request asks; the next ones only continue
+		if ttt == iscsi.ReservedTag {
+			ask = []byte("SendTargets=All\x00")
+		}
+		r.send(&iscsi.TextRequest{Immediate: true, Final: true, ITT: 0x99, TTT: ttt, CmdSN: r.cmdSN, ExpStatSN: r.expStatSN}, ask)
+		p := r.recv()
+		require.Equal(t, iscsi.OpTextResp, p.BHS.Opcode())
+		var m iscsi.TextResponse
+		m.Decode(&p.BHS)
+		require.LessOrEqual(t, len(p.Data), 512)
+		all = append(all, p.Data...)
+		if m.Final {
+			assert.Greater(t, pieces, 1, "the answer needed several PDUs")
+			break
+		}
+		require.True(t, m.Continue)
+		ttt = m.TTT
+	}
+	kv := strings.Count(string(all), "TargetAddress=")
+	assert.Equal(t, 31, kv, "every portal is listed: %q", all)
+	assert.Contains(t, string(all), "TargetName="+targetName)
+}
+
+// A Data-Out or a command whose data fails its digest fails that command
+// (ABORTED COMMAND, PROTOCOL SERVICE CRC ERROR) and keeps the connection.
+func TestDataDigestErrorFailsCommand(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 64, 512)
+	tt := startTarget(t, iscsi.TargetConfig{}, ram)
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:crc", 1, iscsi.KV{Key: "DataDigest", Value: "CRC32C"},
+		iscsi.KV{Key: "HeaderDigest", Value: "CRC32C"}, iscsi.KV{Key: "InitialR2T", Value: "No"})
+	require.True(t, r.fr.DataDigest)
+	corrupt := func(m iscsi.Message, data []byte) {
+		var w pipeBuf
+		fr := iscsi.NewFramer(nil, &w, 0)
+		fr.HeaderDigest, fr.DataDigest = true, true
+		var p iscsi.PDU
+		p.Encode(m, data)
+		require.NoError(t, fr.WritePDU(&p))
+		w.b[iscsi.BHSLen+4+1] ^= 0xff // a data byte, after the header digest
+		_, err := r.nc.Write(w.b)
+		require.NoError(t, err)
+	}
+	// Immediate data with a bad digest.
+	itt := r.nextITT()
+	cmd := &iscsi.SCSICommand{Final: true, Write: true, LUN: iscsi.EncodeLUN(0), ITT: itt, ExpectedDataTransferLength: 512,
+		CmdSN: r.cmdSN, ExpStatSN: r.expStatSN}
+	copy(cmd.CDB[:], cdbWrite10(4, 1))
+	r.cmdSN++
+	corrupt(cmd, block('c'))
+	st, _, sense := r.response(itt)
+	require.Equal(t, uint8(scsi.StatusCheckCondition), st)
+	require.Len(t, sense, 18)
+	assert.Equal(t, []byte{0x0b, 0x47, 0x05}, []byte{sense[2], sense[12], sense[13]})
+	// An unsolicited Data-Out with a bad digest.
+	itt = r.command(0, cdbWrite10(4, 2), false, true, 1024, block('d'))
+	corrupt(&iscsi.DataOut{Final: true, LUN: iscsi.EncodeLUN(0), ITT: itt, TTT: iscsi.ReservedTag, Offset: 512}, block('e'))
+	st, _, sense = r.response(itt)
+	require.Equal(t, uint8(scsi.StatusCheckCondition), st)
+	assert.Equal(t, []byte{0x0b, 0x47, 0x05}, []byte{sense[2], sense[12], sense[13]})
+	assert.Equal(t, make([]byte, 1024), ram.Disk(0)[4*512:6*512], "nothing was written")
+	st, _, _ = r.response(r.command(0, make([]byte, 6), false, false, 0, nil))
+	assert.Equal(t, uint8(0), st, "the connection goes on")
 }

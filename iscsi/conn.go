@@ -28,10 +28,17 @@ type conn struct {
 	wpdu   PDU
 
 	expCmdSN atomic.Uint32
-	qmu      sync.Mutex
-	queue    map[uint32]func() // commands received ahead of ExpCmdSN
+	// outstanding counts the commands accepted and not yet answered.
+	outstanding atomic.Int32
+	qmu         sync.Mutex
+	queue       map[uint32]func() // commands received ahead of ExpCmdSN
 	// abortedSN are CmdSNs an ABORT TASK named before they arrived.
 	abortedSN map[uint32]bool
+
+	// a Text answer longer than one PDU: its rest, sent when the
+	// initiator asks with textITT and textTTT (reader goroutine only)
+	textRest         []byte
+	textITT, textTTT uint32
 
 	sess      *session
 	initiator atomic.Pointer[string]
@@ -48,6 +55,18 @@ func newConn(t *Target, nc net.Conn, p Portal) *conn {
 }
 
 func (c *conn) window() uint32 { return c.t.cfg.Limits.CmdWindow }
+
+// open is how many CmdSNs from ExpCmdSN on the target accepts now: the
+// command window less the commands still outstanding, so MaxCmdSN bounds
+// the queue depth. Its upper edge never moves back: a new command adds
+// one to both ExpCmdSN and the outstanding count.
+func (c *conn) open() uint32 {
+	out := uint32(max(c.outstanding.Load(), 0))
+	if out >= c.window() {
+		return 0
+	}
+	return c.window() - out
+}
 
 func (c *conn) initiatorName() string {
 	if p := c.initiator.Load(); p != nil {
@@ -120,7 +139,7 @@ func (c *conn) send(m seqMessage, data []byte, status, flush bool) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	exp := c.expCmdSN.Load()
-	m.setSeq(c.statSN, exp, exp+c.window()-1)
+	m.setSeq(c.statSN, exp, exp+c.open()-1)
 	if status {
 		c.statSN++
 	}
@@ -155,9 +174,9 @@ func (c *conn) ordered(cmdSN uint32, immediate bool, fn func()) bool {
 	}
 	c.qmu.Lock()
 	exp := c.expCmdSN.Load()
-	if cmdSN-exp >= c.window() {
+	if cmdSN-exp >= c.open() {
 		c.qmu.Unlock()
-		c.t.logf("iscsi: %s: CmdSN %d outside the window %d..%d: ignored", c.initiatorName(), cmdSN, exp, exp+c.window()-1)
+		c.t.logf("iscsi: %s: CmdSN %d outside the window %d..%d: ignored", c.initiatorName(), cmdSN, exp, exp+c.open()-1)
 		return false
 	}
 	if cmdSN != exp {
@@ -192,7 +211,7 @@ func (c *conn) ordered(cmdSN uint32, immediate bool, fn func()) bool {
 func (c *conn) inWindow(cmdSN uint32) bool {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
-	return cmdSN-c.expCmdSN.Load() < c.window()
+	return cmdSN-c.expCmdSN.Load() < c.open()
 }
 
 // pinger sends a NOP-In when the connection has been idle for

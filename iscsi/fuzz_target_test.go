@@ -1,8 +1,10 @@
 package iscsi_test
 
 import (
+	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -107,6 +109,13 @@ func FuzzTargetConnection(f *testing.F) {
 		if login {
 			input = append(loginPDU("iqn.2026-01.org.fuzz:x"), input...)
 		}
+		// A hang is a failure: after a generous bound, fail with every
+		// goroutine's stack.
+		watchdog := time.AfterFunc(20*time.Second, func() {
+			buf := make([]byte, 1<<20)
+			panic(fmt.Sprintf("the target hung on input %q:\n%s", input, buf[:runtime.Stack(buf, true)]))
+		})
+		defer watchdog.Stop()
 		_, _ = c.Write(input)
 		c.Close()
 		<-drained

@@ -150,3 +150,31 @@ func TestNegotiatorRequireDigests(t *testing.T) {
 	require.ErrorAs(t, err, &ne)
 	assert.Contains(t, ne.Error(), "requires CRC32C")
 }
+
+func TestSBCTransferLength(t *testing.T) {
+	for _, c := range []struct {
+		cdb  []byte
+		want int
+		ok   bool
+	}{
+		{[]byte{0x08, 0, 0, 0, 0, 0}, 256 * 512, true},
+		{[]byte{0x0a, 0, 0, 0, 3, 0}, 3 * 512, true},
+		{[]byte{0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0}, 1024, true},
+		{[]byte{0x2e, 0, 0, 0, 0, 0, 0, 1, 0, 0}, 256 * 512, true},
+		{[]byte{0xaa, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0}, 2048, true},
+		{[]byte{0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0}, 4096, true},
+		{[]byte{0x2f, 0, 0, 0, 0, 0, 0, 0, 2, 0}, 0, true},                     // VERIFY without BYTCHK
+		{[]byte{0x2f, 2, 0, 0, 0, 0, 0, 0, 2, 0}, 1024, true},                  // BYTCHK=01
+		{[]byte{0x8f, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0}, 512, true}, // BYTCHK=11
+		{[]byte{0x89, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}, 1024, true},
+		{[]byte{0x41, 0, 0, 0, 0, 0, 0, 0, 9, 0}, 512, true},
+		{[]byte{0x93, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0}, 0, true}, // NDOB
+		{[]byte{0x12, 0, 0, 0, 96, 0}, 0, false},
+		{[]byte{0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0}, 0, false}, // too long to hold
+		{[]byte{0x28, 0, 0}, 0, false},
+	} {
+		n, ok := SBCTransferLength(c.cdb, 512)
+		assert.Equal(t, c.ok, ok, "% x", c.cdb)
+		assert.Equal(t, c.want, n, "% x", c.cdb)
+	}
+}

@@ -33,6 +33,7 @@ type session struct {
 		// lastEntered is closed when the last started task reached
 		// the logical unit.
 		lastEntered chan struct{}
+		ending      bool
 	}
 	tasks sync.WaitGroup // task goroutines
 
@@ -118,6 +119,7 @@ func (c *conn) startSession(ls *loginState) error {
 func (s *session) end() {
 	s.endOnce.Do(func() {
 		s.mu.Lock()
+		s.mu.ending = true // no task registers or starts from now on
 		var ts []*task
 		for _, tk := range s.mu.tasks {
 			ts = append(ts, tk)
@@ -147,11 +149,23 @@ func (c *conn) fullFeature() error {
 	for {
 		err := c.fr.ReadPDU(&p)
 		if err == ErrDataDigest {
+			// The PDU was read whole: the stream is in step. A command
+			// or its data fails with PROTOCOL SERVICE CRC ERROR (the
+			// command keeps its CmdSN turn); anything else is rejected.
+			c.touch()
+			c.t.logf("iscsi: %s: data digest error in %v", c.initiatorName(), p.BHS.Opcode())
 			switch p.BHS.Opcode() {
-			case OpDataOut, OpSCSICmd:
-				return fmt.Errorf("data digest error in %v: at ErrorRecoveryLevel 0 the connection ends", p.BHS.Opcode())
+			case OpSCSICmd:
+				if err := c.scsiCommandDigestBad(&p); err != nil {
+					return err
+				}
+			case OpDataOut:
+				var m DataOut
+				m.Decode(&p.BHS)
+				c.dataOutDigestBad(&m)
+			default:
+				c.reject(RejectDataDigest, &p.BHS)
 			}
-			c.reject(RejectDataDigest, &p.BHS)
 			continue
 		}
 		if err != nil {
@@ -259,6 +273,18 @@ func (c *conn) nopOut(m *NOPOut, data []byte) error {
 // keys that cannot be renegotiated in full feature phase.
 func (c *conn) text(m *TextRequest, data []byte) {
 	resp := &TextResponse{Final: true, LUN: m.LUN, ITT: m.ITT, TTT: ReservedTag}
+	if m.TTT != ReservedTag {
+		// The initiator asks for the rest of a long answer.
+		if m.TTT != c.textTTT || m.ITT != c.textITT || c.textRest == nil {
+			var hdr BHS
+			m.Encode(&hdr)
+			c.reject(RejectInvalidField, &hdr)
+			return
+		}
+		c.sendText(resp, c.textRest)
+		return
+	}
+	c.textRest = nil
 	if m.Continue || !m.Final {
 		// This target never needs more than one Text Request.
 		_ = c.send(resp, nil, true, true)
@@ -291,11 +317,26 @@ func (c *conn) text(m *TextRequest, data []byte) {
 			}
 		}
 	}
-	b := out.Marshal()
-	if limit := int(c.sess.params.PeerMaxRecvDataSegmentLength); len(b) > limit {
-		b = b[:limit] // a longer answer would need Text continuation
+	c.sendText(resp, out.Marshal())
+}
+
+// sendText sends a text answer, or its first PeerMaxRecvDataSegmentLength
+// bytes with the C bit and a TTT under which the initiator asks for the
+// rest (RFC 7143 11.10.2).
+func (c *conn) sendText(resp *TextResponse, b []byte) {
+	limit := int(c.sess.params.PeerMaxRecvDataSegmentLength)
+	if len(b) <= limit {
+		c.textRest = nil
+		_ = c.send(resp, b, true, true)
+		return
 	}
-	_ = c.send(resp, b, true, true)
+	c.textTTT++
+	if c.textTTT == ReservedTag {
+		c.textTTT = 1
+	}
+	c.textITT, c.textRest = resp.ITT, b[limit:]
+	resp.Final, resp.Continue, resp.TTT = false, true, c.textTTT
+	_ = c.send(resp, b[:limit], true, true)
 }
 
 func (c *conn) logout(m *LogoutRequest) {
@@ -357,6 +398,8 @@ type task struct {
 	done         chan struct{}
 	overflowFail bool
 	failSense    []byte // the data phase failed: answer with this sense
+	counted      bool   // in conn.outstanding
+	uncounted    bool   // taken out of it (or never to be counted)
 	prevEntered  chan struct{}
 	entered      chan struct{}
 }

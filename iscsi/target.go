@@ -51,14 +51,9 @@ type Limits struct {
 	MaxBurstLength    uint32
 	FirstBurstLength  uint32
 	MaxOutstandingR2T uint32
-	// CmdWindow is how many commands an initiator may have queued beyond
-	// ExpCmdSN (MaxCmdSN = ExpCmdSN + CmdWindow - 1). Default 128.
+	// CmdWindow is the queue depth of a session: MaxCmdSN = ExpCmdSN +
+	// CmdWindow - 1 - (commands outstanding). Default 128.
 	CmdWindow uint32
-	// MaxDataIn bounds the data-in buffer a command may produce when the
-	// logical unit cannot say how much a command transfers: the transport
-	// asks for at least this much to report residual overflow. Default
-	// 8 MiB.
-	MaxDataIn int
 	// LoginTimeout bounds the whole login phase of a connection.
 	// Default 15s.
 	LoginTimeout time.Duration
@@ -83,9 +78,6 @@ func (l *Limits) fill() {
 	def(&l.FirstBurstLength, 262144)
 	def(&l.MaxOutstandingR2T, 8)
 	def(&l.CmdWindow, 128)
-	if l.MaxDataIn == 0 {
-		l.MaxDataIn = 8 << 20
-	}
 	if l.LoginTimeout == 0 {
 		l.LoginTimeout = 15 * time.Second
 	}
@@ -139,7 +131,8 @@ type TargetConfig struct {
 // transfer length in bytes, SPDTL), so the transport can report residual
 // overflow and underflow exactly (RFC 7143 11.4.5). ok false means the
 // handler does not know; then the transport learns the data-in length
-// from the response and knows nothing of data-out.
+// from the response (an underflow shows, an overflow cannot) and knows
+// nothing of data-out. DataInLen stays the initiator's EDTL either way.
 type TransferLengther interface {
 	TransferLength(n scsi.Nexus, lun uint64, cdb []byte) (bytes int, ok bool)
 }

@@ -60,6 +60,12 @@ func startTarget(t *testing.T, cfg iscsi.TargetConfig, ram *iscsitest.RAM) *test
 	cfg.Logf = logs.logf
 	tgt, err := iscsi.NewTarget(cfg, ram)
 	require.NoError(t, err)
+	return serveTarget(t, tgt, ram, logs)
+}
+
+// serveTarget serves tgt on a free port of 127.0.0.1 until the test ends.
+func serveTarget(t *testing.T, tgt *iscsi.Target, ram *iscsitest.RAM, logs *logBuf) *testTarget {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	done := make(chan error, 1)

@@ -54,7 +54,31 @@ var (
 
 // scsiCommand takes a SCSI Command PDU: it registers the task, takes its
 // immediate data, sends the R2Ts it may, and queues it in CmdSN order.
-func (c *conn) scsiCommand(p *PDU) error {
+func (c *conn) scsiCommand(p *PDU) error { return c.command(p, nil) }
+
+// scsiCommandDigestBad takes a SCSI Command whose immediate data failed
+// its digest: the command fails in its CmdSN turn without its data.
+func (c *conn) scsiCommandDigestBad(p *PDU) error {
+	p.Data = p.Data[:0]
+	return c.command(p, senseFixed(0x0b, 0x47, 0x05))
+}
+
+// dataOutDigestBad fails the write a Data-Out with a bad data digest
+// belongs to.
+func (c *conn) dataOutDigestBad(m *DataOut) {
+	s := c.sess
+	s.mu.Lock()
+	tk := s.mu.tasks[m.ITT]
+	if tk == nil || !tk.write || tk.aborted || tk.failSense != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.failDataSense(tk, senseFixed(0x0b, 0x47, 0x05), "Data-Out of ITT 0x%x failed its data digest", m.ITT)
+}
+
+// command registers a SCSI Command; failSense non-nil fails it (in its
+// CmdSN turn, without reaching the logical unit).
+func (c *conn) command(p *PDU, failSense []byte) error {
 	s := c.sess
 	var m SCSICommand
 	m.Decode(&p.BHS)
@@ -126,7 +150,17 @@ func (c *conn) scsiCommand(p *PDU) error {
 			return nil
 		}
 	}
+	if failSense != nil {
+		tk.failSense = failSense
+		tk.received = tk.edtl
+		tk.nextR2T = tk.edtl
+	}
 	s.mu.Lock()
+	if s.mu.ending {
+		s.mu.Unlock()
+		cancel()
+		return nil
+	}
 	if _, dup := s.mu.tasks[m.ITT]; dup {
 		s.mu.Unlock()
 		cancel()
@@ -137,7 +171,28 @@ func (c *conn) scsiCommand(p *PDU) error {
 	s.mu.Unlock()
 	c.sendR2Ts(tk)
 	c.ordered(m.CmdSN, m.Immediate, func() { s.deliver(tk) })
+	s.mu.Lock()
+	if !tk.uncounted {
+		tk.counted = true
+		c.outstanding.Add(1)
+	}
+	s.mu.Unlock()
 	return nil
+}
+
+// uncount takes a task out of the outstanding count (once), just before
+// its status goes out, so the MaxCmdSN of that status already counts the
+// freed slot.
+func (s *session) uncount(tk *task) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tk.uncounted {
+		return
+	}
+	tk.uncounted = true
+	if tk.counted {
+		s.c.outstanding.Add(-1)
+	}
 }
 
 // sendR2Ts sends R2Ts for the rest of a write, keeping at most
@@ -223,14 +278,20 @@ func (c *conn) dataOut(m *DataOut, data []byte) error {
 // without reaching the logical unit. Later Data-Out PDUs of the task are
 // discarded. Called with s.mu held; releases it.
 func (s *session) failData(tk *task, format string, args ...any) error {
-	tk.failSense = senseFixed(0x0b, 0x4b, 0x00)
+	s.failDataSense(tk, senseFixed(0x0b, 0x4b, 0x00), format, args...)
+	return nil
+}
+
+// failDataSense is failData with the sense to answer. Called with s.mu
+// held; releases it.
+func (s *session) failDataSense(tk *task, sense []byte, format string, args ...any) {
+	tk.failSense = sense
 	tk.received = tk.edtl
 	clear(tk.r2ts)
 	tk.nextR2T = tk.edtl
 	s.mu.Unlock()
 	s.t.logf("iscsi: %s: "+format+": failing the command", append([]any{s.nexus.Initiator}, args...)...)
 	s.maybeStart(tk)
-	return nil
 }
 
 // deliver marks a task's turn in CmdSN order.
@@ -244,7 +305,7 @@ func (s *session) deliver(tk *task) {
 // maybeStart starts a task whose turn came and whose data is in.
 func (s *session) maybeStart(tk *task) {
 	s.mu.Lock()
-	if !tk.delivered || tk.running || tk.aborted || tk.finished || !tk.dataDone() {
+	if !tk.delivered || tk.running || tk.aborted || tk.finished || !tk.dataDone() || s.mu.ending {
 		s.mu.Unlock()
 		return
 	}
@@ -259,6 +320,7 @@ func (s *session) maybeStart(tk *task) {
 // finish removes a task from the task set and releases its waiters.
 func (s *session) finish(tk *task) {
 	tk.cancel()
+	s.uncount(tk)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if tk.finished {
@@ -310,11 +372,6 @@ func (s *session) execute(tk *task) (resp scsi.Response, drop, ran bool) {
 		}
 	}
 	cmd.DataInLen = int(tk.edtl)
-	if tk.spdtl < 0 && !tk.write {
-		// The logical unit cannot say how much it would transfer: offer
-		// more so an overflow is seen (and reported) rather than hidden.
-		cmd.DataInLen = max(cmd.DataInLen, s.t.cfg.Limits.MaxDataIn)
-	}
 	if tk.overflowFail {
 		return scsi.Response{Status: scsi.StatusCheckCondition, Sense: senseInvalidFieldInCDB()}, false, true
 	}
@@ -364,11 +421,15 @@ func (s *session) lunExists(lun uint64) bool {
 // Response with the sense data.
 func (s *session) respond(tk *task, resp scsi.Response) {
 	c := s.c
+	s.uncount(tk)
 	data := resp.DataIn
 	var over, under bool
 	var residual uint32
 	spdtl := tk.spdtl
-	if spdtl < 0 && !tk.write {
+	if spdtl < 0 && !tk.write && resp.Status == scsi.StatusGood {
+		// Without the logical unit's transfer length, the data it
+		// returned is all that is known (an underflow shows, an
+		// overflow does not).
 		spdtl = len(data)
 	}
 	if len(data) > int(tk.edtl) {
@@ -419,6 +480,7 @@ func (s *session) respond(tk *task, resp scsi.Response) {
 // sendAborted answers a task another nexus's task management aborted
 // with TASK ABORTED (TAS=1 behaviour).
 func (s *session) sendAborted(tk *task) {
+	s.uncount(tk)
 	_ = s.c.send(&SCSIResponse{Status: uint8(scsi.StatusTaskAborted), ITT: tk.itt, ExpDataSN: tk.dataInSN}, nil, true, true)
 }
 
@@ -556,3 +618,25 @@ func (c *conn) taskManagement(m *TMFRequest) {
 }
 
 func nowNano() int64 { return time.Now().UnixNano() }
+
+// AbortTasks aborts the tasks of the given I_T nexuses on a logical unit,
+// without answering them, and returns once none of them can still reach
+// the logical unit: what PERSISTENT RESERVE OUT with PREEMPT AND ABORT
+// needs from the transport (wire it as the array handler's
+// OnPreemptAbort). The PREEMPT AND ABORT command that calls it is never
+// among the tasks waited for, even if its own nexus is a victim.
+func (t *Target) AbortTasks(victims []scsi.Nexus, lun uint64) {
+	for _, s := range t.allSessions() {
+		if !slices.Contains(victims, s.nexus) {
+			continue
+		}
+		s.abort(s.tasksWhere(func(tk *task) bool {
+			return tk.cmd.LUN == lun && !(tk.running && isPreemptAndAbort(tk.cmd.CDB))
+		}), false)
+	}
+}
+
+// isPreemptAndAbort reports a PERSISTENT RESERVE OUT, PREEMPT AND ABORT.
+func isPreemptAndAbort(cdb []byte) bool {
+	return len(cdb) > 1 && cdb[0] == 0x5f && cdb[1]&0x1f == 0x05
+}

@@ -51,7 +51,15 @@ type Collector struct {
 	hedgedDesc, hedgeLostDesc, slowDesc                                   *prometheus.Desc
 
 	mu      sync.Mutex
-	devices []*nmp.Device
+	devices []Observed
+}
+
+// Observed is what the collector needs of a device: its status, read at
+// scrape time, and the observer hook its completions are reported through
+// (*nmp.Device is one).
+type Observed interface {
+	Status() mpath.DeviceStatus
+	SetObserver(o nmp.Observer)
 }
 
 var _ nmp.Observer = (*Collector)(nil)
@@ -86,7 +94,7 @@ func New() *Collector {
 }
 
 // Add attaches the collector to a device as its observer.
-func (c *Collector) Add(d *nmp.Device) {
+func (c *Collector) Add(d Observed) {
 	c.mu.Lock()
 	c.devices = append(c.devices, d)
 	c.mu.Unlock()
@@ -128,7 +136,7 @@ func (dc *deviceCollector) Describe(ch chan<- *prometheus.Desc) {
 func (dc *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 	c := dc.c
 	c.mu.Lock()
-	devs := append([]*nmp.Device(nil), c.devices...)
+	devs := append([]Observed(nil), c.devices...)
 	c.mu.Unlock()
 	for _, d := range devs {
 		st := d.Status()
@@ -186,11 +194,21 @@ func ResolveAddr(addr string, allowRemote bool) (string, error) {
 	if !allowRemote {
 		ip := net.ParseIP(host)
 		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return "", fmt.Errorf("metrics address %q is not a loopback address: the metrics name every path and its URI; bind to 127.0.0.1 (and scrape through a proxy) or allow it explicitly", addr)
+			return "", notLoopbackError{fmt.Sprintf("metrics address %q is not a loopback address: the metrics name every path and its URI; bind to 127.0.0.1 (and scrape through a proxy) or allow it explicitly", addr)}
 		}
 	}
 	return net.JoinHostPort(host, port), nil
 }
+
+// ErrNotLoopback: the listen address is not a loopback address and
+// Options.AllowRemote is not set.
+var ErrNotLoopback = errors.New("metrics address is not a loopback address")
+
+// notLoopbackError is ErrNotLoopback with the address in its message.
+type notLoopbackError struct{ msg string }
+
+func (e notLoopbackError) Error() string        { return e.msg }
+func (e notLoopbackError) Is(target error) bool { return target == ErrNotLoopback }
 
 // Server is a running metrics endpoint.
 type Server struct {

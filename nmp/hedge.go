@@ -44,7 +44,7 @@ import (
 const (
 	DefaultHedgeMultiplier = 3.0
 	DefaultHedgeFloor      = 2 * time.Millisecond
-	DefaultHedgeCeiling    = 200 * time.Millisecond
+	DefaultHedgeCeiling    = 50 * time.Millisecond
 	// DefaultSlowLosses reads lost to a hedge within DefaultSlowWindow mark
 	// a path slow (hedge_slow.go).
 	DefaultSlowLosses = 3
@@ -369,7 +369,7 @@ func (d *Device) settleHedge(r *hedgeRun, p []byte, n int, err error) (int, erro
 	r.h.won.Add(1)
 	r.legs[1].pl.won.Add(1)
 	now := time.Now()
-	if !errors.Is(err, errBeaten) {
+	if err != nil && !errors.Is(err, errBeaten) {
 		// The primary failed on its own while its hedge succeeded: its
 		// path is judged as it would have been.
 		d.judge(r.ctx, r.path, mpath.OpRead, err)

@@ -456,3 +456,57 @@ func BenchmarkReadHealthyHedge(b *testing.B) {
 		})
 	}
 }
+
+// TestHedgeOccasionalLossIsNotSlow: a path that loses a race now and then
+// among many good reads is not marked slow.
+func TestHedgeOccasionalLossIsNotSlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, 2, hedgeConfigFor(PSPFixed, nil))
+		buf := make([]byte, 4096)
+		for range 2 * DefaultSlowLosses {
+			for i := range 20 {
+				_, err := r.d.ReadAt(context.Background(), buf, int64(i)*4096)
+				require.NoError(t, err)
+			}
+			r.fake("p1").setFault(&fakeFault{hang: true, ops: opSet([]string{"read"}), times: 1})
+			_, err := r.d.ReadAt(context.Background(), buf, 0)
+			require.NoError(t, err)
+		}
+		synctest.Wait()
+		st := r.d.Status()
+		assert.Equal(t, uint64(2*DefaultSlowLosses), st.Paths[0].HedgeLost)
+		assert.False(t, st.Paths[0].Slow, "a path that lost %d of %d reads is marked slow", st.Paths[0].HedgeLost, st.Paths[0].Reads)
+		assert.Len(t, r.d.View().Groups, 1)
+	})
+}
+
+// TestHedgeLateGoodPrimaryIsNoError: a primary that succeeds just after its
+// hedge won is neither judged nor counted as an error.
+func TestHedgeLateGoodPrimaryIsNoError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore(1 << 16)
+		a := &ignoresCancel{fakePath: newFakePath("p1", s), delay: 300 * time.Millisecond}
+		b := newFakePath("p2", s)
+		d, err := NewDevice(hedgeConfigFor(PSPFixed, nil), []*mpath.Path{{Name: "p1", Backend: a}, {Name: "p2", Backend: b}}, nil)
+		require.NoError(t, err)
+		defer d.Close()
+		buf := make([]byte, 4096)
+		_, err = d.ReadAt(context.Background(), buf, 0)
+		require.NoError(t, err)
+		st := d.Status()
+		assert.Equal(t, uint64(1), st.HedgeWins)
+		assert.Zero(t, st.Paths[0].Errors, "the late but good primary was counted as an error")
+		assert.Equal(t, "active", st.Paths[0].State)
+	})
+}
+
+// ignoresCancel answers after delay whatever its context says.
+type ignoresCancel struct {
+	*fakePath
+	delay time.Duration
+}
+
+func (s *ignoresCancel) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	time.Sleep(s.delay)
+	return copy(p, s.store.snapshot()[off:]), nil
+}

@@ -249,14 +249,14 @@ func ParseTransportID(b []byte) (TransportID, int, error) {
 	switch format {
 	case 0:
 	case 1:
-		name, isid, ok := strings.Cut(s, ",i,0x")
-		if !ok {
-			i := strings.Index(strings.ToLower(s), ",i,0x")
-			if i < 0 {
-				return TransportID{}, 0, fmt.Errorf("iSCSI TransportID format 1 %q lacks the ,i,0x separator", s)
-			}
-			name, isid = s[:i], s[i+5:]
+		i := strings.Index(s, ",i,0x")
+		if i < 0 {
+			i = strings.Index(s, ",i,0X")
 		}
+		if i < 0 {
+			return TransportID{}, 0, fmt.Errorf("iSCSI TransportID format 1 %q lacks the ,i,0x separator", s)
+		}
+		name, isid := s[:i], s[i+5:]
 		if _, err := hex.DecodeString(isid); err != nil || len(isid) != 12 {
 			return TransportID{}, 0, fmt.Errorf("iSCSI TransportID %q: ISID %q is not 12 hex digits", s, isid)
 		}

@@ -101,3 +101,28 @@ func TestVPDAndModePages(t *testing.T) {
 	assert.Equal(t, byte(1), ms10[4], "LONGLBA")
 	assert.Equal(t, len(ms10)-2, int(ms10[0])<<8|int(ms10[1]))
 }
+
+// FuzzPRParams: the PERSISTENT RESERVE OUT parameter list parsers never
+// panic, and what they accept encodes back to something they accept alike.
+func FuzzPRParams(f *testing.F) {
+	f.Add(PROutParams{Key: 1, SAKey: 2, APTPL: true}.Encode())
+	f.Add(RegisterAndMoveParams{Key: 1, SAKey: 2, RelativeTargetPort: 3, TransportID: TransportID{Name: "iqn.x", ISID: "0123456789ab"}}.Encode())
+	f.Add(TransportID{Name: "iqn.2026-01.test:a"}.Encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if p, err := ParsePROutParams(b); err == nil && !p.SpecIPT {
+			q, err := ParsePROutParams(p.Encode())
+			if err != nil || q.Key != p.Key || q.SAKey != p.SAKey || q.AllTgPt != p.AllTgPt || q.APTPL != p.APTPL {
+				t.Fatalf("round trip: %+v -> %+v (%v)", p, q, err)
+			}
+		}
+		if m, err := ParseRegisterAndMove(b); err == nil {
+			back, err := ParseRegisterAndMove(m.Encode())
+			if err != nil || back != m {
+				t.Fatalf("round trip: %+v -> %+v (%v)", m, back, err)
+			}
+		}
+		if tid, n, err := ParseTransportID(b); err == nil && (n < 4 || n > len(b) || tid.Name == "") {
+			t.Fatalf("TransportID %+v of length %d from %d bytes", tid, n, len(b))
+		}
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/mpathfs/mpathfs/iscsi"
 	"github.com/mpathfs/mpathfs/scsi"
 )
 
@@ -129,10 +130,7 @@ func rw(cdb []byte) (lba uint64, n uint32, write, ok bool) {
 // TransferLength implements the iSCSI target's TransferLengther: the
 // bytes a READ or WRITE moves by its CDB.
 func (r *RAM) TransferLength(_ scsi.Nexus, _ uint64, cdb []byte) (int, bool) {
-	if _, n, _, ok := rw(cdb); ok {
-		return int(n) * r.BlockSize, true
-	}
-	return 0, false
+	return iscsi.SBCTransferLength(cdb, r.BlockSize)
 }
 
 // Execute implements scsi.Handler.
