@@ -9,14 +9,15 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
 
-func apArray() alua.ArrayConfig {
-	cfg := alua.DefaultLabArray()
+func apArray() array.ArrayConfig {
+	cfg := array.DefaultLabArray()
 	cfg.Name = "ap"
-	cfg.Mode = alua.ModeAP
+	cfg.Mode = array.ModeAP
 	cfg.Implicit, cfg.Explicit = false, false
 	cfg.Transition = 0
 	return cfg
@@ -70,7 +71,7 @@ func TestAPFailoverTrespass(t *testing.T) {
 func TestAPPingPongDamped(t *testing.T) {
 	run := func(t *testing.T, opts map[string]string) (trespasses uint64) {
 		synctest.Test(t, func(t *testing.T) {
-			arr, err := alua.New(apArray())
+			arr, err := array.New(apArray())
 			if err != nil {
 				t.Fatal(err)
 			}

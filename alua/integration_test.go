@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
@@ -22,7 +23,7 @@ const storeSize = 1 << 20
 // lab is a device over every port of an array, each port opening the one
 // store file on its own.
 type lab struct {
-	arr   *alua.Array
+	arr   *array.Array
 	dev   *nmp.Device
 	file  string
 	model []byte // what the store should hold
@@ -40,7 +41,7 @@ func newStoreFile(t *testing.T) string {
 
 // portPaths opens the store once per array port and makes one path each,
 // named vmhba<port>:C0:T0:L0, with the identity the port reports.
-func portPaths(t *testing.T, arr *alua.Array, file string) []*mpath.Path {
+func portPaths(t *testing.T, arr *array.Array, file string) []*mpath.Path {
 	t.Helper()
 	var paths []*mpath.Path
 	for _, id := range arr.Ports() {
@@ -60,9 +61,9 @@ func portPaths(t *testing.T, arr *alua.Array, file string) []*mpath.Path {
 	return paths
 }
 
-func newLab(t *testing.T, cfg alua.ArrayConfig, satp, psp string, pspOpts map[string]string) *lab {
+func newLab(t *testing.T, cfg array.ArrayConfig, satp, psp string, pspOpts map[string]string) *lab {
 	t.Helper()
-	arr, err := alua.New(cfg)
+	arr, err := array.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestIntegrationControllerFailover(t *testing.T) {
 	} {
 		t.Run(tc.psp, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				cfg := alua.DefaultLabArray()
+				cfg := array.DefaultLabArray()
 				cfg.ANOLatency = time.Millisecond
 				l := newLab(t, cfg, alua.SATPALUA, tc.psp, tc.opts)
 				a1, a2, b1, b2 := "vmhba1:C0:T0:L0", "vmhba2:C0:T0:L0", "vmhba3:C0:T0:L0", "vmhba4:C0:T0:L0"
@@ -208,7 +209,7 @@ func TestIntegrationControllerFailover(t *testing.T) {
 // paths, and the interconnect penalty shows in the ANO paths' latency.
 func TestANOPenaltyLatency(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := alua.DefaultLabArray()
+		cfg := array.DefaultLabArray()
 		cfg.ANOLatency = 5 * time.Millisecond
 		l := newLab(t, cfg, alua.SATPALUA, nmp.PSPRR, map[string]string{"iops": "1", "useANO": "1"})
 		l.run(t, 200*time.Millisecond) // learn the groups

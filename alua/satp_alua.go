@@ -14,6 +14,7 @@ import (
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 // SATPALUA is VMW_SATP_ALUA: arrays that report target port groups.
@@ -60,12 +61,12 @@ var (
 
 // knowledge is what an ALUA SATP knows of the array.
 type knowledge struct {
-	port map[*mpath.Path]PortInfo
-	tpg  map[uint16]TPG
+	port map[*mpath.Path]scsi.PortInfo
+	tpg  map[uint16]scsi.TPG
 	tpgs int // INQUIRY TPGS bits, as the ports report them
 }
 
-func (k *knowledge) stateOf(p *mpath.Path) (uint16, State, bool) {
+func (k *knowledge) stateOf(p *mpath.Path) (uint16, scsi.State, bool) {
 	pi, ok := k.port[p]
 	if !ok {
 		return 0, 0, false
@@ -92,7 +93,7 @@ func NewALUASATP(opts map[string]string) (nmp.SATP, error) {
 	if s.opts.maxBackoff < s.opts.backoff {
 		s.opts.maxBackoff = s.opts.backoff
 	}
-	s.mu.k = knowledge{port: map[*mpath.Path]PortInfo{}, tpg: map[uint16]TPG{}}
+	s.mu.k = knowledge{port: map[*mpath.Path]scsi.PortInfo{}, tpg: map[uint16]scsi.TPG{}}
 	return s, nil
 }
 
@@ -103,14 +104,14 @@ func (s *aluaSATP) DefaultPSP() string { return nmp.PSPMRU }
 // transitioning paths stay usable in group 1 (their I/O is retried with
 // backoff, the path is not failed); paths of unknown state (no RTPG yet)
 // are usable in group 1; S, U and O paths carry no I/O.
-func GroupFor(st State, known bool) (int, bool) {
+func GroupFor(st scsi.State, known bool) (int, bool) {
 	if !known {
 		return 1, true
 	}
 	switch st {
-	case ActiveOptimized:
+	case scsi.ActiveOptimized:
 		return 0, true
-	case ActiveNonOptimized, Transitioning:
+	case scsi.ActiveNonOptimized, scsi.Transitioning:
 		return 1, true
 	}
 	return 0, false
@@ -120,11 +121,11 @@ func GroupFor(st State, known bool) (int, bool) {
 // paths are active; S and U paths standby (the port answers; the LU is
 // not accessible through it — an SATP may activate an S group); O paths
 // dead (the port is gone).
-func PathStateFor(st State) mpath.PathState {
+func PathStateFor(st scsi.State) mpath.PathState {
 	switch st {
-	case ActiveOptimized, ActiveNonOptimized, Transitioning:
+	case scsi.ActiveOptimized, scsi.ActiveNonOptimized, scsi.Transitioning:
 		return mpath.StateActive
-	case Standby, Unavailable:
+	case scsi.Standby, scsi.Unavailable:
 		return mpath.StateStandby
 	}
 	return mpath.StateDead
@@ -201,12 +202,12 @@ func (s *aluaSATP) Classify(p *mpath.Path, op mpath.OpKind, err error) nmp.Verdi
 // standby; a port that passes although its group was last seen offline
 // or unavailable is active until the next RTPG says otherwise (stale
 // reports true).
-func CheckedALUA(cur mpath.PathState, st State, known bool, probeErr error) (want mpath.PathState, stale bool, reason string) {
+func CheckedALUA(cur mpath.PathState, st scsi.State, known bool, probeErr error) (want mpath.PathState, stale bool, reason string) {
 	if probeErr == nil {
 		switch {
-		case known && st == Standby:
+		case known && st == scsi.Standby:
 			return mpath.StateStandby, false, "path checker: TUR passed; target port group standby"
-		case known && (st == Offline || st == Unavailable):
+		case known && (st == scsi.Offline || st == scsi.Unavailable):
 			return mpath.StateActive, true, "path checker: TUR passed; target port group state stale, re-inquiring"
 		}
 		return mpath.StateActive, false, "path checker: TUR passed"
@@ -239,10 +240,10 @@ type PathALUA struct {
 	Path  *mpath.Path
 	Cur   mpath.PathState
 	TPG   uint16
-	Known bool  // the path's group state is known
-	Was   State // the group's state before this RTPG (WasKnown: it was known)
+	Known bool       // the path's group state is known
+	Was   scsi.State // the group's state before this RTPG (WasKnown: it was known)
 	WasOK bool
-	State State
+	State scsi.State
 }
 
 // PlanChanges turns the groups' states into path state changes. Dead
@@ -283,7 +284,7 @@ func PlanChanges(paths []PathALUA) []nmp.Change {
 // path to an AO, ANO or transitioning group is active. It picks a standby
 // group that has a path that is not dead, the PREF group first, then the
 // lowest id.
-func PlanActivation(tpgs map[uint16]TPG, paths []PathALUA, explicitSupported, explicitAllowed bool) (uint16, bool) {
+func PlanActivation(tpgs map[uint16]scsi.TPG, paths []PathALUA, explicitSupported, explicitAllowed bool) (uint16, bool) {
 	if !explicitSupported || !explicitAllowed {
 		return 0, false
 	}
@@ -294,7 +295,7 @@ func PlanActivation(tpgs map[uint16]TPG, paths []PathALUA, explicitSupported, ex
 		}
 		if p.Cur == mpath.StateActive {
 			switch p.State {
-			case ActiveOptimized, ActiveNonOptimized, Transitioning:
+			case scsi.ActiveOptimized, scsi.ActiveNonOptimized, scsi.Transitioning:
 				return 0, false
 			}
 		}
@@ -302,9 +303,9 @@ func PlanActivation(tpgs map[uint16]TPG, paths []PathALUA, explicitSupported, ex
 			reach[p.TPG] = true
 		}
 	}
-	var cands []TPG
+	var cands []scsi.TPG
 	for id, t := range tpgs {
-		if t.State == Standby && reach[id] {
+		if t.State == scsi.Standby && reach[id] {
 			cands = append(cands, t)
 		}
 	}
@@ -323,12 +324,12 @@ func PlanActivation(tpgs map[uint16]TPG, paths []PathALUA, explicitSupported, ex
 // PlanFailback is alua_followover=off: when the PREF group is usable but
 // not AO, ask for it to be AO again (with followover on, the SATP follows
 // the states the array or another host chose).
-func PlanFailback(tpgs map[uint16]TPG, paths []PathALUA, followover, explicitSupported, explicitAllowed bool) (uint16, bool) {
+func PlanFailback(tpgs map[uint16]scsi.TPG, paths []PathALUA, followover, explicitSupported, explicitAllowed bool) (uint16, bool) {
 	if followover || !explicitSupported || !explicitAllowed {
 		return 0, false
 	}
 	for id, t := range tpgs {
-		if !t.Pref || t.State != ActiveNonOptimized {
+		if !t.Pref || t.State != scsi.ActiveNonOptimized {
 			continue
 		}
 		for _, p := range paths {
@@ -341,7 +342,7 @@ func PlanFailback(tpgs map[uint16]TPG, paths []PathALUA, followover, explicitSup
 }
 
 // snapshot returns the planner's view of paths (lock held).
-func (s *aluaSATP) planLocked(paths []*mpath.Path, before map[uint16]TPG) []PathALUA {
+func (s *aluaSATP) planLocked(paths []*mpath.Path, before map[uint16]scsi.TPG) []PathALUA {
 	out := make([]PathALUA, 0, len(paths))
 	for _, p := range paths {
 		e := PathALUA{Path: p, Cur: p.State()}
@@ -380,7 +381,7 @@ func reportOrder(paths []*mpath.Path) []*mpath.Path {
 
 // refresh learns unknown ports (PortInfo) and the groups' states (RTPG
 // through the first path that answers). It returns the states before.
-func (s *aluaSATP) refresh(ctx context.Context, paths []*mpath.Path) (map[uint16]TPG, error) {
+func (s *aluaSATP) refresh(ctx context.Context, paths []*mpath.Path) (map[uint16]scsi.TPG, error) {
 	s.mu.Lock()
 	var unknown []*mpath.Path
 	for _, p := range paths {
@@ -389,24 +390,24 @@ func (s *aluaSATP) refresh(ctx context.Context, paths []*mpath.Path) (map[uint16
 		}
 	}
 	s.mu.Unlock()
-	learned := map[*mpath.Path]PortInfo{}
+	learned := map[*mpath.Path]scsi.PortInfo{}
 	for _, p := range unknown {
 		if p.AdminOff() {
 			continue
 		}
-		if r, ok := backends.As[Reporter](p.Backend); ok {
+		if r, ok := backends.As[scsi.Reporter](p.Backend); ok {
 			if pi, err := r.PortInfo(ctx); err == nil {
 				learned[p] = pi
 			}
 		}
 	}
-	var tpgs []TPG
+	var tpgs []scsi.TPG
 	var lastErr error
 	for _, p := range reportOrder(paths) {
 		if p.AdminOff() {
 			continue
 		}
-		r, ok := backends.As[Reporter](p.Backend)
+		r, ok := backends.As[scsi.Reporter](p.Backend)
 		if !ok {
 			continue
 		}
@@ -427,7 +428,7 @@ func (s *aluaSATP) refresh(ctx context.Context, paths []*mpath.Path) (map[uint16
 		s.mu.k.port[p] = pi
 		s.mu.k.tpgs |= pi.TPGS
 	}
-	before := make(map[uint16]TPG, len(s.mu.k.tpg))
+	before := make(map[uint16]scsi.TPG, len(s.mu.k.tpg))
 	for id, t := range s.mu.k.tpg {
 		before[id] = t
 	}
@@ -440,7 +441,7 @@ func (s *aluaSATP) refresh(ctx context.Context, paths []*mpath.Path) (map[uint16
 	transitioning := false
 	for _, t := range tpgs {
 		s.mu.k.tpg[t.ID] = t
-		transitioning = transitioning || t.State == Transitioning
+		transitioning = transitioning || t.State == scsi.Transitioning
 	}
 	if !transitioning {
 		s.tStreak.Store(0)
@@ -512,11 +513,11 @@ func (s *aluaSATP) stpg(ctx context.Context, paths []*mpath.Path, id uint16) err
 		if p.AdminOff() {
 			continue
 		}
-		st, has := backends.As[Setter](p.Backend)
+		st, has := backends.As[scsi.Setter](p.Backend)
 		if !has {
 			continue
 		}
-		err = st.SetTPGs(ctx, map[uint16]State{id: ActiveOptimized})
+		err = st.SetTPGs(ctx, map[uint16]scsi.State{id: scsi.ActiveOptimized})
 		if err == nil {
 			return nil
 		}

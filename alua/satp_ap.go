@@ -11,6 +11,7 @@ import (
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 // SATPDefaultAP is VMW_SATP_DEFAULT_AP: active/passive arrays. Only the
@@ -216,7 +217,7 @@ func (s *apSATP) Activate(ctx context.Context, paths []*mpath.Path) ([]nmp.Chang
 	}
 	var err error
 	for _, p := range via {
-		t, ok := backends.As[Trespasser](p.Backend)
+		t, ok := backends.As[scsi.Trespasser](p.Backend)
 		if !ok {
 			continue
 		}
@@ -248,4 +249,19 @@ func (s *apSATP) Config() string {
 	}
 	g := s.mu.guard
 	return fmt.Sprintf("{trespass_interval=%v; trespass_limit=%d/%v; trespasses=%d; last_trespass_via=%s}", g.MinInterval, g.Limit, g.Window, s.mu.total, last)
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of the transcripts under testdata/")
@@ -74,7 +76,7 @@ func TestTranscripts(t *testing.T) {
 
 type transcript struct {
 	t      *testing.T
-	arr    *alua.Array
+	arr    *array.Array
 	ports  map[uint16]backends.Backend
 	satp   nmp.SATP
 	path   map[uint16]*mpath.Path
@@ -140,8 +142,8 @@ func (tr *transcript) port(a map[string]string) (uint16, backends.Backend) {
 	return uint16(n), tr.ports[uint16(n)]
 }
 
-func tpgStates(a map[string]string, skip ...string) map[uint16]alua.State {
-	m := map[uint16]alua.State{}
+func tpgStates(a map[string]string, skip ...string) map[uint16]scsi.State {
+	m := map[uint16]scsi.State{}
 outer:
 	for k, v := range a {
 		for _, s := range skip {
@@ -153,7 +155,7 @@ outer:
 		if err != nil {
 			continue
 		}
-		st, err := alua.ParseState(v)
+		st, err := scsi.ParseState(v)
 		if err != nil {
 			panic(err)
 		}
@@ -180,7 +182,7 @@ func (tr *transcript) do(cmd string) string {
 	ctx := context.Background()
 	switch f[0] {
 	case "array":
-		cfg := alua.DefaultLabArray()
+		cfg := array.DefaultLabArray()
 		cfg.ANOLatency, cfg.ANOBandwidth = 0, 0
 		on := func(k string, def bool) bool {
 			if v, ok := a[k]; ok {
@@ -189,15 +191,15 @@ func (tr *transcript) do(cmd string) string {
 			return def
 		}
 		if m, ok := a["mode"]; ok {
-			cfg.Mode = alua.Mode(m)
+			cfg.Mode = array.Mode(m)
 		}
 		cfg.Implicit = on("implicit", cfg.Implicit)
-		cfg.Explicit = on("explicit", cfg.Explicit && cfg.Mode == alua.ModeALUA)
+		cfg.Explicit = on("explicit", cfg.Explicit && cfg.Mode == array.ModeALUA)
 		cfg.Failback = on("failback", false)
 		if d, ok := a["transition"]; ok {
 			cfg.Transition, _ = time.ParseDuration(d)
 		}
-		arr, err := alua.New(cfg)
+		arr, err := array.New(cfg)
 		if err != nil {
 			return "error: " + err.Error()
 		}
@@ -256,7 +258,7 @@ func (tr *transcript) do(cmd string) string {
 		return errString(p.(backends.Prober).Probe(ctx))
 	case "rtpg":
 		_, p := tr.port(a)
-		tpgs, err := p.(alua.Reporter).ReportTPGs(ctx)
+		tpgs, err := p.(scsi.Reporter).ReportTPGs(ctx)
 		if err != nil {
 			return errString(err)
 		}
@@ -271,14 +273,14 @@ func (tr *transcript) do(cmd string) string {
 		return strings.Join(s, " ")
 	case "stpg-via":
 		_, p := tr.port(a)
-		err := p.(alua.Setter).SetTPGs(ctx, tpgStates(a, "port"))
+		err := p.(scsi.Setter).SetTPGs(ctx, tpgStates(a, "port"))
 		if err != nil {
 			return errString(err)
 		}
 		return "ok " + tr.arr.Status().String()
 	case "trespass":
 		_, p := tr.port(a)
-		if err := p.(alua.Trespasser).Trespass(ctx); err != nil {
+		if err := p.(scsi.Trespasser).Trespass(ctx); err != nil {
 			return errString(err)
 		}
 		return "ok " + tr.arr.Status().String()
@@ -343,7 +345,7 @@ func (tr *transcript) do(cmd string) string {
 		if !ok {
 			return fmt.Sprintf("damped: %s; next in %v", why, wait)
 		}
-		if err := p.(alua.Trespasser).Trespass(ctx); err != nil {
+		if err := p.(scsi.Trespasser).Trespass(ctx); err != nil {
 			return errString(err)
 		}
 		g.Record(time.Now())

@@ -1,21 +1,18 @@
 package alua_test
 
 import (
-	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/mpathfs/mpathfs/alua"
-	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/backends/backendtest"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 func senseErr(s ioerr.Sense, c ioerr.Class) error {
@@ -34,7 +31,7 @@ func TestClassifyALUA(t *testing.T) {
 		want nmp.Verdict
 	}{
 		{"unit attention", senseErr(ioerr.SenseAccessChanged, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
-		{"power on", senseErr(alua.SensePowerOn, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
+		{"power on", senseErr(array.SensePowerOn, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
 		{"transitioning 1", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Update: true, Backoff: 10 * time.Millisecond}},
 		{"transitioning 2", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Backoff: 20 * time.Millisecond}},
 		{"transitioning 3", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Backoff: 40 * time.Millisecond}},
@@ -64,18 +61,18 @@ func TestClassifyALUA(t *testing.T) {
 
 func TestGroupAndPathState(t *testing.T) {
 	for _, tc := range []struct {
-		st     alua.State
+		st     scsi.State
 		known  bool
 		group  int
 		usable bool
 		path   mpath.PathState
 	}{
-		{alua.ActiveOptimized, true, 0, true, mpath.StateActive},
-		{alua.ActiveNonOptimized, true, 1, true, mpath.StateActive},
-		{alua.Transitioning, true, 1, true, mpath.StateActive},
-		{alua.Standby, true, 0, false, mpath.StateStandby},
-		{alua.Unavailable, true, 0, false, mpath.StateStandby},
-		{alua.Offline, true, 0, false, mpath.StateDead},
+		{scsi.ActiveOptimized, true, 0, true, mpath.StateActive},
+		{scsi.ActiveNonOptimized, true, 1, true, mpath.StateActive},
+		{scsi.Transitioning, true, 1, true, mpath.StateActive},
+		{scsi.Standby, true, 0, false, mpath.StateStandby},
+		{scsi.Unavailable, true, 0, false, mpath.StateStandby},
+		{scsi.Offline, true, 0, false, mpath.StateDead},
 		{0, false, 1, true, mpath.StateActive},
 	} {
 		g, ok := alua.GroupFor(tc.st, tc.known)
@@ -96,20 +93,20 @@ func TestCheckedALUA(t *testing.T) {
 	gone := ioerr.NewError(ioerr.ClassPathFailure, "probe", nil)
 	for _, tc := range []struct {
 		cur   mpath.PathState
-		st    alua.State
+		st    scsi.State
 		known bool
 		err   error
 		want  mpath.PathState
 		stale bool
 	}{
-		{mpath.StateDead, alua.ActiveOptimized, true, nil, mpath.StateActive, false},
-		{mpath.StateActive, alua.Standby, true, nil, mpath.StateStandby, false},
-		{mpath.StateDead, alua.Offline, true, nil, mpath.StateActive, true},
+		{mpath.StateDead, scsi.ActiveOptimized, true, nil, mpath.StateActive, false},
+		{mpath.StateActive, scsi.Standby, true, nil, mpath.StateStandby, false},
+		{mpath.StateDead, scsi.Offline, true, nil, mpath.StateActive, true},
 		{mpath.StateActive, 0, false, nil, mpath.StateActive, false},
-		{mpath.StateActive, alua.Unavailable, true, na, mpath.StateStandby, false},
-		{mpath.StateActive, alua.Transitioning, true, tr, mpath.StateActive, false},
-		{mpath.StateStandby, alua.Transitioning, true, tr, mpath.StateStandby, false},
-		{mpath.StateActive, alua.ActiveOptimized, true, gone, mpath.StateDead, false},
+		{mpath.StateActive, scsi.Unavailable, true, na, mpath.StateStandby, false},
+		{mpath.StateActive, scsi.Transitioning, true, tr, mpath.StateActive, false},
+		{mpath.StateStandby, scsi.Transitioning, true, tr, mpath.StateStandby, false},
+		{mpath.StateActive, scsi.ActiveOptimized, true, gone, mpath.StateDead, false},
 	} {
 		got, stale, _ := alua.CheckedALUA(tc.cur, tc.st, tc.known, tc.err)
 		if got != tc.want || stale != tc.stale {
@@ -122,10 +119,10 @@ func TestPlanChangesAndActivation(t *testing.T) {
 	p := func(n string) *mpath.Path { return &mpath.Path{Name: n} }
 	a1, a2, b1, b2 := p("a1"), p("a2"), p("b1"), p("b2")
 	plan := []alua.PathALUA{
-		{Path: a1, Cur: mpath.StateActive, TPG: 1, Known: true, State: alua.Offline},
-		{Path: a2, Cur: mpath.StateDead, TPG: 1, Known: true, State: alua.Offline},
-		{Path: b1, Cur: mpath.StateActive, TPG: 2, Known: true, WasOK: true, Was: alua.ActiveNonOptimized, State: alua.ActiveOptimized},
-		{Path: b2, Cur: mpath.StateDead, TPG: 2, Known: true, State: alua.ActiveOptimized},
+		{Path: a1, Cur: mpath.StateActive, TPG: 1, Known: true, State: scsi.Offline},
+		{Path: a2, Cur: mpath.StateDead, TPG: 1, Known: true, State: scsi.Offline},
+		{Path: b1, Cur: mpath.StateActive, TPG: 2, Known: true, WasOK: true, Was: scsi.ActiveNonOptimized, State: scsi.ActiveOptimized},
+		{Path: b2, Cur: mpath.StateDead, TPG: 2, Known: true, State: scsi.ActiveOptimized},
 	}
 	var got []string
 	for _, c := range alua.PlanChanges(plan) {
@@ -135,11 +132,11 @@ func TestPlanChangesAndActivation(t *testing.T) {
 	if g := strings.Join(got, " "); g != "a1=dead b1=active" {
 		t.Fatalf("PlanChanges: %s", g)
 	}
-	tpgs := map[uint16]alua.TPG{1: {ID: 1, State: alua.Offline, Pref: true}, 2: {ID: 2, State: alua.Standby}, 3: {ID: 3, State: alua.Standby, Pref: true}}
+	tpgs := map[uint16]scsi.TPG{1: {ID: 1, State: scsi.Offline, Pref: true}, 2: {ID: 2, State: scsi.Standby}, 3: {ID: 3, State: scsi.Standby, Pref: true}}
 	standby := []alua.PathALUA{
-		{Path: a1, Cur: mpath.StateDead, TPG: 1, Known: true, State: alua.Offline},
-		{Path: b1, Cur: mpath.StateStandby, TPG: 2, Known: true, State: alua.Standby},
-		{Path: b2, Cur: mpath.StateStandby, TPG: 3, Known: true, State: alua.Standby},
+		{Path: a1, Cur: mpath.StateDead, TPG: 1, Known: true, State: scsi.Offline},
+		{Path: b1, Cur: mpath.StateStandby, TPG: 2, Known: true, State: scsi.Standby},
+		{Path: b2, Cur: mpath.StateStandby, TPG: 3, Known: true, State: scsi.Standby},
 	}
 	if id, ok := alua.PlanActivation(tpgs, standby, true, true); !ok || id != 3 {
 		t.Fatalf("PlanActivation: %d %v, want the PREF group 3", id, ok)
@@ -150,112 +147,18 @@ func TestPlanChangesAndActivation(t *testing.T) {
 	if _, ok := alua.PlanActivation(tpgs, standby, true, false); ok {
 		t.Fatal("activated with explicit_allow=off")
 	}
-	withANO := append(standby, alua.PathALUA{Path: a2, Cur: mpath.StateActive, TPG: 4, Known: true, State: alua.ActiveNonOptimized})
+	withANO := append(standby, alua.PathALUA{Path: a2, Cur: mpath.StateActive, TPG: 4, Known: true, State: scsi.ActiveNonOptimized})
 	if _, ok := alua.PlanActivation(tpgs, withANO, true, true); ok {
 		t.Fatal("activated although an ANO path is usable")
 	}
-	tpgs2 := map[uint16]alua.TPG{1: {ID: 1, State: alua.ActiveNonOptimized, Pref: true}, 2: {ID: 2, State: alua.ActiveOptimized}}
-	fb := []alua.PathALUA{{Path: a1, Cur: mpath.StateActive, TPG: 1, Known: true, State: alua.ActiveNonOptimized}}
+	tpgs2 := map[uint16]scsi.TPG{1: {ID: 1, State: scsi.ActiveNonOptimized, Pref: true}, 2: {ID: 2, State: scsi.ActiveOptimized}}
+	fb := []alua.PathALUA{{Path: a1, Cur: mpath.StateActive, TPG: 1, Known: true, State: scsi.ActiveNonOptimized}}
 	if id, ok := alua.PlanFailback(tpgs2, fb, false, true, true); !ok || id != 1 {
 		t.Fatalf("PlanFailback with followover off: %d %v", id, ok)
 	}
 	if _, ok := alua.PlanFailback(tpgs2, fb, true, true, true); ok {
 		t.Fatal("PlanFailback with followover on")
 	}
-}
-
-func TestArrayConfigErrors(t *testing.T) {
-	for _, tc := range []struct {
-		mod  func(*alua.ArrayConfig)
-		want string
-	}{
-		{func(c *alua.ArrayConfig) { c.Mode = "symmetric" }, "want alua or ap"},
-		{func(c *alua.ArrayConfig) { c.Implicit, c.Explicit = false, false }, "implicit or explicit"},
-		{func(c *alua.ArrayConfig) { c.Mode = alua.ModeAP }, "explicit (STPG) needs mode alua"},
-		{func(c *alua.ArrayConfig) { c.Controllers[1].TPG = 1 }, "both have TPG 1"},
-		{func(c *alua.ArrayConfig) { c.Controllers[1].Ports = []uint16{2} }, "port 2 belongs to both"},
-		{func(c *alua.ArrayConfig) { c.Owner = "C" }, "owner \"C\" is not a controller"},
-		{func(c *alua.ArrayConfig) { c.Controllers = nil }, "no controllers"},
-	} {
-		cfg := alua.DefaultLabArray()
-		cfg.Controllers = append([]alua.ControllerConfig(nil), cfg.Controllers...)
-		tc.mod(&cfg)
-		if _, err := alua.New(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("got %v, want an error with %q", err, tc.want)
-		}
-	}
-	arr, _ := alua.New(alua.DefaultLabArray())
-	for _, err := range []error{
-		arr.FailController("C"), arr.RestoreController("A"), arr.TransferOwnership("A"),
-		arr.SetTPGState(1, alua.Unavailable), arr.ForceTPGState(9, alua.Standby), arr.ForceTPGState(1, alua.Offline),
-	} {
-		if err == nil {
-			t.Error("a bad array command succeeded")
-		}
-	}
-	if _, err := arr.NewPort(9, &memStore{data: make([]byte, 4096)}); err == nil {
-		t.Error("NewPort accepted an unknown port")
-	}
-	b := arr.Port(9, &memStore{data: make([]byte, 4096)})
-	if _, err := b.ReadAt(context.Background(), make([]byte, 1), 0); nmp.ClassifyError(err) != ioerr.ClassPathFailure {
-		t.Errorf("unknown port read: %v", err)
-	}
-}
-
-func TestPortInquiryAndCapabilities(t *testing.T) {
-	arr, _ := alua.New(alua.DefaultLabArray())
-	dir := t.TempDir()
-	f := newStoreFileIn(t, dir)
-	fb, err := backends.OpenFile(f, backends.FileOptions{Inline: true}) // inline: sysio's workers would outlive a synctest bubble
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := arr.Port(3, fb)
-	defer p.Close()
-	q, err := p.(backends.Inquirer).Inquiry(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := arr.Config()
-	if q.Vendor != "MPATHFS" || q.Model != "ALUA ARRAY" || q.WWID != cfg.WWID || q.TPGS != 3 || q.Transport != "file" {
-		t.Fatalf("inquiry %+v", q)
-	}
-	for _, c := range []backends.Capability{backends.CapDiscard, backends.CapWriteZeroes, backends.CapProbe, backends.CapInquiry} {
-		if !backends.Can(p, c) {
-			t.Errorf("port cannot %s", c)
-		}
-	}
-	if _, ok := backends.As[*backends.File](p); !ok {
-		t.Error("Unwrap does not reach the file")
-	}
-	pi, _ := p.(alua.Reporter).PortInfo(context.Background())
-	if pi != (alua.PortInfo{TPG: 2, RelativePort: 3, TPGS: 3}) {
-		t.Errorf("PortInfo %+v", pi)
-	}
-}
-
-func newStoreFileIn(t *testing.T, dir string) string {
-	t.Helper()
-	return newStoreFile(t)
-}
-
-// TestPortConformance: an AO port (after its power-on unit attention) keeps
-// the backend contract.
-func TestPortConformance(t *testing.T) {
-	backendtest.Run(t, func(t *testing.T, size int64) backends.Backend {
-		arr, _ := alua.New(alua.DefaultLabArray())
-		name := filepath.Join(t.TempDir(), "store")
-		if err := os.WriteFile(name, make([]byte, size), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		f, err := backends.OpenFile(name, backends.FileOptions{Inline: true}) // inline: sysio's workers would outlive a synctest bubble
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := arr.Port(1, f)
-		p.ReadAt(context.Background(), make([]byte, 1), 0) // consume the power-on UA
-		return p
-	})
 }
 
 // TestFixedWithinBestGroup: Fixed's preferred path on the ANO group is not
@@ -270,7 +173,7 @@ func TestFixedAndMRUWithinBestGroup(t *testing.T) {
 			{nmp.PSPFixed, map[string]string{"preferred": "vmhba3:C0:T0:L0"}, ""},
 			{nmp.PSPMRU, nil, "vmhba2:C0:T0:L0"},
 		} {
-			cfg := alua.DefaultLabArray()
+			cfg := array.DefaultLabArray()
 			cfg.ANOLatency = 0
 			l := newLab(t, cfg, alua.SATPALUA, tc.psp, tc.opts)
 			if tc.rank != "" {

@@ -55,6 +55,10 @@ type DeviceStatus struct {
 	Failovers  uint64       `json:"failovers"`
 	APDEntries uint64       `json:"apd_entries"`
 	QueueDepth int64        `json:"queue_depth"`
+	// HedgedReads counts reads sent again on another path after outliving
+	// their threshold; HedgeWins, those whose second answer came first.
+	HedgedReads uint64 `json:"hedged_reads"`
+	HedgeWins   uint64 `json:"hedge_wins"`
 	// Ambiguous are the write ranges no write may overlap yet (fencing).
 	Ambiguous []AmbiguousRange `json:"ambiguous,omitempty"`
 }
@@ -67,6 +71,11 @@ type DeviceOpts struct {
 	FlapThreshold int    `json:"flap_threshold"`
 	FlapWindow    string `json:"flap_window"`
 	HoldDown      string `json:"hold_down"`
+	// Hedged reads (on/off) and their threshold knobs.
+	HedgeReads      string  `json:"hedge_reads,omitempty"`
+	HedgeMultiplier float64 `json:"hedge_multiplier,omitempty"`
+	HedgeFloor      string  `json:"hedge_floor,omitempty"`
+	HedgeCeiling    string  `json:"hedge_ceiling,omitempty"`
 }
 
 // Event is a change worth telling: a path changed state, a device entered
@@ -217,6 +226,16 @@ type DeviceConfig struct {
 	FlapWindow    time.Duration
 	HoldDown      time.Duration
 	MaxRetries    int
+	// Hedged reads: HedgeReads is "on", "off" or "" (the default, on); a
+	// read outstanding longer than HedgeMultiplier × its path's recent p99
+	// read latency, kept within [HedgeFloor, HedgeCeiling], is sent again
+	// on another path. HedgeSlowLosses reads lost to their hedges within
+	// 10 s mark a path slow. Zero means the plugin's default.
+	HedgeReads      string
+	HedgeMultiplier float64
+	HedgeFloor      time.Duration
+	HedgeCeiling    time.Duration
+	HedgeSlowLosses int
 }
 
 var mpps struct {

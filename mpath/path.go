@@ -257,9 +257,18 @@ type PathStatus struct {
 	PDL         bool              `json:"pdl,omitempty"`
 	Quiesce     string            `json:"quiesce,omitempty"`
 	HeldDown    bool              `json:"held_down,omitempty"`
-	Vendor      string            `json:"vendor,omitempty"`
-	Model       string            `json:"model,omitempty"`
-	WWID        string            `json:"wwid,omitempty"`
+	// Hedged reads: the path's recent p99 read latency and hedging
+	// threshold; reads on it hedged elsewhere, lost to their hedge, and
+	// hedges it won; Slow: demoted to the marginal group for losing.
+	ReadP99U        float64 `json:"read_p99_us,omitempty"`
+	HedgeThresholdU float64 `json:"hedge_threshold_us,omitempty"`
+	Hedged          uint64  `json:"hedged,omitempty"`
+	HedgeLost       uint64  `json:"hedge_lost,omitempty"`
+	HedgeWon        uint64  `json:"hedge_won,omitempty"`
+	Slow            bool    `json:"slow,omitempty"`
+	Vendor          string  `json:"vendor,omitempty"`
+	Model           string  `json:"model,omitempty"`
+	WWID            string  `json:"wwid,omitempty"`
 }
 
 // Status snapshots the path.

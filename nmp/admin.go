@@ -64,12 +64,14 @@ func (d *Device) Status() mpath.DeviceStatus {
 		} else {
 			ps.Group = -1
 		}
+		d.decorateHedge(p, &ps) // hedge_slow.go
 		if dec, ok := d.satp.(PathDecorator); ok {
 			dec.DecoratePath(p, &ps)
 		}
 		st.Paths = append(st.Paths, ps)
 	}
 	st.Ambiguous = d.Ambiguous()
+	d.hedgeStatus(&st) // hedge_slow.go
 	return st
 }
 

@@ -53,11 +53,14 @@ const (
 	evTick
 	// evClose: the device closes; nothing is decided any more.
 	evClose
+	// evRegroup: something the view's grouping reads besides path states
+	// changed (hedging marked a path slow, or its mark ended).
+	evRegroup
 )
 
 var evNames = [...]string{evIOFailed: "io-failed", evProbed: "probed", evChecked: "checked", evChanges: "changes",
 	evActivated: "activated", evAdmin: "admin", evFail: "fail", evAdd: "add", evRemove: "remove",
-	evPolicy: "policy", evTick: "tick", evClose: "close"}
+	evPolicy: "policy", evTick: "tick", evClose: "close", evRegroup: "regroup"}
 
 func (k evKind) String() string {
 	if int(k) < len(evNames) && evNames[k] != "" {
@@ -279,6 +282,8 @@ func (s *decider) step(ev event) ([]action, result) {
 		}
 	case evClose:
 		s.closed = true
+	case evRegroup:
+		s.rebuild()
 	}
 	return s.out, s.res
 }

@@ -46,6 +46,9 @@ type Device struct {
 	queueDepth atomic.Int64
 	ioSeq      atomic.Uint64
 
+	// hedgeState holds hedged reads' state (hedge.go).
+	hedgeState
+
 	// fence holds the ranges failed writes left ambiguous (fence.go).
 	fence fencing
 	flush flushState // flush.go
@@ -129,6 +132,9 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	}
 	d.cfg.PSP = pspName
 	d.psp.Store(&pspBox{psp})
+	if err := d.initHedge(); err != nil { // hedge.go
+		return nil, err
+	}
 	now := time.Now()
 	for _, p := range paths {
 		if p.State() == mpath.StateUnknown {
@@ -266,6 +272,7 @@ func (d *Device) Close() error {
 	}
 	d.tell(event{kind: evClose})
 	d.closeFence()
+	d.closeHedge() // hedge_slow.go
 	d.stopper.stop()
 	paths := d.Paths()
 	var first error

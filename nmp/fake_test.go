@@ -337,9 +337,10 @@ type rig struct {
 const rigSize = 1 << 20
 
 // testConfig is a device configuration for tests: the checker only runs
-// when a test calls CheckNow (or waits an hour), everything else default.
+// when a test calls CheckNow (or waits an hour), reads are not hedged (the
+// hedge tests turn it on), everything else default.
 func testConfig(psp string, opts map[string]string) mpath.DeviceConfig {
-	return mpath.DeviceConfig{Name: "dev0", PSP: psp, PSPOptions: opts, CheckInterval: time.Hour}
+	return mpath.DeviceConfig{Name: "dev0", PSP: psp, PSPOptions: opts, CheckInterval: time.Hour, HedgeReads: "off"}
 }
 
 func newRig(t testing.TB, n int, cfg mpath.DeviceConfig) *rig {

@@ -103,7 +103,13 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 		if tr != nil {
 			tr.attempt(path, reason)
 		}
-		n, err := d.exec(ctx, path, op, p, off, length)
+		var n int
+		var err error
+		if op == mpath.OpRead {
+			n, err = d.read(ctx, path, p, off) // hedge.go
+		} else {
+			n, err = d.exec(ctx, path, op, p, off, length)
+		}
 		if err == nil {
 			if tr != nil {
 				tr.finish(nil)
@@ -161,8 +167,18 @@ func (d *Device) finalError(op mpath.OpKind, p *mpath.Path, c ioerr.Class, err e
 
 // exec runs one I/O on one path under the per-I/O deadline.
 func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p []byte, off, length int64) (int, error) {
+	return d.execLeg(ctx, path, op, p, off, length, nil)
+}
+
+// execLeg is exec for one leg of a hedged read (hedge.go): the leg's
+// context can be ended by the other leg, and a leg so beaten returns
+// errBeaten without counting as a failure of its path.
+func (d *Device) execLeg(ctx context.Context, path *mpath.Path, op mpath.OpKind, p []byte, off, length int64, leg *hedgeLeg) (int, error) {
 	start := time.Now()
 	ictx := newIOCtx(ctx, start, d.cfg.IOTimeout)
+	if leg != nil {
+		leg.started(ictx)
+	}
 	path.Inflight.Add(1)
 	path.InflightBytes.Add(length)
 	b := path.Backend
@@ -190,11 +206,15 @@ func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p 
 	}
 	lat := time.Since(start)
 	timedOut := err != nil && ictx.expired()
+	beaten := leg != nil && leg.finished(err, lat, &leg.r.h.cfg)
 	ictx.release()
 	if path.Inflight.Add(-1) == 0 && d.drains.n.Load() != 0 {
 		d.drained(path)
 	}
 	path.InflightBytes.Add(-length)
+	if beaten {
+		return n, errBeaten
+	}
 	if err == nil && (op == mpath.OpRead || op == mpath.OpWrite) && n != len(p) {
 		err = io.ErrShortWrite
 		if op == mpath.OpRead {

@@ -94,6 +94,7 @@ func (d *Device) applyLocked(acts []action, now time.Time) {
 			d.events.Publish(a.ev)
 		case actView:
 			v, more := d.mu.dec.view(now)
+			d.demoteSlowLocked(v, now) // hedge_slow.go
 			d.psp.Load().psp.ViewChanged(v)
 			if old := d.view.Swap(v); old != nil {
 				close(old.changed)

@@ -13,6 +13,7 @@ import (
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 // The generic SATPs.
@@ -92,10 +93,11 @@ func VerdictFor(c ioerr.Class, backoff time.Duration) Verdict {
 }
 
 // ClassifyError puts an error into the taxonomy: errors that carry a class
-// keep it; sense data decides next; errno values and network errors are
-// judged the way a host judges transport and target errors. What is not
-// recognised counts as a path failure: another path may succeed, and a
-// device error would be reported by every path anyway.
+// keep it; sense data decides next (scsi.ClassifySense, the one sense
+// table); errno values and network errors are judged the way a host judges
+// transport and target errors. What is not recognised counts as a path
+// failure: another path may succeed, and a device error would be reported
+// by every path anyway.
 func ClassifyError(err error) ioerr.Class {
 	if err == nil {
 		return ioerr.ClassNone
@@ -104,7 +106,11 @@ func ClassifyError(err error) ioerr.Class {
 		return c
 	}
 	if s, ok := ioerr.SenseOf(err); ok {
-		return ClassifySense(s)
+		// The one sense table. Sense that reports no error (NO SENSE,
+		// RECOVERED ERROR) says nothing about this error: judge it below.
+		if c := scsi.ClassifySense(s); c != ioerr.ClassNone {
+			return c
+		}
 	}
 	switch {
 	case errors.Is(err, backends.ErrNotSupported):
@@ -130,41 +136,6 @@ func ClassifyError(err error) ioerr.Class {
 	var ne net.Error
 	if errors.As(err, &ne) {
 		return ioerr.ClassPathFailure
-	}
-	return ioerr.ClassPathFailure
-}
-
-// ClassifySense judges SCSI-like sense data.
-func ClassifySense(s ioerr.Sense) ioerr.Class {
-	switch s.Key {
-	case ioerr.SenseNotReady:
-		if s.ASC == 0x04 {
-			switch s.ASCQ {
-			case 0x0a: // asymmetric access state transition
-				return ioerr.ClassRetryable
-			case 0x0b, 0x0c: // standby, unavailable
-				return ioerr.ClassNotReady
-			case 0x01: // becoming ready
-				return ioerr.ClassRetryable
-			case 0x03: // manual intervention required
-				return ioerr.ClassNotReady
-			}
-		}
-		if s.ASC == 0x3a { // medium not present
-			return ioerr.ClassPermanentLoss
-		}
-		return ioerr.ClassNotReady
-	case ioerr.SenseUnitAttention:
-		return ioerr.ClassRetryable
-	case ioerr.SenseMediumError:
-		return ioerr.ClassDeviceError
-	case ioerr.SenseIllegalRequest:
-		if s.ASC == 0x25 { // logical unit not supported
-			return ioerr.ClassPermanentLoss
-		}
-		return ioerr.ClassDeviceError
-	case ioerr.SenseAbortedCommand:
-		return ioerr.ClassRetryable
 	}
 	return ioerr.ClassPathFailure
 }

@@ -46,6 +46,8 @@ func TestClassifyError(t *testing.T) {
 		{"sense LU not supported", sense(ioerr.SenseLUNotSupported), ioerr.ClassPermanentLoss},
 		{"sense unit attention", sense(ioerr.SenseAccessChanged), ioerr.ClassRetryable},
 		{"sense wrapped", fmt.Errorf("outer: %w", sense(ioerr.SenseALUAStandby)), ioerr.ClassNotReady},
+		{"sense of no error: the error decides", &ioerr.Error{Sense: &ioerr.Sense{Key: 0x01, ASC: 0x17}, Err: syscall.EBUSY}, ioerr.ClassRetryable},
+		{"no sense, no cause", sense(ioerr.Sense{}), ioerr.ClassPathFailure},
 		// Errno values, bare and wrapped the way os and net wrap them.
 		{"EIO", syscall.EIO, ioerr.ClassPathFailure},
 		{"ECONNREFUSED", syscall.ECONNREFUSED, ioerr.ClassPathFailure},
@@ -85,38 +87,6 @@ func TestClassifyError(t *testing.T) {
 	for _, tc := range tests {
 		if got := ClassifyError(tc.err); got != tc.want {
 			t.Errorf("%s: ClassifyError(%v) = %s, want %s", tc.name, tc.err, got, tc.want)
-		}
-	}
-}
-
-func TestClassifySense(t *testing.T) {
-	tests := []struct {
-		s    ioerr.Sense
-		want ioerr.Class
-	}{
-		{sn(0x02, 0x04, 0x0a), ioerr.ClassRetryable},     // ALUA transitioning
-		{sn(0x02, 0x04, 0x0b), ioerr.ClassNotReady},      // ALUA standby
-		{sn(0x02, 0x04, 0x0c), ioerr.ClassNotReady},      // ALUA unavailable
-		{sn(0x02, 0x04, 0x01), ioerr.ClassRetryable},     // becoming ready
-		{sn(0x02, 0x04, 0x03), ioerr.ClassNotReady},      // manual intervention required
-		{sn(0x02, 0x04, 0x00), ioerr.ClassNotReady},      // not ready, cause not reportable
-		{sn(0x02, 0x3a, 0x00), ioerr.ClassPermanentLoss}, // medium not present
-		{sn(0x02, 0x00, 0x00), ioerr.ClassNotReady},
-		{sn(0x03, 0x11, 0x00), ioerr.ClassDeviceError}, // unrecovered read error
-		{sn(0x03, 0x0c, 0x00), ioerr.ClassDeviceError}, // write error
-		{sn(0x05, 0x25, 0x00), ioerr.ClassPermanentLoss},
-		{sn(0x05, 0x21, 0x00), ioerr.ClassDeviceError}, // LBA out of range
-		{sn(0x05, 0x24, 0x00), ioerr.ClassDeviceError}, // invalid field in CDB
-		{sn(0x06, 0x2a, 0x06), ioerr.ClassRetryable},   // asymmetric access state changed
-		{sn(0x06, 0x29, 0x00), ioerr.ClassRetryable},   // power on, reset
-		{sn(0x0b, 0x00, 0x00), ioerr.ClassRetryable},   // aborted command
-		{sn(0x0b, 0x47, 0x00), ioerr.ClassRetryable},
-		{sn(0x04, 0x44, 0x00), ioerr.ClassPathFailure}, // hardware error
-		{sn(0x00, 0x00, 0x00), ioerr.ClassPathFailure},
-	}
-	for _, tc := range tests {
-		if got := ClassifySense(tc.s); got != tc.want {
-			t.Errorf("ClassifySense(%s) = %s, want %s", tc.s, got, tc.want)
 		}
 	}
 }

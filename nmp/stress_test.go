@@ -19,8 +19,8 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/fault"
+	"github.com/mpathfs/mpathfs/integrity"
 	"github.com/mpathfs/mpathfs/mpath"
-	"github.com/mpathfs/mpathfs/oracle"
 )
 
 // TestStress runs a device with four file paths over one store while eight
@@ -382,7 +382,7 @@ func stressLandLate(t *testing.T, silent bool) {
 	d, err := NewDevice(cfg, paths, nil)
 	require.NoError(t, err)
 	defer d.Close()
-	o := oracle.New(d, oracle.Options{Paths: oracle.PathReaders(d.Paths)})
+	o := integrity.New(d, integrity.Options{Paths: integrity.PathReaders(d.Paths)})
 
 	var ios, failed atomic.Int64
 	stop := make(chan struct{})

@@ -11,8 +11,8 @@
 //
 // SCSI devices (sd) are probed with TEST UNIT READY over SG_IO and identify
 // themselves from the device identification VPD page; when their standard
-// INQUIRY reports TPGS, the backend also offers alua.Reporter and
-// alua.Setter (REPORT and SET TARGET PORT GROUPS). Loop devices are not SCSI:
+// INQUIRY reports TPGS, the backend also offers scsi.Reporter and
+// scsi.Setter (REPORT and SET TARGET PORT GROUPS). Loop devices are not SCSI:
 // they are probed with a one-block read and identified by their backing
 // file, so two loop devices over the same image agree on the WWID (and agree
 // with a file:// path to the same image).
@@ -40,10 +40,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mpathfs/mpathfs/alua"
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/internal/sysio"
 	"github.com/mpathfs/mpathfs/ioerr"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 func init() {
@@ -100,7 +100,7 @@ type Device struct {
 }
 
 // ALUADevice is a Device whose LU reports target port group support
-// (INQUIRY TPGS != 0): it adds alua.Reporter and alua.Setter. Open returns
+// (INQUIRY TPGS != 0): it adds scsi.Reporter and scsi.Setter. Open returns
 // one when the device qualifies.
 type ALUADevice struct {
 	*Device
@@ -113,8 +113,8 @@ var (
 	_ backends.Prober     = (*Device)(nil)
 	_ backends.Inquirer   = (*Device)(nil)
 	_ backends.Capable    = (*Device)(nil)
-	_ alua.Reporter       = (*ALUADevice)(nil)
-	_ alua.Setter         = (*ALUADevice)(nil)
+	_ scsi.Reporter       = (*ALUADevice)(nil)
+	_ scsi.Setter         = (*ALUADevice)(nil)
 )
 
 // ErrDetachPending is returned by Probe on a loop device that was detached

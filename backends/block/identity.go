@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 // ErrNoIdentity: the device is neither SCSI nor a loop device and sysfs
@@ -105,7 +106,7 @@ func identifyDisk(disk string) (backends.Inquiry, error) {
 		Transport: "block",
 	}
 	if b, err := os.ReadFile(filepath.Join(dev, "inquiry")); err == nil {
-		if std, err := ParseStdInquiry(b); err == nil {
+		if std, err := scsi.ParseStdInquiry(b); err == nil {
 			inq.TPGS = std.TPGS
 			if inq.Vendor == "" {
 				inq.Vendor, inq.Model = std.Vendor, std.Model
@@ -113,11 +114,11 @@ func identifyDisk(disk string) (backends.Inquiry, error) {
 		}
 	}
 	if b, err := os.ReadFile(filepath.Join(dev, "vpd_pg80")); err == nil {
-		inq.Serial, _ = ParseVPD80(b)
+		inq.Serial, _ = scsi.ParseVPD80(b)
 	}
 	if b, err := os.ReadFile(filepath.Join(dev, "vpd_pg83")); err == nil {
-		if ds, err := ParseVPD83(b); err == nil {
-			inq.WWID = WWIDFromDesignators(ds)
+		if ds, err := scsi.ParseVPD83(b); err == nil {
+			inq.WWID = scsi.WWIDFromDesignators(ds)
 		}
 	}
 	for _, f := range []string{filepath.Join(dev, "wwid"), filepath.Join(disk, "wwid")} {

@@ -14,9 +14,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mpathfs/mpathfs/alua"
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/ioerr"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 const (
@@ -130,7 +130,7 @@ func (d *Device) sgExec(ctx context.Context, op string, cdb []byte, dir int32, b
 }
 
 func (d *Device) testUnitReady(ctx context.Context) error {
-	_, err := d.sgExec(ctx, "test unit ready", CDBTestUnitReady(), sgDxferNone, nil)
+	_, err := d.sgExec(ctx, "test unit ready", scsi.CDBTestUnitReady(), sgDxferNone, nil)
 	return err
 }
 
@@ -138,7 +138,7 @@ func (d *Device) testUnitReady(ctx context.Context) error {
 func (d *Device) inquiry(ctx context.Context, evpd bool, page byte) ([]byte, error) {
 	buf := make([]byte, 252)
 	for {
-		resid, err := d.sgExec(ctx, fmt.Sprintf("inquiry 0x%02x", page), CDBInquiry(evpd, page, uint16(len(buf))), sgDxferFromDev, buf)
+		resid, err := d.sgExec(ctx, fmt.Sprintf("inquiry 0x%02x", page), scsi.CDBInquiry(evpd, page, uint16(len(buf))), sgDxferFromDev, buf)
 		if err != nil {
 			return nil, err
 		}
@@ -154,47 +154,47 @@ func (d *Device) inquiry(ctx context.Context, evpd bool, page byte) ([]byte, err
 	}
 }
 
-func (d *Device) stdInquiry(ctx context.Context) (StdInquiry, error) {
+func (d *Device) stdInquiry(ctx context.Context) (scsi.StdInquiry, error) {
 	b, err := d.inquiry(ctx, false, 0)
 	if err != nil {
-		return StdInquiry{}, err
+		return scsi.StdInquiry{}, err
 	}
-	return ParseStdInquiry(b)
+	return scsi.ParseStdInquiry(b)
 }
 
 // sgIdentity reads the identity over SG_IO: standard INQUIRY, VPD 0x80 and
 // VPD 0x83.
-func (d *Device) sgIdentity(ctx context.Context) (backends.Inquiry, []Designator, error) {
+func (d *Device) sgIdentity(ctx context.Context) (backends.Inquiry, []scsi.Designator, error) {
 	std, err := d.stdInquiry(ctx)
 	if err != nil {
 		return backends.Inquiry{}, nil, err
 	}
 	inq := backends.Inquiry{Vendor: std.Vendor, Model: std.Model, TPGS: std.TPGS, Transport: "block"}
 	if b, err := d.inquiry(ctx, true, 0x80); err == nil {
-		inq.Serial, _ = ParseVPD80(b)
+		inq.Serial, _ = scsi.ParseVPD80(b)
 	}
 	b, err := d.inquiry(ctx, true, 0x83)
 	if err != nil {
 		return inq, nil, err
 	}
-	ds, err := ParseVPD83(b)
+	ds, err := scsi.ParseVPD83(b)
 	if err != nil {
 		return inq, nil, err
 	}
-	inq.WWID = WWIDFromDesignators(ds)
+	inq.WWID = scsi.WWIDFromDesignators(ds)
 	return inq, ds, nil
 }
 
 // PortInfo reads the relative target port and target port group the path
 // reaches from VPD page 0x83.
-func (a *ALUADevice) PortInfo(ctx context.Context) (alua.PortInfo, error) {
+func (a *ALUADevice) PortInfo(ctx context.Context) (scsi.PortInfo, error) {
 	_, ds, err := a.sgIdentity(ctx)
 	if err != nil {
-		return alua.PortInfo{}, err
+		return scsi.PortInfo{}, err
 	}
-	pi, ok := PortFromDesignators(ds)
+	pi, ok := scsi.PortFromDesignators(ds)
 	if !ok {
-		return alua.PortInfo{}, fmt.Errorf("%s: VPD 0x83 lacks the relative target port or target port group designator", a.name)
+		return scsi.PortInfo{}, fmt.Errorf("%s: VPD 0x83 lacks the relative target port or target port group designator", a.name)
 	}
 	pi.TPGS = a.tpgs
 	return pi, nil
@@ -202,23 +202,23 @@ func (a *ALUADevice) PortInfo(ctx context.Context) (alua.PortInfo, error) {
 
 // ReportTPGs sends REPORT TARGET PORT GROUPS, growing the allocation
 // length until the response fits.
-func (a *ALUADevice) ReportTPGs(ctx context.Context) ([]alua.TPG, error) {
+func (a *ALUADevice) ReportTPGs(ctx context.Context) ([]scsi.TPG, error) {
 	n := 1024
 	for {
 		buf := make([]byte, n)
-		resid, err := a.sgExec(ctx, "report target port groups", CDBReportTPGs(uint32(n)), sgDxferFromDev, buf)
+		resid, err := a.sgExec(ctx, "report target port groups", scsi.CDBReportTPGs(uint32(n)), sgDxferFromDev, buf)
 		if err != nil {
 			return nil, err
 		}
-		r, err := ParseRTPG(buf[:len(buf)-max(0, min(resid, len(buf)))])
-		if errors.Is(err, ErrRTPGTruncated) && r.Length > n && n < 1<<20 {
+		r, err := scsi.ParseRTPG(buf[:len(buf)-max(0, min(resid, len(buf)))])
+		if errors.Is(err, scsi.ErrRTPGTruncated) && r.Length > n && n < 1<<20 {
 			n = min(r.Length, 1<<20)
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", a.name, err)
 		}
-		out := make([]alua.TPG, len(r.Groups))
+		out := make([]scsi.TPG, len(r.Groups))
 		for i, g := range r.Groups {
 			out[i] = g.TPG()
 		}
@@ -227,11 +227,48 @@ func (a *ALUADevice) ReportTPGs(ctx context.Context) ([]alua.TPG, error) {
 }
 
 // SetTPGs sends SET TARGET PORT GROUPS for the groups named.
-func (a *ALUADevice) SetTPGs(ctx context.Context, states map[uint16]alua.State) error {
+func (a *ALUADevice) SetTPGs(ctx context.Context, states map[uint16]scsi.State) error {
 	if len(states) == 0 {
 		return nil
 	}
-	p := STPGParams(states)
-	_, err := a.sgExec(ctx, "set target port groups", CDBSetTPGs(uint32(len(p))), sgDxferToDev, p)
+	p := scsi.STPGParams(states)
+	_, err := a.sgExec(ctx, "set target port groups", scsi.CDBSetTPGs(uint32(len(p))), sgDxferToDev, p)
+	return err
+}
+
+// Host status values of sg_io_hdr that mean "try again", not "path dead",
+// and the driver status bit that only says sense data is there.
+const (
+	didBusBusy     = 0x02
+	didSoftError   = 0x0b
+	didImmRetry    = 0x0c
+	didRequeue     = 0x0d
+	driverSenseBit = 0x08
+)
+
+// SGResult is the outcome of one SG_IO command, as the sg_io_hdr reports it.
+type SGResult struct {
+	Status       uint8
+	HostStatus   uint16
+	DriverStatus uint16
+	Sense        []byte
+}
+
+// ResultError turns an SG_IO outcome into nil or a classified error for op:
+// the Linux host and driver status first (a transport's verdict), then the
+// SCSI status and sense data, judged by scsi.StatusError.
+func ResultError(op string, r SGResult) error {
+	if r.HostStatus != 0 {
+		c := ioerr.ClassPathFailure
+		switch r.HostStatus {
+		case didBusBusy, didSoftError, didImmRetry, didRequeue:
+			c = ioerr.ClassRetryable
+		}
+		return ioerr.NewError(c, op, fmt.Errorf("SCSI host status 0x%02x", r.HostStatus))
+	}
+	err := scsi.StatusError(op, scsi.Status(r.Status), r.Sense)
+	if err == nil && r.Status != uint8(scsi.StatusCheckCondition) && r.DriverStatus&^driverSenseBit != 0 {
+		return ioerr.NewError(ioerr.ClassPathFailure, op, fmt.Errorf("SCSI driver status 0x%02x", r.DriverStatus))
+	}
 	return err
 }

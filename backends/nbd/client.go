@@ -273,9 +273,9 @@ func (cl *Client) conns(op string) (*connSet, error) {
 // current returns the connection to send a request on: the first one with
 // the fewest requests in flight. An idle path thus keeps using its first
 // connection (at QD1 that measured faster than round robin over idle
-// connections, which wakes a different server connection each time: 4k
-// writes 14.5k -> 15.9k IOPS, reads 14.4k -> 14.8k), and load spreads as
-// soon as requests overlap.
+// connections, which wakes a different server connection each time; see
+// docs/benchmarks.md, "NBD defaults"), and load spreads as soon as
+// requests overlap.
 func (cl *Client) current(op string) (*conn, error) {
 	set, err := cl.conns(op)
 	if err != nil {

@@ -132,36 +132,15 @@
 // backoff, bounded by its context, then reads the first block; an export
 // whose size changed across a reconnect is a permanent device loss.
 //
-// # Measurements behind the defaults
+// # Defaults
 //
-// One path to nbdkit 1.32 (file plugin on a /dev/shm image, Unix socket)
-// against nbdfuse (libnbd, 4 connections with multi-conn) over the same
-// server; fio --direct=1, 7 s per job, 2-core noisy machine, A/B
-// interleaved, medians of 3 rounds, mpathfs-nbd/nbdfuse:
-//
-//	job                      1 conn, reader   4 conns, leader   final rounds
-//	                         goroutine        (rounds 5-7)      (4 conns, leader)
-//	4k randread QD1 psync    14790 IOPS       14391             12787 vs 13253  0.96
-//	4k randwrite QD1 psync   15338            14511             14059 vs 15331  0.92
-//	4k randrw QD32x2 libaio  38571            41344             34325 vs 34079  1.01
-//	1M read QD8 libaio       2366 MiB/s       2865              2476 vs 2415    1.03
-//	1M write QD8 libaio      2332             2877              2796 vs 2520    1.11
-//
-// connections defaults to 4 with NBD_FLAG_CAN_MULTI_CONN because 1 MiB
-// streams gain 21-23% (one connection is one nbdkit reader thread and one
-// socket; four spread the copying over both cores), QD32 is unchanged
-// (41.3k vs 41.5k IOPS with 1 connection and the leader path) and QD1
-// unaffected once an idle path keeps using its first connection. Without
-// the flag the default stays 1.
-//
-// Leader/follower: paired rounds with only the reader design switched (4
-// connections): 4k QD1 writes 13783 -> 15905 IOPS, reads 14465 -> 13675
-// (inside this machine's round-to-round spread of +-10%). It is kept for the
-// writes; the QD1 gap to nbdfuse that remains (writes 0.92) is outside this
-// package: the nbd round trip is now one send and one receive on the
-// submitting goroutine. Busy-polling the socket (non-blocking MSG_PEEK and
-// Gosched, up to 30 tries, before parking) was tried and lost 20% at QD1 on
-// two cores (it competes with nbdkit for the CPU); not kept.
+// connections defaults to 4 when the server sets NBD_FLAG_CAN_MULTI_CONN
+// (1 without the flag): four connections spread the copying of large
+// requests over both cores, and an idle path keeps using its first
+// connection so QD1 latency is unaffected. Replies are read by a
+// leader/follower hand-off rather than a reader goroutine per connection.
+// The measurements behind both choices are in docs/benchmarks.md ("NBD
+// defaults").
 //
 // # Error mapping
 //

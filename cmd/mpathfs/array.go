@@ -14,22 +14,23 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/mpathfs/mpathfs/alua"
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 // labArray is a simulated array in front of a device's store.
 type labArray struct {
-	arr  *alua.Array
-	cfg  alua.ArrayConfig
+	arr  *array.Array
+	cfg  array.ArrayConfig
 	ctrl map[uint16]int // port -> controller index
 }
 
 // decodeArray reads a device's `array:` section strictly.
-func decodeArray(dc DeviceConfig) (*alua.ArrayConfig, error) {
+func decodeArray(dc DeviceConfig) (*array.ArrayConfig, error) {
 	if dc.Array == nil {
 		return nil, nil
 	}
@@ -37,7 +38,7 @@ func decodeArray(dc DeviceConfig) (*alua.ArrayConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ac alua.ArrayConfig
+	var ac array.ArrayConfig
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&ac); err != nil {
@@ -50,7 +51,7 @@ func decodeArray(dc DeviceConfig) (*alua.ArrayConfig, error) {
 		ac.Vendor = "MPATHFS"
 	}
 	if ac.Model == "" {
-		if ac.Mode == alua.ModeAP {
+		if ac.Mode == array.ModeAP {
 			ac.Model = "AP-ARRAY"
 		} else {
 			ac.Model = "ALUA-ARRAY"
@@ -70,7 +71,7 @@ func newArrayFor(dc DeviceConfig) (*labArray, error) {
 	if err != nil || ac == nil {
 		return nil, err
 	}
-	arr, err := alua.New(*ac)
+	arr, err := array.New(*ac)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +107,7 @@ func (a *labArray) Close() error { return a.arr.Close() }
 // A, the owner: AO) / T1 (controller B: ANO).
 func defaultLab(stateDir string) *Config {
 	store := "file://" + stateDir + "/lab.img"
-	ac := alua.DefaultLabArray()
+	ac := array.DefaultLabArray()
 	ac.Vendor, ac.Model = "MPATHFS", "ALUA-LAB"
 	var node yaml.Node
 	if err := node.Encode(ac); err != nil {
@@ -148,11 +149,11 @@ type ArrayRequest struct {
 
 // parseALUAState accepts AO/ANO/S/U/O/T, the full names, and the
 // hyphenated forms (active-optimized).
-func parseALUAState(s string) (alua.State, error) {
-	if st, err := alua.ParseState(s); err == nil {
+func parseALUAState(s string) (scsi.State, error) {
+	if st, err := scsi.ParseState(s); err == nil {
 		return st, nil
 	}
-	return alua.ParseState(strings.ReplaceAll(strings.ToLower(s), "-", "/"))
+	return scsi.ParseState(strings.ReplaceAll(strings.ToLower(s), "-", "/"))
 }
 
 func init() {
@@ -168,7 +169,7 @@ func init() {
 
 func registerArrayEndpoints(rt *control.Runtime, b *built, cfg *Config) error {
 	rt.Handle("GET /v1/arrays", func(w http.ResponseWriter, req *http.Request) {
-		out := map[string]alua.Status{}
+		out := map[string]array.Status{}
 		for name, a := range b.arrays {
 			out[name] = a.arr.Status()
 		}
@@ -203,7 +204,7 @@ func registerArrayEndpoints(rt *control.Runtime, b *built, cfg *Config) error {
 				err = fmt.Errorf("tpg-state needs a tpg")
 				break
 			}
-			var st alua.State
+			var st scsi.State
 			if st, err = parseALUAState(r.State); err == nil {
 				err = a.arr.ForceTPGState(uint16(*r.TPG), st)
 			}
@@ -255,7 +256,7 @@ func cmdArray(args []string, stdout io.Writer) error {
 	ctx := context.Background()
 	if pos[0] == "status" {
 		var out struct {
-			Arrays map[string]alua.Status `json:"arrays"`
+			Arrays map[string]array.Status `json:"arrays"`
 		}
 		if err := c.Get(ctx, "/v1/arrays", &out); err != nil {
 			return err
@@ -299,7 +300,7 @@ func cmdArray(args []string, stdout io.Writer) error {
 	default:
 		return usagef("unknown array subcommand %q (want status, fail, restore, transfer or set-tpg)", pos[0])
 	}
-	var st alua.Status
+	var st array.Status
 	if err := c.Post(ctx, "/v1/array", r, &st); err != nil {
 		return err
 	}

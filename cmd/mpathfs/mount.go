@@ -34,7 +34,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	groupWWID := fs.Bool("group-by-wwid", false, "form one device per WWID the --path devices report (names mpatha, mpathb, … like dm-multipath's user_friendly_names)")
 	psp := fs.String("psp", "", "path selection plugin (default: the SATP's)")
 	fs.Var(&pspOpts, "psp-option", "PSP option name=value (repeatable), e.g. iops=1")
-	satp := fs.String("satp", "", "storage array type plugin (default VMW_SATP_DEFAULT_AA)")
+	satp := fs.String("satp", "", "storage array type plugin (default: the SATP rules decide: VMW_SATP_LOCAL for file and block paths, VMW_SATP_ALUA for LUs that report TPGS, else VMW_SATP_DEFAULT_AA; mpathfs explain DEVICE shows which rule matched)")
 	fs.Var(&satpOpts, "satp-option", "SATP option name=value (repeatable)")
 	config := fs.String("config", "", "YAML file describing devices (see README)")
 	stateDir := fs.String("state-dir", "", "where the default lab keeps its store (default $MPATHFS_STATE_DIR or "+defaultStateDir+")")

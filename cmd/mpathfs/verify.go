@@ -11,8 +11,8 @@ import (
 
 	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/fusedev"
+	"github.com/mpathfs/mpathfs/integrity"
 	"github.com/mpathfs/mpathfs/nmp"
-	"github.com/mpathfs/mpathfs/oracle"
 )
 
 // `mpathfs mount --verify` puts the integrity oracle between FUSE and each
@@ -29,7 +29,7 @@ var verifyWrites bool
 
 var oracles struct {
 	sync.Mutex
-	m map[string]*oracle.Oracle
+	m map[string]*integrity.Oracle
 }
 
 // fuseDevice is what FUSE serves for a device: the device itself, or with
@@ -38,10 +38,10 @@ func fuseDevice(d *nmp.Device) fusedev.Device {
 	if !verifyWrites {
 		return d
 	}
-	o := oracle.New(d, oracle.Options{Paths: oracle.PathReaders(d.Paths)})
+	o := integrity.New(d, integrity.Options{Paths: integrity.PathReaders(d.Paths)})
 	oracles.Lock()
 	if oracles.m == nil {
-		oracles.m = map[string]*oracle.Oracle{}
+		oracles.m = map[string]*integrity.Oracle{}
 	}
 	oracles.m[d.Name()] = o
 	oracles.Unlock()
@@ -87,7 +87,7 @@ func cmdVerify(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var rep oracle.Report
+	var rep integrity.Report
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute) // a big device takes a while
 	defer cancel()
 	if err := c.Get(ctx, "/v1/verify?device="+url.QueryEscape(pos[0]), &rep); err != nil {

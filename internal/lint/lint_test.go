@@ -135,7 +135,7 @@ type layerRule struct {
 // higher layers, named once for the rules below
 var (
 	transports = []string{"backends/block", "backends/fault", "backends/nbd", "backends/backendtest"}
-	tools      = []string{"control", "hotplug", "metrics", "oracle", "scenario"}
+	tools      = []string{"control", "hotplug", "metrics", "integrity", "scenario"}
 	thirdParty = []string{"github.com/hanwen/go-fuse/v2/...", "github.com/prometheus/...", "github.com/pilebones/go-udev/..."}
 )
 
@@ -148,10 +148,11 @@ func list(groups ...[]string) []string {
 }
 
 // layerRules are the import rules that hold today, from docs/design.md
-// ("Layers and packages"): backends (the Backend contract) at the bottom,
-// mpath (error taxonomy, paths) on it, the transports in backends/* on both,
-// then the routing engine nmp and its ALUA SATP (alua); fusedev beside the
-// engine and unaware of it; the tools (control, hotplug, metrics, oracle,
+// ("Layers and packages"): the error taxonomy (ioerr) and the SCSI
+// vocabulary (scsi) at the bottom, backends (the Backend contract) on them,
+// mpath (paths) and the transports in backends/*, the simulated array
+// (array) beside mpath, then the routing engine nmp and its ALUA SATPs
+// (alua); fusedev beside the engine and unaware of it; the tools (control, hotplug, metrics, oracle,
 // scenario) above; cmd/mpathfs wires everything and nothing imports it.
 var layerRules = []layerRule{
 	{
@@ -171,23 +172,28 @@ var layerRules = []layerRule{
 	},
 	{
 		From:   "mpath",
-		Forbid: list(transports, []string{"nmp", "alua", "fusedev"}, tools),
+		Forbid: list(transports, []string{"nmp", "alua", "array", "fusedev"}, tools),
 		Why:    "mpath (error taxonomy, paths) sits right above backends; the transports import mpath, never the reverse",
 	},
 	{
 		From:   "backends/...",
-		Forbid: list([]string{"nmp", "alua", "fusedev"}, tools),
+		Forbid: list([]string{"nmp", "alua", "array", "fusedev"}, tools),
 		Why:    "transports are below the routing engine and FUSE: they carry I/O and report errors, the engine judges them",
 	},
 	{
 		From:   "nmp",
-		Forbid: list(transports, []string{"alua", "fusedev"}, tools),
+		Forbid: list(transports, []string{"alua", "array", "fusedev"}, tools),
 		Why:    "the routing engine knows nothing of FUSE; SATPs and PSPs register by name; cmd/mpathfs picks the transports",
 	},
 	{
 		From:   "alua",
-		Forbid: list(transports, []string{"fusedev"}, tools),
-		Why:    "the ALUA SATP is a plugin of the routing engine: it talks to arrays through the interfaces it defines",
+		Forbid: list(transports, []string{"array", "fusedev"}, tools),
+		Why:    "the ALUA SATPs are plugins of the routing engine: they talk to arrays through the capabilities scsi defines (Reporter, Setter, Trespasser), never to the simulated array itself",
+	},
+	{
+		From:   "array",
+		Forbid: list([]string{"nmp", "alua", "fusedev", "iscsi/...", "host", "integrity"}, tools),
+		Why:    "the simulated array sits on the transports' floor: it builds on scsi, backends and mpath and knows nothing of the host side (SATPs, the engine, FUSE)",
 	},
 	{
 		From:   "fusedev",
@@ -196,17 +202,17 @@ var layerRules = []layerRule{
 	},
 	{
 		From:   "hotplug",
-		Forbid: []string{"nmp", "alua", "fusedev", "control", "metrics", "oracle", "scenario"},
+		Forbid: []string{"nmp", "alua", "fusedev", "control", "metrics", "integrity", "scenario"},
 		Why:    "hotplug is a source of facts about the host and decides nothing about paths; cmd/mpathfs wires it to the engine",
 	},
 	{
-		From:   "oracle",
+		From:   "integrity",
 		Forbid: []string{"fusedev", "control", "hotplug", "metrics", "scenario"},
-		Why:    "the oracle checks a device from outside, through the interfaces a user has",
+		Why:    "the integrity checker checks a device from outside, through the interfaces a user has",
 	},
 	{
 		From:   "metrics",
-		Forbid: []string{"fusedev", "control", "hotplug", "oracle", "scenario"},
+		Forbid: []string{"fusedev", "control", "hotplug", "integrity", "scenario"},
 		Why:    "metrics observe the engine through its observer hook; they drive nothing",
 	},
 	{
@@ -236,6 +242,11 @@ var layerRules = []layerRule{
 		Why:    "the engine exposes an observer hook; metrics and uevents are wired in from outside",
 	},
 	{
+		From:   "array",
+		Forbid: thirdParty,
+		Why:    "the simulated array needs no FUSE, metrics or uevent library",
+	},
+	{
 		From:   "alua",
 		Forbid: thirdParty,
 		Why:    "the ALUA SATP needs no FUSE, metrics or uevent library",
@@ -250,15 +261,7 @@ type importException struct {
 	Reason   string
 }
 
-var importExceptions = []importException{
-	{
-		From: "backends/block",
-		To:   "alua",
-		Reason: "to be removed: backends/block implements alua.Reporter and alua.Setter with alua.State and " +
-			"alua.PortInfo, so a transport depends on the SATP (and through it on nmp); the ALUA types it needs " +
-			"belong below backends, or the SCSI ALUA device in alua",
-	},
-}
+var importExceptions = []importException{}
 
 // match reports whether the package path p (module-relative when inside the
 // module, full otherwise) matches pattern.

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/mpathfs/mpathfs/oracle"
+	"github.com/mpathfs/mpathfs/integrity"
 )
 
 // TestCorruptionFaultsAreCaught: every corruption fault of `fault inject
@@ -36,11 +36,11 @@ func TestCorruptionFaultsAreCaught(t *testing.T) {
 		// store: the store itself is wrong, so every reader sees it.
 		store bool
 	}{
-		{"bitflip-write", []string{"--corrupt", "bitflip", "--bits", "3", "--op", "write"}, true, oracle.KindCorrupt, 0, true},
-		{"bitflip-read", []string{"--corrupt", "bitflip", "--op", "read"}, false, oracle.KindCorrupt, 0, false},
-		{"misdirect", []string{"--corrupt", "misdirect", "--misdirect-by", "8k", "--op", "write", "--count", "1"}, false, oracle.KindMisdirected, at + 8192, true},
-		{"drop", []string{"--corrupt", "drop", "--op", "write"}, false, oracle.KindLost, 0, true},
-		{"torn", []string{"--corrupt", "torn", "--torn-at", "2k", "--op", "write"}, false, oracle.KindTorn, 0, true},
+		{"bitflip-write", []string{"--corrupt", "bitflip", "--bits", "3", "--op", "write"}, true, integrity.KindCorrupt, 0, true},
+		{"bitflip-read", []string{"--corrupt", "bitflip", "--op", "read"}, false, integrity.KindCorrupt, 0, false},
+		{"misdirect", []string{"--corrupt", "misdirect", "--misdirect-by", "8k", "--op", "write", "--count", "1"}, false, integrity.KindMisdirected, at + 8192, true},
+		{"drop", []string{"--corrupt", "drop", "--op", "write"}, false, integrity.KindLost, 0, true},
+		{"torn", []string{"--corrupt", "torn", "--torn-at", "2k", "--op", "write"}, false, integrity.KindTorn, 0, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			st := store(t, 16<<20)
@@ -94,7 +94,7 @@ func TestCorruptionFaultsAreCaught(t *testing.T) {
 
 			cmd := exec.Command(binary, "verify", "--json", "--control", m.socket, "d0")
 			out, _ := cmd.Output() // exits non-zero on problems
-			var rep oracle.Report
+			var rep integrity.Report
 			require.NoError(t, json.Unmarshal(out, &rep), "verify --json: %s", out)
 			require.NotEmpty(t, rep.Problems, "the checker missed the %s fault", c.name)
 			vias := map[string]bool{}

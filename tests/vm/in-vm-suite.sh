@@ -24,6 +24,10 @@ fault_at=${MPATHFS_VM_FAULT_AT:-10}
 restore_at=${MPATHFS_VM_RESTORE_AT:-20}
 only_dm=${MPATHFS_VM_ONLY_DM:-0}
 reinstate_limit=60   # seconds to wait for a restored path to be used again
+ceiling_runtime=${MPATHFS_VM_CEILING_RUNTIME:-15}
+# dm's no_path_retry queue queues for ever; mpathfs queues for its APD timeout. An
+# hour is "for ever" for this suite, so both queue through the fault.
+mp_apd=1h
 t_suite=$(date +%s%3N)
 
 now_ms() { date +%s%3N; }
@@ -199,6 +203,10 @@ run_case() {
     "${pfx}_iops.1.log" > "$tl_file" 2>/dev/null
   R[$sys.iops_min]=$(awk -v rt="$runtime" '$1>=2 && $1<rt && (m=="" || $2<m) {m=$2; at=$1}
     END {if (m=="") print "?"; else printf "%d (second %d)", m, at}' "$tl_file")
+  # Healthy throughput: the mean of the per-second counts from second 2 up to the
+  # second before the fault, so the fault's cost does not hide the I/O path's cost.
+  R[$sys.iops_healthy]=$(awk -v f="$(( fault_ms / 1000 ))" '$1>=2 && $1<f {s+=$2; n++}
+    END {if (n) printf "%d", s/n; else print "?"}' "$tl_file")
   log "($sys) per second (s:IOPS/max clat ms), fault at $(secs "$fault_ms") s, restore at $(secs $((tr - t0))) s:"
   awk '{printf "%s:%s/%s ", $1, $2, $3} NR%10==0 {print ""} END {print ""}' "$tl_file"
   R[$sys.failed]=${tfail:+$(secs $((tfail - tf))) s}
@@ -329,7 +337,7 @@ run_mpathfs() {
   # every I/O (dm's rr_min_io_rq 1, multibus ignores ALUA priorities:
   # useANO=1), paths checked every second (polling_interval 1).
   mpathfs mount --control "$ctl" --name lun --path "block:///dev/$pa" --path "block:///dev/$pb" \
-    --psp VMW_PSP_RR --psp-option iops=1 --psp-option useANO=1 --check-interval 1s \
+    --psp VMW_PSP_RR --psp-option iops=1 --psp-option useANO=1 --check-interval 1s --apd-timeout "$mp_apd" \
     /mnt/mp >"$scratch/mpathfs.log" 2>&1 &
   mp_pid=$!
   local i=0
@@ -376,10 +384,57 @@ stop_mpathfs() {
   cp "$scratch/mpathfs.log" "$work/mpathfs.log" 2>/dev/null
 }
 
+# ------------------------------------------- (c) the FUSE ceiling in this guest
+# bench/fuseceiling serves /dev/$pb through the same FUSE options as mpathfs with
+# nothing behind them but pread/pwrite (O_DIRECT, as mpathfs's block paths): the
+# most any FUSE device can do here. Same fio job, no fault.
+run_ceiling() {
+  local bin=$work/fuseceiling pfx=$scratch/ceiling
+  [ -x "$bin" ] || { R[ceiling.na]="no binary at tests/vm/work/fuseceiling"; return; }
+  mkdir -p /mnt/fc
+  "$bin" -direct -file "/dev/$pb" /mnt/fc >"$scratch/ceiling.log" 2>&1 &
+  fc_pid=$!
+  local i=0
+  until [ -e /mnt/fc/ceiling ]; do
+    kill -0 "$fc_pid" 2>/dev/null || { R[ceiling.na]="fuseceiling exited: $(tail -1 "$scratch/ceiling.log")"; fc_pid=""; return; }
+    i=$((i + 1)); [ $i -gt 100 ] && { R[ceiling.na]="/mnt/fc/ceiling did not appear"; stop_ceiling; return; }
+    sleep 0.1
+  done
+  log "(c) fuseceiling over /dev/$pb: fio ${ceiling_runtime}s, no fault"
+  fio --name=ceiling --filename=/mnt/fc/ceiling --ioengine=libaio --direct=1 \
+    --rw=randrw --bs=4k --iodepth=16 --time_based --runtime="$ceiling_runtime" --ramp_time=2 \
+    --verify=crc32c --verify_fatal=1 --verify_backlog=1024 \
+    --output-format=json --output="$pfx.json" >"$pfx.fio.out" 2>&1
+  R[ceiling.iops]=$(jq -r '[.jobs[] | .read.iops + .write.iops] | add | floor' "$pfx.json" 2>/dev/null || echo "?")
+  R[ceiling.errors]=$(jq -r '[.jobs[].total_err // 0] | add' "$pfx.json" 2>/dev/null || echo "?")
+  log "(c) fuseceiling: ${R[ceiling.iops]} IOPS, errors ${R[ceiling.errors]}"
+  stop_ceiling
+}
+
+stop_ceiling() {
+  [ -n "${fc_pid:-}" ] || return 0
+  kill -TERM "$fc_pid" 2>/dev/null
+  local i
+  for i in $(seq 50); do kill -0 "$fc_pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$fc_pid" 2>/dev/null && kill -KILL "$fc_pid"
+  wait "$fc_pid" 2>/dev/null
+  fc_pid=""
+  mountpoint -q /mnt/fc && umount -l /mnt/fc
+  return 0
+}
+
+# ratio A B: A/B with two decimals, or "?" when either is not a number.
+ratio() {
+  awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN {
+    if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "?"; else printf "%.2f", a / b }'
+}
+
 cleanup() {
+  [ -n "${fc_pid:-}" ] && kill -TERM "$fc_pid" 2>/dev/null
   [ -n "${mp_pid:-}" ] && kill -TERM "$mp_pid" 2>/dev/null
   [ -n "${mpd_pid:-}" ] && { multipath -F >/dev/null 2>&1; kill -TERM "$mpd_pid" 2>/dev/null; }
   mountpoint -q /mnt/mp 2>/dev/null && umount -l /mnt/mp
+  mountpoint -q /mnt/fc 2>/dev/null && umount -l /mnt/fc
   [ -n "${pa:-}" ] && [ -e "/sys/block/$pa/device/state" ] && echo running > "/sys/block/$pa/device/state" 2>/dev/null
   udevadm settle -t 10 >/dev/null 2>&1
   modprobe -r scsi_debug 2>/dev/null   # so the suite can run again in the same VM
@@ -406,6 +461,7 @@ else
   fi
 fi
 [ -n "$na" ] && log "(b) mpathfs: $na"
+[ "$only_dm" = 1 ] || run_ceiling
 
 # ------------------------------------------------------------------------ table
 col() { if [ -n "$na" ]; then echo "—"; else echo "${R[mpathfs.$1]:-?}"; fi; }
@@ -425,6 +481,25 @@ col() { if [ -n "$na" ]; then echo "—"; else echo "${R[mpathfs.$1]:-?}"; fi; }
   echo "| path seen failed after the fault | ${R[dm.failed]:-?} | $(col failed) |"
   echo "| path in use again after it returned | ${R[dm.reinstate]:-?} | $(col reinstate) |"
   [ -z "$na" ] && echo "| stopped by SIGTERM, unmounted | n/a | ${R[mpathfs.unmount]:-?} |"
+  echo "| healthy IOPS (mean, second 2 to the fault) | ${R[dm.iops_healthy]:-?} | $(col iops_healthy) |"
+  echo
+  if [ -z "$na" ]; then
+    echo "Ratios, mpathfs against its references (FUSE ceiling: bench/fuseceiling over /dev/$pb in this guest, same fio job, no fault${R[ceiling.na]:+; not measured: ${R[ceiling.na]}}):"
+    echo
+    echo "| ratio | value | aim |"
+    echo "|---|--:|---|"
+    echo "| healthy IOPS, mpathfs / FUSE ceiling (${R[ceiling.iops]:-?} IOPS) | $(ratio "$(col iops_healthy)" "${R[ceiling.iops]:-?}") | >= 0.9 |"
+    echo "| healthy IOPS, mpathfs / dm-multipath | $(ratio "$(col iops_healthy)" "${R[dm.iops_healthy]:-?}") | FUSE costs a round trip dm does not |"
+    echo "| FUSE ceiling / dm-multipath | $(ratio "${R[ceiling.iops]:-?}" "${R[dm.iops_healthy]:-?}") | the floor FUSE sets |"
+    echo "| path seen failed, mpathfs / dm | $(ratio "$(col failed)" "${R[dm.failed]:-?}") | <= 1 |"
+    echo "| path in use again, mpathfs / dm | $(ratio "$(col reinstate)" "${R[dm.reinstate]:-?}") | <= 1 |"
+    echo "| max clat around the fault, mpathfs / dm | $(ratio "$(col clat_fault)" "${R[dm.clat_fault]:-?}") | <= 1 |"
+    echo
+  fi
+  echo "Both stacks ran with the same policy: round-robin over both paths switching on every I/O, one path group (ALUA priorities ignored), paths checked every second with TEST UNIT READY, I/O queued while no path is usable, failback not applicable (one group)."
+  echo
+  echo "- (a) dm-multipath: path_grouping_policy multibus, path_selector \"round-robin 0\" (rr_min_io_rq 1), polling_interval 1, path_checker tur, no_path_retry queue."
+  echo "- (b) mpathfs: --psp VMW_PSP_RR --psp-option iops=1 --psp-option useANO=1 --check-interval 1s --apd-timeout $mp_apd (queue through the fault as dm does), block:// paths probed with SG_IO TEST UNIT READY."
   echo
   [ -n "$na" ] && echo "(b) mpathfs: $na" && echo
   if [ "$failed" = 0 ]; then echo "RESULT: PASS"; else echo "RESULT: FAIL"; fi

@@ -31,10 +31,11 @@ cpus=${MPATHFS_VM_CPUS:-2}
 
 # mpathfs for the guest. A failure is not fatal here: the suite reports part (b) as
 # not available (and fails unless MPATHFS_VM_ONLY_DM=1).
-rm -f "$work/mpathfs" "$work/mpathfs.unavailable"
+rm -f "$work/mpathfs" "$work/fuseceiling" "$work/mpathfs.unavailable"
 if [ "${MPATHFS_VM_ONLY_DM:-0}" != 1 ]; then
   if command -v go >/dev/null; then
-    if ! (cd "$repo" && CGO_ENABLED=0 go build -o tests/vm/work/mpathfs ./cmd/mpathfs) \
+    if ! (cd "$repo" && CGO_ENABLED=0 go build -o tests/vm/work/mpathfs ./cmd/mpathfs &&
+      CGO_ENABLED=0 go build -o tests/vm/work/fuseceiling ./bench/fuseceiling) \
       >"$work/mpathfs.build.log" 2>&1; then
       { echo "go build ./cmd/mpathfs failed:"; tail -5 "$work/mpathfs.build.log"; } \
         > "$work/mpathfs.unavailable"

@@ -33,9 +33,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # 2. mpathfs for the guest (part (b)); the folder is rsynced into the VM at `up`.
-rm -f "$work/mpathfs" "$work/mpathfs.unavailable"
+rm -f "$work/mpathfs" "$work/fuseceiling" "$work/mpathfs.unavailable"
 if [ "${MPATHFS_VM_ONLY_DM:-0}" != 1 ]; then
-  (cd "$repo" && CGO_ENABLED=0 go build -o tests/vm/work/mpathfs ./cmd/mpathfs) \
+  (cd "$repo" && CGO_ENABLED=0 go build -o tests/vm/work/mpathfs ./cmd/mpathfs &&
+    CGO_ENABLED=0 go build -o tests/vm/work/fuseceiling ./bench/fuseceiling) \
     >"$work/mpathfs.build.log" 2>&1 ||
     { echo "go build ./cmd/mpathfs failed:"; tail -5 "$work/mpathfs.build.log"; } > "$work/mpathfs.unavailable"
 fi

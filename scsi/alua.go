@@ -1,8 +1,9 @@
-// Package alua holds Asymmetric Logical Unit Access: the access states of
-// target port groups, the Report/Set Target Port Groups semantics a path
-// offers as capabilities, and a simulated ALUA array that can sit in front
-// of any store.
-package alua
+package scsi
+
+// ALUA vocabulary (SPC-4 5.16): the asymmetric access states of target
+// port groups, their descriptors, and the capabilities a path to an ALUA
+// (or active/passive) LU offers: Report and Set Target Port Groups, and a
+// vendor-specific trespass.
 
 import (
 	"context"
@@ -99,4 +100,10 @@ type Reporter interface {
 // Target Port Groups, explicit ALUA). Only groups named are changed.
 type Setter interface {
 	SetTPGs(ctx context.Context, states map[uint16]State) error
+}
+
+// Trespasser is the capability of a path to an active/passive array to
+// move the LU to the controller it reaches (a vendor-specific trespass).
+type Trespasser interface {
+	Trespass(ctx context.Context) error
 }

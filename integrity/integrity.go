@@ -1,4 +1,4 @@
-// Package oracle is mpathfs's built-in integrity oracle: a decorator
+// Package integrity is mpathfs's built-in integrity checker: a decorator
 // around a device that remembers a checksum of every 4 KiB block it
 // acknowledged a write for, verifies every full-block read against it, and
 // on demand (Check) re-reads everything it tracks through the device and
@@ -25,7 +25,7 @@
 // offset, time and write number, then their CRC-32C) has the same CRC-32C
 // whatever those fields hold, so two versions of a block with the same
 // payload, or two blocks, looked alike.
-package oracle
+package integrity
 
 import (
 	"context"

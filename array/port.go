@@ -1,4 +1,4 @@
-package alua
+package array
 
 import (
 	"context"
@@ -9,9 +9,10 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/ioerr"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
-// Sense data the simulated array reports besides the ALUA triples of mpath.
+// Sense data the simulated array reports besides the ALUA triples of ioerr.
 var (
 	// SensePowerOn is the first unit attention every port reports: power
 	// on, reset or bus device reset occurred (06/29/00).
@@ -37,12 +38,6 @@ var (
 	// of running the command.
 	ErrUnitAttention = errors.New("unit attention")
 )
-
-// Trespasser is the capability of a path to an active/passive array to
-// move the LU to the controller it reaches (a vendor-specific trespass).
-type Trespasser interface {
-	Trespass(ctx context.Context) error
-}
 
 // Port is one path through a target port of an Array to the LU's store.
 // Data commands run on the store only when the port's group is AO or ANO
@@ -75,9 +70,9 @@ var (
 	_ backends.Aborter    = (*Port)(nil)
 	_ backends.Capable    = (*Port)(nil)
 	_ backends.Unwrapper  = (*Port)(nil)
-	_ Reporter            = (*Port)(nil)
-	_ Setter              = (*Port)(nil)
-	_ Trespasser          = (*Port)(nil)
+	_ scsi.Reporter       = (*Port)(nil)
+	_ scsi.Setter         = (*Port)(nil)
+	_ scsi.Trespasser     = (*Port)(nil)
 )
 
 // ID is the port's relative port id.
@@ -96,25 +91,25 @@ func (p *Port) reach(op string) (PortAccess, error) {
 		return PortAccess{}, &ioerr.Error{Class: ioerr.ClassPathFailure, Op: op, Err: p.bad}
 	}
 	acc, _ := p.a.access(p.id)
-	if !acc.Up || acc.State == Offline {
+	if !acc.Up || acc.State == scsi.Offline {
 		return acc, p.portErr(op, ioerr.ClassPathFailure, nil, fmt.Errorf("%w (controller %s)", ErrPortOffline, acc.Controller))
 	}
 	return acc, nil
 }
 
 // notAccessible is the error for a group state that refuses commands.
-func (p *Port) notAccessible(op string, st State) error {
+func (p *Port) notAccessible(op string, st scsi.State) error {
 	var s ioerr.Sense
 	c := ioerr.ClassNotReady
 	switch st {
-	case Standby:
+	case scsi.Standby:
 		s = ioerr.SenseALUAStandby
 		if p.a.cfg.Mode == ModeAP {
 			s = SensePassive
 		}
-	case Unavailable:
+	case scsi.Unavailable:
 		s = ioerr.SenseALUAUnavailable
-	case Transitioning:
+	case scsi.Transitioning:
 		s, c = ioerr.SenseALUATransitioning, ioerr.ClassRetryable
 	default:
 		return nil
@@ -144,9 +139,9 @@ func (p *Port) admit(ctx context.Context, op string, n int) error {
 		}
 	}
 	switch acc.State {
-	case ActiveOptimized:
+	case scsi.ActiveOptimized:
 		return ctx.Err()
-	case ActiveNonOptimized:
+	case scsi.ActiveNonOptimized:
 		return sleep(ctx, p.a.penalty(n))
 	}
 	return p.notAccessible(op, acc.State)
@@ -208,9 +203,9 @@ func (p *Port) Probe(ctx context.Context) error {
 		return err
 	}
 	switch acc.State {
-	case Unavailable, Transitioning:
+	case scsi.Unavailable, scsi.Transitioning:
 		return p.notAccessible("probe", acc.State)
-	case Standby:
+	case scsi.Standby:
 		if p.a.cfg.Mode == ModeAP {
 			return p.notAccessible("probe", acc.State)
 		}
@@ -238,17 +233,17 @@ func (p *Port) Inquiry(ctx context.Context) (backends.Inquiry, error) {
 
 // PortInfo reports the port's relative id, its group and the TPGS bits
 // (the device identification VPD page and standard INQUIRY).
-func (p *Port) PortInfo(ctx context.Context) (PortInfo, error) {
+func (p *Port) PortInfo(ctx context.Context) (scsi.PortInfo, error) {
 	acc, err := p.reach("inquiry")
 	if err != nil {
-		return PortInfo{}, err
+		return scsi.PortInfo{}, err
 	}
-	return PortInfo{TPG: acc.TPG, RelativePort: p.id, TPGS: p.a.cfg.TPGS()}, ctx.Err()
+	return scsi.PortInfo{TPG: acc.TPG, RelativePort: p.id, TPGS: p.a.cfg.TPGS()}, ctx.Err()
 }
 
 // ReportTPGs is Report Target Port Groups. An array that reports TPGS=0
 // refuses it with illegal request 05/20/00.
-func (p *Port) ReportTPGs(ctx context.Context) ([]TPG, error) {
+func (p *Port) ReportTPGs(ctx context.Context) ([]scsi.TPG, error) {
 	if _, err := p.reach("rtpg"); err != nil {
 		return nil, err
 	}
@@ -256,7 +251,7 @@ func (p *Port) ReportTPGs(ctx context.Context) ([]TPG, error) {
 		s := SenseInvalidOpcode
 		return nil, p.portErr("rtpg", ioerr.ClassDeviceError, &s, errors.New("REPORT TARGET PORT GROUPS not supported (TPGS=0)"))
 	}
-	var out []TPG
+	var out []scsi.TPG
 	p.a.locked(func(c *Core, _ time.Time) error { out = c.Report(); return nil })
 	return out, ctx.Err()
 }
@@ -264,7 +259,7 @@ func (p *Port) ReportTPGs(ctx context.Context) ([]TPG, error) {
 // SetTPGs is Set Target Port Groups (explicit ALUA). An array without
 // explicit support, or a request it cannot honour, is refused with
 // illegal request 05/24/00, a device error.
-func (p *Port) SetTPGs(ctx context.Context, states map[uint16]State) error {
+func (p *Port) SetTPGs(ctx context.Context, states map[uint16]scsi.State) error {
 	if _, err := p.reach("stpg"); err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package alua
+package array
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 // Array is a simulated storage array with one LU: controllers with target
@@ -80,13 +81,13 @@ func (a *Array) TransferOwnership(to string) error {
 
 // SetTPGState sets one group's state as an explicit STPG from a host
 // would; it fails unless the array supports explicit ALUA.
-func (a *Array) SetTPGState(id uint16, st State) error {
-	return a.locked(func(c *Core, now time.Time) error { return c.SetTPGs(map[uint16]State{id: st}, now) })
+func (a *Array) SetTPGState(id uint16, st scsi.State) error {
+	return a.locked(func(c *Core, now time.Time) error { return c.SetTPGs(map[uint16]scsi.State{id: st}, now) })
 }
 
 // ForceTPGState sets a group's state as the array's administrator
 // (standby, unavailable, …), whatever the transitions supported.
-func (a *Array) ForceTPGState(id uint16, st State) error {
+func (a *Array) ForceTPGState(id uint16, st scsi.State) error {
 	return a.locked(func(c *Core, now time.Time) error { return c.ForceTPGState(id, st, now) })
 }
 

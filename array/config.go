@@ -1,4 +1,4 @@
-package alua
+package array
 
 import (
 	"crypto/sha256"

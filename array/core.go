@@ -1,10 +1,12 @@
-package alua
+package array
 
 import (
 	"fmt"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 // Core is the simulated array's state machine: the controllers' health,
@@ -37,10 +39,10 @@ type tpgCore struct {
 	id       uint16
 	ctrl     string
 	ports    []uint16
-	state    State     // reported now
-	target   State     // where a transition leads (== state when settled)
-	until    time.Time // end of a transition
-	override *State
+	state    scsi.State // reported now
+	target   scsi.State // where a transition leads (== state when settled)
+	until    time.Time  // end of a transition
+	override *scsi.State
 	gen      uint64 // bumped on every change of state
 }
 
@@ -68,18 +70,18 @@ func NewCore(cfg ArrayConfig, now time.Time) (*Core, error) {
 func (c *Core) Config() ArrayConfig { return c.cfg }
 
 // settled is the state a group should settle in.
-func (c *Core) settled(t *tpgCore) State {
+func (c *Core) settled(t *tpgCore) scsi.State {
 	switch {
 	case !c.up[t.ctrl]:
-		return Offline
+		return scsi.Offline
 	case t.override != nil:
 		return *t.override
 	case t.ctrl == c.owner:
-		return ActiveOptimized
+		return scsi.ActiveOptimized
 	case c.cfg.Mode == ModeAP:
-		return Standby
+		return scsi.Standby
 	}
-	return ActiveNonOptimized
+	return scsi.ActiveNonOptimized
 }
 
 // Advance completes the transitions whose period ended by now. It reports
@@ -87,7 +89,7 @@ func (c *Core) settled(t *tpgCore) State {
 func (c *Core) Advance(now time.Time) bool {
 	changed := false
 	for _, t := range c.tpgs {
-		if t.state == Transitioning && !now.Before(t.until) {
+		if t.state == scsi.Transitioning && !now.Before(t.until) {
 			t.state = t.target
 			t.gen++
 			changed = true
@@ -100,19 +102,19 @@ func (c *Core) Advance(now time.Time) bool {
 func (c *Core) settle(now time.Time) {
 	for _, t := range c.tpgs {
 		want := c.settled(t)
-		if want == t.target && (t.state == want || t.state == Transitioning) {
+		if want == t.target && (t.state == want || t.state == scsi.Transitioning) {
 			continue
 		}
 		t.target = want
 		switch {
-		case want == Offline || t.state == Offline || c.cfg.Transition <= 0:
+		case want == scsi.Offline || t.state == scsi.Offline || c.cfg.Transition <= 0:
 			if t.state != want {
 				t.state = want
 				t.gen++
 			}
 		default:
-			if t.state != Transitioning {
-				t.state = Transitioning
+			if t.state != scsi.Transitioning {
+				t.state = scsi.Transitioning
 				t.gen++
 			}
 			t.until = now.Add(c.cfg.Transition)
@@ -243,7 +245,7 @@ func refuse(format string, args ...any) error { return &refusal{fmt.Sprintf(form
 // overrides that group until ownership next changes. The array must
 // support explicit transitions, and every named group's controller must
 // be up.
-func (c *Core) SetTPGs(states map[uint16]State, now time.Time) error {
+func (c *Core) SetTPGs(states map[uint16]scsi.State, now time.Time) error {
 	c.Advance(now)
 	if c.cfg.Mode != ModeALUA || !c.cfg.Explicit {
 		return refuse("array %s does not support explicit ALUA (TPGS=%d): STPG refused", c.cfg.Name, c.cfg.TPGS())
@@ -267,18 +269,18 @@ func (c *Core) SetTPGs(states map[uint16]State, now time.Time) error {
 			return refuse("array %s: target port group %d is offline (controller %s failed)", c.cfg.Name, id, t.ctrl)
 		}
 		switch st {
-		case ActiveOptimized:
+		case scsi.ActiveOptimized:
 			if newOwner != "" {
 				return refuse("array %s: STPG asks for two active/optimized groups; this array has one owner", c.cfg.Name)
 			}
 			newOwner = t.ctrl
-		case ActiveNonOptimized, Standby:
+		case scsi.ActiveNonOptimized, scsi.Standby:
 		default:
 			return refuse("array %s: STPG cannot set group %d to %s (only AO, ANO and S)", c.cfg.Name, id, st.Abbrev())
 		}
 	}
 	if newOwner == "" {
-		if st, named := states[c.tpgOf(c.owner).id]; named && st != ActiveOptimized {
+		if st, named := states[c.tpgOf(c.owner).id]; named && st != scsi.ActiveOptimized {
 			return refuse("array %s: STPG would leave no active/optimized group: name the group to make AO", c.cfg.Name)
 		}
 	}
@@ -290,7 +292,7 @@ func (c *Core) SetTPGs(states map[uint16]State, now time.Time) error {
 	for _, i := range ids {
 		id, st := uint16(i), states[uint16(i)]
 		t := c.tpg(id)
-		if st == ActiveOptimized {
+		if st == scsi.ActiveOptimized {
 			t.override = nil
 			continue
 		}
@@ -304,29 +306,29 @@ func (c *Core) SetTPGs(states map[uint16]State, now time.Time) error {
 // ForceTPGState is the array administrator setting a group's state
 // directly (any state but T), e.g. to put a group in standby or
 // unavailable for a test. It lasts until ownership next changes.
-func (c *Core) ForceTPGState(id uint16, st State, now time.Time) error {
+func (c *Core) ForceTPGState(id uint16, st scsi.State, now time.Time) error {
 	c.Advance(now)
 	t := c.tpg(id)
 	if t == nil {
 		return fmt.Errorf("array %s: no target port group %d (have %s)", c.cfg.Name, id, c.tpgList())
 	}
-	if st == Transitioning {
+	if st == scsi.Transitioning {
 		return fmt.Errorf("array %s: transitioning is not a state to set; it happens between states", c.cfg.Name)
 	}
-	if st == Offline {
+	if st == scsi.Offline {
 		return fmt.Errorf("array %s: to take group %d offline, fail controller %s", c.cfg.Name, id, t.ctrl)
 	}
 	if !c.up[t.ctrl] {
 		return fmt.Errorf("array %s: group %d is offline (controller %s failed): restore it first", c.cfg.Name, id, t.ctrl)
 	}
-	if st == ActiveOptimized && t.ctrl != c.owner {
+	if st == scsi.ActiveOptimized && t.ctrl != c.owner {
 		c.owner = t.ctrl
 		c.transfers++
 		c.clearOverrides()
 	}
 	s := st
 	t.override = &s
-	if st == ActiveOptimized {
+	if st == scsi.ActiveOptimized {
 		t.override = nil
 	}
 	c.settle(now)
@@ -389,7 +391,7 @@ type PortAccess struct {
 	TPG        uint16
 	Controller string
 	Up         bool
-	State      State
+	State      scsi.State
 	// Gen counts the group's state changes; a port reports a unit
 	// attention once per change.
 	Gen uint64
@@ -405,10 +407,10 @@ func (c *Core) Port(port uint16) (PortAccess, bool) {
 }
 
 // Report is Report Target Port Groups: every group's descriptor.
-func (c *Core) Report() []TPG {
-	out := make([]TPG, 0, len(c.tpgs))
+func (c *Core) Report() []scsi.TPG {
+	out := make([]scsi.TPG, 0, len(c.tpgs))
 	for _, t := range c.tpgs {
-		out = append(out, TPG{
+		out = append(out, scsi.TPG{
 			ID:        t.id,
 			State:     t.state,
 			Pref:      t.ctrl == c.cfg.Preferred,
@@ -419,13 +421,13 @@ func (c *Core) Report() []TPG {
 	return out
 }
 
-func (c *Core) supported() []State {
+func (c *Core) supported() []scsi.State {
 	if c.cfg.Mode == ModeAP {
-		return []State{ActiveOptimized, Standby, Offline}
+		return []scsi.State{scsi.ActiveOptimized, scsi.Standby, scsi.Offline}
 	}
-	s := []State{ActiveOptimized, ActiveNonOptimized, Standby, Unavailable, Offline}
+	s := []scsi.State{scsi.ActiveOptimized, scsi.ActiveNonOptimized, scsi.Standby, scsi.Unavailable, scsi.Offline}
 	if c.cfg.Transition > 0 {
-		s = append(s, Transitioning)
+		s = append(s, scsi.Transitioning)
 	}
 	return s
 }
@@ -485,7 +487,7 @@ func (c *Core) Snapshot() Status {
 	}
 	for _, t := range c.tpgs {
 		ts := TPGStatus{ID: t.id, Controller: t.ctrl, State: t.state.Abbrev(), Pref: t.ctrl == c.cfg.Preferred, Ports: append([]uint16(nil), t.ports...), Changes: t.gen - 1}
-		if t.state == Transitioning {
+		if t.state == scsi.Transitioning {
 			u := t.until
 			ts.Target, ts.Until = t.target.Abbrev(), &u
 		}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package nmp
+
+const raceEnabled = false
