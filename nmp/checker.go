@@ -143,7 +143,11 @@ func (d *Device) checkRound(start time.Time, sched bool) {
 
 // update asks an Updater SATP to re-inquire path states (I/O, in the
 // caller) and reports the changes it asks for to the owner.
-func (d *Device) update(ctx context.Context) {
+func (d *Device) update(ctx context.Context) { d.updateWith(ctx, d.tell) }
+
+// updateWith is update reporting through send: tell, or report for an I/O
+// whose retry waits for the new states (a unit attention).
+func (d *Device) updateWith(ctx context.Context, send func(event) result) {
 	u, ok := d.satp.(Updater)
 	if !ok {
 		return
@@ -153,6 +157,6 @@ func (d *Device) update(ctx context.Context) {
 		return
 	}
 	if len(changes) > 0 {
-		d.tell(event{kind: evChanges, changes: changes})
+		send(event{kind: evChanges, changes: changes})
 	}
 }

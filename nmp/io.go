@@ -263,10 +263,10 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 	path.Failed(v.Class)
 	if (v.State != mpath.StateUnknown && path.State() == mpath.StateActive && !path.AdminOff()) ||
 		(v.Class == ioerr.ClassPermanentLoss && !path.PDL()) {
-		d.tell(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})
+		d.report(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})
 	}
 	if v.Update {
-		d.update(ctx)
+		d.updateWith(ctx, d.report)
 	}
 	return v
 }
