@@ -79,15 +79,15 @@ func (k *knowledge) stateOf(p *mpath.Path) (uint16, scsi.State, bool) {
 // (on), alua_followover (on), action_OnRetryErrors (off),
 // retry_backoff_ms (10) and max_backoff_ms (250).
 func NewALUASATP(opts map[string]string) (nmp.SATP, error) {
-	o := newOptions(SATPALUA, opts)
+	o := nmp.NewOptions(SATPALUA, opts)
 	s := &aluaSATP{opts: aluaOpts{
-		explicitAllow: o.bool("explicit_allow", true),
-		followover:    o.bool("alua_followover", true),
-		onRetry:       o.bool("action_OnRetryErrors", false),
-		backoff:       time.Duration(o.uint("retry_backoff_ms", 10, 1)) * time.Millisecond,
-		maxBackoff:    time.Duration(o.uint("max_backoff_ms", 250, 1)) * time.Millisecond,
+		explicitAllow: o.Bool("explicit_allow", true),
+		followover:    o.Bool("alua_followover", true),
+		onRetry:       o.Bool("action_OnRetryErrors", false),
+		backoff:       time.Duration(o.Uint("retry_backoff_ms", 10, 1)) * time.Millisecond,
+		maxBackoff:    time.Duration(o.Uint("max_backoff_ms", 250, 1)) * time.Millisecond,
 	}}
-	if err := o.done(); err != nil {
+	if err := o.Done(); err != nil {
 		return nil, err
 	}
 	if s.opts.maxBackoff < s.opts.backoff {
@@ -563,4 +563,12 @@ func (s *aluaSATP) Config() string {
 	}
 	b.WriteString("}")
 	return b.String()
+}
+
+// onOff prints a boolean option the way ESXi lists it.
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }

@@ -102,14 +102,14 @@ var (
 // trespass_interval_ms (10000), trespass_limit (5, 0: none),
 // trespass_window_ms (300000), retry_backoff_ms (10).
 func NewAPSATP(opts map[string]string) (nmp.SATP, error) {
-	o := newOptions(SATPDefaultAP, opts)
-	s := &apSATP{backoff: time.Duration(o.uint("retry_backoff_ms", 10, 0)) * time.Millisecond}
+	o := nmp.NewOptions(SATPDefaultAP, opts)
+	s := &apSATP{backoff: time.Duration(o.Uint("retry_backoff_ms", 10, 0)) * time.Millisecond}
 	s.mu.guard = TrespassGuard{
-		MinInterval: time.Duration(o.uint("trespass_interval_ms", 10000, 0)) * time.Millisecond,
-		Limit:       int(o.uint("trespass_limit", 5, 0)),
-		Window:      time.Duration(o.uint("trespass_window_ms", 300000, 0)) * time.Millisecond,
+		MinInterval: time.Duration(o.Uint("trespass_interval_ms", 10000, 0)) * time.Millisecond,
+		Limit:       int(o.Uint("trespass_limit", 5, 0)),
+		Window:      time.Duration(o.Uint("trespass_window_ms", 300000, 0)) * time.Millisecond,
 	}
-	if err := o.done(); err != nil {
+	if err := o.Done(); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -211,7 +211,7 @@ func (s *apSATP) Activate(ctx context.Context, paths []*mpath.Path) ([]nmp.Chang
 		if dl, has := ctx.Deadline(); has && time.Until(dl) < wait {
 			return nil, fmt.Errorf("%s: trespass damped (%s): next allowed in %v", SATPDefaultAP, why, wait.Round(time.Millisecond))
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := backends.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
@@ -249,19 +249,4 @@ func (s *apSATP) Config() string {
 	}
 	g := s.mu.guard
 	return fmt.Sprintf("{trespass_interval=%v; trespass_limit=%d/%v; trespasses=%d; last_trespass_via=%s}", g.MinInterval, g.Limit, g.Window, s.mu.total, last)
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -2,14 +2,11 @@ package alua_test
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -17,35 +14,13 @@ import (
 	"github.com/mpathfs/mpathfs/alua"
 	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/backendtest"
+	"github.com/mpathfs/mpathfs/internal/transcript"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 	"github.com/mpathfs/mpathfs/scsi"
 )
-
-var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of the transcripts under testdata/")
-
-// memStore is an in-memory backend.
-type memStore struct {
-	mu   sync.Mutex
-	data []byte
-}
-
-func (m *memStore) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return copy(p, m.data[off:]), nil
-}
-
-func (m *memStore) WriteAt(_ context.Context, p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return copy(m.data[off:], p), nil
-}
-
-func (m *memStore) Flush(context.Context) error { return nil }
-func (m *memStore) Size() int64                 { return int64(len(m.data)) }
-func (m *memStore) Close() error                { return nil }
 
 // TestTranscripts runs the scenarios under testdata/*.txt. Each block is
 // a command, a line "----" and the expected output, ended by a blank
@@ -63,18 +38,18 @@ func (m *memStore) Close() error                { return nil }
 //	activate NAME port=N         NAME's guard permitting, trespass through the port
 //	status
 func TestTranscripts(t *testing.T) {
-	files, _ := filepath.Glob("testdata/*.txt")
-	if len(files) == 0 {
-		t.Fatal("no transcripts under testdata/")
-	}
-	for _, f := range files {
+	for _, f := range transcript.Files(t, "testdata/*.txt", 1) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { runTranscript(t, f) })
+			synctest.Test(t, func(t *testing.T) {
+				tr := &story{t: t, guards: map[string]*alua.TrespassGuard{}, start: time.Now()}
+				transcript.Run(t, f, func(cmd string) []string { return transcript.Lines(tr.do(cmd)) })
+			})
 		})
 	}
 }
 
-type transcript struct {
+// story is the state of one transcript run: the array, its ports and the SATP.
+type story struct {
 	t      *testing.T
 	arr    *array.Array
 	ports  map[uint16]backends.Backend
@@ -82,47 +57,6 @@ type transcript struct {
 	path   map[uint16]*mpath.Path
 	guards map[string]*alua.TrespassGuard
 	start  time.Time
-}
-
-func runTranscript(t *testing.T, file string) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(b), "\n")
-	var out strings.Builder
-	tr := &transcript{t: t, guards: map[string]*alua.TrespassGuard{}, start: time.Now()}
-	failed := false
-	for i := 0; i < len(lines); i++ {
-		line := lines[i]
-		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
-			out.WriteString(line + "\n")
-			continue
-		}
-		cmd := line
-		if i+1 >= len(lines) || lines[i+1] != "----" {
-			t.Fatalf("%s:%d: command %q without ----", file, i+1, cmd)
-		}
-		i += 2
-		var want []string
-		for ; i < len(lines) && lines[i] != ""; i++ {
-			want = append(want, lines[i])
-		}
-		got := strings.TrimRight(tr.do(cmd), "\n")
-		out.WriteString(cmd + "\n----\n" + got + "\n\n")
-		if !*rewrite && got != strings.Join(want, "\n") {
-			t.Errorf("%s: %s\ngot:\n%s\nwant:\n%s", file, cmd, got, strings.Join(want, "\n"))
-			failed = true
-		}
-	}
-	if *rewrite {
-		s := strings.TrimRight(out.String(), "\n") + "\n"
-		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	} else if failed {
-		t.Log("run with -rewrite to accept the new output")
-	}
 }
 
 func args(fields []string) map[string]string {
@@ -134,7 +68,7 @@ func args(fields []string) map[string]string {
 	return m
 }
 
-func (tr *transcript) port(a map[string]string) (uint16, backends.Backend) {
+func (tr *story) port(a map[string]string) (uint16, backends.Backend) {
 	n, err := strconv.Atoi(a["port"])
 	if err != nil {
 		tr.t.Fatalf("port=%q", a["port"])
@@ -176,7 +110,7 @@ func errString(err error) string {
 	return s
 }
 
-func (tr *transcript) do(cmd string) string {
+func (tr *story) do(cmd string) string {
 	f := strings.Fields(cmd)
 	a := args(f[1:])
 	ctx := context.Background()
@@ -206,7 +140,7 @@ func (tr *transcript) do(cmd string) string {
 		tr.arr = arr
 		tr.ports = map[uint16]backends.Backend{}
 		tr.path = map[uint16]*mpath.Path{}
-		store := &memStore{data: make([]byte, 1<<16)}
+		store := backendtest.NewMem(1 << 16)
 		for _, id := range arr.Ports() {
 			tr.ports[id] = arr.Port(id, store)
 			tr.path[id] = &mpath.Path{Name: fmt.Sprintf("port%d", id), Backend: tr.ports[id]}
@@ -356,7 +290,7 @@ func (tr *transcript) do(cmd string) string {
 	return ""
 }
 
-func (tr *transcript) sortedPaths() []*mpath.Path {
+func (tr *story) sortedPaths() []*mpath.Path {
 	var paths []*mpath.Path
 	ids := make([]int, 0, len(tr.path))
 	for id := range tr.path {
@@ -371,7 +305,7 @@ func (tr *transcript) sortedPaths() []*mpath.Path {
 
 // apply applies the changes an SATP asked for, as the NMP would (dead
 // paths revive only through the checker), and prints them.
-func (tr *transcript) apply(changes []nmp.Change) string {
+func (tr *story) apply(changes []nmp.Change) string {
 	s := ""
 	for _, c := range changes {
 		if c.State == c.Path.State() || (c.Path.State() == mpath.StateDead && c.State == mpath.StateActive) {

@@ -31,7 +31,7 @@ func TestClassifyALUA(t *testing.T) {
 		want nmp.Verdict
 	}{
 		{"unit attention", senseErr(ioerr.SenseAccessChanged, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
-		{"power on", senseErr(array.SensePowerOn, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
+		{"power on", senseErr(scsi.SensePowerOnReset, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
 		{"transitioning 1", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Update: true, Backoff: 10 * time.Millisecond}},
 		{"transitioning 2", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Backoff: 20 * time.Millisecond}},
 		{"transitioning 3", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Backoff: 40 * time.Millisecond}},

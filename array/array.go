@@ -1,7 +1,6 @@
 package array
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -150,19 +149,4 @@ func (a *Array) NewPort(portID uint16, store backends.Backend) (*Port, error) {
 		return nil, fmt.Errorf("array %s port %d: no store", a.cfg.Name, portID)
 	}
 	return &Port{a: a, id: portID, inner: store}, nil
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

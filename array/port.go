@@ -14,17 +14,9 @@ import (
 
 // Sense data the simulated array reports besides the ALUA triples of ioerr.
 var (
-	// SensePowerOn is the first unit attention every port reports: power
-	// on, reset or bus device reset occurred (06/29/00).
-	SensePowerOn = ioerr.Sense{Key: ioerr.SenseUnitAttention, ASC: 0x29, ASCQ: 0x00}
 	// SensePassive is what an active/passive array's passive controller
 	// answers: LU not ready, manual intervention required (02/04/03).
 	SensePassive = ioerr.Sense{Key: ioerr.SenseNotReady, ASC: 0x04, ASCQ: 0x03}
-	// SenseInvalidOpcode: the command is not supported (05/20/00).
-	SenseInvalidOpcode = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x20, ASCQ: 0x00}
-	// SenseInvalidField: invalid field in the CDB or parameter list
-	// (05/24/00), e.g. an STPG the array cannot honour.
-	SenseInvalidField = ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x24, ASCQ: 0x00}
 )
 
 // Errors under the port's classified errors.
@@ -133,7 +125,7 @@ func (p *Port) admit(ctx context.Context, op string, n int) error {
 			s := ioerr.SenseAccessChanged
 			why := "asymmetric access state changed"
 			if seen == 0 {
-				s, why = SensePowerOn, "power on or reset occurred"
+				s, why = scsi.SensePowerOnReset, "power on or reset occurred"
 			}
 			return p.portErr(op, ioerr.ClassRetryable, &s, fmt.Errorf("%w: %s", ErrUnitAttention, why))
 		}
@@ -142,7 +134,7 @@ func (p *Port) admit(ctx context.Context, op string, n int) error {
 	case scsi.ActiveOptimized:
 		return ctx.Err()
 	case scsi.ActiveNonOptimized:
-		return sleep(ctx, p.a.penalty(n))
+		return backends.Sleep(ctx, p.a.penalty(n))
 	}
 	return p.notAccessible(op, acc.State)
 }
@@ -248,7 +240,7 @@ func (p *Port) ReportTPGs(ctx context.Context) ([]scsi.TPG, error) {
 		return nil, err
 	}
 	if p.a.cfg.TPGS() == 0 {
-		s := SenseInvalidOpcode
+		s := scsi.SenseInvalidOpcode
 		return nil, p.portErr("rtpg", ioerr.ClassDeviceError, &s, errors.New("REPORT TARGET PORT GROUPS not supported (TPGS=0)"))
 	}
 	var out []scsi.TPG
@@ -289,9 +281,9 @@ func (p *Port) commandErr(op string, err error) error {
 	}
 	var r *refusal
 	if errors.As(err, &r) {
-		s := SenseInvalidField
+		s := scsi.SenseInvalidFieldInCDB
 		if op == "trespass" {
-			s = SenseInvalidOpcode
+			s = scsi.SenseInvalidOpcode
 		}
 		return p.portErr(op, ioerr.ClassDeviceError, &s, err)
 	}

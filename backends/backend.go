@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Backend is one path's access to a store.
@@ -296,4 +297,21 @@ func QueryBool(u *url.URL, key string, def bool) (bool, error) {
 		return def, fmt.Errorf("%s URI %q: %s=%q is not a boolean", u.Scheme, u.String(), key, v)
 	}
 	return b, nil
+}
+
+// Sleep waits d, or until ctx is done (then it returns ctx.Err()): the
+// delays of simulated transports and of plugins that must not outlive the
+// I/O or the command they belong to. d ≤ 0 returns at once.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

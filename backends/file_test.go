@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -327,4 +328,16 @@ func BenchmarkFileRead(b *testing.B) {
 			})
 		}
 	}
+}
+
+func TestSleep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		require.NoError(t, backends.Sleep(context.Background(), time.Second))
+		assert.Equal(t, time.Second, time.Since(start), "the fake clock advanced by d")
+		require.NoError(t, backends.Sleep(context.Background(), -time.Second))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		defer cancel()
+		assert.ErrorIs(t, backends.Sleep(ctx, time.Hour), context.DeadlineExceeded)
+	})
 }

@@ -7,7 +7,7 @@
 #                     then re-assembles docs/benchmarks.md
 # Knobs are environment variables, see the headers of bench/run.sh,
 # bench/failover.sh and bench/soak.sh (ROUNDS, RUNTIME, SIZE, RATE, PSPS, ...).
-.PHONY: bench bench-quick bench-soak bench-failover
+.PHONY: bench bench-quick bench-soak bench-failover bench-hedge
 
 bench:
 	bash bench/run.sh
@@ -20,6 +20,12 @@ bench-failover:
 
 bench-soak:
 	bash bench/soak.sh
+
+# Hedged reads against a hung path, hedging off vs on per PSP
+# (bench/hedge.sh); writes bench/results/hedge.md and re-assembles
+# docs/benchmarks.md.
+bench-hedge:
+	bash bench/hedge.sh && bash bench/run.sh --assemble-only
 
 # CPU profile of the 4k QD1/QD32 jobs with perf (bench/profile.sh); writes
 # bench/results/profile.md and re-assembles docs/benchmarks.md.

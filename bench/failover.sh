@@ -12,10 +12,14 @@
 # between completions, the time to the first good I/O on another path, and
 # draws docs/failover-path-failure.svg and docs/failover-hang.svg.
 #
+# `bash bench/failover.sh --hedge` runs bench/hedge.sh instead.
 # Knobs (env): PSPS, FAULTS [path-failure hang], NPATHS [3], FO_RUNTIME [10],
 #   FAULT_AT [4], IO_TIMEOUT [1s], SECT (section dir) [bench/results],
 #   SVGDIR [docs], FO_QUICK=1 (shorter runs; SVGs into SECT).
 set -uo pipefail
+# --hedge: the hedged-reads mode (4k randread QD16, hang on the busiest path,
+# hedging off vs on per PSP) lives in bench/hedge.sh.
+[ "${1:-}" = --hedge ] && exec bash "$(dirname "$0")/hedge.sh"
 source "$(dirname "$0")/lib.sh"
 
 QUICK=${FO_QUICK:-0}

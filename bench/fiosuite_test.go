@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // The contract of fio-suite.sh that run.sh, fuse-options.sh and profile.sh
@@ -22,19 +24,6 @@ var suiteFields = []string{"label", "job", "target", "direct", "engine", "numjob
 	"rd_iops", "rd_mibs", "rd_p50_us", "rd_p99_us", "rd_max_us",
 	"wr_iops", "wr_mibs", "wr_p50_us", "wr_p99_us", "wr_max_us",
 	"error", "verify", "note"}
-
-// needTools skips (outside CI) or fails (in CI) when a tool is missing.
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not found; CI must have it", tool)
-			}
-			t.Skipf("%s not found: this test runs fio-suite.sh, which needs %s (it runs in CI)", tool, tool)
-		}
-	}
-}
 
 // runSuite runs fio-suite.sh TARGET LABEL SIZE with env added and returns
 // its JSON lines, decoded, and its exit status.
@@ -67,7 +56,7 @@ func runSuite(t *testing.T, env []string, target, label, size string) ([]map[str
 }
 
 func TestFioSuiteJobs(t *testing.T) {
-	needTools(t, "fio", "jq", "timeout")
+	needs.Tools(t, "fio", "jq", "timeout")
 	target := filepath.Join(t.TempDir(), "target.img")
 	raw := t.TempDir()
 	lines, rc := runSuite(t, []string{"JOBS=randread4k seqwrite1m verify", "RUNTIME=1", "RAMP=0",
@@ -108,7 +97,7 @@ func TestFioSuiteJobs(t *testing.T) {
 }
 
 func TestFioSuiteReportsFailures(t *testing.T) {
-	needTools(t, "fio", "jq", "timeout")
+	needs.Tools(t, "fio", "jq", "timeout")
 	dir := t.TempDir()
 	// A target of zeros and an fio that only verifies: every block is
 	// wrong, as if the writes had been lost.
@@ -132,7 +121,7 @@ func TestFioSuiteReportsFailures(t *testing.T) {
 }
 
 func TestFioSuiteEngineFallback(t *testing.T) {
-	needTools(t, "fio", "jq", "timeout")
+	needs.Tools(t, "fio", "jq", "timeout")
 	target := filepath.Join(t.TempDir(), "target.img")
 	lines, rc := runSuite(t, []string{"JOBS=randrw4k", "RUNTIME=1", "RAMP=0", "AIO_ENGINE=no-such-engine"}, target, "e", "16M")
 	require.Equal(t, 0, rc)

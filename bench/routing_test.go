@@ -10,6 +10,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends"
 	_ "github.com/mpathfs/mpathfs/backends/nbd"
+	"github.com/mpathfs/mpathfs/internal/needs"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -40,9 +41,7 @@ func fileURI(b *testing.B) string {
 }
 
 func nbdURI(b *testing.B) string {
-	if _, err := exec.LookPath("nbdkit"); err != nil {
-		b.Skip("nbdkit not installed")
-	}
+	needs.Tools(b, "nbdkit")
 	dir := b.TempDir()
 	sock := filepath.Join(dir, "s")
 	cmd := exec.Command("nbdkit", "-f", "-U", sock, "memory", "64M")

@@ -52,7 +52,7 @@ assemble() {
   echo "Sections are kept in bench/results/*.md and assembled here; the machine is shared and noisy, so compare"
   echo "numbers within one run only. Last assembled $STAMP on $MACHINE."
   echo
-  for s in main main-notes rate failover failover-notes soak soak-notes nbdcost nbdcost-notes profile profile-findings nmpbench; do
+  for s in main main-notes rate failover failover-notes hedge hedge-notes soak soak-notes nbdcost nbdcost-notes profile profile-findings nmpbench; do
     [ -s "$SECT/$s.md" ] && { cat "$SECT/$s.md"; echo; }
   done
   } >"$OUT"

@@ -2,8 +2,13 @@
 // served to root and the daemon's user only; see socket.go) speaking HTTP
 // with JSON bodies, through which the `mpathfs` command and
 // scripts read status, switch paths, inject faults, change policies and
-// follow the event and trace streams of a running mount. It is its own
-// folder because it belongs to no layer: it drives them all.
+// follow the event and trace streams of a running mount. It drives a
+// host (package host) and nothing else.
+//
+// The API is typed: every route is registered here (api.go lists them
+// with their request and reply types, declared once for the server and
+// the Client), and errors cross the socket with a code (errors.go), so a
+// client matches them with errors.Is.
 package control
 
 import (
@@ -15,13 +20,14 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"sort"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends/fault"
+	"github.com/mpathfs/mpathfs/host"
+	"github.com/mpathfs/mpathfs/integrity"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -42,150 +48,36 @@ func SocketPath(flag string) string {
 	return DefaultSocket
 }
 
-// Runtime is what a running mount exposes to the control API.
+// Runtime is what a running mount exposes to the control API: its host
+// (devices, paths, fault injectors, arrays, rules) and event stream.
 type Runtime struct {
 	Mountpoint string
 	Started    time.Time
 	Events     *mpath.Events
-
-	mu      sync.RWMutex
-	devices []*nmp.Device
-	faults  map[string]*fault.Backend // by path name
-	ext     map[string]http.HandlerFunc
+	Host       *host.Host
 }
 
-// NewRuntime returns an empty runtime.
-func NewRuntime(mountpoint string, events *mpath.Events) *Runtime {
-	return &Runtime{Mountpoint: mountpoint, Started: time.Now(), Events: events, faults: map[string]*fault.Backend{}, ext: map[string]http.HandlerFunc{}}
-}
-
-// AddDevice registers a device and the fault injectors of its paths.
-func (r *Runtime) AddDevice(d *nmp.Device, faults map[string]*fault.Backend) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.devices = append(r.devices, d)
-	for name, f := range faults {
-		r.faults[name] = f
+// NewRuntime returns the runtime of a host (nil: an empty host).
+func NewRuntime(mountpoint string, h *host.Host) *Runtime {
+	if h == nil {
+		h = host.New(host.Options{})
 	}
-}
-
-// AddFault registers the fault injector of a path added later.
-func (r *Runtime) AddFault(path string, f *fault.Backend) {
-	r.mu.Lock()
-	r.faults[path] = f
-	r.mu.Unlock()
-}
-
-// Handle adds an endpoint (for plugins the core does not know: arrays,
-// scenarios). The pattern is as http.ServeMux takes it.
-func (r *Runtime) Handle(pattern string, h http.HandlerFunc) {
-	r.mu.Lock()
-	r.ext[pattern] = h
-	r.mu.Unlock()
+	return &Runtime{Mountpoint: mountpoint, Started: time.Now(), Events: h.Events(), Host: h}
 }
 
 // Devices returns the devices in order.
-func (r *Runtime) Devices() []*nmp.Device {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return append([]*nmp.Device(nil), r.devices...)
+func (r *Runtime) Devices() []host.Device { return r.Host.Devices() }
+
+// Device finds a device by name (ErrNotFound).
+func (r *Runtime) Device(name string) (host.Device, error) { return r.Host.Device(name) }
+
+// FindPath finds a path by name or URI across devices (ErrNotFound).
+func (r *Runtime) FindPath(name string) (host.Device, *mpath.Path, error) {
+	return r.Host.FindPath(name)
 }
 
-// Device finds a device by name.
-func (r *Runtime) Device(name string) (*nmp.Device, error) {
-	for _, d := range r.Devices() {
-		if d.Name() == name {
-			return d, nil
-		}
-	}
-	names := []string{}
-	for _, d := range r.Devices() {
-		names = append(names, d.Name())
-	}
-	return nil, fmt.Errorf("no device %q (devices: %v)", name, names)
-}
-
-// FindPath finds a path by name or URI across devices.
-func (r *Runtime) FindPath(name string) (*nmp.Device, *mpath.Path, error) {
-	for _, d := range r.Devices() {
-		if p := d.FindPath(name); p != nil {
-			return d, p, nil
-		}
-	}
-	return nil, nil, fmt.Errorf("no path %q: `mpathfs path list` shows the path names", name)
-}
-
-// Fault returns a path's fault injector.
-func (r *Runtime) Fault(path string) (*fault.Backend, string, error) {
-	_, p, err := r.FindPath(path)
-	if err != nil {
-		return nil, "", err
-	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	f := r.faults[p.Name]
-	if f == nil {
-		return nil, "", fmt.Errorf("path %s has no fault injector", p.Name)
-	}
-	return f, p.Name, nil
-}
-
-// Status is the JSON of `mpathfs status --json`.
-type Status struct {
-	Mountpoint string               `json:"mountpoint"`
-	Started    time.Time            `json:"started"`
-	Devices    []mpath.DeviceStatus `json:"devices"`
-}
-
-// FaultInfo is one active fault of one path.
-type FaultInfo struct {
-	Path string `json:"path"`
-	fault.Active
-}
-
-// Requests.
-type (
-	PathAdminRequest struct {
-		Path  string `json:"path"`
-		State string `json:"state"` // on|off
-		Rank  *int   `json:"rank,omitempty"`
-	}
-	FaultInjectRequest struct {
-		Path string     `json:"path"`
-		Spec fault.Spec `json:"spec"`
-	}
-	FaultClearRequest struct {
-		Path string `json:"path"`
-		ID   int    `json:"id,omitempty"` // 0: every fault of the path
-	}
-	PolicyRequest struct {
-		Device  string            `json:"device"`
-		PSP     string            `json:"psp"`
-		Options map[string]string `json:"options,omitempty"`
-	}
-	FaultInjectReply struct {
-		Path string `json:"path"`
-		ID   int    `json:"id"`
-	}
-	// PathFenceRequest is the operator's confirmation that nothing sent on
-	// a path can land any more (its server is dead, fenced or reset).
-	PathFenceRequest struct {
-		Path string `json:"path"`
-	}
-	// PathFenceReply says how many ambiguous ranges the fence resolved and
-	// which the device still has (left by other paths).
-	PathFenceReply struct {
-		Device    string                 `json:"device"`
-		Path      string                 `json:"path"`
-		Resolved  int                    `json:"resolved"`
-		Ambiguous []mpath.AmbiguousRange `json:"ambiguous"`
-	}
-)
-
-// ErrorReply is the body of every non-2xx reply.
-type ErrorReply struct {
-	Error string `json:"error"`
-}
+// Fault returns a path's fault injector and the path's name.
+func (r *Runtime) Fault(path string) (*fault.Backend, string, error) { return r.Host.Fault(path) }
 
 // Server serves the control API on a Unix socket.
 type Server struct {
@@ -214,18 +106,46 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// mux registers every route of the API (api.go lists them).
 func (s *Server) mux() http.Handler {
 	m := http.NewServeMux()
-	m.HandleFunc("GET /v1/status", s.status)
-	m.HandleFunc("POST /v1/path/admin", s.pathAdmin)
-	m.HandleFunc("POST /v1/path/fence", s.pathFence)
-	m.HandleFunc("POST /v1/fault/inject", s.faultInject)
-	m.HandleFunc("POST /v1/fault/clear", s.faultClear)
-	m.HandleFunc("GET /v1/fault/list", s.faultList)
-	m.HandleFunc("POST /v1/policy", s.policy)
-	m.HandleFunc("GET /v1/plugins", s.plugins)
-	m.HandleFunc("GET /v1/events", s.events)
-	m.HandleFunc("GET /v1/trace", s.trace)
+	rt := s.rt
+	get(m, RouteStatus, func(*http.Request) (Status, error) { return rt.StatusOf(), nil })
+	post(m, RoutePathAdmin, rt.PathAdmin)
+	post(m, RoutePathFence, func(_ context.Context, r PathFenceRequest) (PathFenceReply, error) { return rt.FencePath(r.Path) })
+	post(m, RoutePathAdd, func(ctx context.Context, r PathAddRequest) (mpath.PathStatus, error) {
+		return rt.Host.AddPath(ctx, r.Device, r.URI, r.Name)
+	})
+	post(m, RouteFaultInject, rt.InjectFault)
+	post(m, RouteFaultClear, rt.ClearFault)
+	get(m, RouteFaultList, func(*http.Request) (FaultListReply, error) { return FaultListReply{Faults: rt.FaultList()}, nil })
+	post(m, RoutePolicy, func(_ context.Context, r PolicyRequest) (mpath.DeviceStatus, error) {
+		d, err := rt.Device(r.Device)
+		if err != nil {
+			return mpath.DeviceStatus{}, err
+		}
+		if err := d.SetPolicy(r.PSP, r.Options); err != nil {
+			return mpath.DeviceStatus{}, host.Kinded(ErrInvalid, err)
+		}
+		return d.Status(), nil
+	})
+	get(m, RoutePlugins, func(*http.Request) (Plugins, error) { return LocalPlugins(), nil })
+	m.HandleFunc(RouteEvents, s.events)
+	m.HandleFunc(RouteTrace, s.trace)
+	get(m, RouteArrays, func(*http.Request) (ArraysReply, error) { return ArraysReply{Arrays: rt.Host.Arrays()}, nil })
+	post(m, RouteArray, rt.Array)
+	get(m, RouteExplain, func(req *http.Request) (nmp.Explanation, error) {
+		return rt.Host.Explain(req.URL.Query().Get("device"))
+	})
+	get(m, RouteClaimRules, func(*http.Request) (ClaimRulesReply, error) {
+		return ClaimRulesReply{Claimrules: rt.Host.ClaimRules()}, nil
+	})
+	get(m, RouteSATPRules, func(*http.Request) (SATPRulesReply, error) {
+		return SATPRulesReply{Satprules: rt.Host.SATPRules()}, nil
+	})
+	get(m, RouteVerify, func(req *http.Request) (integrity.Report, error) {
+		return rt.Host.Verify(req.Context(), req.URL.Query().Get("device"))
+	})
 	// Go's profiler, for `go tool pprof` through the socket (see the
 	// README's benchmarks section): the socket is 0600, so only the user
 	// who mounted can read it.
@@ -234,22 +154,42 @@ func (s *Server) mux() http.Handler {
 	m.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	m.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	m.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	// Anything else is no route of this API: a JSON error with its code,
+	// not the mux's text page.
 	m.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
-		s.rt.mu.RLock()
-		var h http.HandlerFunc
-		for pat, fn := range s.rt.ext {
-			if pat == req.Method+" "+req.URL.Path {
-				h = fn
-			}
-		}
-		s.rt.mu.RUnlock()
-		if h == nil {
-			replyErr(w, http.StatusNotFound, fmt.Errorf("unknown control endpoint %s %s", req.Method, req.URL.Path))
-			return
-		}
-		h(w, req)
+		ReplyError(w, fmt.Errorf("%w %s %s", ErrUnknownEndpoint, req.Method, req.URL.Path))
 	})
 	return m
+}
+
+// get registers a route that answers with a reply of type Rep.
+func get[Rep any](m *http.ServeMux, pattern string, fn func(*http.Request) (Rep, error)) {
+	m.HandleFunc(pattern, func(w http.ResponseWriter, req *http.Request) {
+		rep, err := fn(req)
+		if err != nil {
+			ReplyError(w, err)
+			return
+		}
+		Reply(w, rep)
+	})
+}
+
+// post registers a route that takes a request body of type Req and
+// answers with a reply of type Rep.
+func post[Req, Rep any](m *http.ServeMux, pattern string, fn func(context.Context, Req) (Rep, error)) {
+	m.HandleFunc(pattern, func(w http.ResponseWriter, req *http.Request) {
+		var r Req
+		if err := Decode(req, &r); err != nil {
+			ReplyError(w, err)
+			return
+		}
+		rep, err := fn(req.Context(), r)
+		if err != nil {
+			ReplyError(w, err)
+			return
+		}
+		Reply(w, rep)
+	})
 }
 
 // Reply writes a JSON reply.
@@ -258,21 +198,21 @@ func Reply(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-func replyErr(w http.ResponseWriter, code int, err error) {
+// ReplyError writes an error reply: the message and the code of its kind,
+// with the HTTP status of the kind (400 for an error of no known kind).
+func ReplyError(w http.ResponseWriter, err error) {
+	code, status := codeOf(err)
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(ErrorReply{Error: err.Error()})
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(ErrorReply{Error: err.Error(), Code: code})
 }
 
-// ReplyError writes an error reply (400: the request was wrong).
-func ReplyError(w http.ResponseWriter, err error) { replyErr(w, http.StatusBadRequest, err) }
-
-// Decode reads a JSON request body strictly.
+// Decode reads a JSON request body strictly; a bad body is ErrInvalid.
 func Decode(req *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, req.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("bad request body: %w", err)
+		return host.Kinded(ErrInvalid, fmt.Errorf("bad request body: %w", err))
 	}
 	return nil
 }
@@ -286,41 +226,30 @@ func (r *Runtime) StatusOf() Status {
 	return st
 }
 
-func (s *Server) status(w http.ResponseWriter, req *http.Request) {
-	Reply(w, s.rt.StatusOf())
-}
-
-func (s *Server) pathAdmin(w http.ResponseWriter, req *http.Request) {
-	var r PathAdminRequest
-	if err := Decode(req, &r); err != nil {
-		ReplyError(w, err)
-		return
-	}
-	d, p, err := s.rt.FindPath(r.Path)
+// PathAdmin switches a path on or off and sets its MRU rank.
+func (r *Runtime) PathAdmin(_ context.Context, req PathAdminRequest) (mpath.PathStatus, error) {
+	d, p, err := r.FindPath(req.Path)
 	if err != nil {
-		ReplyError(w, err)
-		return
+		return mpath.PathStatus{}, err
 	}
-	if r.Rank != nil {
-		if err := d.SetPathRank(p.Name, *r.Rank); err != nil {
-			ReplyError(w, err)
-			return
+	if req.Rank != nil {
+		if err := d.SetPathRank(p.Name, *req.Rank); err != nil {
+			return mpath.PathStatus{}, host.Kinded(ErrInvalid, err)
 		}
 	}
-	switch r.State {
+	switch req.State {
 	case "":
 	case "on", "active":
 		err = d.SetPathAdmin(p.Name, true)
 	case "off", "disabled":
 		err = d.SetPathAdmin(p.Name, false)
 	default:
-		err = fmt.Errorf("path state %q: want on or off", r.State)
+		err = host.Kinded(ErrInvalid, fmt.Errorf("path state %q: want on or off", req.State))
 	}
 	if err != nil {
-		ReplyError(w, err)
-		return
+		return mpath.PathStatus{}, err
 	}
-	Reply(w, p.Status())
+	return p.Status(), nil
 }
 
 // FencePath resolves every ambiguous write range a path left (see
@@ -340,127 +269,58 @@ func (r *Runtime) FencePath(name string) (PathFenceReply, error) {
 	return PathFenceReply{}, err
 }
 
-func ambiguousOf(d *nmp.Device) []mpath.AmbiguousRange {
+func ambiguousOf(d host.Device) []mpath.AmbiguousRange {
 	if a := d.Ambiguous(); a != nil {
 		return a
 	}
 	return []mpath.AmbiguousRange{}
 }
 
-func (s *Server) pathFence(w http.ResponseWriter, req *http.Request) {
-	var r PathFenceRequest
-	if err := Decode(req, &r); err != nil {
-		ReplyError(w, err)
-		return
-	}
-	reply, err := s.rt.FencePath(r.Path)
+// InjectFault injects a fault on a path and publishes the event.
+func (r *Runtime) InjectFault(_ context.Context, req FaultInjectRequest) (FaultInjectReply, error) {
+	f, name, err := r.Fault(req.Path)
 	if err != nil {
-		ReplyError(w, err)
-		return
+		return FaultInjectReply{}, err
 	}
-	Reply(w, reply)
+	id, err := f.Inject(req.Spec)
+	if err != nil {
+		return FaultInjectReply{}, host.Kinded(ErrInvalid, err)
+	}
+	r.publish(mpath.Event{Time: time.Now(), Kind: "fault", Path: name, To: "injected #" + strconv.Itoa(id), Reason: req.Spec.String()})
+	return FaultInjectReply{Path: name, ID: id}, nil
 }
 
-func (s *Server) faultInject(w http.ResponseWriter, req *http.Request) {
-	var r FaultInjectRequest
-	if err := Decode(req, &r); err != nil {
-		ReplyError(w, err)
-		return
-	}
-	f, name, err := s.rt.Fault(r.Path)
+// ClearFault clears one fault of a path (ID 0: all of them) and publishes
+// the event.
+func (r *Runtime) ClearFault(_ context.Context, req FaultClearRequest) (FaultClearReply, error) {
+	f, name, err := r.Fault(req.Path)
 	if err != nil {
-		ReplyError(w, err)
-		return
-	}
-	id, err := f.Inject(r.Spec)
-	if err != nil {
-		ReplyError(w, err)
-		return
-	}
-	if s.rt.Events != nil {
-		s.rt.Events.Publish(mpath.Event{Time: time.Now(), Kind: "fault", Path: name, To: "injected #" + strconv.Itoa(id), Reason: r.Spec.String()})
-	}
-	Reply(w, FaultInjectReply{Path: name, ID: id})
-}
-
-func (s *Server) faultClear(w http.ResponseWriter, req *http.Request) {
-	var r FaultClearRequest
-	if err := Decode(req, &r); err != nil {
-		ReplyError(w, err)
-		return
-	}
-	f, name, err := s.rt.Fault(r.Path)
-	if err != nil {
-		ReplyError(w, err)
-		return
+		return FaultClearReply{}, err
 	}
 	what := "all"
-	if r.ID == 0 {
+	if req.ID == 0 {
 		f.ClearAll()
-	} else if err := f.Clear(r.ID); err != nil {
-		ReplyError(w, err)
-		return
+	} else if err := f.Clear(req.ID); err != nil {
+		return FaultClearReply{}, host.Kinded(ErrNotFound, err)
 	} else {
-		what = "#" + strconv.Itoa(r.ID)
+		what = "#" + strconv.Itoa(req.ID)
 	}
-	if s.rt.Events != nil {
-		s.rt.Events.Publish(mpath.Event{Time: time.Now(), Kind: "fault", Path: name, To: "cleared " + what})
-	}
-	Reply(w, map[string]any{"path": name, "cleared": what})
+	r.publish(mpath.Event{Time: time.Now(), Kind: "fault", Path: name, To: "cleared " + what})
+	return FaultClearReply{Path: name, Cleared: what}, nil
 }
 
 // FaultList lists every active fault, by path in name order.
-func (r *Runtime) FaultList() []FaultInfo {
-	r.mu.RLock()
-	names := make([]string, 0, len(r.faults))
-	for n := range r.faults {
-		names = append(names, n)
-	}
-	r.mu.RUnlock()
-	sort.Strings(names)
-	out := []FaultInfo{}
-	for _, n := range names {
-		r.mu.RLock()
-		f := r.faults[n]
-		r.mu.RUnlock()
-		for _, a := range f.List() {
-			out = append(out, FaultInfo{Path: n, Active: a})
-		}
-	}
-	return out
+func (r *Runtime) FaultList() []FaultInfo { return r.Host.Faults() }
+
+// Array runs a command on a simulated array.
+func (r *Runtime) Array(_ context.Context, req ArrayRequest) (array.Status, error) {
+	return r.Host.Array(host.ArrayCommand{Array: req.Array, Action: req.Action, Controller: req.Controller, TPG: req.TPG, State: req.State})
 }
 
-func (s *Server) faultList(w http.ResponseWriter, req *http.Request) {
-	Reply(w, map[string]any{"faults": s.rt.FaultList()})
-}
-
-func (s *Server) policy(w http.ResponseWriter, req *http.Request) {
-	var r PolicyRequest
-	if err := Decode(req, &r); err != nil {
-		ReplyError(w, err)
-		return
+func (r *Runtime) publish(ev mpath.Event) {
+	if r.Events != nil {
+		r.Events.Publish(ev)
 	}
-	d, err := s.rt.Device(r.Device)
-	if err != nil {
-		ReplyError(w, err)
-		return
-	}
-	if err := d.SetPolicy(r.PSP, r.Options); err != nil {
-		ReplyError(w, err)
-		return
-	}
-	Reply(w, d.Status())
-}
-
-// Plugins is the JSON of `mpathfs plugins --json`.
-type Plugins struct {
-	MPPs  []string         `json:"mpps"`
-	SATPs []nmp.PluginInfo `json:"satps"`
-	PSPs  []nmp.PluginInfo `json:"psps"`
-}
-
-func (s *Server) plugins(w http.ResponseWriter, req *http.Request) {
-	Reply(w, Plugins{MPPs: mpath.MPPNames(), SATPs: nmp.SATPs(), PSPs: nmp.PSPs()})
 }
 
 // events streams events as JSON lines. Query parameters: history=N sends
@@ -469,7 +329,7 @@ func (s *Server) plugins(w http.ResponseWriter, req *http.Request) {
 // (the default) new events follow until the client goes away.
 func (s *Server) events(w http.ResponseWriter, req *http.Request) {
 	if s.rt.Events == nil {
-		replyErr(w, http.StatusNotFound, errors.New("no event stream"))
+		ReplyError(w, host.Kinded(ErrUnsupported, errors.New("no event stream")))
 		return
 	}
 	q := req.URL.Query()
@@ -477,7 +337,7 @@ func (s *Server) events(w http.ResponseWriter, req *http.Request) {
 	if h := q.Get("history"); h != "" {
 		n, err := strconv.Atoi(h)
 		if err != nil || n < 0 {
-			ReplyError(w, fmt.Errorf("history=%q: want a count of events, 0 or more", h))
+			ReplyError(w, host.Kinded(ErrInvalid, fmt.Errorf("history=%q: want a count of events, 0 or more", h)))
 			return
 		}
 		history = n
@@ -486,7 +346,7 @@ func (s *Server) events(w http.ResponseWriter, req *http.Request) {
 	if f := q.Get("follow"); f != "" {
 		b, err := strconv.ParseBool(f)
 		if err != nil {
-			ReplyError(w, fmt.Errorf("follow=%q: want 1 or 0", f))
+			ReplyError(w, host.Kinded(ErrInvalid, fmt.Errorf("follow=%q: want 1 or 0", f)))
 			return
 		}
 		follow = b

@@ -10,13 +10,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
 func eventsServer(t *testing.T) (*mpath.Events, *Client) {
 	t.Helper()
 	events := &mpath.Events{}
-	s, err := Listen(filepath.Join(shortDir(t), "c.sock"), NewRuntime("/nowhere", events))
+	s, err := Listen(filepath.Join(shortDir(t), "c.sock"), NewRuntime("/nowhere", host.New(host.Options{Events: events})))
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	c, err := Dial(s.Path())

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mpathfs/mpathfs/host"
 )
 
 // Who may use the control socket, and how it comes into being.
@@ -284,14 +286,14 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		p, _ := req.Context().Value(peerKey{}).(peer)
 		switch {
 		case p.err != nil || p.cred == nil:
-			replyErr(w, http.StatusForbidden, fmt.Errorf("mpathfs control socket %s: cannot read the caller's credentials (%v): refused", s.path, p.err))
+			ReplyError(w, host.Kinded(ErrPermission, fmt.Errorf("mpathfs control socket %s: cannot read the caller's credentials (%v): refused", s.path, p.err)))
 			return
 		case !s.allowed(p.cred.Uid):
 			who := "only root (who started the mount) may use it"
 			if s.owner != 0 {
 				who = fmt.Sprintf("only root and uid %d (who started the mount) may use it", s.owner)
 			}
-			replyErr(w, http.StatusForbidden, fmt.Errorf("mpathfs control socket %s: permission denied for uid %d: %s", s.path, p.cred.Uid, who))
+			ReplyError(w, host.Kinded(ErrPermission, fmt.Errorf("mpathfs control socket %s: permission denied for uid %d: %s", s.path, p.cred.Uid, who)))
 			return
 		}
 		next.ServeHTTP(w, req)

@@ -187,14 +187,16 @@ func unixHTTP(sock string) *http.Client {
 func TestEndpointEscaping(t *testing.T) {
 	dir := shortDir(t)
 	p := filepath.Join(dir, "c.sock")
-	rt := NewRuntime("/nowhere", nil)
 	type echo struct{ Device, Path, Name string }
-	rt.Handle("GET /v1/echo", func(w http.ResponseWriter, req *http.Request) {
+	echoMux := http.NewServeMux()
+	echoMux.HandleFunc("GET /v1/echo", func(w http.ResponseWriter, req *http.Request) {
 		Reply(w, echo{Device: req.URL.Query().Get("device"), Path: req.URL.Query().Get("path")})
 	})
-	s, err := Listen(p, rt)
+	ln, err := net.Listen("unix", p)
 	require.NoError(t, err)
-	t.Cleanup(func() { s.Close() })
+	srv := &http.Server{Handler: echoMux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
 	c, err := Dial(p)
 	require.NoError(t, err)
 	for _, name := range []string{"a b/c?d", "x&device=y", "100%", "#frag", "ü+é", ""} {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -89,8 +90,9 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func TestTraceTwoClients(t *testing.T) {
 	const name = "dev a/b?c" // escaped in the URL, found by the server
 	d := fileDevice(t, name)
-	rt := NewRuntime("/nowhere", nil)
-	rt.AddDevice(d, nil)
+	h := host.New(host.Options{})
+	require.NoError(t, h.Adopt(d, nil))
+	rt := NewRuntime("/nowhere", h)
 	s, err := Listen(filepath.Join(shortDir(t), "c.sock"), rt)
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })

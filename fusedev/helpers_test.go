@@ -16,35 +16,21 @@ import (
 	"unsafe"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // need fails the test in CI and skips it elsewhere when FUSE or a tool is
 // missing.
 func need(t testing.TB, tools ...string) {
 	t.Helper()
-	missing := func(why string) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI is set but %s", why)
-		}
-		t.Skipf("skipped: %s (set CI to make this a failure)", why)
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		missing("/dev/fuse is missing")
-	}
+	reqs := append([]string{"/dev/fuse"}, tools...)
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing(tool + " is not installed")
+		switch tool {
+		case "losetup", "mount", "mkfs.ext4":
+			reqs = append(reqs, "root")
 		}
 	}
-	if os.Geteuid() != 0 {
-		for _, tool := range tools {
-			switch tool {
-			case "losetup", "mount", "mkfs.ext4":
-				missing("the test needs root for " + tool)
-			}
-		}
-	}
+	needs.Tools(t, reqs...)
 }
 
 // testDev is a Device over a temporary sparse file, with hooks to inject

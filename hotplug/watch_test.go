@@ -10,25 +10,12 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends/block"
 	"github.com/mpathfs/mpathfs/hotplug"
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 func needLoop(t *testing.T) {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "loop devices and uevents need root"
-	} else if _, err := exec.LookPath("losetup"); err != nil {
-		why = "losetup not found (util-linux)"
-	} else if _, err := os.Stat("/dev/loop-control"); err != nil {
-		why = "no /dev/loop-control: the kernel has no loop support"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI is set but %s", why)
-	}
-	t.Skip(why)
+	needs.Tools(t, "root", "losetup", "/dev/loop-control")
 }
 
 func losetup(t *testing.T, args ...string) string {

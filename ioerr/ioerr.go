@@ -82,6 +82,10 @@ var (
 	ErrOutOfRange = &Error{Class: ClassDeviceError, Op: "io", Err: errors.New("request beyond the end of the device")}
 	// ErrClosed: the device was closed.
 	ErrClosed = errors.New("device closed")
+	// ErrReservationConflict: the LU answered RESERVATION CONFLICT (another
+	// I_T nexus holds a reservation). Transports wrap it in a device-error
+	// class: not a path failure, no failover, no retry on another path.
+	ErrReservationConflict = errors.New("reservation conflict: the logical unit is reserved by another initiator; release or preempt the reservation")
 )
 
 type classSentinel struct{ c Class }

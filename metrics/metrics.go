@@ -48,9 +48,18 @@ type Collector struct {
 	latency *prometheus.HistogramVec
 
 	stateDesc, failoverDesc, apdDesc, apdNowDesc, queueDesc, inflightDesc *prometheus.Desc
+	hedgedDesc, hedgeLostDesc, slowDesc                                   *prometheus.Desc
 
 	mu      sync.Mutex
-	devices []*nmp.Device
+	devices []Observed
+}
+
+// Observed is what the collector needs of a device: its status, read at
+// scrape time, and the observer hook its completions are reported through
+// (*nmp.Device is one).
+type Observed interface {
+	Status() mpath.DeviceStatus
+	SetObserver(o nmp.Observer)
 }
 
 var _ nmp.Observer = (*Collector)(nil)
@@ -75,6 +84,9 @@ func New() *Collector {
 	c.failoverDesc = prometheus.NewDesc("mpathfs_device_failovers_total", "Paths that left the active state.", []string{"device"}, nil)
 	c.apdDesc = prometheus.NewDesc("mpathfs_device_apd_entries_total", "Times the device entered All-Paths-Down.", []string{"device"}, nil)
 	c.apdNowDesc = prometheus.NewDesc("mpathfs_device_apd", "1 while the device is in All-Paths-Down.", []string{"device"}, nil)
+	c.hedgedDesc = prometheus.NewDesc("mpathfs_path_hedged_reads_total", "Reads on the path that outlived the hedging threshold and were sent again on another path.", pl, nil)
+	c.hedgeLostDesc = prometheus.NewDesc("mpathfs_path_hedge_lost_total", "Reads on the path whose hedge on another path answered first.", pl, nil)
+	c.slowDesc = prometheus.NewDesc("mpathfs_path_slow", "1 while the path is marked slow (kept in the marginal group for losing to its hedges).", pl, nil)
 	c.queueDesc = prometheus.NewDesc("mpathfs_device_queue_depth", "I/Os inside the device (in flight or queued).", []string{"device"}, nil)
 	c.reg.MustRegister(c.ios, c.bytes, c.errs, c.latency, &deviceCollector{c},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -82,7 +94,7 @@ func New() *Collector {
 }
 
 // Add attaches the collector to a device as its observer.
-func (c *Collector) Add(d *nmp.Device) {
+func (c *Collector) Add(d Observed) {
 	c.mu.Lock()
 	c.devices = append(c.devices, d)
 	c.mu.Unlock()
@@ -116,7 +128,7 @@ type deviceCollector struct{ c *Collector }
 
 func (dc *deviceCollector) Describe(ch chan<- *prometheus.Desc) {
 	c := dc.c
-	for _, d := range []*prometheus.Desc{c.stateDesc, c.inflightDesc, c.failoverDesc, c.apdDesc, c.apdNowDesc, c.queueDesc} {
+	for _, d := range []*prometheus.Desc{c.stateDesc, c.inflightDesc, c.failoverDesc, c.apdDesc, c.apdNowDesc, c.queueDesc, c.hedgedDesc, c.hedgeLostDesc, c.slowDesc} {
 		ch <- d
 	}
 }
@@ -124,7 +136,7 @@ func (dc *deviceCollector) Describe(ch chan<- *prometheus.Desc) {
 func (dc *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 	c := dc.c
 	c.mu.Lock()
-	devs := append([]*nmp.Device(nil), c.devices...)
+	devs := append([]Observed(nil), c.devices...)
 	c.mu.Unlock()
 	for _, d := range devs {
 		st := d.Status()
@@ -137,6 +149,13 @@ func (dc *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(c.stateDesc, prometheus.GaugeValue, v, st.Name, p.Name, s.String())
 			}
 			ch <- prometheus.MustNewConstMetric(c.inflightDesc, prometheus.GaugeValue, float64(p.Inflight), st.Name, p.Name)
+			ch <- prometheus.MustNewConstMetric(c.hedgedDesc, prometheus.CounterValue, float64(p.Hedged), st.Name, p.Name)
+			ch <- prometheus.MustNewConstMetric(c.hedgeLostDesc, prometheus.CounterValue, float64(p.HedgeLost), st.Name, p.Name)
+			slow := 0.0
+			if p.Slow {
+				slow = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.slowDesc, prometheus.GaugeValue, slow, st.Name, p.Name)
 		}
 		apd := 0.0
 		if st.APD {
@@ -175,11 +194,21 @@ func ResolveAddr(addr string, allowRemote bool) (string, error) {
 	if !allowRemote {
 		ip := net.ParseIP(host)
 		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return "", fmt.Errorf("metrics address %q is not a loopback address: the metrics name every path and its URI; bind to 127.0.0.1 (and scrape through a proxy) or allow it explicitly", addr)
+			return "", notLoopbackError{fmt.Sprintf("metrics address %q is not a loopback address: the metrics name every path and its URI; bind to 127.0.0.1 (and scrape through a proxy) or allow it explicitly", addr)}
 		}
 	}
 	return net.JoinHostPort(host, port), nil
 }
+
+// ErrNotLoopback: the listen address is not a loopback address and
+// Options.AllowRemote is not set.
+var ErrNotLoopback = errors.New("metrics address is not a loopback address")
+
+// notLoopbackError is ErrNotLoopback with the address in its message.
+type notLoopbackError struct{ msg string }
+
+func (e notLoopbackError) Error() string        { return e.msg }
+func (e notLoopbackError) Is(target error) bool { return target == ErrNotLoopback }
 
 // Server is a running metrics endpoint.
 type Server struct {

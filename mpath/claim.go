@@ -2,7 +2,6 @@ package mpath
 
 import (
 	"fmt"
-	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -125,16 +124,6 @@ func AttrsOf(p *Path) PathAttrs {
 	return a
 }
 
-// glob matches a case-insensitive glob pattern (empty matches anything).
-// SCSI identity strings are space padded; trailing spaces do not count.
-func glob(pattern, s string) bool {
-	if pattern == "" || pattern == "*" {
-		return true
-	}
-	ok, err := path.Match(strings.ToUpper(pattern), strings.ToUpper(strings.TrimRight(s, " ")))
-	return err == nil && ok
-}
-
 // matchLocation matches "vmhbaA:CC:TT:LL" with "*" for any part (a part
 // may also be a glob such as vmhba* or T1*).
 func matchLocation(pattern string, l Location) bool {
@@ -155,7 +144,7 @@ func matchLocation(pattern string, l Location) bool {
 		if !strings.HasPrefix(strings.ToUpper(p), strings.ToUpper(prefixes[i])) {
 			want = prefixes[i] + p
 		}
-		if ok, err := path.Match(strings.ToLower(want), strings.ToLower(have[i])); err != nil || !ok {
+		if !Glob(want, have[i]) {
 			return false
 		}
 	}
@@ -166,7 +155,7 @@ func matchLocation(pattern string, l Location) bool {
 func (r Rule) Match(a PathAttrs) bool {
 	switch r.Type {
 	case ruleTypeVendor:
-		return glob(r.Vendor, a.Vendor) && glob(r.Model, a.Model)
+		return Glob(r.Vendor, a.Vendor) && Glob(r.Model, a.Model)
 	case ruleTypeLocation:
 		return matchLocation(r.Location, a.Location)
 	case ruleTypeTransport:
@@ -176,7 +165,7 @@ func (r Rule) Match(a PathAttrs) bool {
 		}
 		return strings.EqualFold(r.Transport, tr)
 	case ruleTypeDriver:
-		return glob(r.Driver, a.Driver)
+		return Glob(r.Driver, a.Driver)
 	}
 	return false
 }
@@ -239,7 +228,7 @@ func (r Rule) Validate() error {
 		}
 	}
 	check := func(what, p string) error {
-		if _, err := path.Match(p, ""); err != nil {
+		if err := CheckGlob(p); err != nil {
 			return fmt.Errorf("claim rule %d: %s pattern %q: %v", r.ID, what, p, err)
 		}
 		return nil

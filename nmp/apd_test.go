@@ -243,7 +243,7 @@ func TestIODeadline(t *testing.T) {
 				if r.fake("p1").hung.Load() != 0 {
 					t.Errorf("an operation is still held on p1")
 				}
-				if got := string(r.store.snapshot()[:len(buf)]); got != string(buf) {
+				if got := string(r.store.Snapshot()[:len(buf)]); got != string(buf) {
 					t.Errorf("store holds %q", got)
 				}
 				// The checker's probe of a hung path is bounded too.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -126,7 +127,7 @@ func (a *abortFake) Abort(error) {
 // failure.
 func TestCallerDeadlineIsNotAPathTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newMemStore(1 << 16)
+		s := backendtest.NewMem(1 << 16)
 		a1 := &abortFake{fakePath: newFakePath("p1", s)}
 		a2 := &abortFake{fakePath: newFakePath("p2", s)}
 		paths := []*mpath.Path{{Name: "p1", Backend: a1}, {Name: "p2", Backend: a2}}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -147,8 +148,8 @@ func TestCapabilities(t *testing.T) {
 		t.Cleanup(func() { d.Close() })
 		return d
 	}
-	s := newMemStore(1 << 16)
-	copy(s.data, strings.Repeat("x", 1<<16))
+	s := backendtest.NewMem(1 << 16)
+	s.Update(func(d []byte) { copy(d, strings.Repeat("x", 1<<16)) })
 
 	d := newDev(t, newFakePath("p1", s), newFakePath("p2", s))
 	if err := d.Discard(ctx, 0, 4096); err != nil {
@@ -157,7 +158,7 @@ func TestCapabilities(t *testing.T) {
 	if err := d.WriteZeroes(ctx, 8192, 4096); err != nil {
 		t.Fatalf("write-zeroes with every path able: %v", err)
 	}
-	if s.data[0] != 0 || s.data[8192] != 0 || s.data[4096] != 'x' || s.data[12288] != 'x' {
+	if d := s.Snapshot(); d[0] != 0 || d[8192] != 0 || d[4096] != 'x' || d[12288] != 'x' {
 		t.Fatalf("discard/write-zeroes did not zero their ranges only")
 	}
 	if err := d.Discard(ctx, 1<<16-4096, 8192); !errors.Is(err, ioerr.ErrDeviceError) {
@@ -197,9 +198,9 @@ func TestCapabilities(t *testing.T) {
 // different size or WWID), at creation and when added live, naming the
 // path.
 func TestIdentityChecks(t *testing.T) {
-	s := newMemStore(1 << 16)
-	other := newMemStore(1 << 17)
-	path := func(name string, st *memStore, wwid string) *mpath.Path {
+	s := backendtest.NewMem(1 << 16)
+	other := backendtest.NewMem(1 << 17)
+	path := func(name string, st *backendtest.Mem, wwid string) *mpath.Path {
 		return &mpath.Path{Name: name, URI: "fake://" + name, Backend: newFakePath(name, st), Inquiry: backends.Inquiry{WWID: wwid}}
 	}
 	tests := []struct {

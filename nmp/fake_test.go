@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -18,20 +19,6 @@ import (
 // This file holds the hand-written fakes the nmp tests drive real devices
 // over: an in-memory store shared by several paths, each path a fake
 // backend with hooks to fail, hang and slow down, counting its operations.
-
-// memStore is the one store every fake path of a device leads to.
-type memStore struct {
-	mu   sync.RWMutex
-	data []byte
-}
-
-func newMemStore(size int) *memStore { return &memStore{data: make([]byte, size)} }
-
-func (s *memStore) snapshot() []byte {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return append([]byte(nil), s.data...)
-}
 
 // fakeFault is what a fake path does instead of (or before) an operation.
 type fakeFault struct {
@@ -52,7 +39,7 @@ type fakeFault struct {
 // fakePath is one path's backend. The zero fault is healthy.
 type fakePath struct {
 	name  string
-	store *memStore
+	store *backendtest.Mem
 	size  int64 // reported size; 0: the store's
 
 	noDiscard, noZero bool // capabilities it lacks
@@ -75,7 +62,7 @@ var (
 	_ backends.Capable    = (*fakePath)(nil)
 )
 
-func newFakePath(name string, s *memStore) *fakePath {
+func newFakePath(name string, s *backendtest.Mem) *fakePath {
 	return &fakePath{name: name, store: s, release: make(chan struct{})}
 }
 
@@ -226,18 +213,17 @@ func (f *fakePath) ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 		return 0, err
 	}
 	f.reads.Add(1)
-	f.store.mu.RLock()
-	n := copy(p, f.store.data[off:])
-	f.store.mu.RUnlock()
+	var n int
+	f.store.View(func(d []byte) { n = copy(p, d[off:]) })
 	return n, nil
 }
 
 func (f *fakePath) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	apply := func(p []byte) int {
 		f.writes.Add(1)
-		f.store.mu.Lock()
-		defer f.store.mu.Unlock()
-		return copy(f.store.data[off:], p)
+		var n int
+		f.store.Update(func(d []byte) { n = copy(d[off:], p) })
+		return n
 	}
 	late := func() func() {
 		q := append([]byte(nil), p...)
@@ -271,9 +257,7 @@ func (f *fakePath) Discard(ctx context.Context, off, length int64) error {
 	}
 	apply := func() {
 		f.discards.Add(1)
-		f.store.mu.Lock()
-		clear(f.store.data[off : off+length])
-		f.store.mu.Unlock()
+		f.store.Update(func(d []byte) { clear(d[off : off+length]) })
 	}
 	if err := f.gate(ctx, "discard", func() func() { return apply }); err != nil {
 		return err
@@ -288,9 +272,7 @@ func (f *fakePath) WriteZeroes(ctx context.Context, off, length int64) error {
 	}
 	apply := func() {
 		f.zeroes.Add(1)
-		f.store.mu.Lock()
-		clear(f.store.data[off : off+length])
-		f.store.mu.Unlock()
+		f.store.Update(func(d []byte) { clear(d[off : off+length]) })
 	}
 	if err := f.gate(ctx, "discard", func() func() { return apply }); err != nil {
 		return err
@@ -315,7 +297,7 @@ func (f *fakePath) Size() int64 {
 	if f.size != 0 {
 		return f.size
 	}
-	return int64(len(f.store.data))
+	return f.store.Size()
 }
 
 func (f *fakePath) Close() error {
@@ -327,7 +309,7 @@ func (f *fakePath) Close() error {
 // event subscription.
 type rig struct {
 	d      *Device
-	store  *memStore
+	store  *backendtest.Mem
 	fakes  []*fakePath
 	tracer *Tracer
 	events *mpath.Subscription
@@ -352,7 +334,7 @@ func newRig(t testing.TB, n int, cfg mpath.DeviceConfig) *rig {
 // is made (per-path settings such as the quiesce time).
 func newRigSetup(t testing.TB, n int, cfg mpath.DeviceConfig, setup func(*mpath.Path)) *rig {
 	t.Helper()
-	r := &rig{store: newMemStore(rigSize)}
+	r := &rig{store: backendtest.NewMem(rigSize)}
 	var paths []*mpath.Path
 	for i := range n {
 		f := newFakePath(fmt.Sprintf("p%d", i+1), r.store)
@@ -495,9 +477,9 @@ type groupedSATP struct {
 
 func init() {
 	RegisterSATP(satpTestGrouped, "test: two priority groups", PSPRR, func(o map[string]string) (SATP, error) {
-		opts := newOptions(satpTestGrouped, o)
-		ano := opSet([]string{opts.str("ano", "")})
-		if err := opts.done(); err != nil {
+		opts := NewOptions(satpTestGrouped, o)
+		ano := opSet([]string{opts.String("ano", "")})
+		if err := opts.Done(); err != nil {
 			return nil, err
 		}
 		return &groupedSATP{defaultSATP: &defaultSATP{name: satpTestGrouped, retryBackoff: time.Millisecond}, ano: ano}, nil
@@ -518,7 +500,7 @@ func (s *groupedSATP) Group(p *mpath.Path) (int, bool) {
 // silent, there is no Pending); reads are held, never landed.
 func TestFakeLandLate(t *testing.T) {
 	for _, proof := range []bool{true, false} {
-		f := newFakePath("p1", newMemStore(1<<16))
+		f := newFakePath("p1", backendtest.NewMem(1<<16))
 		f.landLate(50*time.Millisecond, proof)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 		_, err := f.WriteAt(ctx, []byte{1, 2, 3, 4}, 8)
@@ -542,7 +524,7 @@ func TestFakeLandLate(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 		}
-		if got := f.store.snapshot()[8:12]; string(got) != "\x01\x02\x03\x04" || f.landed.Load() != 1 {
+		if got := f.store.Snapshot()[8:12]; string(got) != "\x01\x02\x03\x04" || f.landed.Load() != 1 {
 			t.Fatalf("proof=%v: after the landing the store holds %v (landed %d)", proof, got, f.landed.Load())
 		}
 		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Millisecond)

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/fusedev"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
@@ -33,25 +34,20 @@ import (
 // fenceStore is the store both fake paths lead to. Writes are applied to
 // it in the order they land; check, when set, sees each landing first.
 type fenceStore struct {
-	mu    sync.Mutex
-	data  []byte
-	check func(off int64, p []byte)
+	*backendtest.Mem
+	check func(off int64, p []byte) // called under the store's lock
 }
 
 func (s *fenceStore) apply(off int64, p []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.check != nil {
-		s.check(off, p)
-	}
-	copy(s.data[off:], p)
+	s.Update(func(d []byte) {
+		if s.check != nil {
+			s.check(off, p)
+		}
+		copy(d[off:], p)
+	})
 }
 
-func (s *fenceStore) get(off, n int64) []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]byte(nil), s.data[off:off+n]...)
-}
+func (s *fenceStore) get(off, n int64) []byte { return s.Bytes(off, n) }
 
 // fenceMode is what a fake path does with a write-class operation.
 type fenceMode int
@@ -205,7 +201,7 @@ func (f *fenceFake) Probe(ctx context.Context) error {
 }
 
 func (f *fenceFake) Flush(ctx context.Context) error { return nil }
-func (f *fenceFake) Size() int64                     { return int64(len(f.store.data)) }
+func (f *fenceFake) Size() int64                     { return f.store.Size() }
 
 func (f *fenceFake) Close() error {
 	f.mu.Lock()
@@ -232,7 +228,7 @@ const fenceIOTimeout = time.Second
 // itself.
 func newFenceRig(t *testing.T, edit func(cfg *mpath.DeviceConfig, a, b *mpath.Path)) *fenceRig {
 	t.Helper()
-	r := &fenceRig{store: &fenceStore{data: make([]byte, 1<<20)}}
+	r := &fenceRig{store: &fenceStore{Mem: backendtest.NewMem(1 << 20)}}
 	r.a, r.b = newFenceFake("A", r.store), newFenceFake("B", r.store)
 	pa := &mpath.Path{Name: "A", URI: "fake://A", Transport: "fake", Location: mpath.Location{Adapter: 1}, Backend: r.a}
 	pb := &mpath.Path{Name: "B", URI: "fake://B", Transport: "fake", Location: mpath.Location{Adapter: 2}, Backend: r.b}

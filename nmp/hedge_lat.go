@@ -39,13 +39,17 @@ type pathLat struct {
 	// issued again elsewhere; lost, those whose hedge answered first; won,
 	// hedges this path carried that answered first.
 	hedged, lost, won atomic.Uint64
+	// streak counts reads lost in a row; a good read ends it.
+	streak atomic.Uint32
 
 	// slow state (hedge_slow.go): slow is read without the lock (by the
 	// owner as it publishes a view, under the device lock), the rest under
 	// mu. mu is never held while the device lock is taken.
 	slow      atomic.Bool
 	mu        sync.Mutex
-	losses    []time.Time
+	winStart  time.Time
+	winReads0 uint64 // count when the window began
+	winLosses uint64
 	slowUntil time.Time
 	slowSince time.Time
 	level     int
@@ -77,6 +81,9 @@ func latUpper(i int) int64 {
 func (l *pathLat) record(h *hedgeConfig, lat time.Duration) {
 	ns := uint64(max(lat, 0))
 	l.buckets[latBucket(ns)].Add(1)
+	if l.streak.Load() != 0 {
+		l.streak.Store(0)
+	}
 	if l.count.Add(1)%hedgeRecompute == 0 {
 		l.recompute(h)
 	}

@@ -8,8 +8,10 @@ import (
 )
 
 // Slow paths: the gray failure hedging uncovers. A path whose reads keep
-// losing to their hedges (hedge_slow_losses of them within
-// DefaultSlowWindow) still answers, only too late, so neither the SATP nor
+// losing to their hedges (hedge_slow_losses of them in a row, or within
+// DefaultSlowWindow and at least as many as its reads that completed in
+// that window: a healthy path on a busy machine loses a race now and then,
+// a hung or crawling one loses nearly all) still answers, only too late, so neither the SATP nor
 // the checker fails it. It is marked slow (event path-slow, status field
 // slow, counter hedge_lost) and demoted into a "marginal" group after every
 // other group of the view: the PSP routes there only while no other path is
@@ -26,15 +28,19 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 		return
 	}
 	pl.mu.Lock()
-	cut := now.Add(-h.cfg.slowWindow)
-	keep := pl.losses[:0]
-	for _, t := range pl.losses {
-		if t.After(cut) {
-			keep = append(keep, t)
-		}
+	// The window: losses and the path's good reads since it began.
+	if pl.winStart.IsZero() || now.Sub(pl.winStart) > h.cfg.slowWindow {
+		pl.winStart, pl.winReads0, pl.winLosses = now, pl.count.Load(), 0
 	}
-	pl.losses = append(keep, now)
-	if pl.slow.Load() || len(pl.losses) < h.cfg.slowLosses {
+	pl.winLosses++
+	good := pl.count.Load() - pl.winReads0
+	streak := pl.streak.Add(1)
+	// Slow: hedge_slow_losses lost in a row (no good read in between: a
+	// hung path), or that many in the window and at least as many as its
+	// good reads (a crawling one). A healthy path under load loses a race
+	// now and then among many good reads.
+	lossy := pl.winLosses >= uint64(h.cfg.slowLosses) && pl.winLosses >= good
+	if pl.slow.Load() || (streak < uint32(h.cfg.slowLosses) && !lossy) {
 		pl.mu.Unlock()
 		return
 	}
@@ -56,7 +62,8 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 	pl.slow.Store(true)
 	pl.slowSince = now
 	pl.slowUntil = now.Add(hold)
-	pl.losses = pl.losses[:0]
+	pl.winStart = time.Time{}
+	pl.streak.Store(0)
 	if pl.timer != nil {
 		pl.timer.Stop()
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -24,15 +25,15 @@ func hedgeConfigFor(psp string, opts map[string]string) mpath.DeviceConfig {
 
 // fillStore writes a recognisable pattern into the rig's store.
 func fillStore(r *rig) {
-	r.store.mu.Lock()
-	for i := range r.store.data {
-		r.store.data[i] = byte(i*7 + i>>12)
-	}
-	r.store.mu.Unlock()
+	r.store.Update(func(d []byte) {
+		for i := range d {
+			d[i] = byte(i*7 + i>>12)
+		}
+	})
 }
 
 func (r *rig) want(off int64, n int) []byte {
-	return append([]byte(nil), r.store.snapshot()[off:off+int64(n)]...)
+	return append([]byte(nil), r.store.Snapshot()[off:off+int64(n)]...)
 }
 
 func TestHedgeThreshold(t *testing.T) {
@@ -122,7 +123,7 @@ func TestHedgeConfig(t *testing.T) {
 		_, _, err := normaliseHedge(&bad)
 		assert.Error(t, err, "%+v", bad)
 	}
-	_, err = NewDevice(mpath.DeviceConfig{Name: "x", HedgeReads: "sometimes"}, []*mpath.Path{{Name: "p1", Backend: newFakePath("p1", newMemStore(4096))}}, nil)
+	_, err = NewDevice(mpath.DeviceConfig{Name: "x", HedgeReads: "sometimes"}, []*mpath.Path{{Name: "p1", Backend: newFakePath("p1", backendtest.NewMem(4096))}}, nil)
 	require.ErrorContains(t, err, "want on or off")
 }
 
@@ -252,7 +253,7 @@ type slowScribbler struct {
 
 func (s *slowScribbler) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	time.Sleep(s.delay)
-	n := copy(p, s.store.snapshot()[off:])
+	n := copy(p, s.store.Snapshot()[off:])
 	s.bufs <- p
 	return n, nil
 }
@@ -261,10 +262,12 @@ func (s *slowScribbler) ReadAt(ctx context.Context, p []byte, off int64) (int, e
 func TestHedgeBufferOwnership(t *testing.T) {
 	t.Run("primary loses and scribbles", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			s := newMemStore(1 << 16)
-			for i := range s.data {
-				s.data[i] = byte(i)
-			}
+			s := backendtest.NewMem(1 << 16)
+			s.Update(func(d []byte) {
+				for i := range d {
+					d[i] = byte(i)
+				}
+			})
 			a := &lateScribbler{fakePath: newFakePath("p1", s)}
 			b := newFakePath("p2", s)
 			cfg := hedgeConfigFor(PSPFixed, nil)
@@ -277,17 +280,19 @@ func TestHedgeBufferOwnership(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, 4096, n)
 			assert.Equal(t, int64(1), a.scribbled.Load(), "the loser scribbled before it returned")
-			assert.Equal(t, s.snapshot()[4096:8192], buf, "the caller has the winner's bytes")
+			assert.Equal(t, s.Snapshot()[4096:8192], buf, "the caller has the winner's bytes")
 			time.Sleep(time.Second)
-			assert.Equal(t, s.snapshot()[4096:8192], buf, "and keeps them")
+			assert.Equal(t, s.Snapshot()[4096:8192], buf, "and keeps them")
 		})
 	})
 	t.Run("hedge loses and scribbles", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			s := newMemStore(1 << 16)
-			for i := range s.data {
-				s.data[i] = byte(i)
-			}
+			s := backendtest.NewMem(1 << 16)
+			s.Update(func(d []byte) {
+				for i := range d {
+					d[i] = byte(i)
+				}
+			})
 			a := newFakePath("p1", s)
 			b := &slowScribbler{fakePath: newFakePath("p2", s), delay: time.Second, bufs: make(chan []byte, 1)}
 			d, err := NewDevice(hedgeConfigFor(PSPFixed, nil), []*mpath.Path{{Name: "p1", Backend: a}, {Name: "p2", Backend: b}}, nil)
@@ -304,7 +309,7 @@ func TestHedgeBufferOwnership(t *testing.T) {
 			for i := range hb {
 				hb[i] = 0xEE
 			}
-			assert.Equal(t, s.snapshot()[:4096], buf)
+			assert.Equal(t, s.Snapshot()[:4096], buf)
 		})
 	})
 }
@@ -450,4 +455,58 @@ func BenchmarkReadHealthyHedge(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestHedgeOccasionalLossIsNotSlow: a path that loses a race now and then
+// among many good reads is not marked slow.
+func TestHedgeOccasionalLossIsNotSlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, 2, hedgeConfigFor(PSPFixed, nil))
+		buf := make([]byte, 4096)
+		for range 2 * DefaultSlowLosses {
+			for i := range 20 {
+				_, err := r.d.ReadAt(context.Background(), buf, int64(i)*4096)
+				require.NoError(t, err)
+			}
+			r.fake("p1").setFault(&fakeFault{hang: true, ops: opSet([]string{"read"}), times: 1})
+			_, err := r.d.ReadAt(context.Background(), buf, 0)
+			require.NoError(t, err)
+		}
+		synctest.Wait()
+		st := r.d.Status()
+		assert.Equal(t, uint64(2*DefaultSlowLosses), st.Paths[0].HedgeLost)
+		assert.False(t, st.Paths[0].Slow, "a path that lost %d of %d reads is marked slow", st.Paths[0].HedgeLost, st.Paths[0].Reads)
+		assert.Len(t, r.d.View().Groups, 1)
+	})
+}
+
+// TestHedgeLateGoodPrimaryIsNoError: a primary that succeeds just after its
+// hedge won is neither judged nor counted as an error.
+func TestHedgeLateGoodPrimaryIsNoError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore(1 << 16)
+		a := &ignoresCancel{fakePath: newFakePath("p1", s), delay: 300 * time.Millisecond}
+		b := newFakePath("p2", s)
+		d, err := NewDevice(hedgeConfigFor(PSPFixed, nil), []*mpath.Path{{Name: "p1", Backend: a}, {Name: "p2", Backend: b}}, nil)
+		require.NoError(t, err)
+		defer d.Close()
+		buf := make([]byte, 4096)
+		_, err = d.ReadAt(context.Background(), buf, 0)
+		require.NoError(t, err)
+		st := d.Status()
+		assert.Equal(t, uint64(1), st.HedgeWins)
+		assert.Zero(t, st.Paths[0].Errors, "the late but good primary was counted as an error")
+		assert.Equal(t, "active", st.Paths[0].State)
+	})
+}
+
+// ignoresCancel answers after delay whatever its context says.
+type ignoresCancel struct {
+	*fakePath
+	delay time.Duration
+}
+
+func (s *ignoresCancel) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	time.Sleep(s.delay)
+	return copy(p, s.store.snapshot()[off:]), nil
 }

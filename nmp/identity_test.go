@@ -12,17 +12,20 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
 // filled returns a store of rigSize bytes of seeded pseudo-random data.
-func filled(seed uint64) *memStore {
-	s := newMemStore(rigSize)
+func filled(seed uint64) *backendtest.Mem {
+	s := backendtest.NewMem(rigSize)
 	r := rand.New(rand.NewPCG(seed, seed))
-	for i := range s.data {
-		s.data[i] = byte(r.Uint32())
-	}
+	s.Update(func(d []byte) {
+		for i := range d {
+			d[i] = byte(r.Uint32())
+		}
+	})
 	return s
 }
 
@@ -78,7 +81,7 @@ func TestVerifySameStore(t *testing.T) {
 	t.Run("one byte differs in a sampled block", func(t *testing.T) {
 		other := filled(1)
 		off := SampleOffsets(rigSize)[3] + 77
-		other.data[off] ^= 0xff
+		other.Update(func(d []byte) { d[off] ^= 0xff })
 		_, err := VerifySameStore(ctx, ref, StorePath{"file:///b/copy.img", newFakePath("b", other)})
 		var ie *IdentityError
 		require.ErrorAs(t, err, &ie)
@@ -105,7 +108,7 @@ func TestVerifySameStore(t *testing.T) {
 	})
 
 	t.Run("two empty stores cannot be told apart", func(t *testing.T) {
-		pr, err := VerifySameStore(ctx, StorePath{"a", newFakePath("a", newMemStore(rigSize))}, StorePath{"b", newFakePath("b", newMemStore(rigSize))})
+		pr, err := VerifySameStore(ctx, StorePath{"a", newFakePath("a", backendtest.NewMem(rigSize))}, StorePath{"b", newFakePath("b", backendtest.NewMem(rigSize))})
 		require.NoError(t, err)
 		assert.True(t, pr.AllZero)
 		assert.Contains(t, pr.String(), "cannot tell")
@@ -161,7 +164,7 @@ func TestVerifySameStore(t *testing.T) {
 // device's store it returns.
 func TestDeadPathReturnsToAnotherStore(t *testing.T) {
 	r := newRig(t, 2, testConfig(PSPFixed, nil))
-	copy(r.store.data, filled(7).data)
+	r.store.Update(func(d []byte) { copy(d, filled(7).Snapshot()) })
 	r.d.CheckNow() // the paths' identities are remembered
 	p2 := r.fake("p2")
 	require.NoError(t, r.d.FailPath("p2", "test"))
@@ -218,7 +221,7 @@ func TestReturningPathChangedIdentity(t *testing.T) {
 // before it joins; a path to the same store passes.
 func TestAddPathToAnotherStore(t *testing.T) {
 	r := newRig(t, 2, testConfig(PSPFixed, nil))
-	copy(r.store.data, filled(11).data)
+	r.store.Update(func(d []byte) { copy(d, filled(11).Snapshot()) })
 	bad := &mpath.Path{Name: "p3", URI: "fake://other", Transport: "fake", Backend: newFakePath("p3", filled(12))}
 	err := r.d.VerifyPath(context.Background(), bad)
 	var ie *IdentityError

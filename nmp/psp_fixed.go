@@ -27,9 +27,9 @@ type fixed struct {
 var _ PSP = (*fixed)(nil)
 
 func newFixed(opts map[string]string, paths []*mpath.Path) (PSP, error) {
-	o := newOptions(PSPFixed, opts)
-	name := o.str("preferred", "")
-	if err := o.done(); err != nil {
+	o := NewOptions(PSPFixed, opts)
+	name := o.String("preferred", "")
+	if err := o.Done(); err != nil {
 		return nil, err
 	}
 	f := &fixed{opts: map[string]string{}}

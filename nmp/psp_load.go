@@ -37,9 +37,9 @@ type loadBalancer struct {
 var _ PSP = (*loadBalancer)(nil)
 
 func newLoad(name string, opts map[string]string) (PSP, error) {
-	o := newOptions(name, opts)
-	useANO := o.bool("useANO", false)
-	if err := o.done(); err != nil {
+	o := NewOptions(name, opts)
+	useANO := o.Bool("useANO", false)
+	if err := o.Done(); err != nil {
 		return nil, err
 	}
 	l := &loadBalancer{name: name, useANO: useANO, opts: map[string]string{}}

@@ -24,8 +24,8 @@ type mru struct {
 var _ PSP = (*mru)(nil)
 
 func newMRU(opts map[string]string, _ []*mpath.Path) (PSP, error) {
-	o := newOptions(PSPMRU, opts)
-	if err := o.done(); err != nil {
+	o := NewOptions(PSPMRU, opts)
+	if err := o.Done(); err != nil {
 		return nil, err
 	}
 	return &mru{}, nil

@@ -63,12 +63,12 @@ func (r *rrRotation) place(v *View) (off, shift uint64) {
 var _ PSP = (*roundRobin)(nil)
 
 func newRR(opts map[string]string, _ []*mpath.Path) (PSP, error) {
-	o := newOptions(PSPRR, opts)
-	typ := o.str("type", rrIOPS)
-	iops := o.uint("iops", 1000, 1)
-	bytes := o.uint("bytes", 10485760, 1)
-	useANO := o.bool("useANO", false)
-	if err := o.done(); err != nil {
+	o := NewOptions(PSPRR, opts)
+	typ := o.String("type", rrIOPS)
+	iops := o.Uint("iops", 1000, 1)
+	bytes := o.Uint("bytes", 10485760, 1)
+	useANO := o.Bool("useANO", false)
+	if err := o.Done(); err != nil {
 		return nil, err
 	}
 	r := &roundRobin{typ: typ, useANO: useANO}

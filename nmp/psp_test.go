@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -352,7 +353,7 @@ func TestPSPOptionErrors(t *testing.T) {
 		{psp: PSPRR, opts: map[string]string{"iops": "-3"}, want: []string{`iops="-3"`}},
 		{psp: PSPRR, opts: map[string]string{"bytes": "1.5"}, want: []string{`bytes="1.5"`}},
 		{psp: PSPRR, opts: map[string]string{"type": "latency"}, want: []string{`type="latency"`, "want iops or bytes"}},
-		{psp: PSPRR, opts: map[string]string{"useANO": "maybe"}, want: []string{`useANO="maybe"`, "want 0 or 1"}},
+		{psp: PSPRR, opts: map[string]string{"useANO": "maybe"}, want: []string{`useANO="maybe"`, "want on or off"}},
 		{psp: PSPRR, opts: map[string]string{"iosp": "3"}, want: []string{"VMW_PSP_RR", "unknown option(s) iosp", "known: bytes, iops, type, useANO"}},
 		{psp: PSPFixed, opts: map[string]string{"preferred": "p9"}, want: []string{`preferred path "p9" is not a path of this device`}},
 		{psp: PSPFixed, opts: map[string]string{"iops": "1"}, want: []string{"VMW_PSP_FIXED", "unknown option(s) iops", "known: preferred"}},
@@ -365,7 +366,7 @@ func TestPSPOptionErrors(t *testing.T) {
 		name := fmt.Sprintf("%s/%s/%v", tc.satp, tc.psp, tc.opts)
 		t.Run(name, func(t *testing.T) {
 			// NewDevice refuses the configuration.
-			s := newMemStore(4096)
+			s := backendtest.NewMem(4096)
 			paths := []*mpath.Path{{Name: "p1", Backend: newFakePath("p1", s)}, {Name: "p2", Backend: newFakePath("p2", s)}}
 			cfg := mpath.DeviceConfig{Name: "dev0", SATP: tc.satp, PSP: tc.psp, PSPOptions: tc.opts, SATPOptions: nil}
 			d, err := NewDevice(cfg, paths, nil)
@@ -409,7 +410,7 @@ func TestPSPOptionErrors(t *testing.T) {
 		})
 	}
 	t.Run("bad SATP option", func(t *testing.T) {
-		s := newMemStore(4096)
+		s := backendtest.NewMem(4096)
 		paths := []*mpath.Path{{Name: "p1", Backend: newFakePath("p1", s)}}
 		_, err := NewDevice(mpath.DeviceConfig{Name: "dev0", SATPOptions: map[string]string{"retry_backoff_ms": "soon", "nope": "1"}}, paths, nil)
 		if err == nil || !strings.Contains(err.Error(), `retry_backoff_ms="soon"`) {

@@ -42,9 +42,9 @@ type defaultSATP struct {
 var _ SATP = (*defaultSATP)(nil)
 
 func newDefaultSATP(name string, opts map[string]string) (SATP, error) {
-	o := newOptions(name, opts)
-	ms := o.uint("retry_backoff_ms", 10, 0)
-	if err := o.done(); err != nil {
+	o := NewOptions(name, opts)
+	ms := o.Uint("retry_backoff_ms", 10, 0)
+	if err := o.Done(); err != nil {
 		return nil, err
 	}
 	return &defaultSATP{name: name, retryBackoff: time.Duration(ms) * time.Millisecond}, nil

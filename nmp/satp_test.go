@@ -329,8 +329,6 @@ func TestRetryableBounded(t *testing.T) {
 	})
 }
 
-func sn(key, asc, ascq uint8) ioerr.Sense { return ioerr.Sense{Key: key, ASC: asc, ASCQ: ascq} }
-
 func TestMediumSuspect(t *testing.T) {
 	eio := &os.PathError{Op: "pread", Path: "/x", Err: syscall.EIO}
 	tests := []struct {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -95,17 +94,9 @@ type DeviceAttrs struct {
 	TPGS      int    `json:"tpgs"`
 }
 
-func globMatch(pattern, s string) bool {
-	if pattern == "" || pattern == "*" {
-		return true
-	}
-	ok, err := path.Match(strings.ToUpper(pattern), strings.ToUpper(strings.TrimRight(s, " ")))
-	return err == nil && ok
-}
-
 // Match reports whether the rule matches a device.
 func (r SATPRule) Match(a DeviceAttrs) bool {
-	if !globMatch(r.Vendor, a.Vendor) || !globMatch(r.Model, a.Model) {
+	if !mpath.Glob(r.Vendor, a.Vendor) || !mpath.Glob(r.Model, a.Model) {
 		return false
 	}
 	if r.Transport != "" && !strings.EqualFold(r.Transport, a.Transport) {
@@ -134,7 +125,7 @@ func (r SATPRule) Validate() error {
 		return fmt.Errorf("SATP rule for %s: claim option %q: want tpgs_on or tpgs_off", r.SATP, r.ClaimOptions)
 	}
 	for what, p := range map[string]string{"vendor": r.Vendor, "model": r.Model} {
-		if _, err := path.Match(p, ""); err != nil {
+		if err := mpath.CheckGlob(p); err != nil {
 			return fmt.Errorf("SATP rule for %s: %s pattern %q: %v", r.SATP, what, p, err)
 		}
 	}

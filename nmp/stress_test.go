@@ -317,7 +317,7 @@ func TestLandLateNoRollback(t *testing.T) {
 			for p1.landing.Load() > 0 {
 				time.Sleep(5 * time.Millisecond)
 			}
-			got := r.store.snapshot()[:4096]
+			got := r.store.Snapshot()[:4096]
 			if !bytes.Equal(got, b) {
 				what := "neither A nor B"
 				if bytes.Equal(got, a) {

@@ -3,17 +3,16 @@ package nmp
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/internal/transcript"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -23,7 +22,8 @@ import (
 // by "----" and the output it gives (the I/Os and the paths that served
 // them from the per-I/O trace, events, path states). The test runs every
 // story in a synctest bubble, so time is fake and the output deterministic,
-// and compares; with -rewrite it writes the outputs it got instead:
+// and compares (internal/transcript runs the files); with -rewrite it
+// writes the outputs it got instead:
 //
 //	go test ./nmp -run TestTranscripts -rewrite
 //
@@ -57,96 +57,15 @@ import (
 // After each command the output lists the events published during it and
 // a state line: fake time since the start, each path's state, APD and, for
 // VMW_PSP_FIXED, the preferred path.
-var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of transcript tests")
-
-type tblock struct {
-	comments []string
-	cmd      string
-	want     []string
-}
-
-func parseTranscript(t *testing.T, data string) []*tblock {
-	var blocks []*tblock
-	lines := strings.Split(data, "\n")
-	var comments []string
-	for i := 0; i < len(lines); i++ {
-		l := lines[i]
-		switch {
-		case strings.TrimSpace(l) == "":
-			continue
-		case strings.HasPrefix(l, "#"):
-			comments = append(comments, l)
-			continue
-		}
-		b := &tblock{comments: comments, cmd: strings.TrimSpace(l)}
-		comments = nil
-		if i+1 < len(lines) && lines[i+1] == "----" {
-			i += 2
-			for ; i < len(lines) && lines[i] != ""; i++ {
-				b.want = append(b.want, lines[i])
-			}
-		}
-		blocks = append(blocks, b)
-	}
-	if len(comments) > 0 {
-		blocks = append(blocks, &tblock{comments: comments})
-	}
-	return blocks
-}
-
-func formatTranscript(blocks []*tblock, outs [][]string) string {
-	var b strings.Builder
-	for i, bl := range blocks {
-		for _, c := range bl.comments {
-			b.WriteString(c + "\n")
-		}
-		if bl.cmd == "" {
-			continue
-		}
-		b.WriteString(bl.cmd + "\n----\n")
-		for _, o := range outs[i] {
-			b.WriteString(o + "\n")
-		}
-		b.WriteString("\n")
-	}
-	return strings.TrimRight(b.String(), "\n") + "\n"
-}
 
 func TestTranscripts(t *testing.T) {
-	files, err := filepath.Glob("testdata/transcripts/*.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) < 6 {
-		t.Fatalf("only %d transcripts", len(files))
-	}
-	for _, file := range files {
+	for _, file := range transcript.Files(t, "testdata/transcripts/*.txt", 6) {
 		t.Run(strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
-			data, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			blocks := parseTranscript(t, string(data))
-			outs := make([][]string, len(blocks))
 			synctest.Test(t, func(t *testing.T) {
 				s := &story{t: t, start: time.Now()}
-				for i, b := range blocks {
-					if b.cmd == "" {
-						continue
-					}
-					outs[i] = s.run(b.cmd)
-					if !*rewrite && !slices.Equal(outs[i], b.want) {
-						t.Errorf("%s: command %d %q:\n--- want\n%s\n--- got\n%s", file, i+1, b.cmd,
-							strings.Join(b.want, "\n"), strings.Join(outs[i], "\n"))
-					}
-				}
+				transcript.Run(t, file, s.run)
 				s.close()
 			})
-			if *rewrite {
-				if err := os.WriteFile(file, []byte(formatTranscript(blocks, outs)), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
 		})
 	}
 }
@@ -361,26 +280,14 @@ func (s *story) newDevice(args []string) {
 	s.printf("timing: io-timeout=%v apd=%v check=%v flap=%d in %v hold-down=%v", c.IOTimeout, c.APDTimeout, c.CheckInterval, c.FlapThreshold, c.FlapWindow, c.HoldDown)
 }
 
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	switch {
-	case strings.HasSuffix(s, "k"):
-		mult, s = 1<<10, s[:len(s)-1]
-	case strings.HasSuffix(s, "m"):
-		mult, s = 1<<20, s[:len(s)-1]
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n * mult, err
-}
-
 // io runs "write 4k@0 [xN] [&]".
 func (s *story) io(op string, args []string) {
 	if len(args) == 0 {
 		s.fatalf("%s: want SIZE@OFF", op)
 	}
 	sz, off, ok := strings.Cut(args[0], "@")
-	size, err1 := parseSize(sz)
-	offset, err2 := parseSize(off)
+	size, err1 := backends.ParseSize(sz)
+	offset, err2 := backends.ParseSize(off)
 	if !ok || err1 != nil || err2 != nil {
 		s.fatalf("%s %s: want SIZE@OFF", op, args[0])
 	}

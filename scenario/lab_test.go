@@ -12,6 +12,7 @@ import (
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/fault"
 	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -81,8 +82,11 @@ func newLab(t *testing.T, o labOpts) *lab {
 	}
 	l.dev = d
 	t.Cleanup(func() { d.Close() })
-	l.rt = control.NewRuntime("/nonexistent", l.events)
-	l.rt.AddDevice(d, injectors)
+	h := host.New(host.Options{Events: l.events})
+	if err := h.Adopt(d, injectors); err != nil {
+		t.Fatal(err)
+	}
+	l.rt = control.NewRuntime("/nonexistent", h)
 	return l
 }
 

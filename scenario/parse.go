@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends/fault"
+	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/nmp"
 )
@@ -54,19 +55,8 @@ type Stmt struct {
 }
 
 // ArrayRequest is the body of POST /v1/array, the simulated ALUA array's
-// endpoint: fail or restore a controller, move ownership of the LU to a
-// controller, or set a target port group's access state.
-type ArrayRequest struct {
-	Array string `json:"array"`
-	// Action is controller-fail, controller-restore, transfer-ownership or
-	// tpg-state.
-	Action     string `json:"action"`
-	Controller string `json:"controller,omitempty"`
-	TPG        *int   `json:"tpg,omitempty"`
-	// State is an ALUA access state (active-optimized, active-non-optimized,
-	// standby, unavailable, transitioning) for tpg-state.
-	State string `json:"state,omitempty"`
-}
+// endpoint (control.ArrayRequest).
+type ArrayRequest = control.ArrayRequest
 
 // Error is a parse error at a line and column.
 type Error struct {

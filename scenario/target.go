@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -77,13 +76,13 @@ func (t ClientTarget) Paths(ctx context.Context, device string) ([]string, error
 }
 
 func (t ClientTarget) InjectFault(ctx context.Context, path string, spec fault.Spec) (int, error) {
-	var r control.FaultInjectReply
-	err := t.C.Post(ctx, "/v1/fault/inject", control.FaultInjectRequest{Path: path, Spec: spec}, &r)
+	r, err := t.C.InjectFault(ctx, control.FaultInjectRequest{Path: path, Spec: spec})
 	return r.ID, err
 }
 
 func (t ClientTarget) ClearFault(ctx context.Context, path string, id int) error {
-	return t.C.Post(ctx, "/v1/fault/clear", control.FaultClearRequest{Path: path, ID: id}, nil)
+	_, err := t.C.ClearFault(ctx, control.FaultClearRequest{Path: path, ID: id})
+	return err
 }
 
 func (t ClientTarget) SetPathAdmin(ctx context.Context, path string, on bool) error {
@@ -91,38 +90,44 @@ func (t ClientTarget) SetPathAdmin(ctx context.Context, path string, on bool) er
 	if on {
 		state = "on"
 	}
-	return t.C.Post(ctx, "/v1/path/admin", control.PathAdminRequest{Path: path, State: state}, nil)
+	_, err := t.C.PathAdmin(ctx, control.PathAdminRequest{Path: path, State: state})
+	return err
 }
 
 func (t ClientTarget) SetPolicy(ctx context.Context, device, psp string, opts map[string]string) error {
-	return t.C.Post(ctx, "/v1/policy", control.PolicyRequest{Device: device, PSP: psp, Options: opts}, nil)
+	_, err := t.C.Policy(ctx, control.PolicyRequest{Device: device, PSP: psp, Options: opts})
+	return err
 }
 
 func (t ClientTarget) Array(ctx context.Context, req ArrayRequest) error {
-	err := t.C.Post(ctx, "/v1/array", req, nil)
-	if err != nil && strings.Contains(err.Error(), "unknown control endpoint") {
+	_, err := t.C.Array(ctx, req)
+	if errors.Is(err, control.ErrUnknownEndpoint) {
 		return ErrNoArray
 	}
 	return err
 }
 
 func (t ClientTarget) Events(ctx context.Context) (<-chan mpath.Event, error) {
-	return stream[mpath.Event](ctx, t.C, "/v1/events")
+	return stream[mpath.Event](ctx, func(ctx context.Context, fn func([]byte) bool) error {
+		return t.C.Events(ctx, 0, true, fn)
+	})
 }
 
 func (t ClientTarget) Trace(ctx context.Context, device string) (<-chan nmp.TraceRecord, error) {
-	return stream[nmp.TraceRecord](ctx, t.C, "/v1/trace?device="+url.QueryEscape(device))
+	return stream[nmp.TraceRecord](ctx, func(ctx context.Context, fn func([]byte) bool) error {
+		return t.C.Trace(ctx, device, fn)
+	})
 }
 
-// stream follows a JSON-lines endpoint. The first error (a missing device)
-// is returned; later ones end the stream.
-func stream[T any](ctx context.Context, c *control.Client, path string) (<-chan T, error) {
+// stream follows a JSON-lines stream of the client. The first error (a
+// missing device) is returned; later ones end the stream.
+func stream[T any](ctx context.Context, follow func(context.Context, func([]byte) bool) error) (<-chan T, error) {
 	out := make(chan T, 4096)
 	first := make(chan error, 1)
 	go func() {
 		defer close(out)
 		started := false
-		err := c.Stream(ctx, path, func(line []byte) bool {
+		err := follow(ctx, func(line []byte) bool {
 			if !started {
 				started = true
 				first <- nil
@@ -168,47 +173,23 @@ func (t RuntimeTarget) Paths(_ context.Context, device string) ([]string, error)
 	return pathsOf(t.RT.StatusOf(), device)
 }
 
-func (t RuntimeTarget) publish(path, to, reason string) {
-	if t.RT.Events != nil {
-		t.RT.Events.Publish(mpath.Event{Time: time.Now(), Kind: "fault", Path: path, To: to, Reason: reason})
-	}
+func (t RuntimeTarget) InjectFault(ctx context.Context, path string, spec fault.Spec) (int, error) {
+	r, err := t.RT.InjectFault(ctx, control.FaultInjectRequest{Path: path, Spec: spec})
+	return r.ID, err
 }
 
-func (t RuntimeTarget) InjectFault(_ context.Context, path string, spec fault.Spec) (int, error) {
-	f, name, err := t.RT.Fault(path)
-	if err != nil {
-		return 0, err
-	}
-	id, err := f.Inject(spec)
-	if err == nil {
-		t.publish(name, fmt.Sprintf("injected #%d", id), spec.String())
-	}
-	return id, err
+func (t RuntimeTarget) ClearFault(ctx context.Context, path string, id int) error {
+	_, err := t.RT.ClearFault(ctx, control.FaultClearRequest{Path: path, ID: id})
+	return err
 }
 
-func (t RuntimeTarget) ClearFault(_ context.Context, path string, id int) error {
-	f, name, err := t.RT.Fault(path)
-	if err != nil {
-		return err
+func (t RuntimeTarget) SetPathAdmin(ctx context.Context, path string, on bool) error {
+	state := "off"
+	if on {
+		state = "on"
 	}
-	if id == 0 {
-		f.ClearAll()
-		t.publish(name, "cleared all", "")
-		return nil
-	}
-	if err := f.Clear(id); err != nil {
-		return err
-	}
-	t.publish(name, fmt.Sprintf("cleared #%d", id), "")
-	return nil
-}
-
-func (t RuntimeTarget) SetPathAdmin(_ context.Context, path string, on bool) error {
-	d, p, err := t.RT.FindPath(path)
-	if err != nil {
-		return err
-	}
-	return d.SetPathAdmin(p.Name, on)
+	_, err := t.RT.PathAdmin(ctx, control.PathAdminRequest{Path: path, State: state})
+	return err
 }
 
 func (t RuntimeTarget) SetPolicy(_ context.Context, device, psp string, opts map[string]string) error {

@@ -8,22 +8,13 @@ import (
 	"sort"
 )
 
-// SCSI operation codes and service actions used here.
-const (
-	opTestUnitReady  = 0x00
-	opInquiry        = 0x12
-	opMaintenanceIn  = 0xa3
-	opMaintenanceOut = 0xa4
-	saTargetPortGrps = 0x0a // REPORT / SET TARGET PORT GROUPS
-)
-
 // CDBTestUnitReady builds TEST UNIT READY.
 func CDBTestUnitReady() []byte { return make([]byte, 6) }
 
 // CDBInquiry builds INQUIRY: the standard page when evpd is false, else the
 // VPD page given.
 func CDBInquiry(evpd bool, page byte, alloc uint16) []byte {
-	c := []byte{opInquiry, 0, 0, 0, 0, 0}
+	c := []byte{OpInquiry, 0, 0, 0, 0, 0}
 	if evpd {
 		c[1] = 1
 		c[2] = page
@@ -37,8 +28,8 @@ func CDBInquiry(evpd bool, page byte, alloc uint16) []byte {
 // target supports; ParseRTPG accepts the extended header too.
 func CDBReportTPGs(alloc uint32) []byte {
 	c := make([]byte, 12)
-	c[0] = opMaintenanceIn
-	c[1] = saTargetPortGrps
+	c[0] = OpMaintenanceIn
+	c[1] = OpTargetPortGroupsSA
 	binary.BigEndian.PutUint32(c[6:], alloc)
 	return c
 }
@@ -47,8 +38,8 @@ func CDBReportTPGs(alloc uint32) []byte {
 // 0x0A) for a parameter list of paramLen bytes.
 func CDBSetTPGs(paramLen uint32) []byte {
 	c := make([]byte, 12)
-	c[0] = opMaintenanceOut
-	c[1] = saTargetPortGrps
+	c[0] = OpMaintenanceOut
+	c[1] = OpTargetPortGroupsSA
 	binary.BigEndian.PutUint32(c[6:], paramLen)
 	return c
 }

@@ -14,27 +14,14 @@ import (
 	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/backendtest"
 	"github.com/mpathfs/mpathfs/backends/block"
+	"github.com/mpathfs/mpathfs/internal/needs"
 	"github.com/mpathfs/mpathfs/ioerr"
 )
 
 // needLoop skips (or, under CI, fails) when loop devices cannot be used.
 func needLoop(t *testing.T) {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "loop devices need root"
-	} else if _, err := exec.LookPath("losetup"); err != nil {
-		why = "losetup not found (util-linux)"
-	} else if _, err := os.Stat("/dev/loop-control"); err != nil {
-		why = "no /dev/loop-control: the kernel has no loop support"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI is set but %s", why)
-	}
-	t.Skip(why)
+	needs.Tools(t, "root", "losetup", "/dev/loop-control")
 }
 
 // newImage creates a zero-filled image file of size bytes.

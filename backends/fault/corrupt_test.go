@@ -33,9 +33,7 @@ func diffBits(a, b []byte) int {
 }
 
 func store(m *mem, off, n int64) []byte {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return bytes.Clone(m.data[off : off+n])
+	return m.Bytes(off, n)
 }
 
 func TestCorruptBitflipRead(t *testing.T) {

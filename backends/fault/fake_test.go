@@ -2,20 +2,18 @@ package fault_test
 
 import (
 	"context"
-	"io"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/backends/backendtest"
 )
 
-// mem is a hand-written in-memory backend with every capability. Each
-// operation takes opTime (a real sleep, so synctest tests see it as
-// natural duration) and is counted.
+// mem is the tests' in-memory store (backendtest.Mem) with every
+// capability and counters. Each operation takes opTime (a real sleep, so
+// synctest tests see it as natural duration) and is counted.
 type mem struct {
-	mu     sync.Mutex
-	data   []byte
+	*backendtest.Mem
 	opTime time.Duration
 	ops    atomic.Int64 // operations that reached the store
 	probes atomic.Int64
@@ -32,7 +30,7 @@ var (
 	_ backends.Aborter    = (*mem)(nil)
 )
 
-func newMem(size int64) *mem { return &mem{data: make([]byte, size)} }
+func newMem(size int64) *mem { return &mem{Mem: backendtest.NewMem(size)} }
 
 func (m *mem) do(ctx context.Context) error {
 	m.ops.Add(1)
@@ -46,28 +44,14 @@ func (m *mem) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := m.do(ctx); err != nil {
 		return 0, err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if off >= int64(len(m.data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return m.Mem.ReadAt(ctx, p, off)
 }
 
 func (m *mem) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := m.do(ctx); err != nil {
 		return 0, err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if off+int64(len(p)) > int64(len(m.data)) {
-		return 0, io.ErrShortWrite
-	}
-	return copy(m.data[off:], p), nil
+	return m.Mem.WriteAt(ctx, p, off)
 }
 
 func (m *mem) Flush(ctx context.Context) error { return m.do(ctx) }
@@ -80,10 +64,7 @@ func (m *mem) WriteZeroes(ctx context.Context, off, length int64) error {
 	if err := m.do(ctx); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	clear(m.data[off : off+length])
-	return nil
+	return m.Mem.WriteZeroes(ctx, off, length)
 }
 
 func (m *mem) Probe(ctx context.Context) error {
@@ -96,8 +77,6 @@ func (m *mem) Inquiry(context.Context) (backends.Inquiry, error) {
 }
 
 func (m *mem) Abort(error) { m.aborts.Add(1) }
-
-func (m *mem) Size() int64 { return int64(len(m.data)) }
 
 func (m *mem) Close() error {
 	m.closed.Store(true)

@@ -35,17 +35,15 @@ func landOp(ctx context.Context, b backends.Backend, op string, off int64) error
 
 // block returns a copy of the 4 KiB of m at off.
 func (m *mem) block(off int64) []byte {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return bytes.Clone(m.data[off : off+4096])
+	return m.Bytes(off, 4096)
 }
 
 func (m *mem) fill(v byte) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for i := range m.data {
-		m.data[i] = v
-	}
+	m.Update(func(d []byte) {
+		for i := range d {
+			d[i] = v
+		}
+	})
 }
 
 // settled reports whether the channel is closed.

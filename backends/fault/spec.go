@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/ioerr"
 )
 
@@ -415,13 +416,13 @@ func (s Spec) Args() []string {
 		add("--misdirect-by", formatSigned(s.MisdirectBy))
 	}
 	if s.TornAt != 0 {
-		add("--torn-at", FormatSize(s.TornAt))
+		add("--torn-at", backends.FormatSize(s.TornAt))
 	}
 	if len(s.Ops) > 0 {
 		add("--op", strings.Join(s.Ops, ","))
 	}
 	if s.Offset != 0 || s.Length != 0 {
-		add("--range", FormatSize(s.Offset)+":"+FormatSize(s.Length))
+		add("--range", backends.FormatSize(s.Offset)+":"+backends.FormatSize(s.Length))
 	}
 	if s.Probability != 0 {
 		add("--probability", strconv.FormatFloat(s.Probability, 'g', -1, 64))
@@ -448,7 +449,7 @@ func (s Spec) Args() []string {
 		add("--slow", strconv.FormatFloat(s.SlowFactor, 'g', -1, 64))
 	}
 	if s.Bandwidth != 0 {
-		add("--bandwidth", FormatSize(s.Bandwidth))
+		add("--bandwidth", backends.FormatSize(s.Bandwidth))
 	}
 	if s.Seed != 0 {
 		add("--seed", strconv.FormatUint(s.Seed, 10))
@@ -509,11 +510,11 @@ var flags = []flagDef{
 		return nil
 	}},
 	{[]string{"offset"}, "--offset SIZE, e.g. --offset 1M", false, func(s *Spec, v string) (err error) {
-		s.Offset, err = ParseSize(v)
+		s.Offset, err = backends.ParseSize(v)
 		return err
 	}},
 	{[]string{"length"}, "--length SIZE, e.g. --length 64k", false, func(s *Spec, v string) (err error) {
-		s.Length, err = ParseSize(v)
+		s.Length, err = backends.ParseSize(v)
 		return err
 	}},
 	{[]string{"range"}, "--range OFFSET:LENGTH, e.g. --range 1M:64k", false, func(s *Spec, v string) error {
@@ -521,11 +522,11 @@ var flags = []flagDef{
 		if !ok {
 			return errForm
 		}
-		o, err := ParseSize(off)
+		o, err := backends.ParseSize(off)
 		if err != nil {
 			return err
 		}
-		l, err := ParseSize(n)
+		l, err := backends.ParseSize(n)
 		if err != nil {
 			return err
 		}
@@ -583,7 +584,7 @@ var flags = []flagDef{
 		return nil
 	}},
 	{[]string{"bandwidth"}, "--bandwidth RATE in bytes per second, binary suffixes: --bandwidth 10M (10 MiB/s) or 512k/s", false, func(s *Spec, v string) error {
-		n, err := ParseSize(strings.TrimSuffix(v, "/s"))
+		n, err := backends.ParseSize(strings.TrimSuffix(v, "/s"))
 		if err != nil {
 			return err
 		}
@@ -606,7 +607,7 @@ var flags = []flagDef{
 	}},
 	{[]string{"misdirect-by"}, "--misdirect-by SIZE, a non-zero byte distance, either sign, e.g. --misdirect-by 8k or --misdirect-by -4k", false, func(s *Spec, v string) error {
 		neg := strings.HasPrefix(v, "-")
-		n, err := ParseSize(strings.TrimPrefix(strings.TrimPrefix(v, "-"), "+"))
+		n, err := backends.ParseSize(strings.TrimPrefix(strings.TrimPrefix(v, "-"), "+"))
 		if err != nil || n == 0 {
 			return errForm
 		}
@@ -617,7 +618,7 @@ var flags = []flagDef{
 		return nil
 	}},
 	{[]string{"torn-at"}, "--torn-at SIZE ≥ 1, the bytes of the write that are stored, e.g. --torn-at 2k", false, func(s *Spec, v string) (err error) {
-		s.TornAt, err = ParseSize(v)
+		s.TornAt, err = backends.ParseSize(v)
 		if err == nil && s.TornAt == 0 {
 			err = errForm
 		}
@@ -703,50 +704,12 @@ func parseDuration(v string) (time.Duration, error) {
 	return d, nil
 }
 
-var sizeSuffixes = []struct {
-	suffix, print string
-	shift         uint
-}{{"t", "T", 40}, {"g", "G", 30}, {"m", "M", 20}, {"k", "k", 10}}
-
-// ParseSize parses a byte count with an optional binary suffix, as fio
-// reads sizes: 4k = 4096, 1M = 1 MiB, 1G = 1 GiB, 1T = 1 TiB. Case does not
-// matter, and a trailing "b" or "ib" changes nothing (64KiB = 64kb = 64k).
-func ParseSize(s string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "b"), "i")
-	var shift uint
-	for _, x := range sizeSuffixes {
-		if rest, ok := strings.CutSuffix(t, x.suffix); ok {
-			t, shift = rest, x.shift
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64>>shift {
-		return 0, fmt.Errorf("size %q: want a byte count such as 4096, 4k, 1M or 1G", s)
-	}
-	return n << shift, nil
-}
-
-// FormatSize prints a byte count with the largest binary suffix that keeps
-// it exact (4096 → "4k", 1048576 → "1M"), so ParseSize reads it back.
-func FormatSize(n int64) string {
-	if n != 0 {
-		for _, x := range sizeSuffixes {
-			if n%(1<<x.shift) == 0 {
-				return strconv.FormatInt(n>>x.shift, 10) + x.print
-			}
-		}
-	}
-	return strconv.FormatInt(n, 10)
-}
-
 // formatSigned is FormatSize with a sign.
 func formatSigned(n int64) string {
 	if n < 0 {
-		return "-" + FormatSize(-n)
+		return "-" + backends.FormatSize(-n)
 	}
-	return FormatSize(n)
+	return backends.FormatSize(n)
 }
 
 // jsonDuration is a time.Duration that travels in JSON as a Go duration

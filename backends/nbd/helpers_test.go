@@ -13,22 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// needTool finds a server binary. In CI (CI set) a missing tool fails the
-// test; elsewhere the test is skipped.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		msg := fmt.Sprintf("%s not found in PATH (apt-get install nbdkit qemu-utils libnbd-bin): %v", name, err)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg + "; skipping (set CI=1 to make this a failure)")
-	}
-	return p
-}
+	"github.com/mpathfs/mpathfs/internal/needs"
+)
 
 func freePort(t testing.TB) int {
 	t.Helper()
@@ -56,7 +43,7 @@ type server struct {
 // socket in a temp dir, with args after the common flags.
 func startNbdkit(t testing.TB, tcp bool, args ...string) *server {
 	t.Helper()
-	bin := needTool(t, "nbdkit")
+	bin := needs.Program(t, "nbdkit")
 	dir := t.TempDir()
 	s := &server{t: t, bin: bin, pidfile: filepath.Join(dir, "srv.pid")}
 	common := []string{"-f", "--exit-with-parent", "-P", s.pidfile}
@@ -76,7 +63,7 @@ func startNbdkit(t testing.TB, tcp bool, args ...string) *server {
 // startQemuNbd serves file with qemu-nbd on a Unix socket as export name.
 func startQemuNbd(t testing.TB, file, name string) *server {
 	t.Helper()
-	bin := needTool(t, "qemu-nbd")
+	bin := needs.Program(t, "qemu-nbd")
 	dir := t.TempDir()
 	s := &server{t: t, bin: bin, pidfile: filepath.Join(dir, "srv.pid"), sock: filepath.Join(dir, "q.sock"), qemu: true}
 	s.args = []string{"-f", "raw", "-x", name, "-k", s.sock, "-t", "-e", "8", "--pid-file", s.pidfile, file}

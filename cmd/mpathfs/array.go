@@ -4,102 +4,19 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
-	"strings"
 	"text/tabwriter"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/mpathfs/mpathfs/array"
-	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
-	"github.com/mpathfs/mpathfs/scsi"
 )
-
-// labArray is a simulated array in front of a device's store.
-type labArray struct {
-	arr  *array.Array
-	cfg  array.ArrayConfig
-	ctrl map[uint16]int // port -> controller index
-}
-
-// decodeArray reads a device's `array:` section strictly.
-func decodeArray(dc DeviceConfig) (*array.ArrayConfig, error) {
-	if dc.Array == nil {
-		return nil, nil
-	}
-	b, err := yaml.Marshal(dc.Array)
-	if err != nil {
-		return nil, err
-	}
-	var ac array.ArrayConfig
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&ac); err != nil {
-		return nil, err
-	}
-	if ac.Name == "" {
-		ac.Name = dc.Name
-	}
-	if ac.Vendor == "" {
-		ac.Vendor = "MPATHFS"
-	}
-	if ac.Model == "" {
-		if ac.Mode == array.ModeAP {
-			ac.Model = "AP-ARRAY"
-		} else {
-			ac.Model = "ALUA-ARRAY"
-		}
-	}
-	if ac.WWID == "" {
-		ac.WWID = dc.WWID
-	}
-	if err := ac.Validate(); err != nil {
-		return nil, err
-	}
-	return &ac, nil
-}
-
-func newArrayFor(dc DeviceConfig) (*labArray, error) {
-	ac, err := decodeArray(dc)
-	if err != nil || ac == nil {
-		return nil, err
-	}
-	arr, err := array.New(*ac)
-	if err != nil {
-		return nil, err
-	}
-	la := &labArray{arr: arr, cfg: arr.Config(), ctrl: map[uint16]int{}}
-	for i, c := range la.cfg.Controllers {
-		for _, p := range c.Ports {
-			la.ctrl[p] = i
-		}
-	}
-	return la, nil
-}
-
-// port puts the path behind the array's target port it names.
-func (a *labArray) port(pc PathConfig, b backends.Backend, loc mpath.Location) (backends.Backend, mpath.Location, error) {
-	if pc.Port == 0 {
-		return nil, loc, fmt.Errorf("the device has an array: give the path a port: (one of %v)", a.arr.Ports())
-	}
-	p, err := a.arr.NewPort(uint16(pc.Port), b)
-	if err != nil {
-		return nil, loc, err
-	}
-	if pc.Location == "" {
-		loc.Target = a.ctrl[uint16(pc.Port)]
-	}
-	return p, loc, nil
-}
-
-func (a *labArray) Close() error { return a.arr.Close() }
 
 // defaultLab is the built-in lab: a sparse 1 GiB store behind a simulated
 // ALUA array with two controllers of two ports each; two HBAs each see
@@ -113,7 +30,7 @@ func defaultLab(stateDir string) *Config {
 	if err := node.Encode(ac); err != nil {
 		panic(err)
 	}
-	dc := DeviceConfig{Name: "lab", Size: "1G", WWID: "naa.600d0230000000000000000000001ab1", Array: &node}
+	dc := host.DeviceConfig{Name: "lab", Size: "1G", WWID: "naa.600d0230000000000000000000001ab1", Array: &node}
 	// vmhba1 -> ports 1 (A) and 3 (B); vmhba2 -> ports 2 (A) and 4 (B).
 	for _, p := range []struct {
 		hba, port int
@@ -122,124 +39,13 @@ func defaultLab(stateDir string) *Config {
 		if p.port > 2 {
 			target = 1
 		}
-		dc.Paths = append(dc.Paths, PathConfig{URI: store, Port: p.port, Location: fmt.Sprintf("vmhba%d:C0:T%d:L0", p.hba, target)})
+		dc.Paths = append(dc.Paths, host.PathConfig{URI: store, Port: p.port, Location: fmt.Sprintf("vmhba%d:C0:T%d:L0", p.hba, target)})
 	}
-	return &Config{StateDir: stateDir, Devices: []DeviceConfig{dc}}
-}
-
-// claimedByNMP runs the default claim rules for a path that arrives later
-// (hotplug): false when a rule gives it to another plugin.
-func claimedByNMP(p *mpath.Path) (bool, string) {
-	claims := currentClaims()
-	r, ok := claims.Match(mpath.AttrsOf(p))
-	if !ok {
-		return false, "no claim rule matched"
-	}
-	return r.Plugin == nmp.MPPName, fmt.Sprintf("claim rule %d: %s", r.ID, r.Plugin)
-}
-
-// ArrayRequest is the body of POST /v1/array (the shape scenario files send).
-type ArrayRequest struct {
-	Array      string `json:"array"`
-	Action     string `json:"action"` // controller-fail, controller-restore, transfer-ownership, tpg-state
-	Controller string `json:"controller,omitempty"`
-	TPG        *int   `json:"tpg,omitempty"`
-	State      string `json:"state,omitempty"`
-}
-
-// parseALUAState accepts AO/ANO/S/U/O/T, the full names, and the
-// hyphenated forms (active-optimized).
-func parseALUAState(s string) (scsi.State, error) {
-	if st, err := scsi.ParseState(s); err == nil {
-		return st, nil
-	}
-	return scsi.ParseState(strings.ReplaceAll(strings.ToLower(s), "-", "/"))
-}
-
-func init() {
-	runtimeHooks = append(runtimeHooks, registerArrayEndpoints)
-	extraCommands = append(extraCommands,
-		command{"array", "array status | fail|restore ARRAY CONTROLLER | transfer ARRAY CONTROLLER | set-tpg ARRAY TPG STATE", cmdArray},
-		command{"claimrule", "claimrule list [--json]: the claim rules", cmdClaimRules},
-		command{"satp", "satp list | satp rule list [--json]: SATPs with default PSPs, SATP rules", cmdSATP},
-		command{"psp", "psp list [--json]: path selection plugins", cmdPSP},
-		command{"explain", "explain DEVICE [--json]: which claim rule and SATP rule matched, and where each option came from", cmdExplain},
-	)
-}
-
-func registerArrayEndpoints(rt *control.Runtime, b *built, cfg *Config) error {
-	rt.Handle("GET /v1/arrays", func(w http.ResponseWriter, req *http.Request) {
-		out := map[string]array.Status{}
-		for name, a := range b.arrays {
-			out[name] = a.arr.Status()
-		}
-		control.Reply(w, map[string]any{"arrays": out})
-	})
-	rt.Handle("POST /v1/array", func(w http.ResponseWriter, req *http.Request) {
-		var r ArrayRequest
-		if err := control.Decode(req, &r); err != nil {
-			control.ReplyError(w, err)
-			return
-		}
-		a, ok := b.arrays[r.Array]
-		if !ok {
-			names := make([]string, 0, len(b.arrays))
-			for n := range b.arrays {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			control.ReplyError(w, fmt.Errorf("no array %q (arrays: %v)", r.Array, names))
-			return
-		}
-		var err error
-		switch r.Action {
-		case "controller-fail", "fail":
-			err = a.arr.FailController(r.Controller)
-		case "controller-restore", "restore":
-			err = a.arr.RestoreController(r.Controller)
-		case "transfer-ownership", "transfer":
-			err = a.arr.TransferOwnership(r.Controller)
-		case "tpg-state", "set-tpg":
-			if r.TPG == nil {
-				err = fmt.Errorf("tpg-state needs a tpg")
-				break
-			}
-			var st scsi.State
-			if st, err = parseALUAState(r.State); err == nil {
-				err = a.arr.ForceTPGState(uint16(*r.TPG), st)
-			}
-		default:
-			err = fmt.Errorf("unknown array action %q (want controller-fail, controller-restore, transfer-ownership or tpg-state)", r.Action)
-		}
-		if err != nil {
-			control.ReplyError(w, err)
-			return
-		}
-		if rt.Events != nil {
-			rt.Events.Publish(mpath.Event{Time: time.Now(), Kind: "array", Device: r.Array, To: r.Action + " " + r.Controller, Reason: a.arr.Status().String()})
-		}
-		control.Reply(w, a.arr.Status())
-	})
-	rt.Handle("GET /v1/explain", func(w http.ResponseWriter, req *http.Request) {
-		name := req.URL.Query().Get("device")
-		e, ok := b.explain[name]
-		if !ok {
-			control.ReplyError(w, fmt.Errorf("no device %q", name))
-			return
-		}
-		control.Reply(w, e)
-	})
-	rt.Handle("GET /v1/claimrules", func(w http.ResponseWriter, req *http.Request) {
-		control.Reply(w, map[string]any{"claimrules": b.claims.List()})
-	})
-	rt.Handle("GET /v1/satprules", func(w http.ResponseWriter, req *http.Request) {
-		control.Reply(w, map[string]any{"satprules": b.satpRules.List()})
-	})
-	return nil
+	return &Config{StateDir: stateDir, Devices: []host.DeviceConfig{dc}}
 }
 
 func cmdArray(args []string, stdout io.Writer) error {
-	fs := newFlags("array", "array status [--json] | array fail|restore|transfer ARRAY CONTROLLER | array set-tpg ARRAY TPG STATE")
+	fs := newFlags(stdout, "array", "array status [--json] | array fail|restore|transfer ARRAY CONTROLLER | array set-tpg ARRAY TPG STATE")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseFlags(fs, args)
@@ -255,10 +61,8 @@ func cmdArray(args []string, stdout io.Writer) error {
 	}
 	ctx := context.Background()
 	if pos[0] == "status" {
-		var out struct {
-			Arrays map[string]array.Status `json:"arrays"`
-		}
-		if err := c.Get(ctx, "/v1/arrays", &out); err != nil {
+		out, err := c.Arrays(ctx)
+		if err != nil {
 			return err
 		}
 		if *asJSON {
@@ -277,7 +81,7 @@ func cmdArray(args []string, stdout io.Writer) error {
 		}
 		return nil
 	}
-	r := ArrayRequest{}
+	r := control.ArrayRequest{}
 	switch pos[0] {
 	case "fail", "restore", "transfer":
 		if len(pos) != 3 {
@@ -293,15 +97,15 @@ func cmdArray(args []string, stdout io.Writer) error {
 		if err != nil {
 			return usagef("TPG %q is not a number", pos[2])
 		}
-		if _, err := parseALUAState(pos[3]); err != nil {
+		if _, err := host.ParseALUAState(pos[3]); err != nil {
 			return usageError{err.Error()}
 		}
 		r.Array, r.Action, r.TPG, r.State = pos[1], "tpg-state", &id, pos[3]
 	default:
 		return usagef("unknown array subcommand %q (want status, fail, restore, transfer or set-tpg)", pos[0])
 	}
-	var st array.Status
-	if err := c.Post(ctx, "/v1/array", r, &st); err != nil {
+	st, err := c.Array(ctx, r)
+	if err != nil {
 		return err
 	}
 	if *asJSON {
@@ -311,23 +115,22 @@ func cmdArray(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// rules: from the mount when one answers, else the built-in defaults.
-func fetchOr[T any](ctl, path string, local func() T) (T, error) {
-	var out T
+// fromMount asks a running mount when its socket answers, else returns
+// local() (the built-in defaults).
+func fromMount[T any](ctl string, ask func(*control.Client) (T, error), local func() T) T {
 	sock := control.SocketPath(ctl)
 	if _, err := os.Stat(sock); err == nil {
-		c, err := control.Dial(sock)
-		if err == nil {
-			if err := c.Get(context.Background(), path, &out); err == nil {
-				return out, nil
+		if c, err := control.Dial(sock); err == nil {
+			if out, err := ask(c); err == nil {
+				return out
 			}
 		}
 	}
-	return local(), nil
+	return local()
 }
 
 func cmdClaimRules(args []string, stdout io.Writer) error {
-	fs := newFlags("claimrule list", "claimrule list [--json] [--control S]")
+	fs := newFlags(stdout, "claimrule list", "claimrule list [--json] [--control S]")
 	ctl := fs.String("control", "", "control socket (without a mount: the default rules)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseFlags(fs, args)
@@ -337,12 +140,10 @@ func cmdClaimRules(args []string, stdout io.Writer) error {
 	if len(pos) > 0 && pos[0] != "list" {
 		return usagef("want claimrule list")
 	}
-	out, _ := fetchOr(*ctl, "/v1/claimrules", func() struct {
-		Claimrules []mpath.Rule `json:"claimrules"`
-	} {
-		return struct {
-			Claimrules []mpath.Rule `json:"claimrules"`
-		}{currentClaims().List()}
+	out := fromMount(*ctl, func(c *control.Client) (control.ClaimRulesReply, error) {
+		return c.ClaimRules(context.Background())
+	}, func() control.ClaimRulesReply {
+		return control.ClaimRulesReply{Claimrules: mpath.DefaultClaimRules().List()}
 	})
 	if *asJSON {
 		return printJSON(stdout, out)
@@ -356,7 +157,7 @@ func cmdClaimRules(args []string, stdout io.Writer) error {
 }
 
 func cmdSATP(args []string, stdout io.Writer) error {
-	fs := newFlags("satp", "satp list | satp rule list [--json] [--control S]")
+	fs := newFlags(stdout, "satp", "satp list | satp rule list [--json] [--control S]")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseFlags(fs, args)
@@ -364,12 +165,10 @@ func cmdSATP(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) >= 1 && pos[0] == "rule" {
-		out, _ := fetchOr(*ctl, "/v1/satprules", func() struct {
-			Satprules []nmp.SATPRule `json:"satprules"`
-		} {
-			return struct {
-				Satprules []nmp.SATPRule `json:"satprules"`
-			}{nmp.DefaultSATPRules().List()}
+		out := fromMount(*ctl, func(c *control.Client) (control.SATPRulesReply, error) {
+			return c.SATPRules(context.Background())
+		}, func() control.SATPRulesReply {
+			return control.SATPRulesReply{Satprules: nmp.DefaultSATPRules().List()}
 		})
 		if *asJSON {
 			return printJSON(stdout, out)
@@ -397,7 +196,7 @@ func cmdSATP(args []string, stdout io.Writer) error {
 }
 
 func cmdPSP(args []string, stdout io.Writer) error {
-	fs := newFlags("psp", "psp list [--json]")
+	fs := newFlags(stdout, "psp", "psp list [--json]")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
@@ -415,7 +214,7 @@ func cmdPSP(args []string, stdout io.Writer) error {
 }
 
 func cmdExplain(args []string, stdout io.Writer) error {
-	fs := newFlags("explain", "explain [--json] [--control S] DEVICE")
+	fs := newFlags(stdout, "explain", "explain [--json] [--control S] DEVICE")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseFlags(fs, args)
@@ -429,8 +228,8 @@ func cmdExplain(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var e nmp.Explanation
-	if err := c.Get(context.Background(), control.Endpoint("/v1/explain", "device", pos[0]), &e); err != nil {
+	e, err := c.Explain(context.Background(), pos[0])
+	if err != nil {
 		return err
 	}
 	if *asJSON {

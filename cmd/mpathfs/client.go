@@ -31,7 +31,7 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func cmdStatus(args []string, stdout io.Writer) error {
-	fs := newFlags("status", "status [--json] [--control S] [DEVICE]")
+	fs := newFlags(stdout, "status", "status [--json] [--control S] [DEVICE]")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print JSON (the shape is documented in the README)")
 	pos, err := parseFlags(fs, args)
@@ -87,6 +87,9 @@ func printTopology(w io.Writer, st control.Status) {
 			apd = "yes, since " + d.APDSince.Format(time.RFC3339)
 		}
 		fmt.Fprintf(w, "all-paths-down=%s failovers=%d queue=%d\n", apd, d.Failovers, d.QueueDepth)
+		if d.Options.HedgeReads != "" {
+			fmt.Fprintf(w, "hedge_reads=%s hedged=%d hedge_wins=%d\n", d.Options.HedgeReads, d.HedgedReads, d.HedgeWins)
+		}
 		printAmbiguous(w, d.Ambiguous)
 		groups := map[int][]mpath.PathStatus{}
 		var order []int
@@ -125,6 +128,12 @@ func printTopology(w io.Writer, st control.Status) {
 				}
 				if p.HeldDown {
 					extra += " held-down"
+				}
+				if p.Slow {
+					extra += " slow(marginal)"
+				}
+				if p.HedgeLost > 0 {
+					extra += fmt.Sprintf(" hedge-lost=%d", p.HedgeLost)
 				}
 				if p.Admin == "off" {
 					extra += " admin=off"
@@ -175,7 +184,7 @@ func cmdPath(args []string, stdout io.Writer) error {
 // can land any more: its ambiguous write ranges are resolved and the writes
 // waiting on them go on.
 func cmdPathFence(args []string, stdout io.Writer) error {
-	fs := newFlags("path fence", "path fence [--json] [--control S] PATH")
+	fs := newFlags(stdout, "path fence", "path fence [--json] [--control S] PATH")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseFlags(fs, args)
@@ -189,8 +198,8 @@ func cmdPathFence(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var reply control.PathFenceReply
-	if err := c.Post(context.Background(), "/v1/path/fence", control.PathFenceRequest{Path: pos[0]}, &reply); err != nil {
+	reply, err := c.PathFence(context.Background(), pos[0])
+	if err != nil {
 		return err
 	}
 	if *asJSON {
@@ -207,7 +216,7 @@ type PathListEntry struct {
 }
 
 func cmdPathList(args []string, stdout io.Writer) error {
-	fs := newFlags("path list", "path list [--json] [--control S]")
+	fs := newFlags(stdout, "path list", "path list [--json] [--control S]")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parseFlags(fs, args); err != nil {
@@ -256,7 +265,7 @@ func cmdPathList(args []string, stdout io.Writer) error {
 }
 
 func cmdPathSet(args []string, stdout io.Writer) error {
-	fs := newFlags("path set", "path set --state on|off [--rank N] [--control S] PATH")
+	fs := newFlags(stdout, "path set", "path set --state on|off [--rank N] [--control S] PATH")
 	ctl := fs.String("control", "", "control socket")
 	state := fs.String("state", "", "on (probe, then active) or off (disabled)")
 	rank := fs.Int("rank", -1, "the path's MRU rank (higher is preferred)")
@@ -281,8 +290,8 @@ func cmdPathSet(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var ps mpath.PathStatus
-	if err := c.Post(context.Background(), "/v1/path/admin", req, &ps); err != nil {
+	ps, err := c.PathAdmin(context.Background(), req)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: state %s, admin %s\n", ps.Name, ps.State, ps.Admin)
@@ -333,7 +342,7 @@ func cmdFaultInject(args []string, stdout io.Writer) error {
 		a := args[i]
 		switch {
 		case a == "-h" || a == "--help":
-			fmt.Fprintln(helpOut, faultHelp)
+			fmt.Fprintln(stdout, faultHelp)
 			return nil
 		case a == "--control" || a == "-control":
 			if i+1 >= len(args) {
@@ -360,8 +369,8 @@ func cmdFaultInject(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var reply control.FaultInjectReply
-	if err := c.Post(context.Background(), "/v1/fault/inject", control.FaultInjectRequest{Path: path, Spec: spec}, &reply); err != nil {
+	reply, err := c.InjectFault(context.Background(), control.FaultInjectRequest{Path: path, Spec: spec})
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: fault #%d injected: %s\n", reply.Path, reply.ID, spec.String())
@@ -369,7 +378,7 @@ func cmdFaultInject(args []string, stdout io.Writer) error {
 }
 
 func cmdFaultClear(args []string, stdout io.Writer) error {
-	fs := newFlags("fault clear", "fault clear [--id N] [--control S] PATH")
+	fs := newFlags(stdout, "fault clear", "fault clear [--id N] [--control S] PATH")
 	ctl := fs.String("control", "", "control socket")
 	id := fs.Int("id", 0, "clear only this fault (default: every fault of the path)")
 	all := fs.Bool("all", false, "clear every fault of every path")
@@ -401,17 +410,17 @@ func cmdFaultClear(args []string, stdout io.Writer) error {
 		}
 	}
 	for _, t := range targets {
-		var out map[string]any
-		if err := c.Post(context.Background(), "/v1/fault/clear", control.FaultClearRequest{Path: t, ID: *id}, &out); err != nil {
+		out, err := c.ClearFault(context.Background(), control.FaultClearRequest{Path: t, ID: *id})
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%v: cleared %v\n", out["path"], out["cleared"])
+		fmt.Fprintf(stdout, "%v: cleared %v\n", out.Path, out.Cleared)
 	}
 	return nil
 }
 
 func cmdFaultList(args []string, stdout io.Writer) error {
-	fs := newFlags("fault list", "fault list [--json] [--control S]")
+	fs := newFlags(stdout, "fault list", "fault list [--json] [--control S]")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parseFlags(fs, args); err != nil {
@@ -421,10 +430,8 @@ func cmdFaultList(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var out struct {
-		Faults []control.FaultInfo `json:"faults"`
-	}
-	if err := c.Get(context.Background(), "/v1/fault/list", &out); err != nil {
+	out, err := c.FaultList(context.Background())
+	if err != nil {
 		return err
 	}
 	if *asJSON {
@@ -446,7 +453,7 @@ func cmdPolicy(args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "set" {
 		return usagef("want `policy set DEVICE --psp PSP [options]`")
 	}
-	fs := newFlags("policy set", "policy set DEVICE --psp PSP [--iops N | --bytes N] [--useANO 0|1] [--preferred PATH] [--option k=v]...")
+	fs := newFlags(stdout, "policy set", "policy set DEVICE --psp PSP [--iops N | --bytes N] [--useANO 0|1] [--preferred PATH] [--option k=v]...")
 	ctl := fs.String("control", "", "control socket")
 	psp := fs.String("psp", "", "VMW_PSP_FIXED, VMW_PSP_MRU, VMW_PSP_RR, queue-length or service-time (default: keep)")
 	iops := fs.String("iops", "", "RR: switch path every N I/Os")
@@ -482,8 +489,8 @@ func cmdPolicy(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var st mpath.DeviceStatus
-	if err := c.Post(context.Background(), "/v1/policy", control.PolicyRequest{Device: pos[0], PSP: *psp, Options: m}, &st); err != nil {
+	st, err := c.Policy(context.Background(), control.PolicyRequest{Device: pos[0], PSP: *psp, Options: m})
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: psp=%s %s\n", st.Name, st.PSP, st.PSPConfig)
@@ -495,7 +502,7 @@ func interruptible() (context.Context, context.CancelFunc) {
 }
 
 func cmdEvents(args []string, stdout io.Writer) error {
-	fs := newFlags("events", "events [--last N] [--follow] [--json] [--count N] [--control S]")
+	fs := newFlags(stdout, "events", "events [--last N] [--follow] [--json] [--count N] [--control S]")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	last := fs.Int("last", 100, "show the last N events the daemon kept first (it keeps "+strconv.Itoa(mpath.EventHistory)+"; 0: none)")
@@ -515,12 +522,8 @@ func cmdEvents(args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := interruptible()
 	defer cancel()
-	followParam := "0"
-	if follow {
-		followParam = "1"
-	}
 	n := 0
-	return c.Stream(ctx, control.Endpoint("/v1/events", "history", strconv.Itoa(*last), "follow", followParam), func(line []byte) bool {
+	return c.Events(ctx, *last, follow, func(line []byte) bool {
 		if *asJSON {
 			fmt.Fprintf(stdout, "%s\n", line)
 		} else {
@@ -543,7 +546,7 @@ func cmdEvents(args []string, stdout io.Writer) error {
 }
 
 func cmdTrace(args []string, stdout io.Writer) error {
-	fs := newFlags("trace", "trace [--count N] [--control S] DEVICE")
+	fs := newFlags(stdout, "trace", "trace [--count N] [--control S] DEVICE")
 	ctl := fs.String("control", "", "control socket")
 	count := fs.Int("count", 0, "stop after N records")
 	pos, err := parseFlags(fs, args)
@@ -560,7 +563,7 @@ func cmdTrace(args []string, stdout io.Writer) error {
 	ctx, cancel := interruptible()
 	defer cancel()
 	n := 0
-	return c.Stream(ctx, control.Endpoint("/v1/trace", "device", pos[0]), func(line []byte) bool {
+	return c.Trace(ctx, pos[0], func(line []byte) bool {
 		fmt.Fprintf(stdout, "%s\n", line)
 		n++
 		return *count == 0 || n < *count
@@ -568,7 +571,7 @@ func cmdTrace(args []string, stdout io.Writer) error {
 }
 
 func cmdPlugins(args []string, stdout io.Writer) error {
-	fs := newFlags("plugins", "plugins [--json] [--control S]")
+	fs := newFlags(stdout, "plugins", "plugins [--json] [--control S]")
 	ctl := fs.String("control", "", "control socket (optional: without a mount the built-in list is shown)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parseFlags(fs, args); err != nil {
@@ -576,11 +579,11 @@ func cmdPlugins(args []string, stdout io.Writer) error {
 	}
 	var pl control.Plugins
 	if c, err := dial(*ctl); err == nil && *ctl != "" {
-		if err := c.Get(context.Background(), "/v1/plugins", &pl); err != nil {
+		if pl, err = c.Plugins(context.Background()); err != nil {
 			return err
 		}
 	} else {
-		pl = localPlugins()
+		pl = control.LocalPlugins()
 	}
 	if *asJSON {
 		return printJSON(stdout, pl)

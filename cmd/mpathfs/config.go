@@ -5,19 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/backends/fault"
-	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/fusedev"
-	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/nmp"
 )
 
@@ -43,74 +35,8 @@ type Config struct {
 	MaxRequests int `yaml:"max_requests"`
 	// MemoryLimit is the daemon's soft memory limit: "auto" (the default,
 	// sized from MaxRequests), "off", or a size such as 256MiB.
-	MemoryLimit string         `yaml:"memory_limit"`
-	Devices     []DeviceConfig `yaml:"devices"`
-}
-
-// DeviceConfig describes one device.
-type DeviceConfig struct {
-	Name string `yaml:"name"`
-	// Size creates missing file stores sparse with this size ("1G").
-	Size string `yaml:"size"`
-	// Identity; paths without one of their own adopt it, checked by label
-	// and sample blocks (identity.go).
-	WWID   string `yaml:"wwid"`
-	Vendor string `yaml:"vendor"`
-	Model  string `yaml:"model"`
-	// wwidReported: WWID is what the paths reported (--group-by-wwid), not
-	// an assertion, so it is not held against the files' labels.
-	wwidReported bool
-
-	SATP        string            `yaml:"satp"`
-	SATPOptions map[string]string `yaml:"satp_options"`
-	PSP         string            `yaml:"psp"`
-	PSPOptions  map[string]string `yaml:"psp_options"`
-
-	IOTimeout     Duration `yaml:"io_timeout"`
-	APDTimeout    Duration `yaml:"apd_timeout"`
-	CheckInterval Duration `yaml:"check_interval"`
-	ProbeTimeout  Duration `yaml:"probe_timeout"`
-	FlapThreshold int      `yaml:"flap_threshold"`
-	FlapWindow    Duration `yaml:"flap_window"`
-	HoldDown      Duration `yaml:"hold_down"`
-	MaxRetries    int      `yaml:"max_retries"`
-
-	// Array puts a simulated ALUA array in front of the store.
-	Array *yaml.Node `yaml:"array"`
-
-	Paths []PathConfig `yaml:"paths"`
-}
-
-// PathConfig describes one path.
-type PathConfig struct {
-	URI      string `yaml:"uri"`
-	Name     string `yaml:"name"`
-	Location string `yaml:"location"`
-	// Port is the simulated array's target port this path reaches.
-	Port int `yaml:"port"`
-	Rank int `yaml:"rank"`
-	// Faults are injected when the mount starts, in `fault inject` syntax.
-	Faults []string `yaml:"faults"`
-	// Quiesce is the path's quiesce time: its server is known to drop or
-	// finish a request within this long after the client gave up on it, so
-	// a write that timed out on the path stops blocking overlapping writes
-	// then. Also as the URI query parameter quiesce=D. Default off.
-	Quiesce Duration `yaml:"quiesce"`
-}
-
-// Duration is a time.Duration written as "5s" in YAML.
-type Duration time.Duration
-
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (e.g. 500ms, 5s, 2m)", n.Line, n.Value)
-	}
-	if v < 0 {
-		return fmt.Errorf("line %d: duration %q is negative", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
+	MemoryLimit string              `yaml:"memory_limit"`
+	Devices     []host.DeviceConfig `yaml:"devices"`
 }
 
 // LoadConfig reads and validates a YAML config file.
@@ -147,146 +73,28 @@ func (c *Config) Validate() error {
 	if _, _, err := parseMemoryLimit(c.MemoryLimit); err != nil {
 		return err
 	}
-	for _, r := range c.ClaimRules {
-		rule, err := mpath.ParseRule(r)
-		if err != nil {
-			return err
-		}
-		if err := mpath.DefaultClaimRules().Add(rule); err != nil {
-			return fmt.Errorf("claim_rules: %v", err)
-		}
-	}
-	for i, r := range c.SATPRules {
-		if err := nmp.DefaultSATPRules().Add(r); err != nil {
-			return fmt.Errorf("satp_rules[%d]: %v", i, err)
-		}
+	if _, _, err := host.Rules(c.ClaimRules, c.SATPRules); err != nil {
+		return err
 	}
 	names := map[string]bool{}
 	pathNames := map[string]string{}
 	for i, d := range c.Devices {
-		where := fmt.Sprintf("devices[%d]", i)
-		if d.Name == "" {
-			return fmt.Errorf("%s has no name", where)
-		}
-		if strings.ContainsAny(d.Name, "/\x00") || d.Name == "." || d.Name == ".." {
-			return fmt.Errorf("%s: device name %q cannot be a file name", where, d.Name)
-		}
-		if names[d.Name] {
-			return fmt.Errorf("%s: two devices named %q", where, d.Name)
+		if d.Name != "" && names[d.Name] {
+			return fmt.Errorf("devices[%d]: two devices named %q", i, d.Name)
 		}
 		names[d.Name] = true
-		where = "device " + d.Name
-		if d.Size != "" {
-			if _, err := ParseSize(d.Size); err != nil {
-				return fmt.Errorf("%s: size: %v", where, err)
-			}
-		}
-		if len(d.Paths) == 0 {
-			return fmt.Errorf("%s has no paths: add paths: with at least one uri", where)
-		}
-		if _, err := decodeArray(d); err != nil {
-			return fmt.Errorf("%s: array: %v", where, err)
+		if err := d.Validate(fmt.Sprintf("devices[%d]", i)); err != nil {
+			return err
 		}
 		for j, p := range d.Paths {
-			pw := fmt.Sprintf("%s paths[%d]", where, j)
-			if p.URI == "" {
-				return fmt.Errorf("%s has no uri", pw)
-			}
-			clean, q, err := mpath.SplitQuiesce(p.URI)
-			if err != nil {
-				return fmt.Errorf("%s: %v", pw, err)
-			}
-			if q > 0 && p.Quiesce > 0 {
-				return fmt.Errorf("%s: quiesce given both in the uri and as quiesce: keep one", pw)
-			}
-			if _, err := backends.ParseURI(clean); err != nil {
-				return fmt.Errorf("%s: %v", pw, err)
-			}
-			if p.Location != "" {
-				if _, err := mpath.ParseLocation(p.Location); err != nil {
-					return fmt.Errorf("%s: %v", pw, err)
-				}
-			}
+			pw := fmt.Sprintf("device %s paths[%d]", d.Name, j)
 			if p.Name != "" {
 				if other, dup := pathNames[p.Name]; dup {
 					return fmt.Errorf("%s: path name %q is already used by %s", pw, p.Name, other)
 				}
 				pathNames[p.Name] = pw
 			}
-			for _, f := range p.Faults {
-				if _, err := fault.ParseArgs(strings.Fields(f)); err != nil {
-					return fmt.Errorf("%s: fault %q: %v", pw, f, err)
-				}
-			}
 		}
 	}
 	return nil
-}
-
-// ParseSize parses a size with an optional binary suffix: 512, 4k, 64M,
-// 1G, 2T (also KiB, MiB, GiB, TiB; all powers of 1024).
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	lower := strings.ToLower(t)
-	for _, suf := range []struct {
-		s string
-		m int64
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"tb", 1 << 40}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, {"b", 1}} {
-		if strings.HasSuffix(lower, suf.s) {
-			mult = suf.m
-			t = t[:len(t)-len(suf.s)]
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q: want a positive number with an optional k, M, G or T suffix (powers of 1024)", s)
-	}
-	return n * mult, nil
-}
-
-// ensureStore creates a missing file store, sparse, with the given size.
-func ensureStore(uri string, size int64) error {
-	u, err := backends.ParseURI(uri)
-	if err != nil || u.Scheme != "file" || size <= 0 {
-		return err
-	}
-	p := u.Path
-	if _, err := os.Stat(p); err == nil {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Truncate(size)
-}
-
-// toDeviceConfig turns YAML into the engine's config.
-func (d DeviceConfig) toDeviceConfig() mpath.DeviceConfig {
-	return mpath.DeviceConfig{
-		Name:          d.Name,
-		Identity:      mpath.Identity{WWID: d.WWID, Vendor: d.Vendor, Model: d.Model},
-		SATP:          d.SATP,
-		SATPOptions:   d.SATPOptions,
-		PSP:           d.PSP,
-		PSPOptions:    d.PSPOptions,
-		IOTimeout:     time.Duration(d.IOTimeout),
-		APDTimeout:    time.Duration(d.APDTimeout),
-		CheckInterval: time.Duration(d.CheckInterval),
-		ProbeTimeout:  time.Duration(d.ProbeTimeout),
-		FlapThreshold: d.FlapThreshold,
-		FlapWindow:    time.Duration(d.FlapWindow),
-		HoldDown:      time.Duration(d.HoldDown),
-		MaxRetries:    d.MaxRetries,
-	}
-}
-
-func localPlugins() control.Plugins {
-	return control.Plugins{MPPs: mpath.MPPNames(), SATPs: nmp.SATPs(), PSPs: nmp.PSPs()}
 }

@@ -15,12 +15,8 @@ import (
 // attribute) that ties a file store to the WWID its device asserts. It
 // works on the file itself, without a running mount.
 
-func init() {
-	extraCommands = append(extraCommands, command{"label", "label [--wwid W [--force] | --remove] FILE...: the wwid label of a file store", cmdLabel})
-}
-
 func cmdLabel(args []string, stdout io.Writer) error {
-	fs := newFlags("label", "label [--wwid W [--force] | --remove] FILE|/dev/loopN...")
+	fs := newFlags(stdout, "label", "label [--wwid W [--force] | --remove] FILE|/dev/loopN...")
 	wwid := fs.String("wwid", "", "write this WWID as the file's label (the device's wwid: in the config, or mount --wwid)")
 	force := fs.Bool("force", false, "replace a different label already on the file")
 	remove := fs.Bool("remove", false, "remove the label")

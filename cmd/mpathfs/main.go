@@ -41,11 +41,9 @@ type command struct {
 	run     func(args []string, stdout io.Writer) error
 }
 
-// allCommands lists the built-in commands, then those other files of the
-// command added to extraCommands (from init functions or variable
-// initialisers, in any file order: the list is made when it is needed).
+// allCommands lists the commands, in the order help shows them.
 func allCommands() []command {
-	commands := []command{
+	return []command{
 		{"mount", "serve devices as files in a FUSE mount (foreground)", cmdMount},
 		{"status", "show devices and paths like multipath -ll", cmdStatus},
 		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI", cmdPath},
@@ -54,12 +52,16 @@ func allCommands() []command {
 		{"events", "recent path state changes and other events; --follow for new ones", cmdEvents},
 		{"trace", "stream the per-I/O trace of a device as JSON lines", cmdTrace},
 		{"plugins", "list multipathing plugins, SATPs and PSPs", cmdPlugins},
+		{"array", "array status | fail|restore ARRAY CONTROLLER | transfer ARRAY CONTROLLER | set-tpg ARRAY TPG STATE", cmdArray},
+		{"claimrule", "claimrule list [--json]: the claim rules", cmdClaimRules},
+		{"satp", "satp list | satp rule list [--json]: SATPs with default PSPs, SATP rules", cmdSATP},
+		{"psp", "psp list [--json]: path selection plugins", cmdPSP},
+		{"explain", "explain DEVICE [--json]: which claim rule and SATP rule matched, and where each option came from", cmdExplain},
+		{"label", "label [--wwid W [--force] | --remove] FILE...: the wwid label of a file store", cmdLabel},
+		{"scenario", "scenario check FILE | scenario run [--report F.md] [--svg F.svg] FILE", cmdScenario},
+		{"verify", "verify [--json] DEVICE: integrity check of a mount --verify device", cmdVerify},
 	}
-	return append(commands, extraCommands...)
 }
-
-// extraCommands are added by other files of the command (arrays, scenarios).
-var extraCommands []command
 
 // subcommand is one line of a group command's help.
 type subcommand struct {
@@ -108,9 +110,6 @@ var subcommands = map[string][]subcommand{
 	},
 }
 
-// helpOut is where -h and --help print (run's stdout).
-var helpOut io.Writer = os.Stdout
-
 func isHelp(a string) bool { return a == "-h" || a == "--help" || a == "-help" || a == "help" }
 
 func main() {
@@ -118,7 +117,6 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	helpOut = stdout
 	if len(args) == 0 {
 		printUsage(stderr)
 		return 2
@@ -173,7 +171,7 @@ func printGroupUsage(w io.Writer, c command, subs []subcommand) {
 	fmt.Fprintf(w, "\nRun `mpathfs %s SUBCOMMAND -h` for a subcommand's flags.\n", c.name)
 }
 
-var version = "0.1.0"
+const version = "0.1.0"
 
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: mpathfs COMMAND [flags] [args]")
@@ -191,13 +189,14 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// newFlags makes a flag set that reports errors instead of exiting.
-func newFlags(name, usage string) *flag.FlagSet {
+// newFlags makes a flag set that reports errors instead of exiting; -h
+// and --help print the usage on help (the command's stdout).
+func newFlags(help io.Writer, name, usage string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fs.SetOutput(helpOut)
-		fmt.Fprintf(helpOut, "usage: mpathfs %s\n", usage)
+		fs.SetOutput(help)
+		fmt.Fprintf(help, "usage: mpathfs %s\n", usage)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}

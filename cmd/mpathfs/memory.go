@@ -10,6 +10,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/fusedev"
 )
 
@@ -37,14 +38,14 @@ func parseMemoryLimit(s string) (limit int64, auto bool, err error) {
 	case "off", "none":
 		return 0, false, nil
 	}
-	n, err := humanize.ParseBytes(s)
+	n, err := backends.ParseSize(s)
 	if err != nil || n == 0 {
 		return 0, false, fmt.Errorf("memory limit %q: want auto, off or a size such as 256MiB", s)
 	}
 	if n < 16<<20 {
 		return 0, false, fmt.Errorf("memory limit %q is below 16 MiB: the request buffers alone need more; give at least 64MiB, auto or off", s)
 	}
-	return int64(n), false, nil
+	return n, false, nil
 }
 
 // goMemoryInUse is the memory the Go runtime holds from the OS and has not

@@ -23,7 +23,7 @@ func TestParseMemoryLimit(t *testing.T) {
 		{"AUTO", 0, true, ""},
 		{"off", 0, false, ""},
 		{"256MiB", 256 << 20, false, ""},
-		{"1G", 1e9, false, ""},
+		{"1G", 1 << 30, false, ""},
 		{"5MiB", 0, false, "below 16 MiB"},
 		{"0", 0, false, "want auto, off or a size"},
 		{"lots", 0, false, "want auto, off or a size"},

@@ -1,11 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
-	"strings"
 
-	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/metrics"
 )
 
@@ -13,26 +14,21 @@ import (
 // Prometheus metrics. The address must be loopback unless
 // MPATHFS_METRICS_ALLOW_REMOTE=1.
 
-func init() {
-	runtimeHooks = append(runtimeHooks, metricsRuntimeHook)
-}
-
-func metricsRuntimeHook(rt *control.Runtime, b *built, cfg *Config) error {
-	if cfg.Metrics == "" {
-		return nil
-	}
+// serveMetrics starts the metrics endpoint of a mount's devices; the host
+// stops it when it closes.
+func serveMetrics(h *host.Host, addr string, stdout io.Writer) error {
 	c := metrics.New()
-	for _, d := range b.devices {
+	for _, d := range h.Devices() {
 		c.Add(d)
 	}
-	srv, err := metrics.Serve(cfg.Metrics, c, metrics.Options{AllowRemote: os.Getenv("MPATHFS_METRICS_ALLOW_REMOTE") == "1"})
+	srv, err := metrics.Serve(addr, c, metrics.Options{AllowRemote: os.Getenv("MPATHFS_METRICS_ALLOW_REMOTE") == "1"})
 	if err != nil {
-		if strings.Contains(err.Error(), "loopback") {
+		if errors.Is(err, metrics.ErrNotLoopback) {
 			return usageError{err.Error() + " (set MPATHFS_METRICS_ALLOW_REMOTE=1 to allow it)"}
 		}
 		return err
 	}
-	fmt.Fprintf(os.Stdout, "mpathfs: metrics at http://%s/metrics\n", srv.Addr())
-	b.extra = append(b.extra, srv.Close)
+	fmt.Fprintf(stdout, "mpathfs: metrics at http://%s/metrics\n", srv.Addr())
+	h.OnClose(srv.Close)
 	return nil
 }

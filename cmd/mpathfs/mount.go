@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,22 +16,25 @@ import (
 
 	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/fusedev"
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 
+	_ "github.com/mpathfs/mpathfs/alua" // registers VMW_SATP_ALUA and VMW_SATP_DEFAULT_AP
 	_ "github.com/mpathfs/mpathfs/backends/block"
 	_ "github.com/mpathfs/mpathfs/backends/nbd"
+	_ "github.com/mpathfs/mpathfs/iscsi/iscsipath"
 )
 
 const defaultStateDir = "/var/lib/mpathfs"
 
 func cmdMount(args []string, stdout io.Writer) error {
-	fs := newFlags("mount", "mount [--control S] [--name NAME] [--path URI]... [--psp P] [--satp S] [--config FILE] MOUNTPOINT")
+	fs := newFlags(stdout, "mount", "mount [--control S] [--name NAME] [--path URI]... [--psp P] [--satp S] [--config FILE] MOUNTPOINT")
 	ctl := fs.String("control", "", "control socket (default $MPATHFS_CONTROL or "+control.DefaultSocket+")")
 	name := fs.String("name", "", "device name for --path devices (default mp0; the default lab is \"lab\")")
 	wwid := fs.String("wwid", "", "assert the WWID of the --path device: file, loop and NBD paths adopt it, checked by label and sample blocks (one file through two mounts)")
 	var paths, pspOpts, satpOpts multiFlag
-	fs.Var(&paths, "path", "a path URI: file:///abs/path, a bare file path, nbd://host:port/export, nbd+unix:///export?socket=S, block:///dev/sdX (repeatable)")
+	fs.Var(&paths, "path", "a path URI: file:///abs/path, a bare file path, nbd://host:port/export, nbd+unix:///export?socket=S, block:///dev/sdX, iscsi://host[:port]/TARGET-IQN/LUN[?initiator=IQN&chap_user=U&chap_secret=S] (repeatable)")
 	groupWWID := fs.Bool("group-by-wwid", false, "form one device per WWID the --path devices report (names mpatha, mpathb, … like dm-multipath's user_friendly_names)")
 	psp := fs.String("psp", "", "path selection plugin (default: the SATP's)")
 	fs.Var(&pspOpts, "psp-option", "PSP option name=value (repeatable), e.g. iops=1")
@@ -45,10 +49,14 @@ func cmdMount(args []string, stdout io.Writer) error {
 	flapThreshold := fs.Int("flap-threshold", 0, "failures within --flap-window that hold a path down (default 3)")
 	flapWindow := fs.Duration("flap-window", 0, "window for counting path failures (default 60s)")
 	holdDown := fs.Duration("hold-down", 0, "how long a flapping path is held out of service (default 10s, doubling while it keeps flapping)")
+	hedge := fs.String("hedge", "", "hedged reads: on (the default) or off; a read outstanding past --hedge-multiplier × its path's p99 is sent again on another path")
+	hedgeMult := fs.Float64("hedge-multiplier", 0, "hedging threshold as a multiple of the path's recent p99 read latency (default 3)")
+	hedgeFloor := fs.Duration("hedge-floor", 0, "lowest hedging threshold (default 2ms)")
+	hedgeCeiling := fs.Duration("hedge-ceiling", 0, "highest hedging threshold (default 50ms, at most half --io-timeout)")
 	trace := fs.String("trace", "", "record every I/O as a JSON line to this file")
 	scenarioFile := fs.String("scenario", "", "play this scenario file (see `mpathfs scenario`) once the mount is up")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at this address (loopback only), e.g. 127.0.0.1:9475")
-	fs.BoolVar(&verifyWrites, "verify", false, "integrity oracle: checksum acknowledged writes, verify reads (`mpathfs verify DEVICE` checks)")
+	verify := fs.Bool("verify", false, "integrity oracle: checksum acknowledged writes, verify reads (`mpathfs verify DEVICE` checks)")
 	allowOther := fs.Bool("allow-other", false, "let other users open the device files")
 	debug := fs.Bool("debug", false, "log every FUSE request")
 	maxRequests := fs.Int("max-requests", 0, fmt.Sprintf("FUSE requests held at once, each with a 1 MiB buffer (default %d; -1: no bound)", fusedev.DefaultMaxRequests))
@@ -80,27 +88,30 @@ func cmdMount(args []string, stdout io.Writer) error {
 		if *name != "" {
 			return usagef("give either --name or --group-by-wwid")
 		}
-		groups, err := groupByWWID(paths)
+		groups, err := host.GroupByWWID(context.Background(), paths, 0)
+		if errors.Is(err, host.ErrNoWWID) {
+			return usageError{err.Error()}
+		}
 		if err != nil {
 			return err
 		}
 		cfg = &Config{}
 		for i, g := range groups {
-			dc := DeviceConfig{Name: friendlyName(i), WWID: g.wwid, wwidReported: true}
-			for _, u := range g.uris {
-				dc.Paths = append(dc.Paths, PathConfig{URI: u})
+			dc := host.DeviceConfig{Name: host.FriendlyName(i), WWID: g.WWID, WWIDReported: true}
+			for _, u := range g.URIs {
+				dc.Paths = append(dc.Paths, host.PathConfig{URI: u})
 			}
 			cfg.Devices = append(cfg.Devices, dc)
 		}
 	case len(paths) > 0:
-		dc := DeviceConfig{Name: *name, PSP: *psp, SATP: *satp, Size: *size, WWID: *wwid}
+		dc := host.DeviceConfig{Name: *name, PSP: *psp, SATP: *satp, Size: *size, WWID: *wwid}
 		if dc.Name == "" {
 			dc.Name = "mp0"
 		}
 		for _, p := range paths {
-			dc.Paths = append(dc.Paths, PathConfig{URI: p})
+			dc.Paths = append(dc.Paths, host.PathConfig{URI: p})
 		}
-		cfg = &Config{Devices: []DeviceConfig{dc}}
+		cfg = &Config{Devices: []host.DeviceConfig{dc}}
 	default:
 		cfg = defaultLab(stateDirOf(*stateDir))
 		if *name != "" {
@@ -133,22 +144,37 @@ func cmdMount(args []string, stdout io.Writer) error {
 			}
 		}
 		if *ioTimeout > 0 {
-			d.IOTimeout = Duration(*ioTimeout)
+			d.IOTimeout = host.Duration(*ioTimeout)
 		}
 		if *apdTimeout > 0 {
-			d.APDTimeout = Duration(*apdTimeout)
+			d.APDTimeout = host.Duration(*apdTimeout)
 		}
 		if *checkInterval > 0 {
-			d.CheckInterval = Duration(*checkInterval)
+			d.CheckInterval = host.Duration(*checkInterval)
 		}
 		if *flapThreshold > 0 {
 			d.FlapThreshold = *flapThreshold
 		}
 		if *flapWindow > 0 {
-			d.FlapWindow = Duration(*flapWindow)
+			d.FlapWindow = host.Duration(*flapWindow)
 		}
 		if *holdDown > 0 {
-			d.HoldDown = Duration(*holdDown)
+			d.HoldDown = host.Duration(*holdDown)
+		}
+		if *hedge != "" {
+			if _, err := nmp.ParseHedgeMode(*hedge); err != nil {
+				return fmt.Errorf("--hedge: %v", err)
+			}
+			d.HedgeReads = *hedge
+		}
+		if *hedgeMult != 0 {
+			d.HedgeMultiplier = *hedgeMult
+		}
+		if *hedgeFloor > 0 {
+			d.HedgeFloor = host.Duration(*hedgeFloor)
+		}
+		if *hedgeCeiling > 0 {
+			d.HedgeCeiling = host.Duration(*hedgeCeiling)
 		}
 	}
 	if *ctl != "" {
@@ -172,11 +198,11 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
-	return serve(mountpoint, cfg, mountOptions{allowOther: *allowOther, debug: *debug}, stdout)
+	return serve(mountpoint, cfg, mountOptions{allowOther: *allowOther, debug: *debug, verify: *verify}, stdout)
 }
 
 type mountOptions struct {
-	allowOther, debug bool
+	allowOther, debug, verify bool
 }
 
 func stateDirOf(flag string) string {
@@ -237,13 +263,21 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	events := &mpath.Events{}
-	b, err := build(ctx, cfg, events)
+	sc, err := loadMountScenario(cfg.Scenario)
 	if err != nil {
 		return err
 	}
-	defer b.Close()
-	if line := tuneProcs(b.devices); line != "" {
+	claims, satpRules, err := host.Rules(cfg.ClaimRules, cfg.SATPRules)
+	if err != nil {
+		return err
+	}
+	h := host.New(host.Options{Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify})
+	defer h.Close()
+	if err := h.Build(ctx, cfg.Devices); err != nil {
+		return err
+	}
+	devices := h.Devices()
+	if line := tuneProcs(devices); line != "" {
 		fmt.Fprintf(stdout, "mpathfs: %s\n", line)
 	}
 
@@ -266,15 +300,14 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 				fmt.Fprintf(stdout, "mpathfs: trace %s: %d records dropped in all\n", cfg.Trace, n)
 			}
 		}()
-		for _, d := range b.devices {
+		for _, d := range devices {
 			d.SetTracer(t)
 		}
 	}
 
-	rt := control.NewRuntime(mountpoint, events)
-	b.register(rt)
-	for _, h := range runtimeHooks {
-		if err := h(rt, b, cfg); err != nil {
+	rt := control.NewRuntime(mountpoint, h)
+	if cfg.Metrics != "" {
+		if err := serveMetrics(h, cfg.Metrics, stdout); err != nil {
 			return err
 		}
 	}
@@ -284,37 +317,39 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	}
 	defer srv.Close()
 
-	devs := make([]fusedev.Device, len(b.devices))
-	for i, d := range b.devices {
-		devs[i] = fuseDevice(d)
+	var devs []fusedev.Device
+	for _, d := range h.Serve() {
+		devs = append(devs, d)
 	}
 	fsrv, err := fusedev.Mount(mountpoint, devs, fusedev.Options{AllowOther: mo.allowOther, Debug: mo.debug, MaxRequests: cfg.MaxRequests})
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", mountpoint, err)
 	}
-	for _, d := range b.devices {
+	for _, d := range devices {
+		st := d.Status()
 		fmt.Fprintf(stdout, "mpathfs: serving %s (%s, %d paths, %s + %s) at %s\n", d.Name(),
-			humanize.IBytes(uint64(d.Size())), len(d.Paths()), d.SATP().Name(), d.PSP().Name(), filepath.Join(mountpoint, d.Name()))
+			humanize.IBytes(uint64(d.Size())), len(d.Paths()), st.SATP, st.PSP, filepath.Join(mountpoint, d.Name()))
 	}
-	for _, m := range b.masked {
+	for _, m := range h.Masked() {
 		fmt.Fprintf(stdout, "mpathfs: not claimed by NMP: %s\n", m)
 	}
-	for _, n := range b.notes {
+	for _, n := range h.Notes() {
 		fmt.Fprintf(stdout, "mpathfs: identity: %s\n", n)
 	}
 	if line := applyMemoryLimit(cfg.MemoryLimit, cfg.MaxRequests); line != "" {
 		fmt.Fprintf(stdout, "mpathfs: %s\n", line)
 	}
 	fmt.Fprintf(stdout, "mpathfs: control socket %s; stop with Ctrl-C or SIGTERM\n", socket)
-	if len(b.devices) > 0 {
+	if len(devices) > 0 {
 		fmt.Fprintf(stdout, "mpathfs: try: fio --name=t --filename=%s --direct=1 --rw=randrw --bs=4k --iodepth=16 --ioengine=libaio --runtime=30 --time_based --verify=crc32c --verify_backlog=1024\n",
-			filepath.Join(mountpoint, b.devices[0].Name()))
+			filepath.Join(mountpoint, devices[0].Name()))
 	}
 	if f, ok := stdout.(*os.File); ok {
 		f.Sync()
 	}
-	for _, h := range startHooks {
-		h(ctx, rt, cfg, stdout)
+	h.WatchHotplug(ctx, stdout)
+	if sc != nil {
+		playMountScenario(ctx, rt, sc, cfg.Scenario, stdout)
 	}
 
 	served := make(chan struct{})
@@ -338,10 +373,3 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	}
 	return nil
 }
-
-// runtimeHooks and startHooks let other files of the command add to a
-// mount (arrays, scenarios, metrics) without serve knowing them.
-var (
-	runtimeHooks []func(rt *control.Runtime, b *built, cfg *Config) error
-	startHooks   []func(ctx context.Context, rt *control.Runtime, cfg *Config, stdout io.Writer)
-)

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/mpathfs/mpathfs/nmp"
+	"github.com/mpathfs/mpathfs/host"
 )
 
 // blockingProcs is GOMAXPROCS for devices whose paths block in system
@@ -24,7 +24,7 @@ const blockingProcs = 8
 // (measured on 2 cores, two file paths in /dev/shm: 4k randrw QD32×2 129k
 // IOPS at GOMAXPROCS 2 against 117k at 8, 1 MiB writes 5916 against 5342
 // MiB/s; docs/design.md, "Threads"). It returns a line for the log.
-func tuneProcs(devs []*nmp.Device) string {
+func tuneProcs(devs []host.Device) string {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return ""
 	}
@@ -37,7 +37,7 @@ func tuneProcs(devs []*nmp.Device) string {
 }
 
 // firstBlocking is the URI of the first path that blocks, or "".
-func firstBlocking(devs []*nmp.Device) string {
+func firstBlocking(devs []host.Device) string {
 	for _, d := range devs {
 		for _, p := range d.Paths() {
 			if blocksInSyscalls(p.URI) {

@@ -15,12 +15,6 @@ import (
 
 // `mpathfs scenario check|run` and `mpathfs mount --scenario FILE`.
 
-func init() {
-	extraCommands = append(extraCommands, command{"scenario", "scenario check FILE | scenario run [--report F.md] [--svg F.svg] FILE", cmdScenario})
-	runtimeHooks = append(runtimeHooks, scenarioRuntimeHook)
-	startHooks = append(startHooks, scenarioStartHook)
-}
-
 func cmdScenario(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usagef("want `scenario check FILE` or `scenario run [--control S] [--report FILE.md] [--svg FILE.svg] FILE`")
@@ -52,7 +46,7 @@ func parseScenario(name string) (*scenario.Scenario, error) {
 }
 
 func cmdScenarioCheck(args []string, stdout io.Writer) error {
-	fs := newFlags("scenario check", "scenario check FILE")
+	fs := newFlags(stdout, "scenario check", "scenario check FILE")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -69,7 +63,7 @@ func cmdScenarioCheck(args []string, stdout io.Writer) error {
 }
 
 func cmdScenarioRun(args []string, stdout io.Writer) error {
-	fs := newFlags("scenario run", "scenario run [--control S] [--report FILE.md] [--svg FILE.svg] [--json FILE] [--continue] [--keep-faults] FILE")
+	fs := newFlags(stdout, "scenario run", "scenario run [--control S] [--report FILE.md] [--svg FILE.svg] [--json FILE] [--continue] [--keep-faults] FILE")
 	ctl := fs.String("control", "", "control socket")
 	report := fs.String("report", "", "write the Markdown report here (default: print it)")
 	svg := fs.String("svg", "", "write an SVG plot of per-path IOPS with the faults marked")
@@ -150,43 +144,34 @@ func writeFileWith(name string, fn func(io.Writer) error) error {
 	return f.Close()
 }
 
-// The scenario of `mount --scenario FILE` (or `scenario:` in the config),
-// parsed before the mount comes up so a bad file stops it.
-var mountScenario struct {
-	sync.Mutex
-	sc *scenario.Scenario
-}
-
-func scenarioRuntimeHook(rt *control.Runtime, b *built, cfg *Config) error {
-	if cfg.Scenario == "" {
-		return nil
+// loadMountScenario parses the scenario of `mount --scenario FILE` (or
+// `scenario:` in the config) before the mount comes up, so a bad file
+// stops it; nil when there is none.
+func loadMountScenario(file string) (*scenario.Scenario, error) {
+	if file == "" {
+		return nil, nil
 	}
-	sc, err := scenario.ParseFile(cfg.Scenario)
+	sc, err := scenario.ParseFile(file)
 	if err != nil {
-		return usageError{oneLine(err.Error())}
+		return nil, usageError{oneLine(err.Error())}
 	}
-	mountScenario.Lock()
-	mountScenario.sc = sc
-	mountScenario.Unlock()
-	return nil
+	return sc, nil
 }
 
-// scenarioStartHook plays the scenario in process once the mount is up and
-// prints its report; the mount keeps serving afterwards.
-func scenarioStartHook(ctx context.Context, rt *control.Runtime, cfg *Config, stdout io.Writer) {
-	mountScenario.Lock()
-	sc := mountScenario.sc
-	mountScenario.Unlock()
-	if sc == nil {
-		return
-	}
+// playMountScenario plays the scenario in process once the mount is up and
+// prints its report; the mount keeps serving afterwards. It returns at
+// once; the scenario stops with ctx.
+func playMountScenario(ctx context.Context, rt *control.Runtime, sc *scenario.Scenario, file string, stdout io.Writer) {
 	fmt.Fprintf(stdout, "mpathfs: running scenario %s (%v)\n", sc.Name, sc.Length())
 	go func() {
 		var log syncWriter
 		log.w = stdout
-		rep, err := scenario.Run(ctx, sc, scenario.RuntimeTarget{RT: rt}, scenario.Options{Log: &log, ContinueOnError: true})
+		rep, err := scenario.Run(ctx, sc, scenario.RuntimeTarget{RT: rt, ArrayFunc: func(ctx context.Context, req scenario.ArrayRequest) error {
+			_, err := rt.Array(ctx, req)
+			return err
+		}}, scenario.Options{Log: &log, ContinueOnError: true})
 		if rep != nil {
-			md := cfg.Scenario + ".report.md"
+			md := file + ".report.md"
 			if werr := writeFileWith(md, rep.Markdown); werr != nil {
 				fmt.Fprintf(&log, "mpathfs: scenario report: %v\n", werr)
 			} else {

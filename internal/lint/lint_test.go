@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // pkg is the part of `go list -json` the checks read.
@@ -135,7 +137,7 @@ type layerRule struct {
 // higher layers, named once for the rules below
 var (
 	transports = []string{"backends/block", "backends/fault", "backends/nbd", "backends/backendtest"}
-	tools      = []string{"control", "hotplug", "metrics", "integrity", "scenario"}
+	tools      = []string{"control", "hotplug", "metrics", "integrity", "scenario", "host"}
 	thirdParty = []string{"github.com/hanwen/go-fuse/v2/...", "github.com/prometheus/...", "github.com/pilebones/go-udev/..."}
 )
 
@@ -164,6 +166,22 @@ var layerRules = []layerRule{
 		From:   "scsi",
 		Forbid: list([]string{"backends/...", "mpath", "nmp", "alua", "array/...", "iscsi/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/...", "internal/..."}, tools),
 		Why:    "scsi is the SCSI vocabulary below the transports: it imports only ioerr",
+	},
+	{
+		From:   "iscsi/...",
+		Except: []string{"iscsi/iscsipath"},
+		Forbid: list([]string{"backends/...", "mpath", "nmp", "alua", "array/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/..."}, tools, thirdParty),
+		Why:    "the iSCSI target and initiator speak the protocol over scsi.Handler and the SCSI vocabulary: the array and the host build on them, never the reverse",
+	},
+	{
+		From:   "iscsi",
+		Forbid: []string{"iscsi/iscsipath"},
+		Why:    "the iscsi:// path transport builds on the initiator, never the reverse",
+	},
+	{
+		From:   "iscsi/iscsipath",
+		Forbid: list(transports, []string{"mpath", "nmp", "alua", "array/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/..."}, tools, thirdParty),
+		Why:    "the iscsi:// path transport is a Backend over the initiator: it sits on the iSCSI floor (transports below may not import the protocol package) and imports backends, scsi, ioerr and iscsi only",
 	},
 	{
 		From:   "backends",
@@ -202,18 +220,33 @@ var layerRules = []layerRule{
 	},
 	{
 		From:   "hotplug",
-		Forbid: []string{"nmp", "alua", "fusedev", "control", "metrics", "integrity", "scenario"},
-		Why:    "hotplug is a source of facts about the host and decides nothing about paths; cmd/mpathfs wires it to the engine",
+		Forbid: []string{"nmp", "alua", "fusedev", "control", "metrics", "integrity", "scenario", "host"},
+		Why:    "hotplug is a source of facts about the host and decides nothing about paths; the host package wires it to the engine",
 	},
 	{
 		From:   "integrity",
-		Forbid: []string{"fusedev", "control", "hotplug", "metrics", "scenario"},
+		Forbid: []string{"fusedev", "control", "hotplug", "metrics", "scenario", "host"},
 		Why:    "the integrity checker checks a device from outside, through the interfaces a user has",
 	},
 	{
 		From:   "metrics",
-		Forbid: []string{"fusedev", "control", "hotplug", "integrity", "scenario"},
+		Forbid: []string{"fusedev", "control", "hotplug", "integrity", "scenario", "host"},
 		Why:    "metrics observe the engine through its observer hook; they drive nothing",
+	},
+	{
+		From:   "host",
+		Forbid: []string{"control", "metrics", "scenario", "fusedev"},
+		Why:    "the PSA host makes and keeps devices; the control API, metrics and scenarios drive it from above, and FUSE serves what it returns (host.IO) without the host knowing FUSE",
+	},
+	{
+		From:   "host",
+		Forbid: thirdParty,
+		Why:    "the host reaches uevents through package hotplug and exposes devices through interfaces; it needs no FUSE, metrics or uevent library of its own",
+	},
+	{
+		From:   "control",
+		Forbid: []string{"scenario", "metrics", "fusedev"},
+		Why:    "the control API drives the host; scenarios drive the control API, and neither FUSE nor metrics are reached through it",
 	},
 	{
 		From:   "...",
@@ -423,12 +456,7 @@ func scanOutside(name string, data []byte) []outsideFinding {
 
 func TestNoReferencesOutsideRepository(t *testing.T) {
 	mod, _ := packages(t)
-	if _, err := exec.LookPath("git"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("git not found; CI must have it")
-		}
-		t.Skip("git not found: the tracked files are not known (needs git; runs in CI)")
-	}
+	needs.Tools(t, "git")
 	out, err := exec.Command("git", "-C", mod.Dir, "ls-files", "-z").Output()
 	if err != nil {
 		if os.Getenv("CI") != "" {

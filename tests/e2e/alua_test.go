@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 func aluaStates(m *mount, dev string) map[string]string {
@@ -26,7 +28,7 @@ func aluaStates(m *mount, dev string) map[string]string {
 // (implicit transfer to the other) and its recovery: zero errors, and the
 // status shows the target port groups change state.
 func TestALUAControllerFailure(t *testing.T) {
-	need(t, "fio")
+	needs.Tools(t, "fio")
 	m := startMount(t, "--check-interval", "300ms", "--io-timeout", "2s")
 	st := m.status()
 	d := st.Devices[0]

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // fourPaths returns --path flags for n file paths to one store.
@@ -40,7 +42,7 @@ func busiest(before, after map[string]uint64) string {
 // path failure hits the busiest path: zero fio errors, the path dead, I/O
 // carried on by the others — for every PSP.
 func TestFioPathFailureEachPSP(t *testing.T) {
-	need(t, "fio")
+	needs.Tools(t, "fio")
 	for _, psp := range []string{"VMW_PSP_FIXED", "VMW_PSP_MRU", "VMW_PSP_RR", "queue-length", "service-time"} {
 		t.Run(psp, func(t *testing.T) {
 			st := store(t, 256<<20)
@@ -102,7 +104,7 @@ func TestFioPathFailureEachPSP(t *testing.T) {
 
 // TestAdminOffOnUnderLoad switches paths off and on while fio runs.
 func TestAdminOffOnUnderLoad(t *testing.T) {
-	need(t, "fio")
+	needs.Tools(t, "fio")
 	st := store(t, 256<<20)
 	m := startMount(t, append([]string{"--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=4", "--check-interval", "500ms"}, filePaths(st, 3)...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -206,7 +208,7 @@ func TestAllPathsDown(t *testing.T) {
 // TestExt4OnLoopFailovers: ext4 on a loop device over the device file
 // survives 20 failovers during writes; fsck is clean.
 func TestExt4OnLoopFailovers(t *testing.T) {
-	need(t, "losetup", "mkfs.ext4", "e2fsck", "mount", "umount")
+	needs.Tools(t, "losetup", "mkfs.ext4", "e2fsck", "mount", "umount")
 	st := store(t, 256<<20)
 	m := startMount(t, append([]string{"--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=8", "--io-timeout", "2s", "--check-interval", "200ms", "--flap-threshold", "1000"}, filePaths(st, 3)...)...)
 	loopOut, err := runCmd("losetup", "--find", "--show", "--direct-io=on", m.file("d0"))

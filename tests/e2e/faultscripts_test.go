@@ -7,13 +7,15 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // TestFaultScripts runs the scripts of tests/faults against a mounted device
 // under fio with verification: flapping, failing the busiest path, rolling
 // failures and a short all-paths-down must all pass with zero fio errors.
 func TestFaultScripts(t *testing.T) {
-	need(t, "fio", "jq")
+	needs.Tools(t, "fio", "jq")
 	st := store(t, 256<<20)
 	m := startMount(t, append([]string{"--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=8", "--check-interval", "300ms", "--flap-threshold", "100"}, filePaths(st, 3)...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

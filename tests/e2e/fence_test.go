@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/internal/freezeproxy"
+	"github.com/mpathfs/mpathfs/internal/needs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -126,7 +127,7 @@ func oracleClean(t *testing.T, m *mount, dev string) {
 // socket. Expected: no fio error, no oracle finding, and an ambiguous
 // range shown while A was stopped.
 func TestFenceStoppedNbdkit(t *testing.T) {
-	need(t, "fio", "nbdkit")
+	needs.Tools(t, "fio", "nbdkit")
 	file := store(t, 64<<20)
 	a, b := startNbdkit(t, file), startNbdkit(t, file)
 	// One connection on A: with several, the ones that carried only reads
@@ -177,7 +178,7 @@ func TestFenceStoppedNbdkit(t *testing.T) {
 // the oracle can read through it. Expected: no fio error, no oracle
 // finding, the range shown ambiguous and then resolved by the fence.
 func TestFenceFrozenPathFence(t *testing.T) {
-	need(t, "fio", "nbdkit")
+	needs.Tools(t, "fio", "nbdkit")
 	file := store(t, 64<<20)
 	a, b := startNbdkit(t, file), startNbdkit(t, file)
 	px := freezeproxy.Start(t, "unix", filepath.Join(t.TempDir(), "proxy.sock"), a.sock)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 var binary string
@@ -37,36 +38,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// need fails (in CI) or skips (elsewhere) when a tool or privilege is missing.
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	var missing []string
-	for _, tool := range tools {
-		switch tool {
-		case "root":
-			if os.Geteuid() != 0 {
-				missing = append(missing, "root")
-			}
-		case "/dev/fuse":
-			if _, err := os.Stat("/dev/fuse"); err != nil {
-				missing = append(missing, "/dev/fuse")
-			}
-		default:
-			if _, err := exec.LookPath(tool); err != nil {
-				missing = append(missing, tool)
-			}
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := fmt.Sprintf("needs %s (install with `make deps`)", strings.Join(missing, ", "))
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 // mount is a running `mpathfs mount`.
@@ -107,7 +78,7 @@ func startMount(t *testing.T, args ...string) *mount {
 
 func startMountDir(t *testing.T, dir string, args ...string) *mount {
 	t.Helper()
-	need(t, "root", "/dev/fuse", "fusermount3")
+	needs.Tools(t, "root", "/dev/fuse", "fusermount3")
 	base := t.TempDir()
 	if dir == "" {
 		dir = filepath.Join(base, "mnt")

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // attachLoop attaches a loop device over img and detaches it in cleanup.
@@ -29,7 +31,7 @@ func attachLoop(t *testing.T, img string) string {
 // and taken out while fio runs, with no fio error. A new loop device over
 // the same image joins the device live as a new path and carries I/O.
 func TestBlockPathsHotplug(t *testing.T) {
-	need(t, "losetup", "fio")
+	needs.Tools(t, "losetup", "fio")
 	img := filepath.Join(t.TempDir(), "disk.img")
 	f, _ := os.Create(img)
 	f.Truncate(128 << 20)
@@ -84,7 +86,7 @@ func TestBlockPathsHotplug(t *testing.T) {
 // TestGroupByWWID: four loop devices over two images form two devices,
 // named like dm-multipath's user_friendly_names.
 func TestGroupByWWID(t *testing.T) {
-	need(t, "losetup")
+	needs.Tools(t, "losetup")
 	dir := t.TempDir()
 	var devs []string
 	for _, name := range []string{"x.img", "y.img"} {

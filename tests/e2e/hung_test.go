@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mpathfs/mpathfs/internal/needs"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -19,7 +20,7 @@ import (
 // FUSE mount (nbdfuse), unmounted and stopped by PID in cleanup.
 func startNbdfuse(t *testing.T, srv *nbdServer) string {
 	t.Helper()
-	need(t, "nbdfuse", "fusermount3")
+	needs.Tools(t, "nbdfuse", "fusermount3")
 	dir := filepath.Join(t.TempDir(), "nbdfuse")
 	require.NoError(t, os.Mkdir(dir, 0o700))
 	cmd := exec.Command("nbdfuse", dir, "--unix", srv.sock)
@@ -67,7 +68,7 @@ func pathStatus(m *mount, dev, name string) mpath.PathStatus {
 // no error and its reads keep flowing while the server is stopped; stopping
 // mpathfs while the server is still stopped unmounts at once.
 func TestHungFusePathUnderFio(t *testing.T) {
-	need(t, "root", "/dev/fuse", "fio", "nbdkit", "nbdfuse")
+	needs.Tools(t, "root", "/dev/fuse", "fio", "nbdkit", "nbdfuse")
 	st := store(t, 256<<20)
 	hung := startNbdkit(t, st)
 	other := startNbdkit(t, st)

@@ -17,6 +17,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // One store through two different mounts: path A is the image file
@@ -55,7 +57,7 @@ type fuseView struct {
 // stopped.
 func startFuseView(t *testing.T, file string) *fuseView {
 	t.Helper()
-	need(t, "root", "/dev/fuse", "fusermount3", "nbdkit", "nbdfuse")
+	needs.Tools(t, "root", "/dev/fuse", "fusermount3", "nbdkit", "nbdfuse")
 	v := &fuseView{srv: startNbdkit(t, file), mnt: filepath.Join(t.TempDir(), "view")}
 	require.NoError(t, os.Mkdir(v.mnt, 0o700))
 	v.file = filepath.Join(v.mnt, "nbd")
@@ -123,7 +125,7 @@ func pathNames(t *testing.T, m *mount, uris ...string) []string {
 // each path comes back (re-checked against the other under load): 0
 // errors.
 func TestIdentityTwoMountsFio(t *testing.T) {
-	need(t, "fio")
+	needs.Tools(t, "fio")
 	img := randomStore(t, "lun.img", 128<<20, 1)
 	v := startFuseView(t, img)
 	a, b := "file://"+img+"?direct=1", "file://"+v.file+"?direct=1"
@@ -284,7 +286,7 @@ func TestIdentityFuseServerStopped(t *testing.T) {
 // WWIDs: refused by default, one device under an asserted wwid (checked),
 // and refused when the second loop device is over a different file.
 func TestIdentityLoopTwoMounts(t *testing.T) {
-	need(t, "losetup")
+	needs.Tools(t, "losetup")
 	const size = 32 << 20
 	img := randomStore(t, "lun.img", size, 6)
 	v := startFuseView(t, img)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // TestLandLateNeverRollsBack: the stale-write hazard of multipath through
@@ -25,7 +27,7 @@ import (
 // (fio's own verification cannot see a rollback: an older version of a
 // block carries a valid header and checksum.)
 func TestLandLateNeverRollsBack(t *testing.T) {
-	need(t, "fio")
+	needs.Tools(t, "fio")
 	const land = 1500 * time.Millisecond
 	st := store(t, 64<<20)
 	args := append([]string{"--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1",

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // vmRSS is a process's resident set in bytes, from /proc/PID/status.
@@ -43,7 +45,7 @@ func vmRSS(t *testing.T, pid int) int64 {
 // is generous (the benchmark measures ~45 MiB); it catches the regression,
 // not the last MiB.
 func TestMemoryBoundedAtQD64(t *testing.T) {
-	need(t, "fio")
+	needs.Tools(t, "fio")
 	st := store(t, 256<<20)
 	m := startMount(t, append([]string{"--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1"}, filePaths(st, 2)...)...)
 	if !strings.Contains(m.out.String(), "soft memory limit") {

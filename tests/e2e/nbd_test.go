@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // nbdServer is one nbdkit process serving a file on a Unix socket.
@@ -27,7 +29,7 @@ type nbdServer struct {
 // --filter go before the plugin, the others (filter parameters) after it.
 func startNbdkit(t *testing.T, file string, filterArgs ...string) *nbdServer {
 	t.Helper()
-	need(t, "nbdkit")
+	needs.Tools(t, "nbdkit")
 	dir := t.TempDir()
 	s := &nbdServer{t: t, sock: filepath.Join(dir, "nbd.sock"), pidfile: filepath.Join(dir, "nbd.pid")}
 	s.args = []string{"-f", "--exit-with-parent", "-P", s.pidfile, "-U", s.sock}
@@ -102,7 +104,7 @@ func pathByURI(m *mount, dev, uri string) (name, state string) {
 // in the middle of fio and restarted: zero fio errors, and the path is
 // active again within the checker interval after the restart.
 func TestNBDKillRestart(t *testing.T) {
-	need(t, "fio", "nbdkit")
+	needs.Tools(t, "fio", "nbdkit")
 	file := store(t, 256<<20)
 	s1, s2 := startNbdkit(t, file), startNbdkit(t, file)
 	m := startMount(t, "--name", "d0", "--path", s1.uri(), "--path", s2.uri(), "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--check-interval", "500ms", "--io-timeout", "2s")
@@ -136,7 +138,7 @@ func TestNBDKillRestart(t *testing.T) {
 // range stays fenced (writes to it wait) until then — correct, but not what
 // this test is about.
 func TestNBDHungServer(t *testing.T) {
-	need(t, "fio", "nbdkit")
+	needs.Tools(t, "fio", "nbdkit")
 	file := store(t, 256<<20)
 	s1, s2 := startNbdkit(t, file), startNbdkit(t, file)
 	s3 := startNbdkit(t, file, "--filter=delay", "delay-read=60")
@@ -192,7 +194,7 @@ func TestNBDHungServer(t *testing.T) {
 // TestNBDMixedFileAndNBD: one device over a file path and an NBD path to
 // the same file; RR uses both transports and the data agrees.
 func TestNBDMixedFileAndNBD(t *testing.T) {
-	need(t, "nbdkit")
+	needs.Tools(t, "nbdkit")
 	file := store(t, 64<<20)
 	s := startNbdkit(t, file)
 	m := startMount(t, "--name", "d0", "--path", file, "--path", s.uri(), "--psp", "VMW_PSP_RR", "--psp-option", "iops=1")

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // Who may use the device and the control socket. The tests run as root
@@ -61,7 +63,7 @@ func asNobody(t *testing.T, name string, args ...string) (string, error) {
 // user: by its mode (0600), and, when the mode was loosened, by the peer
 // credentials check with an HTTP 403 and a message.
 func TestPermissions(t *testing.T) {
-	need(t, "root", "/dev/fuse", "fusermount3", "setpriv", "dd", "stat")
+	needs.Tools(t, "root", "/dev/fuse", "fusermount3", "setpriv", "dd", "stat")
 	dir, bin := publicDir(t)
 	sock := filepath.Join(dir, "ctl.sock")
 	st := store(t, 16<<20)
@@ -158,7 +160,7 @@ func TestPermissions(t *testing.T) {
 // socket. A regular file there is refused by name and left intact, a
 // live socket (another mount) is refused, a stale one is replaced.
 func TestControlSocketPath(t *testing.T) {
-	need(t, "root", "/dev/fuse", "fusermount3")
+	needs.Tools(t, "root", "/dev/fuse", "fusermount3")
 	dir := t.TempDir()
 	st := store(t, 16<<20)
 
@@ -219,7 +221,7 @@ func TestControlSocketPath(t *testing.T) {
 // planted at its path; a trace file it creates is 0600 and gets one JSON
 // line per I/O; two `mpathfs trace` clients at once both get records.
 func TestTraceFileAndClients(t *testing.T) {
-	need(t, "root", "/dev/fuse", "fusermount3", "dd")
+	needs.Tools(t, "root", "/dev/fuse", "fusermount3", "dd")
 	dir := t.TempDir()
 	st := store(t, 16<<20)
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // scenarioCmd runs `mpathfs scenario ARGS…` against a mount.
@@ -24,7 +26,7 @@ func (m *mount) scenario(ctx context.Context, sub string, args ...string) (strin
 // sees no error, the run reports every fault and no problem, and the
 // integrity oracle of --verify finds nothing.
 func TestScenarioExampleUnderFio(t *testing.T) {
-	need(t, "fio")
+	needs.Tools(t, "fio")
 	m := startMount(t, "--verify")
 	scn, _ := filepath.Abs("../scenarios/lab-failover.scn")
 	dir := t.TempDir()
@@ -102,7 +104,7 @@ func TestScenarioCheckErrors(t *testing.T) {
 // I/O fails, under fio verify, with every PSP: no fio error, no problem in
 // the report.
 func TestScenarioGrayFailureEachPSP(t *testing.T) {
-	need(t, "fio")
+	needs.Tools(t, "fio")
 	for _, psp := range []string{"VMW_PSP_FIXED", "VMW_PSP_MRU", "VMW_PSP_RR", "queue-length", "service-time"} {
 		t.Run(psp, func(t *testing.T) {
 			st := store(t, 256<<20)

@@ -19,12 +19,13 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends/fault"
 	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // needNbdkitFilter fails (in CI) or skips when nbdkit lacks a filter.
 func needNbdkitFilter(t *testing.T, name string) {
 	t.Helper()
-	need(t, "nbdkit")
+	needs.Tools(t, "nbdkit")
 	out, err := exec.Command("nbdkit", "--dump-config").Output()
 	require.NoError(t, err, "nbdkit --dump-config")
 	dir := ""
@@ -34,11 +35,7 @@ func needNbdkitFilter(t *testing.T, name string) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "nbdkit-"+name+"-filter.so")); err != nil {
-		msg := fmt.Sprintf("needs nbdkit's %s filter (in %s)", name, dir)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		needs.Unavailable(t, fmt.Sprintf("needs nbdkit's %s filter (in %s)", name, dir))
 	}
 }
 
@@ -90,7 +87,7 @@ func extents(t *testing.T, file string) map[int64]int64 {
 // leaves zeros on such a server.
 func startTrimlessNbdkit(t *testing.T, file string) *nbdServer {
 	t.Helper()
-	need(t, "nbdkit", "dd")
+	needs.Tools(t, "nbdkit", "dd")
 	dir := t.TempDir()
 	s := &nbdServer{t: t, sock: filepath.Join(dir, "nbd.sock"), pidfile: filepath.Join(dir, "nbd.pid")}
 	q := "'" + file + "'"
@@ -128,7 +125,7 @@ func TestZeroingOverNBD(t *testing.T) {
 }
 
 func testZeroing(t *testing.T, startServer func(t *testing.T, file string) *nbdServer) {
-	need(t, "nbdkit", "losetup", "mkfs.ext4", "e2fsck", "mount", "umount", "blkdiscard", "filefrag", "fallocate", "sync")
+	needs.Tools(t, "nbdkit", "losetup", "mkfs.ext4", "e2fsck", "mount", "umount", "blkdiscard", "filefrag", "fallocate", "sync")
 	const size = 256 << 20
 	backing := store(t, size)
 	s1, s2 := startServer(t, backing), startServer(t, backing)
@@ -292,7 +289,7 @@ func TestMediumErrorNotAPD(t *testing.T) {
 // flushes the device before the path died. It talks to the control socket
 // from the test process instead of running the CLI.
 func TestFsyncCacheDomains(t *testing.T) {
-	need(t, "nbdkit")
+	needs.Tools(t, "nbdkit")
 	for _, tc := range []struct {
 		name       string
 		twoServers bool

@@ -233,6 +233,7 @@ type call struct {
 	// shard, and, once abandoned, why and (write-class) the channel the
 	// worker closes when the system call returns.
 	deadline   time.Time
+	ctx        context.Context // ended early (cancelled): given up on too
 	shard      *shard
 	prev, next *call
 	listed     bool
@@ -314,6 +315,7 @@ func (r *Runner) wait(ctx context.Context, c *call) (<-chan struct{}, error) {
 		// channel and timer on demand, which a healthy call must not pay
 		// for. The watchdog enforces deadlines for every call at once.
 		c.deadline = dl
+		c.ctx = ctx
 		c.shard.add(c)
 		start(c)
 		<-c.done
@@ -321,6 +323,7 @@ func (r *Runner) wait(ctx context.Context, c *call) (<-chan struct{}, error) {
 			return c.settled, c.cause
 		}
 		c.shard.remove(c)
+		c.ctx = nil
 		return nil, nil
 	}
 	start(c)
@@ -338,8 +341,9 @@ func (r *Runner) wait(ctx context.Context, c *call) (<-chan struct{}, error) {
 	return nil, nil
 }
 
-// The watchdog gives up on calls whose deadline passed. It looks every
-// watchdogTick while calls wait, and sleeps when none has for a while.
+// The watchdog gives up on calls whose deadline passed or whose context
+// was cancelled before it. It looks every watchdogTick while calls wait,
+// and sleeps when none has for a while.
 const (
 	watchdogTick = 10 * time.Millisecond
 	watchdogIdle = 10 // ticks without a waiting call before it sleeps
@@ -395,8 +399,8 @@ func (s *shard) unlinkLocked(c *call) {
 	c.prev, c.next, c.listed = nil, nil, false
 }
 
-// sweep abandons the calls past their deadline and reports whether any
-// call is waiting.
+// sweep abandons the calls past their deadline or whose context ended
+// early, and reports whether any call is waiting.
 func sweep(now time.Time) bool {
 	waiting := false
 	for i := range shards {
@@ -405,7 +409,16 @@ func sweep(now time.Time) bool {
 		for c := s.head; c != nil; {
 			next := c.next
 			waiting = true
-			if !now.Before(c.deadline) && c.abandon(context.DeadlineExceeded) {
+			var cause error
+			if !now.Before(c.deadline) {
+				cause = context.DeadlineExceeded
+			} else if c.ctx != nil {
+				// Cancelled before its deadline (a hedged read whose other
+				// leg answered first): given up on within a tick too.
+				cause = c.ctx.Err()
+			}
+			if cause != nil && c.abandon(cause) {
+				c.ctx = nil
 				s.unlinkLocked(c)
 				c.done <- struct{}{} // the caller wakes and returns c.cause
 			}

@@ -1,4 +1,4 @@
-package main
+package host
 
 import (
 	"context"
@@ -32,15 +32,15 @@ func assertable(p *mpath.Path) bool {
 // labelled with the wwid through the first path that can carry a label, so
 // that later mounts check the label too. It returns notes on what was
 // shown.
-func checkIdentity(ctx context.Context, dc DeviceConfig, paths []*mpath.Path, checks []nmp.StorePath) ([]string, error) {
+func (h *Host) checkIdentity(ctx context.Context, dc DeviceConfig, paths []*mpath.Path, checks []nmp.StorePath) ([]string, error) {
 	timeout := 2 * time.Duration(dc.IOTimeout)
 	if timeout <= 0 {
 		timeout = 2 * nmp.DefaultIOTimeout
 	}
 	var notes []string
 	labelled := false
-	if dc.WWID != "" && !dc.wwidReported {
-		lctx, cancel := context.WithTimeout(ctx, openTimeout)
+	if dc.WWID != "" && !dc.WWIDReported {
+		lctx, cancel := context.WithTimeout(ctx, h.openTimeout)
 		defer cancel()
 		for i, c := range checks {
 			if !assertable(paths[i]) {
@@ -95,8 +95,8 @@ func checkIdentity(ctx context.Context, dc DeviceConfig, paths []*mpath.Path, ch
 			notes = append(notes, fmt.Sprintf("%s: path %s leads to the store of path %s: %s", dc.Name, checks[i].Name, checks[ref].Name, proof))
 		}
 	}
-	if dc.WWID != "" && !dc.wwidReported && sampled && !labelled {
-		lctx, cancel := context.WithTimeout(ctx, openTimeout)
+	if dc.WWID != "" && !dc.WWIDReported && sampled && !labelled {
+		lctx, cancel := context.WithTimeout(ctx, h.openTimeout)
 		defer cancel()
 		for i, c := range checks {
 			if !assertable(paths[i]) {
@@ -113,4 +113,25 @@ func checkIdentity(ctx context.Context, dc DeviceConfig, paths []*mpath.Path, ch
 		}
 	}
 	return notes, nil
+}
+
+// checkLabel refuses a path whose file is labelled with another WWID than
+// the device asserts; it reports whether the file carries the label.
+func checkLabel(ctx context.Context, dc DeviceConfig, name string, b backends.Backend) (bool, error) {
+	l, ok := backends.As[backends.Labeler](b)
+	if !ok {
+		return false, nil
+	}
+	got, err := l.Label(ctx)
+	switch {
+	case errors.Is(err, backends.ErrNoLabel), errors.Is(err, backends.ErrLabelsUnsupported):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("device %s path %s: reading its label: %v", dc.Name, name, err)
+	}
+	if got != dc.WWID {
+		return false, fmt.Errorf("device %s path %s: its file is labelled %q (%s) but the device's wwid is %q: the path leads to a different store; fix the path list, or relabel the file with `mpathfs label --force --wwid %s FILE` if the label is wrong",
+			dc.Name, name, got, backends.LabelXattr, dc.WWID, dc.WWID)
+	}
+	return true, nil
 }

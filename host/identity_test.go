@@ -1,4 +1,4 @@
-package main
+package host
 
 import (
 	"context"
@@ -6,14 +6,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/mpath"
 )
 
 // randomFile writes size bytes of seeded pseudo-random data.
@@ -29,17 +27,15 @@ func randomFile(t *testing.T, dir, name string, size int, seed uint64) string {
 	return p
 }
 
-func buildPaths(t *testing.T, wwid string, files ...string) (*built, error) {
+func buildPaths(t *testing.T, wwid string, files ...string) (*Host, error) {
 	t.Helper()
 	dc := DeviceConfig{Name: "d0", WWID: wwid, CheckInterval: Duration(3600e9)}
 	for _, f := range files {
 		dc.Paths = append(dc.Paths, PathConfig{URI: "file://" + f})
 	}
-	b, err := build(context.Background(), &Config{Devices: []DeviceConfig{dc}}, &mpath.Events{})
-	if err == nil {
-		t.Cleanup(b.Close)
-	}
-	return b, err
+	h := New(Options{})
+	t.Cleanup(func() { h.Close() })
+	return h, h.Build(context.Background(), []DeviceConfig{dc})
 }
 
 // TestIdentityAtMount: two different files of one size are refused at
@@ -65,7 +61,7 @@ func TestIdentityAtMount(t *testing.T) {
 	require.NoError(t, os.Link(a, hl))
 	b, err := buildPaths(t, "", a, hl)
 	require.NoError(t, err, "one inode under two names is one store")
-	assert.Empty(t, b.notes)
+	assert.Empty(t, b.Notes())
 	b.Close()
 
 	// A copy: the same bytes in another inode, as two mounts show one file.
@@ -73,9 +69,9 @@ func TestIdentityAtMount(t *testing.T) {
 	const wwid = "naa.6000000000000000000000000000002"
 	b, err = buildPaths(t, wwid, a, cp)
 	require.NoError(t, err)
-	require.NotEmpty(t, b.notes)
-	assert.Contains(t, b.notes[0], "sample blocks agree")
-	assert.Equal(t, wwid, b.devices[0].Identity().WWID)
+	require.NotEmpty(t, b.Notes())
+	assert.Contains(t, b.Notes()[0], "sample blocks agree")
+	assert.Equal(t, wwid, b.Devices()[0].Identity().WWID)
 	b.Close()
 	got, lerr := backends.ReadLabel(a)
 	if errors.Is(lerr, backends.ErrLabelsUnsupported) {
@@ -83,7 +79,7 @@ func TestIdentityAtMount(t *testing.T) {
 	}
 	require.NoError(t, lerr)
 	assert.Equal(t, wwid, got, "the first mount labels the file through the first path")
-	assert.Contains(t, b.notes[len(b.notes)-1], "labelled the file of path file://"+a)
+	assert.Contains(t, b.Notes()[len(b.Notes())-1], "labelled the file of path file://"+a)
 
 	// The next mount catches the copy: it carries no label.
 	_, err = buildPaths(t, wwid, a, cp)
@@ -94,32 +90,4 @@ func TestIdentityAtMount(t *testing.T) {
 	_, err = buildPaths(t, "naa.6000000000000000000000000000003", a)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `is labelled "`+wwid+`"`)
-}
-
-func TestMountWWIDFlag(t *testing.T) {
-	err := cmdMount([]string{"--wwid", "naa.1", "--config", "x.yaml", "/mnt"}, nil)
-	assert.Error(t, err)
-	err = cmdMount([]string{"--wwid", "naa.1", "/mnt"}, nil)
-	assert.ErrorContains(t, err, "give it with --path")
-}
-
-func TestLabelCommand(t *testing.T) {
-	dir := t.TempDir()
-	f := randomFile(t, dir, "lun.img", 4096, 3)
-	var out strings.Builder
-	require.NoError(t, cmdLabel([]string{f}, &out))
-	assert.Contains(t, out.String(), "no label")
-	if err := cmdLabel([]string{"--wwid", "naa.61", f}, &out); errors.Is(err, backends.ErrLabelsUnsupported) {
-		t.Skipf("%s keeps no user extended attributes", dir)
-	} else {
-		require.NoError(t, err)
-	}
-	err := cmdLabel([]string{"--wwid", "naa.62", f}, &out)
-	assert.ErrorContains(t, err, "--force")
-	require.NoError(t, cmdLabel([]string{"--wwid", "naa.62", "--force", f}, &out))
-	out.Reset()
-	require.NoError(t, cmdLabel([]string{f}, &out))
-	assert.Equal(t, f+": naa.62\n", out.String())
-	assert.Error(t, cmdLabel([]string{"--wwid", "bad wwid", f}, &out))
-	assert.Error(t, cmdLabel([]string{dir}, &out), "a directory is not a store")
 }
