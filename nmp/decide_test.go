@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/mpathfs/mpathfs/internal/transcript"
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -46,29 +45,10 @@ import (
 //
 // After each command: the actions, one a line, then the paths' states.
 func TestDecideTranscripts(t *testing.T) {
-	files, err := filepath.Glob("testdata/decide/*.txt")
-	require.NoError(t, err)
-	require.NotEmpty(t, files, "no decider transcripts")
-	for _, file := range files {
+	for _, file := range transcript.Files(t, "testdata/decide/*.txt", 4) {
 		t.Run(strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
-			data, err := os.ReadFile(file)
-			require.NoError(t, err)
-			blocks := parseTranscript(t, string(data))
-			outs := make([][]string, len(blocks))
 			ds := &decideStory{t: t, now: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)}
-			for i, b := range blocks {
-				if b.cmd == "" {
-					continue
-				}
-				outs[i] = ds.run(b.cmd)
-				if !*rewrite && !slices.Equal(outs[i], b.want) {
-					t.Errorf("%s: command %d %q:\n--- want\n%s\n--- got\n%s", file, i+1, b.cmd,
-						strings.Join(b.want, "\n"), strings.Join(outs[i], "\n"))
-				}
-			}
-			if *rewrite {
-				require.NoError(t, os.WriteFile(file, []byte(formatTranscript(blocks, outs)), 0o644))
-			}
+			transcript.Run(t, file, ds.run)
 		})
 	}
 }

@@ -484,7 +484,7 @@ func TestHedgeOccasionalLossIsNotSlow(t *testing.T) {
 // hedge won is neither judged nor counted as an error.
 func TestHedgeLateGoodPrimaryIsNoError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newMemStore(1 << 16)
+		s := backendtest.NewMem(1 << 16)
 		a := &ignoresCancel{fakePath: newFakePath("p1", s), delay: 300 * time.Millisecond}
 		b := newFakePath("p2", s)
 		d, err := NewDevice(hedgeConfigFor(PSPFixed, nil), []*mpath.Path{{Name: "p1", Backend: a}, {Name: "p2", Backend: b}}, nil)
@@ -508,5 +508,5 @@ type ignoresCancel struct {
 
 func (s *ignoresCancel) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	time.Sleep(s.delay)
-	return copy(p, s.store.snapshot()[off:]), nil
+	return copy(p, s.store.Snapshot()[off:]), nil
 }
