@@ -19,9 +19,11 @@ import (
 // decisions need (flap damping, APD, whether an activation or a round is
 // running). It is pure: no clock (events carry their time), no I/O, no
 // goroutines, no locks; it reads the paths' states and asks the SATP's pure
-// methods (Checked, Group). The device's owner goroutine (owner.go) is the
-// only caller, and the only one applying the actions, one event at a time
-// (raft's Step and Ready; pebble's failover monitor).
+// methods (Checked, Group). It is stepped one event at a time under the
+// device's lock, and the actions applied under it, by the device's owner
+// goroutine (owner.go) — or, for a failed I/O whose retry waits for the
+// decision, by the reporting goroutine itself (report) — raft's Step and
+// Ready, pebble's failover monitor.
 
 // evKind is what happened.
 type evKind uint8
@@ -188,8 +190,8 @@ type result struct {
 	path *mpath.Path // evRemove: the path that left
 }
 
-// decider is a device's decision state. Only the owner touches it, under
-// the device's mu (so that readers such as Status see it whole).
+// decider is a device's decision state. It is stepped and read under the
+// device's mu only (so that readers such as Status see it whole).
 type decider struct {
 	name string
 	cfg  *mpath.DeviceConfig
