@@ -39,3 +39,10 @@ bench-profile:
 .PHONY: bench-nbdcost
 bench-nbdcost:
 	bash bench/nbdcost.sh
+
+# The array server against tgt over iSCSI (libiscsi's iscsi-perf: 4k random
+# read QD1 and QD32, 1 MiB sequential read); writes bench/results/iscsi.md
+# and re-assembles docs/benchmarks.md. Also a part of `make bench`.
+.PHONY: bench-iscsi
+bench-iscsi:
+	bash bench/iscsi.sh

@@ -19,7 +19,8 @@
 # Knobs (env): ROUNDS [3] RUNTIME seconds per job [7; quick 2] RAMP [1; quick 0]
 #   SIZE backing file [1G] JOBS [the five] RR_COMPARE [1; quick 0] RATE_ROUNDS [ROUNDS; quick 1]
 #   PSPS for failover [all five; quick: FIXED, RR, queue-length] RATE nbdkit rate
-#   filter, bits/s [400M] PARTS [main rate nmpbench failover] OUT [docs/benchmarks.md]
+#   filter, bits/s [400M] PARTS [main rate nmpbench failover iscsi] OUT [docs/benchmarks.md]
+#   (iscsi: bench/iscsi.sh, array serve against tgt over iSCSI)
 #   KEEP_WORK=1 keeps the work directory (raw fio JSON, logs).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -33,7 +34,7 @@ JOBS=${JOBS:-"randread4k randwrite4k randrw4k seqread1m seqwrite1m"}
 if [ $QUICK = 1 ]; then RR_COMPARE=${RR_COMPARE:-0}; RATE_ROUNDS=${RATE_ROUNDS:-1}; else RR_COMPARE=${RR_COMPARE:-1}; RATE_ROUNDS=${RATE_ROUNDS:-$ROUNDS}; fi
 RATE=${RATE:-400M}
 RATE_4K=${RATE_4K:-100M}
-PARTS=${PARTS:-"main rate nmpbench failover"}
+PARTS=${PARTS:-"main rate nmpbench failover iscsi"}
 if [ $QUICK = 1 ]; then OUT=${OUT:-/tmp/mpathfs-bench-quick.md}; SECT=${SECT:-/tmp/mpathfs-bench-quick}
 else OUT=${OUT:-$REPO/docs/benchmarks.md}; SECT=${SECT:-$BENCH_DIR/results}; fi
 CMDLINE="make $([ $QUICK = 1 ] && echo bench-quick || echo bench)  # ROUNDS=$ROUNDS RUNTIME=$RUNTIME RAMP=$RAMP SIZE=$SIZE RATE=$RATE"
@@ -52,7 +53,7 @@ assemble() {
   echo "Sections are kept in bench/results/*.md and assembled here; the machine is shared and noisy, so compare"
   echo "numbers within one run only. Last assembled $STAMP on $MACHINE."
   echo
-  for s in main main-notes rate failover failover-notes hedge hedge-notes soak soak-notes nbdcost nbdcost-notes profile profile-findings nmpbench; do
+  for s in main main-notes rate failover failover-notes hedge hedge-notes iscsi iscsi-notes soak soak-notes nbdcost nbdcost-notes profile profile-findings nmpbench; do
     [ -s "$SECT/$s.md" ] && { cat "$SECT/$s.md"; echo; }
   done
   } >"$OUT"
@@ -350,6 +351,10 @@ has_part nmpbench && part_nmpbench
 if has_part failover; then
   [ $QUICK = 1 ] && export PSPS=${PSPS:-"VMW_PSP_FIXED VMW_PSP_RR queue-length"}
   FO_QUICK=$QUICK SECT=$SECT STAMP=$STAMP CMDLINE=$CMDLINE bash "$BENCH_DIR/failover.sh" || log "failover.sh failed"
+fi
+if has_part iscsi; then
+  [ $QUICK = 1 ] && export IS_ROUNDS=${IS_ROUNDS:-1} IS_SECONDS=${IS_SECONDS:-2}
+  SECT=$SECT OUT=$OUT bash "$BENCH_DIR/iscsi.sh" || log "iscsi.sh failed"
 fi
 
 assemble

@@ -45,6 +45,9 @@ func defaultLab(stateDir string) *Config {
 }
 
 func cmdArray(args []string, stdout io.Writer) error {
+	if handled, err := arrayServerCommand(args, stdout); handled {
+		return err
+	}
 	fs := newFlags(stdout, "array", "array status [--json] | array fail|restore|transfer ARRAY CONTROLLER | array set-tpg ARRAY TPG STATE")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -102,7 +105,7 @@ func cmdArray(args []string, stdout io.Writer) error {
 		}
 		r.Array, r.Action, r.TPG, r.State = pos[1], "tpg-state", &id, pos[3]
 	default:
-		return usagef("unknown array subcommand %q (want status, fail, restore, transfer or set-tpg)", pos[0])
+		return usagef("unknown array subcommand %q (want status, fail, restore, transfer, set-tpg, serve, port, session or fault)", pos[0])
 	}
 	st, err := c.Array(ctx, r)
 	if err != nil {

@@ -137,7 +137,7 @@ type layerRule struct {
 // higher layers, named once for the rules below
 var (
 	transports = []string{"backends/block", "backends/fault", "backends/nbd", "backends/backendtest"}
-	tools      = []string{"control", "hotplug", "metrics", "integrity", "scenario", "host"}
+	tools      = []string{"control", "hotplug", "metrics", "integrity", "scenario", "host", "arrayd"}
 	thirdParty = []string{"github.com/hanwen/go-fuse/v2/...", "github.com/prometheus/...", "github.com/pilebones/go-udev/..."}
 )
 
@@ -232,6 +232,11 @@ var layerRules = []layerRule{
 		From:   "metrics",
 		Forbid: []string{"fusedev", "control", "hotplug", "integrity", "scenario", "host"},
 		Why:    "metrics observe the engine through its observer hook; they drive nothing",
+	},
+	{
+		From:   "arrayd",
+		Forbid: []string{"nmp", "alua", "fusedev", "hotplug", "metrics", "integrity", "scenario", "host"},
+		Why:    "the array server serves the array (array, iscsi) and reuses the control socket; it knows nothing of the host side",
 	},
 	{
 		From:   "host",

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mpathfs/mpathfs/internal/needs"
 	"github.com/mpathfs/mpathfs/internal/tgtd"
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -18,7 +19,7 @@ import (
 // drops one path's connection in the middle of fio --verify: zero fio
 // errors, the path dies and the checker's reinstatement brings it back.
 func TestISCSIConnectionKilled(t *testing.T) {
-	need(t, "fio", "tgtd", "tgtadm", "root", "/dev/fuse")
+	needs.Tools(t, "fio", "tgtd", "tgtadm", "root", "/dev/fuse")
 	d := tgtd.Start(t)
 	tg := d.AddTarget("iqn.2026-01.io.mpathfs.e2e:disk")
 	tg.AddLU(1, 256<<20)
@@ -76,7 +77,7 @@ func iscsiPath(m *mount, uri string) mpath.PathStatus {
 // device per LU from the WWID of VPD page 0x83, and each device reads what
 // the other path of it wrote.
 func TestISCSIGroupByWWID(t *testing.T) {
-	need(t, "tgtd", "tgtadm", "root", "/dev/fuse")
+	needs.Tools(t, "tgtd", "tgtadm", "root", "/dev/fuse")
 	d := tgtd.Start(t)
 	tg := d.AddTarget("iqn.2026-01.io.mpathfs.e2e:disks")
 	tg.AddLU(1, 16<<20)
