@@ -2,7 +2,6 @@ package scenario
 
 import (
 	"fmt"
-	"html"
 	"io"
 	"math"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
+	"github.com/mpathfs/mpathfs/svgplot"
 )
 
 // Report is what a run measured.
@@ -378,111 +378,53 @@ func mdEscape(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
 }
 
-var palette = []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"}
-
 // SVG writes a plot of per-path IOPS over time with the faults marked as
-// shaded spans. Hand-written SVG, no dependencies.
+// shaded spans (a path switched off in grey), drawn with svgplot.
 func (r *Report) SVG(w io.Writer) error {
-	const (
-		W, H                 = 960.0, 400.0
-		left, right, top, bt = 70.0, 190.0, 40.0, 50.0
-	)
-	pw, ph := W-left-right, H-top-bt
 	length := r.Length.Seconds()
 	if length <= 0 {
 		length = 1
 	}
-	maxY := 1.0
-	for _, s := range r.Samples {
-		for _, v := range s.IOPS {
-			maxY = max(maxY, v)
-		}
+	panel := svgplot.Panel{
+		Height: 310, XMin: 0, XMax: length,
+		XLabel: "time since start of run", YLabel: "IOPS (reads + writes)",
+		XFormat: func(t float64) string { return fmt.Sprintf("%gs", math.Round(t*1000)/1000) },
 	}
-	ystep := niceStep(maxY / 5)
-	maxY = math.Ceil(maxY/ystep) * ystep
-	x := func(t time.Duration) float64 { return left + pw*min(max(t.Seconds(), 0), length)/length }
-	y := func(v float64) float64 { return top + ph*(1-v/maxY) }
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n", W, H, W, H)
-	fmt.Fprintf(&b, `<rect width="%.0f" height="%.0f" fill="white"/>`+"\n", W, H)
-	fmt.Fprintf(&b, `<text x="%.0f" y="22" font-size="15" font-weight="bold">%s: IOPS per path (seed %d)</text>`+"\n", left, html.EscapeString(r.Scenario), r.Seed)
-	// Faults.
-	for i, f := range r.Faults {
+	for i, p := range r.Paths {
+		s := svgplot.Series{Name: p, Color: svgplot.Color(i), Width: 1.5}
+		for _, smp := range r.Samples {
+			if i < len(smp.IOPS) {
+				s.Points = append(s.Points, svgplot.Point{X: smp.At.Seconds(), Y: smp.IOPS[i]})
+			}
+		}
+		panel.Series = append(panel.Series, s)
+	}
+	for _, f := range r.Faults {
 		end := f.Restored
 		if end < 0 {
 			end = r.Length
 		}
-		x0, x1 := x(f.Injected), x(end)
-		if x1-x0 < 2 {
-			x1 = x0 + 2
-		}
-		color := "#d62728"
+		color := faultColor
 		if f.What == "admin off" {
-			color = "#7f7f7f"
+			color = offColor
 		}
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" fill-opacity="0.13"><title>F%d %s on %s</title></rect>`+"\n",
-			x0, top, x1-x0, ph, color, f.Fault, html.EscapeString(f.What), html.EscapeString(f.Target))
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="1"/>`+"\n", x0, top, x0, top+ph, color)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="%s" font-size="10">F%d</text>`+"\n", x0+2, top+10+float64(i%4)*11, color, f.Fault)
+		panel.Spans = append(panel.Spans, svgplot.Span{
+			From: f.Injected.Seconds(), To: end.Seconds(), Color: color,
+			Label: fmt.Sprintf("F%d", f.Fault), Title: fmt.Sprintf("F%d %s on %s", f.Fault, f.What, f.Target),
+		})
 	}
-	// Axes and grid.
-	fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.0f" height="%.0f" fill="none" stroke="#333"/>`+"\n", left, top, pw, ph)
-	for v := 0.0; v <= maxY+ystep/2; v += ystep {
-		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#ddd"/><text x="%.0f" y="%.1f" text-anchor="end">%s</text>`+"\n",
-			left, y(v), left+pw, y(v), left-6, y(v)+4, fmtCount(v))
+	panel.Legend = []svgplot.LegendEntry{
+		{Name: "fault active", Color: faultColor, Swatch: true},
+		{Name: "path off", Color: offColor, Swatch: true},
 	}
-	xstep := niceStep(length / 10)
-	for t := 0.0; t <= length+xstep/100; t += xstep {
-		xx := x(time.Duration(t * float64(time.Second)))
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="#333"/><text x="%.1f" y="%.0f" text-anchor="middle">%gs</text>`+"\n",
-			xx, top+ph, xx, top+ph+5, xx, top+ph+18, math.Round(t*1000)/1000)
+	fig := svgplot.Figure{
+		Title:  fmt.Sprintf("%s: IOPS per path (seed %d)", r.Scenario, r.Seed),
+		Panels: []svgplot.Panel{panel},
 	}
-	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">time since start of run</text>`+"\n", left+pw/2, H-10)
-	fmt.Fprintf(&b, `<text transform="translate(16 %.0f) rotate(-90)" text-anchor="middle">IOPS (reads + writes)</text>`+"\n", top+ph/2)
-	// Series.
-	for i, p := range r.Paths {
-		c := palette[i%len(palette)]
-		var pts []string
-		for _, s := range r.Samples {
-			if i < len(s.IOPS) {
-				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(s.At), y(s.IOPS[i])))
-			}
-		}
-		if len(pts) > 0 {
-			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", c, strings.Join(pts, " "))
-		}
-		ly := top + 14 + float64(i)*18
-		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="%s" stroke-width="3"/><text x="%.0f" y="%.1f">%s</text>`+"\n",
-			left+pw+12, ly, left+pw+32, ly, c, left+pw+38, ly+4, html.EscapeString(p))
-	}
-	ly := top + 14 + float64(len(r.Paths))*18 + 10
-	fmt.Fprintf(&b, `<rect x="%.0f" y="%.1f" width="20" height="10" fill="#d62728" fill-opacity="0.25"/><text x="%.0f" y="%.1f">fault active</text>`+"\n", left+pw+12, ly-5, left+pw+38, ly+4)
-	fmt.Fprintf(&b, `<rect x="%.0f" y="%.1f" width="20" height="10" fill="#7f7f7f" fill-opacity="0.25"/><text x="%.0f" y="%.1f">path off</text>`+"\n", left+pw+12, ly+13, left+pw+38, ly+22)
-	b.WriteString("</svg>\n")
-	_, err := io.WriteString(w, b.String())
-	return err
+	return fig.Render(w)
 }
 
-// niceStep rounds a raw step up to 1, 2 or 5 times a power of ten.
-func niceStep(raw float64) float64 {
-	if raw <= 0 {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(raw)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if raw <= m*p {
-			return m * p
-		}
-	}
-	return 10 * p
-}
-
-func fmtCount(v float64) string {
-	switch {
-	case v >= 1e6:
-		return fmt.Sprintf("%gM", math.Round(v/1e5)/10)
-	case v >= 1e3:
-		return fmt.Sprintf("%gk", math.Round(v/1e2)/10)
-	}
-	return fmt.Sprintf("%g", math.Round(v*10)/10)
-}
+const (
+	faultColor = "#d62728"
+	offColor   = "#7f7f7f"
+)

@@ -1,5 +1,5 @@
 // Command benchplot analyses one failover run of bench/failover.sh and draws
-// the per-path IOPS of several runs as one SVG. Standard library only.
+// the per-path IOPS of several runs as one SVG.
 //
 //	benchplot analyze -title T -fault-ns NS -victim PATH -clat LOG -status FILE -trace FILE -series OUT.json
 //	    prints one JSON summary line; writes the run's time series to OUT.json
@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"html"
 	"io"
 	"math"
 	"os"
@@ -26,6 +25,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mpathfs/mpathfs/svgplot"
 )
 
 func main() {
@@ -336,7 +337,8 @@ func analyze(args []string, stdout io.Writer) error {
 	return err
 }
 
-var palette = []string{"#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"}
+// pathColors are the per-path colours; fio's total is grey under them.
+var pathColors = []string{"#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"}
 
 func drawSVG(args []string) error {
 	fs := flag.NewFlagSet("svg", flag.ContinueOnError)
@@ -344,6 +346,9 @@ func drawSVG(args []string) error {
 	title := fs.String("title", "", "figure title")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("svg: no output file: pass -o OUT.svg")
 	}
 	var runs []Series
 	for _, name := range fs.Args() {
@@ -360,102 +365,47 @@ func drawSVG(args []string) error {
 	if len(runs) == 0 {
 		return fmt.Errorf("no series")
 	}
-	const W, PH, ML, MR, MT, MB, top = 960.0, 170.0, 70.0, 170.0, 22.0, 30.0, 40.0
-	H := top + float64(len(runs))*(PH+MT+MB) + 10
+	fig := figure(*title, runs)
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="11">`+"\n", W, H, W, H)
-	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%.0f" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", ML, html.EscapeString(*title))
-	for i, s := range runs {
-		y0 := top + float64(i)*(PH+MT+MB) + MT
-		x0, pw := ML, W-ML-MR
-		tmin, tmax := math.Floor(s.Start), math.Ceil(s.End)
-		ymax := 1.0
-		for _, p := range s.FioIOPS {
-			ymax = math.Max(ymax, p[1])
+	if err := fig.Render(&b); err != nil {
+		return err
+	}
+	return os.WriteFile(*out, []byte(b.String()), 0o644)
+}
+
+// figure makes one panel per run: fio's total IOPS, the per-path IOPS and
+// the fault marked at t=0.
+func figure(title string, runs []Series) svgplot.Figure {
+	fig := svgplot.Figure{Title: title, FontSize: 11}
+	for _, s := range runs {
+		p := svgplot.Panel{
+			Title: s.Title, Note: s.Note, Height: 170,
+			XMin: math.Floor(s.Start), XMax: math.Ceil(s.End), YTicks: 4,
+			XLabel: "s from fault", YLabel: "IOPS",
+			Markers: []svgplot.Marker{{At: 0, Color: "red", Label: "fault"}},
 		}
-		for _, pts := range s.Paths {
-			for _, p := range pts {
-				ymax = math.Max(ymax, p[1])
-			}
-		}
-		ymax = niceCeil(ymax * 1.05)
-		X := func(t float64) float64 { return x0 + (t-tmin)/(tmax-tmin)*pw }
-		Y := func(v float64) float64 { return y0 + PH - v/ymax*PH }
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" font-size="12" font-weight="bold">%s</text>`, x0, y0-6, html.EscapeString(s.Title))
-		if s.Note != "" {
-			fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end" fill="#444">%s</text>`, x0+pw, y0-6, html.EscapeString(s.Note))
-		}
-		b.WriteString("\n")
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#999"/>`+"\n", x0, y0, pw, PH)
-		for k := 0; k <= 4; k++ {
-			v := ymax * float64(k) / 4
-			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#eee"/><text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n",
-				x0, Y(v), x0+pw, Y(v), x0-4, Y(v)+4, human(v))
-		}
-		for t := tmin; t <= tmax; t++ {
-			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%g</text>`, X(t), y0+PH+13, t)
-		}
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#444">s from fault</text>`+"\n", x0+pw/2, y0+PH+26)
-		fmt.Fprintf(&b, `<text transform="translate(%.1f %.1f) rotate(-90)" text-anchor="middle" fill="#444">IOPS</text>`+"\n", x0-48, y0+PH/2)
-		// fault marker
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="red" stroke-dasharray="4 3" stroke-width="1.5"/>`+"\n", X(0), y0, X(0), y0+PH)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="red">fault</text>`+"\n", X(0)+3, y0+11)
-		poly := func(pts []Point, color, width string) {
-			if len(pts) == 0 {
-				return
-			}
-			var sb strings.Builder
-			for _, p := range pts {
-				if p[0] < tmin || p[0] > tmax {
-					continue
-				}
-				fmt.Fprintf(&sb, "%.1f,%.1f ", X(p[0]), Y(p[1]))
-			}
-			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="%s" points="%s"/>`+"\n", color, width, strings.TrimSpace(sb.String()))
-		}
-		poly(s.FioIOPS, "#bbb", "1")
+		p.Series = append(p.Series, svgplot.Series{Name: "fio total (100 ms)", Color: "#bbb", Width: 1, Points: points(s.FioIOPS)})
 		names := make([]string, 0, len(s.Paths))
 		for n := range s.Paths {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		lx, ly := x0+pw+10, y0+10
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#bbb" stroke-width="2"/><text x="%.1f" y="%.1f">fio total (100 ms)</text>`+"\n", lx, ly, lx+16, ly, lx+20, ly+4)
 		for j, n := range names {
-			c := palette[j%len(palette)]
-			poly(s.Paths[n], c, "1.4")
 			label := n
 			if n == s.Victim {
 				label += " (faulted)"
 			}
-			yy := ly + float64(j+1)*15
-			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/><text x="%.1f" y="%.1f">%s</text>`+"\n", lx, yy, lx+16, yy, c, lx+20, yy+4, html.EscapeString(label))
+			p.Series = append(p.Series, svgplot.Series{Name: label, Color: pathColors[j%len(pathColors)], Width: 1.4, Points: points(s.Paths[n])})
 		}
+		fig.Panels = append(fig.Panels, p)
 	}
-	b.WriteString("</svg>\n")
-	return os.WriteFile(*out, []byte(b.String()), 0o644)
+	return fig
 }
 
-func niceCeil(v float64) float64 {
-	if v <= 0 {
-		return 1
+func points(pts []Point) []svgplot.Point {
+	out := make([]svgplot.Point, len(pts))
+	for i, p := range pts {
+		out[i] = svgplot.Point{X: p[0], Y: p[1]}
 	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 2.5, 5, 10} {
-		if v <= m*p {
-			return m * p
-		}
-	}
-	return 10 * p
-}
-
-func human(v float64) string {
-	switch {
-	case v >= 1e6:
-		return strconv.FormatFloat(v/1e6, 'g', 3, 64) + "M"
-	case v >= 1e3:
-		return strconv.FormatFloat(v/1e3, 'g', 3, 64) + "k"
-	}
-	return strconv.FormatFloat(v, 'g', 3, 64)
+	return out
 }

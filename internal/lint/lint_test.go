@@ -168,6 +168,11 @@ var layerRules = []layerRule{
 		Why:    "plugin is the one registry pattern every layer's plugins use: a leaf that imports nothing of this module",
 	},
 	{
+		From:   "svgplot",
+		Forbid: []string{"..."},
+		Why:    "svgplot is the one SVG plotter (scenario reports, bench plots): a leaf that imports nothing of this module",
+	},
+	{
 		From:   "scsi",
 		Forbid: list([]string{"backends/...", "mpath", "nmp", "alua", "array/...", "iscsi/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/...", "internal/..."}, tools),
 		Why:    "scsi is the SCSI vocabulary below the transports: it imports only ioerr",
