@@ -530,6 +530,9 @@ func cmdEvents(args []string, stdout io.Writer) error {
 			var ev mpath.Event
 			if json.Unmarshal(line, &ev) == nil {
 				where := ev.Device
+				if ev.Adapter != "" {
+					where = strings.TrimPrefix(where+" "+ev.Adapter, " ")
+				}
 				if ev.Path != "" {
 					where = strings.TrimPrefix(where+" "+ev.Path, " ")
 				}
