@@ -45,6 +45,9 @@ func ISCSI(cfg Config, arr *array.Array, stores []backends.Backend) (Transport, 
 		h.Close(ctx)
 		return nil, nil, err
 	}
+	// PREEMPT AND ABORT: the preempted nexuses' tasks are aborted at the
+	// transport (and waited for) before the command completes.
+	h.OnPreemptAbort = t.AbortTasks
 	return &iscsiTransport{t}, &arrayUnits{h}, nil
 }
 

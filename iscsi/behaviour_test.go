@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -371,10 +372,14 @@ func TestNewTargetValidates(t *testing.T) {
 func TestAbortTasksForPreempt(t *testing.T) {
 	ram := iscsitest.NewRAM(1, 64, 512)
 	started := holdWrites(ram, 2)
-	tt := startTarget(t, iscsi.TargetConfig{}, ram)
 	held := ram.Hook
+	var mu sync.Mutex
+	var target *testTarget // set once the target runs
 	ram.Hook = func(ctx context.Context, cmd *scsi.Command) *scsi.Response {
 		if cmd.CDB[0] == 0x5f {
+			mu.Lock()
+			tt := target
+			mu.Unlock()
 			var victims []scsi.Nexus
 			for _, s := range tt.Sessions() {
 				victims = append(victims, s.Nexus)
@@ -385,6 +390,10 @@ func TestAbortTasksForPreempt(t *testing.T) {
 		}
 		return held(ctx, cmd)
 	}
+	tt := startTarget(t, iscsi.TargetConfig{}, ram)
+	mu.Lock()
+	target = tt
+	mu.Unlock()
 	victim := dial(t, tt.addr)
 	victim.mustLogin("iqn.2026-01.org.test:victim", 1)
 	victim.command(0, cdbWrite10(2, 1), false, true, 512, block('v'))

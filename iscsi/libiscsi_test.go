@@ -79,10 +79,12 @@ func TestLibiscsiCHAP(t *testing.T) {
 func TestLibiscsiDigests(t *testing.T) {
 	needs.Tools(t, "iscsi-inq")
 	ram := iscsitest.NewRAM(1, 2048, 512)
-	tt := startTarget(t, iscsi.TargetConfig{RequireHeaderDigest: true}, ram)
+	// The hook and what it shares are set up before the target runs:
+	// the commands reach the hook through another process, which the
+	// race detector cannot see as ordering.
 	var mu sync.Mutex
 	var seen []iscsi.Params
-	cur := tt
+	var cur *testTarget
 	ram.Hook = func(_ context.Context, cmd *scsi.Command) *scsi.Response {
 		mu.Lock()
 		defer mu.Unlock()
@@ -93,6 +95,10 @@ func TestLibiscsiDigests(t *testing.T) {
 		}
 		return nil
 	}
+	tt := startTarget(t, iscsi.TargetConfig{RequireHeaderDigest: true}, ram)
+	mu.Lock()
+	cur = tt
+	mu.Unlock()
 	last := func() iscsi.Params {
 		mu.Lock()
 		defer mu.Unlock()

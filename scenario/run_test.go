@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
 
@@ -16,8 +17,10 @@ import (
 // in-process device under load and checks the report.
 func TestRunInProcess(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		// Hedged reads off: the hang step is here to show the cost of a hung
+		// path in the report (hedging's own tests are in nmp and e2e).
 		l := newLab(t, labOpts{psp: nmp.PSPRR, pspOpts: map[string]string{"iops": "1"}, latency: 200 * time.Microsecond,
-			cfg: nil})
+			cfg: func(c *mpath.DeviceConfig) { c.HedgeReads = "off" }})
 		sc, err := Parse("inproc.scn", `seed 3
 at 1s fail path vmhba1:C0:T0:L0 with path-failure for 2s
 at 3500ms slow path vmhba2:C0:T0:L0 x10 for 1s

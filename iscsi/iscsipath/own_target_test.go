@@ -209,3 +209,27 @@ func TestOwnTargetSense(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, ioerr.SenseALUAStandby, s)
 }
+
+// TestOwnTargetSmallLimits: a target with small limits (4 KiB data
+// segments, 8 KiB first burst, 16 KiB bursts) agrees to them at login; a
+// 1 MiB write goes out as immediate data, unsolicited Data-Out and 64 R2T
+// bursts of 4 KiB PDUs, and the disk and a read back agree with it.
+func TestOwnTargetSmallLimits(t *testing.T) {
+	ram := iscsitest.NewRAM(2, 8192, 512)
+	addr := ownTarget(t, iscsi.TargetConfig{Limits: iscsi.Limits{MaxRecvDataSegmentLength: 4096, FirstBurstLength: 8192, MaxBurstLength: 16384}}, ram)
+	b := open(t, fmt.Sprintf("iscsi://%s/%s/1?header_digest=crc32c", addr, ownIQN)).(*Backend)
+	p, ok := b.sess.Params()
+	require.True(t, ok)
+	require.Equal(t, uint32(4096), p.PeerMaxRecvDataSegmentLength)
+	require.Equal(t, uint32(8192), p.FirstBurstLength)
+	require.Equal(t, uint32(16384), p.MaxBurstLength)
+	ctx := context.Background()
+	data := pattern(1<<20, 4)
+	_, err := b.WriteAt(ctx, data, 4096)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, ram.Disk(1)[4096:4096+len(data)]))
+	back := make([]byte, len(data))
+	_, err = b.ReadAt(ctx, back, 4096)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, back))
+}

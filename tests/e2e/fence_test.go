@@ -183,8 +183,11 @@ func TestFenceFrozenPathFence(t *testing.T) {
 	a, b := startNbdkit(t, file), startNbdkit(t, file)
 	px := freezeproxy.Start(t, "unix", filepath.Join(t.TempDir(), "proxy.sock"), a.sock)
 	pxURI := "nbd+unix:///?socket=" + px.Addr()
+	// Hedged reads off: the frozen path must keep carrying writes until they
+	// time out (with hedging its lost reads would demote it first).
 	m := startMount(t, "--verify", "--name", "d0", "--path", pxURI, "--path", b.uri(),
-		"--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--io-timeout", "1s", "--apd-timeout", "120s", "--check-interval", "500ms")
+		"--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--io-timeout", "1s", "--apd-timeout", "120s", "--check-interval", "500ms",
+		"--hedge", "off")
 	ev := followEvents(t, m)
 	pathA, _ := pathByURI(m, "d0", pxURI)
 	require.NotEmpty(t, pathA)
