@@ -20,11 +20,11 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/mpathfs/mpathfs/plugin"
 )
 
 // Backend is one path's access to a store.
@@ -139,39 +139,14 @@ type Inquiry struct {
 // Opener opens a backend for a parsed path URI.
 type Opener func(ctx context.Context, u *url.URL) (Backend, error)
 
-var registry struct {
-	sync.Mutex
-	openers map[string]Opener
-}
+var openers = plugin.New[Opener]("scheme")
 
 // Register makes an opener available for a URI scheme. It panics if the
 // opener is nil or the scheme is taken, like database/sql.Register.
-func Register(scheme string, open Opener) {
-	registry.Lock()
-	defer registry.Unlock()
-	if open == nil {
-		panic("backends: Register opener is nil")
-	}
-	if registry.openers == nil {
-		registry.openers = map[string]Opener{}
-	}
-	if _, dup := registry.openers[scheme]; dup {
-		panic("backends: Register called twice for scheme " + scheme)
-	}
-	registry.openers[scheme] = open
-}
+func Register(scheme string, open Opener) { openers.Register(scheme, open) }
 
 // Schemes lists the registered URI schemes, sorted.
-func Schemes() []string {
-	registry.Lock()
-	defer registry.Unlock()
-	out := make([]string, 0, len(registry.openers))
-	for s := range registry.openers {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
-}
+func Schemes() []string { return openers.Names() }
 
 // ParseURI parses a path URI. A bare absolute or relative path means
 // file://, a bare /dev/… path means block://.
@@ -199,10 +174,8 @@ func Open(ctx context.Context, uri string) (Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	registry.Lock()
-	open := registry.openers[u.Scheme]
-	registry.Unlock()
-	if open == nil {
+	open, ok := openers.Get(u.Scheme)
+	if !ok {
 		return nil, fmt.Errorf("path URI %q: unknown scheme %q (known: %s)", uri, u.Scheme, strings.Join(Schemes(), ", "))
 	}
 	return open(ctx, u)

@@ -6,10 +6,10 @@ package mpath
 
 import (
 	"context"
-	"fmt"
-	"sort"
 	"sync"
 	"time"
+
+	"github.com/mpathfs/mpathfs/plugin"
 )
 
 // Identity is what makes two paths lead to the same store.
@@ -241,49 +241,18 @@ type DeviceConfig struct {
 	HedgeSlowLosses int
 }
 
-var mpps struct {
-	sync.Mutex
-	m map[string]MPP
-}
+var mpps = plugin.New[MPP]("multipathing plugin")
 
 // RegisterMPP makes a plugin available by name. It panics on nil or a duplicate.
 func RegisterMPP(p MPP) {
-	mpps.Lock()
-	defer mpps.Unlock()
 	if p == nil {
 		panic("mpath: RegisterMPP of nil")
 	}
-	if mpps.m == nil {
-		mpps.m = map[string]MPP{}
-	}
-	if _, dup := mpps.m[p.Name()]; dup {
-		panic("mpath: RegisterMPP called twice for " + p.Name())
-	}
-	mpps.m[p.Name()] = p
+	mpps.Register(p.Name(), p)
 }
 
 // LookupMPP returns a registered plugin.
-func LookupMPP(name string) (MPP, error) {
-	mpps.Lock()
-	defer mpps.Unlock()
-	if p, ok := mpps.m[name]; ok {
-		return p, nil
-	}
-	return nil, fmt.Errorf("unknown multipathing plugin %q (known: %v)", name, mppNamesLocked())
-}
+func LookupMPP(name string) (MPP, error) { return mpps.Lookup(name) }
 
 // MPPNames lists the registered plugins, sorted.
-func MPPNames() []string {
-	mpps.Lock()
-	defer mpps.Unlock()
-	return mppNamesLocked()
-}
-
-func mppNamesLocked() []string {
-	out := make([]string, 0, len(mpps.m))
-	for n := range mpps.m {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
+func MPPNames() []string { return mpps.Names() }

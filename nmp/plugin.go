@@ -3,13 +3,11 @@ package nmp
 import (
 	"context"
 	"fmt"
-	"sort"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/plugin"
 )
 
 // View is an immutable snapshot of a device's paths, rebuilt on every state
@@ -170,94 +168,61 @@ type PluginInfo struct {
 	DefaultPSP  string `json:"default_psp,omitempty"`
 }
 
-type registry[F any] struct {
-	mu    sync.Mutex
-	kind  string
-	m     map[string]F
-	infos map[string]PluginInfo
-}
-
-func (r *registry[F]) register(info PluginInfo, f F, isNil bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if isNil {
-		panic("nmp: Register" + r.kind + " of nil for " + info.Name)
-	}
-	if r.m == nil {
-		r.m = map[string]F{}
-		r.infos = map[string]PluginInfo{}
-	}
-	if _, dup := r.m[info.Name]; dup {
-		panic("nmp: Register" + r.kind + " called twice for " + info.Name)
-	}
-	r.m[info.Name] = f
-	r.infos[info.Name] = info
-}
-
-func (r *registry[F]) lookup(name string) (F, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f, ok := r.m[name]
-	if !ok {
-		return f, fmt.Errorf("unknown %s %q (known: %s)", r.kind, name, strings.Join(r.namesLocked(), ", "))
-	}
-	return f, nil
-}
-
-func (r *registry[F]) namesLocked() []string {
-	out := make([]string, 0, len(r.m))
-	for n := range r.m {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (r *registry[F]) list() []PluginInfo {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]PluginInfo, 0, len(r.infos))
-	for _, n := range r.namesLocked() {
-		out = append(out, r.infos[n])
-	}
-	return out
+// A registered plugin: its factory and what listings show.
+type registered[F any] struct {
+	f    F
+	info PluginInfo
 }
 
 var (
-	psps  = registry[PSPFactory]{kind: "PSP"}
-	satps = registry[SATPFactory]{kind: "SATP"}
+	psps  = plugin.New[registered[PSPFactory]]("PSP")
+	satps = plugin.New[registered[SATPFactory]]("SATP")
 )
+
+func infos[F any](r *plugin.Registry[registered[F]]) []PluginInfo {
+	out := []PluginInfo{}
+	for _, p := range r.Values() {
+		out = append(out, p.info)
+	}
+	return out
+}
 
 // RegisterPSP makes a PSP available by name; it panics on nil or a duplicate.
 func RegisterPSP(name, description string, f PSPFactory) {
-	psps.register(PluginInfo{Name: name, Description: description}, f, f == nil)
+	if f == nil {
+		panic("nmp: RegisterPSP of nil for " + name)
+	}
+	psps.Register(name, registered[PSPFactory]{f, PluginInfo{Name: name, Description: description}})
 }
 
 // RegisterSATP makes an SATP available by name; it panics on nil or a duplicate.
 func RegisterSATP(name, description, defaultPSP string, f SATPFactory) {
-	satps.register(PluginInfo{Name: name, Description: description, DefaultPSP: defaultPSP}, f, f == nil)
+	if f == nil {
+		panic("nmp: RegisterSATP of nil for " + name)
+	}
+	satps.Register(name, registered[SATPFactory]{f, PluginInfo{Name: name, Description: description, DefaultPSP: defaultPSP}})
 }
 
 // NewPSP makes a PSP by name.
 func NewPSP(name string, opts map[string]string, paths []*mpath.Path) (PSP, error) {
-	f, err := psps.lookup(name)
+	p, err := psps.Lookup(name)
 	if err != nil {
 		return nil, err
 	}
-	return f(opts, paths)
+	return p.f(opts, paths)
 }
 
 // NewSATP makes an SATP by name.
 func NewSATP(name string, opts map[string]string) (SATP, error) {
-	f, err := satps.lookup(name)
+	p, err := satps.Lookup(name)
 	if err != nil {
 		return nil, err
 	}
-	return f(opts)
+	return p.f(opts)
 }
 
 // PSPs lists the registered PSPs.
-func PSPs() []PluginInfo { return psps.list() }
+func PSPs() []PluginInfo { return infos(psps) }
 
 // SATPs lists the registered SATPs with their default PSPs.
-func SATPs() []PluginInfo { return satps.list() }
+func SATPs() []PluginInfo { return infos(satps) }

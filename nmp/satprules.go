@@ -271,13 +271,11 @@ type ResolvedConf struct {
 }
 
 func satpDefaultPSP(name string) (string, error) {
-	satps.mu.Lock()
-	defer satps.mu.Unlock()
-	info, ok := satps.infos[name]
-	if !ok {
-		return "", fmt.Errorf("unknown SATP %q (known: %s)", name, strings.Join(satps.namesLocked(), ", "))
+	p, err := satps.Lookup(name)
+	if err != nil {
+		return "", err
 	}
-	return info.DefaultPSP, nil
+	return p.info.DefaultPSP, nil
 }
 
 func settings(opts map[string]string, src map[string]Setting) []Setting {

@@ -163,6 +163,11 @@ var layerRules = []layerRule{
 		Why:    "ioerr is the error taxonomy every layer shares: a leaf that imports nothing of this module",
 	},
 	{
+		From:   "plugin",
+		Forbid: []string{"..."},
+		Why:    "plugin is the one registry pattern every layer's plugins use: a leaf that imports nothing of this module",
+	},
+	{
 		From:   "scsi",
 		Forbid: list([]string{"backends/...", "mpath", "nmp", "alua", "array/...", "iscsi/...", "host", "fusedev", "integrity", "cmd/...", "bench/...", "tests/...", "internal/..."}, tools),
 		Why:    "scsi is the SCSI vocabulary below the transports: it imports only ioerr",

@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // families are the iscsi-test-cu families the array server must pass (the
@@ -176,7 +178,7 @@ func writeDocs(t *testing.T, tbl string) {
 // tables, and fails on any failure of ours that not-applicable.txt does
 // not list.
 func TestConformance(t *testing.T) {
-	need(t, "root", "iscsi-test-cu", "tgtd", "tgtadm")
+	needs.Tools(t, "root", "iscsi-test-cu", "tgtd", "tgtadm")
 	na := notApplicable(t)
 	dir := t.TempDir()
 

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -29,31 +28,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// need fails (in CI) or skips (elsewhere) when a tool or privilege is missing.
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	var missing []string
-	for _, tool := range tools {
-		if tool == "root" {
-			if os.Geteuid() != 0 {
-				missing = append(missing, "root")
-			}
-			continue
-		}
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := fmt.Sprintf("needs %s (install with `make deps`: Debian packages tgt and libiscsi-bin)", strings.Join(missing, ", "))
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 // freePort returns a TCP port of 127.0.0.1 nothing listens on now.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // mpathfs runs `mpathfs ARGS… --control tg.control` and returns its
@@ -37,7 +39,7 @@ func (tg target) inq(i int) error {
 // controller takes its ports down and moves ownership; status shows it
 // all; SIGTERM stops the server with exit status 0.
 func TestArrayServeCommands(t *testing.T) {
-	need(t, "root", "iscsi-inq")
+	needs.Tools(t, "root", "iscsi-inq")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "array.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(conformanceConfig(filepath.Join(dir, "array.img"), filepath.Join(dir, "state"))), 0o600))

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
 )
 
 // target is an iSCSI target under test: its portals (host:port), target
@@ -100,7 +102,7 @@ func (p *process) waitFor(what string, cond func() bool) {
 // file-backed logical unit (LUN 1) on store.
 func startTGT(t *testing.T, store string) target {
 	t.Helper()
-	need(t, "root", "tgtd", "tgtadm")
+	needs.Tools(t, "root", "tgtd", "tgtadm")
 	port := freePort(t)
 	ctl := ""
 	for range 50 {
