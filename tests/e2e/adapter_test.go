@@ -122,6 +122,7 @@ func TestPathRemoveLive(t *testing.T) {
 	out := m.mustCtl("path", "remove", "vmhba2:C0:T0:L0")
 	assert.Contains(t, out, "removed")
 	assert.Contains(t, out, "2 path(s) left")
+	assert.NotContains(t, out, "NOT flushed", "a working path's writes are flushed on its way out")
 	assert.Equal(t, "missing", pathState(m.status(), "d0", "vmhba2:C0:T0:L0"))
 	time.Sleep(time.Second)
 	m.mustCtl("path", "remove", "vmhba3:C0:T0:L0")
