@@ -3,7 +3,6 @@ package nmp
 import (
 	"context"
 	"fmt"
-	"maps"
 	"time"
 
 	"github.com/mpathfs/mpathfs/mpath"
@@ -38,19 +37,20 @@ func (d *Device) Status() mpath.DeviceStatus {
 		},
 	}
 	var pref *mpath.Path
-	if f, ok := psp.(*fixed); ok {
-		pref, _ = f.Preferred()
+	if pp, ok := psp.(PreferredPather); ok {
+		pref, _ = pp.Preferred()
 	}
 	now := time.Now()
 	d.mu.Lock()
-	if !d.mu.apdSince.IsZero() {
-		t := d.mu.apdSince
+	dec := d.mu.dec
+	if !dec.apdSince.IsZero() {
+		t := dec.apdSince
 		st.APD, st.APDSince = true, &t
 	}
-	paths := append([]*mpath.Path(nil), d.mu.paths...)
+	paths := append([]*mpath.Path(nil), dec.paths...)
 	held := map[*mpath.Path]bool{}
 	for _, p := range paths {
-		if f := d.mu.flap[p]; f != nil && now.Before(f.holdUntil) {
+		if dec.held(p, now) {
 			held[p] = true
 		}
 	}
@@ -75,6 +75,13 @@ func (d *Device) Status() mpath.DeviceStatus {
 	return st
 }
 
+// PreferredPather is a PSP that has a preferred path (VMW_PSP_FIXED):
+// Status marks it.
+type PreferredPather interface {
+	// Preferred returns the preferred path and whether the user chose it.
+	Preferred() (p *mpath.Path, user bool)
+}
+
 // PathDecorator is an SATP that adds its own fields to a path's status
 // (ALUA: the target port group and its access state).
 type PathDecorator interface {
@@ -85,7 +92,7 @@ type PathDecorator interface {
 func (d *Device) FindPath(name string) *mpath.Path {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return findPath(d.mu.paths, name)
+	return findPath(d.mu.dec.paths, name)
 }
 
 // SetPathAdmin switches a path off (disabled: no I/O, no probes) or on
@@ -96,30 +103,11 @@ func (d *Device) SetPathAdmin(name string, on bool) error {
 	if p == nil {
 		return fmt.Errorf("device %s has no path %q", d.name, name)
 	}
-	now := time.Now()
-	if !on {
-		d.mu.Lock()
-		p.SetAdminOff(true)
-		d.setStateLocked(p, mpath.StateDisabled, "administratively off", now)
-		d.rebuildLocked(now)
-		d.mu.Unlock()
-		return nil
+	var err error
+	if on {
+		err = d.probe(d.stopper.ctx, p)
 	}
-	err := d.probe(p)
-	want, reason := d.satp.Checked(p, err)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	p.SetAdminOff(false)
-	p.SetPDL(false)
-	delete(d.mu.flap, p)
-	if want == mpath.StateActive {
-		reason = "administratively on; probe passed"
-	} else {
-		reason = "administratively on; " + reason
-	}
-	d.setStateLocked(p, want, reason, now)
-	d.rebuildLocked(now)
-	return nil
+	return d.tell(event{kind: evAdmin, path: p, on: on, err: err}).err
 }
 
 // FailPath marks a path dead at once (a hot-removed device), before any
@@ -129,14 +117,7 @@ func (d *Device) FailPath(name, reason string) error {
 	if p == nil {
 		return fmt.Errorf("device %s has no path %q", d.name, name)
 	}
-	now := time.Now()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if p.State() != mpath.StateDead {
-		d.setStateLocked(p, mpath.StateDead, reason, now)
-		d.rebuildLocked(now)
-	}
-	return nil
+	return d.tell(event{kind: evFail, path: p, reason: reason}).err
 }
 
 // SetPolicy changes the device's PSP and its options live: I/O in flight
@@ -149,15 +130,7 @@ func (d *Device) SetPolicy(name string, opts map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("device %s: %w", d.name, err)
 	}
-	now := time.Now()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	old := d.psp.Load().psp
-	psp.ViewChanged(d.view.Load())
-	d.psp.Store(&pspBox{psp})
-	d.cfg.PSP, d.cfg.PSPOptions = name, maps.Clone(opts)
-	d.events.Publish(mpath.Event{Time: now, Kind: "policy", Device: d.name, From: old.Name() + " " + old.Config(), To: psp.Name() + " " + psp.Config(), Reason: "policy set"})
-	return nil
+	return d.tell(event{kind: evPolicy, psp: psp, opts: opts}).err
 }
 
 // SetPathRank sets a path's MRU rank (higher is preferred).
@@ -175,7 +148,7 @@ func (d *Device) SetPathRank(name string, rank int) error {
 func (d *Device) AddPath(p *mpath.Path) error {
 	d.mu.Lock()
 	seen := map[string]bool{}
-	for _, q := range d.mu.paths {
+	for _, q := range d.mu.dec.paths {
 		seen[q.Name] = true
 	}
 	err := d.admit(p, seen)
@@ -183,48 +156,19 @@ func (d *Device) AddPath(p *mpath.Path) error {
 	if err != nil {
 		return err
 	}
-	perr := d.probe(p)
-	want, reason := d.satp.Checked(p, perr)
-	now := time.Now()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if findPath(d.mu.paths, p.Name) != nil {
-		return fmt.Errorf("device %s already has a path %s", d.name, p.Name)
-	}
-	d.mu.paths = append(d.mu.paths, p)
-	p.SetState(want, "added: "+reason, now)
-	d.events.Publish(mpath.Event{Time: now, Kind: "path-added", Device: d.name, Path: p.Name, To: want.String(), Reason: p.URI})
-	d.updateCapsLocked()
-	d.rebuildLocked(now)
-	return nil
+	perr := d.probe(d.stopper.ctx, p)
+	return d.tell(event{kind: evAdd, path: p, err: perr}).err
 }
 
-// RemovePath takes a path out of the device and closes its backend.
+// RemovePath takes a path out of the device and closes its backend, once
+// the I/O in flight on it finished (or failed over), up to the I/O timeout.
 func (d *Device) RemovePath(name string) error {
-	now := time.Now()
-	d.mu.Lock()
-	idx := -1
-	for i, p := range d.mu.paths {
-		if p.Name == name || p.URI == name {
-			idx = i
-		}
+	res := d.tell(event{kind: evRemove, name: name})
+	if res.err != nil {
+		return res.err
 	}
-	if idx < 0 {
-		d.mu.Unlock()
-		return fmt.Errorf("device %s has no path %q", d.name, name)
-	}
-	p := d.mu.paths[idx]
-	d.pathLeaving(p)
-	d.mu.paths = append(append([]*mpath.Path(nil), d.mu.paths[:idx]...), d.mu.paths[idx+1:]...)
-	delete(d.mu.flap, p)
-	d.events.Publish(mpath.Event{Time: now, Kind: "path-removed", Device: d.name, Path: p.Name, Reason: p.URI})
-	d.updateCapsLocked()
-	d.rebuildLocked(now)
-	d.mu.Unlock()
-	// I/O still in flight on the path finishes (or fails over) first.
-	for i := 0; i < 100 && p.Inflight.Load() > 0; i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
+	p := res.path
+	d.drain(p, d.cfg.IOTimeout+probeGrace)
 	d.pathRemoved(p) // flushed on its way out, or an orphan for the next Flush
 	return p.Backend.Close()
 }
@@ -235,5 +179,48 @@ func (d *Device) Probe(ctx context.Context, name string) error {
 	if p == nil {
 		return fmt.Errorf("device %s has no path %q", d.name, name)
 	}
-	return d.probe(p)
+	return d.probe(ctx, p)
+}
+
+// drain waits until no I/O is in flight on p (a path that left the view:
+// no new I/O starts on it), up to bound. The last I/O to finish on a path
+// being drained wakes the waiter (exec); nothing polls.
+func (d *Device) drain(p *mpath.Path, bound time.Duration) {
+	ch := make(chan struct{})
+	d.drains.mu.Lock()
+	if d.drains.m == nil {
+		d.drains.m = map[*mpath.Path]chan struct{}{}
+	}
+	d.drains.m[p] = ch
+	d.drains.n.Add(1)
+	d.drains.mu.Unlock()
+	defer func() {
+		d.drains.mu.Lock()
+		if d.drains.m[p] == ch {
+			delete(d.drains.m, p)
+		}
+		d.drains.n.Add(-1)
+		d.drains.mu.Unlock()
+	}()
+	if p.Inflight.Load() == 0 { // registered first: a later last I/O wakes us
+		return
+	}
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-d.stopper.done():
+	}
+}
+
+// drained wakes the drain of p, if one waits: exec calls it when the last
+// I/O in flight on a path finished while some path is being drained.
+func (d *Device) drained(p *mpath.Path) {
+	d.drains.mu.Lock()
+	if ch := d.drains.m[p]; ch != nil {
+		delete(d.drains.m, p)
+		close(ch)
+	}
+	d.drains.mu.Unlock()
 }

@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends"
-	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -56,19 +53,24 @@ type Device struct {
 	fence fencing
 	flush flushState // flush.go
 
+	// mu guards the decider's state (decide.go), which only the owner
+	// changes (owner.go), and ident and cfg.
 	mu struct {
 		sync.Mutex
-		paths    []*mpath.Path
-		gen      uint64
-		flap     map[*mpath.Path]*flapState
-		apdSince time.Time
-		closed   bool
-		// activating is set while an SATP activation runs.
-		activating bool
+		dec *decider
 	}
+	inbox   chan request // the owner's
+	timer   *time.Timer  // the path checker's schedule; the owner's
+	stopper *stopper     // every goroutine of the device
+	closing atomic.Bool
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	// drains are the paths RemovePath waits to see idle (admin.go); n is
+	// the only thing an I/O reads when none is.
+	drains struct {
+		mu sync.Mutex
+		m  map[*mpath.Path]chan struct{}
+		n  atomic.Int32
+	}
 
 	// ids remembers each path's identity (identity.go).
 	ids identities
@@ -84,13 +86,6 @@ type Device struct {
 }
 
 type pspBox struct{ psp PSP }
-
-type flapState struct {
-	failures  []time.Time
-	holdUntil time.Time
-	level     int // escalation of the hold-down period
-	heldNoted bool
-}
 
 var _ mpath.Device = (*Device)(nil)
 
@@ -108,7 +103,7 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	if events == nil {
 		events = &mpath.Events{}
 	}
-	d := &Device{name: cfg.Name, cfg: cfg, events: events, stop: make(chan struct{})}
+	d := &Device{name: cfg.Name, cfg: cfg, events: events, stopper: newStopper(), inbox: make(chan request, ownerQueue)}
 	d.ident = cfg.Identity
 	d.size = paths[0].Backend.Size()
 	seen := map[string]bool{}
@@ -137,8 +132,6 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	}
 	d.cfg.PSP = pspName
 	d.psp.Store(&pspBox{psp})
-	d.mu.paths = paths
-	d.mu.flap = map[*mpath.Path]*flapState{}
 	if err := d.initHedge(); err != nil { // hedge.go
 		return nil, err
 	}
@@ -149,19 +142,20 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 		}
 	}
 	d.view.Store(&View{changed: make(chan struct{})})
+	d.mu.dec = newDecider(d.name, &d.cfg, satp, paths)
 	d.mu.Lock()
 	d.updateCapsLocked()
-	d.rebuildLocked(now)
+	d.applyLocked([]action{{kind: actView}}, now)
 	d.mu.Unlock()
+	d.timer = time.NewTimer(d.cfg.CheckInterval)
+	d.stopper.goWork(d.own)
 	// An SATP that learns path groups from the paths (ALUA) asks them now,
 	// before the first I/O.
 	if _, ok := satp.(Updater); ok {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.ProbeTimeout)
+		ctx, cancel := context.WithTimeout(d.stopper.ctx, cfg.ProbeTimeout)
 		d.update(ctx)
 		cancel()
 	}
-	d.wg.Add(1)
-	go d.checker()
 	return d, nil
 }
 
@@ -244,7 +238,7 @@ func (d *Device) Config() mpath.DeviceConfig {
 func (d *Device) Paths() []*mpath.Path {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]*mpath.Path(nil), d.mu.paths...)
+	return append([]*mpath.Path(nil), d.mu.dec.paths...)
 }
 
 // View returns the current routing snapshot.
@@ -256,399 +250,10 @@ func (d *Device) PSP() PSP { return d.psp.Load().psp }
 // SATP returns the device's storage array type plugin.
 func (d *Device) SATP() SATP { return d.satp }
 
-// ReadAt reads len(p) bytes at off. A read crossing the end of the device
-// returns the bytes before it and io.EOF.
-func (d *Device) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if off < 0 || off > d.size {
-		return 0, ioerr.ErrOutOfRange
-	}
-	var eof error
-	if rest := d.size - off; int64(len(p)) > rest {
-		p, eof = p[:rest], io.EOF
-	}
-	if len(p) == 0 {
-		return 0, eof
-	}
-	n, err := d.do(ctx, mpath.OpRead, p, off, int64(len(p)))
-	if err == nil {
-		err = eof
-	}
-	return n, err
-}
-
-// WriteAt writes p at off; the write is acknowledged only after a path's
-// backend acknowledged all of it.
-func (d *Device) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > d.size {
-		return 0, ioerr.ErrOutOfRange
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	return d.do(ctx, mpath.OpWrite, p, off, int64(len(p)))
-}
-
-// Discard deallocates a range, when every path can.
-func (d *Device) Discard(ctx context.Context, off, length int64) error {
-	if !d.canDiscard.Load() {
-		return ioerr.NewError(ioerr.ClassDeviceError, "discard", backends.ErrNotSupported)
-	}
-	if off < 0 || length < 0 || off+length > d.size {
-		return ioerr.ErrOutOfRange
-	}
-	_, err := d.do(ctx, mpath.OpDiscard, nil, off, length)
-	return err
-}
-
-// WriteZeroes zeroes a range without transferring data, when every path can.
-func (d *Device) WriteZeroes(ctx context.Context, off, length int64) error {
-	if !d.canZero.Load() {
-		return ioerr.NewError(ioerr.ClassDeviceError, "write-zeroes", backends.ErrNotSupported)
-	}
-	if off < 0 || length < 0 || off+length > d.size {
-		return ioerr.ErrOutOfRange
-	}
-	_, err := d.do(ctx, mpath.OpWriteZeroes, nil, off, length)
-	return err
-}
-
-// do routes one I/O: select a path, run the I/O under the per-I/O
-// deadline, judge errors, retry elsewhere, wait out All-Paths-Down.
-func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length int64) (int, error) {
-	d.queueDepth.Add(1)
-	defer d.queueDepth.Add(-1)
-	var tr *ioTrace
-	if tb := d.tracer.Load(); tb != nil {
-		tr = tb.t.begin(d, op, off, length)
-	}
-	attempts := 0
-	for {
-		// Fencing: a write-class operation never overlaps a range an
-		// earlier write may still land on. One atomic load when none is.
-		if writeClass(op) && d.fence.active.Load() != 0 {
-			if err := d.awaitFence(ctx, op, off, length); err != nil {
-				if tr != nil {
-					tr.finish(err)
-				}
-				return 0, err
-			}
-		}
-		v := d.view.Load()
-		path, reason := d.psp.Load().psp.Select(v, op, int(length))
-		if path == nil {
-			if err := d.waitForPath(ctx, v); err != nil {
-				if tr != nil {
-					tr.finish(err)
-				}
-				return 0, err
-			}
-			continue
-		}
-		if tr != nil {
-			tr.attempt(path, reason)
-		}
-		var n int
-		var err error
-		if op == mpath.OpRead {
-			n, err = d.read(ctx, path, p, off) // hedge.go
-		} else {
-			n, err = d.exec(ctx, path, op, p, off, length)
-		}
-		if err == nil {
-			if tr != nil {
-				tr.finish(nil)
-			}
-			return n, nil
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			if tr != nil {
-				tr.finish(cerr)
-			}
-			return n, cerr
-		}
-		verdict := d.judge(ctx, path, op, err)
-		if tr != nil {
-			tr.failed(verdict.Class, err)
-		}
-		if !verdict.Retry {
-			err = d.finalError(op, path, verdict.Class, err)
-			if tr != nil {
-				tr.finish(err)
-			}
-			return n, err
-		}
-		attempts++
-		if attempts > d.cfg.MaxRetries {
-			err = &ioerr.Error{Class: verdict.Class, Op: op.String(), Path: path.Name,
-				Err: fmt.Errorf("gave up after %d attempts: %w", attempts, err)}
-			if tr != nil {
-				tr.finish(err)
-			}
-			return n, err
-		}
-		if verdict.Backoff > 0 {
-			t := time.NewTimer(verdict.Backoff)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				if tr != nil {
-					tr.finish(ctx.Err())
-				}
-				return n, ctx.Err()
-			}
-		}
-	}
-}
-
-func (d *Device) finalError(op mpath.OpKind, p *mpath.Path, c ioerr.Class, err error) error {
-	var me *ioerr.Error
-	if errors.As(err, &me) && me.Class == c {
-		return err
-	}
-	return &ioerr.Error{Class: c, Op: op.String(), Path: p.Name, Err: err}
-}
-
-// exec runs one I/O on one path under the per-I/O deadline.
-func (d *Device) exec(ctx context.Context, path *mpath.Path, op mpath.OpKind, p []byte, off, length int64) (int, error) {
-	return d.execLeg(ctx, path, op, p, off, length, nil)
-}
-
-// execLeg is exec for one leg of a hedged read (hedge.go): the leg's
-// context can be ended by the other leg, and a leg so beaten returns
-// errBeaten without counting as a failure of its path.
-func (d *Device) execLeg(ctx context.Context, path *mpath.Path, op mpath.OpKind, p []byte, off, length int64, leg *hedgeLeg) (int, error) {
-	start := time.Now()
-	ictx := newIOCtx(ctx, start, d.cfg.IOTimeout)
-	if leg != nil {
-		leg.started(ictx)
-	}
-	path.Inflight.Add(1)
-	path.InflightBytes.Add(length)
-	b := path.Backend
-	var n int
-	var err error
-	switch op {
-	case mpath.OpRead:
-		n, err = b.ReadAt(ictx, p, off)
-	case mpath.OpWrite:
-		n, err = b.WriteAt(ictx, p, off)
-	case mpath.OpFlush:
-		err = b.Flush(ictx)
-	case mpath.OpDiscard:
-		if dd, ok := backends.As[backends.Discarder](b); ok {
-			err = dd.Discard(ictx, off, length)
-		} else {
-			err = backends.ErrNotSupported
-		}
-	case mpath.OpWriteZeroes:
-		if z, ok := backends.As[backends.ZeroWriter](b); ok {
-			err = z.WriteZeroes(ictx, off, length)
-		} else {
-			err = backends.ErrNotSupported
-		}
-	}
-	lat := time.Since(start)
-	timedOut := err != nil && ictx.expired()
-	beaten := leg != nil && leg.finished(err, lat, &leg.r.h.cfg)
-	ictx.release()
-	path.Inflight.Add(-1)
-	path.InflightBytes.Add(-length)
-	if beaten {
-		return n, errBeaten
-	}
-	if err == nil && (op == mpath.OpRead || op == mpath.OpWrite) && n != len(p) {
-		err = io.ErrShortWrite
-		if op == mpath.OpRead {
-			err = io.ErrUnexpectedEOF
-		}
-	}
-	if ob := d.obs.Load(); ob != nil {
-		c := ioerr.ClassNone
-		if err != nil {
-			c = ClassifyError(err)
-			if timedOut {
-				c = ioerr.ClassPathFailure
-			}
-		}
-		ob.o.Completed(d, path, op, n, lat, c)
-	}
-	if err == nil {
-		path.Done(op, n, lat)
-		if op == mpath.OpWrite || op == mpath.OpDiscard || op == mpath.OpWriteZeroes {
-			path.MarkDirty()
-		}
-		return n, nil
-	}
-	if writeClass(op) {
-		d.noteAttempt(path, op, off, length, err, timedOut)
-	}
-	if timedOut {
-		if a, ok := backends.As[backends.Aborter](b); ok {
-			a.Abort(err)
-		}
-		err = &ioerr.Error{Class: ioerr.ClassPathFailure, Op: op.String(), Path: path.Name,
-			Err: fmt.Errorf("I/O deadline of %v exceeded: %w", d.cfg.IOTimeout, err)}
-	}
-	return n, err
-}
-
-// judge asks the SATP what an error means and applies the verdict's state
-// change.
-func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, err error) Verdict {
-	err = d.mediumCheck(path, op, err) // satp_default.go: a bad block is not a dead path
-	v := d.satp.Classify(path, op, err)
-	path.Failed(v.Class)
-	now := time.Now()
-	if v.State != mpath.StateUnknown || v.Class == ioerr.ClassPermanentLoss {
-		d.mu.Lock()
-		changed := false
-		if v.Class == ioerr.ClassPermanentLoss && !path.PDL() {
-			path.SetPDL(true)
-			changed = true
-		}
-		if v.State != mpath.StateUnknown && path.State() == mpath.StateActive && !path.AdminOff() {
-			reason := fmt.Sprintf("%s on %s: %v", v.Class, op, err)
-			d.setStateLocked(path, v.State, reason, now)
-			if v.State == mpath.StateDead {
-				d.noteFailureLocked(path, now)
-			}
-			changed = true
-		}
-		if changed {
-			d.rebuildLocked(now)
-		}
-		d.mu.Unlock()
-	}
-	if v.Update {
-		d.update(ctx)
-	}
-	return v
-}
-
-// setStateLocked changes a path's state and tells the world.
-func (d *Device) setStateLocked(p *mpath.Path, s mpath.PathState, reason string, now time.Time) {
-	old := p.SetState(s, reason, now)
-	if old == s {
-		return
-	}
-	if old == mpath.StateActive {
-		d.failovers.Add(1)
-	}
-	d.events.Publish(mpath.Event{Time: now, Kind: "path-state", Device: d.name, Path: p.Name, From: old.String(), To: s.String(), Reason: reason})
-}
-
-// noteFailureLocked records a path failure for flap damping: N failures in
-// the window hold the path out for the hold-down period, which doubles each
-// time the path keeps flapping (a gray failure that passes probes but fails
-// I/O cannot bounce back into service forever).
-func (d *Device) noteFailureLocked(p *mpath.Path, now time.Time) {
-	f := d.mu.flap[p]
-	if f == nil {
-		f = &flapState{}
-		d.mu.flap[p] = f
-	}
-	cut := now.Add(-d.cfg.FlapWindow)
-	keep := f.failures[:0]
-	for _, t := range f.failures {
-		if t.After(cut) {
-			keep = append(keep, t)
-		}
-	}
-	f.failures = append(keep, now)
-	if len(f.failures) >= d.cfg.FlapThreshold {
-		hold := d.cfg.HoldDown << f.level
-		if hold > maxHoldDown || hold <= 0 {
-			hold = maxHoldDown
-		}
-		f.holdUntil = now.Add(hold)
-		f.level++
-		f.failures = f.failures[:0]
-		f.heldNoted = false
-		d.events.Publish(mpath.Event{Time: now, Kind: "path-held-down", Device: d.name, Path: p.Name,
-			Reason: fmt.Sprintf("%d failures within %v: held out of service for %v", d.cfg.FlapThreshold, d.cfg.FlapWindow, hold)})
-	}
-}
-
-// heldDownLocked reports whether damping keeps the path out of service.
-func (d *Device) heldDownLocked(p *mpath.Path, now time.Time) bool {
-	f := d.mu.flap[p]
-	if f == nil {
-		return false
-	}
-	if now.Before(f.holdUntil) {
-		return true
-	}
-	// A path that stayed healthy for a whole window after its last hold
-	// is forgiven its escalation.
-	if f.level > 0 && len(f.failures) == 0 && now.Sub(f.holdUntil) > 2*d.cfg.FlapWindow {
-		f.level = 0
-	}
-	return false
-}
-
-// rebuildLocked publishes a new routing view after a state change.
-func (d *Device) rebuildLocked(now time.Time) {
-	d.mu.gen++
-	nv := &View{Gen: d.mu.gen, All: append([]*mpath.Path(nil), d.mu.paths...), GroupOf: map[*mpath.Path]int{}, changed: make(chan struct{})}
-	type gp struct {
-		g int
-		p *mpath.Path
-	}
-	var usable []gp
-	standby := false
-	for _, p := range d.mu.paths {
-		if p.AdminOff() {
-			continue
-		}
-		st := p.State()
-		if st == mpath.StateStandby {
-			standby = true
-		}
-		if st != mpath.StateActive {
-			continue
-		}
-		g, ok := d.satp.Group(p)
-		if !ok {
-			continue
-		}
-		usable = append(usable, gp{g, p})
-		nv.GroupOf[p] = g
-	}
-	sort.SliceStable(usable, func(i, j int) bool { return usable[i].g < usable[j].g })
-	for i, u := range usable {
-		if i == 0 || u.g != usable[i-1].g {
-			nv.Groups = append(nv.Groups, nil)
-		}
-		nv.Groups[len(nv.Groups)-1] = append(nv.Groups[len(nv.Groups)-1], u.p)
-		nv.Usable = append(nv.Usable, u.p)
-	}
-	d.demoteSlowLocked(nv, now) // hedge_slow.go
-	d.psp.Load().psp.ViewChanged(nv)
-	old := d.view.Swap(nv)
-	if old != nil {
-		close(old.changed)
-	}
-	if len(nv.Usable) == 0 && !d.mu.closed {
-		if d.mu.apdSince.IsZero() {
-			d.mu.apdSince = now
-			d.apdEntries.Add(1)
-			d.events.Publish(mpath.Event{Time: now, Kind: "apd-enter", Device: d.name, Reason: "no usable path"})
-		}
-		if standby {
-			d.kickActivateLocked()
-		}
-	} else if len(nv.Usable) > 0 && !d.mu.apdSince.IsZero() {
-		d.events.Publish(mpath.Event{Time: now, Kind: "apd-exit", Device: d.name,
-			Reason: fmt.Sprintf("a path returned after %v", now.Sub(d.mu.apdSince).Round(time.Millisecond))})
-		d.mu.apdSince = time.Time{}
-	}
-}
-
 // updateCapsLocked offers discard and write-zeroes only when every path can.
 func (d *Device) updateCapsLocked() {
 	disc, zero := true, true
-	for _, p := range d.mu.paths {
+	for _, p := range d.mu.dec.paths {
 		disc = disc && backends.Can(p.Backend, backends.CapDiscard)
 		zero = zero && backends.Can(p.Backend, backends.CapWriteZeroes)
 	}
@@ -656,69 +261,26 @@ func (d *Device) updateCapsLocked() {
 	d.canZero.Store(zero)
 }
 
-// waitForPath waits out All-Paths-Down: until a path returns (nil), the
-// APD timeout expires (ErrAllPathsDown) or the caller gives up.
-func (d *Device) waitForPath(ctx context.Context, v *View) error {
-	d.mu.Lock()
-	if d.mu.closed {
-		d.mu.Unlock()
-		return ioerr.ErrClosed
-	}
-	if d.view.Load() != v {
-		d.mu.Unlock()
-		return nil
-	}
-	allPDL := true
-	for _, p := range d.mu.paths {
-		if !p.PDL() {
-			allPDL = false
-		}
-	}
-	since := d.mu.apdSince
-	d.mu.Unlock()
-	if allPDL {
-		return &ioerr.Error{Class: ioerr.ClassPermanentLoss, Op: "io", Err: fmt.Errorf("device %s: every path reports permanent device loss: %w", d.name, ioerr.ErrNoPaths)}
-	}
-	if since.IsZero() {
-		return nil
-	}
-	remaining := time.Until(since.Add(d.cfg.APDTimeout))
-	if remaining <= 0 {
-		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v", d.name, ioerr.ErrAllPathsDown, d.cfg.APDTimeout)}
-	}
-	t := time.NewTimer(remaining)
-	defer t.Stop()
-	select {
-	case <-v.Changed():
-		return nil
-	case <-t.C:
-		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v", d.name, ioerr.ErrAllPathsDown, d.cfg.APDTimeout)}
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-d.stop:
-		return ioerr.ErrClosed
-	}
-}
-
-// Close stops the path checker and closes every path's backend.
+// Close stops every goroutine of the device (the owner, the checker, SATP
+// activations, fence watchers) and waits for them, fails the writes waiting
+// on an ambiguous range, and closes every path's backend. A probe stuck in
+// a system call is waited for, after the backends closed, up to the probe
+// timeout.
 func (d *Device) Close() error {
-	d.mu.Lock()
-	if d.mu.closed {
-		d.mu.Unlock()
+	if !d.closing.CompareAndSwap(false, true) {
 		return nil
 	}
-	d.mu.closed = true
-	close(d.stop)
-	paths := d.mu.paths
-	d.mu.Unlock()
+	d.tell(event{kind: evClose})
 	d.closeFence()
 	d.closeHedge() // hedge_slow.go
-	d.wg.Wait()
+	d.stopper.stop()
+	paths := d.Paths()
 	var first error
 	for _, p := range paths {
 		if err := p.Backend.Close(); err != nil && first == nil {
 			first = err
 		}
 	}
+	d.stopper.waitCalls(d.cfg.ProbeTimeout)
 	return first
 }

@@ -123,19 +123,18 @@ func (d *Device) noteAttempt(path *mpath.Path, op mpath.OpKind, off, length int6
 	}
 	d.fence.ranges = append(d.fence.ranges, a)
 	d.fence.active.Store(int32(len(d.fence.ranges)))
-	// Added before Close can wait for the group: Close marks fencing
-	// closed under the lock first.
-	d.wg.Add(1)
 	d.fence.mu.Unlock()
 	d.events.Publish(mpath.Event{Time: now, Kind: "write-ambiguous", Device: d.name, Path: path.Name,
 		Reason: fmt.Sprintf("%s of bytes %d+%d may still land (%v); overlapping writes wait for %s", op, off, length, err, waiting)})
-	go d.watchAmbiguous(a)
+	// Close marks fencing closed (and resolves every range) before it
+	// stops the device's goroutines, so a watcher refused here has no range
+	// left to watch.
+	d.stopper.goWork(func() { d.watchAmbiguous(a) })
 }
 
 // watchAmbiguous resolves a range on proof or at its quiesce time, and
 // marks it expired at the APD timeout.
 func (d *Device) watchAmbiguous(a *ambiguous) {
-	defer d.wg.Done()
 	var quiesce <-chan time.Time
 	if a.quiesce > 0 {
 		t := time.NewTimer(time.Until(a.since.Add(a.quiesce)))
@@ -158,7 +157,7 @@ func (d *Device) watchAmbiguous(a *ambiguous) {
 			d.expire(a)
 		case <-a.resolved:
 			return
-		case <-d.stop:
+		case <-d.stopper.done():
 			return // Close resolves every range
 		}
 	}
@@ -243,7 +242,7 @@ func (d *Device) awaitFence(ctx context.Context, op mpath.OpKind, off, length in
 			return d.expiredError(op, a)
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-d.stop:
+		case <-d.stopper.done():
 			return ioerr.ErrClosed
 		}
 	}

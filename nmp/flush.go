@@ -311,7 +311,7 @@ func (d *Device) waitForReturn(ctx context.Context, p *mpath.Path, dom string) e
 		return notDurable(p, dom)
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-d.stop:
+	case <-d.stopper.done():
 		return ioerr.ErrClosed
 	}
 }

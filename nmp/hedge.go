@@ -151,8 +151,7 @@ func (d *Device) startHedger(hc hedgeConfig) {
 	h := &hedger{cfg: hc}
 	h.watch.init()
 	d.hedge.Store(h)
-	d.wg.Add(1)
-	go d.hedgeWatchdog(h)
+	d.stopper.goWork(func() { d.hedgeWatchdog(h) })
 }
 
 // SetHedge turns hedged reads on or off while the device runs.
@@ -169,7 +168,7 @@ func (d *Device) SetHedge(on bool) {
 		if err != nil { // checked when the device was made
 			return
 		}
-		if d.mu.closed {
+		if d.mu.dec.closed {
 			return
 		}
 		d.startHedger(hc)

@@ -42,9 +42,9 @@ type pathLat struct {
 	// streak counts reads lost in a row; a good read ends it.
 	streak atomic.Uint32
 
-	// slow state (hedge_slow.go): slow is read without the lock (by
-	// rebuildLocked, under the device lock), the rest under mu. mu is never
-	// held while the device lock is taken.
+	// slow state (hedge_slow.go): slow is read without the lock (by the
+	// owner as it publishes a view, under the device lock), the rest under
+	// mu. mu is never held while the device lock is taken.
 	slow      atomic.Bool
 	mu        sync.Mutex
 	winStart  time.Time

@@ -45,7 +45,7 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 		return
 	}
 	select {
-	case <-d.stop:
+	case <-d.stopper.done():
 		pl.mu.Unlock()
 		return
 	default:
@@ -71,9 +71,7 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 	pl.mu.Unlock()
 	d.events.Publish(mpath.Event{Time: now, Kind: "path-slow", Device: d.name, Path: path.Name, To: "marginal",
 		Reason: fmt.Sprintf("%d reads lost to their hedges within %v: demoted to the marginal group for %v", h.cfg.slowLosses, h.cfg.slowWindow, hold)})
-	d.mu.Lock()
-	d.rebuildLocked(now)
-	d.mu.Unlock()
+	d.tell(event{kind: evRegroup}) // the owner rebuilds the view
 }
 
 // slowEnds takes a path out of the marginal group when its time is up.
@@ -87,21 +85,20 @@ func (d *Device) slowEnds(path *mpath.Path, pl *pathLat) {
 	pl.slow.Store(false)
 	pl.timer = nil
 	pl.mu.Unlock()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.mu.closed {
+	if d.closing.Load() {
 		return
 	}
 	d.events.Publish(mpath.Event{Time: now, Kind: "path-slow-end", Device: d.name, Path: path.Name, From: "marginal",
 		Reason: "back in its group after its hold; demoted again if its reads keep losing"})
-	d.rebuildLocked(now)
+	d.tell(event{kind: evRegroup}) // the owner rebuilds the view
 }
 
 // isSlow reports whether the path is in the marginal group.
 func (pl *pathLat) isSlow() bool { return pl.slow.Load() }
 
 // demoteSlowLocked moves slow paths out of their groups into a marginal
-// group after the others, when some other path is usable (rebuildLocked).
+// group after the others, when some other path is usable (the owner, as it
+// publishes a view).
 func (d *Device) demoteSlowLocked(v *View, _ time.Time) {
 	all := d.lat.all()
 	if len(all) == 0 || len(v.Usable) < 2 {

@@ -108,14 +108,13 @@ func (w *hedgeWatch) sweep(now time.Time) bool {
 // hedgeWatchdog is the watchdog of hedger h, until the device closes or
 // hedging is turned off.
 func (d *Device) hedgeWatchdog(h *hedger) {
-	defer d.wg.Done()
 	w := &h.watch
 	t := time.NewTicker(hedgeTick)
 	defer t.Stop()
 	idle := 0
 	for {
 		select {
-		case <-d.stop:
+		case <-d.stopper.done():
 			return
 		case <-w.stop:
 			return
@@ -136,7 +135,7 @@ func (d *Device) hedgeWatchdog(h *hedger) {
 			} else {
 				select {
 				case <-w.wake:
-				case <-d.stop:
+				case <-d.stopper.done():
 					return
 				case <-w.stop:
 					return

@@ -427,13 +427,15 @@ func (d *Device) verifyWithin(ctx context.Context, p *mpath.Path, timeout time.D
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- d.verifyPath(ctx, p) }()
+	if !d.stopper.goCall(func() { done <- d.verifyPath(ctx, p) }) {
+		return ioerr.ErrClosed
+	}
 	var err error
 	select {
 	case err = <-done:
 	case <-ctx.Done():
 		err = &UncheckedError{Path: describe(p), Err: fmt.Errorf("the check did not finish in %v: %w", timeout, ctx.Err())}
-	case <-d.stop:
+	case <-d.stopper.done():
 		err = ioerr.ErrClosed
 	}
 	if err != nil {

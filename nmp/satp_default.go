@@ -205,7 +205,7 @@ func (d *Device) mediumCheck(p *mpath.Path, op mpath.OpKind, err error) error {
 	}
 	mediumProbes.Unlock()
 	if !running {
-		mp.err = d.probe(p)
+		mp.err = d.probe(d.stopper.ctx, p)
 		mediumProbes.Lock()
 		delete(mediumProbes.m, p)
 		mediumProbes.Unlock()

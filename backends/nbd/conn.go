@@ -94,12 +94,8 @@ type conn struct {
 	bw  *bufio.Writer
 	hdr [28]byte
 
-	// The reader role: whoever holds it reads replies. tok holds the
-	// role while nobody does. In leader mode a submitter that finds the
-	// role free reads replies itself until its own arrives (no goroutine
-	// hand-off at QD1); otherwise a reader goroutine holds it.
-	tok  chan struct{}
-	lead bool          // leader mode (plain Unix or TCP sockets)
+	// The reader role: whoever holds it reads replies (role.go).
+	role readerRole
 	br   *bufio.Reader // role holder only
 	rbuf [20]byte      // role holder only
 	cur  *request      // role holder only: the claimed request
@@ -110,8 +106,7 @@ type conn struct {
 		next     uint64
 		err      error // non-nil once torn down
 
-		leaderGen   uint64 // tenure of the submitter holding the role (0: none)
-		interrupted bool   // the read deadline was set to wake the role holder
+		interrupted bool // the read deadline was set to wake the role holder
 
 		// pendingWrites counts abandoned write-class requests whose
 		// settle channel is open; a torn-down connection is read
@@ -137,14 +132,15 @@ func allocConn(nc net.Conn, info *exportInfo, name string) *conn {
 		bw:   bufio.NewWriterSize(nc, 64<<10),
 		br:   bufio.NewReaderSize(nc, 64<<10),
 		done: make(chan struct{}),
-		tok:  make(chan struct{}, 1),
 	}
+	lead := false
 	switch nc.(type) {
 	case *net.UnixConn, *net.TCPConn:
 		// Interruptible reads (deadlines) and a non-blocking peek for the
 		// idle check. TLS keeps a reader goroutine.
-		c.lead = leaderMode
+		lead = leaderMode
 	}
+	c.role = newReaderRole(lead)
 	c.mu.inflight = make(map[uint64]*request)
 	return c
 }
@@ -152,8 +148,8 @@ func allocConn(nc net.Conn, info *exportInfo, name string) *conn {
 // start starts the connection: the reader role (a reader goroutine, or
 // free for submitters in leader mode) and the watchdog goroutine.
 func (c *conn) start(watchdog time.Duration) {
-	if c.lead {
-		c.tok <- struct{}{}
+	if c.role.lead {
+		c.role.give()
 	} else {
 		c.wg.Add(1)
 		go c.readLoop(false)
@@ -282,12 +278,8 @@ func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uin
 		// A partial request corrupts the stream: the connection is lost.
 		c.teardown(fmt.Errorf("sending %s request: %w", op, err))
 	}
-	if c.lead {
-		select {
-		case <-c.tok:
-			c.leadUntil(ctx, r)
-		default:
-		}
+	if c.role.lead && c.role.take() {
+		c.leadUntil(ctx, r)
 	}
 	select {
 	case err := <-r.done:
@@ -422,7 +414,7 @@ func (c *conn) watchdog(interval time.Duration) {
 				c.teardown(fmt.Errorf("watchdog: a %s request outlived its deadline by %v: %w", op, now.Sub(dl).Round(time.Millisecond), context.DeadlineExceeded))
 				continue
 			}
-			if c.lead {
+			if c.role.lead {
 				c.idleCheck()
 			}
 		}
@@ -433,9 +425,7 @@ func (c *conn) watchdog(interval time.Duration) {
 // no request was in flight (nothing else reads it then), as the reader
 // goroutine would: with a non-blocking peek at the socket.
 func (c *conn) idleCheck() {
-	select {
-	case <-c.tok:
-	default:
+	if !c.role.take() {
 		return // someone reads
 	}
 	c.mu.Lock()
@@ -482,424 +472,6 @@ func (c *conn) idleCheck() {
 		return
 	}
 	c.releaseRole()
-}
-
-// readLoop reads replies while holding the reader role: for the
-// connection's life (untilIdle false: the reader goroutine), or until no
-// request is in flight (a helper a leader started on stepping down). On a
-// torn-down connection it drains: it reads until no abandoned write is
-// left unsettled (fence.go).
-func (c *conn) readLoop(untilIdle bool) {
-	defer c.wg.Done()
-	for {
-		c.mu.Lock()
-		if c.mu.err != nil {
-			if c.mu.pendingWrites == 0 || c.mu.killed {
-				c.mu.Unlock()
-				c.drained(false) // nothing to prove: fail what still waits
-				return
-			}
-		} else if untilIdle && len(c.mu.inflight) == 0 {
-			c.tok <- struct{}{}
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
-		if err := c.readReply(); err != nil {
-			c.readFailed(err)
-			return
-		}
-	}
-}
-
-// readFailed ends reading after a fatal read error: it tears the connection
-// down, settles what the error proves (the server closed the connection)
-// and fails the request being processed. The role is not given back:
-// nothing reads the connection any more.
-func (c *conn) readFailed(err error) {
-	c.mu.Lock()
-	down := c.mu.err
-	c.mu.Unlock()
-	cause := down // torn down on purpose: report why
-	if down == nil {
-		cause = fmt.Errorf("reading replies: %w", eofMeansClosed(err))
-	}
-	c.teardown(cause)
-	c.drained(serverClosed(err))
-	if r := c.cur; r != nil {
-		c.cur = nil
-		c.complete(r, c.downErr(opName(r.typ), cause))
-	}
-}
-
-// releaseRole gives the reader role up: to a helper goroutine if requests are
-// in flight (their submitters may be waiting on done, not on the role), else
-// back to tok. On a torn-down connection the role is kept by a goroutine that
-// drains it, or dropped.
-func (c *conn) releaseRole() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.mu.err != nil {
-		if c.mu.pendingWrites > 0 && !c.mu.killed {
-			c.wg.Add(1)
-			go c.readLoop(true)
-			return
-		}
-		// Nobody reads it any more: fail what still waits.
-		c.mu.Unlock()
-		c.drained(false)
-		c.mu.Lock()
-		return
-	}
-	if len(c.mu.inflight) > 0 {
-		c.wg.Add(1) // before teardown, so before close's Wait
-		go c.readLoop(true)
-		return
-	}
-	c.tok <- struct{}{}
-}
-
-// leaderMode enables leader mode on plain sockets (tests turn it off to
-// compare with the reader goroutine).
-var leaderMode = true
-
-// errBigMessage: the next message does not fit in the read buffer, so a
-// leader cannot read it interruptibly; a helper reads it.
-var errBigMessage = errors.New("message larger than the read buffer")
-
-// aLongTimeAgo is a read deadline that wakes a blocked read at once.
-var aLongTimeAgo = time.Unix(1, 0)
-
-// leadUntil runs on the submitter of r holding the reader role: it reads
-// replies until r's has been read, ctx ends, or the next message is too
-// large to be read interruptibly, then releases the role. It reads a
-// message only once it is entirely in the buffer, so an interrupted wait
-// (ctx done: the read deadline is pulled in) never leaves a message half
-// read.
-func (c *conn) leadUntil(ctx context.Context, r *request) {
-	c.mu.Lock()
-	c.mu.leaderGen++
-	gen := c.mu.leaderGen
-	c.mu.Unlock()
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() {
-			c.mu.Lock()
-			if c.mu.leaderGen == gen {
-				c.mu.interrupted = true
-				c.nc.SetReadDeadline(aLongTimeAgo)
-			}
-			c.mu.Unlock()
-		})
-	}
-	failed := false
-	for len(r.done) == 0 {
-		err := c.peekMessage()
-		if err == nil {
-			err = c.readReply()
-			if err != nil {
-				c.readFailed(err)
-				failed = true
-				break
-			}
-			continue
-		}
-		if err == errBigMessage {
-			break
-		}
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			c.unwake()
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		c.readFailed(err)
-		failed = true
-		break
-	}
-	stop()
-	c.mu.Lock()
-	c.mu.leaderGen++ // a late AfterFunc of this tenure does nothing
-	c.mu.Unlock()
-	c.unwake()
-	if !failed {
-		c.releaseRole()
-	}
-}
-
-// peekMessage waits until the next reply message is entirely buffered,
-// without consuming anything. It returns errBigMessage for one larger than
-// the buffer, and nil for one whose header is malformed (readReply reports
-// that).
-func (c *conn) peekMessage() error {
-	b, err := c.br.Peek(4)
-	if err != nil {
-		return err
-	}
-	n := 4
-	switch binary.BigEndian.Uint32(b) {
-	case magicSimple:
-		if b, err = c.br.Peek(16); err != nil {
-			return err
-		}
-		n = 16
-		if binary.BigEndian.Uint32(b[4:]) == 0 && !c.info.structured {
-			c.mu.Lock()
-			if r := c.mu.inflight[binary.BigEndian.Uint64(b[8:])]; r != nil && r.typ == cmdRead {
-				n += int(r.length)
-			}
-			c.mu.Unlock()
-		}
-	case magicStructured:
-		if b, err = c.br.Peek(20); err != nil {
-			return err
-		}
-		n = 20 + int(binary.BigEndian.Uint32(b[16:]))
-	}
-	if n > c.br.Size() {
-		return errBigMessage
-	}
-	_, err = c.br.Peek(n)
-	return err
-}
-
-// claim finds the request a reply names and marks it as being processed.
-// Whether its submitter abandoned it is r.abandoned, which only the reader
-// changes while r is claimed (a wake-up detaching it).
-func (c *conn) claim(handle uint64) (*request, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r := c.mu.inflight[handle]
-	if r == nil {
-		return nil, protoErr("reply for unknown handle %#x", handle)
-	}
-	r.claimed = true
-	c.cur = r
-	return r, nil
-}
-
-func (c *conn) unclaim(r *request) {
-	c.mu.Lock()
-	r.claimed = false
-	c.cur = nil
-	c.mu.Unlock()
-}
-
-func (c *conn) release(r *request, err error) {
-	c.cur = nil
-	c.complete(r, err)
-}
-
-// readReply reads and dispatches one simple reply or structured reply chunk.
-// A returned error is fatal for the connection.
-func (c *conn) readReply() error {
-	b := c.rbuf[:]
-	if err := c.fill(b[:4]); err != nil {
-		return err
-	}
-	switch m := binary.BigEndian.Uint32(b); m {
-	case magicSimple:
-		if err := c.fill(b[4:16]); err != nil {
-			return err
-		}
-		errno := binary.BigEndian.Uint32(b[4:])
-		r, err := c.claim(binary.BigEndian.Uint64(b[8:]))
-		if err != nil {
-			return err
-		}
-		if errno != 0 {
-			c.release(r, serverErr(c.name, r.typ, &ServerError{Errno: errno}))
-			return nil
-		}
-		if r.typ == cmdRead {
-			if c.info.structured {
-				return protoErr("simple reply with data to a READ after structured replies were negotiated")
-			}
-			if err := c.readData(r, 0, uint64(r.length)); err != nil {
-				return err
-			}
-		}
-		c.release(r, nil)
-		return nil
-	case magicStructured:
-		if !c.info.structured {
-			return protoErr("structured reply chunk although structured replies were not negotiated")
-		}
-		if err := c.fill(b[4:20]); err != nil {
-			return err
-		}
-		flags := binary.BigEndian.Uint16(b[4:])
-		typ := binary.BigEndian.Uint16(b[6:])
-		length := binary.BigEndian.Uint32(b[16:])
-		r, err := c.claim(binary.BigEndian.Uint64(b[8:]))
-		if err != nil {
-			return err
-		}
-		if err := c.readChunk(r, flags, typ, length); err != nil {
-			return err
-		}
-		if flags&replyFlagDone == 0 {
-			c.unclaim(r)
-			return nil
-		}
-		if r.err == nil && r.typ == cmdRead && r.covered != uint64(r.length) {
-			return protoErr("structured READ reply ended after covering %d of %d bytes", r.covered, r.length)
-		}
-		var rerr error
-		if r.err != nil {
-			rerr = serverErr(c.name, r.typ, r.err.(*ServerError))
-		}
-		c.release(r, rerr)
-		return nil
-	default:
-		return protoErr("bad reply magic %#x", m)
-	}
-}
-
-func serverErr(name string, typ uint16, se *ServerError) error {
-	return ioerr.NewError(classifyServerErr(se.Errno), opName(typ), fmt.Errorf("%s: %w", name, se))
-}
-
-// readData reads n bytes of a READ's data for the request-relative offset
-// rel, into the caller's buffer or, if abandoned, nowhere. A wake-up that
-// detaches the request mid-way sends the rest nowhere.
-func (c *conn) readData(r *request, rel, n uint64) error {
-	if r.abandoned {
-		return c.discard(int(n))
-	}
-	dst := r.buf[rel : rel+n]
-	for {
-		k, err := io.ReadFull(c.br, dst)
-		if err == nil {
-			return nil
-		}
-		if !c.woken(err) {
-			return err
-		}
-		dst = dst[k:]
-		if r.abandoned {
-			return c.discard(len(dst))
-		}
-	}
-}
-
-func (c *conn) readChunk(r *request, flags, typ uint16, length uint32) error {
-	b := c.rbuf[:]
-	switch typ {
-	case chunkNone:
-		if length != 0 {
-			return protoErr("NBD_REPLY_TYPE_NONE with length %d", length)
-		}
-		if flags&replyFlagDone == 0 {
-			return protoErr("NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE")
-		}
-		return nil
-	case chunkOffsetData, chunkOffsetHole:
-		if r.typ != cmdRead {
-			return protoErr("content chunk in reply to a %s request", opName(r.typ))
-		}
-		if typ == chunkOffsetData {
-			if length < 9 || uint64(length)-8 > uint64(r.length) {
-				return protoErr("NBD_REPLY_TYPE_OFFSET_DATA of length %d for a %d-byte read", length, r.length)
-			}
-		} else if length != 12 {
-			return protoErr("NBD_REPLY_TYPE_OFFSET_HOLE of length %d, want 12", length)
-		}
-		hl := 8
-		if typ == chunkOffsetHole {
-			hl = 12
-		}
-		if err := c.fill(b[:hl]); err != nil {
-			return err
-		}
-		off := binary.BigEndian.Uint64(b)
-		var n uint64
-		if typ == chunkOffsetData {
-			n = uint64(length) - 8
-		} else {
-			n = uint64(binary.BigEndian.Uint32(b[8:]))
-			if n == 0 {
-				return protoErr("NBD_REPLY_TYPE_OFFSET_HOLE of size 0")
-			}
-		}
-		if off < r.off || off-r.off > uint64(r.length) || n > uint64(r.length)-(off-r.off) {
-			return protoErr("content chunk [%d, +%d) outside the request [%d, +%d)", off, n, r.off, r.length)
-		}
-		rel := off - r.off
-		if err := r.addExtent(rel, n); err != nil {
-			return err
-		}
-		if typ == chunkOffsetData {
-			return c.readData(r, rel, n)
-		}
-		if !r.abandoned {
-			clear(r.buf[rel : rel+n])
-		}
-		return nil
-	case chunkBlockStatus:
-		return protoErr("block status chunk although no metadata context was negotiated")
-	}
-	if typ&chunkErrBit == 0 {
-		return protoErr("unknown structured reply chunk type %d", typ)
-	}
-	// An error chunk.
-	if length < 6 || length > maxErrChunkLen {
-		return protoErr("error chunk of length %d", length)
-	}
-	p := make([]byte, length)
-	if err := c.fill(p); err != nil {
-		return err
-	}
-	errno := binary.BigEndian.Uint32(p)
-	msgLen := uint32(binary.BigEndian.Uint16(p[4:]))
-	if msgLen > length-6 {
-		return protoErr("error chunk message of %d bytes in a %d-byte chunk", msgLen, length)
-	}
-	if errno == 0 {
-		return protoErr("error chunk with error value 0")
-	}
-	if typ == chunkErrorOffset {
-		if length-6-msgLen < 8 {
-			return protoErr("NBD_REPLY_TYPE_ERROR_OFFSET of length %d has no offset", length)
-		}
-		off := binary.BigEndian.Uint64(p[6+msgLen:])
-		if off < r.off || off-r.off >= uint64(r.length) {
-			return protoErr("error offset %d outside the request [%d, +%d)", off, r.off, r.length)
-		}
-	}
-	if r.err == nil {
-		r.err = &ServerError{Errno: errno, Message: sanitize(p[6 : 6+msgLen])}
-	}
-	return nil
-}
-
-// addExtent records that [rel, rel+n) of a READ was covered, refusing
-// overlaps. In-order chunks cost nothing; out-of-order ones keep a sorted
-// list.
-func (r *request) addExtent(rel, n uint64) error {
-	if len(r.ivs) == 0 {
-		if rel == r.covered {
-			r.covered += n
-			return nil
-		}
-		if r.covered > 0 {
-			r.ivs = append(r.ivs, interval{0, r.covered})
-		}
-	}
-	hi := rel + n
-	i := 0
-	for i < len(r.ivs) && r.ivs[i].hi <= rel {
-		i++
-	}
-	if i < len(r.ivs) && r.ivs[i].lo < hi {
-		return protoErr("content chunks overlap at request offset %d", rel)
-	}
-	r.ivs = append(r.ivs, interval{})
-	copy(r.ivs[i+1:], r.ivs[i:])
-	r.ivs[i] = interval{rel, hi}
-	r.covered += n
-	return nil
 }
 
 // close tears the connection down, closes its socket at once (requests

@@ -195,11 +195,11 @@ func (c *conn) detachAllLocked(cause error) ([]victim, bool) {
 		if cutting {
 			c.wakeLocked()
 		}
-		select {
-		case <-c.tok: // nobody reads (leader mode): a goroutine drains
+		// Nobody reads (leader mode): a goroutine drains. Otherwise the
+		// role holder drains, or hands over on release.
+		if c.role.take() {
 			c.wg.Add(1)
 			go c.readLoop(true)
-		default: // the role holder drains, or hands over on release
 		}
 	}
 	return victims, drain

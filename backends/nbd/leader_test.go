@@ -22,7 +22,7 @@ func roleIdle(t *testing.T, c *conn) {
 		c.mu.Lock()
 		n := len(c.mu.inflight)
 		c.mu.Unlock()
-		if n == 0 && (len(c.tok) == 1 || !c.lead) {
+		if n == 0 && (c.role.free() || !c.role.lead) {
 			return
 		}
 		time.Sleep(time.Millisecond)
@@ -65,7 +65,7 @@ func TestLeaderHandoffConcurrent(t *testing.T) {
 			c := openT(t, s.uri("")+tc.q)
 			defer c.Close()
 			for _, cn := range c.set.Load().cs {
-				if cn.lead != leaderMode {
+				if cn.role.lead != leaderMode {
 					t.Fatal("a Unix socket connection is not in leader mode")
 				}
 			}
