@@ -21,16 +21,19 @@ const (
 	RouteFaultInject = "POST /v1/fault/inject"
 	RouteFaultClear  = "POST /v1/fault/clear"
 	RouteFaultList   = "GET /v1/fault/list"
-	RoutePolicy      = "POST /v1/policy"    // PolicyRequest → mpath.DeviceStatus
-	RoutePlugins     = "GET /v1/plugins"    // → Plugins
-	RouteEvents      = "GET /v1/events"     // ?history=N&follow=0|1 → mpath.Event lines
-	RouteTrace       = "GET /v1/trace"      // ?device=D → nmp.TraceRecord lines
-	RouteArrays      = "GET /v1/arrays"     // → ArraysReply
-	RouteArray       = "POST /v1/array"     // ArrayRequest → array.Status
-	RouteExplain     = "GET /v1/explain"    // ?device=D → nmp.Explanation
-	RouteClaimRules  = "GET /v1/claimrules" // → ClaimRulesReply
-	RouteSATPRules   = "GET /v1/satprules"  // → SATPRulesReply
-	RouteVerify      = "GET /v1/verify"     // ?device=D → integrity.Report
+	RoutePolicy      = "POST /v1/policy"      // PolicyRequest → mpath.DeviceStatus
+	RoutePlugins     = "GET /v1/plugins"      // → Plugins
+	RouteEvents      = "GET /v1/events"       // ?history=N&follow=0|1 → mpath.Event lines
+	RouteTrace       = "GET /v1/trace"        // ?device=D → nmp.TraceRecord lines
+	RouteArrays      = "GET /v1/arrays"       // → ArraysReply
+	RouteArray       = "POST /v1/array"       // ArrayRequest → array.Status
+	RouteExplain     = "GET /v1/explain"      // ?device=D → nmp.Explanation
+	RouteClaimRules  = "GET /v1/claimrules"   // → ClaimRulesReply
+	RouteSATPRules   = "GET /v1/satprules"    // → SATPRulesReply
+	RouteVerify      = "GET /v1/verify"       // ?device=D → integrity.Report
+	RouteAdapters    = "GET /v1/adapters"     // → AdaptersReply
+	RouteAdapter     = "POST /v1/adapter"     // AdapterRequest → host.AdapterStatus
+	RoutePathRemove  = "POST /v1/path/remove" // PathRemoveRequest → host.PathRemoval
 )
 
 // Status is the JSON of `mpathfs status --json`.
@@ -122,6 +125,23 @@ type (
 	// ClaimRulesReply lists the claim rules of the mount.
 	ClaimRulesReply struct {
 		Claimrules []mpath.Rule `json:"claimrules"`
+	}
+	// AdaptersReply lists the adapters (vmhbaN) the paths run through.
+	AdaptersReply struct {
+		Adapters []host.AdapterStatus `json:"adapters"`
+	}
+	// AdapterRequest fails, restores or resets an adapter.
+	AdapterRequest struct {
+		Adapter string `json:"adapter"`
+		// Action is fail, restore or reset.
+		Action string `json:"action"`
+		Reason string `json:"reason,omitempty"`
+	}
+	// PathRemoveRequest takes a path out of its running device; Force
+	// removes the device's last usable path too.
+	PathRemoveRequest struct {
+		Path  string `json:"path"`
+		Force bool   `json:"force,omitempty"`
 	}
 	// SATPRulesReply lists the SATP rules of the mount.
 	SATPRulesReply struct {

@@ -178,7 +178,8 @@ func TestTypedRoutes(t *testing.T) {
 	}
 	// Every route answers something other than "unknown endpoint".
 	for _, r := range []string{RouteStatus, RoutePathAdmin, RoutePathFence, RoutePathAdd, RouteFaultInject, RouteFaultClear,
-		RouteFaultList, RoutePolicy, RoutePlugins, RouteArrays, RouteArray, RouteExplain, RouteClaimRules, RouteSATPRules, RouteVerify} {
+		RouteFaultList, RoutePolicy, RoutePlugins, RouteArrays, RouteArray, RouteExplain, RouteClaimRules, RouteSATPRules, RouteVerify,
+		RouteAdapters, RouteAdapter, RoutePathRemove} {
 		method, path, _ := strings.Cut(r, " ")
 		var body any
 		if method == http.MethodPost {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/array"
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/integrity"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
@@ -197,6 +198,27 @@ func (c *Client) PathAdd(ctx context.Context, r PathAddRequest) (mpath.PathStatu
 	var ps mpath.PathStatus
 	err := c.call(ctx, RoutePathAdd, r, &ps)
 	return ps, err
+}
+
+// PathRemove takes a path out of its running device.
+func (c *Client) PathRemove(ctx context.Context, r PathRemoveRequest) (host.PathRemoval, error) {
+	var rep host.PathRemoval
+	err := c.call(ctx, RoutePathRemove, r, &rep)
+	return rep, err
+}
+
+// Adapters lists the adapters the paths run through.
+func (c *Client) Adapters(ctx context.Context) (AdaptersReply, error) {
+	var rep AdaptersReply
+	err := c.call(ctx, RouteAdapters, nil, &rep)
+	return rep, err
+}
+
+// Adapter fails, restores or resets an adapter.
+func (c *Client) Adapter(ctx context.Context, r AdapterRequest) (host.AdapterStatus, error) {
+	var st host.AdapterStatus
+	err := c.call(ctx, RouteAdapter, r, &st)
+	return st, err
 }
 
 // InjectFault injects a fault on a path.

@@ -116,6 +116,14 @@ func (s *Server) mux() http.Handler {
 	post(m, RoutePathAdd, func(ctx context.Context, r PathAddRequest) (mpath.PathStatus, error) {
 		return rt.Host.AddPath(ctx, r.Device, r.URI, r.Name)
 	})
+	post(m, RoutePathRemove, func(ctx context.Context, r PathRemoveRequest) (host.PathRemoval, error) {
+		if r.Path == "" {
+			return host.PathRemoval{}, fmt.Errorf("%w: give the path to remove (a name from `mpathfs path list`)", ErrInvalid)
+		}
+		return rt.Host.RemovePathLive(ctx, r.Path, r.Force)
+	})
+	get(m, RouteAdapters, func(*http.Request) (AdaptersReply, error) { return AdaptersReply{Adapters: rt.Host.Adapters()}, nil })
+	post(m, RouteAdapter, rt.Adapter)
 	post(m, RouteFaultInject, rt.InjectFault)
 	post(m, RouteFaultClear, rt.ClearFault)
 	get(m, RouteFaultList, func(*http.Request) (FaultListReply, error) { return FaultListReply{Faults: rt.FaultList()}, nil })
@@ -315,6 +323,19 @@ func (r *Runtime) FaultList() []FaultInfo { return r.Host.Faults() }
 // Array runs a command on a simulated array.
 func (r *Runtime) Array(_ context.Context, req ArrayRequest) (array.Status, error) {
 	return r.Host.Array(host.ArrayCommand{Array: req.Array, Action: req.Action, Controller: req.Controller, TPG: req.TPG, State: req.State})
+}
+
+// Adapter fails, restores or resets an adapter (vmhbaN).
+func (r *Runtime) Adapter(ctx context.Context, req AdapterRequest) (host.AdapterStatus, error) {
+	switch req.Action {
+	case "fail":
+		return r.Host.FailAdapter(req.Adapter, req.Reason)
+	case "restore":
+		return r.Host.RestoreAdapter(ctx, req.Adapter)
+	case "reset":
+		return r.Host.ResetAdapter(req.Adapter)
+	}
+	return host.AdapterStatus{}, host.Kinded(ErrInvalid, fmt.Errorf("adapter action %q: want fail, restore or reset", req.Action))
 }
 
 func (r *Runtime) publish(ev mpath.Event) {

@@ -43,7 +43,89 @@ func (h *Host) RemovePath(device, path, reason string) error {
 		return errorf(ErrNotFound, "device %s has no path %q", device, path)
 	}
 	d.FailPath(path, reason)
+	h.forgetFault(d.FindPath(path))
 	return d.RemovePath(path)
+}
+
+// forgetFault drops the fault injector of a path that leaves.
+func (h *Host) forgetFault(p *mpath.Path) {
+	if p == nil {
+		return
+	}
+	h.mu.Lock()
+	delete(h.faults, p.Name)
+	h.mu.Unlock()
+}
+
+// PathRemoval says how `mpathfs path remove` went.
+type PathRemoval struct {
+	Device string `json:"device"`
+	Path   string `json:"path"`
+	URI    string `json:"uri"`
+	// Dirty: writes were acknowledged on the path since its last flush.
+	// Flushed: they were flushed on the path before it left; else
+	// FlushError says why not, and the device's next fsync reports them
+	// (or covers them through a path sharing the path's cache).
+	Dirty      bool   `json:"dirty"`
+	Flushed    bool   `json:"flushed"`
+	FlushError string `json:"flush_error,omitempty"`
+	// Forced: the path was the device's last usable path.
+	Forced bool `json:"forced,omitempty"`
+	// Left is how many paths the device has now, Usable how many of them
+	// could carry I/O.
+	Left   int `json:"left"`
+	Usable int `json:"usable"`
+}
+
+// RemovePathLive takes a path (by name or URI) out of its running device:
+// `mpathfs path remove`. The device's last usable path is refused unless
+// force (its I/O would have nowhere to go). A path with unflushed writes
+// is flushed on itself first while it still works; a path that cannot be
+// flushed still leaves, and the removal says so (the device's next fsync
+// reports the writes, nmp/flush.go). Then the path is failed, so no more
+// I/O is sent on it, and taken out.
+func (h *Host) RemovePathLive(ctx context.Context, path string, force bool) (PathRemoval, error) {
+	d, p, err := h.FindPath(path)
+	if err != nil {
+		return PathRemoval{}, err
+	}
+	r := PathRemoval{Device: d.Name(), Path: p.Name, URI: p.URI}
+	paths := d.Paths()
+	usable := d.UsablePaths()
+	pathUsable := p.State() == mpath.StateActive && !p.AdminOff()
+	if len(paths) == 1 || (pathUsable && usable <= 1) {
+		if !force {
+			what := "last path"
+			if len(paths) > 1 {
+				what = "last usable path"
+			}
+			return PathRemoval{}, errorf(ErrRefused, "path %s is the %s of device %s: its I/O would have nowhere to go; bring another path up first, or give --force to remove it anyway", p.Name, what, d.Name())
+		}
+		r.Forced = true
+	}
+	if p.Dirty() {
+		r.Dirty = true
+		if pathUsable {
+			fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := p.Backend.Flush(fctx)
+			cancel()
+			if err == nil {
+				r.Flushed = true
+			} else {
+				r.FlushError = err.Error()
+			}
+		} else {
+			r.FlushError = "the path is " + p.State().String()
+			if p.AdminOff() {
+				r.FlushError = "the path is switched off"
+			}
+		}
+	}
+	if err := h.RemovePath(d.Name(), p.Name, "path remove"); err != nil {
+		return PathRemoval{}, err
+	}
+	r.Left, r.Usable = len(d.Paths()), d.UsablePaths()
+	return r, nil
 }
 
 // joinRequest is a path to join: by the operator (strict: its identity

@@ -107,11 +107,13 @@ type Host struct {
 	members []*member
 	faults  map[string]*fault.Backend // by path name
 	arrays  map[string]*labArray
-	closers []func() error // closed after the devices, last first
-	stops   []func()       // goroutines of the host (hotplug), stopped first
-	masked  []string
-	notes   []string
-	closed  bool
+	// adapters are the adapters failed by the operator (adapter.go).
+	adapters map[string]*adapterFailure
+	closers  []func() error // closed after the devices, last first
+	stops    []func()       // goroutines of the host (hotplug), stopped first
+	masked   []string
+	notes    []string
+	closed   bool
 }
 
 // member is one device of the host.

@@ -82,12 +82,15 @@ type DeviceOpts struct {
 // or left All-Paths-Down, a policy changed, a fault was injected.
 type Event struct {
 	Time   time.Time `json:"time"`
-	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed
+	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset
 	Device string    `json:"device"`
 	Path   string    `json:"path,omitempty"`
-	From   string    `json:"from,omitempty"`
-	To     string    `json:"to,omitempty"`
-	Reason string    `json:"reason,omitempty"`
+	// Adapter names the adapter (vmhbaN) of an adapter-failed,
+	// adapter-restored or adapter-reset event.
+	Adapter string `json:"adapter,omitempty"`
+	From    string `json:"from,omitempty"`
+	To      string `json:"to,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // EventHistory is how many recent events Events keeps for late readers

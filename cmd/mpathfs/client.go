@@ -176,8 +176,10 @@ func cmdPath(args []string, stdout io.Writer) error {
 		return cmdPathFence(args[1:], stdout)
 	case "add":
 		return cmdPathAdd(args[1:], stdout)
+	case "remove":
+		return cmdPathRemove(args[1:], stdout)
 	}
-	return usagef("unknown path subcommand %q (want list, set, fence or add)", args[0])
+	return usagef("unknown path subcommand %q (want list, set, fence, add or remove)", args[0])
 }
 
 // cmdPathFence is the operator's confirmation that nothing sent on a path
@@ -530,6 +532,9 @@ func cmdEvents(args []string, stdout io.Writer) error {
 			var ev mpath.Event
 			if json.Unmarshal(line, &ev) == nil {
 				where := ev.Device
+				if ev.Adapter != "" {
+					where = strings.TrimPrefix(where+" "+ev.Adapter, " ")
+				}
 				if ev.Path != "" {
 					where = strings.TrimPrefix(where+" "+ev.Path, " ")
 				}

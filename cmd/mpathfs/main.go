@@ -7,6 +7,9 @@
 //	mpathfs path set --state on|off PATH    administrative state
 //	mpathfs path fence PATH                 confirm a path dead: release writes held for it
 //	mpathfs path add DEVICE URI             a path joins a running device, after the identity check
+//	mpathfs path remove [--force] PATH      a path leaves its running device (flushed first)
+//	mpathfs adapter list [--json]           adapters (vmhbaN), their targets, paths and devices
+//	mpathfs adapter fail|restore|reset A    every path through an adapter fails, returns, gets a reset's UA
 //	mpathfs fault inject PATH FAULT-FLAGS   inject a fault (see `fault inject -h`)
 //	mpathfs fault clear PATH [--id N]       clear faults
 //	mpathfs fault list [--json]
@@ -46,7 +49,8 @@ func allCommands() []command {
 	return []command{
 		{"mount", "serve devices as files in a FUSE mount (foreground)", cmdMount},
 		{"status", "show devices and paths like multipath -ll", cmdStatus},
-		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI", cmdPath},
+		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI | path remove PATH", cmdPath},
+		{"adapter", "adapter list | adapter fail|restore|reset vmhbaN: adapters and every path through them", cmdAdapter},
 		{"fault", "fault inject PATH FLAGS | fault clear PATH [--id N] | fault list", cmdFault},
 		{"policy", "policy set DEVICE --psp PSP [options]", cmdPolicy},
 		{"events", "recent path state changes and other events; --follow for new ones", cmdEvents},
@@ -78,6 +82,13 @@ var subcommands = map[string][]subcommand{
 		{"set", "path set --state on|off [--rank N] PATH: administrative state, MRU rank"},
 		{"fence", "path fence PATH: confirm a path dead, release writes held for it"},
 		{"add", "path add [--name N] DEVICE URI: a path joins a running device, after the identity check"},
+		{"remove", "path remove [--force] PATH: a path leaves its running device, its writes flushed first"},
+	},
+	"adapter": {
+		{"list", "adapter list [--json]: adapters (vmhbaN) with state, targets, paths and devices"},
+		{"fail", "adapter fail [--reason T] ADAPTER: every path through it fails together (a lost HBA)"},
+		{"restore", "adapter restore ADAPTER: clear what adapter fail injected; the paths return"},
+		{"reset", "adapter reset ADAPTER: unit attention 06/29/00 on each path's next I/O"},
 	},
 	"fault": {
 		{"inject", "fault inject PATH FAULT-FLAGS: inject a fault (`fault inject -h` lists the flags)"},

@@ -32,7 +32,7 @@ type Result struct {
 	Detail []string
 }
 
-// Name is FAMILY.TEST, as not-applicable.txt spells it.
+// Name is FAMILY.TEST, as allow-list.txt spells it.
 func (r Result) Name() string { return r.Family + "." + r.Test }
 
 const maxDetail = 4

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mpathfs/mpathfs/internal/needs"
+	"github.com/mpathfs/mpathfs/internal/tgtd"
 )
 
 // target is an iSCSI target under test: its portals (host:port), target
@@ -66,8 +65,7 @@ func (p *process) running() bool {
 	}
 }
 
-// stop sends SIGTERM to the PID, then SIGKILL after 5 s (tgtd ignores
-// SIGTERM while it serves a target).
+// stop sends SIGTERM to the PID, then SIGKILL after 5 s.
 func (p *process) stop() {
 	if !p.running() {
 		return
@@ -97,49 +95,16 @@ func (p *process) waitFor(what string, cond func() bool) {
 	}
 }
 
-// startTGT runs Debian's tgtd on a free port of 127.0.0.1 with its own
-// management socket (-C N, /var/run/tgtd/socket.N) and one thin-provisioned
-// file-backed logical unit (LUN 1) on store.
-func startTGT(t *testing.T, store string) target {
+// startTGT runs Debian's tgtd (internal/tgtd: a free port of 127.0.0.1,
+// its own management socket, killed by PID) with one thin-provisioned
+// 64 MiB file-backed logical unit at LUN 1.
+func startTGT(t *testing.T) target {
 	t.Helper()
-	needs.Tools(t, "root", "tgtd", "tgtadm")
-	port := freePort(t)
-	ctl := ""
-	for range 50 {
-		n := 1000 + rand.IntN(31000) // tgtd takes -C up to 32767
-		if _, err := os.Stat(fmt.Sprintf("/var/run/tgtd/socket.%d", n)); os.IsNotExist(err) {
-			ctl = strconv.Itoa(n)
-			break
-		}
-	}
-	if ctl == "" {
-		t.Fatal("tgtd: no free management port number (every /var/run/tgtd/socket.N tried exists)")
-	}
-	t.Cleanup(func() {
-		os.Remove("/var/run/tgtd/socket." + ctl)
-		os.Remove("/var/run/tgtd/socket." + ctl + ".lock")
-	})
-	p := start(t, "tgtd", nil, "tgtd", "-f", "-C", ctl, "--iscsi", fmt.Sprintf("portal=127.0.0.1:%d", port))
-	adm := func(args ...string) error {
-		out, err := exec.Command("tgtadm", append([]string{"-C", ctl, "--lld", "iscsi"}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("tgtadm %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	p.waitFor("management socket", func() bool { return adm("--op", "show", "--mode", "target") == nil })
-	iqn := "iqn.2026-12.io.mpathfs.test:tgt-peer"
-	for _, args := range [][]string{
-		{"--op", "new", "--mode", "target", "--tid", "1", "-T", iqn},
-		{"--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", store},
-		{"--op", "update", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "--params", "thin_provisioning=1"},
-		{"--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"},
-	} {
-		if err := adm(args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return target{name: "tgt", portals: []string{fmt.Sprintf("127.0.0.1:%d", port)}, iqn: iqn, lun: 1}
+	d := tgtd.Start(t)
+	tg := d.AddTarget("iqn.2026-12.io.mpathfs.test:tgt-peer")
+	tg.AddLU(1, 64<<20)
+	d.Adm("--op", "update", "--mode", "logicalunit", "--tid", strconv.Itoa(tg.TID), "--lun", "1", "--params", "thin_provisioning=1")
+	return target{name: "tgt", portals: []string{d.Addr}, iqn: tg.IQN, lun: 1}
 }
 
 // startArray runs `mpathfs array serve --config cfg` and reads the portals
