@@ -44,7 +44,7 @@ type DeviceConfig struct {
 	FlapWindow    Duration `yaml:"flap_window"`
 	HoldDown      Duration `yaml:"hold_down"`
 	MaxRetries    int      `yaml:"max_retries"`
-	// Hedged reads (on by default): a read outstanding longer than
+	// Hedged reads (off by default): a read outstanding longer than
 	// hedge_multiplier × its path's recent p99 read latency, within
 	// [hedge_floor, hedge_ceiling], is sent again on another path.
 	HedgeReads      string   `yaml:"hedge_reads"`

@@ -30,8 +30,15 @@ type conn struct {
 	expCmdSN atomic.Uint32
 	// outstanding counts the commands accepted and not yet answered.
 	outstanding atomic.Int32
-	qmu         sync.Mutex
-	queue       map[uint32]func() // commands received ahead of ExpCmdSN
+	// maxCmdSN is the highest MaxCmdSN advertised so far (valid once
+	// advertised is set). An initiator keeps the highest MaxCmdSN it saw
+	// (RFC 7143 4.2.2.1), so a command up to it is in the window even when
+	// the outstanding count has since grown: ExpCmdSN and the count move in
+	// two steps, and a status sent between them advertises one more.
+	maxCmdSN   atomic.Uint32
+	advertised atomic.Bool
+	qmu        sync.Mutex
+	queue      map[uint32]func() // commands received ahead of ExpCmdSN
 	// abortedSN are CmdSNs an ABORT TASK named before they arrived.
 	abortedSN map[uint32]bool
 
@@ -139,7 +146,7 @@ func (c *conn) send(m seqMessage, data []byte, status, flush bool) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	exp := c.expCmdSN.Load()
-	m.setSeq(c.statSN, exp, exp+c.open()-1)
+	m.setSeq(c.statSN, exp, c.advertise(exp))
 	if status {
 		c.statSN++
 	}
@@ -174,7 +181,7 @@ func (c *conn) ordered(cmdSN uint32, immediate bool, fn func()) bool {
 	}
 	c.qmu.Lock()
 	exp := c.expCmdSN.Load()
-	if cmdSN-exp >= c.open() {
+	if !c.accepts(cmdSN, exp) {
 		c.qmu.Unlock()
 		c.t.logf("iscsi: %s: CmdSN %d outside the window %d..%d: ignored", c.initiatorName(), cmdSN, exp, exp+c.open()-1)
 		return false
@@ -211,7 +218,34 @@ func (c *conn) ordered(cmdSN uint32, immediate bool, fn func()) bool {
 func (c *conn) inWindow(cmdSN uint32) bool {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
-	return cmdSN-c.expCmdSN.Load() < c.open()
+	return c.accepts(cmdSN, c.expCmdSN.Load())
+}
+
+// advertise returns the MaxCmdSN to send with ExpCmdSN exp: the window's
+// upper edge now, or the highest edge advertised before if that is higher
+// (serial number arithmetic), so the edge never moves back.
+func (c *conn) advertise(exp uint32) uint32 {
+	edge := exp + c.open() - 1
+	for {
+		prev := c.maxCmdSN.Load()
+		if c.advertised.Load() && int32(prev-edge) >= 0 {
+			return prev
+		}
+		if c.maxCmdSN.CompareAndSwap(prev, edge) {
+			c.advertised.Store(true)
+			return edge
+		}
+	}
+}
+
+// accepts reports whether a non-immediate command with cmdSN is in the
+// window: from ExpCmdSN up to the window's edge now or the highest edge
+// advertised, whichever is higher.
+func (c *conn) accepts(cmdSN, exp uint32) bool {
+	if cmdSN-exp < c.open() {
+		return true
+	}
+	return c.advertised.Load() && int32(cmdSN-exp) >= 0 && int32(c.maxCmdSN.Load()-cmdSN) >= 0
 }
 
 // pinger sends a NOP-In when the connection has been idle for

@@ -102,8 +102,8 @@ func TestHedgeConfig(t *testing.T) {
 	cfg := mpath.DeviceConfig{IOTimeout: 5 * time.Second}
 	hc, on, err := normaliseHedge(&cfg)
 	require.NoError(t, err)
-	assert.True(t, on, "hedging is on by default")
-	assert.Equal(t, "on", cfg.HedgeReads)
+	assert.False(t, on, "hedging is off by default")
+	assert.Equal(t, "off", cfg.HedgeReads)
 	assert.Equal(t, DefaultHedgeCeiling, hc.ceiling)
 	assert.Equal(t, DefaultHedgeFloor, hc.floor)
 
@@ -416,7 +416,8 @@ func TestHedgeOff(t *testing.T) {
 // nothing.
 func TestHedgeHealthyReadAllocs(t *testing.T) {
 	d := fileDevice(t)
-	require.Equal(t, "on", d.Config().HedgeReads)
+	d.SetHedge(true)
+	require.Equal(t, "on", d.Status().Options.HedgeReads)
 	ctx := context.Background()
 	buf := make([]byte, 4096)
 	for range 10 { // warm the pools
