@@ -334,7 +334,9 @@ func (t *Target) DropInitiator(name string) int {
 	defer t.mu.Unlock()
 	n := 0
 	for c := range t.mu.conns {
-		if c.initiatorName() == name {
+		// A connection already closed (its session still ending) is not
+		// counted again.
+		if c.initiatorName() == name && !c.isClosed() {
 			c.close()
 			n++
 		}
