@@ -78,6 +78,7 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 		tr = tb.t.begin(d, op, off, length)
 	}
 	attempts := 0
+	var failed triedPaths
 	for {
 		// Fencing: a write-class operation never overlaps a range an
 		// earlier write may still land on. One atomic load when none is.
@@ -91,6 +92,15 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 		}
 		v := d.view.Load()
 		path, reason := d.psp.Load().psp.Select(v, op, int(length))
+		if path != nil && failed.has(path) {
+			// Retry elsewhere: a path this I/O already failed on is chosen
+			// again only when no other usable path is left (the view may
+			// not show the failure yet: another goroutine may be applying
+			// a probe result taken before it).
+			if alt := d.retryTarget(v, failed, op, int(length)); alt != nil {
+				path, reason = alt, ReasonRetryElsewhere
+			}
+		}
 		if path == nil {
 			if err := d.waitForPath(ctx, v); err != nil {
 				if tr != nil {
@@ -123,6 +133,9 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 			return n, cerr
 		}
 		verdict := d.judge(ctx, path, op, err)
+		if verdict.Class == ioerr.ClassPathFailure {
+			failed.add(path) // a retryable error retries on the same path
+		}
 		if tr != nil {
 			tr.failed(verdict.Class, err)
 		}
@@ -313,4 +326,58 @@ func (d *Device) waitForPath(ctx context.Context, v *View) error {
 	case <-d.stopper.done():
 		return ioerr.ErrClosed
 	}
+}
+
+// triedPaths are the paths one I/O saw fail with a path failure, in order
+// (small: an I/O gives up after MaxRetries attempts). No allocation until a
+// second path fails.
+type triedPaths struct {
+	first *mpath.Path
+	more  []*mpath.Path
+}
+
+func (t *triedPaths) add(p *mpath.Path) {
+	if t.has(p) {
+		return
+	}
+	if t.first == nil {
+		t.first = p
+		return
+	}
+	t.more = append(t.more, p)
+}
+
+func (t *triedPaths) has(p *mpath.Path) bool {
+	if t.first == p {
+		return true
+	}
+	for _, q := range t.more {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// retryTarget picks the path for a retry over the view without the paths
+// the I/O already failed on; nil when none is left.
+func (d *Device) retryTarget(v *View, failed triedPaths, op mpath.OpKind, n int) *mpath.Path {
+	nv := &View{Gen: v.Gen, All: v.All, GroupOf: v.GroupOf, changed: v.changed}
+	for _, g := range v.Groups {
+		var ng []*mpath.Path
+		for _, p := range g {
+			if !failed.has(p) {
+				ng = append(ng, p)
+			}
+		}
+		if len(ng) > 0 {
+			nv.Groups = append(nv.Groups, ng)
+			nv.Usable = append(nv.Usable, ng...)
+		}
+	}
+	if len(nv.Usable) == 0 {
+		return nil
+	}
+	p, _ := d.psp.Load().psp.Select(nv, op, n)
+	return p
 }

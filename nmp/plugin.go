@@ -71,9 +71,10 @@ const (
 	ReasonLowestQueue
 	ReasonServiceTime
 	ReasonOnlyPath
+	ReasonRetryElsewhere
 )
 
-var reasonNames = [...]string{"none", "preferred path", "failover: preferred path unusable", "most recently used", "highest rank", "round-robin turn", "round-robin switch", "lowest queue", "lowest service time", "only usable path"}
+var reasonNames = [...]string{"none", "preferred path", "failover: preferred path unusable", "most recently used", "highest rank", "round-robin turn", "round-robin switch", "lowest queue", "lowest service time", "only usable path", "retry on a path this I/O has not failed on"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
