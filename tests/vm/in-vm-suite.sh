@@ -401,7 +401,7 @@ run_ceiling() {
     sleep 0.1
   done
   log "(c) fuseceiling over /dev/$pb: fio ${ceiling_runtime}s, no fault"
-  fio --name=ceiling --filename=/mnt/fc/ceiling --ioengine=libaio --direct=1 \
+  timeout $((ceiling_runtime + 60)) fio --name=ceiling --filename=/mnt/fc/ceiling --ioengine=libaio --direct=1 \
     --rw=randrw --bs=4k --iodepth=16 --time_based --runtime="$ceiling_runtime" --ramp_time=2 \
     --verify=crc32c --verify_fatal=1 --verify_backlog=1024 \
     --output-format=json --output="$pfx.json" >"$pfx.fio.out" 2>&1
