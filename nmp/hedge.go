@@ -380,21 +380,8 @@ func (d *Device) settleHedge(r *hedgeRun, p []byte, n int, err error) (int, erro
 // hedgeTarget picks the path for a hedge: the PSP's choice over the current
 // view without the slow path.
 func (d *Device) hedgeTarget(slow *mpath.Path, n int) *mpath.Path {
-	v := d.view.Load()
-	nv := &View{Gen: v.Gen, All: v.All, GroupOf: v.GroupOf, changed: v.changed}
-	for _, g := range v.Groups {
-		var ng []*mpath.Path
-		for _, p := range g {
-			if p != slow {
-				ng = append(ng, p)
-			}
-		}
-		if len(ng) > 0 {
-			nv.Groups = append(nv.Groups, ng)
-			nv.Usable = append(nv.Usable, ng...)
-		}
-	}
-	if len(nv.Usable) == 0 {
+	nv := d.view.Load().without(func(p *mpath.Path) bool { return p == slow })
+	if nv == nil {
 		return nil
 	}
 	psp := d.psp.Load().psp

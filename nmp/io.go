@@ -362,11 +362,24 @@ func (t *triedPaths) has(p *mpath.Path) bool {
 // retryTarget picks the path for a retry over the view without the paths
 // the I/O already failed on; nil when none is left.
 func (d *Device) retryTarget(v *View, failed triedPaths, op mpath.OpKind, n int) *mpath.Path {
+	nv := v.without(failed.has)
+	if nv == nil {
+		return nil
+	}
+	p, _ := d.psp.Load().psp.Select(nv, op, n)
+	return p
+}
+
+// without returns a copy of the view's groups and usable paths with the
+// paths drop matches left out (All and GroupOf are shared), or nil when no
+// usable path is left. Used off the healthy I/O path only: for a hedge's or
+// a retry's path choice.
+func (v *View) without(drop func(*mpath.Path) bool) *View {
 	nv := &View{Gen: v.Gen, All: v.All, GroupOf: v.GroupOf, changed: v.changed}
 	for _, g := range v.Groups {
 		var ng []*mpath.Path
 		for _, p := range g {
-			if !failed.has(p) {
+			if !drop(p) {
 				ng = append(ng, p)
 			}
 		}
@@ -378,6 +391,5 @@ func (d *Device) retryTarget(v *View, failed triedPaths, op mpath.OpKind, n int)
 	if len(nv.Usable) == 0 {
 		return nil
 	}
-	p, _ := d.psp.Load().psp.Select(nv, op, n)
-	return p
+	return nv
 }
