@@ -316,7 +316,7 @@ func cmdFault(args []string, stdout io.Writer) error {
 }
 
 const faultHelp = `usage: mpathfs fault inject [--control S] PATH FAULT-FLAGS
-  --error CLASS        path-failure | retryable | not-ready | device-error | permanent-loss
+  --error CLASS        path-failure | retryable | not-ready | device-error | permanent-loss | reservation-conflict
   --hang               hold the I/O until the fault is cleared or the I/O deadline passes
   --land-late D        writes, discards, write-zeroes time out for their caller and land D
                        after they were issued (a stale write); the caller's error proves
