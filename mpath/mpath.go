@@ -59,6 +59,12 @@ type DeviceStatus struct {
 	// their threshold; HedgeWins, those whose second answer came first.
 	HedgedReads uint64 `json:"hedged_reads"`
 	HedgeWins   uint64 `json:"hedge_wins"`
+	// ReservationConflicts counts I/Os that met RESERVATION CONFLICT
+	// (another host holds a reservation): not path failures.
+	ReservationConflicts uint64 `json:"reservation_conflicts"`
+	// PRKey is the reservation key this host registered through the
+	// device, as hex (empty: none).
+	PRKey string `json:"pr_key,omitempty"`
 	// Ambiguous are the write ranges no write may overlap yet (fencing).
 	Ambiguous []AmbiguousRange `json:"ambiguous,omitempty"`
 }

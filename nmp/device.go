@@ -52,6 +52,7 @@ type Device struct {
 	// fence holds the ranges failed writes left ambiguous (fence.go).
 	fence fencing
 	flush flushState // flush.go
+	pr    prState    // pr.go
 
 	// mu guards the decider's state (decide.go), which only the owner
 	// changes (owner.go), and ident and cfg.

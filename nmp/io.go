@@ -101,6 +101,9 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 				path, reason = alt, ReasonRetryElsewhere
 			}
 		}
+		if pin := d.pinned(v); pin != nil {
+			path = pin // a SCSI-2 reservation is held through it (pr.go)
+		}
 		if path == nil {
 			if err := d.waitForPath(ctx, v); err != nil {
 				if tr != nil {
@@ -274,6 +277,9 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 	err = d.mediumCheck(path, op, err) // satp_default.go: a bad block is not a dead path
 	v := d.satp.Classify(path, op, err)
 	path.Failed(v.Class)
+	if v.Class == ioerr.ClassConflict {
+		d.noteConflict(path, op, err) // pr.go: no state change, no retry
+	}
 	if (v.State != mpath.StateUnknown && path.State() == mpath.StateActive && !path.AdminOff()) ||
 		(v.Class == ioerr.ClassPermanentLoss && !path.PDL()) {
 		d.report(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})
