@@ -67,6 +67,9 @@ type DeviceStatus struct {
 	PRKey string `json:"pr_key,omitempty"`
 	// Ambiguous are the write ranges no write may overlap yet (fencing).
 	Ambiguous []AmbiguousRange `json:"ambiguous,omitempty"`
+	// Sharing is how the device shares its store with other hosts
+	// (exclusive or multi-writer, and the holders); the host fills it.
+	Sharing *Sharing `json:"sharing,omitempty"`
 }
 
 // DeviceOpts are the engine's timing knobs, as status prints them.
