@@ -151,6 +151,7 @@ func (s *Server) mux() http.Handler {
 	get(m, RouteSATPRules, func(*http.Request) (SATPRulesReply, error) {
 		return SATPRulesReply{Satprules: rt.Host.SATPRules()}, nil
 	})
+	s.claimRoutes(m)
 	get(m, RouteVerify, func(req *http.Request) (integrity.Report, error) {
 		return rt.Host.Verify(req.Context(), req.URL.Query().Get("device"))
 	})

@@ -16,6 +16,9 @@ import (
 // first error, leaving the devices made so far in the host (Close takes
 // them down): a mount closes the host and makes nothing half.
 func (h *Host) Build(ctx context.Context, devices []DeviceConfig) error {
+	h.mu.Lock()
+	h.built = append(h.built, devices...)
+	h.mu.Unlock()
 	for _, dc := range devices {
 		if err := h.AddDevice(ctx, dc); err != nil {
 			return err
@@ -101,10 +104,12 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 			continue
 		}
 		why := "no claim rule matched"
-		if rule, ok := h.claims.Match(mpath.AttrsOf(o.p)); ok {
+		rule, ok := h.claims.Match(mpath.AttrsOf(o.p))
+		if ok {
 			why = fmt.Sprintf("claim rule %d gives it to %s", rule.ID, rule.Plugin)
 		}
 		masked = append(masked, fmt.Sprintf("%s path %s (%s): %s", dc.Name, o.p.Location.RuntimeName(), o.uri, why))
+		h.keepOffline(dc.Name, o.p, rule, why)
 		o.fb.Close()
 	}
 	open = claimed
