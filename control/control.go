@@ -230,7 +230,11 @@ func Decode(req *http.Request, v any) error {
 func (r *Runtime) StatusOf() Status {
 	st := Status{Mountpoint: r.Mountpoint, Started: r.Started, Devices: []mpath.DeviceStatus{}}
 	for _, d := range r.Devices() {
-		st.Devices = append(st.Devices, d.Status())
+		ds := d.Status()
+		if r.Host != nil {
+			ds.Sharing, _ = r.Host.Sharing(d.Name())
+		}
+		st.Devices = append(st.Devices, ds)
 	}
 	return st
 }

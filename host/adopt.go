@@ -215,10 +215,19 @@ func (h *Host) join(ctx context.Context, m *member, r joinRequest) (*mpath.Path,
 		}
 		return refuse(errorf(ErrRefused, "path %s is not claimed by %s (%s)", clean, d.Status().MPP, why))
 	}
+	// A path to a store the device does not hold yet locks it first.
+	var taken *storeLock
+	if m.share != nil {
+		if taken, err = h.lockStore(m.share, d.Name(), clean); err != nil {
+			return refuse(Kinded(ErrRefused, err))
+		}
+	}
 	if err := d.VerifyPath(octx, p); err != nil {
+		m.share.drop(taken)
 		return refuse(errorf(ErrRefused, "device %s: refusing %s: %w", d.Name(), clean, err))
 	}
 	if err := d.AddPath(p); err != nil {
+		m.share.drop(taken)
 		return refuse(err)
 	}
 	h.mu.Lock()

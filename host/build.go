@@ -47,6 +47,7 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 	h.mu.RUnlock()
 	var open []opened
 	var arr *labArray
+	var share *shareLock
 	defer func() {
 		if err == nil {
 			return
@@ -57,6 +58,7 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 		if arr != nil {
 			arr.Close()
 		}
+		share.release()
 	}()
 	if dc.Size != "" {
 		size, _ := ParseSize(dc.Size)
@@ -119,6 +121,12 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 		return fmt.Errorf("device %s: every path is masked by the claim rules (%s)", dc.Name, strings.Join(allMasked, "; "))
 	}
 
+	// The stores are locked before anything reads or labels them: a host
+	// that is refused has done nothing to them.
+	if share, err = h.lockStores(dc, open); err != nil {
+		return err
+	}
+
 	paths := make([]*mpath.Path, len(open))
 	checks := make([]nmp.StorePath, len(open)) // the paths' own backends, for the identity check
 	for i, o := range open {
@@ -155,10 +163,11 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 		faults[o.p.Name] = o.fb
 	}
 	open = nil // the device owns its paths now
-	if err := h.adopt(&member{dev: d, cfg: dc, explain: &e}, faults); err != nil {
+	if err := h.adopt(&member{dev: d, cfg: dc, explain: &e, share: share}, faults); err != nil {
 		d.Close()
 		return err
 	}
+	share = nil // the member holds the locks now
 	h.mu.Lock()
 	h.notes = append(h.notes, notes...)
 	if arr != nil {

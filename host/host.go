@@ -93,6 +93,9 @@ type Options struct {
 	Verify bool
 	// OpenTimeout bounds opening one path (0: DefaultOpenTimeout).
 	OpenTimeout time.Duration
+	// Mountpoint is recorded beside the host's locks on its stores, so
+	// that a refused host can name it (share.go).
+	Mountpoint string
 	// ConfigFile is the mount's YAML config: claim-rule and SATP-rule
 	// changes are written to its claim_rules and satp_rules ("" : they
 	// live in memory for the mount's life). See claiming.go.
@@ -109,6 +112,7 @@ type Host struct {
 	satpRules   *nmp.SATPRules
 	verify      bool
 	openTimeout time.Duration
+	mountpoint  string
 	configFile  string
 	sources     func(ctx context.Context) ([]DeviceConfig, error)
 
@@ -144,12 +148,15 @@ type member struct {
 	explain *nmp.Explanation
 	oracle  *integrity.Oracle
 	next    int // the next adapter number for a path added later
+	// share holds the device's locks on its stores (nil: a device
+	// adopted from elsewhere takes none).
+	share *shareLock
 }
 
 // New returns a host without devices.
 func New(opts Options) *Host {
 	h := &Host{events: opts.Events, claims: opts.Claims, satpRules: opts.SATPRules, verify: opts.Verify,
-		openTimeout: opts.OpenTimeout, configFile: opts.ConfigFile, sources: opts.Sources, faults: map[string]*fault.Backend{}, arrays: map[string]*labArray{}}
+		openTimeout: opts.OpenTimeout, mountpoint: opts.Mountpoint, configFile: opts.ConfigFile, sources: opts.Sources, faults: map[string]*fault.Backend{}, arrays: map[string]*labArray{}}
 	if h.events == nil {
 		h.events = &mpath.Events{}
 	}
@@ -370,6 +377,11 @@ func (h *Host) Close() error {
 	var first error
 	for _, m := range members {
 		if err := m.dev.Close(); err != nil && first == nil {
+			first = err
+		}
+		// The store is let go only once the device is closed: nothing
+		// of this host writes to it any more.
+		if err := m.share.release(); err != nil && first == nil {
 			first = err
 		}
 	}
