@@ -274,6 +274,9 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 	err = d.mediumCheck(path, op, err) // satp_default.go: a bad block is not a dead path
 	v := d.satp.Classify(path, op, err)
 	path.Failed(v.Class)
+	if v.Event != "" {
+		d.events.Publish(mpath.Event{Time: time.Now(), Kind: v.Event, Device: d.name, Path: path.Name, Reason: v.Reason})
+	}
 	if (v.State != mpath.StateUnknown && path.State() == mpath.StateActive && !path.AdminOff()) ||
 		(v.Class == ioerr.ClassPermanentLoss && !path.PDL()) {
 		d.report(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})
