@@ -280,6 +280,9 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 	if v.Class == ioerr.ClassConflict {
 		d.noteConflict(path, op, err) // pr.go: no state change, no retry
 	}
+	if v.Event != "" {
+		d.events.Publish(mpath.Event{Time: time.Now(), Kind: v.Event, Device: d.name, Path: path.Name, Reason: v.Reason})
+	}
 	if (v.State != mpath.StateUnknown && path.State() == mpath.StateActive && !path.AdminOff()) ||
 		(v.Class == ioerr.ClassPermanentLoss && !path.PDL()) {
 		d.report(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})
