@@ -484,9 +484,7 @@ func kvString(m map[string]string) string {
 func parseOptions(list []string, flag string) (map[string]string, error) {
 	var kv []string
 	for _, s := range list {
-		for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
-			kv = append(kv, f)
-		}
+		kv = append(kv, strings.FieldsFunc(s, func(r rune) bool { return r == ';' || r == ',' || r == ' ' })...)
 	}
 	if len(kv) == 0 {
 		return nil, nil
