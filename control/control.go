@@ -142,6 +142,7 @@ func (s *Server) mux() http.Handler {
 	m.HandleFunc(RouteTrace, s.trace)
 	get(m, RouteArrays, func(*http.Request) (ArraysReply, error) { return ArraysReply{Arrays: rt.Host.Arrays()}, nil })
 	post(m, RouteArray, rt.Array)
+	post(m, RoutePR, rt.PR)
 	get(m, RouteExplain, func(req *http.Request) (nmp.Explanation, error) {
 		return rt.Host.Explain(req.URL.Query().Get("device"))
 	})
