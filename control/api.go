@@ -40,6 +40,8 @@ const (
 
 // Status is the JSON of `mpathfs status --json`.
 type Status struct {
+	// Host is the mount's host name (`mount --host`).
+	Host       string               `json:"host,omitempty"`
 	Mountpoint string               `json:"mountpoint"`
 	Started    time.Time            `json:"started"`
 	Devices    []mpath.DeviceStatus `json:"devices"`

@@ -228,7 +228,7 @@ func Decode(req *http.Request, v any) error {
 
 // StatusOf snapshots the runtime.
 func (r *Runtime) StatusOf() Status {
-	st := Status{Mountpoint: r.Mountpoint, Started: r.Started, Devices: []mpath.DeviceStatus{}}
+	st := Status{Host: r.Host.Name(), Mountpoint: r.Mountpoint, Started: r.Started, Devices: []mpath.DeviceStatus{}}
 	for _, d := range r.Devices() {
 		st.Devices = append(st.Devices, d.Status())
 	}

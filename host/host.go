@@ -93,10 +93,14 @@ type Options struct {
 	Verify bool
 	// OpenTimeout bounds opening one path (0: DefaultOpenTimeout).
 	OpenTimeout time.Duration
+	// Name is the host's name (hostname.go): the default initiator name
+	// of its iscsi:// paths. Empty: iscsi:// paths keep their own default.
+	Name string
 }
 
 // Host keeps the devices of one mount.
 type Host struct {
+	name        string
 	events      *mpath.Events
 	claims      *mpath.ClaimRules
 	satpRules   *nmp.SATPRules
@@ -128,7 +132,7 @@ type member struct {
 
 // New returns a host without devices.
 func New(opts Options) *Host {
-	h := &Host{events: opts.Events, claims: opts.Claims, satpRules: opts.SATPRules, verify: opts.Verify,
+	h := &Host{name: opts.Name, events: opts.Events, claims: opts.Claims, satpRules: opts.SATPRules, verify: opts.Verify,
 		openTimeout: opts.OpenTimeout, faults: map[string]*fault.Backend{}, arrays: map[string]*labArray{}}
 	if h.events == nil {
 		h.events = &mpath.Events{}
