@@ -33,9 +33,12 @@ import (
 //     RELEASE goes through the path the reservation was taken on first,
 //     because for WE and EA the holder is that one nexus (a RELEASE from
 //     another registered nexus completes with GOOD and releases nothing);
-//   - a SCSI-2 reservation (RESERVE(6)) is held by one nexus too, and every
-//     other nexus — this host's other paths included — meets RESERVATION
-//     CONFLICT: while one is held, I/O is pinned to the path that took it.
+//   - a WE or EA persistent reservation, and a SCSI-2 reservation
+//     (RESERVE(6)), is held by one nexus, and every other nexus — this
+//     host's other paths included — meets RESERVATION CONFLICT: while one
+//     is held, I/O is pinned to the path that took it (when that path
+//     fails, I/O goes elsewhere and meets the conflict: use WERO, EARO,
+//     WEAR or EAAR on multipath devices, which every registrant holds).
 //
 // RESERVATION CONFLICT on an I/O is ioerr.ClassConflict: the path stays
 // active, nothing fails over or retries; the device counts it and publishes
@@ -287,10 +290,23 @@ func (d *Device) PRReserve(ctx context.Context, key uint64, typ scsi.PRType) err
 	if err != nil {
 		return fmt.Errorf("device %s: reserve: %w", d.name, err)
 	}
+	d.holds(p, typ)
+	return nil
+}
+
+// holds records that this host holds a reservation of type typ through p.
+// WE and EA are held by that one nexus: the device's writes are pinned to
+// it (its other paths would meet RESERVATION CONFLICT); the other types
+// are held by every registrant, so every path stays in use.
+func (d *Device) holds(p *mpath.Path, typ scsi.PRType) {
 	d.pr.mu.Lock()
 	d.pr.holder = p
 	d.pr.mu.Unlock()
-	return nil
+	if typ == scsi.PRWriteExclusive || typ == scsi.PRExclusiveAccess {
+		d.pr.pin.Store(p)
+	} else {
+		d.pr.pin.Store(nil)
+	}
 }
 
 // PRRelease releases the reservation, through the path that took it first.
@@ -301,6 +317,10 @@ func (d *Device) PRRelease(ctx context.Context, key uint64, typ scsi.PRType) err
 	if _, err := d.throughOne(ctx, "pr release", h, func(c context.Context, r backends.Reserver) error { return r.PRRelease(c, key, typ) }); err != nil {
 		return fmt.Errorf("device %s: release: %w", d.name, err)
 	}
+	d.pr.mu.Lock()
+	d.pr.holder = nil
+	d.pr.mu.Unlock()
+	d.pr.pin.Store(nil)
 	return nil
 }
 
@@ -312,6 +332,7 @@ func (d *Device) PRClear(ctx context.Context, key uint64) error {
 	d.pr.mu.Lock()
 	d.pr.key, d.pr.on, d.pr.holder = 0, nil, nil
 	d.pr.mu.Unlock()
+	d.pr.pin.Store(nil)
 	return nil
 }
 
@@ -322,9 +343,7 @@ func (d *Device) PRPreempt(ctx context.Context, key, victim uint64, typ scsi.PRT
 	if err != nil {
 		return fmt.Errorf("device %s: preempt: %w", d.name, err)
 	}
-	d.pr.mu.Lock()
-	d.pr.holder = p
-	d.pr.mu.Unlock()
+	d.holds(p, typ)
 	return nil
 }
 
