@@ -127,6 +127,23 @@ func (d *Device) prCtx(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, d.cfg.IOTimeout)
 }
 
+// prRetries bounds the re-issues of a reservation command that met a
+// retryable error: above all a unit attention (06/2A/03 RESERVATIONS
+// PREEMPTED, 06/2A/04 RELEASED, 06/2A/05 REGISTRATIONS PREEMPTED), which
+// the nexus's next command reports once, whatever that command is.
+const prRetries = 4
+
+// prRetry runs f, again while it fails with a retryable error.
+func prRetry(f func() error) error {
+	var err error
+	for range prRetries + 1 {
+		if err = f(); err == nil || ClassifyError(err) != ioerr.ClassRetryable {
+			return err
+		}
+	}
+	return err
+}
+
 // throughOne runs f on one usable path, first on prefer when it is usable,
 // then on the others in routing order while f fails with a path failure.
 // It returns the path that answered.
@@ -150,9 +167,11 @@ func (d *Device) throughOne(ctx context.Context, op string, prefer *mpath.Path, 
 	var last error
 	for _, p := range order {
 		r, _ := reserverOf(p)
-		c, cancel := d.prCtx(ctx)
-		err := f(c, r)
-		cancel()
+		err := prRetry(func() error {
+			c, cancel := d.prCtx(ctx)
+			defer cancel()
+			return f(c, r)
+		})
 		if err == nil {
 			return p, nil
 		}
@@ -190,14 +209,15 @@ func (d *Device) PRRegister(ctx context.Context, oldKey, newKey uint64, ignore b
 	var failed []string
 	for _, p := range targets {
 		r, _ := reserverOf(p)
-		c, cancel := d.prCtx(ctx)
-		var err error
-		if first {
-			err = r.PRRegister(c, oldKey, newKey, ignore)
-		} else {
-			err = r.PRRegister(c, 0, newKey, true)
-		}
-		cancel()
+		isFirst := first
+		err := prRetry(func() error {
+			c, cancel := d.prCtx(ctx)
+			defer cancel()
+			if isFirst {
+				return r.PRRegister(c, oldKey, newKey, ignore)
+			}
+			return r.PRRegister(c, 0, newKey, true)
+		})
 		if err != nil && first {
 			if ClassifyError(err) == ioerr.ClassPathFailure && len(targets) > 1 {
 				// try the user's REGISTER on the next path
@@ -257,7 +277,12 @@ func (d *Device) prAfterProbe(ctx context.Context, p *mpath.Path, perr error) er
 	}
 	c, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
 	defer cancel()
-	_, keys, err := r.PRReadKeys(c)
+	var keys []uint64
+	err = prRetry(func() error {
+		var e error
+		_, keys, e = r.PRReadKeys(c)
+		return e
+	})
 	if err != nil {
 		return fmt.Errorf("reading the registered keys before registering the path: %w", err)
 	}
@@ -269,7 +294,7 @@ func (d *Device) prAfterProbe(ctx context.Context, p *mpath.Path, perr error) er
 			Reason: fmt.Sprintf("key 0x%x is no longer registered on the LU (preempted by another host): paths are not registered again", d.pr.key)})
 		return nil
 	}
-	if err := r.PRRegister(c, 0, d.pr.key, true); err != nil {
+	if err := prRetry(func() error { return r.PRRegister(c, 0, d.pr.key, true) }); err != nil {
 		return fmt.Errorf("registering reservation key 0x%x on the path before it carries I/O: %w", d.pr.key, err)
 	}
 	if d.pr.on == nil {
