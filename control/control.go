@@ -142,6 +142,7 @@ func (s *Server) mux() http.Handler {
 	m.HandleFunc(RouteTrace, s.trace)
 	get(m, RouteArrays, func(*http.Request) (ArraysReply, error) { return ArraysReply{Arrays: rt.Host.Arrays()}, nil })
 	post(m, RouteArray, rt.Array)
+	post(m, RoutePR, rt.PR)
 	get(m, RouteExplain, func(req *http.Request) (nmp.Explanation, error) {
 		return rt.Host.Explain(req.URL.Query().Get("device"))
 	})
@@ -228,7 +229,7 @@ func Decode(req *http.Request, v any) error {
 
 // StatusOf snapshots the runtime.
 func (r *Runtime) StatusOf() Status {
-	st := Status{Mountpoint: r.Mountpoint, Started: r.Started, Devices: []mpath.DeviceStatus{}}
+	st := Status{Host: r.Host.Name(), Mountpoint: r.Mountpoint, Started: r.Started, Devices: []mpath.DeviceStatus{}}
 	for _, d := range r.Devices() {
 		ds := d.Status()
 		if r.Host != nil {

@@ -145,7 +145,7 @@ func (h *Host) join(ctx context.Context, m *member, r joinRequest) (*mpath.Path,
 	if dc.Array != nil {
 		return nil, errorf(ErrUnsupported, "device %s is served by a simulated array: its paths are its ports", d.Name())
 	}
-	clean, quiesce, err := mpath.SplitQuiesce(r.uri)
+	clean, quiesce, err := mpath.SplitQuiesce(WithInitiator(r.uri, h.name))
 	if err != nil {
 		return nil, Kinded(ErrInvalid, err)
 	}

@@ -192,7 +192,7 @@ func contains(ps []*mpath.Path, p *mpath.Path) bool {
 func (h *Host) openConfigured(ctx context.Context, dc DeviceConfig, arr *labArray, di, pi int, pc PathConfig) (opened, error) {
 	// The quiesce time is the NMP's, not the backend's: the opener
 	// never sees it.
-	clean, quiesce, err := mpath.SplitQuiesce(pc.URI)
+	clean, quiesce, err := mpath.SplitQuiesce(WithInitiator(pc.URI, h.name))
 	if err != nil {
 		return opened{}, fmt.Errorf("device %s: %v", dc.Name, err)
 	}

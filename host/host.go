@@ -103,10 +103,14 @@ type Options struct {
 	// Sources re-reads the configured devices for `adapter rescan` (nil:
 	// the devices Build was given).
 	Sources func(ctx context.Context) ([]DeviceConfig, error)
+	// Name is the host's name (hostname.go): the default initiator name
+	// of its iscsi:// paths. Empty: iscsi:// paths keep their own default.
+	Name string
 }
 
 // Host keeps the devices of one mount.
 type Host struct {
+	name        string
 	events      *mpath.Events
 	claims      *mpath.ClaimRules
 	satpRules   *nmp.SATPRules
@@ -155,7 +159,7 @@ type member struct {
 
 // New returns a host without devices.
 func New(opts Options) *Host {
-	h := &Host{events: opts.Events, claims: opts.Claims, satpRules: opts.SATPRules, verify: opts.Verify,
+	h := &Host{name: opts.Name, events: opts.Events, claims: opts.Claims, satpRules: opts.SATPRules, verify: opts.Verify,
 		openTimeout: opts.OpenTimeout, mountpoint: opts.Mountpoint, configFile: opts.ConfigFile, sources: opts.Sources, faults: map[string]*fault.Backend{}, arrays: map[string]*labArray{}}
 	if h.events == nil {
 		h.events = &mpath.Events{}

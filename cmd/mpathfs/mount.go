@@ -32,6 +32,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	fs := newFlags(stdout, "mount", "mount [--control S] [--name NAME] [--path URI]... [--psp P] [--satp S] [--config FILE] MOUNTPOINT")
 	ctl := fs.String("control", "", "control socket (default $MPATHFS_CONTROL or "+control.DefaultSocket+")")
 	name := fs.String("name", "", "device name for --path devices (default mp0; the default lab is \"lab\")")
+	hostName := fs.String("host", "", "this mount's host name (default: the machine's hostname): iscsi:// paths without initiator= log in as iqn.2026-12.io.mpathfs:host.NAME, so two mounts with different --host are two hosts to the array (their own registrations and reservations)")
 	wwid := fs.String("wwid", "", "assert the WWID of the --path device: file, loop and NBD paths adopt it, checked by label and sample blocks (one file through two mounts)")
 	var paths, pspOpts, satpOpts multiFlag
 	fs.Var(&paths, "path", "a path URI: file:///abs/path, a bare file path, nbd://host:port/export, nbd+unix:///export?socket=S, block:///dev/sdX, iscsi://host[:port]/TARGET-IQN/LUN[?initiator=IQN&chap_user=U&chap_secret=S] (repeatable)")
@@ -89,7 +90,15 @@ func cmdMount(args []string, stdout io.Writer) error {
 		if *name != "" {
 			return usagef("give either --name or --group-by-wwid")
 		}
-		groups, err := host.GroupByWWID(context.Background(), paths, 0)
+		hn := *hostName
+		if hn == "" {
+			hn = host.DefaultName()
+		}
+		named := make([]string, len(paths))
+		for i, p := range paths {
+			named[i] = host.WithInitiator(p, hn)
+		}
+		groups, err := host.GroupByWWID(context.Background(), named, 0)
 		if errors.Is(err, host.ErrNoWWID) {
 			return usageError{err.Error()}
 		}
@@ -180,6 +189,15 @@ func cmdMount(args []string, stdout io.Writer) error {
 	}
 	if *ctl != "" {
 		cfg.Control = *ctl
+	}
+	if *hostName != "" {
+		cfg.Host = *hostName
+	}
+	if cfg.Host == "" {
+		cfg.Host = host.DefaultName()
+	}
+	if err := host.CheckName(cfg.Host); err != nil {
+		return usagef("--host: %v", err)
 	}
 	if *trace != "" {
 		cfg.Trace = *trace
@@ -278,7 +296,7 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
-	h := host.New(host.Options{Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint})
+	h := host.New(host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint})
 	defer h.Close()
 	if err := h.Build(ctx, cfg.Devices); err != nil {
 		return err
