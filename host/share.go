@@ -120,6 +120,10 @@ type shareLock struct {
 	stores   []*storeLock
 	unlocked []string
 	closed   bool
+	// ats is the lock on the device's array LU (lock_sector: last), and
+	// atsStore names the LU in records and errors.
+	ats      *atsLock
+	atsStore string
 }
 
 func newShareLock(me mpath.ShareHolder) *shareLock {
@@ -358,15 +362,24 @@ func (s *shareLock) drop(sl *storeLock) {
 	}
 }
 
+// releaseATS stops the LU lock's heartbeat and clears its entry; the
+// device's paths must still be open.
+func (s *shareLock) releaseATS() error {
+	if s == nil {
+		return nil
+	}
+	return s.ats.release()
+}
+
 // release releases every lock of the device.
 func (s *shareLock) release() error {
 	if s == nil {
 		return nil
 	}
+	first := s.releaseATS()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	var first error
 	for _, sl := range s.stores {
 		if err := sl.release(); err != nil && first == nil {
 			first = err
@@ -389,6 +402,9 @@ func (s *shareLock) status() *mpath.Sharing {
 		hs := append([]mpath.ShareHolder{me}, otherHolders(sl)...)
 		sort.SliceStable(hs, func(i, j int) bool { return hs[i].Slot < hs[j].Slot })
 		out.Holders = append(out.Holders, hs...)
+	}
+	if s.ats != nil {
+		out.Holders = append(out.Holders, s.ats.holders(s.atsStore)...)
 	}
 	return out
 }

@@ -229,6 +229,10 @@ type MPP interface {
 type DeviceConfig struct {
 	Name     string
 	Identity Identity
+	// HiddenTail is how many bytes at the end of the paths' store the
+	// device does not serve (the lock sector of an array LU): the device's
+	// size is the paths' less this.
+	HiddenTail int64
 	// Plugin options, as name=value (SATP, PSP and their options, timing).
 	SATP        string
 	SATPOptions map[string]string
