@@ -96,7 +96,7 @@ type DeviceOpts struct {
 // or left All-Paths-Down, a policy changed, a fault was injected.
 type Event struct {
 	Time   time.Time `json:"time"`
-	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset, lock-taken, lock-refused, lock-none
+	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset, lock-taken, lock-refused, lock-none, lock-lost, lock-heartbeat-failed, lock-heartbeat-ok
 	Device string    `json:"device"`
 	Path   string    `json:"path,omitempty"`
 	// Adapter names the adapter (vmhbaN) of an adapter-failed,
