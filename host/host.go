@@ -380,6 +380,16 @@ func (h *Host) Close() error {
 	}
 	var first error
 	for _, m := range members {
+		if m.share != nil && m.share.ats != nil {
+			// The LU lock is let go through the device's paths, once
+			// what the device acknowledged is on the LU.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			m.dev.Flush(ctx)
+			cancel()
+			if err := m.share.releaseATS(); err != nil && first == nil {
+				first = fmt.Errorf("device %s: releasing the LU lock: %v", m.dev.Name(), err)
+			}
+		}
 		if err := m.dev.Close(); err != nil && first == nil {
 			first = err
 		}

@@ -96,7 +96,7 @@ type DeviceOpts struct {
 // or left All-Paths-Down, a policy changed, a fault was injected.
 type Event struct {
 	Time   time.Time `json:"time"`
-	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset
+	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset, lock-taken, lock-refused, lock-none, lock-lost, lock-heartbeat-failed, lock-heartbeat-ok
 	Device string    `json:"device"`
 	Path   string    `json:"path,omitempty"`
 	// Adapter names the adapter (vmhbaN) of an adapter-failed,
@@ -229,6 +229,10 @@ type MPP interface {
 type DeviceConfig struct {
 	Name     string
 	Identity Identity
+	// HiddenTail is how many bytes at the end of the paths' store the
+	// device does not serve (the lock sector of an array LU): the device's
+	// size is the paths' less this.
+	HiddenTail int64
 	// Plugin options, as name=value (SATP, PSP and their options, timing).
 	SATP        string
 	SATPOptions map[string]string

@@ -58,6 +58,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	scenarioFile := fs.String("scenario", "", "play this scenario file (see `mpathfs scenario`) once the mount is up")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at this address (loopback only), e.g. 127.0.0.1:9475")
 	multiWriter := fs.Bool("multi-writer", false, "share the stores with other hosts: up to 8 multi-writer mounts open one store (they must coordinate their writes, e.g. with a cluster lock manager); by default a store is opened by one host at a time and a second is refused, naming the holder")
+	lockSector := fs.String("lock-sector", "", "last: lock array LUs (iscsi:// paths) in the LU's last block, hidden from the device, by COMPARE AND WRITE with a heartbeat, as VMFS does; none (the default): no lock on array LUs")
 	verify := fs.Bool("verify", false, "integrity oracle: checksum acknowledged writes, verify reads (`mpathfs verify DEVICE` checks)")
 	allowOther := fs.Bool("allow-other", false, "let other users open the device files")
 	debug := fs.Bool("debug", false, "log every FUSE request")
@@ -219,6 +220,9 @@ func cmdMount(args []string, stdout io.Writer) error {
 	}
 	for i := range cfg.Devices {
 		cfg.Devices[i].MultiWriter = cfg.Devices[i].MultiWriter || cfg.MultiWriter
+		if *lockSector != "" {
+			cfg.Devices[i].LockSector = *lockSector
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
