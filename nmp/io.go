@@ -312,6 +312,12 @@ func (d *Device) waitForPath(ctx context.Context, v *View) error {
 		return nil
 	}
 	apdErr := func() error {
+		if limit == 0 {
+			return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w: I/O does not wait: %s", d.name, ioerr.ErrAllPathsDown, why)}
+		}
+		if why == whyAPD {
+			return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v", d.name, ioerr.ErrAllPathsDown, limit)}
+		}
 		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v (%s)", d.name, ioerr.ErrAllPathsDown, limit, why)}
 	}
 	var expired <-chan time.Time
