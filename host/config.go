@@ -50,6 +50,10 @@ type DeviceConfig struct {
 	// NoPathRetry: queue, fail or N (checker intervals). dm-multipath's.
 	Failback    string `yaml:"failback"`
 	NoPathRetry string `yaml:"no_path_retry"`
+	// MarginalErrors retryable errors within MarginalWindow (default 60s)
+	// demote a path to the marginal group (0: off).
+	MarginalErrors int      `yaml:"marginal_errors"`
+	MarginalWindow Duration `yaml:"marginal_window"`
 	// Hedged reads (off by default): a read outstanding longer than
 	// hedge_multiplier × its path's recent p99 read latency, within
 	// [hedge_floor, hedge_ceiling], is sent again on another path.
@@ -129,6 +133,9 @@ func (d DeviceConfig) Validate(where string) error {
 	}
 	if _, err := nmp.ParseNoPathRetry(d.NoPathRetry); err != nil {
 		return fmt.Errorf("%s: %v", where, err)
+	}
+	if d.MarginalErrors < 0 {
+		return fmt.Errorf("%s: marginal_errors %d: want a positive number of retryable errors (or 0: off)", where, d.MarginalErrors)
 	}
 	if _, err := decodeArray(d); err != nil {
 		return fmt.Errorf("%s: array: %v", where, err)
@@ -217,22 +224,24 @@ func (d DeviceConfig) engineConfig() mpath.DeviceConfig {
 		apd = time.Duration(*d.APDTimeout)
 	}
 	return mpath.DeviceConfig{
-		Name:          d.Name,
-		Identity:      mpath.Identity{WWID: d.WWID, Vendor: d.Vendor, Model: d.Model},
-		SATP:          d.SATP,
-		SATPOptions:   d.SATPOptions,
-		PSP:           d.PSP,
-		PSPOptions:    d.PSPOptions,
-		IOTimeout:     time.Duration(d.IOTimeout),
-		APDTimeout:    apd,
-		CheckInterval: time.Duration(d.CheckInterval),
-		ProbeTimeout:  time.Duration(d.ProbeTimeout),
-		FlapThreshold: d.FlapThreshold,
-		FlapWindow:    time.Duration(d.FlapWindow),
-		HoldDown:      time.Duration(d.HoldDown),
-		MaxRetries:    d.MaxRetries,
-		Failback:      d.Failback,
-		NoPathRetry:   d.NoPathRetry,
+		Name:           d.Name,
+		Identity:       mpath.Identity{WWID: d.WWID, Vendor: d.Vendor, Model: d.Model},
+		SATP:           d.SATP,
+		SATPOptions:    d.SATPOptions,
+		PSP:            d.PSP,
+		PSPOptions:     d.PSPOptions,
+		IOTimeout:      time.Duration(d.IOTimeout),
+		APDTimeout:     apd,
+		CheckInterval:  time.Duration(d.CheckInterval),
+		ProbeTimeout:   time.Duration(d.ProbeTimeout),
+		FlapThreshold:  d.FlapThreshold,
+		FlapWindow:     time.Duration(d.FlapWindow),
+		HoldDown:       time.Duration(d.HoldDown),
+		MaxRetries:     d.MaxRetries,
+		Failback:       d.Failback,
+		NoPathRetry:    d.NoPathRetry,
+		MarginalErrors: d.MarginalErrors,
+		MarginalWindow: time.Duration(d.MarginalWindow),
 
 		HedgeReads:      d.HedgeReads,
 		HedgeMultiplier: d.HedgeMultiplier,

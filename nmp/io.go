@@ -274,6 +274,7 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 	err = d.mediumCheck(path, op, err) // satp_default.go: a bad block is not a dead path
 	v := d.satp.Classify(path, op, err)
 	path.Failed(v.Class)
+	d.noteRetryable(path, v) // marginal.go
 	if (v.State != mpath.StateUnknown && path.State() == mpath.StateActive && !path.AdminOff()) ||
 		(v.Class == ioerr.ClassPermanentLoss && !path.PDL()) {
 		d.report(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})

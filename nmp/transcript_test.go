@@ -31,7 +31,7 @@ import (
 //
 //	paths N [psp=NAME] [satp=NAME] [apd=D] [io-timeout=D] [check=D]
 //	        [flap-threshold=N] [flap-window=D] [hold-down=D] [failback=M]
-//	        [no-path-retry=V] [PSP option=V…]
+//	        [no-path-retry=V] [marginal-errors=N] [marginal-window=D] [PSP option=V…]
 //	                          a new device over N fake paths p1…pN (check: the
 //	                          checker's interval, default 1h: use "check")
 //	fail PATH CLASS [ops=read,write,flush,probe]   the path fails I/O with an
@@ -284,6 +284,10 @@ func (s *story) newDevice(args []string) {
 			cfg.Failback = v
 		case "no-path-retry":
 			cfg.NoPathRetry = v
+		case "marginal-errors":
+			cfg.MarginalErrors, _ = strconv.Atoi(v)
+		case "marginal-window":
+			cfg.MarginalWindow = dur(v)
 		default:
 			cfg.PSPOptions[k] = v
 		}
