@@ -52,11 +52,12 @@ func allCommands() []command {
 		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI | path remove PATH", cmdPath},
 		{"adapter", "adapter list | adapter fail|restore|reset vmhbaN: adapters and every path through them", cmdAdapter},
 		{"fault", "fault inject PATH FLAGS | fault clear PATH [--id N] | fault list", cmdFault},
-		{"policy", "policy set DEVICE --psp PSP [options]", cmdPolicy},
+		{"policy", "policy set DEVICE [--psp PSP] [options] [--failback M] [--no-path-retry V] [--apd-timeout D]", cmdPolicy},
+		{"queue", "queue on|off DEVICE: restore or disable queueing while no path is usable (dm's restorequeueing/disablequeueing)", cmdQueue},
 		{"events", "recent path state changes and other events; --follow for new ones", cmdEvents},
 		{"trace", "stream the per-I/O trace of a device as JSON lines", cmdTrace},
 		{"plugins", "list multipathing plugins, SATPs and PSPs", cmdPlugins},
-		{"array", "array status | fail|restore ARRAY CONTROLLER | transfer ARRAY CONTROLLER | set-tpg ARRAY TPG STATE", cmdArray},
+		{"array", "array status | fail|restore|transfer ARRAY CONTROLLER | set-tpg ARRAY TPG STATE | serve | port offline|online PORT | session drop INITIATOR | fault inject|clear|list", cmdArray},
 		{"claimrule", "claimrule list [--json]: the claim rules", cmdClaimRules},
 		{"satp", "satp list | satp rule list [--json]: SATPs with default PSPs, SATP rules", cmdSATP},
 		{"psp", "psp list [--json]: path selection plugins", cmdPSP},
@@ -84,6 +85,7 @@ var subcommands = map[string][]subcommand{
 		{"fence", "path fence PATH: confirm a path dead, release writes held for it"},
 		{"add", "path add [--name N] DEVICE URI: a path joins a running device, after the identity check"},
 		{"remove", "path remove [--force] PATH: a path leaves its running device, its writes flushed first"},
+		{"switch", "path switch PATH: make a usable path the one in use (MRU, FIXED: fail back by hand; dm's switchgroup)"},
 	},
 	"adapter": {
 		{"list", "adapter list [--json]: adapters (vmhbaN) with state, targets, paths and devices"},
@@ -97,7 +99,7 @@ var subcommands = map[string][]subcommand{
 		{"list", "fault list [--json]: active faults"},
 	},
 	"policy": {
-		{"set", "policy set DEVICE --psp PSP [--iops N | --bytes N] [--option k=v]...: change the path selection"},
+		{"set", "policy set DEVICE [--psp PSP] [--iops N | --bytes N | --type latency] [--option k=v]... [--failback M] [--no-path-retry V] [--apd-timeout D]: change the path selection, failback and queueing"},
 	},
 	"array": {
 		{"status", "array status [--json]: simulated arrays, controllers and target port groups"},

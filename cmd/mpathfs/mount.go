@@ -45,7 +45,9 @@ func cmdMount(args []string, stdout io.Writer) error {
 	stateDir := fs.String("state-dir", "", "where the default lab keeps its store (default $MPATHFS_STATE_DIR or "+defaultStateDir+")")
 	size := fs.String("size", "", "create missing file stores with this size (e.g. 1G)")
 	ioTimeout := fs.Duration("io-timeout", 0, "per-I/O deadline (default 5s)")
-	apdTimeout := fs.Duration("apd-timeout", 0, "All-Paths-Down timeout (default 140s)")
+	apdTimeout := fs.Duration("apd-timeout", 0, "All-Paths-Down timeout: how long I/O waits for a path to return (default 140s; must be positive: to fail at once use --no-path-retry fail)")
+	failback := fs.String("failback", "", "when a returning path (group) is used again: immediate (default), manual, followover or N seconds (docs/policies.md)")
+	noPathRetry := fs.String("no-path-retry", "", "I/O while no path is usable: queue (wait for a path), fail (at once) or N checker intervals (default: wait --apd-timeout)")
 	checkInterval := fs.Duration("check-interval", 0, "path checker interval (default 2s)")
 	flapThreshold := fs.Int("flap-threshold", 0, "failures within --flap-window that hold a path down (default 3)")
 	flapWindow := fs.Duration("flap-window", 0, "window for counting path failures (default 60s)")
@@ -70,6 +72,17 @@ func cmdMount(args []string, stdout io.Writer) error {
 	}
 	if len(pos) != 1 {
 		return usagef("give exactly one MOUNTPOINT (got %d arguments)", len(pos))
+	}
+	if flagGiven(fs, "apd-timeout") {
+		if err := nmp.CheckAPDTimeout(*apdTimeout); err != nil {
+			return usagef("--apd-timeout: %v", err)
+		}
+	}
+	if _, err := nmp.ParseFailback(*failback); err != nil {
+		return usagef("--failback: %v", err)
+	}
+	if _, err := nmp.ParseNoPathRetry(*noPathRetry); err != nil {
+		return usagef("--no-path-retry: %v", err)
 	}
 	mountpoint, err := filepath.Abs(pos[0])
 	if err != nil {
@@ -158,7 +171,14 @@ func cmdMount(args []string, stdout io.Writer) error {
 			d.IOTimeout = host.Duration(*ioTimeout)
 		}
 		if *apdTimeout > 0 {
-			d.APDTimeout = host.Duration(*apdTimeout)
+			t := host.Duration(*apdTimeout)
+			d.APDTimeout = &t
+		}
+		if *failback != "" {
+			d.Failback = *failback
+		}
+		if *noPathRetry != "" {
+			d.NoPathRetry = *noPathRetry
 		}
 		if *checkInterval > 0 {
 			d.CheckInterval = host.Duration(*checkInterval)
