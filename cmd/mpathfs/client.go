@@ -17,6 +17,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends/fault"
 	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -245,6 +246,8 @@ func cmdPathList(args []string, stdout io.Writer) error {
 			list = append(list, PathListEntry{Device: d.Name, PathStatus: p})
 		}
 	}
+	// Masked and unclaimed paths stay visible, as esxcli lists them.
+	list = append(list, offlineEntries(c)...)
 	if *asJSON {
 		return printJSON(stdout, map[string]any{"paths": list})
 	}
@@ -256,7 +259,14 @@ func cmdPathList(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "   Runtime Name: %s\n", e.Location)
 		fmt.Fprintf(stdout, "   Device: %s\n", e.Device)
 		fmt.Fprintf(stdout, "   Adapter: vmhba%d\n   Channel: %d\n   Target: %d\n   LUN: %d\n", loc.Adapter, loc.Channel, loc.Target, loc.LUN)
-		fmt.Fprintf(stdout, "   Plugin: NMP\n")
+		plugin := "NMP"
+		switch e.State {
+		case host.OfflineMasked:
+			plugin = mpath.PluginMaskPath
+		case host.OfflineUnclaimed:
+			plugin = "none (unclaimed)"
+		}
+		fmt.Fprintf(stdout, "   Plugin: %s\n", plugin)
 		fmt.Fprintf(stdout, "   State: %s\n", e.State)
 		fmt.Fprintf(stdout, "   Admin: %s\n", e.Admin)
 		fmt.Fprintf(stdout, "   Transport: %s\n", e.Transport)
