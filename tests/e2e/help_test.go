@@ -29,6 +29,7 @@ var helpCommands = []string{
 	"path fence",
 	"path add",
 	"path remove",
+	"path switch",
 	"adapter",
 	"adapter list",
 	"adapter fail",
@@ -41,6 +42,7 @@ var helpCommands = []string{
 	"fault list",
 	"policy",
 	"policy set",
+	"queue",
 	"events",
 	"trace",
 	"plugins",
@@ -79,6 +81,9 @@ var helpCommands = []string{
 	"psp list",
 	"explain",
 	"label",
+	"pr",
+	"pr reserve6",
+	"pr release6",
 }
 
 // TestHelpEverywhere: every command and subcommand answers -h and --help
