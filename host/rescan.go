@@ -107,6 +107,9 @@ func (h *Host) Rescan(ctx context.Context, adapter string) (RescanResult, error)
 		}
 	}
 	h.rescanISCSI(ctx, adapter, &res)
+	if adapter == "" {
+		h.rescanBlock(ctx, &res)
+	}
 	return res, nil
 }
 
