@@ -183,3 +183,46 @@ func TestAdapterRescanISCSILUN(t *testing.T) {
 	assert.Contains(t, out, "0 new path(s), 0 new device(s)", "nothing new the second time: %s", out)
 	m.stopClean(t)
 }
+
+// TestAdapterRescanBlockGlob: a mount with --scan claims a block device
+// that appears later and matches the glob: its WWID is new, so it becomes
+// a new device, which passes fio --verify. A loop device over another
+// image is the new disk; the glob names a directory of the test's own, so
+// no other block device of the machine is touched.
+func TestAdapterRescanBlockGlob(t *testing.T) {
+	needs.Tools(t, "losetup", "fio", "root", "/dev/fuse")
+	dir := t.TempDir()
+	mk := func(name string) string {
+		img := filepath.Join(dir, name)
+		f, err := os.Create(img)
+		require.NoError(t, err)
+		require.NoError(t, f.Truncate(96<<20))
+		f.Close()
+		return img
+	}
+	a := attachLoop(t, mk("a.img"))
+	disks := filepath.Join(dir, "disks")
+	require.NoError(t, os.Mkdir(disks, 0o755))
+	m := startMount(t, "--name", "d0", "--path", "block://"+a, "--scan", "block://"+disks+"/*")
+	require.Len(t, m.status().Devices, 1)
+	out := m.mustCtl("adapter", "rescan")
+	assert.Contains(t, out, "0 new path(s), 0 new device(s)", out)
+
+	b := attachLoop(t, mk("b.img"))
+	require.NoError(t, os.Symlink(b, filepath.Join(disks, "b")))
+	out = m.mustCtl("adapter", "rescan")
+	var names []string
+	for _, d := range m.status().Devices {
+		names = append(names, d.Name)
+	}
+	// hotplug may have claimed it first (the glob matches through the link)
+	require.Equal(t, []string{"d0", "mpatha"}, names, "rescan: %s", out)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, fout, err := runFio(ctx, verifyJob(m.file("mpatha"), 3)...)
+	require.NoError(t, err, "fio on mpatha: %s", fout)
+	require.Len(t, r.Jobs, 1)
+	assert.Equal(t, 0, r.Jobs[0].TotalErr, "fio I/O errors")
+	assert.Contains(t, m.mustCtl("adapter", "rescan"), "0 new path(s), 0 new device(s)")
+	m.stopClean(t)
+}
