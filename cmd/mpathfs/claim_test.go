@@ -139,3 +139,15 @@ func TestDefaultSATPAgrees(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotContains(t, string(b), `"satp": "VMW_SATP_DEFAULT_AA"`, "json.md's example device has file paths")
 }
+
+// TestScanGlobsChecked: a config's scan globs must be absolute globs.
+func TestScanGlobsChecked(t *testing.T) {
+	base := "devices:\n  - {name: d0, paths: [{uri: /tmp/x.img}]}\n"
+	_, err := ParseConfig("c.yaml", []byte(base+"scan: [\"disks/*\"]\n"))
+	assert.ErrorContains(t, err, "absolute block-device glob")
+	_, err = ParseConfig("c.yaml", []byte(base+"scan: [\"/dev/sd[\"]\n"))
+	assert.ErrorContains(t, err, "syntax error in pattern")
+	c, err := ParseConfig("c.yaml", []byte(base+"scan: [\"block:///dev/disk/by-id/wwn-*\"]\n"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"block:///dev/disk/by-id/wwn-*"}, c.Scan)
+}
