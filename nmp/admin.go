@@ -70,6 +70,7 @@ func (d *Device) Status() mpath.DeviceStatus {
 		}
 		st.Paths = append(st.Paths, ps)
 	}
+	d.stateFields(&st, v, psp, paths, held) // status_fields.go
 	st.Ambiguous = d.Ambiguous()
 	d.hedgeStatus(&st) // hedge_slow.go
 	return st
