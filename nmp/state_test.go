@@ -149,4 +149,3 @@ func sawEvent(r *rig, kind string) bool {
 		}
 	}
 }
-
