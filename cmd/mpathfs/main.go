@@ -10,6 +10,8 @@
 //	mpathfs path remove [--force] PATH      a path leaves its running device (flushed first)
 //	mpathfs adapter list [--json]           adapters (vmhbaN), their targets, paths and devices
 //	mpathfs adapter fail|restore|reset A    every path through an adapter fails, returns, gets a reset's UA
+//	mpathfs device list|set --state on|off  device states; detach and attach by hand
+//	mpathfs reset lun|target|bus|abort-task-set PATH  a reset's aborted tasks and unit attentions
 //	mpathfs fault inject PATH FAULT-FLAGS   inject a fault (see `fault inject -h`)
 //	mpathfs fault clear PATH [--id N]       clear faults
 //	mpathfs fault list [--json]
@@ -51,6 +53,8 @@ func allCommands() []command {
 		{"status", "show devices and paths like multipath -ll", cmdStatus},
 		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI | path remove PATH", cmdPath},
 		{"adapter", "adapter list | adapter fail|restore|reset vmhbaN: adapters and every path through them", cmdAdapter},
+		{"device", "device list | device set --state on|off DEVICE: device states; detach and attach by hand", cmdDevice},
+		{"reset", "reset lun|target|bus|abort-task-set PATH: a reset's aborted tasks and unit attentions", cmdReset},
 		{"fault", "fault inject PATH FLAGS | fault clear PATH [--id N] | fault list", cmdFault},
 		{"policy", "policy set DEVICE --psp PSP [options]", cmdPolicy},
 		{"events", "recent path state changes and other events; --follow for new ones", cmdEvents},
@@ -90,6 +94,10 @@ var subcommands = map[string][]subcommand{
 		{"restore", "adapter restore ADAPTER: clear what adapter fail injected; the paths return"},
 		{"reset", "adapter reset ADAPTER: unit attention 06/29/00 on each path's next I/O"},
 	},
+	"device": {
+		{"list", "device list [--json]: devices with their state (on, off, dead), like esxcli storage core device list"},
+		{"set", "device set --state on|off [--reason T] DEVICE: detach (I/O fails, open ENXIO) or attach by hand"},
+	},
 	"fault": {
 		{"inject", "fault inject PATH FAULT-FLAGS: inject a fault (`fault inject -h` lists the flags)"},
 		{"clear", "fault clear PATH [--id N] | fault clear --all: clear faults"},
@@ -104,6 +112,10 @@ var subcommands = map[string][]subcommand{
 		{"restore", "array restore ARRAY CONTROLLER: a failed controller comes back"},
 		{"transfer", "array transfer ARRAY CONTROLLER: move LUN ownership to a controller"},
 		{"set-tpg", "array set-tpg ARRAY TPG STATE: force an ALUA state (AO, ANO, S, U, O or T)"},
+		{"serve", "array serve [--config ARRAY.yaml]: serve an array over iSCSI (its own control socket)"},
+		{"port", "array port offline|online PORT: a port of an array server goes away or comes back"},
+		{"session", "array session drop INITIATOR: an array server drops an initiator's sessions"},
+		{"fault", "array fault inject|clear|list: faults at an array server (per port, initiator, LU)"},
 	},
 	"scenario": {
 		{"check", "scenario check FILE: parse a scenario and print its timeline"},
