@@ -334,7 +334,11 @@ mpathfs_unavailable() { # prints the reason, or nothing when mpathfs can run
     return
   fi
   install -m 0755 "$bin" /usr/local/bin/mpathfs || { echo "cannot install the binary"; return; }
-  if ! mpathfs mount --help 2>&1 | grep -qi 'block'; then
+  # (the help is read whole: with pipefail, grep -q closing the pipe early would
+  # fail the pipeline when mpathfs is still writing)
+  local help
+  help=$(mpathfs mount --help 2>&1)
+  if ! grep -qi 'block' <<<"$help"; then
     echo "'mpathfs mount --help' does not mention block:// paths"
   fi
 }

@@ -109,6 +109,8 @@ is_start_iscsid() {
   # our own initiator name (the package may leave GenerateName=yes to a systemd unit)
   echo "InitiatorName=$is_ini" > /etc/iscsi/initiatorname.iscsi
   modprobe iscsi_tcp || return 1
+  # loaded before the disks appear, scsi_dh_alua attaches to them at scan time
+  modprobe scsi_dh_alua 2>/dev/null
   iscsid -f >"$scratch/iscsid.log" 2>&1 &
   isd_pid=$!
   local i=0
@@ -136,7 +138,7 @@ is_login() {
   out=$(iscsiadm -m discovery -t st -p "$is_pa" 2>&1)
   log "(d) iscsiadm -m discovery -t st -p $is_pa:"
   echo "$out" | sed 's/^/    /'
-  n=$(echo "$out" | grep -c " $is_tgt\$")
+  n=$(grep -c " $is_tgt\$" <<<"$out")
   is_check "SendTargets discovery lists both portals" "$([ "$n" -ge 2 ] && echo 0 || echo 1)" "$n portal(s) of $is_tgt"
   if [ "$n" -lt 2 ]; then  # discover the other portal on its own, to go on
     iscsiadm -m discovery -t st -p "$is_pb" >/dev/null 2>&1
@@ -145,7 +147,6 @@ is_login() {
   iscsiadm -m node -T "$is_tgt" -o update -n node.session.timeo.replacement_timeout -v "$is_rtmo" >/dev/null
   iscsiadm -m node -T "$is_tgt" -p "$is_pa" --login 2>&1 | sed 's/^/    /'
   iscsiadm -m node -T "$is_tgt" -p "$is_pb" --login 2>&1 | sed 's/^/    /'
-  udevadm settle -t 30 || true
   local i=0 d p
   is_da="" is_db=""
   while :; do
@@ -157,7 +158,7 @@ is_login() {
       [ "$p" = "$is_pb" ] && is_db=${d##*/}
     done
     [ -n "$is_da" ] && [ -n "$is_db" ] && break
-    i=$((i + 1)); [ $i -gt 150 ] && break
+    i=$((i + 1)); [ $i -gt 600 ] && break   # 2 min: udev and the scan are slow under TCG
     sleep 0.2
   done
   iscsiadm -m session 2>&1 | sed 's/^/    /'
@@ -169,10 +170,6 @@ is_login() {
   wa=$(/lib/udev/scsi_id -g -u -d "/dev/$is_da" 2>/dev/null)
   wb=$(/lib/udev/scsi_id -g -u -d "/dev/$is_db" 2>/dev/null)
   is_check "both disks report one WWID" "$([ -n "$wa" ] && [ "$wa" = "$wb" ] && echo 0 || echo 1)" "$wa / $wb"
-  is_check "scsi_dh_alua attached to both" \
-    "$([ "$(cat "/sys/block/$is_da/device/dh_state" 2>/dev/null)" = alua ] &&
-      [ "$(cat "/sys/block/$is_db/device/dh_state" 2>/dev/null)" = alua ] && echo 0 || echo 1)" \
-    "dh_state $(cat "/sys/block/$is_da/device/dh_state" 2>/dev/null) / $(cat "/sys/block/$is_db/device/dh_state" 2>/dev/null)"
   R[iscsi.paths]="/dev/$is_da ($is_pa, A), /dev/$is_db ($is_pb, B)"
 }
 
@@ -183,6 +180,7 @@ defaults {
 	find_multipaths		no
 	user_friendly_names	yes
 	no_path_retry		queue
+	reservation_key		file
 }
 blacklist {
 	devnode "^vd[a-z]"
@@ -202,7 +200,6 @@ devices {
 		path_checker		tur
 		path_selector		"round-robin 0"
 		failback		immediate
-		reservation_key		file
 	}
 }
 EOF
@@ -220,7 +217,7 @@ EOF
       [ "$(is_dm_state "$is_db")" = "active ready" ]; then break; fi
     i=$((i + 1))
     [ $((i % 20)) = 0 ] && multipath -v2 >/dev/null 2>&1
-    [ $i -gt 300 ] && break
+    [ $i -gt 1200 ] && break
     kill -0 "$is_mpd_pid" 2>/dev/null || { is_mpd_pid=""; break; }
     sleep 0.1
   done
@@ -240,18 +237,22 @@ EOF
   local g1 g2 ok=1
   g1=$(echo "$groups" | sed -n 1p) g2=$(echo "$groups" | sed -n 2p)
   if [ "$nmaps" = 1 ] && [ "$(echo "$groups" | grep -c .)" = 2 ] &&
-    [ "$g1" = "50 $is_da" ] && [ "$g2" = "10 $is_db" ] && echo "$ll" | grep -q "hwhandler='1 alua'"; then
+    [ "$g1" = "50 $is_da" ] && [ "$g2" = "10 $is_db" ] && grep -q "hwhandler='1 alua'" <<<"$ll"; then
     ok=0
   fi
   is_check "dm-multipath: one map, two ALUA path groups (prio 50 AO / 10 ANO)" "$ok" \
     "$nmaps map(s) ${is_map:-none}; groups: $(echo "$groups" | sed 's/^\([0-9]*\) /prio \1: /' | paste -sd ';' | sed 's/;/; /g')"
   R[iscsi.map]=$is_map
+  is_check "scsi_dh_alua attached to both paths" \
+    "$([ "$(cat "/sys/block/$is_da/device/dh_state" 2>/dev/null)" = alua ] &&
+      [ "$(cat "/sys/block/$is_db/device/dh_state" 2>/dev/null)" = alua ] && echo 0 || echo 1)" \
+    "dh_state $(cat "/sys/block/$is_da/device/dh_state" 2>/dev/null) / $(cat "/sys/block/$is_db/device/dh_state" 2>/dev/null)"
   [ "$ok" = 0 ] && [ -b "/dev/mapper/$is_map" ]
 }
 
 # ------------------------------------------------------------ reservations
 # is_has_key OUTPUT KEY: the sg_persist/mpathpersist output lists the key
-is_has_key() { echo "$1" | grep -Eiq "(^|[^0-9a-fx])0x0*${2#0x}\b"; }
+is_has_key() { grep -Eiq "(^|[^0-9a-fx])0x0*${2#0x}\b" <<<"$1"; }
 
 is_pr_paths() {
   local k=0x5a01 out ok regs
@@ -261,23 +262,23 @@ is_pr_paths() {
   out=$(sg_persist --in --read-keys "/dev/$is_db" 2>&1); echo "$out" | sed 's/^/    /'
   is_has_key "$out" $k || ok=1
   regs=$(is_regs); echo "$regs" | sed 's/^/    array: /'
-  echo "$regs" | grep -q "^$k 1 false $is_ini," || ok=1
+  grep -q "^$k 1 false $is_ini," <<<"$regs" || ok=1
   is_check "sg_persist: register on /dev/$is_da, key seen from /dev/$is_db and by the array (port 1)" $ok ""
   ok=0
   sg_persist --out --reserve --param-rk=$k --prout-type=5 "/dev/$is_da" >>"$scratch/pr.out" 2>&1 || ok=1
   out=$(sg_persist --in --read-reservation "/dev/$is_db" 2>&1); echo "$out" | sed 's/^/    /'
   is_has_key "$out" $k || ok=1
-  echo "$out" | grep -qi 'registrants only' || ok=1
+  grep -qi 'registrants only' <<<"$out" || ok=1
   [ "$(is_restype)" = WERO ] || ok=1
-  echo "$(is_regs)" | grep -q "^$k 1 true " || ok=1
+  grep -q "^$k 1 true " <<<"$(is_regs)" || ok=1
   is_check "sg_persist: reserve WERO (type 5), seen from the other path and by the array" $ok "array: type $(is_restype)"
   ok=0
   sg_persist --out --release --param-rk=$k --prout-type=5 "/dev/$is_da" >>"$scratch/pr.out" 2>&1 || ok=1
   out=$(sg_persist --in --read-reservation "/dev/$is_db" 2>&1)
-  echo "$out" | grep -qi 'no reservation' || ok=1
+  grep -qi 'no reservation' <<<"$out" || ok=1
   sg_persist --out --clear --param-rk=$k "/dev/$is_da" >>"$scratch/pr.out" 2>&1 || ok=1
   out=$(sg_persist --in --read-keys "/dev/$is_db" 2>&1)
-  echo "$out" | grep -qi 'no registered' || ok=1
+  grep -qi 'no registered' <<<"$out" || ok=1
   [ -z "$(is_regs)" ] && [ -z "$(is_restype)" ] || ok=1
   is_check "sg_persist: release and clear (nothing left at the array)" $ok ""
   [ $ok = 0 ] || cat "$scratch/pr.out"
@@ -292,7 +293,7 @@ is_pr_map() {
   is_has_key "$out" $k || ok=1
   regs=$(is_regs); echo "$regs" | sed 's/^/    array: /'
   # the key on every I_T nexus of the map: ports 1 and 2
-  echo "$regs" | grep -q "^$k 1 false " && echo "$regs" | grep -q "^$k 2 false " || ok=1
+  grep -q "^$k 1 false " <<<"$regs" && grep -q "^$k 2 false " <<<"$regs" || ok=1
   is_check "mpathpersist: register on the map (the key on both I_T nexuses at the array)" $ok \
     "$(echo "$regs" | awk '{print $1 "@port" $2}' | paste -sd ' ')"
   ok=0
@@ -306,7 +307,7 @@ is_pr_map() {
   ok=0
   mpathpersist --out --release --param-rk=$k --prout-type=5 "$dev" >>"$scratch/mpp.out" 2>&1 || ok=1
   out=$(mpathpersist --in --read-reservation "$dev" 2>&1)
-  echo "$out" | grep -qi 'no reservation' || ok=1
+  grep -qi 'no reservation' <<<"$out" || ok=1
   [ -z "$(is_restype)" ] || ok=1
   # unregister (multipathd forgets the key too) rather than CLEAR, so no stale key in
   # the prkeys file comes back on a reinstated path later
@@ -318,7 +319,9 @@ is_pr_map() {
 
 # ---------------------------------------------- mpathfs pr beside mpathpersist
 is_mpathfs_pr() {
-  if ! mpathfs pr --help 2>&1 | grep -q -- '--read-keys'; then
+  local help
+  help=$(mpathfs pr --help 2>&1)
+  if ! grep -q -- '--read-keys' <<<"$help"; then
     is_skip "mpathfs pr and mpathpersist on one LU" "skipped: mpathfs pr missing"
     return 0
   fi
