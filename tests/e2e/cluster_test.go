@@ -177,10 +177,12 @@ func satpConfig(m *mount) string {
 // errors on both hosts.
 func TestClusterALUAFollowover(t *testing.T) {
 	s := clusterArray(t, "  access: active-active\n  transitions: explicit\n  owner: A\n  preferred: A")
-	s.ctl(t, "set-tpg", "2", "S")
 	all := []int{0, 1, 2, 3}
 	a := clusterHost(t, s, "a", all)
 	b := clusterHost(t, s, "b", all)
+	// B's group goes standby once the hosts are up (a path cannot be
+	// opened through a standby port: READ CAPACITY is not allowed there).
+	s.ctl(t, "set-tpg", "2", "S")
 	for _, m := range []*mount{a, b} {
 		require.Equal(t, "VMW_SATP_ALUA", m.status().Devices[0].SATP)
 		require.Contains(t, satpConfig(m), "alua_followover=on")
@@ -227,6 +229,9 @@ func TestClusterALUAFollowover(t *testing.T) {
 	fioClean(t, []*fioRun{crun}, c)
 
 	s.ctl(t, "fault", "clear", "--all")
+	waitFor(t, 20*time.Second, "host A's paths to controller A back", func() bool {
+		return iscsiPath(a, s.hostURI("a", 0)).State == "active" && iscsiPath(a, s.hostURI("a", 1)).State == "active"
+	})
 	oracleClean(t, a, "d0")
 	oracleClean(t, b, "d0")
 	oracleClean(t, c, "d0")
