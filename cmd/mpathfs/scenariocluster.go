@@ -239,7 +239,7 @@ func (r *clusterRun) exec(ctx context.Context, host string, argv []string) (func
 			return fmt.Errorf("%w\n%s", err, tail(text, 20))
 		}
 		if text != "" {
-			fmt.Fprintf(r.log, "host %s: exec %s:\n%s\n", host, strings.Join(argv, " "), tail(text, 20))
+			fmt.Fprintf(r.log, "host %s: exec %s:\n%s\n", host, strings.Join(argv, " "), tail(text, 4))
 		}
 		return nil
 	}, nil
