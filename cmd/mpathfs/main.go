@@ -52,11 +52,12 @@ func allCommands() []command {
 		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI | path remove PATH", cmdPath},
 		{"adapter", "adapter list | adapter fail|restore|reset vmhbaN: adapters and every path through them", cmdAdapter},
 		{"fault", "fault inject PATH FLAGS | fault clear PATH [--id N] | fault list", cmdFault},
-		{"policy", "policy set DEVICE --psp PSP [options]", cmdPolicy},
+		{"policy", "policy set DEVICE [--psp PSP] [options] [--failback M] [--no-path-retry V] [--apd-timeout D]", cmdPolicy},
+		{"queue", "queue on|off DEVICE: restore or disable queueing while no path is usable (dm's restorequeueing/disablequeueing)", cmdQueue},
 		{"events", "recent path state changes and other events; --follow for new ones", cmdEvents},
 		{"trace", "stream the per-I/O trace of a device as JSON lines", cmdTrace},
 		{"plugins", "list multipathing plugins, SATPs and PSPs", cmdPlugins},
-		{"array", "array status | fail|restore ARRAY CONTROLLER | transfer ARRAY CONTROLLER | set-tpg ARRAY TPG STATE", cmdArray},
+		{"array", "array status | fail|restore|transfer ARRAY CONTROLLER | set-tpg ARRAY TPG STATE | serve | port offline|online PORT | session drop INITIATOR | fault inject|clear|list", cmdArray},
 		{"claimrule", "claimrule list [--json]: the claim rules", cmdClaimRules},
 		{"satp", "satp list | satp rule list [--json]: SATPs with default PSPs, SATP rules", cmdSATP},
 		{"psp", "psp list [--json]: path selection plugins", cmdPSP},
@@ -64,6 +65,7 @@ func allCommands() []command {
 		{"label", "label [--wwid W [--force] | --remove] FILE...: the wwid label of a file store", cmdLabel},
 		{"scenario", "scenario check FILE | scenario run [--report F.md] [--svg F.svg] FILE", cmdScenario},
 		{"verify", "verify [--json] DEVICE: integrity check of a mount --verify device", cmdVerify},
+		{"pr", "pr --register|--reserve|--release|--preempt|--preempt-abort|--clear|--read-keys|--read-reservation|--read-full-status … DEVICE: persistent reservations (mpathpersist's verbs); pr reserve6|release6 DEVICE", cmdPR},
 	}
 }
 
@@ -83,6 +85,7 @@ var subcommands = map[string][]subcommand{
 		{"fence", "path fence PATH: confirm a path dead, release writes held for it"},
 		{"add", "path add [--name N] DEVICE URI: a path joins a running device, after the identity check"},
 		{"remove", "path remove [--force] PATH: a path leaves its running device, its writes flushed first"},
+		{"switch", "path switch PATH: make a usable path the one in use (MRU, FIXED: fail back by hand; dm's switchgroup)"},
 	},
 	"adapter": {
 		{"list", "adapter list [--json]: adapters (vmhbaN) with state, targets, paths and devices"},
@@ -96,7 +99,7 @@ var subcommands = map[string][]subcommand{
 		{"list", "fault list [--json]: active faults"},
 	},
 	"policy": {
-		{"set", "policy set DEVICE --psp PSP [--iops N | --bytes N] [--option k=v]...: change the path selection"},
+		{"set", "policy set DEVICE [--psp PSP] [--iops N | --bytes N | --type latency] [--option k=v]... [--failback M] [--no-path-retry V] [--apd-timeout D]: change the path selection, failback and queueing"},
 	},
 	"array": {
 		{"status", "array status [--json]: simulated arrays, controllers and target port groups"},
@@ -104,6 +107,10 @@ var subcommands = map[string][]subcommand{
 		{"restore", "array restore ARRAY CONTROLLER: a failed controller comes back"},
 		{"transfer", "array transfer ARRAY CONTROLLER: move LUN ownership to a controller"},
 		{"set-tpg", "array set-tpg ARRAY TPG STATE: force an ALUA state (AO, ANO, S, U, O or T)"},
+	},
+	"pr": {
+		{"reserve6", "pr reserve6 DEVICE: SCSI-2 RESERVE(6) through one path; I/O pinned to it while held"},
+		{"release6", "pr release6 DEVICE: SCSI-2 RELEASE(6) through the path that holds it"},
 	},
 	"scenario": {
 		{"check", "scenario check FILE: parse a scenario and print its timeline"},
@@ -146,7 +153,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, c := range allCommands() {
 		if c.name == args[0] {
-			if subs := subcommands[c.name]; subs != nil && len(args) > 1 && isHelp(args[1]) {
+			// pr's own -h lists its verbs (flags) and its subcommands.
+			if subs := subcommands[c.name]; subs != nil && c.name != "pr" && len(args) > 1 && isHelp(args[1]) {
 				printGroupUsage(stdout, c, subs)
 				return 0
 			}

@@ -29,6 +29,7 @@ var helpCommands = []string{
 	"path fence",
 	"path add",
 	"path remove",
+	"path switch",
 	"adapter",
 	"adapter list",
 	"adapter fail",
@@ -40,6 +41,7 @@ var helpCommands = []string{
 	"fault list",
 	"policy",
 	"policy set",
+	"queue",
 	"events",
 	"trace",
 	"plugins",
@@ -66,6 +68,9 @@ var helpCommands = []string{
 	"psp list",
 	"explain",
 	"label",
+	"pr",
+	"pr reserve6",
+	"pr release6",
 }
 
 // TestHelpEverywhere: every command and subcommand answers -h and --help
