@@ -52,6 +52,7 @@ type Device struct {
 	// fence holds the ranges failed writes left ambiguous (fence.go).
 	fence fencing
 	flush flushState // flush.go
+	pr    prState    // pr.go
 
 	// mu guards the decider's state (decide.go), which only the owner
 	// changes (owner.go), and ident and cfg.
@@ -99,7 +100,13 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("device %s has no paths: give at least one --path", cfg.Name)
 	}
+	if cfg.APDTimeout < 0 {
+		return nil, fmt.Errorf("device %s: %w", cfg.Name, CheckAPDTimeout(cfg.APDTimeout))
+	}
 	setDefaults(&cfg)
+	if _, err := parsePolicy(&cfg); err != nil {
+		return nil, fmt.Errorf("device %s: %w", cfg.Name, err)
+	}
 	if events == nil {
 		events = &mpath.Events{}
 	}
