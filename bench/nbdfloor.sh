@@ -71,20 +71,23 @@ for r in $(seq "$NF_ROUNDS"); do
       pid=${PID[$t]}
       if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then die "the $t daemon (PID $pid) is gone"; fi
       kill -0 "$NK" 2>/dev/null || die "nbdkit (PID $NK) is gone"
-      d0=""; [ -n "$pid" ] && d0=$(cpu_ticks "$pid")
+      d0="" c0=""; [ -n "$pid" ] && d0=$(cpu_ticks "$pid") c0=$(ctx_switches "$pid")
       k0=$(cpu_ticks "$NK")
       line=$(JOBS=$j RAWDIR=$WORK/raw RUNTIME=$RUNTIME RAMP=$RAMP timeout $((RUNTIME + RAMP + 90)) \
         bash "$FIO_SUITE" "${DEV[$t]}" "$t" "$SIZE")
-      d1=""; [ -n "$pid" ] && d1=$(cpu_ticks "$pid")
+      d1="" c1=""; [ -n "$pid" ] && d1=$(cpu_ticks "$pid") c1=$(ctx_switches "$pid")
       k1=$(cpu_ticks "$NK")
       ios=$(sed -n '/^{/,$p' "$WORK/raw/$t.$j.json" 2>/dev/null | jq '.jobs[0] | (.read.total_ios // 0) + (.write.total_ios // 0)' 2>/dev/null)
       [ -n "$line" ] || line=$(jq -nc --arg l "$t" --arg j "$j" '{label: $l, job: $j, error: 1, note: "fio-suite gave no line"}')
       # CPU µs per I/O: ticks × 1e6 / CLK_TCK / I/Os (null where there is no daemon or no I/O)
       line=$(jq -c --argjson r "$r" --argjson ios "${ios:-0}" --argjson tck "$CLK_TCK" \
-        --arg d0 "$d0" --arg d1 "$d1" --arg k0 "$k0" --arg k1 "$k1" '
+        --arg d0 "$d0" --arg d1 "$d1" --arg k0 "$k0" --arg k1 "$k1" --arg c0 "$c0" --arg c1 "$c1" '
         def per(a; b): if a == "" or b == "" or $ios == 0 then null
           else (((b | tonumber) - (a | tonumber)) * 1e6 / $tck / $ios * 10 | round) / 10 end;
-        . + {round: $r, ios: $ios, daemon_cpu_us: per($d0; $d1), nbdkit_cpu_us: per($k0; $k1)}' <<<"$line")
+        def cs(a; b): if a == "" or b == "" or $ios == 0 then null
+          else (((b | tonumber) - (a | tonumber)) / $ios * 100 | round) / 100 end;
+        . + {round: $r, ios: $ios, daemon_cpu_us: per($d0; $d1), nbdkit_cpu_us: per($k0; $k1),
+             daemon_cs: cs($c0; $c1)}' <<<"$line")
       echo "$line" >>"$RES"
       jq -r '"\(.label) \(.job) r\(.round): \((.rd_iops // 0) + (.wr_iops // 0)) IOPS, CPU/I/O daemon \(.daemon_cpu_us) µs, nbdkit \(.nbdkit_cpu_us) µs, err=\(.error)"' <<<"$line" >&2
     done
@@ -105,7 +108,8 @@ jq -s '
     mibs: (map((.rd_mibs // 0) + (.wr_mibs // 0)) | median | r1),
     p50: (map(if (.job | test("write")) then .wr_p50_us else .rd_p50_us end) | median | r1),
     p99: (map(if (.job | test("write")) then .wr_p99_us else .rd_p99_us end) | median | r1),
-    dcpu: (map(.daemon_cpu_us) | median | r1), kcpu: (map(.nbdkit_cpu_us) | median | r1)})' "$RES" >"$MED"
+    dcpu: (map(.daemon_cpu_us) | median | r1), kcpu: (map(.nbdkit_cpu_us) | median | r1),
+    dcs: (map(.daemon_cs) | median)})' "$RES" >"$MED"
 
 job_desc() {
   case $1 in
@@ -127,15 +131,16 @@ job_desc() {
   echo "  fio-nbd at the same iodepth with the nbd engine), RUNTIME=$RUNTIME RAMP=$RAMP, medians of $NF_ROUNDS interleaved rounds."
   echo "- CPU per I/O: utime+stime of the process (/proc/PID/stat, all threads) before and after the fio run ÷ the run's"
   echo "  I/Os; daemon = the FUSE server (fuseceiling, nbdfuse, mpathfs); nbdkit = the server behind it. Resolution:"
-  echo "  one clock tick ($((1000 / CLK_TCK)) ms) per run."
+  echo "  one clock tick ($((1000 / CLK_TCK)) ms) per run. Switches: voluntary + involuntary context switches of the daemon's"
+  echo "  threads (/proc/PID/task/*/status) per I/O."
   echo
-  echo "| job | target | IOPS | MiB/s | p50 / p99 µs | daemon CPU µs/I/O | nbdkit CPU µs/I/O | n |"
-  echo "|---|---|---:|---:|---|---:|---:|---:|"
+  echo "| job | target | IOPS | MiB/s | p50 / p99 µs | daemon CPU µs/I/O | daemon switches/I/O | nbdkit CPU µs/I/O | n |"
+  echo "|---|---|---:|---:|---|---:|---:|---:|---:|"
   for j in $JOBS; do
     for t in "${TARGETS[@]}"; do
       jq -r --arg j "$j" --arg t "$t" --arg d "$(job_desc "$j")" '
         .[] | select(.job == $j and .label == $t) |
-        "| \($d) | \(.label) | \(.iops) | \(.mibs) | \(.p50) / \(.p99) | \(.dcpu // "–") | \(.kcpu // "–") | \(.n) |"' "$MED"
+        "| \($d) | \(.label) | \(.iops) | \(.mibs) | \(.p50) / \(.p99) | \(.dcpu // "–") | \(.dcs // "–") | \(.kcpu // "–") | \(.n) |"' "$MED"
     done
   done
   echo
@@ -156,14 +161,14 @@ job_desc() {
     echo
     echo "Before/after: mpathfs-nbd against mpathfs-nbd-base ($NF_BASE_DESC), same run:"
     echo
-    echo "| job | IOPS after / before | p50 µs after / before | daemon CPU µs/I/O after / before |"
-    echo "|---|---:|---:|---:|"
+    echo "| job | IOPS after / before | p50 µs after / before | daemon CPU µs/I/O after / before | switches/I/O after / before |"
+    echo "|---|---:|---:|---:|---:|"
     for j in $JOBS; do
       jq -r --arg j "$j" --arg d "$(job_desc "$j")" '
         map(select(.job == $j)) | (map({key: .label, value: .}) | from_entries) as $m |
         ($m["mpathfs-nbd"] // {}) as $a | ($m["mpathfs-nbd-base"] // {}) as $b |
         def ratio(x; y): if x != null and y != null and y > 0 then ((x / y * 100 | round) / 100 | tostring) else "–" end;
-        "| \($d) | \($a.iops) / \($b.iops) = \(ratio($a.iops; $b.iops)) | \($a.p50) / \($b.p50) | \($a.dcpu) / \($b.dcpu) = \(ratio($a.dcpu; $b.dcpu)) |"' "$MED"
+        "| \($d) | \($a.iops) / \($b.iops) = \(ratio($a.iops; $b.iops)) | \($a.p50) / \($b.p50) | \($a.dcpu) / \($b.dcpu) = \(ratio($a.dcpu; $b.dcpu)) | \($a.dcs) / \($b.dcs) |"' "$MED"
     done
   fi
   echo
