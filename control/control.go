@@ -124,6 +124,7 @@ func (s *Server) mux() http.Handler {
 	})
 	get(m, RouteAdapters, func(*http.Request) (AdaptersReply, error) { return AdaptersReply{Adapters: rt.Host.Adapters()}, nil })
 	post(m, RouteAdapter, rt.Adapter)
+	stateRoutes(m, rt) // states.go: resets, device states
 	post(m, RouteFaultInject, rt.InjectFault)
 	post(m, RouteFaultClear, rt.ClearFault)
 	get(m, RouteFaultList, func(*http.Request) (FaultListReply, error) { return FaultListReply{Faults: rt.FaultList()}, nil })
@@ -132,16 +133,23 @@ func (s *Server) mux() http.Handler {
 		if err != nil {
 			return mpath.DeviceStatus{}, err
 		}
-		if err := d.SetPolicy(r.PSP, r.Options); err != nil {
-			return mpath.DeviceStatus{}, host.Kinded(ErrInvalid, err)
+		if err := setPolicyKnobs(d, r); err != nil { // policy.go
+			return mpath.DeviceStatus{}, err
+		}
+		if r.PSP != "" || len(r.Options) > 0 || (r.Failback == "" && r.NoPathRetry == "" && r.APDTimeout == "") {
+			if err := d.SetPolicy(r.PSP, r.Options); err != nil {
+				return mpath.DeviceStatus{}, host.Kinded(ErrInvalid, err)
+			}
 		}
 		return d.Status(), nil
 	})
+	policyRoutes(m, rt) // policy.go
 	get(m, RoutePlugins, func(*http.Request) (Plugins, error) { return LocalPlugins(), nil })
 	m.HandleFunc(RouteEvents, s.events)
 	m.HandleFunc(RouteTrace, s.trace)
 	get(m, RouteArrays, func(*http.Request) (ArraysReply, error) { return ArraysReply{Arrays: rt.Host.Arrays()}, nil })
 	post(m, RouteArray, rt.Array)
+	post(m, RoutePR, rt.PR)
 	get(m, RouteExplain, func(req *http.Request) (nmp.Explanation, error) {
 		return rt.Host.Explain(req.URL.Query().Get("device"))
 	})
@@ -228,7 +236,7 @@ func Decode(req *http.Request, v any) error {
 
 // StatusOf snapshots the runtime.
 func (r *Runtime) StatusOf() Status {
-	st := Status{Mountpoint: r.Mountpoint, Started: r.Started, Devices: []mpath.DeviceStatus{}}
+	st := Status{Host: r.Host.Name(), Mountpoint: r.Mountpoint, Started: r.Started, Devices: []mpath.DeviceStatus{}}
 	for _, d := range r.Devices() {
 		ds := d.Status()
 		if r.Host != nil {

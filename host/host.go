@@ -60,6 +60,8 @@ type Admin interface {
 	Probe(ctx context.Context, name string) error
 	// UsablePaths is how many paths could carry I/O now.
 	UsablePaths() int
+	// SetDeviceState detaches (on false) or attaches the device by hand.
+	SetDeviceState(on bool, reason string) error
 }
 
 // Traced is a device whose I/O can be traced.
@@ -103,10 +105,14 @@ type Options struct {
 	// Sources re-reads the configured devices for `adapter rescan` (nil:
 	// the devices Build was given).
 	Sources func(ctx context.Context) ([]DeviceConfig, error)
+	// Name is the host's name (hostname.go): the default initiator name
+	// of its iscsi:// paths. Empty: iscsi:// paths keep their own default.
+	Name string
 }
 
 // Host keeps the devices of one mount.
 type Host struct {
+	name        string
 	events      *mpath.Events
 	claims      *mpath.ClaimRules
 	satpRules   *nmp.SATPRules
@@ -155,7 +161,7 @@ type member struct {
 
 // New returns a host without devices.
 func New(opts Options) *Host {
-	h := &Host{events: opts.Events, claims: opts.Claims, satpRules: opts.SATPRules, verify: opts.Verify,
+	h := &Host{name: opts.Name, events: opts.Events, claims: opts.Claims, satpRules: opts.SATPRules, verify: opts.Verify,
 		openTimeout: opts.OpenTimeout, mountpoint: opts.Mountpoint, configFile: opts.ConfigFile, sources: opts.Sources, faults: map[string]*fault.Backend{}, arrays: map[string]*labArray{}}
 	if h.events == nil {
 		h.events = &mpath.Events{}
@@ -376,6 +382,16 @@ func (h *Host) Close() error {
 	}
 	var first error
 	for _, m := range members {
+		if m.share != nil && m.share.ats != nil {
+			// The LU lock is let go through the device's paths, once
+			// what the device acknowledged is on the LU.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			m.dev.Flush(ctx)
+			cancel()
+			if err := m.share.releaseATS(); err != nil && first == nil {
+				first = fmt.Errorf("device %s: releasing the LU lock: %v", m.dev.Name(), err)
+			}
+		}
 		if err := m.dev.Close(); err != nil && first == nil {
 			first = err
 		}

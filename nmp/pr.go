@@ -33,9 +33,12 @@ import (
 //     RELEASE goes through the path the reservation was taken on first,
 //     because for WE and EA the holder is that one nexus (a RELEASE from
 //     another registered nexus completes with GOOD and releases nothing);
-//   - a SCSI-2 reservation (RESERVE(6)) is held by one nexus too, and every
-//     other nexus — this host's other paths included — meets RESERVATION
-//     CONFLICT: while one is held, I/O is pinned to the path that took it.
+//   - a WE or EA persistent reservation, and a SCSI-2 reservation
+//     (RESERVE(6)), is held by one nexus, and every other nexus — this
+//     host's other paths included — meets RESERVATION CONFLICT: while one
+//     is held, I/O is pinned to the path that took it (when that path
+//     fails, I/O goes elsewhere and meets the conflict: use WERO, EARO,
+//     WEAR or EAAR on multipath devices, which every registrant holds).
 //
 // RESERVATION CONFLICT on an I/O is ioerr.ClassConflict: the path stays
 // active, nothing fails over or retries; the device counts it and publishes
@@ -124,6 +127,23 @@ func (d *Device) prCtx(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, d.cfg.IOTimeout)
 }
 
+// prRetries bounds the re-issues of a reservation command that met a
+// retryable error: above all a unit attention (06/2A/03 RESERVATIONS
+// PREEMPTED, 06/2A/04 RELEASED, 06/2A/05 REGISTRATIONS PREEMPTED), which
+// the nexus's next command reports once, whatever that command is.
+const prRetries = 4
+
+// prRetry runs f, again while it fails with a retryable error.
+func prRetry(f func() error) error {
+	var err error
+	for range prRetries + 1 {
+		if err = f(); err == nil || ClassifyError(err) != ioerr.ClassRetryable {
+			return err
+		}
+	}
+	return err
+}
+
 // throughOne runs f on one usable path, first on prefer when it is usable,
 // then on the others in routing order while f fails with a path failure.
 // It returns the path that answered.
@@ -147,9 +167,11 @@ func (d *Device) throughOne(ctx context.Context, op string, prefer *mpath.Path, 
 	var last error
 	for _, p := range order {
 		r, _ := reserverOf(p)
-		c, cancel := d.prCtx(ctx)
-		err := f(c, r)
-		cancel()
+		err := prRetry(func() error {
+			c, cancel := d.prCtx(ctx)
+			defer cancel()
+			return f(c, r)
+		})
 		if err == nil {
 			return p, nil
 		}
@@ -187,14 +209,15 @@ func (d *Device) PRRegister(ctx context.Context, oldKey, newKey uint64, ignore b
 	var failed []string
 	for _, p := range targets {
 		r, _ := reserverOf(p)
-		c, cancel := d.prCtx(ctx)
-		var err error
-		if first {
-			err = r.PRRegister(c, oldKey, newKey, ignore)
-		} else {
-			err = r.PRRegister(c, 0, newKey, true)
-		}
-		cancel()
+		isFirst := first
+		err := prRetry(func() error {
+			c, cancel := d.prCtx(ctx)
+			defer cancel()
+			if isFirst {
+				return r.PRRegister(c, oldKey, newKey, ignore)
+			}
+			return r.PRRegister(c, 0, newKey, true)
+		})
 		if err != nil && first {
 			if ClassifyError(err) == ioerr.ClassPathFailure && len(targets) > 1 {
 				// try the user's REGISTER on the next path
@@ -254,7 +277,12 @@ func (d *Device) prAfterProbe(ctx context.Context, p *mpath.Path, perr error) er
 	}
 	c, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
 	defer cancel()
-	_, keys, err := r.PRReadKeys(c)
+	var keys []uint64
+	err = prRetry(func() error {
+		var e error
+		_, keys, e = r.PRReadKeys(c)
+		return e
+	})
 	if err != nil {
 		return fmt.Errorf("reading the registered keys before registering the path: %w", err)
 	}
@@ -266,7 +294,7 @@ func (d *Device) prAfterProbe(ctx context.Context, p *mpath.Path, perr error) er
 			Reason: fmt.Sprintf("key 0x%x is no longer registered on the LU (preempted by another host): paths are not registered again", d.pr.key)})
 		return nil
 	}
-	if err := r.PRRegister(c, 0, d.pr.key, true); err != nil {
+	if err := prRetry(func() error { return r.PRRegister(c, 0, d.pr.key, true) }); err != nil {
 		return fmt.Errorf("registering reservation key 0x%x on the path before it carries I/O: %w", d.pr.key, err)
 	}
 	if d.pr.on == nil {
@@ -287,10 +315,23 @@ func (d *Device) PRReserve(ctx context.Context, key uint64, typ scsi.PRType) err
 	if err != nil {
 		return fmt.Errorf("device %s: reserve: %w", d.name, err)
 	}
+	d.holds(p, typ)
+	return nil
+}
+
+// holds records that this host holds a reservation of type typ through p.
+// WE and EA are held by that one nexus: the device's writes are pinned to
+// it (its other paths would meet RESERVATION CONFLICT); the other types
+// are held by every registrant, so every path stays in use.
+func (d *Device) holds(p *mpath.Path, typ scsi.PRType) {
 	d.pr.mu.Lock()
 	d.pr.holder = p
 	d.pr.mu.Unlock()
-	return nil
+	if typ == scsi.PRWriteExclusive || typ == scsi.PRExclusiveAccess {
+		d.pr.pin.Store(p)
+	} else {
+		d.pr.pin.Store(nil)
+	}
 }
 
 // PRRelease releases the reservation, through the path that took it first.
@@ -301,6 +342,10 @@ func (d *Device) PRRelease(ctx context.Context, key uint64, typ scsi.PRType) err
 	if _, err := d.throughOne(ctx, "pr release", h, func(c context.Context, r backends.Reserver) error { return r.PRRelease(c, key, typ) }); err != nil {
 		return fmt.Errorf("device %s: release: %w", d.name, err)
 	}
+	d.pr.mu.Lock()
+	d.pr.holder = nil
+	d.pr.mu.Unlock()
+	d.pr.pin.Store(nil)
 	return nil
 }
 
@@ -312,6 +357,7 @@ func (d *Device) PRClear(ctx context.Context, key uint64) error {
 	d.pr.mu.Lock()
 	d.pr.key, d.pr.on, d.pr.holder = 0, nil, nil
 	d.pr.mu.Unlock()
+	d.pr.pin.Store(nil)
 	return nil
 }
 
@@ -322,9 +368,7 @@ func (d *Device) PRPreempt(ctx context.Context, key, victim uint64, typ scsi.PRT
 	if err != nil {
 		return fmt.Errorf("device %s: preempt: %w", d.name, err)
 	}
-	d.pr.mu.Lock()
-	d.pr.holder = p
-	d.pr.mu.Unlock()
+	d.holds(p, typ)
 	return nil
 }
 

@@ -327,3 +327,22 @@ func TestPRPathWithoutReserveSupport(t *testing.T) {
 	_, _, err = r.d.PRReadKeys(context.Background())
 	require.ErrorContains(t, err, "cannot carry persistent reservations")
 }
+
+// WE is held by one nexus: the device pins I/O to the path that reserved,
+// so this host's other (registered, not holding) paths meet no conflict.
+func TestPRWriteExclusivePinsHolder(t *testing.T) {
+	r, _ := newPRRig(t, 2, PSPRR, map[string]string{"iops": "1"})
+	ctx := context.Background()
+	require.NoError(t, r.d.PRRegister(ctx, 0, 0xe, false))
+	require.NoError(t, r.d.PRReserve(ctx, 0xe, scsi.PRWriteExclusive))
+	for i := range 6 {
+		r.write(t, int64(i)*4096)
+	}
+	assert.Zero(t, r.d.ReservationConflicts())
+	require.NoError(t, r.d.PRRelease(ctx, 0xe, scsi.PRWriteExclusive))
+	served := map[string]bool{}
+	for i := range 4 {
+		served[r.write(t, int64(i)*4096)] = true
+	}
+	assert.Len(t, served, 2)
+}

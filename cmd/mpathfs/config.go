@@ -17,6 +17,9 @@ import (
 type Config struct {
 	// StateDir holds the default lab's store (default /var/lib/mpathfs).
 	StateDir string `yaml:"state_dir"`
+	// Host is the host's name (default: the machine's hostname): the
+	// initiator name of iscsi:// paths that name none.
+	Host string `yaml:"host"`
 	// Control is the control socket (default /run/mpathfs/control.sock).
 	Control string `yaml:"control"`
 	// Metrics is an address for the Prometheus endpoint (off when empty).
