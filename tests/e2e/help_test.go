@@ -71,6 +71,7 @@ var helpCommands = []string{
 	"pr",
 	"pr reserve6",
 	"pr release6",
+	"pr lock-loop",
 }
 
 // TestHelpEverywhere: every command and subcommand answers -h and --help
