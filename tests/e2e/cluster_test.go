@@ -301,3 +301,82 @@ func TestClusterPathThrashing(t *testing.T) {
 	a.stopClean(t)
 	b.stopClean(t)
 }
+
+// lockLoopCounts is `pr lock-loop --json`.
+type lockLoopCounts struct {
+	Device      string `json:"device"`
+	Iterations  int    `json:"iterations"`
+	Succeeded   int    `json:"succeeded"`
+	Conflicts   int    `json:"conflicts"`
+	Retries     int    `json:"retries"`
+	Failures    int    `json:"failures"`
+	MaxAttempts int    `json:"max_attempts"`
+	Error       string `json:"error"`
+}
+
+// TestClusterLockLoopContention: the SCSI-2 lock loop (seed: ESXi's
+// metadata locks) on four hosts at once, each `mount --host NAME` with
+// one path per controller to one LU of array serve. Every host runs `pr
+// lock-loop` — RESERVE(6), write its metadata block, hold, RELEASE(6) —
+// at the same time: the hosts meet each other's reservations, retry after
+// random waits and (with enough retries) get every iteration done; the
+// counters add up on every host. A second round with a single attempt
+// per iteration shows the give-up path: conflicts become failures.
+func TestClusterLockLoopContention(t *testing.T) {
+	s := clusterArray(t, "  access: active-active\n  transitions: both\n  owner: A")
+	names := []string{"a", "b", "c", "d"}
+	var hosts []*mount
+	for i, n := range names {
+		hosts = append(hosts, startMount(t, "--host", n, "--name", "d0", "--check-interval", "500ms", "--io-timeout", "3s",
+			"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[i%2], s.iqn),
+			"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[2+i%2], s.iqn)))
+	}
+	round := func(extra ...string) []lockLoopCounts {
+		out := make([]lockLoopCounts, len(hosts))
+		done := make(chan struct{})
+		for i, m := range hosts {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				args := append([]string{"pr", "lock-loop", "--json", "--iterations", "25", "--hold", "3ms",
+					"--backoff-min", "1ms", "--backoff-max", "8ms", "--seed", fmt.Sprint(i + 1), "--offset", fmt.Sprint(i * 4096)}, extra...)
+				text, _ := m.ctl(append(args, "d0")...)
+				body := text[max(0, strings.Index(text, "{")):]
+				if j := strings.LastIndex(body, "}"); j >= 0 {
+					body = body[:j+1]
+				}
+				if err := json.Unmarshal([]byte(body), &out[i]); err != nil {
+					out[i].Error = "unparsable output: " + text
+				}
+			}()
+		}
+		for range hosts {
+			<-done
+		}
+		return out
+	}
+	res := round("--retries", "200")
+	conflicts := 0
+	for i, r := range res {
+		t.Logf("host %s: %+v", names[i], r)
+		require.Empty(t, r.Error, "host %s", names[i])
+		assert.Equal(t, 25, r.Succeeded+r.Failures, "host %s: every iteration succeeded or failed", names[i])
+		assert.Equal(t, 0, r.Failures, "host %s: 200 attempts are enough for four hosts", names[i])
+		assert.Equal(t, r.Conflicts, r.Retries, "host %s: each conflict was retried (none gave up)", names[i])
+		conflicts += r.Conflicts
+	}
+	assert.Positive(t, conflicts, "four hosts holding the LU 3 ms at a time meet each other's reservations")
+
+	res = round("--retries", "1")
+	failures := 0
+	for i, r := range res {
+		t.Logf("host %s, one attempt: %+v", names[i], r)
+		require.Empty(t, r.Error, "host %s", names[i])
+		assert.Equal(t, r.Conflicts, r.Failures, "host %s: with one attempt every conflict is a failure", names[i])
+		assert.Equal(t, 0, r.Retries, "host %s", names[i])
+		failures += r.Failures
+	}
+	assert.Positive(t, failures, "some iterations gave up")
+	for _, m := range hosts {
+		m.stopClean(t)
+	}
+}
