@@ -380,3 +380,70 @@ func TestClusterLockLoopContention(t *testing.T) {
 		m.stopClean(t)
 	}
 }
+
+// prHost mounts d0 as `--host name` with the integrity checker, one path
+// to each controller (ports 1 and 3, or 2 and 4), round robin.
+func prHost(t *testing.T, s *arrayServer, name string, first int) *mount {
+	t.Helper()
+	return startMount(t, "--host", name, "--name", "d0", "--verify", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1",
+		"--check-interval", "500ms", "--io-timeout", "5s",
+		"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[first], s.iqn),
+		"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[2+first], s.iqn))
+}
+
+// TestClusterFencingUnderFio: hosts A and B registered; A holds a write
+// exclusive reservation and writes 16 MiB with fio while the array holds
+// each of A's writes 2 s before it executes (writes in flight at every
+// moment). B preempts and aborts A: A's in-flight writes are aborted by
+// the array and never execute, A's later writes fail with EBADE (fio on A
+// reports errors), and B then writes the same 16 MiB under fio --verify
+// with 0 errors; well after A's held writes would have landed, B's
+// integrity checker re-reads every block B wrote through the device and
+// every path and finds each as B wrote it: none of A's writes landed
+// after the preemption.
+func TestClusterFencingUnderFio(t *testing.T) {
+	s := clusterArray(t, "  access: active-active\n  transitions: both\n  owner: A")
+	a := prHost(t, s, "a", 0)
+	b := prHost(t, s, "b", 1)
+	a.mustCtl("pr", "--register", "--param-sark", "0xa", "d0")
+	b.mustCtl("pr", "--register", "--param-sark", "0xb", "d0")
+	a.mustCtl("pr", "--reserve", "--param-rk", "0xa", "--prout-type", "WE", "d0")
+
+	s.ctl(t, "fault", "inject", "--initiator", "iqn.2026-12.io.mpathfs:host.a", "--op", "write", "--delay", "2s")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	runA := startFio(ctx, "--name=a", "--filename="+a.file("d0"), "--direct=1", "--rw=randwrite", "--bs=4k",
+		"--ioengine=libaio", "--iodepth=16", "--size=16M", "--time_based", "--runtime=8", "--randseed=1")
+	time.Sleep(3 * time.Second) // A's writes in flight, held by the array
+	var st struct {
+		Sessions []struct {
+			Initiator string `json:"initiator"`
+			Tasks     int    `json:"tasks"`
+		} `json:"sessions"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(s.ctl(t, "status", "--json")), &st))
+	held := 0
+	for _, se := range st.Sessions {
+		if se.Initiator == "iqn.2026-12.io.mpathfs:host.a" {
+			held += se.Tasks
+		}
+	}
+	require.Positive(t, held, "A has writes held in the array when B preempts")
+	b.mustCtl("pr", "--preempt-abort", "--param-rk", "0xb", "--param-sark", "0xa", "--prout-type", "WE", "d0")
+	res := prJSON(t, b, "--read-reservation", "d0").Reservation
+	require.NotNil(t, res)
+	assert.Equal(t, uint64(0xb), res.Key, "B holds the reservation")
+
+	_, outA, errA := runA.wait()
+	require.Error(t, errA, "fio on A must fail once A is preempted")
+	assert.Contains(t, outA, "Invalid exchange", "A's writes fail with EBADE")
+	assert.Equal(t, syscall.EBADE, writeBlock(t, a, 0), "A is fenced: EBADE")
+
+	runB := clusterFio(ctx, b, 0, 6, 8) // B's 16 MiB from offset 0: A's range
+	fioClean(t, []*fioRun{runB}, b)
+	time.Sleep(3 * time.Second) // past A's 2 s hold: a write that escaped would have landed by now
+	oracleClean(t, b, "d0")
+	s.ctl(t, "fault", "clear", "--all")
+	b.stopClean(t)
+	a.stop()
+}
