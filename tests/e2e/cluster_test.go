@@ -447,3 +447,45 @@ func TestClusterFencingUnderFio(t *testing.T) {
 	b.stopClean(t)
 	a.stop()
 }
+
+// TestClusterHostKilledHoldingReservation: host A holds a write exclusive
+// reservation and writes under fio when it is killed (SIGKILL, by its
+// PID): its persistent reservation outlives it, so host B's writes fail
+// with EBADE. B preempts A's key and takes the reservation; B then writes
+// under fio --verify with 0 errors and its integrity checker finds every
+// block as B wrote it.
+func TestClusterHostKilledHoldingReservation(t *testing.T) {
+	s := clusterArray(t, "  access: active-active\n  transitions: both\n  owner: A")
+	a := prHost(t, s, "a", 0)
+	b := prHost(t, s, "b", 1)
+	a.mustCtl("pr", "--register", "--param-sark", "0xa", "d0")
+	b.mustCtl("pr", "--register", "--param-sark", "0xb", "d0")
+	a.mustCtl("pr", "--reserve", "--param-rk", "0xa", "--prout-type", "WE", "d0")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	actx, acancel := context.WithCancel(ctx)
+	runA := startFio(actx, "--name=a", "--filename="+a.file("d0"), "--direct=1", "--rw=randwrite", "--bs=4k",
+		"--ioengine=libaio", "--iodepth=16", "--size=16M", "--time_based", "--runtime=30", "--randseed=1")
+	time.Sleep(2 * time.Second)
+	require.NoError(t, syscall.Kill(a.cmd.Process.Pid, syscall.SIGKILL))
+	<-a.exited
+	acancel()
+	runA.wait()
+	_ = exec.Command("fusermount3", "-u", "-z", a.dir).Run() // the killed host's mount point
+
+	res := prJSON(t, b, "--read-reservation", "d0").Reservation
+	require.NotNil(t, res)
+	assert.Equal(t, uint64(0xa), res.Key, "the killed host's reservation outlives it")
+	assert.Equal(t, syscall.EBADE, writeBlock(t, b, 0), "B is refused while A's reservation stands")
+
+	b.mustCtl("pr", "--preempt", "--param-rk", "0xb", "--param-sark", "0xa", "--prout-type", "WE", "d0")
+	res = prJSON(t, b, "--read-reservation", "d0").Reservation
+	require.NotNil(t, res)
+	assert.Equal(t, uint64(0xb), res.Key, "B holds the reservation")
+	assert.NotContains(t, prJSON(t, b, "--read-keys", "d0").Keys, uint64(0xa), "A's registrations are gone")
+
+	runB := clusterFio(ctx, b, 0, 6, 8)
+	fioClean(t, []*fioRun{runB}, b)
+	oracleClean(t, b, "d0")
+	b.stopClean(t)
+}
