@@ -489,3 +489,53 @@ func TestClusterHostKilledHoldingReservation(t *testing.T) {
 	oracleClean(t, b, "d0")
 	b.stopClean(t)
 }
+
+// TestClusterScenario: a cluster scenario file starts its own array server
+// (a config with free ports) and two hosts, runs fio --verify on each
+// host's range, moves host a to MRU, fails and restores controller A, and
+// runs `mpathfs verify` on both hosts; `scenario run` exits 0, writes one
+// report per host, each a PASS, and leaves nothing mounted or running.
+func TestClusterScenario(t *testing.T) {
+	needs.Tools(t, "root", "/dev/fuse", "fio")
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`name: lab
+target: iqn.2026-01.io.mpathfs.e2e:scn
+state_dir: %s
+alua: {access: active-active, transitions: both, owner: A}
+lus:
+  - {name: data, lun: 0, file: %s, size: 64M}
+controllers:
+  - {name: A, ports: [{id: 1, portal: "127.0.0.1:0"}, {id: 2, portal: "127.0.0.1:0"}]}
+  - {name: B, ports: [{id: 3, portal: "127.0.0.1:0"}, {id: 4, portal: "127.0.0.1:0"}]}
+`, filepath.Join(dir, "state"), filepath.Join(dir, "lu.img"))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "array.yaml"), []byte(cfg), 0o600))
+	fioArgs := "--direct=1 --rw=randrw --bs=4k --ioengine=libaio --iodepth=8 --size=8M --time_based --runtime=8 --verify=crc32c --verify_fatal=1"
+	scn := fmt.Sprintf(`seed 3
+end 11s
+array serve array.yaml
+host a --name d0 --verify --check-interval 300ms --path iscsi://${portal1}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-a --path iscsi://${portal3}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-a
+host b --name d0 --verify --check-interval 300ms --path iscsi://${portal2}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-b --path iscsi://${portal4}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-b
+at 0s host a exec fio --name=a --filename=${dev} --offset=0 %[1]s
+at 0s host b exec fio --name=b --filename=${dev} --offset=32M %[1]s
+at 2s host a policy d0 psp VMW_PSP_MRU
+at 4s array lab controller A fail
+at 6s array lab controller A restore
+at 10s host a exec mpathfs verify d0
+at 10s host b exec mpathfs verify d0
+`, fioArgs)
+	file := filepath.Join(dir, "cluster.scn")
+	require.NoError(t, os.WriteFile(file, []byte(scn), 0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binary, "scenario", "run", "--quiet", "--report", filepath.Join(dir, "r.md"), file).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, h := range []string{"a", "b"} {
+		rep, err := os.ReadFile(filepath.Join(dir, "r."+h+".md"))
+		require.NoError(t, err, "%s", out)
+		assert.Contains(t, string(rep), "result: PASS", "host %s", h)
+		assert.Contains(t, string(out), "report: "+filepath.Join(dir, "r."+h+".md"))
+	}
+	assert.Contains(t, string(out), "no lost, stale, torn or misdirected writes")
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	assert.NotContains(t, string(mounts), "mpathfs-cluster-", "the runner unmounted its hosts")
+}
