@@ -31,12 +31,15 @@ var prVerbs = []struct{ flag, action, help string }{
 	{"report-capabilities", "report-capabilities", "PR IN REPORT CAPABILITIES"},
 }
 
-const prUsage = "pr [--control S] [--json] VERB [--param-rk K] [--param-sark K] [--prout-type T] DEVICE | pr reserve6|release6 DEVICE"
+const prUsage = "pr [--control S] [--json] VERB [--param-rk K] [--param-sark K] [--prout-type T] DEVICE | pr reserve6|release6 DEVICE | pr lock-loop [flags] DEVICE"
 
 func cmdPR(args []string, stdout io.Writer) error {
 	for i, a := range args { // the subcommand may follow --control S
 		if a == "reserve6" || a == "release6" {
 			return cmdPRSCSI2(a, append(args[:i:i], args[i+1:]...), stdout)
+		}
+		if a == "lock-loop" {
+			return cmdPRLockLoop(append(args[:i:i], args[i+1:]...), stdout)
 		}
 	}
 	fs := newFlags(stdout, "pr", prUsage+"\n\nVERB is one of --register, --register-ignore, --reserve, --release, --preempt, --preempt-abort,\n--clear, --read-keys, --read-reservation, --read-full-status, --report-capabilities (mpathpersist's).\nTypes: WE (1), EA (3), WERO (5), EARO (6), WEAR (7), EAAR (8); for multipath devices prefer WERO,\nEARO, WEAR or EAAR (every path of the host is a registrant). Keys: 0x123abc or decimal.\n\nsubcommands:\n"+prSubUsage()+"\nflags:")
