@@ -152,6 +152,7 @@ func (s *Server) mux() http.Handler {
 	get(m, RouteSATPRules, func(*http.Request) (SATPRulesReply, error) {
 		return SATPRulesReply{Satprules: rt.Host.SATPRules()}, nil
 	})
+	s.claimRoutes(m)
 	get(m, RouteVerify, func(req *http.Request) (integrity.Report, error) {
 		return rt.Host.Verify(req.Context(), req.URL.Query().Get("device"))
 	})
@@ -230,7 +231,11 @@ func Decode(req *http.Request, v any) error {
 func (r *Runtime) StatusOf() Status {
 	st := Status{Host: r.Host.Name(), Mountpoint: r.Mountpoint, Started: r.Started, Devices: []mpath.DeviceStatus{}}
 	for _, d := range r.Devices() {
-		st.Devices = append(st.Devices, d.Status())
+		ds := d.Status()
+		if r.Host != nil {
+			ds.Sharing, _ = r.Host.Sharing(d.Name())
+		}
+		st.Devices = append(st.Devices, ds)
 	}
 	return st
 }

@@ -16,6 +16,9 @@ import (
 // first error, leaving the devices made so far in the host (Close takes
 // them down): a mount closes the host and makes nothing half.
 func (h *Host) Build(ctx context.Context, devices []DeviceConfig) error {
+	h.mu.Lock()
+	h.built = append(h.built, devices...)
+	h.mu.Unlock()
 	for _, dc := range devices {
 		if err := h.AddDevice(ctx, dc); err != nil {
 			return err
@@ -44,6 +47,7 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 	h.mu.RUnlock()
 	var open []opened
 	var arr *labArray
+	var share *shareLock
 	defer func() {
 		if err == nil {
 			return
@@ -54,6 +58,7 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 		if arr != nil {
 			arr.Close()
 		}
+		share.release()
 	}()
 	if dc.Size != "" {
 		size, _ := ParseSize(dc.Size)
@@ -99,10 +104,12 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 			continue
 		}
 		why := "no claim rule matched"
-		if rule, ok := h.claims.Match(mpath.AttrsOf(o.p)); ok {
+		rule, ok := h.claims.Match(mpath.AttrsOf(o.p))
+		if ok {
 			why = fmt.Sprintf("claim rule %d gives it to %s", rule.ID, rule.Plugin)
 		}
 		masked = append(masked, fmt.Sprintf("%s path %s (%s): %s", dc.Name, o.p.Location.RuntimeName(), o.uri, why))
+		h.keepOffline(dc.Name, o.p, rule, why)
 		o.fb.Close()
 	}
 	open = claimed
@@ -112,6 +119,12 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 	h.mu.Unlock()
 	if len(open) == 0 {
 		return fmt.Errorf("device %s: every path is masked by the claim rules (%s)", dc.Name, strings.Join(allMasked, "; "))
+	}
+
+	// The stores are locked before anything reads or labels them: a host
+	// that is refused has done nothing to them.
+	if share, err = h.lockStores(dc, open); err != nil {
+		return err
 	}
 
 	paths := make([]*mpath.Path, len(open))
@@ -150,10 +163,11 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 		faults[o.p.Name] = o.fb
 	}
 	open = nil // the device owns its paths now
-	if err := h.adopt(&member{dev: d, cfg: dc, explain: &e}, faults); err != nil {
+	if err := h.adopt(&member{dev: d, cfg: dc, explain: &e, share: share}, faults); err != nil {
 		d.Close()
 		return err
 	}
+	share = nil // the member holds the locks now
 	h.mu.Lock()
 	h.notes = append(h.notes, notes...)
 	if arr != nil {

@@ -53,6 +53,11 @@ type DeviceConfig struct {
 	HedgeCeiling    Duration `yaml:"hedge_ceiling"`
 	HedgeSlowLosses int      `yaml:"hedge_slow_losses"`
 
+	// MultiWriter lets up to 8 hosts share the device's store (`mount
+	// --multi-writer`); by default one host at a time opens it
+	// (share.go).
+	MultiWriter bool `yaml:"multi_writer"`
+
 	// Array puts a simulated ALUA array in front of the store.
 	Array *yaml.Node `yaml:"array"`
 

@@ -67,6 +67,9 @@ type DeviceStatus struct {
 	PRKey string `json:"pr_key,omitempty"`
 	// Ambiguous are the write ranges no write may overlap yet (fencing).
 	Ambiguous []AmbiguousRange `json:"ambiguous,omitempty"`
+	// Sharing is how the device shares its store with other hosts
+	// (exclusive or multi-writer, and the holders); the host fills it.
+	Sharing *Sharing `json:"sharing,omitempty"`
 }
 
 // DeviceOpts are the engine's timing knobs, as status prints them.
@@ -77,6 +80,11 @@ type DeviceOpts struct {
 	FlapThreshold int    `json:"flap_threshold"`
 	FlapWindow    string `json:"flap_window"`
 	HoldDown      string `json:"hold_down"`
+	// Failback and queueing policy (dm-multipath's failback and
+	// no_path_retry; queueing off after `mpathfs queue off`).
+	Failback    string `json:"failback"`
+	NoPathRetry string `json:"no_path_retry,omitempty"`
+	Queueing    string `json:"queueing"`
 	// Hedged reads (on/off) and their threshold knobs.
 	HedgeReads      string  `json:"hedge_reads,omitempty"`
 	HedgeMultiplier float64 `json:"hedge_multiplier,omitempty"`
@@ -235,6 +243,11 @@ type DeviceConfig struct {
 	FlapWindow    time.Duration
 	HoldDown      time.Duration
 	MaxRetries    int
+	// Failback is immediate, manual, followover or N (seconds);
+	// NoPathRetry is queue, fail or N (checker intervals). "" is the
+	// plugin's default.
+	Failback    string
+	NoPathRetry string
 	// Hedged reads: HedgeReads is "on", "off" or "" (the default, on); a
 	// read outstanding longer than HedgeMultiplier × its path's recent p99
 	// read latency, kept within [HedgeFloor, HedgeCeiling], is sent again

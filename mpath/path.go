@@ -257,6 +257,8 @@ type PathStatus struct {
 	PDL         bool              `json:"pdl,omitempty"`
 	Quiesce     string            `json:"quiesce,omitempty"`
 	HeldDown    bool              `json:"held_down,omitempty"`
+	// FailbackHeld: the path returned and waits for failback.
+	FailbackHeld bool `json:"failback_held,omitempty"`
 	// Hedged reads: the path's recent p99 read latency and hedging
 	// threshold; reads on it hedged elsewhere, lost to their hedge, and
 	// hedges it won; Slow: demoted to the marginal group for losing.

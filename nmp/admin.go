@@ -50,16 +50,22 @@ func (d *Device) Status() mpath.DeviceStatus {
 	}
 	paths := append([]*mpath.Path(nil), dec.paths...)
 	held := map[*mpath.Path]bool{}
+	fbHeld := map[*mpath.Path]bool{}
 	for _, p := range paths {
 		if dec.held(p, now) {
 			held[p] = true
 		}
+		if dec.isHeld(p) {
+			fbHeld[p] = true
+		}
 	}
+	dec.policyStatus(&st.Options) // policy.go
 	d.mu.Unlock()
 	for _, p := range paths {
 		ps := p.Status()
 		ps.Preferred = p == pref
 		ps.HeldDown = held[p]
+		ps.FailbackHeld = fbHeld[p]
 		if g, ok := v.GroupOf[p]; ok {
 			ps.Group = g
 		} else {

@@ -100,7 +100,13 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("device %s has no paths: give at least one --path", cfg.Name)
 	}
+	if cfg.APDTimeout < 0 {
+		return nil, fmt.Errorf("device %s: %w", cfg.Name, CheckAPDTimeout(cfg.APDTimeout))
+	}
 	setDefaults(&cfg)
+	if _, err := parsePolicy(&cfg); err != nil {
+		return nil, fmt.Errorf("device %s: %w", cfg.Name, err)
+	}
 	if events == nil {
 		events = &mpath.Events{}
 	}

@@ -57,6 +57,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	trace := fs.String("trace", "", "record every I/O as a JSON line to this file")
 	scenarioFile := fs.String("scenario", "", "play this scenario file (see `mpathfs scenario`) once the mount is up")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at this address (loopback only), e.g. 127.0.0.1:9475")
+	multiWriter := fs.Bool("multi-writer", false, "share the stores with other hosts: up to 8 multi-writer mounts open one store (they must coordinate their writes, e.g. with a cluster lock manager); by default a store is opened by one host at a time and a second is refused, naming the holder")
 	verify := fs.Bool("verify", false, "integrity oracle: checksum acknowledged writes, verify reads (`mpathfs verify DEVICE` checks)")
 	allowOther := fs.Bool("allow-other", false, "let other users open the device files")
 	debug := fs.Bool("debug", false, "log every FUSE request")
@@ -213,6 +214,12 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if *memLimit != "" {
 		cfg.MemoryLimit = *memLimit
 	}
+	if *multiWriter {
+		cfg.MultiWriter = true
+	}
+	for i := range cfg.Devices {
+		cfg.Devices[i].MultiWriter = cfg.Devices[i].MultiWriter || cfg.MultiWriter
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
@@ -289,7 +296,7 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
-	h := host.New(host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify})
+	h := host.New(host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint})
 	defer h.Close()
 	if err := h.Build(ctx, cfg.Devices); err != nil {
 		return err
