@@ -217,7 +217,7 @@ func (h *Host) join(ctx context.Context, m *member, r joinRequest) (*mpath.Path,
 	}
 	// A path to a store the device does not hold yet locks it first.
 	var taken *storeLock
-	if m.share != nil {
+	if m.share != nil && !(m.share.ats != nil && u.Scheme == "iscsi") {
 		if taken, err = h.lockStore(m.share, d.Name(), clean); err != nil {
 			return refuse(Kinded(ErrRefused, err))
 		}

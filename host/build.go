@@ -52,13 +52,13 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 		if err == nil {
 			return
 		}
+		share.release() // first: the LU lock is cleared through the paths
 		for _, o := range open {
 			o.fb.Close()
 		}
 		if arr != nil {
 			arr.Close()
 		}
-		share.release()
 	}()
 	if dc.Size != "" {
 		size, _ := ParseSize(dc.Size)
@@ -126,6 +126,11 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 	if share, err = h.lockStores(dc, open); err != nil {
 		return err
 	}
+	if dc.LockSector == LockSectorLast {
+		if err = h.lockLU(ctx, share, dc, open); err != nil {
+			return err
+		}
+	}
 
 	paths := make([]*mpath.Path, len(open))
 	checks := make([]nmp.StorePath, len(open)) // the paths' own backends, for the identity check
@@ -140,6 +145,9 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 		}
 	}
 	user := dc.engineConfig()
+	if share.ats != nil {
+		user.HiddenTail = int64(share.ats.block)
+	}
 	e, err := nmp.Explain(h.claims, h.satpRules, dc.Name, mpath.AttrsOf(paths[0]), paths[0].Inquiry.TPGS, user)
 	if err != nil {
 		return fmt.Errorf("device %s: %v", dc.Name, err)

@@ -93,9 +93,6 @@ type Options struct {
 	Verify bool
 	// OpenTimeout bounds opening one path (0: DefaultOpenTimeout).
 	OpenTimeout time.Duration
-	// Name is the host's name (hostname.go): the default initiator name
-	// of its iscsi:// paths. Empty: iscsi:// paths keep their own default.
-	Name string
 	// Mountpoint is recorded beside the host's locks on its stores, so
 	// that a refused host can name it (share.go).
 	Mountpoint string
@@ -106,6 +103,9 @@ type Options struct {
 	// Sources re-reads the configured devices for `adapter rescan` (nil:
 	// the devices Build was given).
 	Sources func(ctx context.Context) ([]DeviceConfig, error)
+	// Name is the host's name (hostname.go): the default initiator name
+	// of its iscsi:// paths. Empty: iscsi:// paths keep their own default.
+	Name string
 }
 
 // Host keeps the devices of one mount.
@@ -380,6 +380,16 @@ func (h *Host) Close() error {
 	}
 	var first error
 	for _, m := range members {
+		if m.share != nil && m.share.ats != nil {
+			// The LU lock is let go through the device's paths, once
+			// what the device acknowledged is on the LU.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			m.dev.Flush(ctx)
+			cancel()
+			if err := m.share.releaseATS(); err != nil && first == nil {
+				first = fmt.Errorf("device %s: releasing the LU lock: %v", m.dev.Name(), err)
+			}
+		}
 		if err := m.dev.Close(); err != nil && first == nil {
 			first = err
 		}

@@ -35,9 +35,10 @@ import (
 // holderXattr+SLOT of the store, or, where the store keeps no user
 // extended attributes (device nodes, some file systems), in the file
 // HolderDir/DEV-INO.SLOT. A record is only believed while its slot is
-// locked, so a crashed holder's record is harmless. NBD and iSCSI paths
-// take no lock (their store lives behind a server); the device says so in
-// an event and in its status.
+// locked, so a crashed holder's record is harmless. NBD paths take no
+// lock (their store lives behind a server), nor do iSCSI paths unless the
+// device keeps its lock in the LU (lock_sector: last, shareats.go); the
+// device says so in an event and in its status.
 
 const (
 	// lockBase is where the lock bytes start: 2^62, beyond any store.
@@ -120,6 +121,10 @@ type shareLock struct {
 	stores   []*storeLock
 	unlocked []string
 	closed   bool
+	// ats is the lock on the device's array LU (lock_sector: last), and
+	// atsStore names the LU in records and errors.
+	ats      *atsLock
+	atsStore string
 }
 
 func newShareLock(me mpath.ShareHolder) *shareLock {
@@ -149,7 +154,7 @@ func lockTarget(uri string) (name string, ok bool, why string) {
 	case strings.HasPrefix(u.Scheme, "nbd"):
 		return "", false, "an NBD export carries no lock: the store lives behind its server, which lets every client in; keep other hosts off it yourself"
 	case u.Scheme == "iscsi":
-		return "", false, "an iSCSI LU takes no lock yet (the on-disk ATS lock is not built): the array lets every host in; keep other hosts off it yourself, or use SCSI reservations"
+		return "", false, "an iSCSI LU takes no lock unless the device keeps one in the LU (lock_sector: last, mount --lock-sector last): the array lets every host in"
 	default:
 		return "", false, fmt.Sprintf("a %s path carries no lock", u.Scheme)
 	}
@@ -358,15 +363,24 @@ func (s *shareLock) drop(sl *storeLock) {
 	}
 }
 
+// releaseATS stops the LU lock's heartbeat and clears its entry; the
+// device's paths must still be open.
+func (s *shareLock) releaseATS() error {
+	if s == nil {
+		return nil
+	}
+	return s.ats.release()
+}
+
 // release releases every lock of the device.
 func (s *shareLock) release() error {
 	if s == nil {
 		return nil
 	}
+	first := s.releaseATS()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	var first error
 	for _, sl := range s.stores {
 		if err := sl.release(); err != nil && first == nil {
 			first = err
@@ -389,6 +403,9 @@ func (s *shareLock) status() *mpath.Sharing {
 		hs := append([]mpath.ShareHolder{me}, otherHolders(sl)...)
 		sort.SliceStable(hs, func(i, j int) bool { return hs[i].Slot < hs[j].Slot })
 		out.Holders = append(out.Holders, hs...)
+	}
+	if s.ats != nil {
+		out.Holders = append(out.Holders, s.ats.holders(s.atsStore)...)
 	}
 	return out
 }

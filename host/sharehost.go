@@ -1,11 +1,14 @@
 package host
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -33,6 +36,9 @@ func hostName() string {
 func (h *Host) lockStores(dc DeviceConfig, open []opened) (*shareLock, error) {
 	s := newShareLock(mpath.ShareHolder{Host: hostName(), PID: os.Getpid(), Mountpoint: h.mountpoint, Device: dc.Name, Mode: dc.shareMode()})
 	for _, o := range open {
+		if dc.LockSector == LockSectorLast && isISCSI(o.uri) {
+			continue // lockLU locks the LU
+		}
 		if _, err := h.lockStore(s, dc.Name, o.uri); err != nil {
 			s.release()
 			return nil, err
@@ -73,4 +79,45 @@ func (h *Host) Sharing(device string) (*mpath.Sharing, error) {
 		return nil, nil
 	}
 	return m.share.status(), nil
+}
+
+func isISCSI(uri string) bool {
+	u, err := backends.ParseURI(uri)
+	return err == nil && u.Scheme == "iscsi"
+}
+
+// lockLU takes the device's entry in its LU's lock record (lock_sector:
+// last) through its iSCSI paths.
+func (h *Host) lockLU(ctx context.Context, s *shareLock, dc DeviceConfig, open []opened) error {
+	var paths []atsBackend
+	store := ""
+	for _, o := range open {
+		if a, ok := backends.As[atsBackend](o.raw); ok {
+			paths = append(paths, a)
+			if store == "" {
+				store = strings.SplitN(o.uri, "?", 2)[0]
+			}
+		}
+	}
+	a, err := newATSLock(s.me, paths, h.publish)
+	if err != nil {
+		return fmt.Errorf("device %s: %v", dc.Name, err)
+	}
+	a.me.Mountpoint = h.mountpoint
+	actx, cancel := context.WithTimeout(ctx, h.openTimeout)
+	defer cancel()
+	err = a.acquire(actx, store)
+	var se *ShareError
+	switch {
+	case errors.As(err, &se):
+		h.publish(mpath.Event{Time: time.Now(), Kind: "lock-refused", Device: dc.Name, Reason: err.Error()})
+		return err
+	case err != nil:
+		return fmt.Errorf("device %s: the lock on LU %s: %v", dc.Name, store, err)
+	}
+	s.mu.Lock()
+	s.ats, s.atsStore = a, store
+	s.mu.Unlock()
+	h.publish(mpath.Event{Time: time.Now(), Kind: "lock-taken", Device: dc.Name, To: s.me.Mode, Reason: a.describe()})
+	return nil
 }

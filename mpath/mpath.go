@@ -96,7 +96,7 @@ type DeviceOpts struct {
 // or left All-Paths-Down, a policy changed, a fault was injected.
 type Event struct {
 	Time   time.Time `json:"time"`
-	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset
+	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset, lock-taken, lock-refused, lock-none, lock-lost, lock-heartbeat-failed, lock-heartbeat-ok
 	Device string    `json:"device"`
 	Path   string    `json:"path,omitempty"`
 	// Adapter names the adapter (vmhbaN) of an adapter-failed,
@@ -229,6 +229,10 @@ type MPP interface {
 type DeviceConfig struct {
 	Name     string
 	Identity Identity
+	// HiddenTail is how many bytes at the end of the paths' store the
+	// device does not serve (the lock sector of an array LU): the device's
+	// size is the paths' less this.
+	HiddenTail int64
 	// Plugin options, as name=value (SATP, PSP and their options, timing).
 	SATP        string
 	SATPOptions map[string]string
@@ -248,6 +252,11 @@ type DeviceConfig struct {
 	// plugin's default.
 	Failback    string
 	NoPathRetry string
+	// MarginalErrors retryable errors on a path within MarginalWindow
+	// demote it to the marginal group (dm's marginal_pathgroups, ESXi's
+	// action_OnRetryErrors); 0 is off.
+	MarginalErrors int
+	MarginalWindow time.Duration
 	// Hedged reads: HedgeReads is "on", "off" or "" (the default, on); a
 	// read outstanding longer than HedgeMultiplier × its path's recent p99
 	// read latency, kept within [HedgeFloor, HedgeCeiling], is sent again

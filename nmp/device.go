@@ -107,12 +107,15 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	if _, err := parsePolicy(&cfg); err != nil {
 		return nil, fmt.Errorf("device %s: %w", cfg.Name, err)
 	}
+	if err := checkMarginal(&cfg); err != nil {
+		return nil, fmt.Errorf("device %s: %w", cfg.Name, err)
+	}
 	if events == nil {
 		events = &mpath.Events{}
 	}
 	d := &Device{name: cfg.Name, cfg: cfg, events: events, stopper: newStopper(), inbox: make(chan request, ownerQueue)}
 	d.ident = cfg.Identity
-	d.size = paths[0].Backend.Size()
+	d.size = paths[0].Backend.Size() - cfg.HiddenTail
 	seen := map[string]bool{}
 	for _, p := range paths {
 		if err := d.admit(p, seen); err != nil {
@@ -202,7 +205,7 @@ func (d *Device) admit(p *mpath.Path, seen map[string]bool) error {
 		return fmt.Errorf("device %s: two paths named %s: give each path its own name", d.name, p.Name)
 	}
 	seen[p.Name] = true
-	if s := p.Backend.Size(); s != d.size {
+	if s := p.Backend.Size() - d.cfg.HiddenTail; s != d.size {
 		return fmt.Errorf("device %s: path %s (%s) has size %d but the device has %d: the paths lead to different stores; fix the path list", d.name, p.Name, p.URI, s, d.size)
 	}
 	if d.ident.Vendor == "" && d.ident.Model == "" {
