@@ -14,6 +14,8 @@
 //	mpathfs claimrule list|add|remove|move|load|run   the claim-rule lifecycle
 //	mpathfs claiming unclaim|reclaim|list   take paths away, claim them again
 //	mpathfs satp list|set|rule list|add|remove        SATPs, default PSPs, SATP rules
+//	mpathfs device list|set --state on|off  device states; detach and attach by hand
+//	mpathfs reset lun|target|bus|abort-task-set PATH  a reset's aborted tasks and unit attentions
 //	mpathfs fault inject PATH FAULT-FLAGS   inject a fault (see `fault inject -h`)
 //	mpathfs fault clear PATH [--id N]       clear faults
 //	mpathfs fault list [--json]
@@ -55,6 +57,8 @@ func allCommands() []command {
 		{"status", "show devices and paths like multipath -ll", cmdStatus},
 		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI | path remove PATH", cmdPath},
 		{"adapter", "adapter list | adapter fail|restore|reset vmhbaN | adapter rescan [vmhbaN]: adapters and every path through them", cmdAdapter},
+		{"device", "device list | device set --state on|off DEVICE: device states; detach and attach by hand", cmdDevice},
+		{"reset", "reset lun|target|bus|abort-task-set PATH: a reset's aborted tasks and unit attentions", cmdReset},
 		{"fault", "fault inject PATH FLAGS | fault clear PATH [--id N] | fault list", cmdFault},
 		{"policy", "policy set DEVICE [--psp PSP] [options] [--failback M] [--no-path-retry V] [--apd-timeout D]", cmdPolicy},
 		{"queue", "queue on|off DEVICE: restore or disable queueing while no path is usable (dm's restorequeueing/disablequeueing)", cmdQueue},
@@ -99,6 +103,10 @@ var subcommands = map[string][]subcommand{
 		{"reset", "adapter reset ADAPTER: unit attention 06/29/00 on each path's next I/O"},
 		{"rescan", "adapter rescan [vmhbaN]: read the configured sources again; new paths join, new WWIDs become devices"},
 	},
+	"device": {
+		{"list", "device list [--json]: devices with their state (on, off, dead), like esxcli storage core device list"},
+		{"set", "device set --state on|off [--reason T] DEVICE: detach (I/O fails, open ENXIO) or attach by hand"},
+	},
 	"fault": {
 		{"inject", "fault inject PATH FAULT-FLAGS: inject a fault (`fault inject -h` lists the flags)"},
 		{"clear", "fault clear PATH [--id N] | fault clear --all: clear faults"},
@@ -113,6 +121,10 @@ var subcommands = map[string][]subcommand{
 		{"restore", "array restore ARRAY CONTROLLER: a failed controller comes back"},
 		{"transfer", "array transfer ARRAY CONTROLLER: move LUN ownership to a controller"},
 		{"set-tpg", "array set-tpg ARRAY TPG STATE: force an ALUA state (AO, ANO, S, U, O or T)"},
+		{"serve", "array serve [--config ARRAY.yaml]: serve an array over iSCSI (its own control socket)"},
+		{"port", "array port offline|online PORT: a port of an array server goes away or comes back"},
+		{"session", "array session drop INITIATOR: an array server drops an initiator's sessions"},
+		{"fault", "array fault inject|clear|list: faults at an array server (per port, initiator, LU)"},
 	},
 	"pr": {
 		{"reserve6", "pr reserve6 DEVICE: SCSI-2 RESERVE(6) through one path; I/O pinned to it while held"},
