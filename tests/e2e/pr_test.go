@@ -26,10 +26,13 @@ import (
 // controller) and no initiator= in the URIs, so the host names give the
 // initiator names and the array sees four I_T nexuses of two initiators.
 
-// startHost mounts device d0 over the array's ports ports as host name.
+// startHost mounts device d0 over the array's ports ports as host name,
+// round robin over every active path (useANO=1: the array's controller B
+// is ANO, and a path added live is regrouped only by the SATP's next
+// update; the reservation logic, not ALUA, is under test here).
 func startHost(t *testing.T, s *arrayServer, name string, ports ...int) *mount {
 	t.Helper()
-	args := []string{"--host", name, "--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1",
+	args := []string{"--host", name, "--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--psp-option", "useANO=1",
 		"--check-interval", "500ms", "--io-timeout", "3s"}
 	for _, p := range ports {
 		args = append(args, "--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[p], s.iqn))
@@ -183,7 +186,7 @@ func TestPRIoctlTwoHosts(t *testing.T) {
 			joined = p.Writes > 0
 		}
 	}
-	assert.True(t, joined, "the added path carried writes")
+	assert.True(t, joined, "the added path carried writes:\n%s", a.mustCtl("status"))
 	assert.Zero(t, a.status().Devices[0].ReservationConflicts)
 	assert.Equal(t, syscall.EBADE, ioctl(iocPRReserve, []uint64{0xdead}, 3, 0), "a wrong key conflicts")
 	require.Equal(t, syscall.Errno(0), ioctl(iocPRRelease, []uint64{0xa1}, 3, 0))
