@@ -87,7 +87,7 @@ func (h *Host) Rescan(ctx context.Context, adapter string) (RescanResult, error)
 				continue
 			}
 			res.Scanned++
-			clean, _, err := mpath.SplitQuiesce(pc.URI)
+			clean, _, err := mpath.SplitQuiesce(WithInitiator(pc.URI, h.name))
 			if err != nil {
 				res.Errors = append(res.Errors, fmt.Sprintf("device %s path %s: %v", dc.Name, pc.URI, err))
 				continue
