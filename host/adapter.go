@@ -34,7 +34,9 @@ const SenseResetUA = "06/29/00"
 
 // AdapterStatus is one adapter as `mpathfs adapter list` shows it.
 type AdapterStatus struct {
-	Name  string `json:"name"` // vmhbaN
+	Name string `json:"name"` // vmhbaN
+	// Host is the host the adapter belongs to (`mount --host`).
+	Host  string `json:"host,omitempty"`
 	State string `json:"state"`
 	// Reason says why a failed adapter is failed.
 	Reason string `json:"reason,omitempty"`
@@ -130,7 +132,9 @@ func (h *Host) Adapters() []AdapterStatus {
 	out := []AdapterStatus{}
 	for _, n := range adapterNames(all) {
 		f, isFailed := failed[n]
-		out = append(out, adapterStatus(n, all[n], f, isFailed))
+		st := adapterStatus(n, all[n], f, isFailed)
+		st.Host = h.name
+		out = append(out, st)
 	}
 	return out
 }
@@ -303,34 +307,23 @@ func (h *Host) RestoreAdapter(ctx context.Context, name string) (AdapterStatus, 
 	return AdapterStatus{Name: name, State: AdapterOnline, Targets: []AdapterTarget{}, Devices: []string{}}, nil
 }
 
-// ResetAdapter gives every path through an adapter a unit attention
-// 06/29/00 (power on, reset) on its next data I/O — a one-shot sense fault
-// per path, the UA storm a reset causes. It returns the adapter's status.
+// ResetAdapter resets an adapter (a bus reset from the HBA, with the
+// power-on/reset sense): the tasks the fault layer holds or delays on its
+// paths end with a retryable error, and every path through it answers its
+// next data I/O with unit attention 06/29/00 (power on, reset), once — a
+// one-shot sense fault per path, the UA storm a reset causes (reset.go).
+// It returns the adapter's status.
 func (h *Host) ResetAdapter(name string) (AdapterStatus, error) {
 	paths, err := h.lookupAdapter(name)
 	if err != nil {
 		return AdapterStatus{}, err
 	}
-	spec := fault.Spec{Error: "retryable", Sense: SenseResetUA, Count: 1,
-		Ops: []string{fault.OpRead, fault.OpWrite, fault.OpFlush, fault.OpDiscard}}
-	h.mu.RLock()
-	fbs := make([]*fault.Backend, len(paths))
-	for i, ap := range paths {
-		fbs[i] = h.faults[ap.p.Name] // nil: a path adopted without one
+	rep, err := h.resetPaths(paths, SenseResetUA, "adapter "+name+" reset", nil)
+	if err != nil {
+		return AdapterStatus{}, err
 	}
-	h.mu.RUnlock()
-	for i, ap := range paths {
-		if fbs[i] == nil {
-			continue
-		}
-		if _, err := fbs[i].Inject(spec); err != nil {
-			return AdapterStatus{}, fmt.Errorf("adapter %s: path %s: %v", name, ap.p.Name, err)
-		}
-	}
-	now := time.Now()
-	for _, dev := range devicesOf(paths) {
-		h.publish(mpath.Event{Time: now, Kind: "adapter-reset", Device: dev, Adapter: name, Reason: "adapter " + name + " reset: unit attention " + SenseResetUA + " on each path's next I/O"})
-	}
+	rep.Kind = "adapter"
+	h.publishReset(rep, "adapter-reset", name, "adapter "+name+" reset")
 	return h.Adapter(name)
 }
 

@@ -59,8 +59,17 @@ type DeviceStatus struct {
 	// their threshold; HedgeWins, those whose second answer came first.
 	HedgedReads uint64 `json:"hedged_reads"`
 	HedgeWins   uint64 `json:"hedge_wins"`
+	// ReservationConflicts counts I/Os that met RESERVATION CONFLICT
+	// (another host holds a reservation): not path failures.
+	ReservationConflicts uint64 `json:"reservation_conflicts"`
+	// PRKey is the reservation key this host registered through the
+	// device, as hex (empty: none).
+	PRKey string `json:"pr_key,omitempty"`
 	// Ambiguous are the write ranges no write may overlap yet (fencing).
 	Ambiguous []AmbiguousRange `json:"ambiguous,omitempty"`
+	// Sharing is how the device shares its store with other hosts
+	// (exclusive or multi-writer, and the holders); the host fills it.
+	Sharing *Sharing `json:"sharing,omitempty"`
 }
 
 // DeviceOpts are the engine's timing knobs, as status prints them.
@@ -87,7 +96,7 @@ type DeviceOpts struct {
 // or left All-Paths-Down, a policy changed, a fault was injected.
 type Event struct {
 	Time   time.Time `json:"time"`
-	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset
+	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset, lock-taken, lock-refused, lock-none, lock-lost, lock-heartbeat-failed, lock-heartbeat-ok
 	Device string    `json:"device"`
 	Path   string    `json:"path,omitempty"`
 	// Adapter names the adapter (vmhbaN) of an adapter-failed,
@@ -220,6 +229,10 @@ type MPP interface {
 type DeviceConfig struct {
 	Name     string
 	Identity Identity
+	// HiddenTail is how many bytes at the end of the paths' store the
+	// device does not serve (the lock sector of an array LU): the device's
+	// size is the paths' less this.
+	HiddenTail int64
 	// Plugin options, as name=value (SATP, PSP and their options, timing).
 	SATP        string
 	SATPOptions map[string]string

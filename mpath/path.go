@@ -123,7 +123,7 @@ type Path struct {
 	Reads, Writes, Flushes, Discards atomic.Uint64
 	ReadBytes, WriteBytes            atomic.Uint64
 	Errors                           atomic.Uint64
-	ErrorsByClass                    [6]atomic.Uint64
+	ErrorsByClass                    [7]atomic.Uint64
 	LatencyNs                        atomic.Uint64 // sum of completion latencies
 	Completions                      atomic.Uint64
 	MaxLatencyNs                     atomic.Uint64
@@ -270,10 +270,10 @@ type PathStatus struct {
 	Slow            bool    `json:"slow,omitempty"`
 	// Marginal: demoted to the marginal group (slow, or a run of
 	// retryable errors); I/O goes there only when no other path is usable.
-	Marginal bool `json:"marginal,omitempty"`
-	Vendor          string  `json:"vendor,omitempty"`
-	Model           string  `json:"model,omitempty"`
-	WWID            string  `json:"wwid,omitempty"`
+	Marginal bool   `json:"marginal,omitempty"`
+	Vendor   string `json:"vendor,omitempty"`
+	Model    string `json:"model,omitempty"`
+	WWID     string `json:"wwid,omitempty"`
 }
 
 // Status snapshots the path.
@@ -312,7 +312,7 @@ func (p *Path) Status() PathStatus {
 		st.AvgLatencyU = float64(p.LatencyNs.Load()) / float64(n) / 1e3
 	}
 	st.MaxLatencyU = float64(p.MaxLatencyNs.Load()) / 1e3
-	for c := ioerr.ClassPathFailure; c <= ioerr.ClassPermanentLoss; c++ {
+	for c := ioerr.ClassPathFailure; c <= ioerr.ClassConflict; c++ {
 		if n := p.ErrorsByClass[c].Load(); n > 0 {
 			if st.ErrorsBy == nil {
 				st.ErrorsBy = map[string]uint64{}

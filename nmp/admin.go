@@ -14,19 +14,20 @@ func (d *Device) Status() mpath.DeviceStatus {
 	psp := d.psp.Load().psp
 	ident := d.Identity()
 	st := mpath.DeviceStatus{
-		Name:       d.name,
-		Size:       d.size,
-		WWID:       ident.WWID,
-		Vendor:     ident.Vendor,
-		Model:      ident.Model,
-		MPP:        "NMP",
-		SATP:       d.satp.Name(),
-		SATPConfig: d.satp.Config(),
-		PSP:        psp.Name(),
-		PSPConfig:  psp.Config(),
-		Failovers:  d.failovers.Load(),
-		APDEntries: d.apdEntries.Load(),
-		QueueDepth: d.queueDepth.Load(),
+		Name:                 d.name,
+		Size:                 d.size,
+		WWID:                 ident.WWID,
+		Vendor:               ident.Vendor,
+		Model:                ident.Model,
+		MPP:                  "NMP",
+		SATP:                 d.satp.Name(),
+		SATPConfig:           d.satp.Config(),
+		PSP:                  psp.Name(),
+		PSPConfig:            psp.Config(),
+		Failovers:            d.failovers.Load(),
+		APDEntries:           d.apdEntries.Load(),
+		QueueDepth:           d.queueDepth.Load(),
+		ReservationConflicts: d.pr.conflicts.Load(),
 		Options: mpath.DeviceOpts{
 			IOTimeout:     d.cfg.IOTimeout.String(),
 			APDTimeout:    d.cfg.APDTimeout.String(),
@@ -75,6 +76,9 @@ func (d *Device) Status() mpath.DeviceStatus {
 			dec.DecoratePath(p, &ps)
 		}
 		st.Paths = append(st.Paths, ps)
+	}
+	if k, _ := d.PRKey(); k != 0 {
+		st.PRKey = fmt.Sprintf("0x%x", k)
 	}
 	st.Ambiguous = d.Ambiguous()
 	d.hedgeStatus(&st) // hedge_slow.go

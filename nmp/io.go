@@ -101,6 +101,9 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 				path, reason = alt, ReasonRetryElsewhere
 			}
 		}
+		if pin := d.pinned(v); pin != nil {
+			path = pin // a SCSI-2 reservation is held through it (pr.go)
+		}
 		if path == nil {
 			if err := d.waitForPath(ctx, v); err != nil {
 				if tr != nil {
@@ -275,6 +278,12 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 	v := d.satp.Classify(path, op, err)
 	path.Failed(v.Class)
 	d.noteRetryable(path, v) // marginal.go
+	if v.Class == ioerr.ClassConflict {
+		d.noteConflict(path, op, err) // pr.go: no state change, no retry
+	}
+	if v.Event != "" {
+		d.events.Publish(mpath.Event{Time: time.Now(), Kind: v.Event, Device: d.name, Path: path.Name, Reason: v.Reason})
+	}
 	if (v.State != mpath.StateUnknown && path.State() == mpath.StateActive && !path.AdminOff()) ||
 		(v.Class == ioerr.ClassPermanentLoss && !path.PDL()) {
 		d.report(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})

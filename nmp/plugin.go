@@ -133,6 +133,10 @@ type Verdict struct {
 	// not ready) before retrying.
 	Update bool
 	Reason string
+	// Event, when set, is published (kind Event, with Reason) for the
+	// path: something the host learned that changes no path's state,
+	// such as another host moving the LU between controllers.
+	Event string
 }
 
 // SATP is a Storage Array Type Plugin instance serving one device: it

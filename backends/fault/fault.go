@@ -33,6 +33,9 @@ type Backend struct {
 	closing chan struct{}
 	// landing counts the late-landing operations not yet executed.
 	landing atomic.Int64
+	// delayed counts the operations waiting out a delay now; lateWaiting
+	// the callers of late-landing operations waiting (AbortTasks' count).
+	delayed, lateWaiting atomic.Int64
 
 	mu struct {
 		sync.Mutex
@@ -72,6 +75,10 @@ var ErrAborted = errors.New("aborted")
 type abortGen struct {
 	ch     chan struct{}
 	reason error // set before ch is closed
+	// task is set (before ch is closed) by AbortTasks: the operations it
+	// ends fail with this error (the op's name filled in), not with a path
+	// failure, and late-landing operations are not woken.
+	task *ioerr.Error
 }
 
 // Wrap returns a fault-injection decorator over b with no active fault.
@@ -432,6 +439,43 @@ func (b *Backend) Abort(reason error) {
 	}
 }
 
+// AbortTasks ends every operation the decorator holds (hang) or delays
+// (latency, bandwidth, slow) with err, its Op set to the operation's name:
+// what a LOGICAL UNIT RESET, a target or bus reset or a cleared task set
+// does to the tasks in a task set. Unlike Abort it leaves the backend
+// underneath alone (the transport survives a reset) and does not wake
+// late-landing operations (their server does not answer whatever
+// happens). An operation already handed to the backend underneath
+// completes as it would have: the reset came after it. Ended operations
+// never reach the backend underneath, so they cannot land later. It
+// returns how many operations it ended.
+func (b *Backend) AbortTasks(err *ioerr.Error) int {
+	if err == nil {
+		err = ioerr.NewError(ioerr.ClassRetryable, "", ErrAborted)
+	}
+	var held int64
+	for _, f := range b.list() {
+		held += f.held.Load()
+	}
+	n := b.delayed.Load() + held - b.landingHeld()
+	old := b.abort.Swap(&abortGen{ch: make(chan struct{})})
+	old.task = err
+	old.reason = err
+	close(old.ch)
+	return int(max(n, 0))
+}
+
+// landingHeld counts the callers of late-landing operations waiting now
+// (counted in their fault's held, but not ended by AbortTasks).
+func (b *Backend) landingHeld() int64 { return b.lateWaiting.Load() }
+
+// taskError is the error of an operation named op that AbortTasks ended.
+func taskError(gen *abortGen, op string) error {
+	e := *gen.task
+	e.Op = op
+	return dropped(&e)
+}
+
 func (b *Backend) Size() int64 { return b.inner.Size() }
 
 // Close clears every fault (held operations proceed and meet the closed
@@ -579,7 +623,7 @@ func (b *Backend) run(ctx context.Context, list []*fault, o *op, exec func() err
 			now = time.Now()
 		}
 		if e.err != nil {
-			if err := wait(ctx, o.name, delay, abort); err != nil {
+			if err := b.wait(ctx, o.name, delay, abort); err != nil {
 				return own(err)
 			}
 			if e.late {
@@ -588,14 +632,14 @@ func (b *Backend) run(ctx context.Context, list []*fault, o *op, exec func() err
 			return own(e.err)
 		}
 	}
-	if err := wait(ctx, o.name, delay, abort); err != nil {
+	if err := b.wait(ctx, o.name, delay, abort); err != nil {
 		return own(err)
 	}
 	start := time.Now()
 	err := exec()
 	if slow > 0 {
 		extra := time.Duration(slow * float64(time.Since(start)))
-		if werr := wait(ctx, o.name, extra, abort); werr != nil {
+		if werr := b.wait(ctx, o.name, extra, abort); werr != nil {
 			return own(werr)
 		}
 	}
@@ -625,18 +669,26 @@ func (b *Backend) landLate(ctx context.Context, f *fault, o *op, land time.Time,
 	})
 	f.held.Add(1)
 	defer f.held.Add(-1)
-	var aborted <-chan struct{}
-	if !silent {
-		aborted = abort.ch
-	}
+	b.lateWaiting.Add(1)
+	defer b.lateWaiting.Add(-1)
 	var cause error
-	select {
-	case <-ctx.Done():
-		cause = ctx.Err()
-	case <-aborted:
-		cause = abort.reason
-	case <-b.closing:
-		cause = ErrClosed
+	for cause == nil {
+		var aborted <-chan struct{}
+		if !silent {
+			aborted = abort.ch
+		}
+		select {
+		case <-ctx.Done():
+			cause = ctx.Err()
+		case <-aborted:
+			if abort.task != nil { // AbortTasks: this server does not answer
+				abort = b.abort.Load()
+				continue
+			}
+			cause = abort.reason
+		case <-b.closing:
+			cause = ErrClosed
+		}
 	}
 	err := ioerr.NewError(ioerr.ClassPathFailure, o.name, cause)
 	if silent {
@@ -656,15 +708,20 @@ func (b *Backend) hold(ctx context.Context, f *fault, opName string, abort *abor
 	case <-ctx.Done():
 		return dropped(ioerr.NewError(ioerr.ClassPathFailure, opName, ctx.Err()))
 	case <-abort.ch:
+		if abort.task != nil {
+			return taskError(abort, opName)
+		}
 		return dropped(ioerr.NewError(ioerr.ClassPathFailure, opName, abort.reason))
 	}
 }
 
 // wait sleeps for d unless ctx ends or Abort is called first.
-func wait(ctx context.Context, opName string, d time.Duration, abort *abortGen) error {
+func (b *Backend) wait(ctx context.Context, opName string, d time.Duration, abort *abortGen) error {
 	if d <= 0 {
 		return nil
 	}
+	b.delayed.Add(1)
+	defer b.delayed.Add(-1)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -673,6 +730,9 @@ func wait(ctx context.Context, opName string, d time.Duration, abort *abortGen) 
 	case <-ctx.Done():
 		return dropped(ioerr.NewError(ioerr.ClassPathFailure, opName, ctx.Err()))
 	case <-abort.ch:
+		if abort.task != nil {
+			return taskError(abort, opName)
+		}
 		return dropped(ioerr.NewError(ioerr.ClassPathFailure, opName, abort.reason))
 	}
 }

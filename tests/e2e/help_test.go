@@ -68,6 +68,9 @@ var helpCommands = []string{
 	"psp list",
 	"explain",
 	"label",
+	"pr",
+	"pr reserve6",
+	"pr release6",
 }
 
 // TestHelpEverywhere: every command and subcommand answers -h and --help
