@@ -80,6 +80,12 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 	attempts := 0
 	var failed triedPaths
 	for {
+		if err := d.detachedErr(); err != nil { // state.go: off or dead
+			if tr != nil {
+				tr.finish(err)
+			}
+			return 0, err
+		}
 		// Fencing: a write-class operation never overlaps a range an
 		// earlier write may still land on. One atomic load when none is.
 		if writeClass(op) && d.fence.active.Load() != 0 {
@@ -277,13 +283,13 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 	err = d.mediumCheck(path, op, err) // satp_default.go: a bad block is not a dead path
 	v := d.satp.Classify(path, op, err)
 	path.Failed(v.Class)
-	d.noteRetryable(path, v) // marginal.go
 	if v.Class == ioerr.ClassConflict {
 		d.noteConflict(path, op, err) // pr.go: no state change, no retry
 	}
 	if v.Event != "" {
 		d.events.Publish(mpath.Event{Time: time.Now(), Kind: v.Event, Device: d.name, Path: path.Name, Reason: v.Reason})
 	}
+	d.noteRetryable(path, v) // marginal.go
 	if (v.State != mpath.StateUnknown && path.State() == mpath.StateActive && !path.AdminOff()) ||
 		(v.Class == ioerr.ClassPermanentLoss && !path.PDL()) {
 		d.report(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})
