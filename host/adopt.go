@@ -230,6 +230,11 @@ func (h *Host) join(ctx context.Context, m *member, r joinRequest) (*mpath.Path,
 		m.share.drop(taken)
 		return refuse(err)
 	}
+	if m.share != nil && m.share.ats != nil {
+		if a, ok := backends.As[atsBackend](b); ok {
+			m.share.ats.addPath(a) // the LU lock's heartbeat may go through it
+		}
+	}
 	h.mu.Lock()
 	h.faults[p.Name] = fb
 	h.mu.Unlock()

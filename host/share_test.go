@@ -206,7 +206,7 @@ func TestShareStaleRecordIgnored(t *testing.T) {
 func TestHostShare(t *testing.T) {
 	store := shareStore(t)
 	dc := DeviceConfig{Name: "d0", CheckInterval: Duration(3600e9), Paths: []PathConfig{{URI: "file://" + store}, {URI: store}}}
-	a := New(Options{Mountpoint: "/mnt/a"})
+	a := New(Options{Mountpoint: "/mnt/a", Name: "host-a"})
 	require.NoError(t, a.Build(context.Background(), []DeviceConfig{dc}))
 	sh, err := a.Sharing("d0")
 	require.NoError(t, err)
@@ -221,6 +221,7 @@ func TestHostShare(t *testing.T) {
 	b := New(Options{Mountpoint: "/mnt/b", Events: events})
 	err = b.Build(context.Background(), []DeviceConfig{dc})
 	require.Error(t, err)
+	assert.Contains(t, err.Error(), "held exclusively by host host-a (")
 	assert.Contains(t, err.Error(), "mounted at /mnt/a")
 	b.Close()
 	ev := nextEvent(t, sub, "lock-refused")

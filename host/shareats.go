@@ -136,7 +136,7 @@ type atsLock struct {
 	lba     uint64
 	publish func(mpath.Event)
 
-	mu   sync.Mutex
+	mu   sync.Mutex // guards paths, slot, last, lost
 	slot int
 	last []byte // the block as this host last wrote or saw it
 	lost bool
@@ -156,10 +156,23 @@ func newATSLock(me mpath.ShareHolder, paths []atsBackend, publish func(mpath.Eve
 	return &atsLock{me: me, paths: paths, block: block, lba: uint64(size/int64(block)) - 1, publish: publish}, nil
 }
 
+// addPath lets a path that joined the device carry the lock too.
+func (a *atsLock) addPath(p atsBackend) {
+	a.mu.Lock()
+	a.paths = append(a.paths, p)
+	a.mu.Unlock()
+}
+
+func (a *atsLock) pathList() []atsBackend {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]atsBackend(nil), a.paths...)
+}
+
 // read reads the lock block through the first path that answers.
 func (a *atsLock) read(ctx context.Context) ([]byte, error) {
 	var err error
-	for _, p := range a.paths {
+	for _, p := range a.pathList() {
 		b := make([]byte, a.block)
 		if _, err = p.ReadAt(ctx, b, int64(a.lba)*int64(a.block)); err == nil {
 			return b, nil
@@ -172,7 +185,7 @@ func (a *atsLock) read(ctx context.Context) ([]byte, error) {
 // answers; a miscompare is returned at once.
 func (a *atsLock) caw(ctx context.Context, old, new []byte) error {
 	var err error
-	for _, p := range a.paths {
+	for _, p := range a.pathList() {
 		if err = p.CompareAndWrite(ctx, a.lba, old, new); err == nil || isMiscompare(err) {
 			return err
 		}

@@ -165,7 +165,9 @@ func TestATSHeartbeat(t *testing.T) {
 	defer a.release()
 	_, err = atsOf(t, lu, "b", mpath.ShareMultiWriter) // changes the block after a's last write
 	require.NoError(t, err)
+	a.mu.Lock()
 	a.paths = []atsBackend{down, lu}
+	a.mu.Unlock()
 	before, _ := parseATS(lu.data[7*512:])
 	time.Sleep(time.Millisecond)
 	ok, err := a.update(context.Background(), func(e *atsSlot) { e.beat = time.Now() })

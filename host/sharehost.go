@@ -20,8 +20,12 @@ func (d DeviceConfig) shareMode() string {
 	return mpath.ShareExclusive
 }
 
-// hostName is the name a holder record gives this host.
-func hostName() string {
+// holderName is the name a holder record gives this host: its --host
+// name, else the machine's.
+func (h *Host) holderName() string {
+	if h.name != "" {
+		return h.name
+	}
 	n, err := os.Hostname()
 	if err != nil || n == "" {
 		return "unknown"
@@ -34,7 +38,7 @@ func hostName() string {
 // lock-refused when another host holds a store; on a refusal it releases
 // what it took.
 func (h *Host) lockStores(dc DeviceConfig, open []opened) (*shareLock, error) {
-	s := newShareLock(mpath.ShareHolder{Host: hostName(), PID: os.Getpid(), Mountpoint: h.mountpoint, Device: dc.Name, Mode: dc.shareMode()})
+	s := newShareLock(mpath.ShareHolder{Host: h.holderName(), PID: os.Getpid(), Mountpoint: h.mountpoint, Device: dc.Name, Mode: dc.shareMode()})
 	for _, o := range open {
 		if dc.LockSector == LockSectorLast && isISCSI(o.uri) {
 			continue // lockLU locks the LU

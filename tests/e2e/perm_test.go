@@ -163,6 +163,7 @@ func TestControlSocketPath(t *testing.T) {
 	needs.Tools(t, "root", "/dev/fuse", "fusermount3")
 	dir := t.TempDir()
 	st := store(t, 16<<20)
+	other := store(t, 16<<20)
 
 	// Run mount and expect it to refuse before mounting anything.
 	refused := func(t *testing.T, sock string) string {
@@ -170,7 +171,9 @@ func TestControlSocketPath(t *testing.T) {
 		mnt := filepath.Join(dir, "refused-mnt")
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, binary, "mount", "--control", sock, "--name", "d1", "--path", st, mnt)
+		// A store of its own: the live mount's store would refuse it
+		// before its socket is looked at (one host per store).
+		cmd := exec.CommandContext(ctx, binary, "mount", "--control", sock, "--name", "d1", "--path", other, mnt)
 		cmd.Env = append(os.Environ(), "MPATHFS_STATE_DIR="+filepath.Join(dir, "state"))
 		b, err := cmd.CombinedOutput()
 		if isMounted(mnt) {
