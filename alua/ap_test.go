@@ -10,8 +10,11 @@ import (
 
 	"github.com/mpathfs/mpathfs/alua"
 	"github.com/mpathfs/mpathfs/array"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
+	"github.com/mpathfs/mpathfs/scsi"
+	"github.com/stretchr/testify/require"
 )
 
 func apArray() array.ArrayConfig {
@@ -137,4 +140,25 @@ func TestTrespassGuard(t *testing.T) {
 			g.Record(t0.Add(s.at))
 		}
 	}
+}
+
+// TestClassifyAPOwnershipChanged: unit attention 2A/06 on an active/passive
+// array is another host's (or the array's) trespass: a retry, a sweep of
+// the paths and an ownership-changed event; the SATP counts them.
+func TestClassifyAPOwnershipChanged(t *testing.T) {
+	v := alua.ClassifyAP(senseErr(ioerr.SenseAccessChanged, ioerr.ClassRetryable), 0)
+	require.Equal(t, alua.EventOwnershipChanged, v.Event)
+	require.True(t, v.Retry)
+	require.True(t, v.Update)
+	require.Equal(t, mpath.StateUnknown, v.State, "a trespass elsewhere changes no path's state by itself")
+	other := alua.ClassifyAP(senseErr(scsi.SensePowerOnReset, ioerr.ClassRetryable), 0)
+	require.Empty(t, other.Event, "only 2A/06 is an ownership change")
+
+	s, err := alua.NewAPSATP(nil)
+	require.NoError(t, err)
+	p := &mpath.Path{Name: "p"}
+	for range 3 {
+		s.Classify(p, mpath.OpWrite, senseErr(ioerr.SenseAccessChanged, ioerr.ClassRetryable))
+	}
+	require.Contains(t, s.(interface{ Config() string }).Config(), "ownership_changes_seen=3")
 }

@@ -26,6 +26,11 @@ func init() {
 	})
 }
 
+// EventAccessChanged is the event VMW_SATP_ALUA publishes when a path
+// reports that the target port groups' states changed (unit attention
+// 2A/06) — another host's STPG or the array's implicit transition.
+const EventAccessChanged = "alua-state-changed"
+
 // ALUA SATP options.
 type aluaOpts struct {
 	explicitAllow bool          // explicit_allow: may send STPG
@@ -160,6 +165,11 @@ func Backoff(base, max time.Duration, n int) time.Duration {
 func classifyALUA(err error, o aluaOpts, streak int) nmp.Verdict {
 	if s, ok := ioerr.SenseOf(err); ok {
 		switch {
+		case s == ioerr.SenseAccessChanged:
+			// Another host's STPG, or the array's own transition: with
+			// alua_followover the next RTPG follows it.
+			return nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true,
+				Event: EventAccessChanged, Reason: "unit attention " + s.String() + ": asymmetric access state changed; re-inquire target port groups"}
 		case s.Key == ioerr.SenseUnitAttention:
 			return nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true,
 				Reason: "unit attention " + s.String() + ": re-inquire target port groups"}

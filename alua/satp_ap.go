@@ -88,6 +88,7 @@ type apSATP struct {
 		sync.Mutex
 		guard TrespassGuard
 		total uint64
+		seen  uint64 // ownership changes the paths reported (2A/06)
 		last  string
 	}
 }
@@ -135,11 +136,29 @@ func ClassifyAP(err error, backoff time.Duration) nmp.Verdict {
 	case ioerr.ClassPathFailure:
 		v.Update = true
 	}
+	if se, ok := ioerr.SenseOf(err); ok && se == ioerr.SenseAccessChanged {
+		v.Event = EventOwnershipChanged
+		v.Update = true
+		v.Reason = "unit attention " + se.String() + ": the LU changed controllers (a trespass by another host or by the array)"
+	}
 	return v
 }
 
+// EventOwnershipChanged is the event VMW_SATP_DEFAULT_AP publishes when
+// a path reports that the LU moved to another controller (unit attention
+// 2A/06): on an array that trespasses on I/O, a count of these is a count
+// of the trespasses other hosts made — path thrashing shows up as a stream
+// of them.
+const EventOwnershipChanged = "ownership-changed"
+
 func (s *apSATP) Classify(p *mpath.Path, op mpath.OpKind, err error) nmp.Verdict {
-	return ClassifyAP(err, s.backoff)
+	v := ClassifyAP(err, s.backoff)
+	if v.Event == EventOwnershipChanged {
+		s.mu.Lock()
+		s.mu.seen++
+		s.mu.Unlock()
+	}
+	return v
 }
 
 // CheckedAP turns a TUR into a path state: passes → active, not ready →
@@ -248,5 +267,5 @@ func (s *apSATP) Config() string {
 		last = "none"
 	}
 	g := s.mu.guard
-	return fmt.Sprintf("{trespass_interval=%v; trespass_limit=%d/%v; trespasses=%d; last_trespass_via=%s}", g.MinInterval, g.Limit, g.Window, s.mu.total, last)
+	return fmt.Sprintf("{trespass_interval=%v; trespass_limit=%d/%v; trespasses=%d; last_trespass_via=%s; ownership_changes_seen=%d}", g.MinInterval, g.Limit, g.Window, s.mu.total, last, s.mu.seen)
 }

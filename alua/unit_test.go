@@ -30,7 +30,7 @@ func TestClassifyALUA(t *testing.T) {
 		err  error
 		want nmp.Verdict
 	}{
-		{"unit attention", senseErr(ioerr.SenseAccessChanged, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
+		{"unit attention", senseErr(ioerr.SenseAccessChanged, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true, Event: alua.EventAccessChanged}},
 		{"power on", senseErr(scsi.SensePowerOnReset, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, State: mpath.StateActive, Retry: true, Update: true}},
 		{"transitioning 1", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Update: true, Backoff: 10 * time.Millisecond}},
 		{"transitioning 2", senseErr(ioerr.SenseALUATransitioning, ioerr.ClassRetryable), nmp.Verdict{Class: ioerr.ClassRetryable, Retry: true, Backoff: 20 * time.Millisecond}},

@@ -48,6 +48,14 @@ type ArrayConfig struct {
 	Implicit bool `yaml:"implicit" json:"implicit"`
 	// Explicit: hosts may Set Target Port Groups (TPGS bit 2). alua mode only.
 	Explicit bool `yaml:"explicit" json:"explicit"`
+	// TrespassOnIO (ap mode only): a data command (read, write, …) through
+	// a passive controller's port moves the LU to that controller
+	// (auto-trespass) and executes; TEST UNIT READY through a passive port
+	// passes. Hosts then see every port as usable, and two hosts that
+	// prefer different controllers move the LU back and forth on every
+	// I/O: path thrashing. Every trespass is a change of the groups'
+	// states: the other I_T nexuses get unit attention 2A/06.
+	TrespassOnIO bool `yaml:"trespass_on_io" json:"trespass_on_io,omitempty"`
 	// Failback: with Implicit, ownership returns to the preferred
 	// controller when it is restored.
 	Failback bool `yaml:"failback" json:"failback,omitempty"`
@@ -119,6 +127,9 @@ func (c ArrayConfig) withDefaults() (ArrayConfig, error) {
 	}
 	if c.Mode == ModeAP && c.Explicit {
 		return c, fmt.Errorf("array %s: explicit (STPG) needs mode alua; an active/passive array is activated by trespass", c.Name)
+	}
+	if c.TrespassOnIO && c.Mode != ModeAP {
+		return c, fmt.Errorf("array %s: trespass_on_io needs mode ap (an active/passive array); an ALUA array changes states by STPG or implicitly", c.Name)
 	}
 	if c.Transition < 0 || c.ANOLatency < 0 || c.ANOBandwidth < 0 {
 		return c, fmt.Errorf("array %s: transition, ano_latency and ano_bandwidth must not be negative", c.Name)

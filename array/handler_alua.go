@@ -19,6 +19,8 @@ type portView struct {
 	gen uint64
 	// ap: an active/passive array (standby answers 02/04/03).
 	ap bool
+	// autoTrespass: ap with trespass_on_io.
+	autoTrespass bool
 }
 
 // port reads a target port's access state. Without an array, or for a
@@ -41,6 +43,7 @@ func (h *Handler) port(id uint16) portView {
 			v.gen += t.gen
 		}
 		v.ap = c.cfg.Mode == ModeAP
+		v.autoTrespass = v.ap && c.cfg.TrespassOnIO
 		return nil
 	})
 	return v
@@ -77,6 +80,27 @@ func (h *Handler) setTPGs(states map[uint16]scsi.State) (refused bool, err error
 	err = h.arr.locked(func(c *Core, now time.Time) error { return c.SetTPGs(states, now) })
 	var r *refusal
 	return errors.As(err, &r), err
+}
+
+// trespassOnIO is an auto-trespass array's answer to a command through
+// a passive port: a data command moves the LU to the port's controller
+// first (it reports whether it did); TEST UNIT READY passes as through an
+// active port. Other arrays and other commands are left to aluaGate.
+func (h *Handler) trespassOnIO(port uint16, v portView, op byte) (portView, bool) {
+	if !v.autoTrespass || v.state != scsi.Standby {
+		return v, false
+	}
+	if op == scsi.OpTestUnitReady {
+		v.state = scsi.ActiveOptimized
+		return v, false
+	}
+	if !isDataOp(op) {
+		return v, false
+	}
+	if err := h.arr.locked(func(c *Core, now time.Time) error { return c.Trespass(port, now) }); err != nil {
+		return v, false
+	}
+	return h.port(port), true
 }
 
 // aluaGate decides whether cmd may run through a port in state v:

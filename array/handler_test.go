@@ -547,3 +547,37 @@ func TestALUATransition(t *testing.T) {
 		assert.Equal(t, scsi.ActiveOptimized, rt.Groups[1].State)
 	})
 }
+
+// TestTrespassOnIO: an active/passive array with trespass_on_io moves the
+// LU to the controller of the port a read or write came through and runs
+// it; TEST UNIT READY passes on the passive port; the sender gets no unit
+// attention for its own trespass, the other nexuses get 2A/06; two
+// initiators alternating between the controllers move the LU every time
+// (path thrashing), and the array counts the trespasses.
+func TestTrespassOnIO(t *testing.T) {
+	e := newEnv(t, func(c *ArrayConfig, _ *LUConfig) { c.Mode, c.Explicit, c.TrespassOnIO = ModeAP, false, true })
+	e.ready(nxA, nxB)
+	requireGood(t, e.do(nxB, make([]byte, 6), nil), "TUR through the passive port")
+	assert.Equal(t, "A", e.arr.Status().Owner)
+	requireGood(t, e.do(nxB, cdbRW16(scsi.OpRead16, 0, 1, 0), nil), "a read through B's port trespasses")
+	assert.Equal(t, "B", e.arr.Status().Owner)
+	requireGood(t, e.do(nxB, cdbRW16(scsi.OpRead16, 0, 1, 0), nil), "the trespasser: no UA for its own trespass")
+	requireSense(t, e.do(nxA, cdbRW16(scsi.OpRead16, 0, 1, 0), nil), ioerr.SenseAccessChanged, "the others: UA")
+	before := e.arr.Status().Trespasses
+	for i := range 4 {
+		n := nxA
+		if i%2 == 1 {
+			n = nxB
+		}
+		r := e.do(n, cdbRW16(scsi.OpRead16, 0, 1, 0), nil)
+		if r.Status == scsi.StatusCheckCondition {
+			requireSense(t, r, ioerr.SenseAccessChanged, "ping-pong")
+			r = e.do(n, cdbRW16(scsi.OpRead16, 0, 1, 0), nil)
+		}
+		requireGood(t, r, "ping-pong read")
+	}
+	assert.Equal(t, before+4, e.arr.Status().Trespasses, "every read through the other controller trespassed")
+
+	_, err := New(func() ArrayConfig { c := DefaultLabArray(); c.TrespassOnIO = true; return c }())
+	require.ErrorContains(t, err, "trespass_on_io needs mode ap")
+}

@@ -211,6 +211,16 @@ func (l *lu) execute(ctx context.Context, cmd *scsi.Command, late time.Duration)
 	}
 	l.mu.Unlock()
 
+	if moved, did := l.h.trespassOnIO(cmd.Nexus.TargetPort, pv, op); did {
+		// The nexus that moved the LU learns of it from its own command,
+		// as the sender of an STPG does; every other nexus gets 2A/06.
+		pv = moved
+		l.mu.Lock()
+		st.aluaGen = pv.gen
+		l.mu.Unlock()
+	} else {
+		pv = moved
+	}
 	if s := l.h.aluaGate(ctx, pv, op, sa, cmd.DataInLen+len(cmd.DataOut)); s != nil {
 		return check(*s)
 	}

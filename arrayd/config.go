@@ -68,6 +68,10 @@ type ALUA struct {
 	// Persist keeps the ALUA state (owner, failed controllers) in
 	// state_dir and restores it at start.
 	Persist bool `yaml:"persist"`
+	// TrespassOnIO (active-passive only): a read or write through the
+	// passive controller's port moves the LU there (auto-trespass);
+	// TEST UNIT READY passes on every port.
+	TrespassOnIO bool `yaml:"trespass_on_io"`
 }
 
 // LU is one logical unit.
@@ -241,6 +245,9 @@ func (c Config) withDefaults() (Config, error) {
 	default:
 		return c, fmt.Errorf("alua.transitions %q: want implicit, explicit or both", c.ALUA.Transitions)
 	}
+	if c.ALUA.TrespassOnIO && c.ALUA.Access != "active-passive" {
+		return c, fmt.Errorf("alua.trespass_on_io: only an active-passive array trespasses on I/O: write access: active-passive or drop trespass_on_io")
+	}
 	if c.ALUA.Access == "active-passive" && c.ALUA.Transitions != "implicit" {
 		return c, fmt.Errorf("alua.transitions %s: an active-passive array changes owner by trespass only: write transitions: implicit", c.ALUA.Transitions)
 	}
@@ -357,6 +364,8 @@ func (c Config) ArrayConfig() (array.ArrayConfig, error) {
 		ANOLatency: time.Duration(c.ALUA.ANOLatency),
 		Implicit:   c.ALUA.Transitions == "implicit" || c.ALUA.Transitions == "both",
 		Explicit:   c.ALUA.Transitions == "explicit" || c.ALUA.Transitions == "both",
+
+		TrespassOnIO: c.ALUA.TrespassOnIO,
 	}
 	if c.ALUA.Access == "active-passive" {
 		ac.Mode = array.ModeAP

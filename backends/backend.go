@@ -212,6 +212,8 @@ const (
 	CapProbe
 	CapInquiry
 	CapAbort
+	// CapReserve: the backend carries SCSI reservations (Reserver).
+	CapReserve
 )
 
 func (c Capability) String() string {
@@ -226,6 +228,8 @@ func (c Capability) String() string {
 		return "inquiry"
 	case CapAbort:
 		return "abort"
+	case CapReserve:
+		return "reserve"
 	}
 	return fmt.Sprintf("capability(%d)", int(c))
 }
@@ -254,6 +258,8 @@ func Can(b Backend, c Capability) bool {
 		_, ok = b.(Inquirer)
 	case CapAbort:
 		_, ok = b.(Aborter)
+	case CapReserve:
+		_, ok = b.(Reserver)
 	}
 	return ok
 }

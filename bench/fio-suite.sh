@@ -4,7 +4,10 @@
 # Runs the jobs in JOBS, one after the other, against TARGET (a regular file,
 # a block device or a FUSE device file such as an mpathfs mount's d0) over its
 # first SIZE bytes (fio units, default 1G), and prints one JSON line per job
-# on stdout:
+# on stdout. TARGET may also be an NBD URI (nbd://…, nbd+unix:///?socket=…):
+# then fio's nbd engine (libnbd) is the client, with no file, FUSE or kernel
+# in between — every job's ioengine becomes nbd at the same iodepth
+# (bench/nbdfloor.sh measures the NBD hop's floor this way):
 #
 #   {"label":LABEL, "job":"randread4k", "target":TARGET, "direct":1,
 #    "engine":"psync", "numjobs":1, "iodepth":1, "bs":"4k",
@@ -115,6 +118,21 @@ if ! "$FIO" --enghelp="$AIO_ENGINE" >/dev/null 2>&1; then
   say "$ENGINE_NOTE"
 fi
 
+# An NBD URI as TARGET: copies of the job files whose ioengine is nbd, with
+# the URI as the engine's uri option (fio reads it from NBD_URI). fio's
+# filename is then a placeholder: the URI's ":" would split it.
+NBD_URI="" FIO_TARGET=$TARGET
+case $TARGET in
+  nbd://* | nbd+unix://* | nbds://* | nbds+unix://*)
+    "$FIO" --enghelp=nbd >/dev/null 2>&1 || { say "TARGET $TARGET needs fio's nbd engine, which this fio lacks"; exit 2; }
+    NBD_URI=$TARGET FIO_TARGET=nbd ENGINE=nbd ENGINE_NOTE=""
+    mkdir -p "$WORK/jobs" && cp "$JOBDIR"/* "$WORK/jobs/" || exit 2
+    # shellcheck disable=SC2016
+    sed -i 's|^ioengine=.*|ioengine=nbd\nuri=${NBD_URI}|' "$WORK/jobs/"*.fio
+    JOBDIR=$WORK/jobs
+    ;;
+esac
+
 # O_DIRECT: when the target exists and reads, see that it takes O_DIRECT
 # (tmpfs before Linux 6.6 does not); if not, run buffered and say so.
 DIRECT_NOTE=""
@@ -135,6 +153,7 @@ result() {
   nj=$(opt "$jf" numjobs); qd=$(opt "$jf" iodepth)
   bs=$(opt "$jf" bs); [ -n "$bs" ] || bs=$(opt "$jf" bsrange)
   [[ $(opt "$jf" ioengine) == psync ]] && eng=psync
+  [[ $(opt "$jf" ioengine) == nbd ]] && eng=nbd
   [ "$eng" = psync ] && [ "${qd:-1}" != 1 ] && [ -n "$ENGINE_NOTE" ] && note=$ENGINE_NOTE
   [ -n "$DIRECT_NOTE" ] && note=${note:+$note; }$DIRECT_NOTE
   errline=$(grep -m1 -E 'fio: |verify|error|err=' "$errf" 2>/dev/null | cut -c1-200)
@@ -203,7 +222,7 @@ for job in $JOBS; do
   else
     say "$LABEL: $job on $TARGET (size $SIZE, direct $DIRECT, runtime ${RUNTIME}+${RAMP} s)"
   fi
-  TARGET=$TARGET SIZE=$SIZE DIRECT=$DIRECT RUNTIME=$RUNTIME RAMP=$RAMP ENGINE=$ENGINE \
+  TARGET=$FIO_TARGET NBD_URI=$NBD_URI SIZE=$SIZE DIRECT=$DIRECT RUNTIME=$RUNTIME RAMP=$RAMP ENGINE=$ENGINE \
     VERIFY_SIZE=$VERIFY_SIZE timeout -k 10 "$limit" \
     "$FIO" --output-format=json --output="$raw" "$jf" >"$WORK/stdout" 2>"$errf" &
   FIO_PID=$!

@@ -186,3 +186,18 @@ stop_all() {
   for m in "${BENCH_MNTS[@]}"; do bench_stop "" "$m"; done
   BENCH_PIDS=(); BENCH_MNTS=()
 }
+
+# load_line: the load average (1, 5, 15 min) and the number of runnable
+# tasks, for the results: on a shared machine it says how loaded a run was.
+load_line() {
+  awk '{printf "%s / %s / %s (runnable/total tasks %s)", $1, $2, $3, $4}' /proc/loadavg
+}
+
+# cpu_ticks PID: user+system CPU time of PID (all its threads) in clock
+# ticks (utime + stime, fields 14 and 15 of /proc/PID/stat); empty when
+# PID is gone.
+cpu_ticks() {
+  # the command name (field 2) may hold spaces: cut after its ")"
+  sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)

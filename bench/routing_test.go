@@ -79,4 +79,29 @@ func BenchmarkDeviceRead(b *testing.B) {
 	b.Run("file/cancellable", func(b *testing.B) { benchRead(b, device(b, fileURI(b)), cancellable()) })
 	b.Run("nbd/background", func(b *testing.B) { benchRead(b, device(b, nbdURI(b)), context.Background()) })
 	b.Run("nbd/cancellable", func(b *testing.B) { benchRead(b, device(b, nbdURI(b)), cancellable()) })
+	// foreign: a cancellable context that is not one of package context's
+	// own, as go-fuse's per-request fuse.Context is; what the NBD path
+	// costs under a FUSE mount.
+	b.Run("nbd/foreign", func(b *testing.B) {
+		benchRead(b, device(b, nbdURI(b)), foreignCtx{Context: context.Background(), done: make(chan struct{})})
+	})
+}
+
+// foreignCtx is a context with a Done channel that package context does not
+// know (go-fuse's fuse.Context is one): context.AfterFunc on it, or on a
+// context derived from it, watches it from a goroutine of its own.
+type foreignCtx struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c foreignCtx) Done() <-chan struct{} { return c.done }
+
+func (c foreignCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/array"
+	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/backends/fault"
 	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
@@ -34,10 +35,13 @@ const (
 	RouteAdapters    = "GET /v1/adapters"     // → AdaptersReply
 	RouteAdapter     = "POST /v1/adapter"     // AdapterRequest → host.AdapterStatus
 	RoutePathRemove  = "POST /v1/path/remove" // PathRemoveRequest → host.PathRemoval
+	RoutePR          = "POST /v1/pr"          // PRRequest → PRReply: `mpathfs pr`
 )
 
 // Status is the JSON of `mpathfs status --json`.
 type Status struct {
+	// Host is the mount's host name (`mount --host`).
+	Host       string               `json:"host,omitempty"`
 	Mountpoint string               `json:"mountpoint"`
 	Started    time.Time            `json:"started"`
 	Devices    []mpath.DeviceStatus `json:"devices"`
@@ -167,3 +171,30 @@ type ErrorReply struct {
 	Error string `json:"error"`
 	Code  string `json:"code,omitempty"`
 }
+
+type (
+	// PRRequest is one reservation command on a device. Key is the
+	// reservation key of this host (mpathpersist's --param-rk), SAKey the
+	// service action key (--param-sark: the new key of a register, the
+	// victim's key of a preempt), Type the reservation type by name (WE,
+	// EA, WERO, EARO, WEAR, EAAR) or number.
+	PRRequest struct {
+		Device string `json:"device"`
+		Action string `json:"action"`
+		Key    uint64 `json:"key,omitempty"`
+		SAKey  uint64 `json:"sa_key,omitempty"`
+		Type   string `json:"type,omitempty"`
+	}
+	// PRReply is what the command reported: the keys (read-keys), the
+	// reservation (read-reservation), the registrations (read-full-status)
+	// or the capabilities (report-capabilities); nothing for the others.
+	PRReply struct {
+		Device       string                   `json:"device"`
+		Action       string                   `json:"action"`
+		Generation   uint32                   `json:"generation,omitempty"`
+		Keys         []uint64                 `json:"keys,omitempty"`
+		Reservation  *backends.PRReservation  `json:"reservation,omitempty"`
+		FullStatus   *backends.PRFullStatus   `json:"full_status,omitempty"`
+		Capabilities *backends.PRCapabilities `json:"capabilities,omitempty"`
+	}
+)

@@ -143,6 +143,7 @@ func (s *Server) mux() http.Handler {
 	m.HandleFunc(RouteTrace, s.trace)
 	get(m, RouteArrays, func(*http.Request) (ArraysReply, error) { return ArraysReply{Arrays: rt.Host.Arrays()}, nil })
 	post(m, RouteArray, rt.Array)
+	post(m, RoutePR, rt.PR)
 	get(m, RouteExplain, func(req *http.Request) (nmp.Explanation, error) {
 		return rt.Host.Explain(req.URL.Query().Get("device"))
 	})
@@ -152,6 +153,7 @@ func (s *Server) mux() http.Handler {
 	get(m, RouteSATPRules, func(*http.Request) (SATPRulesReply, error) {
 		return SATPRulesReply{Satprules: rt.Host.SATPRules()}, nil
 	})
+	s.claimRoutes(m)
 	get(m, RouteVerify, func(req *http.Request) (integrity.Report, error) {
 		return rt.Host.Verify(req.Context(), req.URL.Query().Get("device"))
 	})
@@ -228,9 +230,13 @@ func Decode(req *http.Request, v any) error {
 
 // StatusOf snapshots the runtime.
 func (r *Runtime) StatusOf() Status {
-	st := Status{Mountpoint: r.Mountpoint, Started: r.Started, Devices: []mpath.DeviceStatus{}}
+	st := Status{Host: r.Host.Name(), Mountpoint: r.Mountpoint, Started: r.Started, Devices: []mpath.DeviceStatus{}}
 	for _, d := range r.Devices() {
-		st.Devices = append(st.Devices, d.Status())
+		ds := d.Status()
+		if r.Host != nil {
+			ds.Sharing, _ = r.Host.Sharing(d.Name())
+		}
+		st.Devices = append(st.Devices, ds)
 	}
 	return st
 }

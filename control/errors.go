@@ -53,6 +53,7 @@ var codes = []struct {
 	{"not-ready", ioerr.ErrNotReady, http.StatusBadGateway},
 	{"device-error", ioerr.ErrDeviceError, http.StatusBadGateway},
 	{"permanent-loss", ioerr.ErrPermanentLoss, http.StatusBadGateway},
+	{"reservation-conflict", ioerr.ErrConflict, http.StatusConflict},
 }
 
 // codeOf is the code and HTTP status of an error ("" and 400 Bad Request

@@ -15,6 +15,7 @@ import (
 //
 // The table, first match wins:
 //
+//	ioerr.ErrConflict (RESERVATION CONFLICT)        EBADE (4)
 //	backends.ErrNotSupported                        EOPNOTSUPP
 //	ioerr.ErrOutOfRange                             EINVAL (1)
 //	ioerr.ErrDeviceError wrapping an Errno          that Errno (ENOSPC, EROFS, …)
@@ -40,6 +41,10 @@ import (
 // a disk; some treat it as a network condition and retry forever. EIO is
 // what every caller (file systems on a loop device, databases) handles.
 //
+// (4) What the Linux block layer returns for BLK_STS_RESV_CONFLICT, so a
+// cluster stack that tells a fenced host from a failed disk by EBADE
+// (pacemaker's fence_scsi, sg_persist users) sees the same here.
+//
 // The taxonomy is checked before context errors, so an I/O the NMP
 // classified keeps its class even when its cause was a cancelled context.
 func ToErrno(err error) syscall.Errno {
@@ -47,6 +52,8 @@ func ToErrno(err error) syscall.Errno {
 		return 0
 	}
 	switch {
+	case errors.Is(err, ioerr.ErrConflict), errors.Is(err, ioerr.ErrReservationConflict):
+		return syscall.EBADE
 	case errors.Is(err, backends.ErrNotSupported):
 		return syscall.EOPNOTSUPP
 	case errors.Is(err, ioerr.ErrOutOfRange):

@@ -34,7 +34,9 @@ const SenseResetUA = "06/29/00"
 
 // AdapterStatus is one adapter as `mpathfs adapter list` shows it.
 type AdapterStatus struct {
-	Name  string `json:"name"` // vmhbaN
+	Name string `json:"name"` // vmhbaN
+	// Host is the host the adapter belongs to (`mount --host`).
+	Host  string `json:"host,omitempty"`
 	State string `json:"state"`
 	// Reason says why a failed adapter is failed.
 	Reason string `json:"reason,omitempty"`
@@ -130,7 +132,9 @@ func (h *Host) Adapters() []AdapterStatus {
 	out := []AdapterStatus{}
 	for _, n := range adapterNames(all) {
 		f, isFailed := failed[n]
-		out = append(out, adapterStatus(n, all[n], f, isFailed))
+		st := adapterStatus(n, all[n], f, isFailed)
+		st.Host = h.name
+		out = append(out, st)
 	}
 	return out
 }

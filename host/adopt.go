@@ -134,6 +134,10 @@ func (h *Host) RemovePathLive(ctx context.Context, path string, force bool) (Pat
 type joinRequest struct {
 	uri, name string
 	hot       bool
+	// loc is the path's runtime name when it has one already (a path
+	// that returns from being masked or unclaimed, a configured
+	// location); nil: the device's next adapter.
+	loc *mpath.Location
 }
 
 func (h *Host) join(ctx context.Context, m *member, r joinRequest) (*mpath.Path, error) {
@@ -141,7 +145,7 @@ func (h *Host) join(ctx context.Context, m *member, r joinRequest) (*mpath.Path,
 	if dc.Array != nil {
 		return nil, errorf(ErrUnsupported, "device %s is served by a simulated array: its paths are its ports", d.Name())
 	}
-	clean, quiesce, err := mpath.SplitQuiesce(r.uri)
+	clean, quiesce, err := mpath.SplitQuiesce(WithInitiator(r.uri, h.name))
 	if err != nil {
 		return nil, Kinded(ErrInvalid, err)
 	}
@@ -150,7 +154,7 @@ func (h *Host) join(ctx context.Context, m *member, r joinRequest) (*mpath.Path,
 		return nil, Kinded(ErrInvalid, err)
 	}
 	for _, p := range d.Paths() {
-		if p.URI == clean {
+		if p.URI == clean && (r.loc == nil || p.Location == *r.loc) {
 			return nil, errorf(ErrExists, "device %s already has path %s (%s)", d.Name(), p.Name, clean)
 		}
 	}
@@ -169,7 +173,11 @@ func (h *Host) join(ctx context.Context, m *member, r joinRequest) (*mpath.Path,
 	lun := m.lun
 	h.mu.Unlock()
 	fb := fault.Wrap(b, uint64(lun)<<32|uint64(adapter))
-	p := &mpath.Path{Name: r.name, URI: clean, Location: mpath.Location{Adapter: adapter, LUN: lun}, Transport: transportOf(u.Scheme), Backend: fb, Quiesce: quiesce}
+	loc := mpath.Location{Adapter: adapter, LUN: lun}
+	if r.loc != nil {
+		loc = *r.loc
+	}
+	p := &mpath.Path{Name: r.name, URI: clean, Location: loc, Transport: transportOf(u.Scheme), Backend: fb, Quiesce: quiesce}
 	refuse := func(err error) (*mpath.Path, error) {
 		fb.Close()
 		return nil, err
@@ -207,10 +215,19 @@ func (h *Host) join(ctx context.Context, m *member, r joinRequest) (*mpath.Path,
 		}
 		return refuse(errorf(ErrRefused, "path %s is not claimed by %s (%s)", clean, d.Status().MPP, why))
 	}
+	// A path to a store the device does not hold yet locks it first.
+	var taken *storeLock
+	if m.share != nil && !(m.share.ats != nil && u.Scheme == "iscsi") {
+		if taken, err = h.lockStore(m.share, d.Name(), clean); err != nil {
+			return refuse(Kinded(ErrRefused, err))
+		}
+	}
 	if err := d.VerifyPath(octx, p); err != nil {
+		m.share.drop(taken)
 		return refuse(errorf(ErrRefused, "device %s: refusing %s: %w", d.Name(), clean, err))
 	}
 	if err := d.AddPath(p); err != nil {
+		m.share.drop(taken)
 		return refuse(err)
 	}
 	h.mu.Lock()

@@ -16,6 +16,9 @@ import (
 // first error, leaving the devices made so far in the host (Close takes
 // them down): a mount closes the host and makes nothing half.
 func (h *Host) Build(ctx context.Context, devices []DeviceConfig) error {
+	h.mu.Lock()
+	h.built = append(h.built, devices...)
+	h.mu.Unlock()
 	for _, dc := range devices {
 		if err := h.AddDevice(ctx, dc); err != nil {
 			return err
@@ -44,10 +47,12 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 	h.mu.RUnlock()
 	var open []opened
 	var arr *labArray
+	var share *shareLock
 	defer func() {
 		if err == nil {
 			return
 		}
+		share.release() // first: the LU lock is cleared through the paths
 		for _, o := range open {
 			o.fb.Close()
 		}
@@ -99,10 +104,12 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 			continue
 		}
 		why := "no claim rule matched"
-		if rule, ok := h.claims.Match(mpath.AttrsOf(o.p)); ok {
+		rule, ok := h.claims.Match(mpath.AttrsOf(o.p))
+		if ok {
 			why = fmt.Sprintf("claim rule %d gives it to %s", rule.ID, rule.Plugin)
 		}
 		masked = append(masked, fmt.Sprintf("%s path %s (%s): %s", dc.Name, o.p.Location.RuntimeName(), o.uri, why))
+		h.keepOffline(dc.Name, o.p, rule, why)
 		o.fb.Close()
 	}
 	open = claimed
@@ -112,6 +119,17 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 	h.mu.Unlock()
 	if len(open) == 0 {
 		return fmt.Errorf("device %s: every path is masked by the claim rules (%s)", dc.Name, strings.Join(allMasked, "; "))
+	}
+
+	// The stores are locked before anything reads or labels them: a host
+	// that is refused has done nothing to them.
+	if share, err = h.lockStores(dc, open); err != nil {
+		return err
+	}
+	if dc.LockSector == LockSectorLast {
+		if err = h.lockLU(ctx, share, dc, open); err != nil {
+			return err
+		}
 	}
 
 	paths := make([]*mpath.Path, len(open))
@@ -127,6 +145,9 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 		}
 	}
 	user := dc.engineConfig()
+	if share.ats != nil {
+		user.HiddenTail = int64(share.ats.block)
+	}
 	e, err := nmp.Explain(h.claims, h.satpRules, dc.Name, mpath.AttrsOf(paths[0]), paths[0].Inquiry.TPGS, user)
 	if err != nil {
 		return fmt.Errorf("device %s: %v", dc.Name, err)
@@ -150,10 +171,11 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 		faults[o.p.Name] = o.fb
 	}
 	open = nil // the device owns its paths now
-	if err := h.adopt(&member{dev: d, cfg: dc, explain: &e}, faults); err != nil {
+	if err := h.adopt(&member{dev: d, cfg: dc, explain: &e, share: share}, faults); err != nil {
 		d.Close()
 		return err
 	}
+	share = nil // the member holds the locks now
 	h.mu.Lock()
 	h.notes = append(h.notes, notes...)
 	if arr != nil {
@@ -178,7 +200,7 @@ func contains(ps []*mpath.Path, p *mpath.Path) bool {
 func (h *Host) openConfigured(ctx context.Context, dc DeviceConfig, arr *labArray, di, pi int, pc PathConfig) (opened, error) {
 	// The quiesce time is the NMP's, not the backend's: the opener
 	// never sees it.
-	clean, quiesce, err := mpath.SplitQuiesce(pc.URI)
+	clean, quiesce, err := mpath.SplitQuiesce(WithInitiator(pc.URI, h.name))
 	if err != nil {
 		return opened{}, fmt.Errorf("device %s: %v", dc.Name, err)
 	}

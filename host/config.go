@@ -53,6 +53,16 @@ type DeviceConfig struct {
 	HedgeCeiling    Duration `yaml:"hedge_ceiling"`
 	HedgeSlowLosses int      `yaml:"hedge_slow_losses"`
 
+	// MultiWriter lets up to 8 hosts share the device's store (`mount
+	// --multi-writer`); by default one host at a time opens it
+	// (share.go).
+	MultiWriter bool `yaml:"multi_writer"`
+	// LockSector "last" keeps the device's lock on an array LU (iSCSI
+	// paths) in the LU's last block, hidden from the device, taken and
+	// kept alive by COMPARE AND WRITE (shareats.go); "" or "none": no
+	// lock on array LUs.
+	LockSector string `yaml:"lock_sector"`
+
 	// Array puts a simulated ALUA array in front of the store.
 	Array *yaml.Node `yaml:"array"`
 
@@ -109,6 +119,17 @@ func (d DeviceConfig) Validate(where string) error {
 	}
 	if len(d.Paths) == 0 {
 		return fmt.Errorf("%s has no paths: add paths: with at least one uri", where)
+	}
+	switch d.LockSector {
+	case "", "none":
+	case LockSectorLast:
+		for j, p := range d.Paths {
+			if u, err := backends.ParseURI(p.URI); err == nil && u.Scheme != "iscsi" {
+				return fmt.Errorf("%s paths[%d]: lock_sector: last locks array LUs through iSCSI paths (COMPARE AND WRITE); %s is a %s path: give only iscsi:// paths, or drop lock_sector", where, j, p.URI, u.Scheme)
+			}
+		}
+	default:
+		return fmt.Errorf("%s: lock_sector %q: want last (the LU's last block keeps the lock) or none", where, d.LockSector)
 	}
 	if _, err := nmp.ParseHedgeMode(d.HedgeReads); err != nil {
 		return fmt.Errorf("%s: %v", where, err)

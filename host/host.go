@@ -95,15 +95,36 @@ type Options struct {
 	Verify bool
 	// OpenTimeout bounds opening one path (0: DefaultOpenTimeout).
 	OpenTimeout time.Duration
+	// Mountpoint is recorded beside the host's locks on its stores, so
+	// that a refused host can name it (share.go).
+	Mountpoint string
+	// ConfigFile is the mount's YAML config: claim-rule and SATP-rule
+	// changes are written to its claim_rules and satp_rules ("" : they
+	// live in memory for the mount's life). See claiming.go.
+	ConfigFile string
+	// Sources re-reads the configured devices for `adapter rescan` (nil:
+	// the devices Build was given).
+	Sources func(ctx context.Context) ([]DeviceConfig, error)
+	// Name is the host's name (hostname.go): the default initiator name
+	// of its iscsi:// paths. Empty: iscsi:// paths keep their own default.
+	Name string
 }
 
 // Host keeps the devices of one mount.
 type Host struct {
+	name        string
 	events      *mpath.Events
 	claims      *mpath.ClaimRules
 	satpRules   *nmp.SATPRules
 	verify      bool
 	openTimeout time.Duration
+	mountpoint  string
+	configFile  string
+	sources     func(ctx context.Context) ([]DeviceConfig, error)
+
+	// claimMu serialises the claiming operations (unclaim, run,
+	// reclaim, rescan, rule changes) with each other.
+	claimMu sync.Mutex
 
 	mu      sync.RWMutex
 	members []*member
@@ -114,6 +135,13 @@ type Host struct {
 	closers  []func() error // closed after the devices, last first
 	stops    []func()       // goroutines of the host (hotplug), stopped first
 	masked   []string
+	// offline are the paths the host knows that serve no device: masked
+	// by a MASK_PATH rule or unclaimed by the operator (claiming.go).
+	offline []*OfflinePath
+	// built are the device configs Build was given (the rescan source
+	// without Sources); onDevice serves a device made after the mount.
+	built    []DeviceConfig
+	onDevice func(IO) error
 	notes    []string
 	closed   bool
 }
@@ -126,12 +154,15 @@ type member struct {
 	explain *nmp.Explanation
 	oracle  *integrity.Oracle
 	next    int // the next adapter number for a path added later
+	// share holds the device's locks on its stores (nil: a device
+	// adopted from elsewhere takes none).
+	share *shareLock
 }
 
 // New returns a host without devices.
 func New(opts Options) *Host {
-	h := &Host{events: opts.Events, claims: opts.Claims, satpRules: opts.SATPRules, verify: opts.Verify,
-		openTimeout: opts.OpenTimeout, faults: map[string]*fault.Backend{}, arrays: map[string]*labArray{}}
+	h := &Host{name: opts.Name, events: opts.Events, claims: opts.Claims, satpRules: opts.SATPRules, verify: opts.Verify,
+		openTimeout: opts.OpenTimeout, mountpoint: opts.Mountpoint, configFile: opts.ConfigFile, sources: opts.Sources, faults: map[string]*fault.Backend{}, arrays: map[string]*labArray{}}
 	if h.events == nil {
 		h.events = &mpath.Events{}
 	}
@@ -351,7 +382,22 @@ func (h *Host) Close() error {
 	}
 	var first error
 	for _, m := range members {
+		if m.share != nil && m.share.ats != nil {
+			// The LU lock is let go through the device's paths, once
+			// what the device acknowledged is on the LU.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			m.dev.Flush(ctx)
+			cancel()
+			if err := m.share.releaseATS(); err != nil && first == nil {
+				first = fmt.Errorf("device %s: releasing the LU lock: %v", m.dev.Name(), err)
+			}
+		}
 		if err := m.dev.Close(); err != nil && first == nil {
+			first = err
+		}
+		// The store is let go only once the device is closed: nothing
+		// of this host writes to it any more.
+		if err := m.share.release(); err != nil && first == nil {
 			first = err
 		}
 	}

@@ -1,6 +1,6 @@
 // Package ioerr is the error taxonomy every layer shares: the classes an I/O
 // error can belong to (path failure, retryable, not ready, device error,
-// permanent loss), their sentinels, the sense triple a path reports with an
+// permanent loss, reservation conflict), their sentinels, the sense triple a path reports with an
 // error, and the errors the NMP returns when no path could carry an I/O. It is
 // a leaf: it imports nothing of this module.
 package ioerr
@@ -33,9 +33,16 @@ const (
 	// ClassPermanentLoss: the LU is gone or its identity changed (PDL). The
 	// path is dead for good; with every path in PDL, I/O fails at once.
 	ClassPermanentLoss
+	// ClassConflict: the LU answered RESERVATION CONFLICT — another I_T
+	// nexus holds a reservation that excludes this one. Not a path failure:
+	// the path stays active, nothing fails over, nothing is retried on
+	// another path (every path of this host meets the same reservation) and
+	// nothing waits as in All-Paths-Down. The application sees EBADE, as
+	// from the Linux block layer.
+	ClassConflict
 )
 
-var classNames = [...]string{"none", "path-failure", "retryable", "not-ready", "device-error", "permanent-loss"}
+var classNames = [...]string{"none", "path-failure", "retryable", "not-ready", "device-error", "permanent-loss", "reservation-conflict"}
 
 func (c Class) String() string {
 	if int(c) < len(classNames) {
@@ -58,8 +65,10 @@ func ParseClass(s string) (Class, error) {
 		return ClassDeviceError, nil
 	case "pdl":
 		return ClassPermanentLoss, nil
+	case "conflict", "reservation":
+		return ClassConflict, nil
 	}
-	return ClassNone, fmt.Errorf("unknown error class %q (want path-failure, retryable, not-ready, device-error or permanent-loss)", s)
+	return ClassNone, fmt.Errorf("unknown error class %q (want path-failure, retryable, not-ready, device-error, permanent-loss or reservation-conflict)", s)
 }
 
 // The sentinels of the taxonomy. Any error of a class matches its sentinel
@@ -70,6 +79,7 @@ var (
 	ErrNotReady      = &classSentinel{ClassNotReady}
 	ErrDeviceError   = &classSentinel{ClassDeviceError}
 	ErrPermanentLoss = &classSentinel{ClassPermanentLoss}
+	ErrConflict      = &classSentinel{ClassConflict}
 )
 
 // Errors the NMP returns when no path could carry an I/O.
@@ -83,8 +93,8 @@ var (
 	// ErrClosed: the device was closed.
 	ErrClosed = errors.New("device closed")
 	// ErrReservationConflict: the LU answered RESERVATION CONFLICT (another
-	// I_T nexus holds a reservation). Transports wrap it in a device-error
-	// class: not a path failure, no failover, no retry on another path.
+	// I_T nexus holds a reservation). Transports wrap it in ClassConflict:
+	// not a path failure, no failover, no retry on another path.
 	ErrReservationConflict = errors.New("reservation conflict: the logical unit is reserved by another initiator; release or preempt the reservation")
 )
 

@@ -75,7 +75,7 @@ func New() *Collector {
 	c.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mpathfs", Name: "path_bytes_total",
 		Help: "Bytes transferred on a path, by operation."}, append(pl, "op"))
 	c.errs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mpathfs", Name: "path_errors_total",
-		Help: "Failed I/O tries on a path, by error class (path-failure, retryable, not-ready, device-error, permanent-loss)."}, append(pl, "class"))
+		Help: "Failed I/O tries on a path, by error class (path-failure, retryable, not-ready, device-error, permanent-loss, reservation-conflict)."}, append(pl, "class"))
 	c.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "mpathfs", Name: "path_latency_seconds",
 		Help:    "Latency of completed I/O tries on a path.",
 		Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10}}, append(pl, "op"))

@@ -58,9 +58,24 @@ const (
 	locationAnyPattern = "*"
 )
 
+// Transports is ESXi's transport vocabulary with mpathfs's own (file,
+// nbd): what claim rules and SATP rules may name. A path's transport is
+// its URI scheme's (file, nbd, block, iscsi).
+var Transports = []string{"fc", "iscsi", "sas", "sata", "parallel", "usb", "ide", "fcoe", "block", "file", "nbd", transportUnknown}
+
+// KnownTransport reports whether t is in Transports.
+func KnownTransport(t string) bool {
+	for _, k := range Transports {
+		if strings.EqualFold(k, t) {
+			return true
+		}
+	}
+	return false
+}
+
 // Rule is one claim rule. Type says which attributes it matches:
 // vendor (Vendor and Model, glob patterns), location (Location, e.g.
-// "vmhba2:C0:*:*"), transport (file, nbd, block, unknown) or driver.
+// "vmhba2:C0:*:*"), transport (one of Transports) or driver.
 type Rule struct {
 	ID        int    `json:"rule"`
 	Class     string `json:"class"` // runtime or file
@@ -248,11 +263,10 @@ func (r Rule) Validate() error {
 		}
 		return check("location", strings.ReplaceAll(r.Location, ":", ""))
 	case ruleTypeTransport:
-		switch r.Transport {
-		case "file", "nbd", "block", transportUnknown:
-			return nil
+		if !KnownTransport(r.Transport) {
+			return fmt.Errorf("claim rule %d: transport %q: want one of %s", r.ID, r.Transport, strings.Join(Transports, ", "))
 		}
-		return fmt.Errorf("claim rule %d: transport %q: want file, nbd, block or unknown", r.ID, r.Transport)
+		return nil
 	case ruleTypeDriver:
 		if r.Driver == "" {
 			return fmt.Errorf("claim rule %d: a driver rule needs driver=", r.ID)
@@ -343,9 +357,13 @@ func (c *ClaimRules) Claim(paths []*Path) (byPlugin map[string][]*Path, masked [
 // ParseRule parses a user rule written the way ESXi's CLI takes it:
 // "101 vendor NMP vendor=MPATHFS model=ALUA*", "102 location MASK_PATH
 // location=vmhba2:C0:*:*", "103 transport NMP transport=nbd",
-// "104 driver NMP driver=mpathfs_nbd". Values may not contain spaces.
+// "104 driver NMP driver=mpathfs_nbd". A value with spaces is quoted:
+// model="Universal Xport".
 func ParseRule(s string) (Rule, error) {
-	f := strings.Fields(s)
+	f, err := fields(s)
+	if err != nil {
+		return Rule{}, err
+	}
 	if len(f) < 4 {
 		return Rule{}, fmt.Errorf("claim rule %q: want NUMBER TYPE PLUGIN key=value…, e.g. 101 location MASK_PATH location=vmhba2:C0:*:*", s)
 	}
@@ -375,4 +393,230 @@ func ParseRule(s string) (Rule, error) {
 		}
 	}
 	return r, r.Validate()
+}
+
+// The claim-rule lifecycle, as ESXi's: `claimrule add`, `remove` and
+// `move` change the configuration (the "file" rows); `load` makes the
+// runtime rows what the file says; only runtime rows claim paths. The
+// system rows outside the user range (0–100, 65436–65535) are runtime
+// only and cannot be changed.
+
+// reserved reports whether a rule number is in a system range.
+func reserved(id int) bool { return id <= RuleSystemLowMax || id >= RuleSystemHighMin }
+
+func (c *ClaimRules) findLocked(id int, class string) int {
+	for i, r := range c.rules {
+		if r.ID == id && r.Class == class {
+			return i
+		}
+	}
+	return -1
+}
+
+// AddFile adds a rule to the configuration only: it claims nothing until
+// Load.
+func (c *ClaimRules) AddFile(r Rule) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := c.findLocked(r.ID, ruleClassFile); i >= 0 {
+		return fmt.Errorf("claim rule %d already exists in the configuration (%s %s %s): remove it first or pick another number", r.ID, c.rules[i].Type, c.rules[i].Plugin, c.rules[i].Matches())
+	}
+	r.Class, r.System = ruleClassFile, false
+	c.rules = append(c.rules, r)
+	c.sortLocked()
+	return nil
+}
+
+// RemoveFile removes a rule from the configuration; the runtime keeps it
+// until Load. Rules in the reserved ranges cannot be removed.
+func (c *ClaimRules) RemoveFile(id int) (Rule, error) {
+	if id < 0 || id > RuleMax {
+		return Rule{}, fmt.Errorf("claim rule %d: rule numbers run from 0 to %d", id, RuleMax)
+	}
+	if reserved(id) {
+		return Rule{}, fmt.Errorf("claim rule %d is a system rule and cannot be removed (rules %d–%d are yours)", id, RuleUserMin, RuleUserMax)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := c.findLocked(id, ruleClassFile)
+	if i < 0 {
+		return Rule{}, fmt.Errorf("no claim rule %d in the configuration (`mpathfs claimrule list` shows the file rows)", id)
+	}
+	r := c.rules[i]
+	c.rules = append(c.rules[:i], c.rules[i+1:]...)
+	return r, nil
+}
+
+// MoveFile renumbers a rule of the configuration (ESXi's `claimrule
+// move`); the runtime keeps the old number until Load.
+func (c *ClaimRules) MoveFile(from, to int) (Rule, error) {
+	c.mu.Lock()
+	i := c.findLocked(from, ruleClassFile)
+	if i < 0 {
+		c.mu.Unlock()
+		if reserved(from) {
+			return Rule{}, fmt.Errorf("claim rule %d is a system rule and cannot be moved", from)
+		}
+		return Rule{}, fmt.Errorf("no claim rule %d in the configuration (`mpathfs claimrule list` shows the file rows)", from)
+	}
+	r := c.rules[i]
+	c.mu.Unlock()
+	moved := r
+	moved.ID = to
+	if err := moved.Validate(); err != nil {
+		return Rule{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if j := c.findLocked(to, ruleClassFile); j >= 0 {
+		return Rule{}, fmt.Errorf("claim rule %d already exists in the configuration: pick a free number", to)
+	}
+	if i = c.findLocked(from, ruleClassFile); i < 0 {
+		return Rule{}, fmt.Errorf("no claim rule %d in the configuration", from)
+	}
+	c.rules[i].ID = to
+	c.sortLocked()
+	return c.rules[c.findLocked(to, ruleClassFile)], nil
+}
+
+// NextFree is the lowest free rule number from 5000 up (ESXi's
+// --autoassign), looking at both classes.
+func (c *ClaimRules) NextFree() (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	used := map[int]bool{}
+	for _, r := range c.rules {
+		used[r.ID] = true
+	}
+	for id := 5000; id <= RuleUserMax; id++ {
+		if !used[id] {
+			return id, nil
+		}
+	}
+	return 0, fmt.Errorf("no free claim rule number from 5000 to %d: give --rule", RuleUserMax)
+}
+
+// LoadResult says what Load changed in the runtime rows.
+type LoadResult struct {
+	Added   []Rule `json:"added"`
+	Removed []Rule `json:"removed"`
+}
+
+// Load replaces the runtime rows in the user range with the file rows
+// (ESXi's `claimrule load`). Paths already claimed keep their plugin
+// until `claimrule run` or `claiming reclaim`.
+func (c *ClaimRules) Load() LoadResult {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := map[int]Rule{}
+	keep := make([]Rule, 0, len(c.rules))
+	var files []Rule
+	for _, r := range c.rules {
+		switch {
+		case r.Class == ruleClassFile:
+			files = append(files, r)
+			keep = append(keep, r)
+		case reserved(r.ID):
+			keep = append(keep, r)
+		default:
+			old[r.ID] = r
+		}
+	}
+	res := LoadResult{Added: []Rule{}, Removed: []Rule{}}
+	for _, f := range files {
+		rt := f
+		rt.Class = ruleClassRuntime
+		keep = append(keep, rt)
+		if o, ok := old[f.ID]; ok && sameRule(o, rt) {
+			delete(old, f.ID)
+			continue
+		}
+		res.Added = append(res.Added, rt)
+	}
+	for _, o := range old {
+		res.Removed = append(res.Removed, o)
+	}
+	sort.Slice(res.Removed, func(i, j int) bool { return res.Removed[i].ID < res.Removed[j].ID })
+	c.rules = keep
+	c.sortLocked()
+	return res
+}
+
+func sameRule(a, b Rule) bool {
+	a.System, b.System = false, false
+	return a == b
+}
+
+// FileRules returns the configuration's user rules (not the defaults), in
+// the form ParseRule reads, for writing back to a config file.
+func (c *ClaimRules) FileRules() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, r := range c.rules {
+		if r.Class == ruleClassFile && !r.System {
+			out = append(out, r.Spec())
+		}
+	}
+	return out
+}
+
+// Spec writes a rule the way ParseRule reads it; values with spaces are
+// quoted.
+func (r Rule) Spec() string {
+	f := []string{strconv.Itoa(r.ID), r.Type, r.Plugin}
+	add := func(k, v string) {
+		if v == "" {
+			return
+		}
+		if strings.ContainsAny(v, " \t\"") {
+			v = strconv.Quote(v)
+		}
+		f = append(f, k+"="+v)
+	}
+	add("vendor", r.Vendor)
+	add("model", r.Model)
+	add("transport", r.Transport)
+	add("location", r.Location)
+	add("driver", r.Driver)
+	return strings.Join(f, " ")
+}
+
+// fields splits a rule on blanks, keeping a double-quoted value ("model=
+// \"Universal Xport\"") in one field, unquoted.
+func fields(s string) ([]string, error) {
+	var out []string
+	var cur strings.Builder
+	in, started := false, false
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch == '"' && !in:
+			in, started = true, true
+		case ch == '"' && in:
+			in = false
+		case ch == '\\' && in && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case (ch == ' ' || ch == '\t') && !in:
+			if started {
+				out = append(out, cur.String())
+				cur.Reset()
+				started = false
+			}
+		default:
+			cur.WriteByte(ch)
+			started = true
+		}
+	}
+	if in {
+		return nil, fmt.Errorf("claim rule %q: a quote is not closed", s)
+	}
+	if started {
+		out = append(out, cur.String())
+	}
+	return out, nil
 }

@@ -68,7 +68,7 @@ func TestClaimRuleReservedAndErrors(t *testing.T) {
 		{Rule{ID: 65535, Type: "transport", Transport: "nbd", Plugin: "NMP"}, "reserved range"},
 		{Rule{ID: 70000, Type: "transport", Transport: "nbd", Plugin: "NMP"}, "0 to 65535"},
 		{Rule{ID: 101, Type: "transport", Transport: "nbd", Plugin: "NMP"}, "already exists"},
-		{Rule{ID: 200, Type: "transport", Transport: "scsi", Plugin: "NMP"}, "want file, nbd, block"},
+		{Rule{ID: 200, Type: "transport", Transport: "scsi", Plugin: "NMP"}, "want one of fc, iscsi"},
 		{Rule{ID: 200, Type: "colour", Plugin: "NMP"}, "want vendor, location"},
 		{Rule{ID: 200, Type: "transport", Transport: "nbd", Plugin: "NOPE"}, "unknown multipathing plugin"},
 		{Rule{ID: 200, Type: "location", Location: "vmhba2:C0", Plugin: "NMP"}, "adapter:channel:target:lun"},

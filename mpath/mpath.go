@@ -59,8 +59,17 @@ type DeviceStatus struct {
 	// their threshold; HedgeWins, those whose second answer came first.
 	HedgedReads uint64 `json:"hedged_reads"`
 	HedgeWins   uint64 `json:"hedge_wins"`
+	// ReservationConflicts counts I/Os that met RESERVATION CONFLICT
+	// (another host holds a reservation): not path failures.
+	ReservationConflicts uint64 `json:"reservation_conflicts"`
+	// PRKey is the reservation key this host registered through the
+	// device, as hex (empty: none).
+	PRKey string `json:"pr_key,omitempty"`
 	// Ambiguous are the write ranges no write may overlap yet (fencing).
 	Ambiguous []AmbiguousRange `json:"ambiguous,omitempty"`
+	// Sharing is how the device shares its store with other hosts
+	// (exclusive or multi-writer, and the holders); the host fills it.
+	Sharing *Sharing `json:"sharing,omitempty"`
 
 	// State is the device's state as esxcli storage core device list
 	// shows it: on, off (detached by hand) or dead (detached: every path
@@ -106,6 +115,11 @@ type DeviceOpts struct {
 	FlapThreshold int    `json:"flap_threshold"`
 	FlapWindow    string `json:"flap_window"`
 	HoldDown      string `json:"hold_down"`
+	// Failback and queueing policy (dm-multipath's failback and
+	// no_path_retry; queueing off after `mpathfs queue off`).
+	Failback    string `json:"failback"`
+	NoPathRetry string `json:"no_path_retry,omitempty"`
+	Queueing    string `json:"queueing"`
 	// Hedged reads (on/off) and their threshold knobs.
 	HedgeReads      string  `json:"hedge_reads,omitempty"`
 	HedgeMultiplier float64 `json:"hedge_multiplier,omitempty"`
@@ -117,7 +131,7 @@ type DeviceOpts struct {
 // or left All-Paths-Down, a policy changed, a fault was injected.
 type Event struct {
 	Time   time.Time `json:"time"`
-	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset
+	Kind   string    `json:"kind"` // path-state, apd-enter, apd-exit, policy, fault, path-added, path-removed, adapter-failed, adapter-restored, adapter-reset, lock-taken, lock-refused, lock-none, lock-lost, lock-heartbeat-failed, lock-heartbeat-ok
 	Device string    `json:"device"`
 	Path   string    `json:"path,omitempty"`
 	// Adapter names the adapter (vmhbaN) of an adapter-failed,
@@ -250,6 +264,10 @@ type MPP interface {
 type DeviceConfig struct {
 	Name     string
 	Identity Identity
+	// HiddenTail is how many bytes at the end of the paths' store the
+	// device does not serve (the lock sector of an array LU): the device's
+	// size is the paths' less this.
+	HiddenTail int64
 	// Plugin options, as name=value (SATP, PSP and their options, timing).
 	SATP        string
 	SATPOptions map[string]string
@@ -264,6 +282,11 @@ type DeviceConfig struct {
 	FlapWindow    time.Duration
 	HoldDown      time.Duration
 	MaxRetries    int
+	// Failback is immediate, manual, followover or N (seconds);
+	// NoPathRetry is queue, fail or N (checker intervals). "" is the
+	// plugin's default.
+	Failback    string
+	NoPathRetry string
 	// Hedged reads: HedgeReads is "on", "off" or "" (the default, on); a
 	// read outstanding longer than HedgeMultiplier × its path's recent p99
 	// read latency, kept within [HedgeFloor, HedgeCeiling], is sent again

@@ -123,7 +123,7 @@ type Path struct {
 	Reads, Writes, Flushes, Discards atomic.Uint64
 	ReadBytes, WriteBytes            atomic.Uint64
 	Errors                           atomic.Uint64
-	ErrorsByClass                    [6]atomic.Uint64
+	ErrorsByClass                    [7]atomic.Uint64
 	LatencyNs                        atomic.Uint64 // sum of completion latencies
 	Completions                      atomic.Uint64
 	MaxLatencyNs                     atomic.Uint64
@@ -257,6 +257,8 @@ type PathStatus struct {
 	PDL         bool              `json:"pdl,omitempty"`
 	Quiesce     string            `json:"quiesce,omitempty"`
 	HeldDown    bool              `json:"held_down,omitempty"`
+	// FailbackHeld: the path returned and waits for failback.
+	FailbackHeld bool `json:"failback_held,omitempty"`
 	// Hedged reads: the path's recent p99 read latency and hedging
 	// threshold; reads on it hedged elsewhere, lost to their hedge, and
 	// hedges it won; Slow: demoted to the marginal group for losing.
@@ -322,7 +324,7 @@ func (p *Path) Status() PathStatus {
 		st.AvgLatencyU = float64(p.LatencyNs.Load()) / float64(n) / 1e3
 	}
 	st.MaxLatencyU = float64(p.MaxLatencyNs.Load()) / 1e3
-	for c := ioerr.ClassPathFailure; c <= ioerr.ClassPermanentLoss; c++ {
+	for c := ioerr.ClassPathFailure; c <= ioerr.ClassConflict; c++ {
 		if n := p.ErrorsByClass[c].Load(); n > 0 {
 			if st.ErrorsBy == nil {
 				st.ErrorsBy = map[string]uint64{}

@@ -14,19 +14,20 @@ func (d *Device) Status() mpath.DeviceStatus {
 	psp := d.psp.Load().psp
 	ident := d.Identity()
 	st := mpath.DeviceStatus{
-		Name:       d.name,
-		Size:       d.size,
-		WWID:       ident.WWID,
-		Vendor:     ident.Vendor,
-		Model:      ident.Model,
-		MPP:        "NMP",
-		SATP:       d.satp.Name(),
-		SATPConfig: d.satp.Config(),
-		PSP:        psp.Name(),
-		PSPConfig:  psp.Config(),
-		Failovers:  d.failovers.Load(),
-		APDEntries: d.apdEntries.Load(),
-		QueueDepth: d.queueDepth.Load(),
+		Name:                 d.name,
+		Size:                 d.size,
+		WWID:                 ident.WWID,
+		Vendor:               ident.Vendor,
+		Model:                ident.Model,
+		MPP:                  "NMP",
+		SATP:                 d.satp.Name(),
+		SATPConfig:           d.satp.Config(),
+		PSP:                  psp.Name(),
+		PSPConfig:            psp.Config(),
+		Failovers:            d.failovers.Load(),
+		APDEntries:           d.apdEntries.Load(),
+		QueueDepth:           d.queueDepth.Load(),
+		ReservationConflicts: d.pr.conflicts.Load(),
 		Options: mpath.DeviceOpts{
 			IOTimeout:     d.cfg.IOTimeout.String(),
 			APDTimeout:    d.cfg.APDTimeout.String(),
@@ -49,16 +50,22 @@ func (d *Device) Status() mpath.DeviceStatus {
 	}
 	paths := append([]*mpath.Path(nil), dec.paths...)
 	held := map[*mpath.Path]bool{}
+	fbHeld := map[*mpath.Path]bool{}
 	for _, p := range paths {
 		if dec.held(p, now) {
 			held[p] = true
 		}
+		if dec.isHeld(p) {
+			fbHeld[p] = true
+		}
 	}
+	dec.policyStatus(&st.Options) // policy.go
 	d.mu.Unlock()
 	for _, p := range paths {
 		ps := p.Status()
 		ps.Preferred = p == pref
 		ps.HeldDown = held[p]
+		ps.FailbackHeld = fbHeld[p]
 		if g, ok := v.GroupOf[p]; ok {
 			ps.Group = g
 		} else {
@@ -69,6 +76,9 @@ func (d *Device) Status() mpath.DeviceStatus {
 			dec.DecoratePath(p, &ps)
 		}
 		st.Paths = append(st.Paths, ps)
+	}
+	if k, _ := d.PRKey(); k != 0 {
+		st.PRKey = fmt.Sprintf("0x%x", k)
 	}
 	d.stateFields(&st, v, psp, paths, held) // status_fields.go
 	st.Ambiguous = d.Ambiguous()

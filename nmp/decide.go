@@ -58,11 +58,18 @@ const (
 	// evRegroup: something the view's grouping reads besides path states
 	// changed (hedging marked a path slow, or its mark ended).
 	evRegroup
+	// evSwitch: the administrator's path switch to path (policy.go).
+	evSwitch
+	// evQueue: queueing switched on or off (policy.go).
+	evQueue
+	// evKnobs: failback, no_path_retry or the APD timeout changed (policy.go).
+	evKnobs
 )
 
 var evNames = [...]string{evIOFailed: "io-failed", evProbed: "probed", evChecked: "checked", evChanges: "changes",
 	evActivated: "activated", evAdmin: "admin", evFail: "fail", evAdd: "add", evRemove: "remove",
-	evPolicy: "policy", evTick: "tick", evClose: "close", evRegroup: "regroup"}
+	evPolicy: "policy", evTick: "tick", evClose: "close", evRegroup: "regroup", evSwitch: "switch", evQueue: "queue",
+	evKnobs: "knobs"}
 
 func (k evKind) String() string {
 	if int(k) < len(evNames) && evNames[k] != "" {
@@ -87,7 +94,8 @@ type event struct {
 	start   time.Time // evChecked: when the round started
 	psp     PSP       // evPolicy
 	opts    map[string]string
-	sched   bool // evChecked: the round was scheduled by the decider
+	sched   bool        // evChecked: the round was scheduled by the decider
+	knobs   policyKnobs // evKnobs
 }
 
 // probeResult is one path's probe in a checker round.
@@ -175,6 +183,15 @@ func (a action) String() string {
 		for _, p := range a.view.Usable {
 			u = append(u, p.Name)
 		}
+		if len(a.view.Held) > 0 {
+			var h []string
+			for _, p := range a.view.Usable {
+				if a.view.Held[p] {
+					h = append(h, p.Name)
+				}
+			}
+			return fmt.Sprintf("view gen=%d usable=%v held=%v", a.view.Gen, u, h)
+		}
 		return fmt.Sprintf("view gen=%d usable=%v", a.view.Gen, u)
 	case actSchedule:
 		return fmt.Sprintf("schedule %v", a.after)
@@ -205,6 +222,7 @@ type decider struct {
 	activating bool // an activation runs
 	checking   bool // a scheduled checker round runs
 	closed     bool
+	pol        policyState // failback and queueing (policy.go)
 
 	out []action
 	res result
@@ -218,7 +236,8 @@ type flapState struct {
 }
 
 func newDecider(name string, cfg *mpath.DeviceConfig, satp SATP, paths []*mpath.Path) *decider {
-	return &decider{name: name, cfg: cfg, satp: satp, paths: paths, flap: map[*mpath.Path]*flapState{}}
+	pol, _ := parsePolicy(cfg) // NewDevice checked it
+	return &decider{name: name, cfg: cfg, satp: satp, paths: paths, flap: map[*mpath.Path]*flapState{}, pol: pol}
 }
 
 func (s *decider) emit(a action) { s.out = append(s.out, a) }
@@ -233,6 +252,9 @@ func (s *decider) setState(p *mpath.Path, to mpath.PathState, reason string, now
 	s.emit(action{kind: actSetState, path: p, from: from, to: to, reason: reason})
 	if from != to {
 		s.publish(mpath.Event{Time: now, Kind: "path-state", Path: p.Name, From: from.String(), To: to.String(), Reason: reason})
+	}
+	if to == mpath.StateActive && from != mpath.StateActive {
+		s.noteReturn(p, now) // policy.go: failback
 	}
 }
 
@@ -286,6 +308,12 @@ func (s *decider) step(ev event) ([]action, result) {
 		s.closed = true
 	case evRegroup:
 		s.rebuild()
+	case evSwitch:
+		s.switchTo(ev)
+	case evQueue:
+		s.setQueue(ev)
+	case evKnobs:
+		s.setPolicyKnobs(ev)
 	}
 	return s.out, s.res
 }
@@ -358,6 +386,9 @@ func (s *decider) probed(ev event) {
 // schedule from its start (a round slowed by a hung probe does not push
 // the next one back), sooner while no path is usable.
 func (s *decider) checked(ev event) {
+	if s.failbackDue(ev.now) { // policy.go: deferred failback
+		s.rebuild()
+	}
 	noUsable := s.usable == 0
 	if noUsable {
 		for _, p := range s.paths {
@@ -520,6 +551,7 @@ func (s *decider) view(now time.Time) (*View, []action) {
 		nv.Groups[len(nv.Groups)-1] = append(nv.Groups[len(nv.Groups)-1], u.p)
 		nv.Usable = append(nv.Usable, u.p)
 	}
+	s.applyFailback(nv) // policy.go
 	s.usable = len(nv.Usable)
 	if len(nv.Usable) == 0 && !s.closed {
 		if s.apdSince.IsZero() {

@@ -28,7 +28,8 @@ import (
 //
 // Commands:
 //
-//	paths N [satp=NAME|activator] [check=D] [flap-threshold=N] [flap-window=D] [hold-down=D]
+//	paths N [satp=NAME|activator|grouped] [check=D] [flap-threshold=N] [flap-window=D] [hold-down=D]
+//	        [failback=MODE] [no-path-retry=V] [apd=D]
 //	                          a decider over paths p1…pN, all active
 //	io-failed PATH CLASS [op=OP]   an I/O failed on PATH with an error of CLASS
 //	probed PATH=ok|CLASS…     a checker round's probe results
@@ -42,8 +43,12 @@ import (
 //	tick                      the check timer fired
 //	close                     the device closes
 //	advance D                 the story's clock moves on
+//	switch PATH               the administrator's path switch
+//	queue on|off              queueing restored or disabled
+//	wait-limit                how long an I/O would wait with no path
 //
-// After each command: the actions, one a line, then the paths' states.
+// After each command: the actions, one a line, then the paths' states
+// (marks: pdl, off, held for flap damping, fb-held waiting for failback).
 func TestDecideTranscripts(t *testing.T) {
 	for _, file := range transcript.Files(t, "testdata/decide/*.txt", 4) {
 		t.Run(strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
@@ -165,6 +170,18 @@ func (ds *decideStory) run(cmd string) []string {
 		ev.kind = evTick
 	case "close":
 		ev.kind = evClose
+	case "switch":
+		ev.kind, ev.path = evSwitch, ds.path(args[0])
+	case "queue":
+		ev.kind, ev.on = evQueue, args[0] == "on"
+	case "wait-limit":
+		limit, forever, why := ds.dec.waitLimit()
+		if forever {
+			ds.out = append(ds.out, "wait: forever ("+why+")")
+		} else {
+			ds.out = append(ds.out, fmt.Sprintf("wait: %v (%s)", limit, why))
+		}
+		return ds.finish(nil)
 	default:
 		ds.t.Fatalf("unknown command %q", cmd)
 	}
@@ -192,6 +209,9 @@ func (ds *decideStory) finish(acts []action) []string {
 		}
 		if ds.dec.held(p, ds.now) {
 			marks = append(marks, "held")
+		}
+		if ds.dec.isHeld(p) {
+			marks = append(marks, "fb-held")
 		}
 		if len(marks) > 0 {
 			b.WriteString("(" + strings.Join(marks, ",") + ")")
@@ -252,19 +272,30 @@ func (ds *decideStory) newDecider(args []string) {
 			ds.cfg.FlapWindow = dur()
 		case "hold-down":
 			ds.cfg.HoldDown = dur()
+		case "failback":
+			ds.cfg.Failback = v
+		case "no-path-retry":
+			ds.cfg.NoPathRetry = v
+		case "apd":
+			ds.cfg.APDTimeout = dur()
 		default:
 			ds.t.Fatalf("paths: unknown option %s", a)
 		}
 	}
 	setDefaults(&ds.cfg)
-	activator := satpName == "activator"
-	if activator {
+	_, err = parsePolicy(&ds.cfg)
+	require.NoError(ds.t, err)
+	activator, grouped := satpName == "activator", satpName == "grouped"
+	if activator || grouped {
 		satpName = SATPDefaultAA
 	}
 	satp, err := NewSATP(satpName, nil)
 	require.NoError(ds.t, err)
 	if activator {
 		satp = activatorSATP{satp}
+	}
+	if grouped {
+		satp = twoGroupSATP{satp}
 	}
 	var paths []*mpath.Path
 	for i := range n {
@@ -284,3 +315,14 @@ func (ds *decideStory) newDecider(args []string) {
 type activatorSATP struct{ SATP }
 
 func (activatorSATP) Activate(context.Context, []*mpath.Path) ([]Change, error) { return nil, nil }
+
+// twoGroupSATP is VMW_SATP_DEFAULT_AA with two priority groups, as ALUA's
+// AO and ANO: p1 and p2 in group 0, the other paths in group 1.
+type twoGroupSATP struct{ SATP }
+
+func (twoGroupSATP) Group(p *mpath.Path) (int, bool) {
+	if p.Name == "p1" || p.Name == "p2" {
+		return 0, true
+	}
+	return 1, true
+}

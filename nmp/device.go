@@ -55,6 +55,7 @@ type Device struct {
 	// fence holds the ranges failed writes left ambiguous (fence.go).
 	fence fencing
 	flush flushState // flush.go
+	pr    prState    // pr.go
 
 	// mu guards the decider's state (decide.go), which only the owner
 	// changes (owner.go), and ident and cfg.
@@ -102,13 +103,19 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("device %s has no paths: give at least one --path", cfg.Name)
 	}
+	if cfg.APDTimeout < 0 {
+		return nil, fmt.Errorf("device %s: %w", cfg.Name, CheckAPDTimeout(cfg.APDTimeout))
+	}
 	setDefaults(&cfg)
+	if _, err := parsePolicy(&cfg); err != nil {
+		return nil, fmt.Errorf("device %s: %w", cfg.Name, err)
+	}
 	if events == nil {
 		events = &mpath.Events{}
 	}
 	d := &Device{name: cfg.Name, cfg: cfg, events: events, stopper: newStopper(), inbox: make(chan request, ownerQueue)}
 	d.ident = cfg.Identity
-	d.size = paths[0].Backend.Size()
+	d.size = paths[0].Backend.Size() - cfg.HiddenTail
 	seen := map[string]bool{}
 	for _, p := range paths {
 		if err := d.admit(p, seen); err != nil {
@@ -198,7 +205,7 @@ func (d *Device) admit(p *mpath.Path, seen map[string]bool) error {
 		return fmt.Errorf("device %s: two paths named %s: give each path its own name", d.name, p.Name)
 	}
 	seen[p.Name] = true
-	if s := p.Backend.Size(); s != d.size {
+	if s := p.Backend.Size() - d.cfg.HiddenTail; s != d.size {
 		return fmt.Errorf("device %s: path %s (%s) has size %d but the device has %d: the paths lead to different stores; fix the path list", d.name, p.Name, p.URI, s, d.size)
 	}
 	if d.ident.Vendor == "" && d.ident.Model == "" {

@@ -107,6 +107,9 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 				path, reason = alt, ReasonRetryElsewhere
 			}
 		}
+		if pin := d.pinned(v); pin != nil {
+			path = pin // a SCSI-2 reservation is held through it (pr.go)
+		}
 		if path == nil {
 			if err := d.waitForPath(ctx, v); err != nil {
 				if tr != nil {
@@ -280,6 +283,12 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 	err = d.mediumCheck(path, op, err) // satp_default.go: a bad block is not a dead path
 	v := d.satp.Classify(path, op, err)
 	path.Failed(v.Class)
+	if v.Class == ioerr.ClassConflict {
+		d.noteConflict(path, op, err) // pr.go: no state change, no retry
+	}
+	if v.Event != "" {
+		d.events.Publish(mpath.Event{Time: time.Now(), Kind: v.Event, Device: d.name, Path: path.Name, Reason: v.Reason})
+	}
 	if (v.State != mpath.StateUnknown && path.State() == mpath.StateActive && !path.AdminOff()) ||
 		(v.Class == ioerr.ClassPermanentLoss && !path.PDL()) {
 		d.report(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})
@@ -309,6 +318,7 @@ func (d *Device) waitForPath(ctx context.Context, v *View) error {
 		}
 	}
 	since := d.mu.dec.apdSince
+	limit, forever, why := d.mu.dec.waitLimit() // policy.go: no_path_retry, queue on|off
 	d.mu.Unlock()
 	if allPDL {
 		return &ioerr.Error{Class: ioerr.ClassPermanentLoss, Op: "io", Err: fmt.Errorf("device %s: every path reports permanent device loss: %w", d.name, ioerr.ErrNoPaths)}
@@ -316,17 +326,24 @@ func (d *Device) waitForPath(ctx context.Context, v *View) error {
 	if since.IsZero() {
 		return nil
 	}
-	remaining := time.Until(since.Add(d.cfg.APDTimeout))
-	if remaining <= 0 {
-		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v", d.name, ioerr.ErrAllPathsDown, d.cfg.APDTimeout)}
+	apdErr := func() error {
+		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v (%s)", d.name, ioerr.ErrAllPathsDown, limit, why)}
 	}
-	t := time.NewTimer(remaining)
-	defer t.Stop()
+	var expired <-chan time.Time
+	if !forever {
+		remaining := time.Until(since.Add(limit))
+		if remaining <= 0 {
+			return apdErr()
+		}
+		t := time.NewTimer(remaining)
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
 	case <-v.Changed():
 		return nil
-	case <-t.C:
-		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v", d.name, ioerr.ErrAllPathsDown, d.cfg.APDTimeout)}
+	case <-expired:
+		return apdErr()
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-d.stopper.done():
@@ -381,7 +398,7 @@ func (d *Device) retryTarget(v *View, failed triedPaths, op mpath.OpKind, n int)
 // usable path is left. Used off the healthy I/O path only: for a hedge's or
 // a retry's path choice.
 func (v *View) without(drop func(*mpath.Path) bool) *View {
-	nv := &View{Gen: v.Gen, All: v.All, GroupOf: v.GroupOf, changed: v.changed}
+	nv := &View{Gen: v.Gen, All: v.All, GroupOf: v.GroupOf, Held: v.Held, changed: v.changed}
 	for _, g := range v.Groups {
 		var ng []*mpath.Path
 		for _, p := range g {

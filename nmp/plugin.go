@@ -23,6 +23,9 @@ type View struct {
 	GroupOf map[*mpath.Path]int
 	// Usable is every usable path, best group first.
 	Usable []*mpath.Path
+	// Held are the usable paths that returned to service and wait for
+	// failback (policy.go); nil when none is.
+	Held map[*mpath.Path]bool
 	// changed is closed when a newer view replaces this one.
 	changed chan struct{}
 }
@@ -53,6 +56,10 @@ func (v *View) Index(p *mpath.Path) int {
 	}
 	return -1
 }
+
+// IsHeld reports whether p waits for failback: usable, but not drawn
+// back to while the path in use is.
+func (v *View) IsHeld(p *mpath.Path) bool { return v.Held[p] }
 
 // Changed is closed when the view is replaced.
 func (v *View) Changed() <-chan struct{} { return v.changed }
@@ -124,6 +131,10 @@ type Verdict struct {
 	// not ready) before retrying.
 	Update bool
 	Reason string
+	// Event, when set, is published (kind Event, with Reason) for the
+	// path: something the host learned that changes no path's state,
+	// such as another host moving the LU between controllers.
+	Event string
 }
 
 // SATP is a Storage Array Type Plugin instance serving one device: it

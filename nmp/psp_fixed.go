@@ -2,6 +2,7 @@ package nmp
 
 import (
 	"fmt"
+	"slices"
 	"sync/atomic"
 
 	"github.com/mpathfs/mpathfs/mpath"
@@ -64,15 +65,35 @@ func (f *fixed) Select(v *View, _ mpath.OpKind, _ int) (*mpath.Path, Reason) {
 		return nil, ReasonNone
 	}
 	pref := f.pref.Load()
+	prefHeld := false
 	for _, p := range best {
 		if p == pref {
+			if v.IsHeld(p) {
+				// It returned but failback (policy.go) holds it: the path
+				// in use carries on.
+				prefHeld = true
+				break
+			}
 			f.setCurrent(p)
 			return p, ReasonPreferred
+		}
+	}
+	if cur := f.current.Load(); prefHeld || (cur != nil && v.IsHeld(pref)) {
+		for _, p := range best {
+			if p == cur {
+				return p, ReasonFailover
+			}
 		}
 	}
 	// The preferred path is not in the best group: the first usable path of
 	// the best group, in claim order, carries I/O until it returns.
 	p := best[0]
+	for _, q := range best {
+		if !v.IsHeld(q) {
+			p = q
+			break
+		}
+	}
 	f.setCurrent(p)
 	return p, ReasonFailover
 }
@@ -116,3 +137,18 @@ func (f *fixed) Options() map[string]string { return f.opts }
 
 // Preferred returns the preferred path and whether the user chose it.
 func (f *fixed) Preferred() (*mpath.Path, bool) { return f.pref.Load(), f.user }
+
+// Switch is the administrator's path switch: p carries I/O from now on. A
+// path other than a usable preferred one would be left at the next I/O:
+// that is an error naming what to do instead.
+func (f *fixed) Switch(v *View, p *mpath.Path) error {
+	best := v.Best()
+	if !slices.Contains(best, p) {
+		return fmt.Errorf("%s: path %s is usable but not in the best group: FIXED uses the best group only", PSPFixed, p.Name)
+	}
+	if pref := f.pref.Load(); pref != p && slices.Contains(best, pref) && !v.IsHeld(pref) {
+		return fmt.Errorf("%s: the preferred path %s is usable, FIXED returns to it at the next I/O: make %s preferred with `mpathfs policy set DEVICE --psp %s --preferred %s`", PSPFixed, pref.Name, p.Name, PSPFixed, p.Name)
+	}
+	f.current.Store(p)
+	return nil
+}

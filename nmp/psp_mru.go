@@ -2,6 +2,7 @@ package nmp
 
 import (
 	"fmt"
+	"slices"
 	"sync/atomic"
 
 	"github.com/mpathfs/mpathfs/mpath"
@@ -75,3 +76,13 @@ func (m *mru) Config() string {
 }
 
 func (m *mru) Options() map[string]string { return map[string]string{} }
+
+// Switch is the administrator's path switch (ESXi's "fail back by hand"):
+// p is the most recently used path from now on.
+func (m *mru) Switch(v *View, p *mpath.Path) error {
+	if !slices.Contains(v.Best(), p) {
+		return fmt.Errorf("%s: path %s is usable but not in the best group (e.g. active/non-optimized): MRU would leave it at the next I/O", PSPMRU, p.Name)
+	}
+	m.current.Store(p)
+	return nil
+}

@@ -88,6 +88,10 @@ func VerdictFor(c ioerr.Class, backoff time.Duration) Verdict {
 		return Verdict{Class: c, State: mpath.StateDead, Retry: true, Reason: "permanent device loss"}
 	case ioerr.ClassDeviceError:
 		return Verdict{Class: c, Reason: "device error"}
+	case ioerr.ClassConflict:
+		// Another I_T nexus holds a reservation: every path of this host
+		// meets it. The path stays active, nothing is retried.
+		return Verdict{Class: c, Reason: "reservation conflict"}
 	}
 	return Verdict{Class: c}
 }

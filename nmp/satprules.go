@@ -37,15 +37,17 @@ const (
 
 // SATPRule is one SATP rule.
 type SATPRule struct {
-	SATP         string            `json:"satp" yaml:"satp"`
-	Vendor       string            `json:"vendor,omitempty" yaml:"vendor"`
-	Model        string            `json:"model,omitempty" yaml:"model"`
-	Transport    string            `json:"transport,omitempty" yaml:"transport"`
-	ClaimOptions string            `json:"claim_options,omitempty" yaml:"claim_options"`
-	Options      map[string]string `json:"options,omitempty" yaml:"options"`
-	PSP          string            `json:"psp,omitempty" yaml:"psp"`
-	PSPOptions   map[string]string `json:"psp_options,omitempty" yaml:"psp_options"`
-	Description  string            `json:"description,omitempty" yaml:"description"`
+	SATP      string `json:"satp" yaml:"satp"`
+	Vendor    string `json:"vendor,omitempty" yaml:"vendor,omitempty"`
+	Model     string `json:"model,omitempty" yaml:"model,omitempty"`
+	Transport string `json:"transport,omitempty" yaml:"transport,omitempty"`
+	// Driver matches the paths' driver, mpathfs_<transport> (a glob).
+	Driver       string            `json:"driver,omitempty" yaml:"driver,omitempty"`
+	ClaimOptions string            `json:"claim_options,omitempty" yaml:"claim_options,omitempty"`
+	Options      map[string]string `json:"options,omitempty" yaml:"options,omitempty"`
+	PSP          string            `json:"psp,omitempty" yaml:"psp,omitempty"`
+	PSPOptions   map[string]string `json:"psp_options,omitempty" yaml:"psp_options,omitempty"`
+	Description  string            `json:"description,omitempty" yaml:"description,omitempty"`
 	// Group is "system" for the defaults, "user" for rules added.
 	Group string `json:"rule_group" yaml:"-"`
 }
@@ -60,6 +62,7 @@ func (r SATPRule) String() string {
 	add("vendor", r.Vendor)
 	add("model", r.Model)
 	add("transport", r.Transport)
+	add("driver", r.Driver)
 	add("claim", r.ClaimOptions)
 	add("psp", r.PSP)
 	return r.SATP + " " + strings.Join(f, " ") + " (" + r.Group + ")"
@@ -68,17 +71,19 @@ func (r SATPRule) String() string {
 // tier is the rule's place in the search order.
 func (r SATPRule) tier() int {
 	switch {
-	case r.Vendor != "" || r.Model != "":
+	case r.Driver != "":
 		return 0
-	case r.ClaimOptions != "":
+	case r.Vendor != "" || r.Model != "":
 		return 1
+	case r.ClaimOptions != "":
+		return 2
 	}
-	return 2
+	return 3
 }
 
 func (r SATPRule) specificity() int {
 	n := 0
-	for _, s := range []string{r.Vendor, r.Model, r.Transport, r.ClaimOptions} {
+	for _, s := range []string{r.Vendor, r.Model, r.Transport, r.Driver, r.ClaimOptions} {
 		if s != "" {
 			n++
 		}
@@ -91,7 +96,17 @@ type DeviceAttrs struct {
 	Vendor    string `json:"vendor"`
 	Model     string `json:"model"`
 	Transport string `json:"transport"`
-	TPGS      int    `json:"tpgs"`
+	// Driver is the paths' driver (mpathfs_<transport>; "" : derived from
+	// Transport).
+	Driver string `json:"driver,omitempty"`
+	TPGS   int    `json:"tpgs"`
+}
+
+func (a DeviceAttrs) driver() string {
+	if a.Driver == "" && a.Transport != "" {
+		return "mpathfs_" + a.Transport
+	}
+	return a.Driver
 }
 
 // Match reports whether the rule matches a device.
@@ -100,6 +115,9 @@ func (r SATPRule) Match(a DeviceAttrs) bool {
 		return false
 	}
 	if r.Transport != "" && !strings.EqualFold(r.Transport, a.Transport) {
+		return false
+	}
+	if r.Driver != "" && !mpath.Glob(r.Driver, a.driver()) {
 		return false
 	}
 	switch r.ClaimOptions {
@@ -116,15 +134,26 @@ func (r SATPRule) Validate() error {
 	if r.SATP == "" {
 		return errors.New("SATP rule names no SATP (e.g. VMW_SATP_ALUA)")
 	}
-	if r.Vendor == "" && r.Model == "" && r.Transport == "" && r.ClaimOptions == "" {
-		return fmt.Errorf("SATP rule for %s matches nothing: give vendor, model, transport or claim option", r.SATP)
+	if r.Vendor == "" && r.Model == "" && r.Transport == "" && r.Driver == "" && r.ClaimOptions == "" {
+		return fmt.Errorf("SATP rule for %s matches nothing: give vendor, model, transport, driver or claim option", r.SATP)
+	}
+	if r.Transport != "" && !mpath.KnownTransport(r.Transport) {
+		return fmt.Errorf("SATP rule for %s: transport %q: want one of %s", r.SATP, r.Transport, strings.Join(mpath.Transports, ", "))
+	}
+	if _, err := satps.Lookup(r.SATP); err != nil {
+		return fmt.Errorf("SATP rule: %w", err)
+	}
+	if r.PSP != "" {
+		if _, err := NewPSP(r.PSP, r.PSPOptions, nil); err != nil {
+			return fmt.Errorf("SATP rule for %s: %w", r.SATP, err)
+		}
 	}
 	switch r.ClaimOptions {
 	case "", ClaimTPGSOn, ClaimTPGSOff:
 	default:
 		return fmt.Errorf("SATP rule for %s: claim option %q: want tpgs_on or tpgs_off", r.SATP, r.ClaimOptions)
 	}
-	for what, p := range map[string]string{"vendor": r.Vendor, "model": r.Model} {
+	for what, p := range map[string]string{"vendor": r.Vendor, "model": r.Model, "driver": r.Driver} {
 		if err := mpath.CheckGlob(p); err != nil {
 			return fmt.Errorf("SATP rule for %s: %s pattern %q: %v", r.SATP, what, p, err)
 		}
@@ -132,10 +161,73 @@ func (r SATPRule) Validate() error {
 	return nil
 }
 
-// SATPRules is an SATP rule list, safe for concurrent use.
+// sameMatch: two rules name the same SATP and match the same attributes.
+func sameMatch(a, b SATPRule) bool {
+	return a.SATP == b.SATP && a.Vendor == b.Vendor && a.Model == b.Model && strings.EqualFold(a.Transport, b.Transport) && a.Driver == b.Driver && a.ClaimOptions == b.ClaimOptions
+}
+
+// SATPRules is an SATP rule list, safe for concurrent use. It also keeps
+// the default PSP of each SATP an operator changed (`satp set
+// --default-psp`).
 type SATPRules struct {
-	mu    sync.Mutex
-	rules []SATPRule
+	mu         sync.Mutex
+	rules      []SATPRule
+	defaultPSP map[string]string // by SATP name
+}
+
+// SetDefaultPSP changes the default PSP of an SATP for the devices
+// claimed from now on (ESXi's `esxcli storage nmp satp set
+// --default-psp`); "" restores the plugin's own default.
+func (s *SATPRules) SetDefaultPSP(satp, psp string) (PluginInfo, error) {
+	p, err := satps.Lookup(satp)
+	if err != nil {
+		return PluginInfo{}, err
+	}
+	if psp != "" {
+		if _, err := NewPSP(psp, nil, nil); err != nil {
+			return PluginInfo{}, fmt.Errorf("satp %s: default PSP: %w", satp, err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.defaultPSP == nil {
+		s.defaultPSP = map[string]string{}
+	}
+	if psp == "" {
+		delete(s.defaultPSP, p.info.Name)
+	} else {
+		s.defaultPSP[p.info.Name] = psp
+	}
+	info := p.info
+	if psp != "" {
+		info.DefaultPSP = psp
+	}
+	return info, nil
+}
+
+// DefaultPSP is an SATP's default PSP: the operator's, else the plugin's.
+func (s *SATPRules) DefaultPSP(satp string) (string, error) {
+	if s != nil {
+		s.mu.Lock()
+		psp, ok := s.defaultPSP[satp]
+		s.mu.Unlock()
+		if ok {
+			return psp, nil
+		}
+	}
+	return satpDefaultPSP(satp)
+}
+
+// SATPs lists the registered SATPs with their default PSPs as this rule
+// list has them.
+func (s *SATPRules) SATPs() []PluginInfo {
+	out := SATPs()
+	for i := range out {
+		if psp, err := s.DefaultPSP(out[i].Name); err == nil {
+			out[i].DefaultPSP = psp
+		}
+	}
+	return out
 }
 
 // DefaultSATPRules returns the system rules:
@@ -173,7 +265,7 @@ func (s *SATPRules) Add(r SATPRule) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, q := range s.rules {
-		if q.Group == "user" && q.SATP == r.SATP && q.Vendor == r.Vendor && q.Model == r.Model && q.Transport == r.Transport && q.ClaimOptions == r.ClaimOptions {
+		if q.Group == "user" && sameMatch(q, r) {
 			return fmt.Errorf("a user SATP rule %s already exists: remove it first", q)
 		}
 	}
@@ -188,7 +280,7 @@ func (s *SATPRules) Remove(r SATPRule) (int, error) {
 	defer s.mu.Unlock()
 	keep, n := s.rules[:0], 0
 	for _, q := range s.rules {
-		if q.Group == "user" && q.SATP == r.SATP && q.Vendor == r.Vendor && q.Model == r.Model && q.Transport == r.Transport && q.ClaimOptions == r.ClaimOptions {
+		if q.Group == "user" && sameMatch(q, r) {
 			n++
 			continue
 		}
@@ -336,7 +428,7 @@ func Explain(claims *mpath.ClaimRules, rules *SATPRules, device string, pa mpath
 	for k, v := range user.SATPOptions {
 		satpOpts[k], satpSrc[k] = v, Setting{Source: SourceUser}
 	}
-	defPSP, err := satpDefaultPSP(satpName)
+	defPSP, err := rules.DefaultPSP(satpName)
 	if err != nil {
 		return e, fmt.Errorf("device %s: %w", device, err)
 	}

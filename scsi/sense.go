@@ -119,7 +119,7 @@ const (
 // classified error for op: GOOD and CONDITION MET are success; CHECK
 // CONDITION is judged by ClassifySense (no usable sense data is a path
 // failure); BUSY, TASK SET FULL, ACA ACTIVE and TASK ABORTED are
-// retryable; RESERVATION CONFLICT is a device error wrapping
+// retryable; RESERVATION CONFLICT is of ioerr.ClassConflict, wrapping
 // ioerr.ErrReservationConflict (another path of the same host meets the
 // same reservation: no failover); anything else is a path failure.
 func StatusError(op string, st Status, sense []byte) error {
@@ -139,7 +139,7 @@ func StatusError(op string, st Status, sense []byte) error {
 	case StatusBusy, StatusTaskSetFull, StatusACAActive, StatusTaskAborted:
 		return ioerr.NewError(ioerr.ClassRetryable, op, fmt.Errorf("SCSI status 0x%02x", uint8(st)))
 	case StatusReservationConflict:
-		return ioerr.NewError(ioerr.ClassDeviceError, op, ioerr.ErrReservationConflict)
+		return ioerr.NewError(ioerr.ClassConflict, op, ioerr.ErrReservationConflict)
 	}
 	return ioerr.NewError(ioerr.ClassPathFailure, op, fmt.Errorf("SCSI status 0x%02x", uint8(st)))
 }

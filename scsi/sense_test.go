@@ -117,7 +117,7 @@ func TestStatusError(t *testing.T) {
 		{"task set full", StatusTaskSetFull, nil, ioerr.ClassRetryable, nil},
 		{"ACA active", StatusACAActive, nil, ioerr.ClassRetryable, nil},
 		{"task aborted", StatusTaskAborted, nil, ioerr.ClassRetryable, nil},
-		{"reservation conflict", StatusReservationConflict, nil, ioerr.ClassDeviceError, nil},
+		{"reservation conflict", StatusReservationConflict, nil, ioerr.ClassConflict, nil},
 		{"transitioning", StatusCheckCondition, fixedSense(0x70, 2, 4, 0x0a), ioerr.ClassRetryable, &ioerr.SenseALUATransitioning},
 		{"standby", StatusCheckCondition, descSense(0x72, 2, 4, 0x0b), ioerr.ClassNotReady, &ioerr.SenseALUAStandby},
 		{"PDL", StatusCheckCondition, descSense(0x72, 5, 0x25, 0), ioerr.ClassPermanentLoss, &ioerr.SenseLUNotSupported},

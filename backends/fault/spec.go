@@ -219,7 +219,7 @@ func (s Spec) compile() (compiled, error) {
 	}
 	if s.Error != "" {
 		if c.class, err = ioerr.ParseClass(s.Error); err != nil {
-			return fail("--error %q: want path-failure, retryable, not-ready, device-error or permanent-loss", s.Error)
+			return fail("--error %q: want path-failure, retryable, not-ready, device-error, permanent-loss or reservation-conflict", s.Error)
 		}
 	}
 	if s.Sense != "" {

@@ -281,6 +281,14 @@ func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uin
 	if c.role.lead && c.role.take() {
 		c.leadUntil(ctx, r)
 	}
+	// The reply is usually there already (the leader read it): take it
+	// without asking ctx for its Done channel, which some contexts make
+	// on demand with a timer and a goroutine watching their parent.
+	select {
+	case err := <-r.done:
+		return c.finished(r, wc, wrote, err)
+	default:
+	}
 	select {
 	case err := <-r.done:
 		return c.finished(r, wc, wrote, err)

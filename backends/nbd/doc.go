@@ -68,7 +68,13 @@
 // role taken wait for their reply as before. A leader reads a message only
 // once it is entirely in the 64 KiB read buffer (bufio Peek), so when its
 // context ends it can be woken (the read deadline is pulled in) at a
-// message boundary with nothing half read, and it steps down at once. On
+// message boundary with nothing half read, and it steps down at once. A
+// leader watches its context that way only once its reply is late (1 ms):
+// until then its read carries a deadline of at most that (or the request's
+// own, if earlier) and a timed-out read looks at ctx.Err, so a reply that
+// comes in time costs no watcher — for contexts package context does not
+// know, such as go-fuse's, context.AfterFunc and the Done channel behind it
+// cost a goroutine, a wake-up and a timer per request. On
 // stepping down with requests still in flight (other waiters, abandoned
 // requests, or a message larger than the buffer, such as a 1 MiB read) the
 // leader starts a helper goroutine that reads until nothing is in flight

@@ -206,6 +206,20 @@ var errBigMessage = errors.New("message larger than the read buffer")
 // aLongTimeAgo is a read deadline that wakes a blocked read at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
+// leaderWatchAfter is how long a leader waits for its own reply before it
+// watches its context. Until then its read has a deadline no later than
+// this (nor than the request's deadline), and a timed-out read looks at
+// ctx.Err: a cancellation is noticed within leaderWatchAfter, an expiry on
+// time. A reply that comes sooner (at QD1 nearly every one) costs no
+// watcher: context.AfterFunc, and the Done channel it needs, cost a
+// goroutine and a wake-up per request for contexts package context does
+// not know (go-fuse's per-request context, and nmp's per-I/O context over
+// it), besides a timer. Past it the leader watches ctx (context.AfterFunc)
+// and reads without a deadline, as before. Shorter than nmp's hedging
+// floor, so a hedged read's losing leg is always watched by the time the
+// hedge ends it.
+var leaderWatchAfter = time.Millisecond
+
 // leadUntil runs on the submitter of r holding the reader role: it reads
 // replies until r's has been read, ctx ends, or the next message is too
 // large to be read interruptibly, then releases the role. It reads a
@@ -213,20 +227,18 @@ var aLongTimeAgo = time.Unix(1, 0)
 // (ctx done: the read deadline is pulled in) never leaves a message half
 // read.
 func (c *conn) leadUntil(ctx context.Context, r *request) {
+	until := time.Now().Add(leaderWatchAfter)
+	if !r.deadline.IsZero() && r.deadline.Before(until) {
+		until = r.deadline
+	}
 	c.mu.Lock()
 	gen := c.role.beginTenure()
-	c.mu.Unlock()
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() {
-			c.mu.Lock()
-			if c.role.inTenure(gen) {
-				c.mu.interrupted = true
-				c.nc.SetReadDeadline(aLongTimeAgo)
-			}
-			c.mu.Unlock()
-		})
+	if !c.mu.interrupted { // a pending wake-up keeps its deadline
+		c.nc.SetReadDeadline(until)
 	}
+	c.mu.Unlock()
+	watching := false
+	stop := func() bool { return true }
 	failed := false
 	for len(r.done) == 0 {
 		err := c.peekMessage()
@@ -247,6 +259,10 @@ func (c *conn) leadUntil(ctx context.Context, r *request) {
 			if ctx.Err() != nil {
 				break
 			}
+			if !watching {
+				watching = true
+				stop = c.watch(ctx, gen)
+			}
 			continue
 		}
 		c.readFailed(err)
@@ -256,11 +272,40 @@ func (c *conn) leadUntil(ctx context.Context, r *request) {
 	stop()
 	c.mu.Lock()
 	c.role.endTenure() // a late AfterFunc of this tenure does nothing
+	if !watching && !c.mu.interrupted {
+		// Lift the first phase's deadline: whoever reads next (a
+		// helper, the idle check) reads without one. A pending wake-up
+		// is lifted by unwake.
+		c.nc.SetReadDeadline(time.Time{})
+	}
 	c.mu.Unlock()
 	c.unwake()
 	if !failed {
 		c.releaseRole()
 	}
+}
+
+// watch, on a leader whose reply is late (leaderWatchAfter), arms the
+// wake-up on ctx for tenure gen and lifts the first phase's read deadline
+// (unless a wake-up is pending: then its deadline stays, and unwake lifts
+// it). It returns the function that disarms the wake-up.
+func (c *conn) watch(ctx context.Context, gen uint64) (stop func() bool) {
+	stop = func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() {
+			c.mu.Lock()
+			if c.role.inTenure(gen) {
+				c.wakeLocked()
+			}
+			c.mu.Unlock()
+		})
+	}
+	c.mu.Lock()
+	if !c.mu.interrupted {
+		c.nc.SetReadDeadline(time.Time{})
+	}
+	c.mu.Unlock()
+	return stop
 }
 
 // peekMessage waits until the next reply message is entirely buffered,

@@ -62,6 +62,9 @@ func printAdapter(w io.Writer, a host.AdapterStatus) {
 	if a.Reason != "" {
 		state += " (" + a.Reason + ", since " + a.Since + ")"
 	}
+	if a.Host != "" {
+		fmt.Fprintf(w, "   Host: %s\n", a.Host)
+	}
 	fmt.Fprintf(w, "   State: %s\n", state)
 	fmt.Fprintf(w, "   Paths: %d (%d dead)\n", a.Paths, a.Dead)
 	fmt.Fprintf(w, "   Devices: %v\n", a.Devices)

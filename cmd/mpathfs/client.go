@@ -95,6 +95,7 @@ func printTopology(w io.Writer, st control.Status) {
 			fmt.Fprintf(w, "hedge_reads=%s hedged=%d hedge_wins=%d\n", d.Options.HedgeReads, d.HedgedReads, d.HedgeWins)
 		}
 		printAmbiguous(w, d.Ambiguous)
+		printSharing(w, d.Sharing)
 		printGroups(w, d)
 	}
 }
@@ -368,7 +369,7 @@ func cmdFault(args []string, stdout io.Writer) error {
 }
 
 const faultHelp = `usage: mpathfs fault inject [--control S] PATH FAULT-FLAGS
-  --error CLASS        path-failure | retryable | not-ready | device-error | permanent-loss
+  --error CLASS        path-failure | retryable | not-ready | device-error | permanent-loss | reservation-conflict
   --hang               hold the I/O until the fault is cleared or the I/O deadline passes
   --land-late D        writes, discards, write-zeroes time out for their caller and land D
                        after they were issued (a stale write); the caller's error proves
@@ -656,4 +657,28 @@ func cmdPlugins(args []string, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%s\t\t%s\n", p.Name, p.Description)
 	}
 	return tw.Flush()
+}
+
+// printSharing prints a device's sharing mode and the holders of its
+// stores.
+func printSharing(w io.Writer, s *mpath.Sharing) {
+	if s == nil {
+		return
+	}
+	var who []string
+	for _, h := range s.Holders {
+		me := ""
+		if h.Self {
+			me = " (this mount)"
+		}
+		if h.Unknown {
+			who = append(who, fmt.Sprintf("slot %d: unrecorded", h.Slot))
+			continue
+		}
+		who = append(who, fmt.Sprintf("slot %d: %s pid %d %s%s", h.Slot, h.Host, h.PID, h.Mountpoint, me))
+	}
+	fmt.Fprintf(w, "sharing=%s holders=[%s]\n", s.Mode, strings.Join(who, "; "))
+	for _, u := range s.Unlocked {
+		fmt.Fprintf(w, "unlocked: %s\n", u)
+	}
 }

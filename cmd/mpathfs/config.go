@@ -17,6 +17,9 @@ import (
 type Config struct {
 	// StateDir holds the default lab's store (default /var/lib/mpathfs).
 	StateDir string `yaml:"state_dir"`
+	// Host is the host's name (default: the machine's hostname): the
+	// initiator name of iscsi:// paths that name none.
+	Host string `yaml:"host"`
 	// Control is the control socket (default /run/mpathfs/control.sock).
 	Control string `yaml:"control"`
 	// Metrics is an address for the Prometheus endpoint (off when empty).
@@ -35,7 +38,11 @@ type Config struct {
 	MaxRequests int `yaml:"max_requests"`
 	// MemoryLimit is the daemon's soft memory limit: "auto" (the default,
 	// sized from MaxRequests), "off", or a size such as 256MiB.
-	MemoryLimit string              `yaml:"memory_limit"`
+	MemoryLimit string `yaml:"memory_limit"`
+	// MultiWriter lets up to 8 hosts share every device's store (as
+	// `mount --multi-writer`; a device's own multi_writer does it for
+	// that device alone).
+	MultiWriter bool                `yaml:"multi_writer"`
 	Devices     []host.DeviceConfig `yaml:"devices"`
 }
 

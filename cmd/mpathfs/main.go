@@ -68,6 +68,7 @@ func allCommands() []command {
 		{"label", "label [--wwid W [--force] | --remove] FILE...: the wwid label of a file store", cmdLabel},
 		{"scenario", "scenario check FILE | scenario run [--report F.md] [--svg F.svg] FILE", cmdScenario},
 		{"verify", "verify [--json] DEVICE: integrity check of a mount --verify device", cmdVerify},
+		{"pr", "pr --register|--reserve|--release|--preempt|--preempt-abort|--clear|--read-keys|--read-reservation|--read-full-status … DEVICE: persistent reservations (mpathpersist's verbs); pr reserve6|release6 DEVICE", cmdPR},
 	}
 }
 
@@ -117,6 +118,10 @@ var subcommands = map[string][]subcommand{
 		{"session", "array session drop INITIATOR: an array server drops an initiator's sessions"},
 		{"fault", "array fault inject|clear|list: faults at an array server (per port, initiator, LU)"},
 	},
+	"pr": {
+		{"reserve6", "pr reserve6 DEVICE: SCSI-2 RESERVE(6) through one path; I/O pinned to it while held"},
+		{"release6", "pr release6 DEVICE: SCSI-2 RELEASE(6) through the path that holds it"},
+	},
 	"scenario": {
 		{"check", "scenario check FILE: parse a scenario and print its timeline"},
 		{"run", "scenario run [--report F.md] [--svg F.svg] FILE: run it against a mount"},
@@ -158,7 +163,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, c := range allCommands() {
 		if c.name == args[0] {
-			if subs := subcommands[c.name]; subs != nil && len(args) > 1 && isHelp(args[1]) {
+			// pr's own -h lists its verbs (flags) and its subcommands.
+			if subs := subcommands[c.name]; subs != nil && c.name != "pr" && len(args) > 1 && isHelp(args[1]) {
 				printGroupUsage(stdout, c, subs)
 				return 0
 			}

@@ -32,6 +32,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	fs := newFlags(stdout, "mount", "mount [--control S] [--name NAME] [--path URI]... [--psp P] [--satp S] [--config FILE] MOUNTPOINT")
 	ctl := fs.String("control", "", "control socket (default $MPATHFS_CONTROL or "+control.DefaultSocket+")")
 	name := fs.String("name", "", "device name for --path devices (default mp0; the default lab is \"lab\")")
+	hostName := fs.String("host", "", "this mount's host name (default: the machine's hostname): iscsi:// paths without initiator= log in as iqn.2026-12.io.mpathfs:host.NAME, so two mounts with different --host are two hosts to the array (their own registrations and reservations)")
 	wwid := fs.String("wwid", "", "assert the WWID of the --path device: file, loop and NBD paths adopt it, checked by label and sample blocks (one file through two mounts)")
 	var paths, pspOpts, satpOpts multiFlag
 	fs.Var(&paths, "path", "a path URI: file:///abs/path, a bare file path, nbd://host:port/export, nbd+unix:///export?socket=S, block:///dev/sdX, iscsi://host[:port]/TARGET-IQN/LUN[?initiator=IQN&chap_user=U&chap_secret=S] (repeatable)")
@@ -56,6 +57,8 @@ func cmdMount(args []string, stdout io.Writer) error {
 	trace := fs.String("trace", "", "record every I/O as a JSON line to this file")
 	scenarioFile := fs.String("scenario", "", "play this scenario file (see `mpathfs scenario`) once the mount is up")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at this address (loopback only), e.g. 127.0.0.1:9475")
+	multiWriter := fs.Bool("multi-writer", false, "share the stores with other hosts: up to 8 multi-writer mounts open one store (they must coordinate their writes, e.g. with a cluster lock manager); by default a store is opened by one host at a time and a second is refused, naming the holder")
+	lockSector := fs.String("lock-sector", "", "last: lock array LUs (iscsi:// paths) in the LU's last block, hidden from the device, by COMPARE AND WRITE with a heartbeat, as VMFS does; none (the default): no lock on array LUs")
 	verify := fs.Bool("verify", false, "integrity oracle: checksum acknowledged writes, verify reads (`mpathfs verify DEVICE` checks)")
 	allowOther := fs.Bool("allow-other", false, "let other users open the device files")
 	debug := fs.Bool("debug", false, "log every FUSE request")
@@ -88,7 +91,15 @@ func cmdMount(args []string, stdout io.Writer) error {
 		if *name != "" {
 			return usagef("give either --name or --group-by-wwid")
 		}
-		groups, err := host.GroupByWWID(context.Background(), paths, 0)
+		hn := *hostName
+		if hn == "" {
+			hn = host.DefaultName()
+		}
+		named := make([]string, len(paths))
+		for i, p := range paths {
+			named[i] = host.WithInitiator(p, hn)
+		}
+		groups, err := host.GroupByWWID(context.Background(), named, 0)
 		if errors.Is(err, host.ErrNoWWID) {
 			return usageError{err.Error()}
 		}
@@ -180,6 +191,15 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if *ctl != "" {
 		cfg.Control = *ctl
 	}
+	if *hostName != "" {
+		cfg.Host = *hostName
+	}
+	if cfg.Host == "" {
+		cfg.Host = host.DefaultName()
+	}
+	if err := host.CheckName(cfg.Host); err != nil {
+		return usagef("--host: %v", err)
+	}
 	if *trace != "" {
 		cfg.Trace = *trace
 	}
@@ -194,6 +214,15 @@ func cmdMount(args []string, stdout io.Writer) error {
 	}
 	if *memLimit != "" {
 		cfg.MemoryLimit = *memLimit
+	}
+	if *multiWriter {
+		cfg.MultiWriter = true
+	}
+	for i := range cfg.Devices {
+		cfg.Devices[i].MultiWriter = cfg.Devices[i].MultiWriter || cfg.MultiWriter
+		if *lockSector != "" {
+			cfg.Devices[i].LockSector = *lockSector
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
@@ -271,7 +300,7 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
-	h := host.New(host.Options{Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify})
+	h := host.New(host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint})
 	defer h.Close()
 	if err := h.Build(ctx, cfg.Devices); err != nil {
 		return err

@@ -228,7 +228,7 @@ func (b *Backend) Can(c backends.Capability) bool {
 	switch c {
 	case backends.CapDiscard:
 		return b.unmap
-	case backends.CapWriteZeroes, backends.CapProbe, backends.CapInquiry, backends.CapAbort:
+	case backends.CapWriteZeroes, backends.CapProbe, backends.CapInquiry, backends.CapAbort, backends.CapReserve:
 		return true
 	}
 	return false

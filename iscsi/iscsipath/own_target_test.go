@@ -200,7 +200,7 @@ func TestOwnTargetSense(t *testing.T) {
 	answer[5] = sense(6, 0x2a, 6)
 	addr := ownTarget(t, iscsi.TargetConfig{}, ram)
 	b := open(t, fmt.Sprintf("iscsi://%s/%s/1", addr, ownIQN))
-	for lba, want := range map[int64]ioerr.Class{1: ioerr.ClassNotReady, 2: ioerr.ClassDeviceError, 3: ioerr.ClassDeviceError, 4: ioerr.ClassRetryable, 5: ioerr.ClassRetryable} {
+	for lba, want := range map[int64]ioerr.Class{1: ioerr.ClassNotReady, 2: ioerr.ClassDeviceError, 3: ioerr.ClassConflict, 4: ioerr.ClassRetryable, 5: ioerr.ClassRetryable} {
 		_, err := b.ReadAt(context.Background(), make([]byte, 512), lba*512)
 		require.Equal(t, want, ioerr.ClassOf(err), "LBA %d: %v", lba, err)
 		require.Equal(t, lba == 3, errors.Is(err, ioerr.ErrReservationConflict))

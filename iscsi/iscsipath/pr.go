@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/ioerr"
+	"github.com/mpathfs/mpathfs/scsi"
 )
 
 // Persistent reservations (SPC-4 PERSISTENT RESERVE IN/OUT) passed through
@@ -13,17 +15,19 @@ import (
 // for this path only: registering every path of a device is the host's job.
 
 // PRType is a persistent reservation type (SPC-4 6.15.2).
-type PRType uint8
+type PRType = scsi.PRType
 
 // Reservation types, with mpathpersist's short names.
 const (
-	PRWriteExclusive         PRType = 1 // WE
-	PRExclusiveAccess        PRType = 3 // EA
-	PRWriteExclusiveRegOnly  PRType = 5 // WERO
-	PRExclusiveAccessRegOnly PRType = 6 // EARO
-	PRWriteExclusiveAllReg   PRType = 7 // WEAR
-	PRExclusiveAccessAllReg  PRType = 8 // EAAR
+	PRWriteExclusive         = scsi.PRWriteExclusive         // WE
+	PRExclusiveAccess        = scsi.PRExclusiveAccess        // EA
+	PRWriteExclusiveRegOnly  = scsi.PRWriteExclusiveRegOnly  // WERO
+	PRExclusiveAccessRegOnly = scsi.PRExclusiveAccessRegOnly // EARO
+	PRWriteExclusiveAllReg   = scsi.PRWriteExclusiveAllReg   // WEAR
+	PRExclusiveAccessAllReg  = scsi.PRExclusiveAccessAllReg  // EAAR
 )
+
+var _ backends.Reserver = (*Backend)(nil)
 
 // PERSISTENT RESERVE OUT service actions.
 const (
@@ -115,12 +119,7 @@ func (b *Backend) PRReadKeys(ctx context.Context) (uint32, []uint64, error) {
 }
 
 // Reservation is what READ RESERVATION reports.
-type Reservation struct {
-	Generation uint32
-	Held       bool
-	Key        uint64
-	Type       PRType
-}
+type Reservation = backends.PRReservation
 
 // PRReadReservation returns the current reservation, if any.
 func (b *Backend) PRReadReservation(ctx context.Context) (Reservation, error) {
@@ -133,4 +132,94 @@ func (b *Backend) PRReadReservation(ctx context.Context) (Reservation, error) {
 		r.Held, r.Key, r.Type = true, binary.BigEndian.Uint64(d[8:16]), PRType(d[21]&0x0f)
 	}
 	return r, nil
+}
+
+// PRReadFullStatus returns every registration: key, holder flag, the
+// target port it was made through and the initiator's TransportID.
+func (b *Backend) PRReadFullStatus(ctx context.Context) (backends.PRFullStatus, error) {
+	d, err := b.prIn(ctx, "pr read full status", scsi.PRInReadFullStatus)
+	if err != nil {
+		return backends.PRFullStatus{}, err
+	}
+	return ParseFullStatus(d)
+}
+
+// ParseFullStatus parses READ FULL STATUS parameter data (SPC-4 6.14.5).
+func ParseFullStatus(d []byte) (backends.PRFullStatus, error) {
+	if len(d) < 8 {
+		return backends.PRFullStatus{}, fmt.Errorf("READ FULL STATUS: %d bytes, less than its 8-byte header", len(d))
+	}
+	fs := backends.PRFullStatus{Generation: binary.BigEndian.Uint32(d[0:4])}
+	end := min(8+int(binary.BigEndian.Uint32(d[4:8])), len(d))
+	for off := 8; off+24 <= end; {
+		r := backends.PRRegistration{
+			Key:                binary.BigEndian.Uint64(d[off:]),
+			Holder:             d[off+12]&0x01 != 0,
+			AllTargetPorts:     d[off+12]&0x02 != 0,
+			RelativeTargetPort: binary.BigEndian.Uint16(d[off+18:]),
+		}
+		if r.Holder {
+			r.Type = scsi.PRType(d[off+13] & 0x0f)
+		}
+		n := int(binary.BigEndian.Uint32(d[off+20:]))
+		if n > end-off-24 {
+			return fs, fmt.Errorf("READ FULL STATUS: descriptor at byte %d claims %d bytes of TransportID, only %d left", off, n, end-off-24)
+		}
+		if n > 0 {
+			if t, _, err := scsi.ParseTransportID(d[off+24 : off+24+n]); err == nil {
+				r.Initiator = t.Name
+				if t.ISID != "" {
+					r.Initiator += ",i,0x" + t.ISID
+				}
+			}
+		}
+		fs.Registrations = append(fs.Registrations, r)
+		off += 24 + n
+	}
+	return fs, nil
+}
+
+// PRCapabilities is REPORT CAPABILITIES.
+func (b *Backend) PRCapabilities(ctx context.Context) (backends.PRCapabilities, error) {
+	d, err := b.prIn(ctx, "pr report capabilities", scsi.PRInReportCapabilities)
+	if err != nil {
+		return backends.PRCapabilities{}, err
+	}
+	return ParseCapabilities(d), nil
+}
+
+// ParseCapabilities parses REPORT CAPABILITIES parameter data (SPC-4
+// 6.14.4); d holds at least 8 bytes.
+func ParseCapabilities(d []byte) backends.PRCapabilities {
+	c := backends.PRCapabilities{
+		CRH: d[2]&0x10 != 0, SIPC: d[2]&0x08 != 0, ATPC: d[2]&0x04 != 0, PTPLC: d[2]&0x01 != 0,
+		PTPLA: d[3]&0x01 != 0,
+	}
+	if d[3]&0x80 != 0 { // TMV: the type mask is valid
+		mask := binary.BigEndian.Uint16(d[4:6])
+		bits := []struct {
+			bit uint16
+			t   scsi.PRType
+		}{ // SPC-4 table 229: byte 4 bits 7,6,5,3,1 and byte 5 bit 0
+			{0x8000, scsi.PRWriteExclusiveAllReg}, {0x4000, scsi.PRExclusiveAccessRegOnly}, {0x2000, scsi.PRWriteExclusiveRegOnly},
+			{0x0800, scsi.PRExclusiveAccess}, {0x0200, scsi.PRWriteExclusive}, {0x0001, scsi.PRExclusiveAccessAllReg}}
+		for _, b := range bits {
+			if mask&b.bit != 0 {
+				c.Types = append(c.Types, b.t)
+			}
+		}
+	}
+	return c
+}
+
+// Reserve6 sends the SCSI-2 RESERVE(6): the whole LU for this nexus.
+func (b *Backend) Reserve6(ctx context.Context) error {
+	_, err := b.exec(ctx, "reserve6", []byte{scsi.OpReserve6, 0, 0, 0, 0, 0}, nil, nil, true)
+	return err
+}
+
+// Release6 sends the SCSI-2 RELEASE(6).
+func (b *Backend) Release6(ctx context.Context) error {
+	_, err := b.exec(ctx, "release6", []byte{scsi.OpRelease6, 0, 0, 0, 0, 0}, nil, nil, true)
+	return err
 }

@@ -34,7 +34,7 @@ func TestStatusError(t *testing.T) {
 		{"LU not supported", scsi.StatusCheckCondition, fixedSense(5, 0x25, 0), ioerr.ClassPermanentLoss, false},
 		{"recovered", scsi.StatusCheckCondition, fixedSense(1, 0x17, 0), ioerr.ClassNone, false},
 		{"unreadable sense", scsi.StatusCheckCondition, []byte{1, 2}, ioerr.ClassPathFailure, false},
-		{"reservation conflict", scsi.StatusReservationConflict, nil, ioerr.ClassDeviceError, true},
+		{"reservation conflict", scsi.StatusReservationConflict, nil, ioerr.ClassConflict, true},
 		{"busy", scsi.StatusBusy, nil, ioerr.ClassRetryable, false},
 		{"task set full", scsi.StatusTaskSetFull, nil, ioerr.ClassRetryable, false},
 		{"task aborted", scsi.StatusTaskAborted, nil, ioerr.ClassRetryable, false},

@@ -155,7 +155,7 @@ func TestTgtReservationConflict(t *testing.T) {
 
 	_, err = b.WriteAt(ctx, make([]byte, 4096), 0)
 	require.ErrorIs(t, err, ioerr.ErrReservationConflict)
-	require.Equal(t, ioerr.ClassDeviceError, ioerr.ClassOf(err))
+	require.Equal(t, ioerr.ClassConflict, ioerr.ClassOf(err))
 	_, err = b.ReadAt(ctx, make([]byte, 4096), 0)
 	require.NoError(t, err)
 	_, err = a.WriteAt(ctx, make([]byte, 4096), 0)
