@@ -89,11 +89,15 @@ type (
 	FaultListReply struct {
 		Faults []FaultInfo `json:"faults"`
 	}
-	// PolicyRequest changes a device's PSP and its options.
+	// PolicyRequest changes a device's PSP and its options, and its
+	// failback and queueing policy ("": keep; policy.go).
 	PolicyRequest struct {
-		Device  string            `json:"device"`
-		PSP     string            `json:"psp"`
-		Options map[string]string `json:"options,omitempty"`
+		Device      string            `json:"device"`
+		PSP         string            `json:"psp"`
+		Options     map[string]string `json:"options,omitempty"`
+		Failback    string            `json:"failback,omitempty"`
+		NoPathRetry string            `json:"no_path_retry,omitempty"`
+		APDTimeout  string            `json:"apd_timeout,omitempty"`
 	}
 	// PathFenceRequest is the operator's confirmation that nothing sent on
 	// a path can land any more (its server is dead, fenced or reset).

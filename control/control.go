@@ -133,11 +133,17 @@ func (s *Server) mux() http.Handler {
 		if err != nil {
 			return mpath.DeviceStatus{}, err
 		}
-		if err := d.SetPolicy(r.PSP, r.Options); err != nil {
-			return mpath.DeviceStatus{}, host.Kinded(ErrInvalid, err)
+		if err := setPolicyKnobs(d, r); err != nil { // policy.go
+			return mpath.DeviceStatus{}, err
+		}
+		if r.PSP != "" || len(r.Options) > 0 || (r.Failback == "" && r.NoPathRetry == "" && r.APDTimeout == "") {
+			if err := d.SetPolicy(r.PSP, r.Options); err != nil {
+				return mpath.DeviceStatus{}, host.Kinded(ErrInvalid, err)
+			}
 		}
 		return d.Status(), nil
 	})
+	policyRoutes(m, rt) // policy.go
 	get(m, RoutePlugins, func(*http.Request) (Plugins, error) { return LocalPlugins(), nil })
 	m.HandleFunc(RouteEvents, s.events)
 	m.HandleFunc(RouteTrace, s.trace)

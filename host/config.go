@@ -36,14 +36,24 @@ type DeviceConfig struct {
 	PSP         string            `yaml:"psp"`
 	PSPOptions  map[string]string `yaml:"psp_options"`
 
-	IOTimeout     Duration `yaml:"io_timeout"`
-	APDTimeout    Duration `yaml:"apd_timeout"`
-	CheckInterval Duration `yaml:"check_interval"`
-	ProbeTimeout  Duration `yaml:"probe_timeout"`
-	FlapThreshold int      `yaml:"flap_threshold"`
-	FlapWindow    Duration `yaml:"flap_window"`
-	HoldDown      Duration `yaml:"hold_down"`
-	MaxRetries    int      `yaml:"max_retries"`
+	IOTimeout Duration `yaml:"io_timeout"`
+	// APDTimeout is how long I/O waits for a path while none is usable
+	// (nil: the default 140 s; zero or negative is an error).
+	APDTimeout    *Duration `yaml:"apd_timeout"`
+	CheckInterval Duration  `yaml:"check_interval"`
+	ProbeTimeout  Duration  `yaml:"probe_timeout"`
+	FlapThreshold int       `yaml:"flap_threshold"`
+	FlapWindow    Duration  `yaml:"flap_window"`
+	HoldDown      Duration  `yaml:"hold_down"`
+	MaxRetries    int       `yaml:"max_retries"`
+	// Failback: immediate, manual, followover or N (seconds);
+	// NoPathRetry: queue, fail or N (checker intervals). dm-multipath's.
+	Failback    string `yaml:"failback"`
+	NoPathRetry string `yaml:"no_path_retry"`
+	// MarginalErrors retryable errors within MarginalWindow (default 60s)
+	// demote a path to the marginal group (0: off).
+	MarginalErrors int      `yaml:"marginal_errors"`
+	MarginalWindow Duration `yaml:"marginal_window"`
 	// Hedged reads (off by default): a read outstanding longer than
 	// hedge_multiplier × its path's recent p99 read latency, within
 	// [hedge_floor, hedge_ceiling], is sent again on another path.
@@ -134,6 +144,20 @@ func (d DeviceConfig) Validate(where string) error {
 	if _, err := nmp.ParseHedgeMode(d.HedgeReads); err != nil {
 		return fmt.Errorf("%s: %v", where, err)
 	}
+	if d.APDTimeout != nil {
+		if err := nmp.CheckAPDTimeout(time.Duration(*d.APDTimeout)); err != nil {
+			return fmt.Errorf("%s: %v", where, err)
+		}
+	}
+	if _, err := nmp.ParseFailback(d.Failback); err != nil {
+		return fmt.Errorf("%s: %v", where, err)
+	}
+	if _, err := nmp.ParseNoPathRetry(d.NoPathRetry); err != nil {
+		return fmt.Errorf("%s: %v", where, err)
+	}
+	if d.MarginalErrors < 0 {
+		return fmt.Errorf("%s: marginal_errors %d: want a positive number of retryable errors (or 0: off)", where, d.MarginalErrors)
+	}
 	if _, err := decodeArray(d); err != nil {
 		return fmt.Errorf("%s: array: %v", where, err)
 	}
@@ -216,21 +240,29 @@ func ensureStore(uri string, size int64) error {
 
 // engineConfig turns the YAML into the MPP's device config.
 func (d DeviceConfig) engineConfig() mpath.DeviceConfig {
+	var apd time.Duration
+	if d.APDTimeout != nil {
+		apd = time.Duration(*d.APDTimeout)
+	}
 	return mpath.DeviceConfig{
-		Name:          d.Name,
-		Identity:      mpath.Identity{WWID: d.WWID, Vendor: d.Vendor, Model: d.Model},
-		SATP:          d.SATP,
-		SATPOptions:   d.SATPOptions,
-		PSP:           d.PSP,
-		PSPOptions:    d.PSPOptions,
-		IOTimeout:     time.Duration(d.IOTimeout),
-		APDTimeout:    time.Duration(d.APDTimeout),
-		CheckInterval: time.Duration(d.CheckInterval),
-		ProbeTimeout:  time.Duration(d.ProbeTimeout),
-		FlapThreshold: d.FlapThreshold,
-		FlapWindow:    time.Duration(d.FlapWindow),
-		HoldDown:      time.Duration(d.HoldDown),
-		MaxRetries:    d.MaxRetries,
+		Name:           d.Name,
+		Identity:       mpath.Identity{WWID: d.WWID, Vendor: d.Vendor, Model: d.Model},
+		SATP:           d.SATP,
+		SATPOptions:    d.SATPOptions,
+		PSP:            d.PSP,
+		PSPOptions:     d.PSPOptions,
+		IOTimeout:      time.Duration(d.IOTimeout),
+		APDTimeout:     apd,
+		CheckInterval:  time.Duration(d.CheckInterval),
+		ProbeTimeout:   time.Duration(d.ProbeTimeout),
+		FlapThreshold:  d.FlapThreshold,
+		FlapWindow:     time.Duration(d.FlapWindow),
+		HoldDown:       time.Duration(d.HoldDown),
+		MaxRetries:     d.MaxRetries,
+		Failback:       d.Failback,
+		NoPathRetry:    d.NoPathRetry,
+		MarginalErrors: d.MarginalErrors,
+		MarginalWindow: time.Duration(d.MarginalWindow),
 
 		HedgeReads:      d.HedgeReads,
 		HedgeMultiplier: d.HedgeMultiplier,

@@ -287,6 +287,11 @@ type DeviceConfig struct {
 	// plugin's default.
 	Failback    string
 	NoPathRetry string
+	// MarginalErrors retryable errors on a path within MarginalWindow
+	// demote it to the marginal group (dm's marginal_pathgroups, ESXi's
+	// action_OnRetryErrors); 0 is off.
+	MarginalErrors int
+	MarginalWindow time.Duration
 	// Hedged reads: HedgeReads is "on", "off" or "" (the default, on); a
 	// read outstanding longer than HedgeMultiplier × its path's recent p99
 	// read latency, kept within [HedgeFloor, HedgeCeiling], is sent again

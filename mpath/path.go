@@ -268,6 +268,9 @@ type PathStatus struct {
 	HedgeLost       uint64  `json:"hedge_lost,omitempty"`
 	HedgeWon        uint64  `json:"hedge_won,omitempty"`
 	Slow            bool    `json:"slow,omitempty"`
+	// Marginal: demoted to the marginal group (slow, or a run of
+	// retryable errors); I/O goes there only when no other path is usable.
+	Marginal bool `json:"marginal,omitempty"`
 	Vendor          string  `json:"vendor,omitempty"`
 	Model           string  `json:"model,omitempty"`
 	WWID            string  `json:"wwid,omitempty"`

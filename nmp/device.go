@@ -110,6 +110,9 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	if _, err := parsePolicy(&cfg); err != nil {
 		return nil, fmt.Errorf("device %s: %w", cfg.Name, err)
 	}
+	if err := checkMarginal(&cfg); err != nil {
+		return nil, fmt.Errorf("device %s: %w", cfg.Name, err)
+	}
 	if events == nil {
 		events = &mpath.Events{}
 	}

@@ -54,6 +54,8 @@ type pathLat struct {
 	slowSince time.Time
 	level     int
 	timer     *time.Timer
+	// errs are the recent retryable errors of the path (marginal.go).
+	errs []time.Time
 }
 
 // latBucket is the bucket of a latency in ns.

@@ -44,6 +44,15 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 		pl.mu.Unlock()
 		return
 	}
+	d.markMarginalLocked(path, pl, now, h.cfg.slowWindow, "path-slow",
+		fmt.Sprintf("%d reads lost to their hedges within %v", h.cfg.slowLosses, h.cfg.slowWindow))
+}
+
+// markMarginalLocked demotes a path to the marginal group for the
+// device's hold-down period, doubling when it is demoted again within two
+// windows of its return; the hedge's slow reads and a run of retryable
+// errors (marginal.go) both land here. pl.mu is held; it is released.
+func (d *Device) markMarginalLocked(path *mpath.Path, pl *pathLat, now time.Time, window time.Duration, kind, why string) {
 	select {
 	case <-d.stopper.done():
 		pl.mu.Unlock()
@@ -51,7 +60,7 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 	default:
 	}
 	// Demoted again within two windows of its return: hold it longer.
-	if !pl.slowUntil.IsZero() && now.Sub(pl.slowUntil) > 2*h.cfg.slowWindow {
+	if !pl.slowUntil.IsZero() && now.Sub(pl.slowUntil) > 2*window {
 		pl.level = 0
 	}
 	hold := d.cfg.HoldDown << pl.level
@@ -64,13 +73,14 @@ func (d *Device) lostRace(path *mpath.Path, pl *pathLat, now time.Time) {
 	pl.slowUntil = now.Add(hold)
 	pl.winStart = time.Time{}
 	pl.streak.Store(0)
+	pl.errs = pl.errs[:0]
 	if pl.timer != nil {
 		pl.timer.Stop()
 	}
 	pl.timer = time.AfterFunc(hold, func() { d.slowEnds(path, pl) })
 	pl.mu.Unlock()
-	d.events.Publish(mpath.Event{Time: now, Kind: "path-slow", Device: d.name, Path: path.Name, To: "marginal",
-		Reason: fmt.Sprintf("%d reads lost to their hedges within %v: demoted to the marginal group for %v", h.cfg.slowLosses, h.cfg.slowWindow, hold)})
+	d.events.Publish(mpath.Event{Time: now, Kind: kind, Device: d.name, Path: path.Name, To: "marginal",
+		Reason: fmt.Sprintf("%s: demoted to the marginal group for %v", why, hold)})
 	d.tell(event{kind: evRegroup}) // the owner rebuilds the view
 }
 
@@ -166,6 +176,7 @@ func (d *Device) decorateHedge(p *mpath.Path, st *mpath.PathStatus) {
 	st.HedgeLost = pl.lost.Load()
 	st.HedgeWon = pl.won.Load()
 	st.Slow = pl.isSlow()
+	st.Marginal = st.Slow
 }
 
 // hedgeStatus fills the device's hedging fields of status.

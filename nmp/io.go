@@ -289,6 +289,7 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 	if v.Event != "" {
 		d.events.Publish(mpath.Event{Time: time.Now(), Kind: v.Event, Device: d.name, Path: path.Name, Reason: v.Reason})
 	}
+	d.noteRetryable(path, v) // marginal.go
 	if (v.State != mpath.StateUnknown && path.State() == mpath.StateActive && !path.AdminOff()) ||
 		(v.Class == ioerr.ClassPermanentLoss && !path.PDL()) {
 		d.report(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})
@@ -327,6 +328,12 @@ func (d *Device) waitForPath(ctx context.Context, v *View) error {
 		return nil
 	}
 	apdErr := func() error {
+		if limit == 0 {
+			return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w: I/O does not wait: %s", d.name, ioerr.ErrAllPathsDown, why)}
+		}
+		if why == whyAPD {
+			return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v", d.name, ioerr.ErrAllPathsDown, limit)}
+		}
 		return &ioerr.Error{Class: ioerr.ClassPathFailure, Op: "io", Err: fmt.Errorf("device %s: %w after %v (%s)", d.name, ioerr.ErrAllPathsDown, limit, why)}
 	}
 	var expired <-chan time.Time

@@ -79,9 +79,11 @@ const (
 	ReasonServiceTime
 	ReasonOnlyPath
 	ReasonRetryElsewhere
+	ReasonLatencySample
+	ReasonLowestLatency
 )
 
-var reasonNames = [...]string{"none", "preferred path", "failover: preferred path unusable", "most recently used", "highest rank", "round-robin turn", "round-robin switch", "lowest queue", "lowest service time", "only usable path", "retry on a path this I/O has not failed on"}
+var reasonNames = [...]string{"none", "preferred path", "failover: preferred path unusable", "most recently used", "highest rank", "round-robin turn", "round-robin switch", "lowest queue", "lowest service time", "only usable path", "retry on a path this I/O has not failed on", "latency sampling", "lowest latency"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {

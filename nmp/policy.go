@@ -392,8 +392,11 @@ func (s *decider) waitLimit() (limit time.Duration, forever bool, why string) {
 		return time.Duration(s.pol.npr.Checks) * s.cfg.CheckInterval, false,
 			fmt.Sprintf("no_path_retry %d × check_interval %v", s.pol.npr.Checks, s.cfg.CheckInterval)
 	}
-	return s.apdTimeout(), false, "apd_timeout"
+	return s.apdTimeout(), false, whyAPD
 }
+
+// whyAPD: the wait is the APD timeout's (no_path_retry unset).
+const whyAPD = "apd_timeout"
 
 // Switcher is a PSP that can be told which path to use (MRU, FIXED): the
 // administrator's path switch.

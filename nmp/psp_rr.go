@@ -31,6 +31,7 @@ type roundRobin struct {
 	lastPath atomic.Int64
 	rot      atomic.Pointer[rrRotation]
 	opts     map[string]string
+	lat      *latencyRR // type=latency (psp_rr_latency.go)
 }
 
 // rrRotation places the rotation over one view's candidates: the I/O (or
@@ -68,19 +69,32 @@ func newRR(opts map[string]string, _ []*mpath.Path) (PSP, error) {
 	iops := o.Uint("iops", 1000, 1)
 	bytes := o.Uint("bytes", 10485760, 1)
 	useANO := o.Bool("useANO", false)
+	var lat *latencyRR
+	if typ == rrLatency {
+		var err error
+		if lat, err = parseLatencyOptions(o); err != nil {
+			return nil, err
+		}
+	}
 	if err := o.Done(); err != nil {
 		return nil, err
 	}
-	r := &roundRobin{typ: typ, useANO: useANO}
+	r := &roundRobin{typ: typ, useANO: useANO, lat: lat}
 	switch typ {
 	case rrIOPS:
 		r.limit = iops
 	case rrBytes:
 		r.limit = bytes
+	case rrLatency:
+		r.limit = 1
 	default:
-		return nil, fmt.Errorf("%s option type=%q: want iops or bytes", PSPRR, typ)
+		return nil, fmt.Errorf("%s option type=%q: want iops, bytes or latency", PSPRR, typ)
 	}
 	r.opts = map[string]string{"type": typ, typ: strconv.FormatUint(r.limit, 10)}
+	if lat != nil {
+		r.opts = map[string]string{"type": typ}
+		lat.options(r.opts)
+	}
 	if useANO {
 		r.opts["useANO"] = "1"
 	}
@@ -93,6 +107,9 @@ func (r *roundRobin) Select(v *View, _ mpath.OpKind, n int) (*mpath.Path, Reason
 	c := v.Candidates(r.useANO)
 	if len(c) == 0 {
 		return nil, ReasonNone
+	}
+	if r.lat != nil {
+		return r.selectLatency(v, c)
 	}
 	off, shift := r.rot.Load().place(v)
 	var k uint64
@@ -189,6 +206,9 @@ func (r *roundRobin) Config() string {
 	ano := 0
 	if r.useANO {
 		ano = 1
+	}
+	if r.lat != nil {
+		return r.lat.config(ano)
 	}
 	if r.typ == rrBytes {
 		return fmt.Sprintf("{policy=bytes,bytes=%d,useANO=%d; lastPathIndex=%d}", r.limit, ano, r.lastPath.Load())

@@ -30,7 +30,8 @@ import (
 // Commands:
 //
 //	paths N [psp=NAME] [satp=NAME] [apd=D] [io-timeout=D] [check=D]
-//	        [flap-threshold=N] [flap-window=D] [hold-down=D] [PSP option=V…]
+//	        [flap-threshold=N] [flap-window=D] [hold-down=D] [failback=M]
+//	        [no-path-retry=V] [marginal-errors=N] [marginal-window=D] [PSP option=V…]
 //	                          a new device over N fake paths p1…pN (check: the
 //	                          checker's interval, default 1h: use "check")
 //	fail PATH CLASS [ops=read,write,flush,probe]   the path fails I/O with an
@@ -46,6 +47,8 @@ import (
 //	check                     one round of the path checker
 //	admin PATH on|off         the administrator's switch
 //	policy NAME [opt=V…]      change the PSP live
+//	switch PATH               the administrator's path switch
+//	queue on|off              queueing restored or disabled
 //	rank PATH N               the path's MRU rank
 //	fail-path PATH            mark a path dead at once (hot removal)
 //	sleep D                   let fake time pass (the checker ticks)
@@ -171,6 +174,14 @@ func (s *story) run(cmd string) []string {
 		if err := s.r.d.SetPathAdmin(args[0], args[1] == "on"); err != nil {
 			s.printf("error: %v", err)
 		}
+	case "switch":
+		if err := s.r.d.SwitchPath(args[0]); err != nil {
+			s.printf("error: %v", err)
+		}
+	case "queue":
+		if err := s.r.d.SetQueueing(args[0] == "on"); err != nil {
+			s.printf("error: %v", err)
+		}
 	case "policy":
 		name, opts := args[0], kv(args[1:])
 		if err := s.r.d.SetPolicy(name, opts); err != nil {
@@ -269,6 +280,14 @@ func (s *story) newDevice(args []string) {
 			cfg.FlapWindow = dur(v)
 		case "hold-down":
 			cfg.HoldDown = dur(v)
+		case "failback":
+			cfg.Failback = v
+		case "no-path-retry":
+			cfg.NoPathRetry = v
+		case "marginal-errors":
+			cfg.MarginalErrors, _ = strconv.Atoi(v)
+		case "marginal-window":
+			cfg.MarginalWindow = dur(v)
 		default:
 			cfg.PSPOptions[k] = v
 		}

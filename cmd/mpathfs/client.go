@@ -17,6 +17,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends/fault"
 	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -91,6 +92,7 @@ func printTopology(w io.Writer, st control.Status) {
 			apd = "yes, since " + d.APDSince.Format(time.RFC3339)
 		}
 		fmt.Fprintf(w, "all-paths-down=%s failovers=%d queue=%d\n", apd, d.Failovers, d.QueueDepth)
+		fmt.Fprintln(w, queueLine(d.Options)) // policy.go
 		if d.Options.HedgeReads != "" {
 			fmt.Fprintf(w, "hedge_reads=%s hedged=%d hedge_wins=%d\n", d.Options.HedgeReads, d.HedgedReads, d.HedgeWins)
 		}
@@ -144,6 +146,9 @@ func printGroups(w io.Writer, d mpath.DeviceStatus) {
 			}
 			if p.HeldDown {
 				extra += " held-down"
+			}
+			if p.FailbackHeld {
+				extra += " failback-held"
 			}
 			if p.Slow {
 				extra += " slow(marginal)"
@@ -225,8 +230,10 @@ func cmdPath(args []string, stdout io.Writer) error {
 		return cmdPathAdd(args[1:], stdout)
 	case "remove":
 		return cmdPathRemove(args[1:], stdout)
+	case "switch":
+		return cmdPathSwitch(args[1:], stdout) // policy.go
 	}
-	return usagef("unknown path subcommand %q (want list, set, fence, add or remove)", args[0])
+	return usagef("unknown path subcommand %q (want list, set, fence, add, remove or switch)", args[0])
 }
 
 // cmdPathFence is the operator's confirmation that nothing sent on a path
@@ -285,6 +292,8 @@ func cmdPathList(args []string, stdout io.Writer) error {
 			list = append(list, PathListEntry{Device: d.Name, PathStatus: p})
 		}
 	}
+	// Masked and unclaimed paths stay visible, as esxcli lists them.
+	list = append(list, offlineEntries(c)...)
 	if *asJSON {
 		return printJSON(stdout, map[string]any{"paths": list})
 	}
@@ -296,7 +305,14 @@ func cmdPathList(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "   Runtime Name: %s\n", e.Location)
 		fmt.Fprintf(stdout, "   Device: %s\n", e.Device)
 		fmt.Fprintf(stdout, "   Adapter: vmhba%d\n   Channel: %d\n   Target: %d\n   LUN: %d\n", loc.Adapter, loc.Channel, loc.Target, loc.LUN)
-		fmt.Fprintf(stdout, "   Plugin: NMP\n")
+		plugin := "NMP"
+		switch e.State {
+		case host.OfflineMasked:
+			plugin = mpath.PluginMaskPath
+		case host.OfflineUnclaimed:
+			plugin = "none (unclaimed)"
+		}
+		fmt.Fprintf(stdout, "   Plugin: %s\n", plugin)
 		fmt.Fprintf(stdout, "   State: %s\n", e.State)
 		fmt.Fprintf(stdout, "   Admin: %s\n", e.Admin)
 		fmt.Fprintf(stdout, "   Transport: %s\n", e.Transport)
@@ -508,13 +524,19 @@ func cmdPolicy(args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "set" {
 		return usagef("want `policy set DEVICE --psp PSP [options]`")
 	}
-	fs := newFlags(stdout, "policy set", "policy set DEVICE --psp PSP [--iops N | --bytes N] [--useANO 0|1] [--preferred PATH] [--option k=v]...")
+	fs := newFlags(stdout, "policy set", "policy set DEVICE [--psp PSP] [--iops N | --bytes N | --type latency [--sampling-cycles N] [--latency-eval-time T]] [--useANO 0|1] [--preferred PATH] [--option k=v]... [--failback MODE] [--no-path-retry V] [--apd-timeout D]")
 	ctl := fs.String("control", "", "control socket")
 	psp := fs.String("psp", "", "VMW_PSP_FIXED, VMW_PSP_MRU, VMW_PSP_RR, queue-length or service-time (default: keep)")
 	iops := fs.String("iops", "", "RR: switch path every N I/Os")
 	bytes := fs.String("bytes", "", "RR: switch path every N bytes (sets type=bytes)")
+	typ := fs.String("type", "", "RR: iops, bytes or latency (ESXi's latency-based round robin)")
+	cycles := fs.String("sampling-cycles", "", "RR type=latency: I/Os sampled on each path per evaluation (default 16)")
+	evalTime := fs.String("latency-eval-time", "", "RR type=latency: how often the paths' latencies are sampled again (default 3m)")
 	useANO := fs.String("useANO", "", "RR/queue-length/service-time: 1 also uses active/non-optimized paths")
 	preferred := fs.String("preferred", "", "Fixed: the preferred path")
+	failback := fs.String("failback", "", "immediate, manual, followover or N seconds: when a returning path (group) is used again")
+	noPathRetry := fs.String("no-path-retry", "", "queue, fail or N checker intervals: how long I/O waits while no path is usable")
+	apdTimeout := fs.String("apd-timeout", "", "All-Paths-Down timeout, a positive duration (used while no_path_retry is unset)")
 	var opts multiFlag
 	fs.Var(&opts, "option", "any PSP option name=value (repeatable)")
 	pos, err := parseFlags(fs, args[1:])
@@ -534,21 +556,35 @@ func cmdPolicy(args []string, stdout io.Writer) error {
 	if *bytes != "" {
 		m["type"], m["bytes"] = "bytes", *bytes
 	}
+	if *typ != "" {
+		m["type"] = *typ
+	}
+	if *cycles != "" {
+		m["samplingCycles"] = *cycles
+	}
+	if *evalTime != "" {
+		m["latencyEvalTime"] = *evalTime
+	}
 	if *useANO != "" {
 		m["useANO"] = *useANO
 	}
 	if *preferred != "" {
 		m["preferred"] = *preferred
 	}
+	if flagGiven(fs, "apd-timeout") && *apdTimeout == "" {
+		return usagef("--apd-timeout: give a positive duration such as 140s")
+	}
 	c, err := dial(*ctl)
 	if err != nil {
 		return err
 	}
-	st, err := c.Policy(context.Background(), control.PolicyRequest{Device: pos[0], PSP: *psp, Options: m})
+	st, err := c.Policy(context.Background(), control.PolicyRequest{Device: pos[0], PSP: *psp, Options: m,
+		Failback: *failback, NoPathRetry: *noPathRetry, APDTimeout: *apdTimeout})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: psp=%s %s\n", st.Name, st.PSP, st.PSPConfig)
+	fmt.Fprintf(stdout, "%s: %s\n", st.Name, queueLine(st.Options)) // policy.go
 	return nil
 }
 

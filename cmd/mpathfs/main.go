@@ -10,6 +10,10 @@
 //	mpathfs path remove [--force] PATH      a path leaves its running device (flushed first)
 //	mpathfs adapter list [--json]           adapters (vmhbaN), their targets, paths and devices
 //	mpathfs adapter fail|restore|reset A    every path through an adapter fails, returns, gets a reset's UA
+//	mpathfs adapter rescan [A]              new paths and devices from the configured sources
+//	mpathfs claimrule list|add|remove|move|load|run   the claim-rule lifecycle
+//	mpathfs claiming unclaim|reclaim|list   take paths away, claim them again
+//	mpathfs satp list|set|rule list|add|remove        SATPs, default PSPs, SATP rules
 //	mpathfs device list|set --state on|off  device states; detach and attach by hand
 //	mpathfs reset lun|target|bus|abort-task-set PATH  a reset's aborted tasks and unit attentions
 //	mpathfs fault inject PATH FAULT-FLAGS   inject a fault (see `fault inject -h`)
@@ -52,17 +56,19 @@ func allCommands() []command {
 		{"mount", "serve devices as files in a FUSE mount (foreground)", cmdMount},
 		{"status", "show devices and paths like multipath -ll", cmdStatus},
 		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI | path remove PATH", cmdPath},
-		{"adapter", "adapter list | adapter fail|restore|reset vmhbaN: adapters and every path through them", cmdAdapter},
+		{"adapter", "adapter list | adapter fail|restore|reset vmhbaN | adapter rescan [vmhbaN]: adapters and every path through them", cmdAdapter},
 		{"device", "device list | device set --state on|off DEVICE: device states; detach and attach by hand", cmdDevice},
 		{"reset", "reset lun|target|bus|abort-task-set PATH: a reset's aborted tasks and unit attentions", cmdReset},
 		{"fault", "fault inject PATH FLAGS | fault clear PATH [--id N] | fault list", cmdFault},
-		{"policy", "policy set DEVICE --psp PSP [options]", cmdPolicy},
+		{"policy", "policy set DEVICE [--psp PSP] [options] [--failback M] [--no-path-retry V] [--apd-timeout D]", cmdPolicy},
+		{"queue", "queue on|off DEVICE: restore or disable queueing while no path is usable (dm's restorequeueing/disablequeueing)", cmdQueue},
 		{"events", "recent path state changes and other events; --follow for new ones", cmdEvents},
 		{"trace", "stream the per-I/O trace of a device as JSON lines", cmdTrace},
 		{"plugins", "list multipathing plugins, SATPs and PSPs", cmdPlugins},
-		{"array", "array status | fail|restore ARRAY CONTROLLER | transfer ARRAY CONTROLLER | set-tpg ARRAY TPG STATE", cmdArray},
-		{"claimrule", "claimrule list [--json]: the claim rules", cmdClaimRules},
-		{"satp", "satp list | satp rule list [--json]: SATPs with default PSPs, SATP rules", cmdSATP},
+		{"array", "array status | fail|restore|transfer ARRAY CONTROLLER | set-tpg ARRAY TPG STATE | serve | port offline|online PORT | session drop INITIATOR | fault inject|clear|list", cmdArray},
+		{"claimrule", "claimrule list | add | remove | move | load | run: the claim-rule lifecycle (file and runtime rules)", cmdClaimRule},
+		{"claiming", "claiming unclaim | reclaim | list: take paths from their devices, claim them again, list masked and unclaimed paths", cmdClaiming},
+		{"satp", "satp list | satp set | satp rule list|add|remove: SATPs, default PSPs, SATP rules", cmdSATP},
 		{"psp", "psp list [--json]: path selection plugins", cmdPSP},
 		{"explain", "explain DEVICE [--json]: which claim rule and SATP rule matched, and where each option came from", cmdExplain},
 		{"label", "label [--wwid W [--force] | --remove] FILE...: the wwid label of a file store", cmdLabel},
@@ -88,12 +94,14 @@ var subcommands = map[string][]subcommand{
 		{"fence", "path fence PATH: confirm a path dead, release writes held for it"},
 		{"add", "path add [--name N] DEVICE URI: a path joins a running device, after the identity check"},
 		{"remove", "path remove [--force] PATH: a path leaves its running device, its writes flushed first"},
+		{"switch", "path switch PATH: make a usable path the one in use (MRU, FIXED: fail back by hand; dm's switchgroup)"},
 	},
 	"adapter": {
 		{"list", "adapter list [--json]: adapters (vmhbaN) with state, targets, paths and devices"},
 		{"fail", "adapter fail [--reason T] ADAPTER: every path through it fails together (a lost HBA)"},
 		{"restore", "adapter restore ADAPTER: clear what adapter fail injected; the paths return"},
 		{"reset", "adapter reset ADAPTER: unit attention 06/29/00 on each path's next I/O"},
+		{"rescan", "adapter rescan [vmhbaN]: read the configured sources again; new paths join, new WWIDs become devices"},
 	},
 	"device": {
 		{"list", "device list [--json]: devices with their state (on, off, dead), like esxcli storage core device list"},
@@ -105,7 +113,7 @@ var subcommands = map[string][]subcommand{
 		{"list", "fault list [--json]: active faults"},
 	},
 	"policy": {
-		{"set", "policy set DEVICE --psp PSP [--iops N | --bytes N] [--option k=v]...: change the path selection"},
+		{"set", "policy set DEVICE [--psp PSP] [--iops N | --bytes N | --type latency] [--option k=v]... [--failback M] [--no-path-retry V] [--apd-timeout D]: change the path selection, failback and queueing"},
 	},
 	"array": {
 		{"status", "array status [--json]: simulated arrays, controllers and target port groups"},
@@ -128,10 +136,23 @@ var subcommands = map[string][]subcommand{
 	},
 	"satp": {
 		{"list", "satp list [--json]: SATPs with their default PSPs"},
+		{"set", "satp set --satp S --default-psp P: an SATP's default PSP for devices claimed from now on"},
 		{"rule list", "satp rule list [--json]: the SATP rules"},
+		{"rule add", "satp rule add --satp S [--vendor V --model M --transport T --driver D --claim-option C --psp P --psp-option k=v --option k=v]: add an SATP rule"},
+		{"rule remove", "satp rule remove --satp S [match flags]: remove a user SATP rule"},
 	},
 	"claimrule": {
-		{"list", "claimrule list [--json]: the claim rules"},
+		{"list", "claimrule list [--json]: the claim rules, file (configuration) and runtime (loaded) rows"},
+		{"add", "claimrule add --rule N --type T --plugin P [match flags]: add a rule to the configuration"},
+		{"remove", "claimrule remove --rule N: remove a rule from the configuration"},
+		{"move", "claimrule move --rule N --new-rule M: renumber a rule of the configuration"},
+		{"load", "claimrule load: the runtime rules become what the configuration says"},
+		{"run", "claimrule run: claim unclaimed paths; mask live the claimed paths a MASK_PATH rule now matches"},
+	},
+	"claiming": {
+		{"unclaim", "claiming unclaim --path P | --device D | --adapter A: take paths from their devices live"},
+		{"reclaim", "claiming reclaim --device D: claim a device's paths again with the runtime rules (masks, unmasks)"},
+		{"list", "claiming list [--json]: the masked and unclaimed paths"},
 	},
 	"psp": {
 		{"list", "psp list [--json]: path selection plugins"},

@@ -45,7 +45,9 @@ func cmdMount(args []string, stdout io.Writer) error {
 	stateDir := fs.String("state-dir", "", "where the default lab keeps its store (default $MPATHFS_STATE_DIR or "+defaultStateDir+")")
 	size := fs.String("size", "", "create missing file stores with this size (e.g. 1G)")
 	ioTimeout := fs.Duration("io-timeout", 0, "per-I/O deadline (default 5s)")
-	apdTimeout := fs.Duration("apd-timeout", 0, "All-Paths-Down timeout (default 140s)")
+	apdTimeout := fs.Duration("apd-timeout", 0, "All-Paths-Down timeout: how long I/O waits for a path to return (default 140s; must be positive: to fail at once use --no-path-retry fail)")
+	failback := fs.String("failback", "", "when a returning path (group) is used again: immediate (default), manual, followover or N seconds (docs/policies.md)")
+	noPathRetry := fs.String("no-path-retry", "", "I/O while no path is usable: queue (wait for a path), fail (at once) or N checker intervals (default: wait --apd-timeout)")
 	checkInterval := fs.Duration("check-interval", 0, "path checker interval (default 2s)")
 	flapThreshold := fs.Int("flap-threshold", 0, "failures within --flap-window that hold a path down (default 3)")
 	flapWindow := fs.Duration("flap-window", 0, "window for counting path failures (default 60s)")
@@ -70,6 +72,17 @@ func cmdMount(args []string, stdout io.Writer) error {
 	}
 	if len(pos) != 1 {
 		return usagef("give exactly one MOUNTPOINT (got %d arguments)", len(pos))
+	}
+	if flagGiven(fs, "apd-timeout") {
+		if err := nmp.CheckAPDTimeout(*apdTimeout); err != nil {
+			return usagef("--apd-timeout: %v", err)
+		}
+	}
+	if _, err := nmp.ParseFailback(*failback); err != nil {
+		return usagef("--failback: %v", err)
+	}
+	if _, err := nmp.ParseNoPathRetry(*noPathRetry); err != nil {
+		return usagef("--no-path-retry: %v", err)
 	}
 	mountpoint, err := filepath.Abs(pos[0])
 	if err != nil {
@@ -158,7 +171,14 @@ func cmdMount(args []string, stdout io.Writer) error {
 			d.IOTimeout = host.Duration(*ioTimeout)
 		}
 		if *apdTimeout > 0 {
-			d.APDTimeout = host.Duration(*apdTimeout)
+			t := host.Duration(*apdTimeout)
+			d.APDTimeout = &t
+		}
+		if *failback != "" {
+			d.Failback = *failback
+		}
+		if *noPathRetry != "" {
+			d.NoPathRetry = *noPathRetry
 		}
 		if *checkInterval > 0 {
 			d.CheckInterval = host.Duration(*checkInterval)
@@ -227,11 +247,14 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
-	return serve(mountpoint, cfg, mountOptions{allowOther: *allowOther, debug: *debug, verify: *verify}, stdout)
+	return serve(mountpoint, cfg, mountOptions{allowOther: *allowOther, debug: *debug, verify: *verify, configFile: *config}, stdout)
 }
 
 type mountOptions struct {
 	allowOther, debug, verify bool
+	// configFile is the --config file: claim-rule and SATP-rule changes
+	// are written to it, and `adapter rescan` reads it again.
+	configFile string
 }
 
 func stateDirOf(flag string) string {
@@ -300,7 +323,20 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
-	h := host.New(host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint})
+	hopts := host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint}
+	if mo.configFile != "" {
+		if hopts.ConfigFile, err = filepath.Abs(mo.configFile); err != nil {
+			return err
+		}
+		hopts.Sources = func(context.Context) ([]host.DeviceConfig, error) {
+			c, err := LoadConfig(hopts.ConfigFile)
+			if err != nil {
+				return nil, err
+			}
+			return c.Devices, nil
+		}
+	}
+	h := host.New(hopts)
 	defer h.Close()
 	if err := h.Build(ctx, cfg.Devices); err != nil {
 		return err
@@ -354,6 +390,8 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", mountpoint, err)
 	}
+	// A device `adapter rescan` finds gets its file in the live mount.
+	h.OnDevice(func(d host.IO) error { return fsrv.AddDevice(d) })
 	for _, d := range devices {
 		st := d.Status()
 		fmt.Fprintf(stdout, "mpathfs: serving %s (%s, %d paths, %s + %s) at %s\n", d.Name(),

@@ -9,9 +9,15 @@
 #   active/optimized path goes offline, at MPATHFS_VM_RESTORE_AT s (20) it
 #   comes back; we measure how long until each system uses it again.
 #
+# Then (d), iSCSI to the array server (iscsi-part.sh): `mpathfs array serve` in the
+# guest, open-iscsi logged in to two portals, dm-multipath with scsi_dh_alua, SCSI
+# persistent reservations through sg_persist, mpathpersist and mpathfs pr, and a
+# controller failure under fio verify.
+#
 # Exit status: 0 only if both systems ran with 0 fio errors, verify ok and the path
-# reinstated. MPATHFS_VM_ONLY_DM=1 runs (a) only. The table goes to stdout and to
-# tests/vm/work/result.md in the repository the script lives in.
+# reinstated, and every check of (d) passed. MPATHFS_VM_ONLY_DM=1 runs (a) only,
+# MPATHFS_VM_ONLY_ISCSI=1 (d) only, MPATHFS_VM_SKIP_ISCSI=1 all but (d). The tables go
+# to stdout and to tests/vm/work/result.md in the repository the script lives in.
 set -uo pipefail
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -23,6 +29,8 @@ runtime=${MPATHFS_VM_FIO_RUNTIME:-40}
 fault_at=${MPATHFS_VM_FAULT_AT:-10}
 restore_at=${MPATHFS_VM_RESTORE_AT:-20}
 only_dm=${MPATHFS_VM_ONLY_DM:-0}
+only_iscsi=${MPATHFS_VM_ONLY_ISCSI:-0}
+skip_iscsi=${MPATHFS_VM_SKIP_ISCSI:-0}
 reinstate_limit=60   # seconds to wait for a restored path to be used again
 ceiling_runtime=${MPATHFS_VM_CEILING_RUNTIME:-15}
 # dm's no_path_retry queue queues for ever; mpathfs queues for its APD timeout. An
@@ -48,6 +56,8 @@ done
 # Results, per system: key -> value.
 declare -A R=()
 failed=0
+# part (d): iSCSI to the array server
+. "$(dirname "$0")/iscsi-part.sh"
 
 # --------------------------------------------------------------------------- LUN
 alua_state() { # the ALUA access state a path reports for its own port group
@@ -324,7 +334,11 @@ mpathfs_unavailable() { # prints the reason, or nothing when mpathfs can run
     return
   fi
   install -m 0755 "$bin" /usr/local/bin/mpathfs || { echo "cannot install the binary"; return; }
-  if ! mpathfs mount --help 2>&1 | grep -qi 'block'; then
+  # (the help is read whole: with pipefail, grep -q closing the pipe early would
+  # fail the pipeline when mpathfs is still writing)
+  local help
+  help=$(mpathfs mount --help 2>&1)
+  if ! grep -qi 'block' <<<"$help"; then
     echo "'mpathfs mount --help' does not mention block:// paths"
   fi
 }
@@ -430,6 +444,7 @@ ratio() {
 }
 
 cleanup() {
+  is_teardown
   [ -n "${fc_pid:-}" ] && kill -TERM "$fc_pid" 2>/dev/null
   [ -n "${mp_pid:-}" ] && kill -TERM "$mp_pid" 2>/dev/null
   [ -n "${mpd_pid:-}" ] && { multipath -F >/dev/null 2>&1; kill -TERM "$mpd_pid" 2>/dev/null; }
@@ -443,29 +458,52 @@ cleanup() {
 trap cleanup EXIT
 
 # ------------------------------------------------------------------------ main
-log "kernel $(uname -r); fio $(fio --version); multipath-tools $(dpkg-query -W -f='${Version}' multipath-tools 2>/dev/null)"
-setup_lun
-run_dm
-
+log "kernel $(uname -r); fio $(fio --version); multipath-tools $(dpkg-query -W -f='${Version}' multipath-tools 2>/dev/null); open-iscsi $(dpkg-query -W -f='${Version}' open-iscsi 2>/dev/null)"
 na=""
+if [ "$only_iscsi" != 1 ]; then
+  setup_lun
+  run_dm
+
+  if [ "$only_dm" = 1 ]; then
+    na="skipped (MPATHFS_VM_ONLY_DM=1)"
+  else
+    na=$(mpathfs_unavailable)
+    if [ -n "$na" ]; then
+      na="not available: $na"
+      failed=1
+    else
+      run_mpathfs
+      [ -n "${R[mpathfs.na]:-}" ] && na="failed to start: ${R[mpathfs.na]}"
+    fi
+  fi
+  [ -n "$na" ] && log "(b) mpathfs: $na"
+  [ "$only_dm" = 1 ] || run_ceiling
+  # the scsi_debug LUN is done with; (d) has its own disks
+  udevadm settle -t 10 >/dev/null 2>&1
+  modprobe -r scsi_debug 2>/dev/null
+fi
+
+# (d) iSCSI to the array server
+is_na=""
 if [ "$only_dm" = 1 ]; then
-  na="skipped (MPATHFS_VM_ONLY_DM=1)"
+  is_na="skipped (MPATHFS_VM_ONLY_DM=1)"
+elif [ "$skip_iscsi" = 1 ]; then
+  is_na="skipped (MPATHFS_VM_SKIP_ISCSI=1)"
 else
-  na=$(mpathfs_unavailable)
-  if [ -n "$na" ]; then
-    na="not available: $na"
+  is_na=$(mpathfs_unavailable)
+  if [ -n "$is_na" ]; then
+    is_na="not available: $is_na"
     failed=1
   else
-    run_mpathfs
-    [ -n "${R[mpathfs.na]:-}" ] && na="failed to start: ${R[mpathfs.na]}"
+    run_iscsi
   fi
 fi
-[ -n "$na" ] && log "(b) mpathfs: $na"
-[ "$only_dm" = 1 ] || run_ceiling
+[ -n "$is_na" ] && log "(d) iSCSI: $is_na"
 
 # ------------------------------------------------------------------------ table
 col() { if [ -n "$na" ]; then echo "—"; else echo "${R[mpathfs.$1]:-?}"; fi; }
 {
+  if [ "$only_iscsi" != 1 ]; then
   echo "## VM tier: one path of a 2-path scsi_debug LUN offline at ${fault_at}s, back at ${restore_at}s"
   echo
   echo "fio 4k randrw QD16 direct, verify=crc32c (backlog 1024), ${runtime}s; kernel $(uname -r), $(nproc) vCPUs."
@@ -502,6 +540,16 @@ col() { if [ -n "$na" ]; then echo "—"; else echo "${R[mpathfs.$1]:-?}"; fi; }
   echo "- (b) mpathfs: --psp VMW_PSP_RR --psp-option iops=1 --psp-option useANO=1 --check-interval 1s --apd-timeout $mp_apd (queue through the fault as dm does), block:// paths probed with SG_IO TEST UNIT READY."
   echo
   [ -n "$na" ] && echo "(b) mpathfs: $na" && echo
+  fi
+  if [ -n "$is_na" ]; then
+    echo "## iSCSI to the array server"
+    echo
+    echo "(d) iSCSI: $is_na"
+    echo
+  else
+    is_report
+    echo
+  fi
   if [ "$failed" = 0 ]; then echo "RESULT: PASS"; else echo "RESULT: FAIL"; fi
 } > "$scratch/result.md"
 cp "$scratch/result.md" "$work/result.md"

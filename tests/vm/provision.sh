@@ -12,7 +12,7 @@ set -euo pipefail
 # file), so the cached image is rebuilt.
 PACKAGES=(
   linux-image-amd64 udev fuse3 fio multipath-tools sg3-utils lsscsi kmod
-  busybox-static jq procps util-linux
+  busybox-static jq procps util-linux open-iscsi
 )
 BOX_PACKAGES=(
   systemd systemd-sysv openssh-server sudo rsync grub-pc-bin grub2-common
@@ -35,12 +35,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# multipathd must not start on its own at boot (the suite starts it by hand and the
-# Vagrant guest boots systemd): the suite owns its lifecycle.
+# multipathd and iscsid must not start on their own at boot (the suite starts them by
+# hand and the Vagrant guest boots systemd): the suite owns their lifecycle.
+units=(multipathd.service multipathd.socket iscsid.service iscsid.socket open-iscsi.service)
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-  systemctl disable --now multipathd.service multipathd.socket >/dev/null 2>&1 || true
+  systemctl disable --now "${units[@]}" >/dev/null 2>&1 || true
 elif command -v systemctl >/dev/null; then
-  systemctl disable multipathd.service multipathd.socket >/dev/null 2>&1 || true
+  systemctl disable "${units[@]}" >/dev/null 2>&1 || true
 fi
 apt-get clean
 echo "provision.sh: ok (box=$box)"

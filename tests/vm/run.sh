@@ -14,6 +14,10 @@
 #   MPATHFS_VM_MEM / MPATHFS_VM_CPUS   default 2048 / 2
 #   MPATHFS_VM_FIO_RUNTIME / MPATHFS_VM_FAULT_AT / MPATHFS_VM_RESTORE_AT
 #                              fio seconds (40) and fault/restore times (10/20)
+#   MPATHFS_VM_ONLY_ISCSI=1 / MPATHFS_VM_SKIP_ISCSI=1   only part (d) / all but (d)
+#   MPATHFS_VM_ISCSI_FIO_RUNTIME / _FAIL_AT / _RESTORE_AT / _REPLACEMENT_TIMEOUT
+#                              part (d): fio seconds (30), controller failure and
+#                              restore (8/18), the iSCSI replacement_timeout (5)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -52,7 +56,9 @@ q() { printf '%q' "$1"; }
 {
   echo "VMTEST_CMD=$(q "${MPATHFS_VM_CMD:-tests/vm/in-vm-suite.sh}")"
   echo "VMTEST_STATUS=tests/vm/work/exit-status"
-  for v in MPATHFS_VM_ONLY_DM MPATHFS_VM_FIO_RUNTIME MPATHFS_VM_FAULT_AT MPATHFS_VM_RESTORE_AT; do
+  for v in MPATHFS_VM_ONLY_DM MPATHFS_VM_FIO_RUNTIME MPATHFS_VM_FAULT_AT MPATHFS_VM_RESTORE_AT \
+    MPATHFS_VM_ONLY_ISCSI MPATHFS_VM_SKIP_ISCSI MPATHFS_VM_ISCSI_FIO_RUNTIME MPATHFS_VM_ISCSI_FAIL_AT \
+    MPATHFS_VM_ISCSI_RESTORE_AT MPATHFS_VM_ISCSI_REPLACEMENT_TIMEOUT; do
     [ -n "${!v:-}" ] && echo "export $v=$(q "${!v}")"
   done
   true
@@ -70,11 +76,13 @@ rm -f "$console" "$pidfile"
 log "booting ($accel, $cpus vCPUs, $mem MiB, timeout ${timeout}s); console: $console"
 t0=$(date +%s)
 # The disk is opened with snapshot=on: the cached image is never modified.
+# no_timer_check: on a loaded host the emulated timer misses the kernel's IO-APIC
+# timer check ("IO-APIC + timer doesn't work!" panic at boot, seen under load 29).
 qemu-system-x86_64 \
   -machine q35 "${accel_args[@]}" -smp "$cpus" -m "$mem" \
   -nodefaults -no-user-config -display none -vga none -nic none -no-reboot \
   -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
-  -append "root=/dev/vda console=ttyS0 panic=-1 loglevel=4 quiet vmtest.init=/sbin/mpathfs-vm-init" \
+  -append "root=/dev/vda console=ttyS0 panic=-1 loglevel=4 quiet no_timer_check vmtest.init=/sbin/mpathfs-vm-init" \
   -drive file="$work/disk.raw",format=raw,if=virtio,snapshot=on,cache=unsafe \
   -virtfs local,path="$repo",mount_tag=host,security_model=none,id=host \
   -chardev file,id=con,path="$console" -serial chardev:con \
