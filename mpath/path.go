@@ -270,10 +270,10 @@ type PathStatus struct {
 	Slow            bool    `json:"slow,omitempty"`
 	// Marginal: demoted to the marginal group (slow, or a run of
 	// retryable errors); I/O goes there only when no other path is usable.
-	Marginal bool `json:"marginal,omitempty"`
-	Vendor          string  `json:"vendor,omitempty"`
-	Model           string  `json:"model,omitempty"`
-	WWID            string  `json:"wwid,omitempty"`
+	Marginal bool   `json:"marginal,omitempty"`
+	Vendor   string `json:"vendor,omitempty"`
+	Model    string `json:"model,omitempty"`
+	WWID     string `json:"wwid,omitempty"`
 
 	// What multipath -ll shows per path: dm's path state (active or
 	// failed), the checker's (ready, ghost, faulty, delayed, undef) and
