@@ -133,6 +133,7 @@ func (d *Device) checkRound(start time.Time, sched bool) {
 		}
 	}
 	wg.Wait()
+	d.probedPDL(results) // state.go: a probe answered with PDL marks its path
 	if d.tell(event{kind: evProbed, probes: results}).err != nil {
 		return // closed
 	}

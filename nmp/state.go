@@ -156,3 +156,24 @@ func (d *Device) pdlFollowThrough(now time.Time) {
 	d.applyLocked([]action{{kind: actPublish, ev: mpath.Event{Time: now, Kind: "device-attached", Device: d.name,
 		From: DeviceDead, To: DeviceOn, Reason: "a path left permanent device loss (switched on by the administrator)"}}}, now)
 }
+
+// probedPDL reports the probes of a checker round that the SATP judged a
+// permanent device loss (05/25/00 on a TEST UNIT READY, as ESXi and the
+// tur checker read it) as failed I/O of class permanent loss, before the
+// round's results: the decider marks those paths PDL (ioFailed) — not
+// merely dead — so a LU gone from every path is detached even when no
+// data I/O met the loss first.
+func (d *Device) probedPDL(results []probeResult) {
+	for _, r := range results {
+		if r.err == nil || r.p.PDL() {
+			continue
+		}
+		v := d.satp.Classify(r.p, mpath.OpProbe, r.err)
+		if v.Class != ioerr.ClassPermanentLoss {
+			continue
+		}
+		if d.tell(event{kind: evIOFailed, path: r.p, op: mpath.OpProbe, err: r.err, verdict: v}).err != nil {
+			return // closed
+		}
+	}
+}

@@ -149,3 +149,19 @@ func sawEvent(r *rig, kind string) bool {
 		}
 	}
 }
+
+// TestProbePDL: a path whose checker probe answers PDL is marked PDL (not
+// only dead), so a LU gone from every path detaches the device even when
+// the checker saw it first.
+func TestProbePDL(t *testing.T) {
+	r := newRig(t, 2, testConfig(PSPRR, nil))
+	for _, f := range r.fakes {
+		f.failClass(ioerr.ClassPermanentLoss)
+	}
+	r.d.CheckNow()
+	for _, p := range r.d.Paths() {
+		assert.True(t, p.PDL(), "%s: PDL from its probe", p.Name)
+		assert.Equal(t, mpath.StateDead, p.State())
+	}
+	assert.Equal(t, DeviceDead, r.d.Status().State)
+}

@@ -135,6 +135,14 @@ func (r *recTarget) SetPolicy(_ context.Context, dev, psp string, _ map[string]s
 	r.rec("policy " + dev + " " + psp)
 	return nil
 }
+func (r *recTarget) Reset(_ context.Context, kind, path string) error {
+	r.rec("reset " + kind + " " + path)
+	return nil
+}
+func (r *recTarget) SetDeviceState(_ context.Context, dev, state string) error {
+	r.rec("device " + dev + " " + state)
+	return nil
+}
 func (r *recTarget) Array(_ context.Context, req ArrayRequest) error {
 	r.rec("array " + req.Array + " " + req.Action + " " + req.Controller)
 	return nil

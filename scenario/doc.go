@@ -47,6 +47,8 @@
 //	array ARRAY tpg N state STATE
 //	policy DEV psp PSP [NAME=VALUE]...                change the PSP live
 //	clear path PATH                                   clear every fault of PATH
+//	reset lun|target|bus|abort-task-set path PATH     a reset issued on PATH: aborted tasks, unit attentions
+//	device DEV off | device DEV on                    detach or attach a device by hand
 //
 // LIFETIME is "for DUR" or "until TIME"; without one a fault lasts until
 // the end of the run (the runner clears what it injected). CLASS is an

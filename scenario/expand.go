@@ -32,6 +32,10 @@ const (
 	StepArray StepKind = "array"
 	// StepExec starts Argv on the host (Options.Exec).
 	StepExec StepKind = "exec"
+	// StepReset issues a reset of kind Reset on Path.
+	StepReset StepKind = "reset"
+	// StepDevice switches Device on or off (Admin).
+	StepDevice StepKind = "device"
 )
 
 // Step is one timed operation of an expanded scenario.
@@ -53,6 +57,8 @@ type Step struct {
 	Host string `json:",omitempty"`
 	// Argv is the command of exec.
 	Argv []string `json:",omitempty"`
+	// Reset is the kind of a reset step (lun, target, bus, abort-task-set).
+	Reset string `json:",omitempty"`
 	// Ref is the index of the step a restore ends (-1 for other kinds).
 	Ref int
 	// Fault numbers the faults (inject, inject-device, admin off,
@@ -144,6 +150,14 @@ func (sc *Scenario) Expand() []Step {
 			s := base
 			s.Kind, s.Argv = StepExec, slices.Clone(st.Argv)
 			add(s, -1)
+		case "reset":
+			s := base
+			s.Kind, s.Reset = StepReset, st.Reset
+			add(s, -1)
+		case "device":
+			s := base
+			s.Kind, s.Admin = StepDevice, st.Admin
+			add(s, -1)
 		}
 	}
 	sort.SliceStable(ps, func(i, j int) bool { return ps[i].s.At < ps[j].s.At })
@@ -214,6 +228,10 @@ func (s Step) What() string {
 		return strings.TrimSpace(fmt.Sprintf("policy %s psp %s %s", dev, s.PSP, strings.Join(opts, " ")))
 	case StepExec:
 		return "exec " + strings.Join(s.Argv, " ")
+	case StepReset:
+		return fmt.Sprintf("%s reset on %s", s.Reset, s.Path)
+	case StepDevice:
+		return fmt.Sprintf("device %s %s", s.Device, s.Admin)
 	case StepArray:
 		a := s.Array
 		switch a.Action {

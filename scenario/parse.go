@@ -78,7 +78,12 @@ type Stmt struct {
 	Host string
 	// Argv is the command of exec.
 	Argv []string
+	// Reset is the kind of a reset: lun, target, bus or abort-task-set.
+	Reset string
 }
+
+// resetKinds are the kinds a reset statement takes (host.ResetKinds).
+var resetKinds = []string{"lun", "target", "bus", "abort-task-set"}
 
 // ArrayRequest is the body of POST /v1/array, the simulated ALUA array's
 // endpoint (control.ArrayRequest).
@@ -119,7 +124,7 @@ func ParseFile(name string) (*Scenario, error) {
 }
 
 // actions lists the actions an "at" takes, for error messages.
-const actions = "fail, hang, land-late, corrupt, slow, flap, path, all-paths-down, array, policy, exec"
+const actions = "fail, hang, land-late, corrupt, slow, flap, path, all-paths-down, array, policy, exec, reset, device"
 
 // maxErrors stops a parse of a file that is not a scenario at all.
 const maxErrors = 20
@@ -445,6 +450,25 @@ func (p *parser) action(sc *Scenario, st *Stmt) {
 		p.faultTail(st, []string{"--error", "path-failure"})
 	case "array":
 		p.array(st)
+	case "reset":
+		// reset lun|target|bus|abort-task-set path PATH
+		k := p.next("reset kind (lun, target, bus or abort-task-set)")
+		if !slices.Contains(resetKinds, k.s) {
+			p.failAt(k.col, "reset kind %q: want lun, target, bus or abort-task-set (e.g. `reset lun path vmhba1:C0:T0:L0`)", k.s)
+		}
+		st.Reset = k.s
+		p.keyword("path")
+		st.Path = p.next("path name").s
+		p.end()
+	case "device":
+		// device DEVICE off|on
+		st.Device = p.next("device name").s
+		s := p.next("on or off")
+		if s.s != "on" && s.s != "off" {
+			p.failAt(s.col, "device state %q: want on or off (e.g. `device d0 off`)", s.s)
+		}
+		st.Admin = s.s
+		p.end()
 	case "exec":
 		for _, a := range p.toks[p.i:] {
 			st.Argv = append(st.Argv, a.s)

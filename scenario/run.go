@@ -196,7 +196,7 @@ func (r *run) preflight(ctx context.Context, steps []Step) ([]string, error) {
 	where := func(s Step) string { return fmt.Sprintf("%s:%d", r.sc.Name, s.Line) }
 	for _, s := range steps {
 		switch s.Kind {
-		case StepInject, StepAdmin, StepClearPath:
+		case StepInject, StepAdmin, StepClearPath, StepReset:
 			d, ok := pathDev[s.Path]
 			if !ok {
 				var all []string
@@ -209,7 +209,7 @@ func (r *run) preflight(ctx context.Context, steps []Step) ([]string, error) {
 				continue
 			}
 			use[d] = true
-		case StepInjectDevice, StepPolicy:
+		case StepInjectDevice, StepPolicy, StepDevice:
 			d := s.Device
 			if d == "" {
 				d = r.dev
@@ -347,6 +347,10 @@ func (r *run) exec(ctx context.Context, s Step, res *StepResult, results []StepR
 		return r.t.SetPathAdmin(ctx, s.Path, s.Admin == "on")
 	case StepPolicy:
 		return r.t.SetPolicy(ctx, r.device(s), s.PSP, s.Options)
+	case StepReset:
+		return r.t.Reset(ctx, s.Reset, s.Path)
+	case StepDevice:
+		return r.t.SetDeviceState(ctx, r.device(s), s.Admin)
 	case StepArray:
 		return r.t.Array(ctx, s.Array)
 	case StepExec:

@@ -32,6 +32,10 @@ type Target interface {
 	SetPolicy(ctx context.Context, device, psp string, opts map[string]string) error
 	// Array sends a command to a simulated array (POST /v1/array).
 	Array(ctx context.Context, req ArrayRequest) error
+	// Reset issues a reset (lun, target, bus, abort-task-set) on a path.
+	Reset(ctx context.Context, kind, path string) error
+	// SetDeviceState switches a device on or off (detach, attach).
+	SetDeviceState(ctx context.Context, device, state string) error
 	// Events follows the event stream until ctx ends.
 	Events(ctx context.Context) (<-chan mpath.Event, error)
 	// Trace follows a device's per-I/O trace until ctx ends.
@@ -263,4 +267,24 @@ func (t RuntimeTarget) Trace(ctx context.Context, device string) (<-chan nmp.Tra
 		}
 	}()
 	return out, nil
+}
+
+func (t ClientTarget) Reset(ctx context.Context, kind, path string) error {
+	_, err := t.C.Reset(ctx, control.ResetRequest{Kind: kind, Path: path})
+	return err
+}
+
+func (t ClientTarget) SetDeviceState(ctx context.Context, device, state string) error {
+	_, err := t.C.DeviceState(ctx, control.DeviceStateRequest{Device: device, State: state, Reason: "scenario"})
+	return err
+}
+
+func (t RuntimeTarget) Reset(_ context.Context, kind, path string) error {
+	_, err := t.RT.Host.Reset(kind, path)
+	return err
+}
+
+func (t RuntimeTarget) SetDeviceState(_ context.Context, device, state string) error {
+	_, err := t.RT.Host.SetDeviceState(device, state, "scenario")
+	return err
 }

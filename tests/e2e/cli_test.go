@@ -100,7 +100,27 @@ func TestStatusJSONShape(t *testing.T) {
 				Reads  *uint64 `json:"reads"`
 				Writes *uint64 `json:"writes"`
 				Errors *uint64 `json:"errors"`
+				// multipath -ll's and esxcli nmp path list's fields.
+				DMState        *string `json:"dm_state"`
+				Checker        *string `json:"checker"`
+				DevState       *string `json:"dev_state"`
+				GroupState     *string `json:"group_state"`
+				SATPPathConfig *string `json:"satp_path_config"`
+				PSPPathConfig  *string `json:"psp_path_config"`
 			} `json:"paths"`
+			// The device state and multipath -ll's and esxcli nmp device
+			// list's fields.
+			State  *string `json:"state"`
+			HWH    *string `json:"hwhandler"`
+			Groups []struct {
+				Group  *int     `json:"group"`
+				Policy *string  `json:"policy"`
+				Prio   *int     `json:"prio"`
+				Status *string  `json:"status"`
+				Paths  []string `json:"paths"`
+			} `json:"groups"`
+			WorkingPaths []string `json:"working_paths"`
+			IOsPending   *int64   `json:"ios_pending"`
 		} `json:"devices"`
 	}
 	if err := json.Unmarshal([]byte(out), &raw); err != nil {
@@ -116,9 +136,20 @@ func TestStatusJSONShape(t *testing.T) {
 	if len(d.Paths) != 2 {
 		t.Fatalf("paths: %s", out)
 	}
+	if d.State == nil || *d.State != "on" || d.HWH == nil || d.IOsPending == nil || len(d.WorkingPaths) == 0 || len(d.Groups) == 0 {
+		t.Fatalf("device state, hwhandler, working paths, ios_pending or groups missing: %s", out)
+	}
+	for _, g := range d.Groups {
+		if g.Group == nil || g.Policy == nil || g.Prio == nil || g.Status == nil || len(g.Paths) == 0 {
+			t.Fatalf("group fields missing: %s", out)
+		}
+	}
 	for _, p := range d.Paths {
 		if p.Name == nil || p.URI == nil || p.State == nil || p.Reads == nil || p.Writes == nil || p.Errors == nil {
 			t.Fatalf("path fields missing: %s", out)
+		}
+		if p.DMState == nil || p.Checker == nil || p.DevState == nil || p.GroupState == nil || p.SATPPathConfig == nil || p.PSPPathConfig == nil {
+			t.Fatalf("path fields of multipath -ll or esxcli missing: %s", out)
 		}
 		switch *p.State {
 		case "active", "standby", "disabled", "dead", "unknown":

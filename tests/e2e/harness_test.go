@@ -172,7 +172,7 @@ func (m *mount) file(dev string) string { return filepath.Join(m.dir, dev) }
 // ctl runs an mpathfs client command against this mount.
 func (m *mount) ctl(args ...string) (string, error) {
 	full := append([]string{args[0], "--control", m.socket}, args[1:]...)
-	if len(args) > 1 && (args[0] == "path" || args[0] == "fault" || args[0] == "policy" || args[0] == "adapter") {
+	if len(args) > 1 && (args[0] == "path" || args[0] == "fault" || args[0] == "policy" || args[0] == "adapter" || args[0] == "device") {
 		full = append([]string{args[0], args[1], "--control", m.socket}, args[2:]...)
 	}
 	if len(args) > 1 && (args[0] == "claimrule" || args[0] == "claiming" || args[0] == "satp") {
