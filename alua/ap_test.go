@@ -162,3 +162,18 @@ func TestClassifyAPOwnershipChanged(t *testing.T) {
 	}
 	require.Contains(t, s.(interface{ Config() string }).Config(), "ownership_changes_seen=3")
 }
+
+// TestCheckedReservationConflict: a probe that meets RESERVATION CONFLICT
+// (another host's SCSI-2 reservation refuses TEST UNIT READY) reached a
+// live path: no SATP declares it dead.
+func TestCheckedReservationConflict(t *testing.T) {
+	conflict := ioerr.NewError(ioerr.ClassConflict, "probe", ioerr.ErrConflict)
+	st, _ := alua.CheckedAP(mpath.StateActive, conflict)
+	require.Equal(t, mpath.StateActive, st)
+	want, stale, reason := alua.CheckedALUA(mpath.StateActive, scsi.ActiveOptimized, true, conflict)
+	require.Equal(t, mpath.StateActive, want)
+	require.False(t, stale)
+	require.Contains(t, reason, "reservation conflict")
+	want, _, _ = alua.CheckedALUA(mpath.StateStandby, scsi.Standby, true, conflict)
+	require.Equal(t, mpath.StateStandby, want)
+}

@@ -230,6 +230,11 @@ func CheckedALUA(cur mpath.PathState, st scsi.State, known bool, probeErr error)
 		return mpath.StateStandby, false, "path checker: not ready: " + probeErr.Error()
 	case ioerr.ClassRetryable:
 		return cur, false, "path checker: busy"
+	case ioerr.ClassConflict:
+		if known && st == scsi.Standby {
+			return mpath.StateStandby, false, nmp.CheckedConflict
+		}
+		return mpath.StateActive, false, nmp.CheckedConflict
 	}
 	return mpath.StateDead, false, "path checker: " + probeErr.Error()
 }

@@ -173,6 +173,8 @@ func CheckedAP(cur mpath.PathState, probeErr error) (mpath.PathState, string) {
 		return mpath.StateStandby, "path checker: passive controller: " + probeErr.Error()
 	case ioerr.ClassRetryable:
 		return cur, "path checker: busy"
+	case ioerr.ClassConflict:
+		return cur, nmp.CheckedConflict // up, but a passive port may answer so too: keep its state
 	}
 	return mpath.StateDead, "path checker: " + probeErr.Error()
 }

@@ -48,7 +48,7 @@ assemble() {
   {
   echo "# Benchmarks"
   echo
-  echo "Produced by \`make bench\` (bench/run.sh, bench/failover.sh); \`make bench-soak\` (bench/soak.sh), \`make bench-nbdcost\` (bench/nbdcost.sh) and \`make bench-profile\`"
+  echo "Produced by \`make bench\` (bench/run.sh, bench/failover.sh, bench/iscsi.sh, bench/nbdfloor.sh); \`make bench-soak\` (bench/soak.sh), \`make bench-nbdcost\` (bench/nbdcost.sh) and \`make bench-profile\`"
   echo "(bench/profile.sh) add their sections; \`bash bench/run.sh --assemble-only\` re-assembles this file."
   echo "The fio job set is bench/fio-suite.sh over the fio job files in bench/jobs/; the header of each job file shows how to"
   echo "run it by hand, e.g. \`TARGET=/dev/shm/t.img SIZE=1G DIRECT=1 RUNTIME=7 RAMP=1 fio bench/jobs/randread4k.fio\`."

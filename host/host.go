@@ -105,6 +105,10 @@ type Options struct {
 	// Sources re-reads the configured devices for `adapter rescan` (nil:
 	// the devices Build was given).
 	Sources func(ctx context.Context) ([]DeviceConfig, error)
+	// Scan are block-device globs ("/dev/disk/by-id/wwn-*", with or
+	// without block://): `adapter rescan` and hotplug claim a block device
+	// they match that no path leads to yet (scan.go).
+	Scan []string
 	// Name is the host's name (hostname.go): the default initiator name
 	// of its iscsi:// paths. Empty: iscsi:// paths keep their own default.
 	Name string
@@ -121,6 +125,7 @@ type Host struct {
 	mountpoint  string
 	configFile  string
 	sources     func(ctx context.Context) ([]DeviceConfig, error)
+	scan        []string
 
 	// claimMu serialises the claiming operations (unclaim, run,
 	// reclaim, rescan, rule changes) with each other.
@@ -162,7 +167,7 @@ type member struct {
 // New returns a host without devices.
 func New(opts Options) *Host {
 	h := &Host{name: opts.Name, events: opts.Events, claims: opts.Claims, satpRules: opts.SATPRules, verify: opts.Verify,
-		openTimeout: opts.OpenTimeout, mountpoint: opts.Mountpoint, configFile: opts.ConfigFile, sources: opts.Sources, faults: map[string]*fault.Backend{}, arrays: map[string]*labArray{}}
+		openTimeout: opts.OpenTimeout, mountpoint: opts.Mountpoint, configFile: opts.ConfigFile, sources: opts.Sources, scan: opts.Scan, faults: map[string]*fault.Backend{}, arrays: map[string]*labArray{}}
 	if h.events == nil {
 		h.events = &mpath.Events{}
 	}

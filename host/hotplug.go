@@ -47,7 +47,7 @@ func (h *Host) WatchHotplug(ctx context.Context, log io.Writer) {
 			}
 		}
 	}
-	if len(hp.paths) == 0 {
+	if len(hp.paths) == 0 && len(h.scan) == 0 {
 		return
 	}
 	w, err := hotplug.Watch(ctx)
@@ -104,10 +104,15 @@ func (hp *hotplugger) handle(ctx context.Context, ev hotplug.Event) {
 		if ev.WWID == "" {
 			return
 		}
+		known := false
 		for _, d := range hp.h.Devices() {
 			if d.Identity().WWID == ev.WWID {
+				known = true
 				hp.add(ctx, d.Name(), ev)
 			}
+		}
+		if !known && hp.h.scanMatches(ev.DevNode) {
+			hp.claimNew(ctx, ev)
 		}
 	}
 }
@@ -167,4 +172,24 @@ func (hp *hotplugger) add(ctx context.Context, device string, ev hotplug.Event) 
 	hp.paths = append(hp.paths, blockPath{device, p.Name, ev.Major, ev.Minor})
 	hp.mu.Unlock()
 	logf(hp.log, "mpathfs: hotplug: %s: path %s added (%s, state %s)\n", device, p.Name, uri, p.State())
+}
+
+// claimNew claims a hot-added block device with a WWID no device reports
+// that a scan glob matches: it becomes a new device (scan.go).
+func (hp *hotplugger) claimNew(ctx context.Context, ev hotplug.Event) {
+	res := hp.h.claimHotplugged(ctx, ev.DevNode)
+	for _, e := range res.Errors {
+		logf(hp.log, "mpathfs: hotplug: %s\n", e)
+	}
+	for _, o := range res.NewPaths {
+		if o.Error != "" {
+			continue
+		}
+		hp.mu.Lock()
+		hp.paths = append(hp.paths, blockPath{o.Device, o.Path, ev.Major, ev.Minor})
+		hp.mu.Unlock()
+	}
+	for _, d := range res.NewDevices {
+		logf(hp.log, "mpathfs: hotplug: new device %s (%s)\n", d, ev.DevNode)
+	}
 }

@@ -3,8 +3,12 @@ package host
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"path"
+	"strconv"
 	"time"
 
+	"github.com/mpathfs/mpathfs/backends"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -15,8 +19,10 @@ import (
 // the claim rules and the identity check, as `path add`), a device not
 // yet known is made and served as a new device file (OnDevice). Paths
 // that are masked or unclaimed are known: rescan leaves them to
-// `claimrule run` and `claiming reclaim`. Rescanning one adapter looks
-// only at the paths configured with a location on it.
+// `claimrule run` and `claiming reclaim`. Every iSCSI session is asked
+// REPORT LUNS; a LUN no path leads to joins the device with its WWID or
+// becomes a device (rescanISCSI). Rescanning one adapter looks only at the
+// paths configured with a location on it and the sessions through it.
 
 // RescanResult says what a rescan found.
 type RescanResult struct {
@@ -81,7 +87,7 @@ func (h *Host) Rescan(ctx context.Context, adapter string) (RescanResult, error)
 				continue
 			}
 			res.Scanned++
-			clean, _, err := mpath.SplitQuiesce(pc.URI)
+			clean, _, err := mpath.SplitQuiesce(WithInitiator(pc.URI, h.name))
 			if err != nil {
 				res.Errors = append(res.Errors, fmt.Sprintf("device %s path %s: %v", dc.Name, pc.URI, err))
 				continue
@@ -99,6 +105,10 @@ func (h *Host) Rescan(ctx context.Context, adapter string) (RescanResult, error)
 			}
 			res.NewPaths = append(res.NewPaths, o)
 		}
+	}
+	h.rescanISCSI(ctx, adapter, &res)
+	if adapter == "" {
+		h.rescanBlock(ctx, &res)
 	}
 	return res, nil
 }
@@ -140,6 +150,11 @@ func (h *Host) rescanNewDevice(ctx context.Context, dc DeviceConfig, adapter str
 		res.Errors = append(res.Errors, err.Error())
 		return
 	}
+	h.makeAndServe(ctx, dc, res)
+}
+
+// makeAndServe makes a device rescan found, serves its file and reports it.
+func (h *Host) makeAndServe(ctx context.Context, dc DeviceConfig, res *RescanResult) {
 	if err := h.AddDevice(ctx, dc); err != nil {
 		res.Errors = append(res.Errors, fmt.Sprintf("new device %s: %v", dc.Name, err))
 		return
@@ -170,4 +185,121 @@ func (h *Host) rescanNewDevice(ctx context.Context, dc DeviceConfig, adapter str
 		}
 	}
 	h.publish(mpath.Event{Time: time.Now(), Kind: "device-added", Device: dc.Name, Reason: "adapter rescan"})
+}
+
+// lunReporter is an iSCSI path: its session answers REPORT LUNS.
+type lunReporter interface {
+	ReportLUNs(ctx context.Context) ([]uint64, error)
+}
+
+// rescanISCSI asks every iSCSI session (one per portal, target and
+// initiator) for its LUNs and claims each LUN no path leads to yet: a LUN
+// whose WWID a device reports joins it, another becomes a new device
+// (named as --group-by-wwid names them: mpatha, mpathb, …).
+func (h *Host) rescanISCSI(ctx context.Context, adapter string, res *RescanResult) {
+	seen := map[string]bool{}
+	for _, d := range h.Devices() {
+		for _, p := range d.Paths() {
+			if p.Transport != "iscsi" || (adapter != "" && AdapterName(p.Location) != adapter) {
+				continue
+			}
+			rep, ok := backends.As[lunReporter](p.Backend)
+			if !ok {
+				continue
+			}
+			u, err := url.Parse(p.URI)
+			if err != nil {
+				continue
+			}
+			dir, _ := path.Split(u.Path)
+			key := u.Host + dir + "?" + u.RawQuery
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			rctx, cancel := context.WithTimeout(ctx, h.openTimeout)
+			luns, err := rep.ReportLUNs(rctx)
+			cancel()
+			if err != nil {
+				res.Errors = append(res.Errors, fmt.Sprintf("path %s: %v", p.Name, err))
+				continue
+			}
+			for _, lun := range luns {
+				nu := *u
+				nu.Path = dir + strconv.FormatUint(lun, 10)
+				uri := nu.String()
+				res.Scanned++
+				if h.knownURI(uri) {
+					continue
+				}
+				h.claimLUN(ctx, uri, res)
+			}
+		}
+	}
+}
+
+// knownURI: a path of a device, or an offline one, has this URI.
+func (h *Host) knownURI(uri string) bool {
+	for _, d := range h.Devices() {
+		for _, p := range d.Paths() {
+			if p.URI == uri {
+				return true
+			}
+		}
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, op := range h.offline {
+		if op.URI == uri {
+			return true
+		}
+	}
+	return false
+}
+
+// claimLUN reads a new LUN's WWID and joins it to the device reporting
+// that WWID, or makes a device of it.
+func (h *Host) claimLUN(ctx context.Context, uri string, res *RescanResult) {
+	octx, cancel := context.WithTimeout(ctx, h.openTimeout)
+	defer cancel()
+	b, err := backends.Open(octx, uri)
+	if err != nil {
+		res.Errors = append(res.Errors, fmt.Sprintf("LUN %s: not claimed: %v", uri, err))
+		return
+	}
+	var inq backends.Inquiry
+	if q, ok := backends.As[backends.Inquirer](b); ok {
+		inq, err = q.Inquiry(octx)
+	}
+	b.Close()
+	if err != nil || inq.WWID == "" {
+		res.Errors = append(res.Errors, fmt.Sprintf("LUN %s: not claimed: it reports no WWID (%v)", uri, err))
+		return
+	}
+	for _, d := range h.Devices() {
+		if d.Identity().WWID != inq.WWID {
+			continue
+		}
+		m, err := h.member(d.Name())
+		if err != nil {
+			return
+		}
+		o := ClaimOutcome{Device: d.Name(), URI: uri, From: newState, To: ClaimedState}
+		p, err := h.join(ctx, m, joinRequest{uri: uri, hot: true})
+		if err != nil {
+			o.To, o.Error = newState, err.Error()
+		} else {
+			o.Path = p.Name
+			h.publish(mpath.Event{Time: time.Now(), Kind: "path-add", Device: d.Name(), Path: p.Name, To: p.State().String(), Reason: "adapter rescan: REPORT LUNS found " + uri})
+		}
+		res.NewPaths = append(res.NewPaths, o)
+		return
+	}
+	name := ""
+	for i := 0; name == ""; i++ {
+		if _, err := h.member(FriendlyName(i)); err != nil {
+			name = FriendlyName(i)
+		}
+	}
+	h.makeAndServe(ctx, DeviceConfig{Name: name, WWID: inq.WWID, WWIDReported: true, Paths: []PathConfig{{URI: uri}}}, res)
 }

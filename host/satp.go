@@ -8,8 +8,8 @@ import (
 
 // SATP rules at runtime (ESXi's `esxcli storage nmp satp rule add|remove`
 // and `satp set --default-psp`). A rule change is effective at once for
-// the devices claimed from then on (`adapter rescan`, a device added) and
-// for `mpathfs explain`; devices already made keep their SATP and PSP.
+// the devices made from then on (`adapter rescan`); devices already made
+// keep their SATP and PSP, and their explanation.
 // Rules go to the config file like claim rules (rulefile.go); a default
 // PSP changed by `satp set` lasts for the mount.
 

@@ -48,6 +48,7 @@ type Collector struct {
 	latency *prometheus.HistogramVec
 
 	stateDesc, failoverDesc, apdDesc, apdNowDesc, queueDesc, inflightDesc *prometheus.Desc
+	conflictDesc                                                          *prometheus.Desc
 	hedgedDesc, hedgeLostDesc, slowDesc                                   *prometheus.Desc
 
 	mu      sync.Mutex
@@ -83,6 +84,7 @@ func New() *Collector {
 	c.inflightDesc = prometheus.NewDesc("mpathfs_path_inflight", "I/Os in flight on the path.", pl, nil)
 	c.failoverDesc = prometheus.NewDesc("mpathfs_device_failovers_total", "Paths that left the active state.", []string{"device"}, nil)
 	c.apdDesc = prometheus.NewDesc("mpathfs_device_apd_entries_total", "Times the device entered All-Paths-Down.", []string{"device"}, nil)
+	c.conflictDesc = prometheus.NewDesc("mpathfs_device_reservation_conflicts_total", "I/Os that met RESERVATION CONFLICT: another host holds a reservation (not path failures).", []string{"device"}, nil)
 	c.apdNowDesc = prometheus.NewDesc("mpathfs_device_apd", "1 while the device is in All-Paths-Down.", []string{"device"}, nil)
 	c.hedgedDesc = prometheus.NewDesc("mpathfs_path_hedged_reads_total", "Reads on the path that outlived the hedging threshold and were sent again on another path.", pl, nil)
 	c.hedgeLostDesc = prometheus.NewDesc("mpathfs_path_hedge_lost_total", "Reads on the path whose hedge on another path answered first.", pl, nil)
@@ -128,7 +130,7 @@ type deviceCollector struct{ c *Collector }
 
 func (dc *deviceCollector) Describe(ch chan<- *prometheus.Desc) {
 	c := dc.c
-	for _, d := range []*prometheus.Desc{c.stateDesc, c.inflightDesc, c.failoverDesc, c.apdDesc, c.apdNowDesc, c.queueDesc, c.hedgedDesc, c.hedgeLostDesc, c.slowDesc} {
+	for _, d := range []*prometheus.Desc{c.stateDesc, c.inflightDesc, c.failoverDesc, c.apdDesc, c.apdNowDesc, c.conflictDesc, c.queueDesc, c.hedgedDesc, c.hedgeLostDesc, c.slowDesc} {
 		ch <- d
 	}
 }
@@ -164,6 +166,7 @@ func (dc *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.failoverDesc, prometheus.CounterValue, float64(st.Failovers), st.Name)
 		ch <- prometheus.MustNewConstMetric(c.apdDesc, prometheus.CounterValue, float64(st.APDEntries), st.Name)
 		ch <- prometheus.MustNewConstMetric(c.apdNowDesc, prometheus.GaugeValue, apd, st.Name)
+		ch <- prometheus.MustNewConstMetric(c.conflictDesc, prometheus.CounterValue, float64(st.ReservationConflicts), st.Name)
 		ch <- prometheus.MustNewConstMetric(c.queueDesc, prometheus.GaugeValue, float64(st.QueueDepth), st.Name)
 	}
 }

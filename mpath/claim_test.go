@@ -124,3 +124,71 @@ func TestClaimRuleListAndClaim(t *testing.T) {
 		t.Fatalf("Claim: %v masked %v", by, masked)
 	}
 }
+
+// TestClaimRuleFileAndRuntime: file rows change without the runtime; Load
+// brings them over and says what changed; system rows stay; quoted values
+// round-trip through Spec and ParseRule.
+func TestClaimRuleFileAndRuntime(t *testing.T) {
+	c := DefaultClaimRules()
+	r, err := ParseRule(`300 vendor MASK_PATH vendor=ACME model="Big Box"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Model != "Big Box" {
+		t.Fatalf("model %q", r.Model)
+	}
+	if back, err := ParseRule(r.Spec()); err != nil || back != r {
+		t.Fatalf("Spec round trip: %v %+v", err, back)
+	}
+	if err := c.AddFile(r); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := c.Match(PathAttrs{Vendor: "ACME", Model: "Big Box"}); !ok || got.ID == 300 {
+		t.Fatalf("a file row matched: %v", got)
+	}
+	if err := c.AddFile(r); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("AddFile twice: %v", err)
+	}
+	res := c.Load()
+	if len(res.Added) != 1 || res.Added[0].ID != 300 || len(res.Removed) != 0 {
+		t.Fatalf("Load: %+v", res)
+	}
+	if got, _ := c.Match(PathAttrs{Vendor: "acme", Model: "BIG BOX"}); got.ID != 300 {
+		t.Fatalf("loaded rule does not match: %v", got)
+	}
+	if _, err := c.MoveFile(300, 65500); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Errorf("move into a reserved range: %v", err)
+	}
+	if _, err := c.MoveFile(300, 101); err == nil {
+		t.Error("move onto rule 101 succeeded")
+	}
+	if _, err := c.MoveFile(300, 310); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Match(PathAttrs{Vendor: "ACME", Model: "Big Box"}); got.ID != 300 {
+		t.Fatalf("the runtime keeps 300 until load: %v", got)
+	}
+	res = c.Load()
+	if len(res.Added) != 1 || res.Added[0].ID != 310 || len(res.Removed) != 1 || res.Removed[0].ID != 300 {
+		t.Fatalf("Load after move: %+v", res)
+	}
+	if _, err := c.RemoveFile(101); err != nil {
+		t.Fatalf("rule 101 is removable: %v", err)
+	}
+	if _, err := c.RemoveFile(65535); err == nil || !strings.Contains(err.Error(), "system rule") {
+		t.Errorf("RemoveFile(65535): %v", err)
+	}
+	c.Load()
+	if got, _ := c.Match(PathAttrs{Vendor: "DELL", Model: "Universal Xport", Transport: "fc"}); got.ID != 65535 {
+		t.Errorf("after removing 101 and loading, Dell's LUN goes to %v", got)
+	}
+	if got := c.FileRules(); len(got) != 1 || got[0] != `310 vendor MASK_PATH vendor=ACME model="Big Box"` {
+		t.Errorf("FileRules: %q", got)
+	}
+	if id, err := c.NextFree(); err != nil || id != 5000 {
+		t.Errorf("NextFree: %d %v", id, err)
+	}
+	if _, err := ParseRule(`300 vendor NMP model="open`); err == nil {
+		t.Error("an open quote parsed")
+	}
+}

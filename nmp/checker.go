@@ -26,7 +26,9 @@ const probeGrace = 50 * time.Millisecond
 // not probed again until it returned. A ctx that ends first ends the wait
 // with its error.
 func (d *Device) probe(ctx context.Context, p *mpath.Path) (perr error) {
-	defer func() { perr = d.prAfterProbe(ctx, p, perr) }()  // pr.go, after the identity check
+	// pr.go, after the identity check; with the caller's ctx (the probe's
+	// own deadline below ends before the deferred calls run).
+	defer func(ctx context.Context) { perr = d.prAfterProbe(ctx, p, perr) }(ctx)
 	defer func() { perr = d.identityAfterProbe(p, perr) }() // identity.go
 	d.stuck.Lock()
 	since, stuck := d.stuck.m[p]

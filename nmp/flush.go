@@ -285,8 +285,9 @@ func (d *Device) coverFor(p *mpath.Path, dom string) *mpath.Path {
 
 // waitForReturn waits, when no usable path shares p's cache, for the
 // paths to change (p may come back: the checker probes it; or a path of
-// its domain may), until the APD timeout counted from when p left
-// service, as I/O waits out All-Paths-Down. A path that cannot come back
+// its domain may), as long as I/O waits out All-Paths-Down (the APD
+// timeout or no_path_retry, counted from when p left service; not at all
+// after `queue off`). A path that cannot come back
 // by itself (permanent device loss, switched off) or that is past the
 // timeout gets notDurable at once.
 func (d *Device) waitForReturn(ctx context.Context, p *mpath.Path, dom string) error {
@@ -298,16 +299,23 @@ func (d *Device) waitForReturn(ctx context.Context, p *mpath.Path, dom string) e
 		return notDurable(p, dom)
 	}
 	since, _ := p.StateSince()
-	remaining := time.Until(since.Add(d.cfg.APDTimeout))
-	if remaining <= 0 {
-		return notDurable(p, dom)
+	d.mu.Lock()
+	limit, forever, _ := d.mu.dec.waitLimit() // policy.go: no_path_retry, queue on|off
+	d.mu.Unlock()
+	var expired <-chan time.Time
+	if !forever {
+		remaining := time.Until(since.Add(limit))
+		if remaining <= 0 {
+			return notDurable(p, dom)
+		}
+		t := time.NewTimer(remaining)
+		defer t.Stop()
+		expired = t.C
 	}
-	t := time.NewTimer(remaining)
-	defer t.Stop()
 	select {
 	case <-v.Changed():
 		return nil
-	case <-t.C:
+	case <-expired:
 		return notDurable(p, dom)
 	case <-ctx.Done():
 		return ctx.Err()

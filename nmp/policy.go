@@ -1,7 +1,6 @@
 package nmp
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -404,9 +403,6 @@ type Switcher interface {
 	// Switch makes p the path in use, or says why it cannot be.
 	Switch(v *View, p *mpath.Path) error
 }
-
-// ErrSwitchNotApplicable: the PSP has no single path in use to switch.
-var ErrSwitchNotApplicable = errors.New("path switch applies to VMW_PSP_MRU and VMW_PSP_FIXED (the other PSPs spread I/O over their group: the switch only ends the group's failback hold)")
 
 // SwitchPath is the administrator's path switch: PATH becomes the path in
 // use (MRU, FIXED) and it and its group are no longer held for failback

@@ -71,6 +71,9 @@ func (r *resvPath) WriteAt(ctx context.Context, p []byte, off int64) (int, error
 }
 
 func (r *resvPath) PRRegister(ctx context.Context, oldKey, newKey uint64, ignore bool) error {
+	if err := ctx.Err(); err != nil {
+		return err // a transport gives up on a context that ended
+	}
 	l := r.lu
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -133,6 +136,9 @@ func (r *resvPath) PRPreempt(ctx context.Context, key, victim uint64, typ scsi.P
 }
 
 func (r *resvPath) PRReadKeys(ctx context.Context) (uint32, []uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, nil, err
+	}
 	l := r.lu
 	l.mu.Lock()
 	defer l.mu.Unlock()

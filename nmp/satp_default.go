@@ -71,9 +71,17 @@ func (s *defaultSATP) Checked(p *mpath.Path, probeErr error) (mpath.PathState, s
 		return mpath.StateStandby, "path checker: not ready: " + probeErr.Error()
 	case ioerr.ClassRetryable:
 		return p.State(), "path checker: busy"
+	case ioerr.ClassConflict:
+		return mpath.StateActive, CheckedConflict
 	}
 	return mpath.StateDead, "path checker: " + probeErr.Error()
 }
+
+// CheckedConflict is the checker's reason for a probe that met
+// RESERVATION CONFLICT: another host holds the LU (a SCSI-2 reservation
+// refuses even TEST UNIT READY), and the path that answered is up — as
+// Linux's tur checker judges it.
+const CheckedConflict = "path checker: reservation conflict: the path answers (another host holds the LU)"
 
 // VerdictFor is the generic action for an error class.
 func VerdictFor(c ioerr.Class, backoff time.Duration) Verdict {

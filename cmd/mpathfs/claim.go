@@ -496,7 +496,7 @@ func cmdSATPRuleChange(action string, args []string, stdout io.Writer) error {
 	fs := newFlags(stdout, "satp rule "+action, "satp rule "+action+" --satp S [--vendor V] [--model M] [--transport T] [--driver D] [--claim-option tpgs_on|tpgs_off]"+
 		map[string]string{"add": " [--psp P] [--psp-option k=v] [--option k=v] [--description TEXT]", "remove": ""}[action]+" [--control S]\n"+
 		map[string]string{
-			"add":    "  add an SATP rule: effective at once for devices claimed from now on (rescan, reclaim, explain); written to the config file if the mount has one",
+			"add":    "  add an SATP rule: effective at once for devices made from now on (adapter rescan); written to the config file if the mount has one",
 			"remove": "  remove the user SATP rules of the SATP that match exactly these attributes",
 		}[action]+"\n  transports: "+strings.Join(mpath.Transports, ", "))
 	ctl := fs.String("control", "", "control socket")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/host"
+	"github.com/mpathfs/mpathfs/nmp"
 )
 
 // cliMount serves a host with device d0 of three names of one file
@@ -113,4 +114,40 @@ func TestClaimRuleCLI(t *testing.T) {
 	assert.Contains(t, cli(t, 1, "satp", "set", "--satp", "VMW_SATP_LOCAL", "--default-psp", "VMW_PSP_NOPE"), "VMW_PSP_NOPE")
 
 	assert.Contains(t, cli(t, 0, "adapter", "rescan"), "0 new path(s), 0 new device(s)")
+}
+
+// TestDefaultSATPAgrees: the default SATP of file and block paths is the
+// same in the SATP rules, `mount -h` and the docs.
+func TestDefaultSATPAgrees(t *testing.T) {
+	rules := nmp.DefaultSATPRules()
+	for _, tr := range []string{"file", "block"} {
+		r, ok := rules.Match(nmp.DeviceAttrs{Vendor: "MPATHFS", Model: "FILE", Transport: tr})
+		require.True(t, ok, tr)
+		assert.Equal(t, nmp.SATPLocal, r.SATP, "%s paths", tr)
+	}
+	_, ok := rules.Match(nmp.DeviceAttrs{Transport: "nbd"})
+	assert.False(t, ok, "nbd paths fall back to %s", nmp.SATPDefaultAA)
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run([]string{"mount", "-h"}, &stdout, &stderr))
+	assert.Contains(t, oneLine(stdout.String()), "VMW_SATP_LOCAL for file and block paths")
+	for _, doc := range []string{"../../docs/config.md", "../../docs/claiming.md"} {
+		b, err := os.ReadFile(doc)
+		require.NoError(t, err)
+		assert.Regexp(t, `(?i)VMW_SATP_LOCAL.{0,10}for file and block paths|file paths, block paths \| .VMW_SATP_LOCAL`, oneLine(string(b)), doc)
+	}
+	b, err := os.ReadFile("../../docs/json.md")
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), `"satp": "VMW_SATP_DEFAULT_AA"`, "json.md's example device has file paths")
+}
+
+// TestScanGlobsChecked: a config's scan globs must be absolute globs.
+func TestScanGlobsChecked(t *testing.T) {
+	base := "devices:\n  - {name: d0, paths: [{uri: /tmp/x.img}]}\n"
+	_, err := ParseConfig("c.yaml", []byte(base+"scan: [\"disks/*\"]\n"))
+	assert.ErrorContains(t, err, "absolute block-device glob")
+	_, err = ParseConfig("c.yaml", []byte(base+"scan: [\"/dev/sd[\"]\n"))
+	assert.ErrorContains(t, err, "syntax error in pattern")
+	c, err := ParseConfig("c.yaml", []byte(base+"scan: [\"block:///dev/disk/by-id/wwn-*\"]\n"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"block:///dev/disk/by-id/wwn-*"}, c.Scan)
 }

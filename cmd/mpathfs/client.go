@@ -150,8 +150,8 @@ func printGroups(w io.Writer, d mpath.DeviceStatus) {
 			if p.FailbackHeld {
 				extra += " failback-held"
 			}
-			if p.Slow {
-				extra += " slow(marginal)"
+			if p.Marginal {
+				extra += " marginal" // hedged reads lost, or a run of retryable errors (docs/policies.md)
 			}
 			if p.HedgeLost > 0 {
 				extra += fmt.Sprintf(" hedge-lost=%d", p.HedgeLost)

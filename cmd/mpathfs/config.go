@@ -33,6 +33,9 @@ type Config struct {
 	ClaimRules []string `yaml:"claim_rules"`
 	// SATPRules are added to the default SATP rules.
 	SATPRules []nmp.SATPRule `yaml:"satp_rules"`
+	// Scan are block-device globs: `adapter rescan` and hotplug claim the
+	// block devices they match that no path leads to yet.
+	Scan []string `yaml:"scan"`
 	// MaxRequests bounds the FUSE requests held at once (0: the default,
 	// -1: no bound); see fusedev.Options.MaxRequests.
 	MaxRequests int `yaml:"max_requests"`
@@ -81,6 +84,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if _, _, err := host.Rules(c.ClaimRules, c.SATPRules); err != nil {
+		return err
+	}
+	if err := host.CheckScan(c.Scan); err != nil {
 		return err
 	}
 	names := map[string]bool{}

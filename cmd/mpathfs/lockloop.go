@@ -7,9 +7,14 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
+	"unsafe"
 
+	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/ioerr"
 )
 
@@ -139,5 +144,130 @@ func printLockLoop(w io.Writer, r lockLoopResult) {
 		r.Device, r.Iterations, r.Succeeded, r.Failures, r.Conflicts, r.Retries, r.MaxAttempts)
 	if r.Error != "" {
 		fmt.Fprintf(w, "stopped: %s\n", strings.TrimSpace(r.Error))
+	}
+}
+
+// deviceLocker is a mounted device: the reservation through the mount's
+// control socket, the metadata block through its device file.
+type deviceLocker struct {
+	c      *control.Client
+	device string
+	host   string
+	f      *os.File
+	buf    []byte // 4 KiB, aligned for O_DIRECT
+	off    int64
+}
+
+func (d *deviceLocker) Reserve6(ctx context.Context) error {
+	_, err := d.c.PR(ctx, control.PRRequest{Device: d.device, Action: "reserve6"})
+	return err
+}
+
+func (d *deviceLocker) Release6(ctx context.Context) error {
+	_, err := d.c.PR(ctx, control.PRRequest{Device: d.device, Action: "release6"})
+	return err
+}
+
+func (d *deviceLocker) UpdateMetadata(_ context.Context, it int) error {
+	copy(d.buf, metadataBlock(d.host, it, time.Now()))
+	_, err := d.f.WriteAt(d.buf, d.off)
+	return err
+}
+
+// alignedBuf returns n bytes aligned to 4 KiB.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+4096)
+	off := int(-uintptr(unsafe.Pointer(&b[0])) & 4095)
+	return b[off : off+n]
+}
+
+// cmdPRLockLoop is `mpathfs pr lock-loop DEVICE`.
+func cmdPRLockLoop(args []string, stdout io.Writer) error {
+	fs := newFlags(stdout, "pr lock-loop", "pr lock-loop [--control S] [--iterations N] [--retries R] [--backoff-min D] [--backoff-max D] [--hold D] [--offset BYTES] [--seed N] [--json] DEVICE:\n"+
+		"the SCSI-2 metadata lock loop: RESERVE(6), write the metadata block, RELEASE(6), N times; on RESERVATION CONFLICT retry after\n"+
+		"a random wait in [min, max], give the iteration up after R attempts; prints conflicts, retries and failures")
+	ctl := fs.String("control", "", "control socket")
+	asJSON := fs.Bool("json", false, "print the counts as JSON")
+	cfg := lockLoopConfig{}
+	fs.IntVar(&cfg.Iterations, "iterations", 100, "lock, update, unlock this many times")
+	fs.IntVar(&cfg.Retries, "retries", 10, "attempts per iteration before it counts as a failure")
+	fs.DurationVar(&cfg.BackoffMin, "backoff-min", time.Millisecond, "shortest wait before a retry")
+	fs.DurationVar(&cfg.BackoffMax, "backoff-max", 20*time.Millisecond, "longest wait before a retry")
+	fs.DurationVar(&cfg.Hold, "hold", time.Millisecond, "hold the reservation this long after the update")
+	off := fs.Int64("offset", 0, "byte offset of the 4 KiB metadata block (a multiple of 4096)")
+	seed := fs.Uint64("seed", 0, "seed of the random waits (0: from the clock)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("give exactly one DEVICE (got %q)", pos)
+	}
+	if err := cfg.check(); err != nil {
+		return usageError{err.Error()}
+	}
+	if *off < 0 || *off%4096 != 0 {
+		return usagef("--offset %d: want a multiple of 4096 (the metadata block is 4 KiB, written with O_DIRECT)", *off)
+	}
+	cfg.Seed = *seed
+	if cfg.Seed == 0 {
+		cfg.Seed = uint64(time.Now().UnixNano())
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := interruptible()
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, d := range st.Devices {
+		found = found || d.Name == pos[0]
+	}
+	if !found {
+		return fmt.Errorf("no device %q on this mount (see mpathfs status)", pos[0])
+	}
+	f, err := os.OpenFile(filepath.Join(st.Mountpoint, pos[0]), os.O_RDWR|syscall.O_DIRECT, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	host := st.Host
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	l := &deviceLocker{c: c, device: pos[0], host: host, f: f, buf: alignedBuf(4096), off: *off}
+	res := lockLoopResult{Device: pos[0]}
+	runErr := runLockLoop(ctx, l, cfg, &res, backendsSleep)
+	if runErr != nil {
+		res.Error = runErr.Error()
+	}
+	if *asJSON {
+		if err := printJSON(stdout, res); err != nil {
+			return err
+		}
+	} else {
+		printLockLoop(stdout, res)
+	}
+	if runErr != nil {
+		return runErr
+	}
+	if res.Failures > 0 {
+		return fmt.Errorf("%d of %d iterations failed after %d attempts each", res.Failures, res.Iterations, cfg.Retries)
+	}
+	return nil
+}
+
+func backendsSleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

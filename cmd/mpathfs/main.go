@@ -129,6 +129,7 @@ var subcommands = map[string][]subcommand{
 	"pr": {
 		{"reserve6", "pr reserve6 DEVICE: SCSI-2 RESERVE(6) through one path; I/O pinned to it while held"},
 		{"release6", "pr release6 DEVICE: SCSI-2 RELEASE(6) through the path that holds it"},
+		{"lock-loop", "pr lock-loop [--iterations N] [--retries R] [--backoff-min D] [--backoff-max D] [--json] DEVICE: SCSI-2 metadata lock loop with conflict counters"},
 	},
 	"scenario": {
 		{"check", "scenario check FILE: parse a scenario and print its timeline"},

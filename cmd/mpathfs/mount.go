@@ -34,7 +34,8 @@ func cmdMount(args []string, stdout io.Writer) error {
 	name := fs.String("name", "", "device name for --path devices (default mp0; the default lab is \"lab\")")
 	hostName := fs.String("host", "", "this mount's host name (default: the machine's hostname): iscsi:// paths without initiator= log in as iqn.2026-12.io.mpathfs:host.NAME, so two mounts with different --host are two hosts to the array (their own registrations and reservations)")
 	wwid := fs.String("wwid", "", "assert the WWID of the --path device: file, loop and NBD paths adopt it, checked by label and sample blocks (one file through two mounts)")
-	var paths, pspOpts, satpOpts multiFlag
+	var paths, pspOpts, satpOpts, scans multiFlag
+	fs.Var(&scans, "scan", "a block-device glob (repeatable), e.g. /dev/disk/by-id/wwn-*: adapter rescan and hotplug claim the block devices it matches that no path leads to yet (a new WWID becomes a new device)")
 	fs.Var(&paths, "path", "a path URI: file:///abs/path, a bare file path, nbd://host:port/export, nbd+unix:///export?socket=S, block:///dev/sdX, iscsi://host[:port]/TARGET-IQN/LUN[?initiator=IQN&chap_user=U&chap_secret=S] (repeatable)")
 	groupWWID := fs.Bool("group-by-wwid", false, "form one device per WWID the --path devices report (names mpatha, mpathb, … like dm-multipath's user_friendly_names)")
 	psp := fs.String("psp", "", "path selection plugin (default: the SATP's)")
@@ -235,6 +236,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if *memLimit != "" {
 		cfg.MemoryLimit = *memLimit
 	}
+	cfg.Scan = append(cfg.Scan, scans...)
 	if *multiWriter {
 		cfg.MultiWriter = true
 	}
@@ -323,7 +325,7 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
-	hopts := host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint}
+	hopts := host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint, Scan: cfg.Scan}
 	if mo.configFile != "" {
 		if hopts.ConfigFile, err = filepath.Abs(mo.configFile); err != nil {
 			return err
@@ -392,6 +394,17 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	}
 	// A device `adapter rescan` finds gets its file in the live mount.
 	h.OnDevice(func(d host.IO) error { return fsrv.AddDevice(d) })
+	if len(cfg.Scan) > 0 {
+		// The block devices the globs match now are claimed at once.
+		if res, err := h.Rescan(ctx, ""); err == nil {
+			for _, d := range res.NewDevices {
+				fmt.Fprintf(stdout, "mpathfs: scan: new device %s\n", d)
+			}
+			for _, e := range res.Errors {
+				fmt.Fprintf(stdout, "mpathfs: scan: %s\n", e)
+			}
+		}
+	}
 	for _, d := range devices {
 		st := d.Status()
 		fmt.Fprintf(stdout, "mpathfs: serving %s (%s, %d paths, %s + %s) at %s\n", d.Name(),

@@ -15,28 +15,36 @@ import (
 // registers a key on every path and routes the rest through one path (see
 // docs/clusters.md).
 
-// prVerbs are mpathpersist's service actions, as flags, with the action
-// each names in control.PRRequest.
-var prVerbs = []struct{ flag, action, help string }{
-	{"register", "register", "PR OUT REGISTER: register --param-sark on every path (replacing --param-rk; 0 unregisters)"},
-	{"register-ignore", "register-ignore", "PR OUT REGISTER AND IGNORE EXISTING KEY: register --param-sark whatever key is registered"},
-	{"reserve", "reserve", "PR OUT RESERVE with --param-rk and --prout-type"},
-	{"release", "release", "PR OUT RELEASE with --param-rk and --prout-type (through the path that reserved)"},
-	{"preempt", "preempt", "PR OUT PREEMPT: remove --param-sark's registrations (and its reservation: --prout-type)"},
-	{"preempt-abort", "preempt-abort", "PR OUT PREEMPT AND ABORT: preempt and abort the victim's commands (fencing)"},
-	{"clear", "clear", "PR OUT CLEAR: remove every registration and the reservation"},
-	{"read-keys", "read-keys", "PR IN READ KEYS: the registered keys"},
-	{"read-reservation", "read-reservation", "PR IN READ RESERVATION: the reservation"},
-	{"read-full-status", "read-full-status", "PR IN READ FULL STATUS: every registration with its initiator and holder flag"},
-	{"report-capabilities", "report-capabilities", "PR IN REPORT CAPABILITIES"},
+// prVerb is one of mpathpersist's service actions, as a flag, with the
+// action it names in control.PRRequest.
+type prVerb struct{ flag, action, help string }
+
+// prVerbs lists the verbs.
+func prVerbs() []prVerb {
+	return []prVerb{
+		{"register", "register", "PR OUT REGISTER: register --param-sark on every path (replacing --param-rk; 0 unregisters)"},
+		{"register-ignore", "register-ignore", "PR OUT REGISTER AND IGNORE EXISTING KEY: register --param-sark whatever key is registered"},
+		{"reserve", "reserve", "PR OUT RESERVE with --param-rk and --prout-type"},
+		{"release", "release", "PR OUT RELEASE with --param-rk and --prout-type (through the path that reserved)"},
+		{"preempt", "preempt", "PR OUT PREEMPT: remove --param-sark's registrations (and its reservation: --prout-type)"},
+		{"preempt-abort", "preempt-abort", "PR OUT PREEMPT AND ABORT: preempt and abort the victim's commands (fencing)"},
+		{"clear", "clear", "PR OUT CLEAR: remove every registration and the reservation"},
+		{"read-keys", "read-keys", "PR IN READ KEYS: the registered keys"},
+		{"read-reservation", "read-reservation", "PR IN READ RESERVATION: the reservation"},
+		{"read-full-status", "read-full-status", "PR IN READ FULL STATUS: every registration with its initiator and holder flag"},
+		{"report-capabilities", "report-capabilities", "PR IN REPORT CAPABILITIES"},
+	}
 }
 
-const prUsage = "pr [--control S] [--json] VERB [--param-rk K] [--param-sark K] [--prout-type T] DEVICE | pr reserve6|release6 DEVICE"
+const prUsage = "pr [--control S] [--json] VERB [--param-rk K] [--param-sark K] [--prout-type T] DEVICE | pr reserve6|release6 DEVICE | pr lock-loop [flags] DEVICE"
 
 func cmdPR(args []string, stdout io.Writer) error {
 	for i, a := range args { // the subcommand may follow --control S
 		if a == "reserve6" || a == "release6" {
 			return cmdPRSCSI2(a, append(args[:i:i], args[i+1:]...), stdout)
+		}
+		if a == "lock-loop" {
+			return cmdPRLockLoop(append(args[:i:i], args[i+1:]...), stdout)
 		}
 	}
 	fs := newFlags(stdout, "pr", prUsage+"\n\nVERB is one of --register, --register-ignore, --reserve, --release, --preempt, --preempt-abort,\n--clear, --read-keys, --read-reservation, --read-full-status, --report-capabilities (mpathpersist's).\nTypes: WE (1), EA (3), WERO (5), EARO (6), WEAR (7), EAAR (8); for multipath devices prefer WERO,\nEARO, WEAR or EAAR (every path of the host is a registrant). Keys: 0x123abc or decimal.\n\nsubcommands:\n"+prSubUsage()+"\nflags:")
@@ -47,8 +55,9 @@ func cmdPR(args []string, stdout io.Writer) error {
 	typ := fs.String("prout-type", "", "reservation type: WE, EA, WERO, EARO, WEAR, EAAR or 1, 3, 5, 6, 7, 8")
 	fs.Bool("out", false, "accepted for mpathpersist compatibility (PR OUT verbs imply it)")
 	fs.Bool("in", false, "accepted for mpathpersist compatibility (PR IN verbs imply it)")
-	verbs := make([]*bool, len(prVerbs))
-	for i, v := range prVerbs {
+	table := prVerbs()
+	verbs := make([]*bool, len(table))
+	for i, v := range table {
 		verbs[i] = fs.Bool(v.flag, false, v.help)
 	}
 	pos, err := parseFlags(fs, args)
@@ -56,7 +65,7 @@ func cmdPR(args []string, stdout io.Writer) error {
 		return err
 	}
 	var action []string
-	for i, v := range prVerbs {
+	for i, v := range table {
 		if *verbs[i] {
 			action = append(action, v.action)
 		}

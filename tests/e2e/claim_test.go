@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/internal/needs"
+	"github.com/mpathfs/mpathfs/internal/tgtd"
 )
 
 // offline reads `mpathfs claiming list --json`: the masked and unclaimed
@@ -146,5 +148,81 @@ func TestAdapterRescan(t *testing.T) {
 	assert.Equal(t, 0, r.Jobs[0].Error, "fio error")
 	assert.Equal(t, 0, r.Jobs[0].TotalErr, "fio I/O errors")
 	assert.True(t, strings.Contains(m.mustCtl("events", "--last", "1000"), "device-added"))
+	m.stopClean(t)
+}
+
+// TestAdapterRescanISCSILUN: a target gains a LUN while the mount serves
+// another; `adapter rescan` asks each iSCSI session for its LUNs (REPORT
+// LUNS) and the new LUN, reached through both sessions, becomes a new
+// device with two paths, whose file passes fio --verify.
+func TestAdapterRescanISCSILUN(t *testing.T) {
+	needs.Tools(t, "tgtd", "tgtadm", "fio", "root", "/dev/fuse")
+	d := tgtd.Start(t)
+	tg := d.AddTarget("iqn.2026-01.io.mpathfs.e2e:rescan")
+	tg.AddLU(1, 16<<20)
+	uri := func(lun int, host string) string {
+		return fmt.Sprintf("iscsi://%s/%s/%d?initiator=iqn.2026-01.io.mpathfs.e2e:%s", d.Addr, tg.IQN, lun, host)
+	}
+	m := startMount(t, "--group-by-wwid", "--path", uri(1, "a"), "--path", uri(1, "b"))
+	require.Len(t, m.status().Devices, 1)
+	tg.AddLU(2, 96<<20)
+	out := m.mustCtl("adapter", "rescan")
+	assert.Contains(t, out, "new device mpathb", out)
+	st := m.status()
+	require.Len(t, st.Devices, 2)
+	assert.Equal(t, "mpathb", st.Devices[1].Name)
+	assert.Len(t, st.Devices[1].Paths, 2, "the LUN through both sessions")
+	assert.NotEqual(t, st.Devices[0].WWID, st.Devices[1].WWID)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, fout, err := runFio(ctx, verifyJob(m.file("mpathb"), 3)...)
+	require.NoError(t, err, "fio on mpathb: %s", fout)
+	require.Len(t, r.Jobs, 1)
+	assert.Equal(t, 0, r.Jobs[0].TotalErr, "fio I/O errors")
+	out = m.mustCtl("adapter", "rescan")
+	assert.Contains(t, out, "0 new path(s), 0 new device(s)", "nothing new the second time: %s", out)
+	m.stopClean(t)
+}
+
+// TestAdapterRescanBlockGlob: a mount with --scan claims a block device
+// that appears later and matches the glob: its WWID is new, so it becomes
+// a new device, which passes fio --verify. A loop device over another
+// image is the new disk; the glob names a directory of the test's own, so
+// no other block device of the machine is touched.
+func TestAdapterRescanBlockGlob(t *testing.T) {
+	needs.Tools(t, "losetup", "fio", "root", "/dev/fuse")
+	dir := t.TempDir()
+	mk := func(name string) string {
+		img := filepath.Join(dir, name)
+		f, err := os.Create(img)
+		require.NoError(t, err)
+		require.NoError(t, f.Truncate(96<<20))
+		f.Close()
+		return img
+	}
+	a := attachLoop(t, mk("a.img"))
+	disks := filepath.Join(dir, "disks")
+	require.NoError(t, os.Mkdir(disks, 0o755))
+	m := startMount(t, "--name", "d0", "--path", "block://"+a, "--scan", "block://"+disks+"/*")
+	require.Len(t, m.status().Devices, 1)
+	out := m.mustCtl("adapter", "rescan")
+	assert.Contains(t, out, "0 new path(s), 0 new device(s)", out)
+
+	b := attachLoop(t, mk("b.img"))
+	require.NoError(t, os.Symlink(b, filepath.Join(disks, "b")))
+	out = m.mustCtl("adapter", "rescan")
+	var names []string
+	for _, d := range m.status().Devices {
+		names = append(names, d.Name)
+	}
+	// hotplug may have claimed it first (the glob matches through the link)
+	require.Equal(t, []string{"d0", "mpatha"}, names, "rescan: %s", out)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, fout, err := runFio(ctx, verifyJob(m.file("mpatha"), 3)...)
+	require.NoError(t, err, "fio on mpatha: %s", fout)
+	require.Len(t, r.Jobs, 1)
+	assert.Equal(t, 0, r.Jobs[0].TotalErr, "fio I/O errors")
+	assert.Contains(t, m.mustCtl("adapter", "rescan"), "0 new path(s), 0 new device(s)")
 	m.stopClean(t)
 }

@@ -301,3 +301,241 @@ func TestClusterPathThrashing(t *testing.T) {
 	a.stopClean(t)
 	b.stopClean(t)
 }
+
+// lockLoopCounts is `pr lock-loop --json`.
+type lockLoopCounts struct {
+	Device      string `json:"device"`
+	Iterations  int    `json:"iterations"`
+	Succeeded   int    `json:"succeeded"`
+	Conflicts   int    `json:"conflicts"`
+	Retries     int    `json:"retries"`
+	Failures    int    `json:"failures"`
+	MaxAttempts int    `json:"max_attempts"`
+	Error       string `json:"error"`
+}
+
+// TestClusterLockLoopContention: the SCSI-2 lock loop (seed: ESXi's
+// metadata locks) on four hosts at once, each `mount --host NAME` with
+// one path per controller to one LU of array serve. Every host runs `pr
+// lock-loop` — RESERVE(6), write its metadata block, hold, RELEASE(6) —
+// at the same time: the hosts meet each other's reservations, retry after
+// random waits and (with enough retries) get every iteration done; the
+// counters add up on every host. A second round with a single attempt
+// per iteration shows the give-up path: conflicts become failures.
+func TestClusterLockLoopContention(t *testing.T) {
+	s := clusterArray(t, "  access: active-active\n  transitions: both\n  owner: A")
+	names := []string{"a", "b", "c", "d"}
+	var hosts []*mount
+	for i, n := range names {
+		hosts = append(hosts, startMount(t, "--host", n, "--name", "d0", "--check-interval", "500ms", "--io-timeout", "3s",
+			"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[i%2], s.iqn),
+			"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[2+i%2], s.iqn)))
+	}
+	round := func(extra ...string) []lockLoopCounts {
+		out := make([]lockLoopCounts, len(hosts))
+		done := make(chan struct{})
+		for i, m := range hosts {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				args := append([]string{"pr", "lock-loop", "--json", "--iterations", "25", "--hold", "3ms",
+					"--backoff-min", "1ms", "--backoff-max", "8ms", "--seed", fmt.Sprint(i + 1), "--offset", fmt.Sprint(i * 4096)}, extra...)
+				text, _ := m.ctl(append(args, "d0")...)
+				body := text[max(0, strings.Index(text, "{")):]
+				if j := strings.LastIndex(body, "}"); j >= 0 {
+					body = body[:j+1]
+				}
+				if err := json.Unmarshal([]byte(body), &out[i]); err != nil {
+					out[i].Error = "unparsable output: " + text
+				}
+			}()
+		}
+		for range hosts {
+			<-done
+		}
+		return out
+	}
+	res := round("--retries", "200")
+	conflicts := 0
+	for i, r := range res {
+		t.Logf("host %s: %+v", names[i], r)
+		require.Empty(t, r.Error, "host %s", names[i])
+		assert.Equal(t, 25, r.Succeeded+r.Failures, "host %s: every iteration succeeded or failed", names[i])
+		assert.Equal(t, 0, r.Failures, "host %s: 200 attempts are enough for four hosts", names[i])
+		assert.Equal(t, r.Conflicts, r.Retries, "host %s: each conflict was retried (none gave up)", names[i])
+		conflicts += r.Conflicts
+	}
+	assert.Positive(t, conflicts, "four hosts holding the LU 3 ms at a time meet each other's reservations")
+
+	res = round("--retries", "1")
+	failures := 0
+	for i, r := range res {
+		t.Logf("host %s, one attempt: %+v", names[i], r)
+		require.Empty(t, r.Error, "host %s", names[i])
+		assert.Equal(t, r.Conflicts, r.Failures, "host %s: with one attempt every conflict is a failure", names[i])
+		assert.Equal(t, 0, r.Retries, "host %s", names[i])
+		failures += r.Failures
+	}
+	assert.Positive(t, failures, "some iterations gave up")
+	for _, m := range hosts {
+		m.stopClean(t)
+	}
+}
+
+// prHost mounts d0 as `--host name` with the integrity checker, one path
+// to each controller (ports 1 and 3, or 2 and 4), round robin.
+func prHost(t *testing.T, s *arrayServer, name string, first int) *mount {
+	t.Helper()
+	return startMount(t, "--host", name, "--name", "d0", "--verify", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1",
+		"--check-interval", "500ms", "--io-timeout", "5s",
+		"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[first], s.iqn),
+		"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[2+first], s.iqn))
+}
+
+// TestClusterFencingUnderFio: hosts A and B registered; A holds a write
+// exclusive reservation and writes 16 MiB with fio while the array holds
+// each of A's writes 2 s before it executes (writes in flight at every
+// moment). B preempts and aborts A: A's in-flight writes are aborted by
+// the array and never execute, A's later writes fail with EBADE (fio on A
+// reports errors), and B then writes the same 16 MiB under fio --verify
+// with 0 errors; well after A's held writes would have landed, B's
+// integrity checker re-reads every block B wrote through the device and
+// every path and finds each as B wrote it: none of A's writes landed
+// after the preemption.
+func TestClusterFencingUnderFio(t *testing.T) {
+	s := clusterArray(t, "  access: active-active\n  transitions: both\n  owner: A")
+	a := prHost(t, s, "a", 0)
+	b := prHost(t, s, "b", 1)
+	a.mustCtl("pr", "--register", "--param-sark", "0xa", "d0")
+	b.mustCtl("pr", "--register", "--param-sark", "0xb", "d0")
+	a.mustCtl("pr", "--reserve", "--param-rk", "0xa", "--prout-type", "WE", "d0")
+
+	s.ctl(t, "fault", "inject", "--initiator", "iqn.2026-12.io.mpathfs:host.a", "--op", "write", "--delay", "2s")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	runA := startFio(ctx, "--name=a", "--filename="+a.file("d0"), "--direct=1", "--rw=randwrite", "--bs=4k",
+		"--ioengine=libaio", "--iodepth=16", "--size=16M", "--time_based", "--runtime=8", "--randseed=1")
+	time.Sleep(3 * time.Second) // A's writes in flight, held by the array
+	var st struct {
+		Sessions []struct {
+			Initiator string `json:"initiator"`
+			Tasks     int    `json:"tasks"`
+		} `json:"sessions"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(s.ctl(t, "status", "--json")), &st))
+	held := 0
+	for _, se := range st.Sessions {
+		if se.Initiator == "iqn.2026-12.io.mpathfs:host.a" {
+			held += se.Tasks
+		}
+	}
+	require.Positive(t, held, "A has writes held in the array when B preempts")
+	b.mustCtl("pr", "--preempt-abort", "--param-rk", "0xb", "--param-sark", "0xa", "--prout-type", "WE", "d0")
+	res := prJSON(t, b, "--read-reservation", "d0").Reservation
+	require.NotNil(t, res)
+	assert.Equal(t, uint64(0xb), res.Key, "B holds the reservation")
+
+	_, outA, errA := runA.wait()
+	require.Error(t, errA, "fio on A must fail once A is preempted")
+	assert.Contains(t, outA, "Invalid exchange", "A's writes fail with EBADE")
+	assert.Equal(t, syscall.EBADE, writeBlock(t, a, 0), "A is fenced: EBADE")
+
+	runB := clusterFio(ctx, b, 0, 6, 8) // B's 16 MiB from offset 0: A's range
+	fioClean(t, []*fioRun{runB}, b)
+	time.Sleep(3 * time.Second) // past A's 2 s hold: a write that escaped would have landed by now
+	oracleClean(t, b, "d0")
+	s.ctl(t, "fault", "clear", "--all")
+	b.stopClean(t)
+	a.stop()
+}
+
+// TestClusterHostKilledHoldingReservation: host A holds a write exclusive
+// reservation and writes under fio when it is killed (SIGKILL, by its
+// PID): its persistent reservation outlives it, so host B's writes fail
+// with EBADE. B preempts A's key and takes the reservation; B then writes
+// under fio --verify with 0 errors and its integrity checker finds every
+// block as B wrote it.
+func TestClusterHostKilledHoldingReservation(t *testing.T) {
+	s := clusterArray(t, "  access: active-active\n  transitions: both\n  owner: A")
+	a := prHost(t, s, "a", 0)
+	b := prHost(t, s, "b", 1)
+	a.mustCtl("pr", "--register", "--param-sark", "0xa", "d0")
+	b.mustCtl("pr", "--register", "--param-sark", "0xb", "d0")
+	a.mustCtl("pr", "--reserve", "--param-rk", "0xa", "--prout-type", "WE", "d0")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	actx, acancel := context.WithCancel(ctx)
+	runA := startFio(actx, "--name=a", "--filename="+a.file("d0"), "--direct=1", "--rw=randwrite", "--bs=4k",
+		"--ioengine=libaio", "--iodepth=16", "--size=16M", "--time_based", "--runtime=30", "--randseed=1")
+	time.Sleep(2 * time.Second)
+	require.NoError(t, syscall.Kill(a.cmd.Process.Pid, syscall.SIGKILL))
+	<-a.exited
+	acancel()
+	runA.wait()
+	_ = exec.Command("fusermount3", "-u", "-z", a.dir).Run() // the killed host's mount point
+
+	res := prJSON(t, b, "--read-reservation", "d0").Reservation
+	require.NotNil(t, res)
+	assert.Equal(t, uint64(0xa), res.Key, "the killed host's reservation outlives it")
+	assert.Equal(t, syscall.EBADE, writeBlock(t, b, 0), "B is refused while A's reservation stands")
+
+	b.mustCtl("pr", "--preempt", "--param-rk", "0xb", "--param-sark", "0xa", "--prout-type", "WE", "d0")
+	res = prJSON(t, b, "--read-reservation", "d0").Reservation
+	require.NotNil(t, res)
+	assert.Equal(t, uint64(0xb), res.Key, "B holds the reservation")
+	assert.NotContains(t, prJSON(t, b, "--read-keys", "d0").Keys, uint64(0xa), "A's registrations are gone")
+
+	runB := clusterFio(ctx, b, 0, 6, 8)
+	fioClean(t, []*fioRun{runB}, b)
+	oracleClean(t, b, "d0")
+	b.stopClean(t)
+}
+
+// TestClusterScenario: a cluster scenario file starts its own array server
+// (a config with free ports) and two hosts, runs fio --verify on each
+// host's range, moves host a to MRU, fails and restores controller A, and
+// runs `mpathfs verify` on both hosts; `scenario run` exits 0, writes one
+// report per host, each a PASS, and leaves nothing mounted or running.
+func TestClusterScenario(t *testing.T) {
+	needs.Tools(t, "root", "/dev/fuse", "fio")
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`name: lab
+target: iqn.2026-01.io.mpathfs.e2e:scn
+state_dir: %s
+alua: {access: active-active, transitions: both, owner: A}
+lus:
+  - {name: data, lun: 0, file: %s, size: 64M}
+controllers:
+  - {name: A, ports: [{id: 1, portal: "127.0.0.1:0"}, {id: 2, portal: "127.0.0.1:0"}]}
+  - {name: B, ports: [{id: 3, portal: "127.0.0.1:0"}, {id: 4, portal: "127.0.0.1:0"}]}
+`, filepath.Join(dir, "state"), filepath.Join(dir, "lu.img"))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "array.yaml"), []byte(cfg), 0o600))
+	fioArgs := "--direct=1 --rw=randrw --bs=4k --ioengine=libaio --iodepth=8 --size=8M --time_based --runtime=8 --verify=crc32c --verify_fatal=1"
+	scn := fmt.Sprintf(`seed 3
+end 11s
+array serve array.yaml
+host a --name d0 --verify --check-interval 300ms --path iscsi://${portal1}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-a --path iscsi://${portal3}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-a
+host b --name d0 --verify --check-interval 300ms --path iscsi://${portal2}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-b --path iscsi://${portal4}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-b
+at 0s host a exec fio --name=a --filename=${dev} --offset=0 %[1]s
+at 0s host b exec fio --name=b --filename=${dev} --offset=32M %[1]s
+at 2s host a policy d0 psp VMW_PSP_MRU
+at 4s array lab controller A fail
+at 6s array lab controller A restore
+at 10s host a exec mpathfs verify d0
+at 10s host b exec mpathfs verify d0
+`, fioArgs)
+	file := filepath.Join(dir, "cluster.scn")
+	require.NoError(t, os.WriteFile(file, []byte(scn), 0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binary, "scenario", "run", "--quiet", "--report", filepath.Join(dir, "r.md"), file).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, h := range []string{"a", "b"} {
+		rep, err := os.ReadFile(filepath.Join(dir, "r."+h+".md"))
+		require.NoError(t, err, "%s", out)
+		assert.Contains(t, string(rep), "result: PASS", "host %s", h)
+		assert.Contains(t, string(out), "report: "+filepath.Join(dir, "r."+h+".md"))
+	}
+	assert.Contains(t, string(out), "no lost, stale, torn or misdirected writes")
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	assert.NotContains(t, string(mounts), "mpathfs-cluster-", "the runner unmounted its hosts")
+}

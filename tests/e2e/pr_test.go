@@ -26,10 +26,13 @@ import (
 // controller) and no initiator= in the URIs, so the host names give the
 // initiator names and the array sees four I_T nexuses of two initiators.
 
-// startHost mounts device d0 over the array's ports ports as host name.
+// startHost mounts device d0 over the array's ports ports as host name,
+// round robin over every active path (useANO=1: the array's controller B
+// is ANO, and a path added live is regrouped only by the SATP's next
+// update; the reservation logic, not ALUA, is under test here).
 func startHost(t *testing.T, s *arrayServer, name string, ports ...int) *mount {
 	t.Helper()
-	args := []string{"--host", name, "--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1",
+	args := []string{"--host", name, "--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--psp-option", "useANO=1",
 		"--check-interval", "500ms", "--io-timeout", "3s"}
 	for _, p := range ports {
 		args = append(args, "--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[p], s.iqn))
@@ -137,7 +140,8 @@ func TestPRTwoHostsFencing(t *testing.T) {
 }
 
 // TestPRIoctlTwoHosts: the Linux PR ioctls on the device file register on
-// every path and reserve; the other host then meets EBADE.
+// every path and reserve; the other host then meets EBADE; a path added to
+// the reserved device is registered before it carries I/O.
 func TestPRIoctlTwoHosts(t *testing.T) {
 	needs.Tools(t, "root", "/dev/fuse")
 	s := startArrayServe(t)
@@ -168,6 +172,22 @@ func TestPRIoctlTwoHosts(t *testing.T) {
 	for i := range 4 {
 		assert.Equal(t, syscall.Errno(0), writeBlock(t, a, int64(i)*4096), "A's registered paths all write")
 	}
+	// A path that joins the reserved device is registered before it
+	// carries I/O: no conflicts through it.
+	added := fmt.Sprintf("iscsi://%s/%s/0", s.portals[1], s.iqn) // controller A: AO, so RR uses it
+	a.mustCtl("path", "add", "d0", added)
+	assert.ElementsMatch(t, []uint64{0xa1, 0xa1, 0xa1}, prJSON(t, b, "--read-keys", "d0").Keys, "the joining path is registered")
+	for i := range 9 {
+		assert.Equal(t, syscall.Errno(0), writeBlock(t, a, int64(i)*4096), "A's write %d with the new path", i)
+	}
+	var joined bool
+	for _, p := range a.status().Devices[0].Paths {
+		if strings.HasPrefix(p.URI, added) {
+			joined = p.Writes > 0
+		}
+	}
+	assert.True(t, joined, "the added path carried writes:\n%s", a.mustCtl("status"))
+	assert.Zero(t, a.status().Devices[0].ReservationConflicts)
 	assert.Equal(t, syscall.EBADE, ioctl(iocPRReserve, []uint64{0xdead}, 3, 0), "a wrong key conflicts")
 	require.Equal(t, syscall.Errno(0), ioctl(iocPRRelease, []uint64{0xa1}, 3, 0))
 	assert.Equal(t, syscall.Errno(0), writeBlock(t, b, 0))
