@@ -111,7 +111,9 @@ is_start_iscsid() {
   modprobe iscsi_tcp || return 1
   # loaded before the disks appear, scsi_dh_alua attaches to them at scan time
   modprobe scsi_dh_alua 2>/dev/null
-  iscsid -f >"$scratch/iscsid.log" 2>&1 &
+  # its own session: on SIGTERM iscsid signals its whole process group (killpg), which
+  # would otherwise be the suite's
+  setsid iscsid -f >"$scratch/iscsid.log" 2>&1 &
   isd_pid=$!
   local i=0
   until iscsiadm -m session >/dev/null 2>&1 || [ "$(iscsiadm -m session 2>&1)" = "iscsiadm: No active sessions." ]; do
@@ -325,6 +327,7 @@ is_mpathfs_pr() {
     is_skip "mpathfs pr and mpathpersist on one LU" "skipped: mpathfs pr missing"
     return 0
   fi
+  modprobe fuse 2>/dev/null
   mkdir -p /mnt/mpi
   local u="?initiator=$is_mpini"
   mpathfs mount --control "$is_mctl" --name shared \
@@ -409,18 +412,23 @@ is_failover() {
   b_base=$(is_ios "$is_db")
   local tf; tf=$(now_ms)
   is_array fail vm A >/dev/null 2>&1 || log "(d) mpathfs array fail vm A failed"
-  log "(d) controller A failed ($(is_array status 2>/dev/null | head -1))"
-  local tfail="" tio=""
-  while [ $(( $(now_ms) - t0 )) -lt $(( is_restore_at * 1000 - 200 )) ]; do
+  local tfd; tfd=$(now_ms)
+  log "(d) controller A failed"
+  # Restore (restore_at - fail_at) s after the fail returned, and not before dm failed
+  # over (at most 60 s): on a loaded host the commands themselves take seconds.
+  local tfail="" tio="" hold=$(( (is_restore_at - is_fail_at) * 1000 ))
+  while :; do
     if [ -z "$tfail" ] && case "$(is_dm_state "$is_da")" in failed*|*faulty*) true ;; *) false ;; esac; then
       tfail=$(now_ms); log "(d) dm failed /dev/$is_da after $(secs $((tfail - tf))) s"
     fi
     if [ -z "$tio" ] && [ "$(is_ios "$is_db")" != "$b_base" ]; then
       tio=$(now_ms); log "(d) I/O through controller B (/dev/$is_db) after $(secs $((tio - tf))) s"
     fi
+    [ $(( $(now_ms) - tfd )) -ge "$hold" ] && [ -n "$tio" ] && break
+    [ $(( $(now_ms) - tfd )) -ge 60000 ] && break
     sleep 0.1
   done
-  sleep_until $(( t0 + is_restore_at * 1000 ))
+  log "(d) $(is_array status 2>/dev/null | head -1)"
   local tr; tr=$(now_ms)
   is_array restore vm A >/dev/null 2>&1 || log "(d) mpathfs array restore vm A failed"
   log "(d) controller A restored ($(is_array status 2>/dev/null | head -1))"
