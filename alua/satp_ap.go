@@ -139,6 +139,7 @@ func ClassifyAP(err error, backoff time.Duration) nmp.Verdict {
 	if se, ok := ioerr.SenseOf(err); ok && se == ioerr.SenseAccessChanged {
 		v.Event = EventOwnershipChanged
 		v.Update = true
+		v.Backoff = 0 // a report of a change, not a busy LU: retry at once
 		v.Reason = "unit attention " + se.String() + ": the LU changed controllers (a trespass by another host or by the array)"
 	}
 	return v

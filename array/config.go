@@ -50,8 +50,8 @@ type ArrayConfig struct {
 	Explicit bool `yaml:"explicit" json:"explicit"`
 	// TrespassOnIO (ap mode only): a data command (read, write, …) through
 	// a passive controller's port moves the LU to that controller
-	// (auto-trespass) and executes; TEST UNIT READY through a passive port
-	// passes. Hosts then see every port as usable, and two hosts that
+	// (auto-trespass) and executes; every other command (TEST UNIT READY,
+	// READ CAPACITY …) runs through a passive port as through an active one. Hosts then see every port as usable, and two hosts that
 	// prefer different controllers move the LU back and forth on every
 	// I/O: path thrashing. Every trespass is a change of the groups'
 	// states: the other I_T nexuses get unit attention 2A/06.

@@ -84,17 +84,15 @@ func (h *Handler) setTPGs(states map[uint16]scsi.State) (refused bool, err error
 
 // trespassOnIO is an auto-trespass array's answer to a command through
 // a passive port: a data command moves the LU to the port's controller
-// first (it reports whether it did); TEST UNIT READY passes as through an
-// active port. Other arrays and other commands are left to aluaGate.
+// first (it reports whether it did); every other command (TEST UNIT READY,
+// READ CAPACITY, INQUIRY …) runs as through an active port. Other arrays
+// are left to aluaGate.
 func (h *Handler) trespassOnIO(port uint16, v portView, op byte) (portView, bool) {
 	if !v.autoTrespass || v.state != scsi.Standby {
 		return v, false
 	}
-	if op == scsi.OpTestUnitReady {
-		v.state = scsi.ActiveOptimized
-		return v, false
-	}
 	if !isDataOp(op) {
+		v.state = scsi.ActiveOptimized // TEST UNIT READY, READ CAPACITY …: the LU answers on every port
 		return v, false
 	}
 	if err := h.arr.locked(func(c *Core, now time.Time) error { return c.Trespass(port, now) }); err != nil {

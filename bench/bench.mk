@@ -46,3 +46,11 @@ bench-nbdcost:
 .PHONY: bench-iscsi
 bench-iscsi:
 	bash bench/iscsi.sh
+
+# The NBD hop against its floor: mpathfs-nbd, nbdfuse, fio's nbd engine
+# (libnbd, no FUSE) and bench/fuseceiling over the suite's jobs, with CPU per
+# I/O (bench/nbdfloor.sh); writes bench/results/nbdfloor.md and re-assembles
+# docs/benchmarks.md. Also a part of `make bench`.
+.PHONY: bench-nbdfloor
+bench-nbdfloor:
+	bash bench/nbdfloor.sh

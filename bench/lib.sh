@@ -201,3 +201,10 @@ cpu_ticks() {
   sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
 }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# ctx_switches PID: context switches (voluntary + involuntary) of all of
+# PID's live threads so far; empty when PID is gone.
+ctx_switches() {
+  cat /proc/"$1"/task/*/status 2>/dev/null |
+    awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ {n += $2; ok = 1} END {if (ok) print n}'
+}

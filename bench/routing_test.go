@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,10 +63,25 @@ func benchRead(b *testing.B, d *nmp.Device, ctx context.Context) {
 	buf := make([]byte, 4096)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(buf)))
+	var before, after syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	n := 0
 	for i := 0; b.Loop(); i++ {
 		if _, err := d.ReadAt(ctx, buf, int64(i%1024)*4096); err != nil {
 			b.Fatal(err)
 		}
+		n++
+	}
+	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	// What a read costs this process, beside the wall time that the
+	// machine's load blurs: CPU time (user + system) and context switches
+	// (voluntary + involuntary) per read.
+	cpu := func(r *syscall.Rusage) time.Duration {
+		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	if n > 0 {
+		b.ReportMetric(float64(cpu(&after)-cpu(&before))/float64(n)/1e3, "cpu-µs/op")
+		b.ReportMetric(float64(after.Nvcsw+after.Nivcsw-before.Nvcsw-before.Nivcsw)/float64(n), "switches/op")
 	}
 }
 

@@ -19,8 +19,10 @@
 # Knobs (env): ROUNDS [3] RUNTIME seconds per job [7; quick 2] RAMP [1; quick 0]
 #   SIZE backing file [1G] JOBS [the five] RR_COMPARE [1; quick 0] RATE_ROUNDS [ROUNDS; quick 1]
 #   PSPS for failover [all five; quick: FIXED, RR, queue-length] RATE nbdkit rate
-#   filter, bits/s [400M] PARTS [main rate nmpbench failover iscsi] OUT [docs/benchmarks.md]
-#   (iscsi: bench/iscsi.sh, array serve against tgt over iSCSI)
+#   filter, bits/s [400M] PARTS [main rate nmpbench failover iscsi nbdfloor] OUT [docs/benchmarks.md]
+#   (iscsi: bench/iscsi.sh, array serve against tgt over iSCSI; nbdfloor:
+#   bench/nbdfloor.sh, mpathfs-nbd against nbdfuse, fio's nbd engine and the
+#   FUSE ceiling, with CPU per I/O)
 #   KEEP_WORK=1 keeps the work directory (raw fio JSON, logs).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -34,7 +36,7 @@ JOBS=${JOBS:-"randread4k randwrite4k randrw4k seqread1m seqwrite1m"}
 if [ $QUICK = 1 ]; then RR_COMPARE=${RR_COMPARE:-0}; RATE_ROUNDS=${RATE_ROUNDS:-1}; else RR_COMPARE=${RR_COMPARE:-1}; RATE_ROUNDS=${RATE_ROUNDS:-$ROUNDS}; fi
 RATE=${RATE:-400M}
 RATE_4K=${RATE_4K:-100M}
-PARTS=${PARTS:-"main rate nmpbench failover iscsi"}
+PARTS=${PARTS:-"main rate nmpbench failover iscsi nbdfloor"}
 if [ $QUICK = 1 ]; then OUT=${OUT:-/tmp/mpathfs-bench-quick.md}; SECT=${SECT:-/tmp/mpathfs-bench-quick}
 else OUT=${OUT:-$REPO/docs/benchmarks.md}; SECT=${SECT:-$BENCH_DIR/results}; fi
 CMDLINE="make $([ $QUICK = 1 ] && echo bench-quick || echo bench)  # ROUNDS=$ROUNDS RUNTIME=$RUNTIME RAMP=$RAMP SIZE=$SIZE RATE=$RATE"
@@ -46,14 +48,14 @@ assemble() {
   {
   echo "# Benchmarks"
   echo
-  echo "Produced by \`make bench\` (bench/run.sh, bench/failover.sh); \`make bench-soak\` (bench/soak.sh), \`make bench-nbdcost\` (bench/nbdcost.sh) and \`make bench-profile\`"
+  echo "Produced by \`make bench\` (bench/run.sh, bench/failover.sh, bench/iscsi.sh, bench/nbdfloor.sh); \`make bench-soak\` (bench/soak.sh), \`make bench-nbdcost\` (bench/nbdcost.sh) and \`make bench-profile\`"
   echo "(bench/profile.sh) add their sections; \`bash bench/run.sh --assemble-only\` re-assembles this file."
   echo "The fio job set is bench/fio-suite.sh over the fio job files in bench/jobs/; the header of each job file shows how to"
   echo "run it by hand, e.g. \`TARGET=/dev/shm/t.img SIZE=1G DIRECT=1 RUNTIME=7 RAMP=1 fio bench/jobs/randread4k.fio\`."
   echo "Sections are kept in bench/results/*.md and assembled here; the machine is shared and noisy, so compare"
   echo "numbers within one run only. Last assembled $STAMP on $MACHINE."
   echo
-  for s in main main-notes rate failover failover-notes hedge hedge-notes iscsi iscsi-notes soak soak-notes nbdcost nbdcost-notes profile profile-findings nmpbench; do
+  for s in main main-notes rate failover failover-notes hedge hedge-notes iscsi iscsi-notes nbdfloor nbdfloor-notes soak soak-notes nbdcost nbdcost-notes profile profile-findings nmpbench; do
     [ -s "$SECT/$s.md" ] && { cat "$SECT/$s.md"; echo; }
   done
   } >"$OUT"
@@ -355,6 +357,12 @@ fi
 if has_part iscsi; then
   [ $QUICK = 1 ] && export IS_ROUNDS=${IS_ROUNDS:-1} IS_SECONDS=${IS_SECONDS:-2}
   SECT=$SECT OUT=$OUT bash "$BENCH_DIR/iscsi.sh" || log "iscsi.sh failed"
+fi
+if has_part nbdfloor; then
+  [ $QUICK = 1 ] && export NF_ROUNDS=${NF_ROUNDS:-2}
+  # its own work directory and processes; RAMP 0 (CPU and I/Os over the same time)
+  (unset WORK; SECT=$SECT NF_ASSEMBLE=0 RAMP=0 CMDLINE="$CMDLINE (part nbdfloor: bench/nbdfloor.sh)" \
+    bash "$BENCH_DIR/nbdfloor.sh") || log "nbdfloor.sh failed"
 fi
 
 assemble

@@ -155,6 +155,24 @@ func TestTypedRoutes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, pl.MPPs, "NMP")
 
+	rr, err := c.Reset(ctx, ResetRequest{Path: "vmhba1:C0:T0:L0", Kind: "lun"})
+	require.NoError(t, err)
+	assert.Equal(t, "06/29/03", rr.Sense)
+	_, err = c.ClearFault(ctx, FaultClearRequest{Path: "vmhba1:C0:T0:L0"})
+	require.NoError(t, err)
+	dl, err := c.Devices(ctx)
+	require.NoError(t, err)
+	require.Len(t, dl.Devices, 1)
+	assert.Equal(t, "on", dl.Devices[0].State)
+	ds, err = c.DeviceState(ctx, DeviceStateRequest{Device: "d0", State: "off", Reason: "test"})
+	require.NoError(t, err)
+	assert.Equal(t, "off", ds.State)
+	ds, err = c.DeviceState(ctx, DeviceStateRequest{Device: "d0", State: "on"})
+	require.NoError(t, err)
+	assert.Equal(t, "on", ds.State)
+	_, err = c.DeviceState(ctx, DeviceStateRequest{Device: "d0", State: "sideways"})
+	assert.ErrorIs(t, err, ErrInvalid)
+
 	h.Events().Publish(eventForTest())
 	var lines []string
 	require.NoError(t, c.Events(ctx, 10, false, func(line []byte) bool { lines = append(lines, string(line)); return true }))
@@ -179,7 +197,7 @@ func TestTypedRoutes(t *testing.T) {
 	// Every route answers something other than "unknown endpoint".
 	for _, r := range []string{RouteStatus, RoutePathAdmin, RoutePathFence, RoutePathAdd, RouteFaultInject, RouteFaultClear,
 		RouteFaultList, RoutePolicy, RoutePlugins, RouteArrays, RouteArray, RouteExplain, RouteClaimRules, RouteSATPRules, RouteVerify,
-		RouteAdapters, RouteAdapter, RoutePathRemove} {
+		RouteAdapters, RouteAdapter, RoutePathRemove, RouteReset, RouteDevices, RouteDeviceState} {
 		method, path, _ := strings.Cut(r, " ")
 		var body any
 		if method == http.MethodPost {

@@ -124,6 +124,7 @@ func (s *Server) mux() http.Handler {
 	})
 	get(m, RouteAdapters, func(*http.Request) (AdaptersReply, error) { return AdaptersReply{Adapters: rt.Host.Adapters()}, nil })
 	post(m, RouteAdapter, rt.Adapter)
+	stateRoutes(m, rt) // states.go: resets, device states
 	post(m, RouteFaultInject, rt.InjectFault)
 	post(m, RouteFaultClear, rt.ClearFault)
 	get(m, RouteFaultList, func(*http.Request) (FaultListReply, error) { return FaultListReply{Faults: rt.FaultList()}, nil })

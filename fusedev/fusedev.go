@@ -46,6 +46,14 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
+// Detacher is a Device that can be detached (mpathfs device set --state
+// off, or every path in permanent device loss): opening its file then
+// fails with ENXIO, what Linux answers opening a removed disk's node; its
+// I/O fails with EIO (the device's own errors, ToErrno).
+type Detacher interface {
+	Detached() bool
+}
+
 // Device is what a device file serves. The NMP's device satisfies it.
 // All methods are called in parallel; ctx is cancelled when the caller is
 // interrupted or the mount is aborted.

@@ -119,6 +119,9 @@ func (n *devNode) Open(_ context.Context, _ uint32) (fs.FileHandle, uint32, sysc
 	if n.mu.removed {
 		return nil, 0, syscall.ENOENT
 	}
+	if d, ok := n.dev.(Detacher); ok && d.Detached() {
+		return nil, 0, syscall.ENXIO // as Linux opening a removed disk's node
+	}
 	n.mu.opens++
 	return &handle{}, n.openFlags, 0
 }

@@ -60,6 +60,8 @@ type Admin interface {
 	Probe(ctx context.Context, name string) error
 	// UsablePaths is how many paths could carry I/O now.
 	UsablePaths() int
+	// SetDeviceState detaches (on false) or attaches the device by hand.
+	SetDeviceState(on bool, reason string) error
 }
 
 // Traced is a device whose I/O can be traced.

@@ -77,18 +77,32 @@ func PathReaders(paths func() []*mpath.Path) func() []Reader {
 }
 
 // pathReadTries bounds the tries of a direct path read that fails with a
-// retryable error.
-const pathReadTries = 5
+// retryable error; unit attentions count against pathReadUATries only.
+const (
+	pathReadTries   = 5
+	pathReadUATries = 64
+)
 
 // retryingRead reads a path directly as an initiator would: a retryable
 // error (a unit attention after an ALUA state change, transitioning, busy)
 // is reported once and then cleared, so it is tried again, a few times,
-// before the block counts as unreadable.
+// before the block counts as unreadable. A unit attention reports a change
+// and is cleared by being reported: on an array whose LU moves between
+// controllers at every I/O (an auto-trespass array that the reads through
+// the other paths move) each try may meet a new one, so they are tried
+// again up to pathReadUATries times.
 func retryingRead(read func(context.Context, []byte, int64) (int, error)) func(context.Context, []byte, int64) (int, error) {
 	return func(ctx context.Context, p []byte, off int64) (int, error) {
-		for try := 1; ; try++ {
+		tries := 0
+		for all := 1; ; all++ {
 			n, err := read(ctx, p, off)
-			if err == nil || try == pathReadTries || ioerr.ClassOf(err) != ioerr.ClassRetryable {
+			if err == nil || ioerr.ClassOf(err) != ioerr.ClassRetryable {
+				return n, err
+			}
+			if s, ok := ioerr.SenseOf(err); !ok || s.Key != ioerr.SenseUnitAttention {
+				tries++
+			}
+			if tries == pathReadTries || all == pathReadUATries {
 				return n, err
 			}
 			select {

@@ -70,6 +70,41 @@ type DeviceStatus struct {
 	// Sharing is how the device shares its store with other hosts
 	// (exclusive or multi-writer, and the holders); the host fills it.
 	Sharing *Sharing `json:"sharing,omitempty"`
+
+	// State is the device's state as esxcli storage core device list
+	// shows it: on, off (detached by hand) or dead (detached: every path
+	// in permanent device loss); why and since when it is not on.
+	State       string     `json:"state"`
+	StateReason string     `json:"state_reason,omitempty"`
+	StateSince  *time.Time `json:"state_since,omitempty"`
+	// HWHandler is multipath -ll's hwhandler: "1 alua" for ALUA, "1 ap"
+	// for the active/passive SATP's trespass, "0" when none.
+	HWHandler string `json:"hwhandler"`
+	// Groups are the path groups as multipath -ll shows them, in order.
+	Groups []PathGroup `json:"groups"`
+	// WorkingPaths are the paths the PSP sends I/O to now (esxcli storage
+	// nmp device list's Working Paths).
+	WorkingPaths []string `json:"working_paths"`
+	// IOsPending and BytesPending are the I/Os and bytes in flight on
+	// the device's paths (RR's NumIOsPending, numBytesPending).
+	IOsPending   int64 `json:"ios_pending"`
+	BytesPending int64 `json:"bytes_pending"`
+}
+
+// PathGroup is one path group as multipath -ll shows it.
+type PathGroup struct {
+	// Group is the SATP's group number; -1 holds the paths no group
+	// can use now (dead, standby, switched off).
+	Group int `json:"group"`
+	// Policy is the group's path selector: the PSP and its config.
+	Policy string `json:"policy"`
+	// Prio is dm's priority of the group (ALUA: 50 active/optimized, 10
+	// active/non-optimized, 1 standby, 0 unavailable; 1 without ALUA).
+	Prio int `json:"prio"`
+	// Status is dm's: active (the group I/O goes to), enabled (usable,
+	// not used now) or disabled (no path of it usable).
+	Status string   `json:"status"`
+	Paths  []string `json:"paths"`
 }
 
 // DeviceOpts are the engine's timing knobs, as status prints them.

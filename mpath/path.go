@@ -270,10 +270,25 @@ type PathStatus struct {
 	Slow            bool    `json:"slow,omitempty"`
 	// Marginal: demoted to the marginal group (slow, or a run of
 	// retryable errors); I/O goes there only when no other path is usable.
-	Marginal bool `json:"marginal,omitempty"`
-	Vendor          string  `json:"vendor,omitempty"`
-	Model           string  `json:"model,omitempty"`
-	WWID            string  `json:"wwid,omitempty"`
+	Marginal bool   `json:"marginal,omitempty"`
+	Vendor   string `json:"vendor,omitempty"`
+	Model    string `json:"model,omitempty"`
+	WWID     string `json:"wwid,omitempty"`
+
+	// What multipath -ll shows per path: dm's path state (active or
+	// failed), the checker's (ready, ghost, faulty, delayed, undef) and
+	// the SCSI device's (running, offline, transport-offline).
+	DMState  string `json:"dm_state"`
+	Checker  string `json:"checker"`
+	DevState string `json:"dev_state"`
+	// What esxcli storage nmp path list shows: Group State (active,
+	// active unoptimized, standby, unavailable, dead, disabled), Storage
+	// Array Type Path Config and Path Selection Policy Path Config.
+	GroupState     string `json:"group_state"`
+	SATPPathConfig string `json:"satp_path_config"`
+	PSPPathConfig  string `json:"psp_path_config"`
+	// Current: the PSP sends I/O to this path now (a working path).
+	Current bool `json:"current,omitempty"`
 }
 
 // Status snapshots the path.

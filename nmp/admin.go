@@ -80,6 +80,7 @@ func (d *Device) Status() mpath.DeviceStatus {
 	if k, _ := d.PRKey(); k != 0 {
 		st.PRKey = fmt.Sprintf("0x%x", k)
 	}
+	d.stateFields(&st, v, psp, paths, held) // status_fields.go
 	st.Ambiguous = d.Ambiguous()
 	d.hedgeStatus(&st) // hedge_slow.go
 	return st

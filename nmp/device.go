@@ -41,6 +41,9 @@ type Device struct {
 
 	canDiscard, canZero atomic.Bool
 
+	// detached is set while the device is off or dead (state.go).
+	detached atomic.Pointer[detachment]
+
 	failovers  atomic.Uint64
 	apdEntries atomic.Uint64
 	queueDepth atomic.Int64

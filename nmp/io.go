@@ -80,6 +80,12 @@ func (d *Device) do(ctx context.Context, op mpath.OpKind, p []byte, off, length 
 	attempts := 0
 	var failed triedPaths
 	for {
+		if err := d.detachedErr(); err != nil { // state.go: off or dead
+			if tr != nil {
+				tr.finish(err)
+			}
+			return 0, err
+		}
 		// Fencing: a write-class operation never overlaps a range an
 		// earlier write may still land on. One atomic load when none is.
 		if writeClass(op) && d.fence.active.Load() != 0 {

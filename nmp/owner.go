@@ -90,6 +90,7 @@ func (d *Device) handle(ev event) result {
 	defer d.mu.Unlock()
 	acts, res := d.mu.dec.step(ev)
 	d.applyLocked(acts, ev.now)
+	d.pdlFollowThrough(ev.now) // state.go: every path in PDL detaches the device
 	return res
 }
 

@@ -30,6 +30,8 @@ const (
 	StepPolicy StepKind = "policy"
 	// StepArray sends Array to the array endpoint.
 	StepArray StepKind = "array"
+	// StepExec starts Argv on the host (Options.Exec).
+	StepExec StepKind = "exec"
 )
 
 // Step is one timed operation of an expanded scenario.
@@ -46,6 +48,11 @@ type Step struct {
 	PSP     string
 	Options map[string]string
 	Array   ArrayRequest
+	// Host is the host of a cluster scenario's step ("" for array steps
+	// and in a one-mount scenario).
+	Host string `json:",omitempty"`
+	// Argv is the command of exec.
+	Argv []string `json:",omitempty"`
 	// Ref is the index of the step a restore ends (-1 for other kinds).
 	Ref int
 	// Fault numbers the faults (inject, inject-device, admin off,
@@ -84,7 +91,7 @@ func (sc *Scenario) Expand() []Step {
 		return len(ps) - 1
 	}
 	for _, st := range sc.Stmts {
-		base := Step{At: st.At, Line: st.Line, Path: st.Path, Device: st.Device, Ref: -1, Source: st.Text}
+		base := Step{At: st.At, Line: st.Line, Path: st.Path, Device: st.Device, Ref: -1, Source: st.Text, Host: st.Host}
 		switch st.Action {
 		case "fail", "hang", "land-late", "corrupt", "slow", "all-paths-down":
 			s := base
@@ -132,6 +139,10 @@ func (sc *Scenario) Expand() []Step {
 		case "array":
 			s := base
 			s.Kind, s.Array = StepArray, st.Array
+			add(s, -1)
+		case "exec":
+			s := base
+			s.Kind, s.Argv = StepExec, slices.Clone(st.Argv)
 			add(s, -1)
 		}
 	}
@@ -201,6 +212,8 @@ func (s Step) What() string {
 			opts = append(opts, k+"="+s.Options[k])
 		}
 		return strings.TrimSpace(fmt.Sprintf("policy %s psp %s %s", dev, s.PSP, strings.Join(opts, " ")))
+	case StepExec:
+		return "exec " + strings.Join(s.Argv, " ")
 	case StepArray:
 		a := s.Array
 		switch a.Action {
@@ -222,7 +235,11 @@ func PrintTimeline(w io.Writer, sc *Scenario) {
 		if s.Fault > 0 {
 			f = fmt.Sprintf("F%-2d", s.Fault)
 		}
-		fmt.Fprintf(w, "%4d %10s %s %-14s %s  (line %d)\n", s.Index, fmtOffset(s.At), f, s.Kind, s.What(), s.Line)
+		what := s.What()
+		if s.Host != "" {
+			what = "host " + s.Host + ": " + what
+		}
+		fmt.Fprintf(w, "%4d %10s %s %-14s %s  (line %d)\n", s.Index, fmtOffset(s.At), f, s.Kind, what, s.Line)
 	}
 }
 

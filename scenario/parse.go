@@ -27,6 +27,28 @@ type Scenario struct {
 	End time.Duration
 	// Stmts are the timed statements in file order.
 	Stmts []Stmt
+	// Hosts are the hosts a cluster scenario starts (`host NAME ARGS…`),
+	// in file order; none for a scenario run against one mount.
+	Hosts []HostDecl
+	// Serve is the `array serve [CONFIG]` statement, if any.
+	Serve *ServeDecl
+}
+
+// HostDecl is `host NAME MOUNT-ARGS…`: a host the scenario starts, an
+// `mpathfs mount` with these arguments (its control socket and mount
+// point are the runner's).
+type HostDecl struct {
+	Line int
+	Name string
+	Args []string
+}
+
+// ServeDecl is `array serve [CONFIG]`: the runner starts `mpathfs array
+// serve` (with CONFIG, relative to the scenario file, or the built-in
+// array) before the hosts, and sends array statements to it.
+type ServeDecl struct {
+	Line   int
+	Config string
 }
 
 // Stmt is one timed statement of a scenario.
@@ -52,6 +74,10 @@ type Stmt struct {
 	Options map[string]string
 	// Array is the command of an array statement.
 	Array ArrayRequest
+	// Host is the host of `at TIME host NAME ACTION` ("": the target).
+	Host string
+	// Argv is the command of exec.
+	Argv []string
 }
 
 // ArrayRequest is the body of POST /v1/array, the simulated ALUA array's
@@ -93,7 +119,7 @@ func ParseFile(name string) (*Scenario, error) {
 }
 
 // actions lists the actions an "at" takes, for error messages.
-const actions = "fail, hang, land-late, corrupt, slow, flap, path, all-paths-down, array, policy"
+const actions = "fail, hang, land-late, corrupt, slow, flap, path, all-paths-down, array, policy, exec"
 
 // maxErrors stops a parse of a file that is not a scenario at all.
 const maxErrors = 20
@@ -197,10 +223,50 @@ func Parse(name, text string) (*Scenario, error) {
 		}
 		p.statement(sc, strings.TrimSpace(line))
 	}
+	p.checkHosts(sc)
 	if len(p.errs) > 0 {
 		return nil, p.errs
 	}
 	return sc, nil
+}
+
+// checkHosts checks the host statements against the declarations: in a
+// cluster scenario (with host declarations) every statement but array
+// names a declared host; without declarations none names one.
+func (p *parser) checkHosts(sc *Scenario) {
+	if sc.Serve != nil && len(sc.Hosts) == 0 {
+		p.errs = append(p.errs, &Error{File: p.file, Line: sc.Serve.Line, Col: 1,
+			Msg: "array serve starts an array for the hosts of the scenario: declare them with `host NAME --path iscsi://${portal1}/${target}/0?initiator=IQN …`"})
+	}
+	declared := map[string]bool{}
+	for _, h := range sc.Hosts {
+		declared[h.Name] = true
+	}
+	for _, st := range sc.Stmts {
+		fail := func(format string, a ...any) {
+			p.errs = append(p.errs, &Error{File: p.file, Line: st.Line, Col: st.Col, Msg: fmt.Sprintf(format, a...)})
+		}
+		switch {
+		case st.Host != "" && !declared[st.Host]:
+			if len(sc.Hosts) == 0 {
+				fail("host %q is not declared: a cluster scenario starts its hosts with `host NAME --path URI …` lines", st.Host)
+			} else {
+				fail("host %q is not declared (hosts: %s)", st.Host, strings.Join(hostNames(sc), ", "))
+			}
+		case st.Host == "" && len(sc.Hosts) > 0 && st.Action != "array":
+			fail("which host? this scenario starts hosts %s: write `at %v host NAME %s …`", strings.Join(hostNames(sc), ", "), st.At, st.Action)
+		case st.Action == "exec" && st.Host == "":
+			fail("exec runs a command on a host of a cluster scenario: declare hosts with `host NAME …` and write `at TIME host NAME exec …`")
+		}
+	}
+}
+
+func hostNames(sc *Scenario) []string {
+	var out []string
+	for _, h := range sc.Hosts {
+		out = append(out, h.Name)
+	}
+	return out
 }
 
 func tokenize(line string) []token {
@@ -242,9 +308,42 @@ func (p *parser) statement(sc *Scenario, text string) {
 	case "end":
 		sc.End = p.duration("end time")
 		p.end()
+	case "host":
+		n := p.next("host name")
+		if !validHostName(n.s) {
+			p.failAt(n.col, "host name %q: want letters, digits and '-' (e.g. a, esx-1)", n.s)
+		}
+		for _, h := range sc.Hosts {
+			if h.Name == n.s {
+				p.failAt(n.col, "host %q is declared twice (first on line %d)", n.s, h.Line)
+			}
+		}
+		h := HostDecl{Line: p.line, Name: n.s}
+		for _, a := range p.toks[p.i:] {
+			h.Args = append(h.Args, a.s)
+		}
+		if len(h.Args) == 0 {
+			p.failAt(p.eol, "host %s needs its mount arguments, e.g. `host %s --name d0 --path iscsi://${portal1}/${target}/0?initiator=iqn.2026-01.com.example:%s`", n.s, n.s, n.s)
+		}
+		sc.Hosts = append(sc.Hosts, h)
+	case "array":
+		p.keyword("serve")
+		if sc.Serve != nil {
+			p.failAt(t.col, "array serve is declared twice (first on line %d)", sc.Serve.Line)
+		}
+		d := &ServeDecl{Line: p.line}
+		if c, ok := p.peek(); ok {
+			d.Config = c.s
+			p.i++
+		}
+		p.end()
+		sc.Serve = d
 	case "at":
 		st := Stmt{Line: p.line, Col: t.col, Text: text}
 		st.At = p.duration("time")
+		if p.accept("host") {
+			st.Host = p.next("host name").s
+		}
 		p.action(sc, &st)
 		sc.Stmts = append(sc.Stmts, st)
 	case "every":
@@ -267,7 +366,7 @@ func (p *parser) statement(sc *Scenario, text string) {
 		p.end()
 		sc.Stmts = append(sc.Stmts, st)
 	default:
-		p.failAt(t.col, "unknown statement %q (want seed, device, end, at or every)", t.s)
+		p.failAt(t.col, "unknown statement %q (want seed, device, end, host, array serve, at or every)", t.s)
 	}
 }
 
@@ -346,6 +445,14 @@ func (p *parser) action(sc *Scenario, st *Stmt) {
 		p.faultTail(st, []string{"--error", "path-failure"})
 	case "array":
 		p.array(st)
+	case "exec":
+		for _, a := range p.toks[p.i:] {
+			st.Argv = append(st.Argv, a.s)
+		}
+		if len(st.Argv) == 0 {
+			p.failAt(p.eol, "exec needs a command, e.g. `exec fio --name=w --filename=${dev} --rw=randwrite --size=16M`")
+		}
+		p.i = len(p.toks)
 	case "policy":
 		if t, ok := p.peek(); ok && t.s != "psp" {
 			st.Device = t.s
@@ -379,6 +486,15 @@ func (p *parser) action(sc *Scenario, st *Stmt) {
 	default:
 		p.failAt(a.col, "unknown action %q (want %s)", a.s, actions)
 	}
+}
+
+func validHostName(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func (p *parser) array(st *Stmt) {

@@ -86,7 +86,7 @@ func TestParseExamples(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
-		{"seed 1\n\nat 2s fial path P", `s.scn:3:7: unknown action "fial" (want fail, hang, land-late, corrupt, slow, flap, path, all-paths-down, array, policy)`},
+		{"seed 1\n\nat 2s fial path P", `s.scn:3:7: unknown action "fial" (want fail, hang, land-late, corrupt, slow, flap, path, all-paths-down, array, policy, exec)`},
 		{"at 1s corrupt path P bitflip op flush", `--corrupt bitflip with --op flush`},
 		{"at 1s corrupt path P scramble", `--corrupt "scramble"`},
 		{"at 1s land-late path P 0 op write", `s.scn:1:24: a land-late delay of 0 lands nothing late`},

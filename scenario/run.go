@@ -32,6 +32,10 @@ type Options struct {
 	ContinueOnError bool
 	// Log, when set, gets one line per step as it runs.
 	Log io.Writer
+	// Exec starts an exec step's command (a cluster scenario's runner
+	// sets it per host); wait returns its exit status. Run waits for
+	// every command it started before it reports. Nil: exec steps fail.
+	Exec func(ctx context.Context, argv []string) (wait func() error, err error)
 }
 
 // StepResult is what happened to one step.
@@ -65,6 +69,8 @@ type run struct {
 	opts  Options
 	start time.Time
 	dev   string // the default device
+
+	waits []func() error // exec'd commands still to wait for
 
 	mu      sync.Mutex
 	events  []mpath.Event
@@ -145,6 +151,11 @@ func Run(ctx context.Context, sc *Scenario, t Target, opts Options) (*Report, er
 	end := r.start.Add(sc.Length() + opts.Settle)
 	if runErr == nil || opts.ContinueOnError {
 		sleepUntil(ctx, end)
+	}
+	for _, w := range r.waits {
+		if err := w(); err != nil {
+			runErr = errors.Join(runErr, err)
+		}
 	}
 	r.cleanup(steps, results)
 	if opts.SampleInterval > 0 {
@@ -338,6 +349,21 @@ func (r *run) exec(ctx context.Context, s Step, res *StepResult, results []StepR
 		return r.t.SetPolicy(ctx, r.device(s), s.PSP, s.Options)
 	case StepArray:
 		return r.t.Array(ctx, s.Array)
+	case StepExec:
+		if r.opts.Exec == nil {
+			return errors.New("exec needs a cluster run: `mpathfs scenario run` of a file that declares its hosts")
+		}
+		wait, err := r.opts.Exec(ctx, s.Argv)
+		if err != nil {
+			return err
+		}
+		line := s.Line
+		r.waits = append(r.waits, func() error {
+			if err := wait(); err != nil {
+				return fmt.Errorf("%s:%d: exec %s: %w", r.sc.Name, line, strings.Join(s.Argv, " "), err)
+			}
+			return nil
+		})
 	}
 	return nil
 }

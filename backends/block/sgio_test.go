@@ -70,7 +70,7 @@ func TestResultError(t *testing.T) {
 		{"driver timeout", SGResult{DriverStatus: 0x06}, ioerr.ClassPathFailure, nil},
 		{"busy", SGResult{Status: uint8(scsi.StatusBusy)}, ioerr.ClassRetryable, nil},
 		{"task set full", SGResult{Status: uint8(scsi.StatusTaskSetFull)}, ioerr.ClassRetryable, nil},
-		{"reservation conflict", SGResult{Status: uint8(scsi.StatusReservationConflict)}, ioerr.ClassDeviceError, nil},
+		{"reservation conflict", SGResult{Status: uint8(scsi.StatusReservationConflict)}, ioerr.ClassConflict, nil},
 		{"transitioning", SGResult{Status: uint8(scsi.StatusCheckCondition), DriverStatus: driverSenseBit, Sense: fixedSense(0x70, 2, 4, 0x0a)}, ioerr.ClassRetryable, &ioerr.SenseALUATransitioning},
 		{"standby", SGResult{Status: uint8(scsi.StatusCheckCondition), Sense: descSense(0x72, 2, 4, 0x0b)}, ioerr.ClassNotReady, &ioerr.SenseALUAStandby},
 		{"recovered", SGResult{Status: uint8(scsi.StatusCheckCondition), Sense: fixedSense(0x70, 1, 0x17, 0)}, ioerr.ClassNone, nil},

@@ -15,15 +15,17 @@ import (
 
 func cmdAdapter(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return usagef("want `adapter list`, `adapter fail|restore|reset ADAPTER`")
+		return usagef("want `adapter list`, `adapter fail|restore|reset ADAPTER` or `adapter rescan [ADAPTER]`")
 	}
 	switch args[0] {
 	case "list":
 		return cmdAdapterList(args[1:], stdout)
 	case "fail", "restore", "reset":
 		return cmdAdapterAction(args[0], args[1:], stdout)
+	case "rescan":
+		return cmdAdapterRescan(args[1:], stdout)
 	}
-	return usagef("unknown adapter subcommand %q (want list, fail, restore or reset)", args[0])
+	return usagef("unknown adapter subcommand %q (want list, fail, restore, reset or rescan)", args[0])
 }
 
 func cmdAdapterList(args []string, stdout io.Writer) error {

@@ -14,7 +14,6 @@ import (
 	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/control"
 	"github.com/mpathfs/mpathfs/host"
-	"github.com/mpathfs/mpathfs/mpath"
 	"github.com/mpathfs/mpathfs/nmp"
 )
 
@@ -130,72 +129,6 @@ func fromMount[T any](ctl string, ask func(*control.Client) (T, error), local fu
 		}
 	}
 	return local()
-}
-
-func cmdClaimRules(args []string, stdout io.Writer) error {
-	fs := newFlags(stdout, "claimrule list", "claimrule list [--json] [--control S]")
-	ctl := fs.String("control", "", "control socket (without a mount: the default rules)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 && pos[0] != "list" {
-		return usagef("want claimrule list")
-	}
-	out := fromMount(*ctl, func(c *control.Client) (control.ClaimRulesReply, error) {
-		return c.ClaimRules(context.Background())
-	}, func() control.ClaimRulesReply {
-		return control.ClaimRulesReply{Claimrules: mpath.DefaultClaimRules().List()}
-	})
-	if *asJSON {
-		return printJSON(stdout, out)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "Rule Class\tRule\tClass\tType\tPlugin\tMatches")
-	for _, r := range out.Claimrules {
-		fmt.Fprintf(tw, "MP\t%d\t%s\t%s\t%s\t%s\n", r.ID, r.Class, r.Type, r.Plugin, r.Matches())
-	}
-	return tw.Flush()
-}
-
-func cmdSATP(args []string, stdout io.Writer) error {
-	fs := newFlags(stdout, "satp", "satp list | satp rule list [--json] [--control S]")
-	ctl := fs.String("control", "", "control socket")
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) >= 1 && pos[0] == "rule" {
-		out := fromMount(*ctl, func(c *control.Client) (control.SATPRulesReply, error) {
-			return c.SATPRules(context.Background())
-		}, func() control.SATPRulesReply {
-			return control.SATPRulesReply{Satprules: nmp.DefaultSATPRules().List()}
-		})
-		if *asJSON {
-			return printJSON(stdout, out)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "Name\tVendor\tModel\tTransport\tClaim Options\tDefault PSP\tRule Group\tDescription")
-		for _, r := range out.Satprules {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.SATP, r.Vendor, r.Model, r.Transport, r.ClaimOptions, r.PSP, r.Group, r.Description)
-		}
-		return tw.Flush()
-	}
-	if len(pos) > 0 && pos[0] != "list" {
-		return usagef("want satp list or satp rule list")
-	}
-	list := nmp.SATPs()
-	if *asJSON {
-		return printJSON(stdout, map[string]any{"satps": list})
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "Name\tDefault PSP\tDescription")
-	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, s.DefaultPSP, s.Description)
-	}
-	return tw.Flush()
 }
 
 func cmdPSP(args []string, stdout io.Writer) error {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/backends/fault"
 	"github.com/mpathfs/mpathfs/control"
+	"github.com/mpathfs/mpathfs/host"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -79,9 +80,13 @@ func printTopology(w io.Writer, st control.Status) {
 			vm = ""
 		}
 		fmt.Fprintf(w, "%s (%s) %s\n", d.Name, ident, vm)
-		fmt.Fprintf(w, "size=%s features='apd_timeout=%s io_timeout=%s' mpp=%s\n", humanize.IBytes(uint64(d.Size)), d.Options.APDTimeout, d.Options.IOTimeout, d.MPP)
+		if d.State != "" && d.State != "on" {
+			fmt.Fprintf(w, "state=%s (%s) since %s: I/O fails with EIO, open with ENXIO; `mpathfs device set --state on %s` attaches it\n",
+				d.State, d.StateReason, d.StateSince.Format(time.RFC3339), d.Name)
+		}
+		fmt.Fprintf(w, "size=%s features='apd_timeout=%s io_timeout=%s' hwhandler='%s' mpp=%s\n", humanize.IBytes(uint64(d.Size)), d.Options.APDTimeout, d.Options.IOTimeout, d.HWHandler, d.MPP)
 		fmt.Fprintf(w, "satp=%s %s\n", d.SATP, d.SATPConfig)
-		fmt.Fprintf(w, "psp=%s %s\n", d.PSP, d.PSPConfig)
+		fmt.Fprintf(w, "psp=%s %s NumIOsPending=%d,numBytesPending=%d\n", d.PSP, d.PSPConfig, d.IOsPending, d.BytesPending)
 		apd := "no"
 		if d.APD {
 			apd = "yes, since " + d.APDSince.Format(time.RFC3339)
@@ -93,63 +98,105 @@ func printTopology(w io.Writer, st control.Status) {
 		}
 		printAmbiguous(w, d.Ambiguous)
 		printSharing(w, d.Sharing)
-		groups := map[int][]mpath.PathStatus{}
-		var order []int
-		for _, p := range d.Paths {
-			if _, ok := groups[p.Group]; !ok {
-				order = append(order, p.Group)
-			}
-			groups[p.Group] = append(groups[p.Group], p)
+		printGroups(w, d)
+	}
+}
+
+// printGroups prints a device's path groups the way multipath -ll does:
+// policy, prio and status per group; per path its runtime name, state,
+// dm state, checker state and device state, then mpathfs's own fields.
+func printGroups(w io.Writer, d mpath.DeviceStatus) {
+	byName := map[string]mpath.PathStatus{}
+	for _, p := range d.Paths {
+		byName[p.Name] = p
+	}
+	groups := d.Groups
+	if groups == nil { // an older daemon: group by the paths' group numbers
+		groups = legacyGroups(d.Paths)
+	}
+	for gi, g := range groups {
+		last := gi == len(groups)-1
+		branch, pad := "|-", "| "
+		if last {
+			branch, pad = "`-", "  "
 		}
-		sort.Ints(order)
-		if len(order) > 0 && order[0] == -1 {
-			order = append(order[1:], -1)
+		label := fmt.Sprintf("group=%d policy='%s' prio=%d status=%s", g.Group, g.Policy, g.Prio, g.Status)
+		if g.Group < 0 {
+			label = fmt.Sprintf("group=none policy='%s' prio=%d status=%s (not usable now)", g.Policy, g.Prio, g.Status)
 		}
-		for gi, g := range order {
-			last := gi == len(order)-1
-			branch, pad := "|-", "| "
-			if last {
-				branch, pad = "`-", "  "
+		fmt.Fprintf(w, "%s+- %s\n", branch, label)
+		for pi, name := range g.Paths {
+			p := byName[name]
+			pb := "|-"
+			if pi == len(g.Paths)-1 {
+				pb = "`-"
 			}
-			label := fmt.Sprintf("group=%d status=active", g)
-			if g < 0 {
-				label = "group=none status=enabled (not usable now)"
+			extra := ""
+			if p.TPG != nil {
+				extra += fmt.Sprintf(" tpg=%d alua=%s", *p.TPG, p.ALUAState)
 			}
-			fmt.Fprintf(w, "%s+- %s\n", branch, label)
-			for pi, p := range groups[g] {
-				pb := "|-"
-				if pi == len(groups[g])-1 {
-					pb = "`-"
-				}
-				extra := ""
-				if p.TPG != nil {
-					extra += fmt.Sprintf(" tpg=%d alua=%s", *p.TPG, p.ALUAState)
-				}
-				if p.Preferred {
-					extra += " preferred"
-				}
-				if p.HeldDown {
-					extra += " held-down"
-				}
-				if p.FailbackHeld {
-					extra += " failback-held"
-				}
-				if p.Slow {
-					extra += " slow(marginal)"
-				}
-				if p.HedgeLost > 0 {
-					extra += fmt.Sprintf(" hedge-lost=%d", p.HedgeLost)
-				}
-				if p.Admin == "off" {
-					extra += " admin=off"
-				}
-				if p.Quiesce != "" {
-					extra += " quiesce=" + p.Quiesce
-				}
-				fmt.Fprintf(w, "%s %s %s %-8s reads=%d writes=%d errors=%d%s %s\n", pad, pb, p.Name, p.State, p.Reads, p.Writes, p.Errors, extra, p.URI)
+			if p.Preferred {
+				extra += " preferred"
 			}
+			if p.Current {
+				extra += " current"
+			}
+			if p.PDL {
+				extra += " pdl"
+			}
+			if p.HeldDown {
+				extra += " held-down"
+			}
+			if p.FailbackHeld {
+				extra += " failback-held"
+			}
+			if p.Slow {
+				extra += " slow(marginal)"
+			}
+			if p.HedgeLost > 0 {
+				extra += fmt.Sprintf(" hedge-lost=%d", p.HedgeLost)
+			}
+			if p.Admin == "off" {
+				extra += " admin=off"
+			}
+			if p.Quiesce != "" {
+				extra += " quiesce=" + p.Quiesce
+			}
+			dm := ""
+			if p.DMState != "" {
+				dm = fmt.Sprintf(" %s %s %s", p.DMState, p.Checker, p.DevState)
+			}
+			fmt.Fprintf(w, "%s %s %s %-8s%s reads=%d writes=%d errors=%d%s %s\n", pad, pb, p.Name, p.State, dm, p.Reads, p.Writes, p.Errors, extra, p.URI)
 		}
 	}
+}
+
+// legacyGroups groups paths by their group number (-1 last), for a
+// status without groups.
+func legacyGroups(paths []mpath.PathStatus) []mpath.PathGroup {
+	idx := map[int]int{}
+	var out []mpath.PathGroup
+	for _, p := range paths {
+		i, ok := idx[p.Group]
+		if !ok {
+			i = len(out)
+			idx[p.Group] = i
+			st := "active"
+			if p.Group < 0 {
+				st = "enabled"
+			}
+			out = append(out, mpath.PathGroup{Group: p.Group, Status: st})
+		}
+		out[i].Paths = append(out[i].Paths, p.Name)
+	}
+	sort.SliceStable(out, func(a, b int) bool {
+		ga, gb := out[a].Group, out[b].Group
+		if ga < 0 || gb < 0 {
+			return gb < 0 && ga >= 0
+		}
+		return ga < gb
+	})
+	return out
 }
 
 // printAmbiguous lists a device's ambiguous write ranges (fencing): no
@@ -245,6 +292,8 @@ func cmdPathList(args []string, stdout io.Writer) error {
 			list = append(list, PathListEntry{Device: d.Name, PathStatus: p})
 		}
 	}
+	// Masked and unclaimed paths stay visible, as esxcli lists them.
+	list = append(list, offlineEntries(c)...)
 	if *asJSON {
 		return printJSON(stdout, map[string]any{"paths": list})
 	}
@@ -256,13 +305,26 @@ func cmdPathList(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "   Runtime Name: %s\n", e.Location)
 		fmt.Fprintf(stdout, "   Device: %s\n", e.Device)
 		fmt.Fprintf(stdout, "   Adapter: vmhba%d\n   Channel: %d\n   Target: %d\n   LUN: %d\n", loc.Adapter, loc.Channel, loc.Target, loc.LUN)
-		fmt.Fprintf(stdout, "   Plugin: NMP\n")
+		plugin := "NMP"
+		switch e.State {
+		case host.OfflineMasked:
+			plugin = mpath.PluginMaskPath
+		case host.OfflineUnclaimed:
+			plugin = "none (unclaimed)"
+		}
+		fmt.Fprintf(stdout, "   Plugin: %s\n", plugin)
 		fmt.Fprintf(stdout, "   State: %s\n", e.State)
 		fmt.Fprintf(stdout, "   Admin: %s\n", e.Admin)
 		fmt.Fprintf(stdout, "   Transport: %s\n", e.Transport)
 		fmt.Fprintf(stdout, "   URI: %s\n", e.URI)
 		if e.TPG != nil {
 			fmt.Fprintf(stdout, "   Target Port Group: %d\n   ALUA State: %s\n", *e.TPG, e.ALUAState)
+		}
+		if e.GroupState != "" {
+			fmt.Fprintf(stdout, "   Group State: %s\n", e.GroupState)
+			fmt.Fprintf(stdout, "   Storage Array Type Path Config: %s\n", e.SATPPathConfig)
+			fmt.Fprintf(stdout, "   Path Selection Policy Path Config: %s\n", e.PSPPathConfig)
+			fmt.Fprintf(stdout, "   Checker: %s %s %s (dm state, checker, device state, as multipath -ll)\n", e.DMState, e.Checker, e.DevState)
 		}
 		fmt.Fprintf(stdout, "   I/O: reads=%d writes=%d errors=%d avg_latency=%.0fus max_latency=%.0fus\n", e.Reads, e.Writes, e.Errors, e.AvgLatencyU, e.MaxLatencyU)
 		if e.Reason != "" {

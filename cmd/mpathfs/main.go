@@ -10,6 +10,12 @@
 //	mpathfs path remove [--force] PATH      a path leaves its running device (flushed first)
 //	mpathfs adapter list [--json]           adapters (vmhbaN), their targets, paths and devices
 //	mpathfs adapter fail|restore|reset A    every path through an adapter fails, returns, gets a reset's UA
+//	mpathfs adapter rescan [A]              new paths and devices from the configured sources
+//	mpathfs claimrule list|add|remove|move|load|run   the claim-rule lifecycle
+//	mpathfs claiming unclaim|reclaim|list   take paths away, claim them again
+//	mpathfs satp list|set|rule list|add|remove        SATPs, default PSPs, SATP rules
+//	mpathfs device list|set --state on|off  device states; detach and attach by hand
+//	mpathfs reset lun|target|bus|abort-task-set PATH  a reset's aborted tasks and unit attentions
 //	mpathfs fault inject PATH FAULT-FLAGS   inject a fault (see `fault inject -h`)
 //	mpathfs fault clear PATH [--id N]       clear faults
 //	mpathfs fault list [--json]
@@ -50,7 +56,9 @@ func allCommands() []command {
 		{"mount", "serve devices as files in a FUSE mount (foreground)", cmdMount},
 		{"status", "show devices and paths like multipath -ll", cmdStatus},
 		{"path", "path list | path set --state on|off [--rank N] PATH | path fence PATH | path add DEVICE URI | path remove PATH", cmdPath},
-		{"adapter", "adapter list | adapter fail|restore|reset vmhbaN: adapters and every path through them", cmdAdapter},
+		{"adapter", "adapter list | adapter fail|restore|reset vmhbaN | adapter rescan [vmhbaN]: adapters and every path through them", cmdAdapter},
+		{"device", "device list | device set --state on|off DEVICE: device states; detach and attach by hand", cmdDevice},
+		{"reset", "reset lun|target|bus|abort-task-set PATH: a reset's aborted tasks and unit attentions", cmdReset},
 		{"fault", "fault inject PATH FLAGS | fault clear PATH [--id N] | fault list", cmdFault},
 		{"policy", "policy set DEVICE [--psp PSP] [options] [--failback M] [--no-path-retry V] [--apd-timeout D]", cmdPolicy},
 		{"queue", "queue on|off DEVICE: restore or disable queueing while no path is usable (dm's restorequeueing/disablequeueing)", cmdQueue},
@@ -58,8 +66,9 @@ func allCommands() []command {
 		{"trace", "stream the per-I/O trace of a device as JSON lines", cmdTrace},
 		{"plugins", "list multipathing plugins, SATPs and PSPs", cmdPlugins},
 		{"array", "array status | fail|restore|transfer ARRAY CONTROLLER | set-tpg ARRAY TPG STATE | serve | port offline|online PORT | session drop INITIATOR | fault inject|clear|list", cmdArray},
-		{"claimrule", "claimrule list [--json]: the claim rules", cmdClaimRules},
-		{"satp", "satp list | satp rule list [--json]: SATPs with default PSPs, SATP rules", cmdSATP},
+		{"claimrule", "claimrule list | add | remove | move | load | run: the claim-rule lifecycle (file and runtime rules)", cmdClaimRule},
+		{"claiming", "claiming unclaim | reclaim | list: take paths from their devices, claim them again, list masked and unclaimed paths", cmdClaiming},
+		{"satp", "satp list | satp set | satp rule list|add|remove: SATPs, default PSPs, SATP rules", cmdSATP},
 		{"psp", "psp list [--json]: path selection plugins", cmdPSP},
 		{"explain", "explain DEVICE [--json]: which claim rule and SATP rule matched, and where each option came from", cmdExplain},
 		{"label", "label [--wwid W [--force] | --remove] FILE...: the wwid label of a file store", cmdLabel},
@@ -92,6 +101,11 @@ var subcommands = map[string][]subcommand{
 		{"fail", "adapter fail [--reason T] ADAPTER: every path through it fails together (a lost HBA)"},
 		{"restore", "adapter restore ADAPTER: clear what adapter fail injected; the paths return"},
 		{"reset", "adapter reset ADAPTER: unit attention 06/29/00 on each path's next I/O"},
+		{"rescan", "adapter rescan [vmhbaN]: read the configured sources again; new paths join, new WWIDs become devices"},
+	},
+	"device": {
+		{"list", "device list [--json]: devices with their state (on, off, dead), like esxcli storage core device list"},
+		{"set", "device set --state on|off [--reason T] DEVICE: detach (I/O fails, open ENXIO) or attach by hand"},
 	},
 	"fault": {
 		{"inject", "fault inject PATH FAULT-FLAGS: inject a fault (`fault inject -h` lists the flags)"},
@@ -107,6 +121,10 @@ var subcommands = map[string][]subcommand{
 		{"restore", "array restore ARRAY CONTROLLER: a failed controller comes back"},
 		{"transfer", "array transfer ARRAY CONTROLLER: move LUN ownership to a controller"},
 		{"set-tpg", "array set-tpg ARRAY TPG STATE: force an ALUA state (AO, ANO, S, U, O or T)"},
+		{"serve", "array serve [--config ARRAY.yaml]: serve an array over iSCSI (its own control socket)"},
+		{"port", "array port offline|online PORT: a port of an array server goes away or comes back"},
+		{"session", "array session drop INITIATOR: an array server drops an initiator's sessions"},
+		{"fault", "array fault inject|clear|list: faults at an array server (per port, initiator, LU)"},
 	},
 	"pr": {
 		{"reserve6", "pr reserve6 DEVICE: SCSI-2 RESERVE(6) through one path; I/O pinned to it while held"},
@@ -118,10 +136,23 @@ var subcommands = map[string][]subcommand{
 	},
 	"satp": {
 		{"list", "satp list [--json]: SATPs with their default PSPs"},
+		{"set", "satp set --satp S --default-psp P: an SATP's default PSP for devices claimed from now on"},
 		{"rule list", "satp rule list [--json]: the SATP rules"},
+		{"rule add", "satp rule add --satp S [--vendor V --model M --transport T --driver D --claim-option C --psp P --psp-option k=v --option k=v]: add an SATP rule"},
+		{"rule remove", "satp rule remove --satp S [match flags]: remove a user SATP rule"},
 	},
 	"claimrule": {
-		{"list", "claimrule list [--json]: the claim rules"},
+		{"list", "claimrule list [--json]: the claim rules, file (configuration) and runtime (loaded) rows"},
+		{"add", "claimrule add --rule N --type T --plugin P [match flags]: add a rule to the configuration"},
+		{"remove", "claimrule remove --rule N: remove a rule from the configuration"},
+		{"move", "claimrule move --rule N --new-rule M: renumber a rule of the configuration"},
+		{"load", "claimrule load: the runtime rules become what the configuration says"},
+		{"run", "claimrule run: claim unclaimed paths; mask live the claimed paths a MASK_PATH rule now matches"},
+	},
+	"claiming": {
+		{"unclaim", "claiming unclaim --path P | --device D | --adapter A: take paths from their devices live"},
+		{"reclaim", "claiming reclaim --device D: claim a device's paths again with the runtime rules (masks, unmasks)"},
+		{"list", "claiming list [--json]: the masked and unclaimed paths"},
 	},
 	"psp": {
 		{"list", "psp list [--json]: path selection plugins"},

@@ -247,11 +247,14 @@ func cmdMount(args []string, stdout io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
-	return serve(mountpoint, cfg, mountOptions{allowOther: *allowOther, debug: *debug, verify: *verify}, stdout)
+	return serve(mountpoint, cfg, mountOptions{allowOther: *allowOther, debug: *debug, verify: *verify, configFile: *config}, stdout)
 }
 
 type mountOptions struct {
 	allowOther, debug, verify bool
+	// configFile is the --config file: claim-rule and SATP-rule changes
+	// are written to it, and `adapter rescan` reads it again.
+	configFile string
 }
 
 func stateDirOf(flag string) string {
@@ -320,7 +323,20 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
-	h := host.New(host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint})
+	hopts := host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint}
+	if mo.configFile != "" {
+		if hopts.ConfigFile, err = filepath.Abs(mo.configFile); err != nil {
+			return err
+		}
+		hopts.Sources = func(context.Context) ([]host.DeviceConfig, error) {
+			c, err := LoadConfig(hopts.ConfigFile)
+			if err != nil {
+				return nil, err
+			}
+			return c.Devices, nil
+		}
+	}
+	h := host.New(hopts)
 	defer h.Close()
 	if err := h.Build(ctx, cfg.Devices); err != nil {
 		return err
@@ -374,6 +390,8 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", mountpoint, err)
 	}
+	// A device `adapter rescan` finds gets its file in the live mount.
+	h.OnDevice(func(d host.IO) error { return fsrv.AddDevice(d) })
 	for _, d := range devices {
 		st := d.Status()
 		fmt.Fprintf(stdout, "mpathfs: serving %s (%s, %d paths, %s + %s) at %s\n", d.Name(),

@@ -82,15 +82,21 @@ func cmdScenarioRun(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := dial(*ctl)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := interruptible()
 	defer cancel()
 	opts := scenario.Options{ContinueOnError: *cont, KeepFaults: *keep}
 	if !*quiet {
 		opts.Log = stdout
+	}
+	if len(sc.Hosts) > 0 {
+		if *ctl != "" {
+			return usagef("--control: %s declares its hosts and starts their mounts itself; drop --control", pos[0])
+		}
+		return runClusterScenario(ctx, sc, opts, *report, *svg, *jsonOut, stdout)
+	}
+	c, err := dial(*ctl)
+	if err != nil {
+		return err
 	}
 	rep, runErr := scenario.Run(ctx, sc, scenario.ClientTarget{C: c}, opts)
 	if rep == nil {
@@ -154,6 +160,9 @@ func loadMountScenario(file string) (*scenario.Scenario, error) {
 	sc, err := scenario.ParseFile(file)
 	if err != nil {
 		return nil, usageError{oneLine(err.Error())}
+	}
+	if len(sc.Hosts) > 0 || sc.Serve != nil {
+		return nil, usageError{file + ": " + errClusterInMount.Error()}
 	}
 	return sc, nil
 }

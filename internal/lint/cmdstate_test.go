@@ -17,7 +17,7 @@ import (
 // control), not in package variables of a program. A package-level var in
 // a program is allowed only for a read-only table named here.
 var commandTables = map[string][]string{
-	"cmd/mpathfs": {"subcommands"}, // the help lines of the group commands
+	"cmd/mpathfs": {"subcommands", "prVerbs", "errClusterInMount"}, // help lines of the group commands, mpathpersist's verbs, a sentinel error
 }
 
 // packageVars lists the package-level variables a Go source file declares

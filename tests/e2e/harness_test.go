@@ -175,6 +175,9 @@ func (m *mount) ctl(args ...string) (string, error) {
 	if len(args) > 1 && (args[0] == "path" || args[0] == "fault" || args[0] == "policy" || args[0] == "adapter") {
 		full = append([]string{args[0], args[1], "--control", m.socket}, args[2:]...)
 	}
+	if len(args) > 1 && (args[0] == "claimrule" || args[0] == "claiming" || args[0] == "satp") {
+		full = append(append([]string(nil), args...), "--control", m.socket)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, binary, full...).CombinedOutput()

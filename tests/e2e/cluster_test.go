@@ -1,0 +1,303 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/internal/needs"
+)
+
+// Several hosts on one LU: two `mpathfs mount`s on one machine, each with
+// its own initiator name, reach one logical unit of one `mpathfs array
+// serve` over iscsi:// paths. Each host runs fio --verify over its own
+// range of the LU under the integrity checker (mount --verify), so both
+// oracles judge what the cluster did to each host's data.
+
+// clusterArray starts `mpathfs array serve` with controllers A (ports 1,
+// 2) and B (ports 3, 4) on free ports of 127.0.0.1, one 128 MiB LU, and
+// the given alua section; it is stopped by its PID.
+func clusterArray(t *testing.T, alua string) *arrayServer {
+	t.Helper()
+	needs.Tools(t, "root", "/dev/fuse", "fio")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "array.yaml")
+	yaml := fmt.Sprintf(`target: iqn.2026-01.io.mpathfs.e2e:cluster
+state_dir: %s
+alua:
+%s
+lus:
+  - name: data
+    lun: 0
+    file: %s
+    size: 128M
+controllers:
+  - name: A
+    ports:
+      - {id: 1, portal: "127.0.0.1:0"}
+      - {id: 2, portal: "127.0.0.1:0"}
+  - name: B
+    ports:
+      - {id: 3, portal: "127.0.0.1:0"}
+      - {id: 4, portal: "127.0.0.1:0"}
+`, filepath.Join(dir, "state"), alua, filepath.Join(dir, "lu.img"))
+	require.NoError(t, os.WriteFile(cfg, []byte(yaml), 0o600))
+	s := &arrayServer{control: filepath.Join(dir, "array.sock")}
+	out := &syncBuffer{}
+	cmd := exec.Command(binary, "array", "serve", "--config", cfg, "--control", s.control)
+	cmd.Env = append(os.Environ(), "MPATHFS_STATE_DIR="+filepath.Join(dir, "state"))
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			<-done
+		}
+	})
+	waitFor(t, 20*time.Second, "the array server's ready line", func() bool { return strings.Contains(out.String(), "ready") })
+	for _, l := range strings.Split(out.String(), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 2 && f[0] == "target":
+			s.iqn = f[1]
+		case len(f) >= 2 && f[0] == "portal":
+			s.portals = append(s.portals, f[1])
+		}
+	}
+	require.Len(t, s.portals, 4, "array serve printed:\n%s", out.String())
+	return s
+}
+
+// hostIQN is the initiator name of cluster host name.
+func hostIQN(name string) string { return "iqn.2026-01.io.mpathfs.e2e:host-" + name }
+
+// hostURI is host name's path to the LU through portal i (0, 1: controller
+// A; 2, 3: B).
+func (s *arrayServer) hostURI(name string, i int) string {
+	return fmt.Sprintf("iscsi://%s/%s/0?initiator=%s", s.portals[i], s.iqn, hostIQN(name))
+}
+
+// clusterHost mounts device d0 as host name over the given portals, with
+// the integrity checker, a fast path checker and extra flags.
+func clusterHost(t *testing.T, s *arrayServer, name string, portals []int, extra ...string) *mount {
+	t.Helper()
+	args := []string{"--name", "d0", "--verify", "--check-interval", "300ms", "--io-timeout", "3s"}
+	for _, i := range portals {
+		args = append(args, "--path", s.hostURI(name, i))
+	}
+	args = append(args, extra...)
+	return startMount(t, args...)
+}
+
+// clusterFio is fio --verify (crc32c, every block checked during the run
+// and after it) over the host's own 16 MiB of the LU: host i writes
+// [32i MiB, 32i+16 MiB).
+func clusterFio(ctx context.Context, m *mount, host, seconds, iodepth int) *fioRun {
+	return startFio(ctx, "--name=verify", "--filename="+m.file("d0"), "--direct=1", "--rw=randrw", "--bs=4k",
+		"--ioengine=libaio", fmt.Sprintf("--iodepth=%d", iodepth), fmt.Sprintf("--offset=%dM", 32*host), "--size=16M",
+		"--time_based", fmt.Sprintf("--runtime=%d", seconds),
+		"--verify=crc32c", "--do_verify=1", "--verify_backlog=256", "--verify_fatal=1", "--verify_state_save=0",
+		fmt.Sprintf("--randseed=%d", 42+host))
+}
+
+// arrayStatus is the part of `array status --json` the cluster tests read.
+type arrayStatus struct {
+	Owner      string `json:"owner"`
+	Transfers  uint64 `json:"transfers"`
+	Trespasses uint64 `json:"trespasses"`
+	TPGs       []struct {
+		ID    int    `json:"id"`
+		State string `json:"state"`
+	} `json:"tpgs"`
+}
+
+func (s *arrayServer) status(t *testing.T) arrayStatus {
+	t.Helper()
+	out := s.ctl(t, "status", "--json")
+	var st struct {
+		Array *arrayStatus `json:"array"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.NotNil(t, st.Array, out)
+	return *st.Array
+}
+
+// countEvents counts the events of a kind the log has seen.
+func countEvents(l *eventLog, kind string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, ev := range l.events {
+		if ev.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+// satpConfig is the SATP configuration status shows for d0.
+func satpConfig(m *mount) string {
+	for _, d := range m.status().Devices {
+		if d.Name == "d0" {
+			return d.SATPConfig
+		}
+	}
+	return ""
+}
+
+// TestClusterALUAFollowover: ALUA follow-over between two hosts. The array
+// is explicit-ALUA with controller A (TPG 1, PREF) active/optimized and
+// B's group forced standby. Both hosts run fio --verify over their own
+// range through all four ports. Host A then loses its paths to controller
+// A (the array drops host A's connections on ports 1 and 2): no usable
+// group is left, so host A's VMW_SATP_ALUA sends SET TARGET PORT GROUPS to
+// make B's group active/optimized — an explicit transition. Host B learns
+// of it from unit attention 2A/06 (an alua-state-changed event) and, with
+// alua_followover=on (the default), follows: its I/O moves to B's ports and
+// it does not ask for its PREF group back, so the array counts exactly one
+// transfer while both hosts keep writing (no ping-pong). A third host with
+// alua_followover=off shows what the option prevents: it moves the LU
+// back to the PREF group at once. fio and the integrity checker see 0
+// errors on both hosts.
+func TestClusterALUAFollowover(t *testing.T) {
+	s := clusterArray(t, "  access: active-active\n  transitions: explicit\n  owner: A\n  preferred: A")
+	all := []int{0, 1, 2, 3}
+	a := clusterHost(t, s, "a", all)
+	b := clusterHost(t, s, "b", all)
+	// B's group goes standby once the hosts are up (a path cannot be
+	// opened through a standby port: READ CAPACITY is not allowed there).
+	s.ctl(t, "set-tpg", "2", "S")
+	for _, m := range []*mount{a, b} {
+		require.Equal(t, "VMW_SATP_ALUA", m.status().Devices[0].SATP)
+		require.Contains(t, satpConfig(m), "alua_followover=on")
+	}
+	evB := followEvents(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	runs := []*fioRun{clusterFio(ctx, a, 0, 14, 8), clusterFio(ctx, b, 1, 14, 8)}
+	time.Sleep(2 * time.Second)
+	before := s.status(t)
+	require.Equal(t, "A", before.Owner)
+
+	// Host A loses controller A: its connections on ports 1 and 2 drop.
+	for _, port := range []string{"1", "2"} {
+		s.ctl(t, "fault", "inject", "--initiator", hostIQN("a"), "--port", port, "--op", "any", "--error", "path-failure")
+	}
+	waitFor(t, 20*time.Second, "host A's STPG: controller B owns the LU", func() bool { return s.status(t).Owner == "B" })
+	waitFor(t, 20*time.Second, "host B following: I/O through B's ports, AO", func() bool {
+		p := iscsiPath(b, s.hostURI("b", 2))
+		q := iscsiPath(b, s.hostURI("b", 3))
+		return p.ALUAState == "AO" && p.Reads+p.Writes+q.Reads+q.Writes > 0
+	})
+	followed := s.status(t)
+	assert.Equal(t, before.Transfers+1, followed.Transfers, "host A's explicit transition is one transfer")
+	// Both hosts keep writing for the rest of the run: nobody moves the
+	// LU back (ping-pong would show as more transfers).
+	runs[1].wait()
+	runs[0].wait()
+	after := s.status(t)
+	assert.Equal(t, "B", after.Owner, "the LU stays where host A moved it")
+	assert.Equal(t, followed.Transfers, after.Transfers, "no ping-pong: no transfer after host A's")
+	assert.Positive(t, countEvents(evB, "alua-state-changed"), "host B saw the change:\n%s", evB.String())
+	fioClean(t, runs[:1], a)
+	fioClean(t, runs[1:], b)
+
+	// Without follow-over, a host fails back to its PREF group at once.
+	c := clusterHost(t, s, "c", all, "--satp-option", "alua_followover=off")
+	require.Contains(t, satpConfig(c), "alua_followover=off")
+	cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+	defer ccancel()
+	crun := clusterFio(cctx, c, 2, 3, 4)
+	waitFor(t, 20*time.Second, "host C (alua_followover=off) moving the LU back to A", func() bool { return s.status(t).Owner == "A" })
+	assert.Greater(t, s.status(t).Transfers, after.Transfers, "host C's failback is a transfer")
+	fioClean(t, []*fioRun{crun}, c)
+
+	s.ctl(t, "fault", "clear", "--all")
+	waitFor(t, 20*time.Second, "host A's paths to controller A back", func() bool {
+		return iscsiPath(a, s.hostURI("a", 0)).State == "active" && iscsiPath(a, s.hostURI("a", 1)).State == "active"
+	})
+	oracleClean(t, a, "d0")
+	oracleClean(t, b, "d0")
+	oracleClean(t, c, "d0")
+	for _, m := range []*mount{a, b, c} {
+		m.stopClean(t)
+	}
+}
+
+// TestClusterPathThrashing: path thrashing on an active/passive array
+// (seed: VMW_SATP_DEFAULT_AP with FIXED preferring different controllers
+// on two hosts). The array trespasses on I/O (trespass_on_io): a read or
+// write through the passive controller's port moves the LU there. Host A
+// prefers its path to controller A, host B its path to B; under fio
+// --verify on both, every I/O of one host moves the LU away from the
+// other: the array counts the trespasses, each host's DEFAULT_AP SATP
+// publishes an ownership-changed event per move it meets (and counts them
+// in its configuration), and the paths' retryable-error counters climb.
+// Then both hosts switch to MRU: MRU keeps the path it is given (both take
+// the first path, controller A's) and never fails back, so the
+// trespasses stop. fio and the integrity checker see 0 errors throughout.
+func TestClusterPathThrashing(t *testing.T) {
+	s := clusterArray(t, "  access: active-passive\n  transitions: implicit\n  owner: A\n  trespass_on_io: true")
+	ports := []int{0, 2} // controller A's port 1, then B's port 3, on both hosts
+	a := clusterHost(t, s, "a", ports, "--psp", "VMW_PSP_FIXED")
+	b := clusterHost(t, s, "b", ports, "--psp", "VMW_PSP_FIXED")
+	for _, m := range []*mount{a, b} {
+		require.Equal(t, "VMW_SATP_DEFAULT_AP", m.status().Devices[0].SATP)
+	}
+	// Host A prefers controller A's port, host B controller B's.
+	a.mustCtl("policy", "set", "d0", "--psp", "VMW_PSP_FIXED", "--preferred", a.status().Devices[0].Paths[0].Name)
+	b.mustCtl("policy", "set", "d0", "--psp", "VMW_PSP_FIXED", "--preferred", b.status().Devices[0].Paths[1].Name)
+	require.Contains(t, b.mustCtl("status"), "(user)")
+	evA, evB := followEvents(t, a), followEvents(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := s.status(t).Trespasses
+	runs := []*fioRun{clusterFio(ctx, a, 0, 6, 2), clusterFio(ctx, b, 1, 6, 2)}
+	runs[0].wait()
+	runs[1].wait()
+	fioClean(t, runs[:1], a)
+	fioClean(t, runs[1:], b)
+	thrashed := s.status(t).Trespasses - start
+	t.Logf("FIXED on both hosts: %d trespasses; ownership-changed events: host A %d, host B %d",
+		thrashed, countEvents(evA, "ownership-changed"), countEvents(evB, "ownership-changed"))
+	assert.GreaterOrEqual(t, thrashed, uint64(20), "the LU ping-pongs between the controllers")
+	assert.Positive(t, countEvents(evA, "ownership-changed"), "host A sees B's trespasses")
+	assert.Positive(t, countEvents(evB, "ownership-changed"), "host B sees A's trespasses")
+	assert.Regexp(t, `ownership_changes_seen=[1-9]`, satpConfig(a))
+	assert.Positive(t, iscsiPath(a, s.hostURI("a", 0)).Errors, "host A's preferred path met unit attentions")
+
+	// MRU on both hosts: each stays on the path it has; none fails back.
+	for _, m := range []*mount{a, b} {
+		m.mustCtl("policy", "set", "d0", "--psp", "VMW_PSP_MRU")
+	}
+	runs = []*fioRun{clusterFio(ctx, a, 0, 2, 2), clusterFio(ctx, b, 1, 2, 2)}
+	runs[0].wait()
+	runs[1].wait()
+	settled := s.status(t).Trespasses // MRU's first I/Os may move the LU once
+	runs = []*fioRun{clusterFio(ctx, a, 0, 5, 2), clusterFio(ctx, b, 1, 5, 2)}
+	runs[0].wait()
+	runs[1].wait()
+	fioClean(t, runs[:1], a)
+	fioClean(t, runs[1:], b)
+	assert.Equal(t, settled, s.status(t).Trespasses, "with MRU on both hosts the trespasses stop")
+	oracleClean(t, a, "d0")
+	oracleClean(t, b, "d0")
+	a.stopClean(t)
+	b.stopClean(t)
+}
