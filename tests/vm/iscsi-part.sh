@@ -573,7 +573,7 @@ is_report() {
   done
   echo
   if [ -n "${R[iscsi.errors]:-}" ]; then
-    echo "Controller A failed under fio (4k randrw QD16 direct, verify=crc32c, ${is_runtime}s) at ${is_fail_at}s, restored at ${is_restore_at}s:"
+    echo "Controller A failed under fio (4k randrw QD16 direct, verify=crc32c, ${is_runtime}s) at ${is_fail_at}s, restored $((is_restore_at - is_fail_at))s after the fail returned and dm had failed over (times from the start of \`mpathfs array fail\`):"
     echo
     echo "| | dm-multipath over open-iscsi |"
     echo "|---|---|"
