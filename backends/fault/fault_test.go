@@ -707,7 +707,9 @@ func TestConcurrentInjectClear(t *testing.T) {
 				ictx, icancel := context.WithTimeout(ctx, 100*time.Millisecond)
 				err := do(ictx, fb, op, int64(rng.IntN(64))*4096, 4096)
 				icancel()
-				if err != nil && ioerr.ClassOf(err) == ioerr.ClassNone {
+				// The I/O's own deadline may pass on a loaded machine:
+				// that is the caller's context, not a fault to classify.
+				if err != nil && ioerr.ClassOf(err) == ioerr.ClassNone && !errors.Is(err, context.DeadlineExceeded) {
 					t.Errorf("%s: unclassified error %v", op, err)
 				}
 			}
