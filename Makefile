@@ -12,8 +12,8 @@ BIN := bin/mpathfs
 MNT ?= /mnt/mpathfs
 STATE_DIR ?= /var/lib/mpathfs
 # Debian packages the tests and the lab use.
-APT_PKGS := fuse3 fio nbdkit qemu-utils libnbd-bin e2fsprogs util-linux jq kmod libiscsi-bin tgt qemu-block-extra
-APT_CHECK := fusermount3 fio nbdkit qemu-nbd nbdfuse mkfs.ext4 losetup jq iscsi-test-cu tgtd tgtadm
+APT_PKGS := fuse3 fio nbdkit qemu-utils libnbd-bin e2fsprogs util-linux jq kmod libiscsi-bin tgt qemu-block-extra iproute2
+APT_CHECK := fusermount3 fio nbdkit qemu-nbd nbdfuse mkfs.ext4 losetup jq iscsi-test-cu tgtd tgtadm ip
 
 .PHONY: all build deps run test test-unit test-e2e lint bench fuzz clean
 
