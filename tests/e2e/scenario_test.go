@@ -86,7 +86,7 @@ func TestScenarioCheckErrors(t *testing.T) {
 		t.Fatalf("exit %v, want 2\n%s", err, out)
 	}
 	for _, want := range []string{
-		bad + `:3:7: unknown action "fial" (want fail, hang, land-late, corrupt, slow, flap, path, all-paths-down, array, policy, exec)`,
+		bad + `:3:7: unknown action "fial" (want fail, hang, land-late, corrupt, slow, flap, path, all-paths-down, array, policy, exec, reset, device)`,
 		bad + `:4:37: --op "reed"`,
 	} {
 		if !strings.Contains(string(out), want) {
