@@ -116,15 +116,25 @@ func (h *Host) Rescan(ctx context.Context, adapter string) (RescanResult, error)
 // knownPath: the device has the path (same URI and, when configured, the
 // same runtime name), or holds it masked or unclaimed.
 func (h *Host) knownPath(d Device, uri string, loc *mpath.Location) bool {
-	for _, p := range d.Paths() {
-		if p.URI == uri && (loc == nil || p.Location == *loc) {
-			return true
+	return h.anyPath(func(device, u, _ string, l mpath.Location) bool {
+		return device == d.Name() && u == uri && (loc == nil || l == *loc)
+	})
+}
+
+// anyPath reports whether match holds for a path of one of the host's
+// devices or for a path held offline (masked or unclaimed).
+func (h *Host) anyPath(match func(device, uri, transport string, loc mpath.Location) bool) bool {
+	for _, d := range h.Devices() {
+		for _, p := range d.Paths() {
+			if match(d.Name(), p.URI, p.Transport, p.Location) {
+				return true
+			}
 		}
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, op := range h.offline {
-		if op.Device == d.Name() && op.URI == uri && (loc == nil || op.loc == *loc) {
+		if match(op.Device, op.URI, op.Transport, op.loc) {
 			return true
 		}
 	}
@@ -240,21 +250,7 @@ func (h *Host) rescanISCSI(ctx context.Context, adapter string, res *RescanResul
 
 // knownURI: a path of a device, or an offline one, has this URI.
 func (h *Host) knownURI(uri string) bool {
-	for _, d := range h.Devices() {
-		for _, p := range d.Paths() {
-			if p.URI == uri {
-				return true
-			}
-		}
-	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for _, op := range h.offline {
-		if op.URI == uri {
-			return true
-		}
-	}
-	return false
+	return h.anyPath(func(_, u, _ string, _ mpath.Location) bool { return u == uri })
 }
 
 // claimLUN reads a new LUN's WWID and joins it to the device reporting

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/mpathfs/mpathfs/hotplug"
+	"github.com/mpathfs/mpathfs/mpath"
 )
 
 // Block-device globs (Options.Scan, `mount --scan`, `scan:` in a config):
@@ -37,25 +38,10 @@ func CheckScan(globs []string) error {
 
 // knownBlock: a device path (or an offline one) is this block device.
 func (h *Host) knownBlock(maj, min int) bool {
-	same := func(uri string) bool {
+	return h.anyPath(func(_, uri, transport string, _ mpath.Location) bool {
 		a, b, ok := hotplug.DeviceOf(uri)
-		return ok && a == maj && b == min
-	}
-	for _, d := range h.Devices() {
-		for _, p := range d.Paths() {
-			if p.Transport == "block" && same(p.URI) {
-				return true
-			}
-		}
-	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for _, op := range h.offline {
-		if op.Transport == "block" && same(op.URI) {
-			return true
-		}
-	}
-	return false
+		return transport == "block" && ok && a == maj && b == min
+	})
 }
 
 // rescanBlock claims the block devices the globs match that no path
