@@ -28,12 +28,12 @@ func adapters(t *testing.T, m *mount) map[string]host.AdapterStatus {
 	return out
 }
 
-// TestAdapterFailure: four paths over two adapters under fio --verify;
-// failing vmhba1 takes its two paths down at once, fio sees no error;
-// restoring it brings both back; a reset of vmhba2 (a unit attention on
-// each of its paths' next I/O) costs fio nothing either.
-func TestAdapterFailure(t *testing.T) {
-	needs.Tools(t, "fio")
+// startTwoAdapterMount mounts device d0 (96 MiB, RR switching every I/O,
+// checked every 300 ms, never held down for flapping) with four file
+// paths to one store over two adapters, vmhba1 and vmhba2, two targets
+// each.
+func startTwoAdapterMount(t *testing.T) *mount {
+	t.Helper()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "lun.img")
 	cfg := filepath.Join(dir, "adapters.yaml")
@@ -50,7 +50,16 @@ func TestAdapterFailure(t *testing.T) {
       - {uri: "file://`+img+`", location: vmhba2:C0:T0:L0}
       - {uri: "file://`+img+`", location: vmhba2:C0:T1:L0}
 `), 0o600))
-	m := startMount(t, "--config", cfg)
+	return startMount(t, "--config", cfg)
+}
+
+// TestAdapterFailure: four paths over two adapters under fio --verify;
+// failing vmhba1 takes its two paths down at once, fio sees no error;
+// restoring it brings both back; a reset of vmhba2 (a unit attention on
+// each of its paths' next I/O) costs fio nothing either.
+func TestAdapterFailure(t *testing.T) {
+	needs.Tools(t, "fio")
+	m := startTwoAdapterMount(t)
 	as := adapters(t, m)
 	require.Len(t, as, 2)
 	assert.Equal(t, host.AdapterOnline, as["vmhba1"].State)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -24,23 +23,7 @@ import (
 // nothing: every aborted task and every unit attention is retried.
 func TestResetsUnderLoad(t *testing.T) {
 	needs.Tools(t, "fio")
-	dir := t.TempDir()
-	img := filepath.Join(dir, "lun.img")
-	cfg := filepath.Join(dir, "resets.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte(`devices:
-  - name: d0
-    size: 96M
-    psp: VMW_PSP_RR
-    psp_options: {iops: "1"}
-    check_interval: 300ms
-    flap_threshold: 1000
-    paths:
-      - {uri: "file://`+img+`", location: vmhba1:C0:T0:L0}
-      - {uri: "file://`+img+`", location: vmhba1:C0:T1:L0}
-      - {uri: "file://`+img+`", location: vmhba2:C0:T0:L0}
-      - {uri: "file://`+img+`", location: vmhba2:C0:T1:L0}
-`), 0o600))
-	m := startMount(t, "--config", cfg)
+	m := startTwoAdapterMount(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	fio := startFio(ctx, verifyJob(m.file("d0"), 12)...)
