@@ -52,34 +52,7 @@ controllers:
       - {id: 4, portal: "127.0.0.1:0"}
 `, filepath.Join(dir, "state"), alua, filepath.Join(dir, "lu.img"))
 	require.NoError(t, os.WriteFile(cfg, []byte(yaml), 0o600))
-	s := &arrayServer{control: filepath.Join(dir, "array.sock")}
-	out := &syncBuffer{}
-	cmd := exec.Command(binary, "array", "serve", "--config", cfg, "--control", s.control)
-	cmd.Env = append(os.Environ(), "MPATHFS_STATE_DIR="+filepath.Join(dir, "state"))
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(t, cmd.Start())
-	pid := cmd.Process.Pid
-	t.Cleanup(func() {
-		_ = syscall.Kill(pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			<-done
-		}
-	})
-	waitFor(t, 20*time.Second, "the array server's ready line", func() bool { return strings.Contains(out.String(), "ready") })
-	for _, l := range strings.Split(out.String(), "\n") {
-		f := strings.Fields(l)
-		switch {
-		case len(f) >= 2 && f[0] == "target":
-			s.iqn = f[1]
-		case len(f) >= 2 && f[0] == "portal":
-			s.portals = append(s.portals, f[1])
-		}
-	}
+	s, out := runArrayServe(t, dir, cfg)
 	require.Len(t, s.portals, 4, "array serve printed:\n%s", out.String())
 	return s
 }

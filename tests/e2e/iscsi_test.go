@@ -131,6 +131,45 @@ type arrayServer struct {
 	control string
 }
 
+// runArrayServe starts `mpathfs array serve --config cfg` with its control
+// socket and state in dir, stopped by PID in cleanup (SIGTERM, SIGKILL
+// after 10 s), waits for its ready line and reads the target name and the
+// portals it printed.
+func runArrayServe(t *testing.T, dir, cfg string) (*arrayServer, *syncBuffer) {
+	t.Helper()
+	s := &arrayServer{control: filepath.Join(dir, "array.sock")}
+	out := &syncBuffer{}
+	cmd := exec.Command(binary, "array", "serve", "--config", cfg, "--control", s.control)
+	cmd.Env = append(os.Environ(), "MPATHFS_STATE_DIR="+filepath.Join(dir, "state"))
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			<-done
+		}
+	})
+	waitFor(t, 20*time.Second, "the array server's ready line", func() bool { return strings.Contains(out.String(), "ready") })
+	for _, l := range strings.Split(out.String(), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 2 && f[0] == "target":
+			s.iqn = f[1]
+		case len(f) >= 2 && f[0] == "portal":
+			s.portals = append(s.portals, f[1])
+		}
+	}
+	return s, out
+}
+
 // startArrayServe runs `mpathfs array serve` with two controllers of two
 // ports each (free ports of 127.0.0.1) and one 128 MiB LU, active-active
 // with implicit and explicit ALUA; it is stopped by its PID.
@@ -162,36 +201,7 @@ controllers:
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &arrayServer{control: filepath.Join(dir, "array.sock")}
-	out := &syncBuffer{}
-	cmd := exec.Command(binary, "array", "serve", "--config", cfg, "--control", s.control)
-	cmd.Env = append(os.Environ(), "MPATHFS_STATE_DIR="+filepath.Join(dir, "state"))
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	t.Cleanup(func() {
-		_ = syscall.Kill(pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			<-done
-		}
-	})
-	waitFor(t, 20*time.Second, "the array server's ready line", func() bool { return strings.Contains(out.String(), "ready") })
-	for _, l := range strings.Split(out.String(), "\n") {
-		f := strings.Fields(l)
-		switch {
-		case len(f) >= 2 && f[0] == "target":
-			s.iqn = f[1]
-		case len(f) >= 2 && f[0] == "portal":
-			s.portals = append(s.portals, f[1])
-		}
-	}
+	s, out := runArrayServe(t, dir, cfg)
 	if s.iqn == "" || len(s.portals) != 4 {
 		t.Fatalf("array serve printed no target and four portals:\n%s", out.String())
 	}
