@@ -63,7 +63,8 @@ test-unit:
 	GOMAXPROCS=1 $(GO) test -p $$(nproc) -count=1 -timeout 20m $(UNIT_PKGS)
 
 test-e2e: build
-	$(GO) test -count=1 -timeout 30m -v ./tests/... 2>&1 | tee /tmp/mpathfs-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+	$(GO) test -count=1 -timeout 30m -v ./tests/... 2>&1 | tee /tmp/mpathfs-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; \
+	rc=$${PIPESTATUS[0]}; [ $$rc = 0 ] || tools/failed-output.sh /tmp/mpathfs-e2e.log; exit $$rc
 
 test: deps lint test-unit test-e2e
 

@@ -31,21 +31,28 @@ func (h *Handler) port(id uint16) portView {
 	}
 	var v portView
 	h.arr.locked(func(c *Core, _ time.Time) error {
-		acc, ok := c.Port(id)
-		if !ok {
-			return nil
-		}
-		v.tpg, v.state = acc.TPG, acc.State
-		if !acc.Up {
-			v.state = scsi.Offline
-		}
-		for _, t := range c.tpgs {
-			v.gen += t.gen
-		}
-		v.ap = c.cfg.Mode == ModeAP
-		v.autoTrespass = v.ap && c.cfg.TrespassOnIO
+		v = viewOf(c, id)
 		return nil
 	})
+	return v
+}
+
+// viewOf reads port id's view from the core; the caller holds the lock.
+func viewOf(c *Core, id uint16) portView {
+	var v portView
+	acc, ok := c.Port(id)
+	if !ok {
+		return v
+	}
+	v.tpg, v.state = acc.TPG, acc.State
+	if !acc.Up {
+		v.state = scsi.Offline
+	}
+	for _, t := range c.tpgs {
+		v.gen += t.gen
+	}
+	v.ap = c.cfg.Mode == ModeAP
+	v.autoTrespass = v.ap && c.cfg.TrespassOnIO
 	return v
 }
 
@@ -95,10 +102,23 @@ func (h *Handler) trespassOnIO(port uint16, v portView, op byte) (portView, bool
 		v.state = scsi.ActiveOptimized // TEST UNIT READY, READ CAPACITY …: the LU answers on every port
 		return v, false
 	}
-	if err := h.arr.locked(func(c *Core, now time.Time) error { return c.Trespass(port, now) }); err != nil {
+	// The move and the view the command runs under are one step under
+	// the array's lock: the command was admitted by the controller that
+	// owns the LU at that instant, even if another host's I/O moves the
+	// LU away again before it runs (a real array serializes the two the
+	// same way), so it never meets its own port passive after all.
+	moved := v
+	err := h.arr.locked(func(c *Core, now time.Time) error {
+		if err := c.Trespass(port, now); err != nil {
+			return err
+		}
+		moved = viewOf(c, port)
+		return nil
+	})
+	if err != nil {
 		return v, false
 	}
-	return h.port(port), true
+	return moved, true
 }
 
 // aluaGate decides whether cmd may run through a port in state v:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -580,4 +581,37 @@ func TestTrespassOnIO(t *testing.T) {
 
 	_, err := New(func() ArrayConfig { c := DefaultLabArray(); c.TrespassOnIO = true; return c }())
 	require.ErrorContains(t, err, "trespass_on_io needs mode ap")
+}
+
+// TestTrespassOnIORace: two initiators hammer reads through the two
+// controllers at once. Every read either runs or reports the unit
+// attention of the other's trespass; none meets its own port passive
+// (02/04/03) because the other host moved the LU back between this
+// command's trespass and its admission.
+func TestTrespassOnIORace(t *testing.T) {
+	e := newEnv(t, func(c *ArrayConfig, _ *LUConfig) { c.Mode, c.Explicit, c.TrespassOnIO = ModeAP, false, true })
+	e.ready(nxA, nxB)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var bad []string
+	for _, n := range []scsi.Nexus{nxA, nxB} {
+		wg.Go(func() {
+			for range 2000 {
+				r := e.h.Execute(context.Background(), &scsi.Command{Nexus: n, CDB: cdbRW16(scsi.OpRead16, 0, 1, 0), DataInLen: 512})
+				if r.Status == scsi.StatusGood {
+					continue
+				}
+				s, _, err := scsi.ParseSense(r.Sense)
+				if err == nil && s.Key == ioerr.SenseUnitAttention {
+					continue
+				}
+				mu.Lock()
+				bad = append(bad, fmt.Sprintf("status %#x sense %x", r.Status, r.Sense))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	assert.Empty(t, bad, "reads that met their own port passive after trespassing")
+	assert.Greater(t, e.arr.Status().Trespasses, uint64(2))
 }
