@@ -67,3 +67,48 @@ func (h *Handler) TransferLength(_ scsi.Nexus, lun uint64, cdb []byte) (int, boo
 	}
 	return 0, false
 }
+
+// inliner is a store whose system calls never wait for a device (a file
+// in memory: backends.File reports it).
+type inliner interface{ Inline() bool }
+
+// Quick tells the transport that Execute of cmd returns at memory speed:
+// it waits for no device, no fault rule, no interconnect penalty and no
+// other command, so the transport may run it on the goroutine that read
+// it instead of handing it to one of its own (iscsi.QuickHandler). That
+// holds for READ and WRITE (6, 10, 12, 16) on a LU whose store is in
+// memory, through an active/optimized port (or a non-optimized one without
+// a penalty), while no fault rule is armed. Anything else may wait, and
+// must stay abortable while it does.
+func (h *Handler) Quick(n scsi.Nexus, cmd *scsi.Command) bool {
+	if len(cmd.CDB) == 0 {
+		return false
+	}
+	switch cmd.CDB[0] {
+	case scsi.OpRead6, scsi.OpRead10, scsi.OpRead12, scsi.OpRead16,
+		scsi.OpWrite6, scsi.OpWrite10, scsi.OpWrite12, scsi.OpWrite16:
+	default:
+		return false
+	}
+	l := h.lu(cmd.LUN)
+	if l == nil {
+		return false
+	}
+	if st, ok := l.store.(inliner); !ok || !st.Inline() {
+		return false
+	}
+	h.faults.mu.Lock()
+	armed := len(h.faults.rules) > 0
+	h.faults.mu.Unlock()
+	if armed {
+		return false
+	}
+	switch h.port(n.TargetPort).state {
+	case scsi.ActiveOptimized:
+		return true
+	case scsi.ActiveNonOptimized:
+		c := h.arr.cfg
+		return c.ANOLatency == 0 && c.ANOBandwidth == 0
+	}
+	return false
+}

@@ -73,9 +73,9 @@ func (x *iscsiTransport) Sessions() []Session {
 }
 
 func (x *iscsiTransport) SetDrop(drop func(scsi.Nexus, *scsi.Command) bool) {
-	x.t.SetIntercept(func(n scsi.Nexus, cmd *scsi.Command) (time.Duration, *scsi.Response, bool) {
-		return 0, nil, drop(n, cmd)
-	})
+	// A drop hook, not an interception hook: it never delays a command,
+	// so quick reads and writes keep their fast path (iscsi.QuickHandler).
+	x.t.SetDropHook(drop)
 }
 
 // arrayUnits adapts *array.Handler to Units.

@@ -99,6 +99,26 @@ func (l *Limits) fill() {
 // called concurrently.
 type InterceptFunc func(n scsi.Nexus, cmd *scsi.Command) (delay time.Duration, resp *scsi.Response, drop bool)
 
+// DropFunc decides, for every command before the logical unit sees it,
+// whether to drop the connection the command came on (the array's
+// injected path failures). Unlike an InterceptFunc it never delays a
+// command. It is called concurrently.
+type DropFunc func(n scsi.Nexus, cmd *scsi.Command) (drop bool)
+
+// QuickHandler is an optional capability of a scsi.Handler: Quick reports
+// that Execute of cmd will return at memory speed, waiting for no device,
+// timer or other command. The target then runs such a command on the
+// goroutine that read it off the connection, when it is the only command
+// of its session in progress and no InterceptFunc is set, instead of
+// handing it to a goroutine of its own: at queue depth 1 that hand-off
+// (waking a second thread, and that thread's spinning) cost more than the
+// command. The connection reads nothing while the command runs, so a
+// command that may wait (and must stay abortable while it waits) must not
+// be reported quick.
+type QuickHandler interface {
+	Quick(n scsi.Nexus, cmd *scsi.Command) bool
+}
+
 // TargetConfig configures a Target.
 type TargetConfig struct {
 	// Name is the target's iSCSI name (iqn.… or eui.…). Required.
@@ -144,6 +164,8 @@ type Target struct {
 	h   scsi.Handler
 
 	intercept atomic.Pointer[InterceptFunc]
+	drop      atomic.Pointer[DropFunc]
+	quick     QuickHandler // h, when it has the capability
 
 	mu struct {
 		sync.Mutex
@@ -187,6 +209,7 @@ func NewTarget(cfg TargetConfig, h scsi.Handler) (*Target, error) {
 		}
 	}
 	t := &Target{cfg: cfg, h: h}
+	t.quick, _ = h.(QuickHandler)
 	if cfg.Intercept != nil {
 		f := cfg.Intercept
 		t.intercept.Store(&f)
@@ -226,6 +249,17 @@ func (t *Target) SetIntercept(f InterceptFunc) {
 		return
 	}
 	t.intercept.Store(&f)
+}
+
+// SetDropHook replaces the connection-drop hook (nil removes it). It runs
+// before the interception hook; unlike that one it leaves quick commands
+// (QuickHandler) on the fast path.
+func (t *Target) SetDropHook(f DropFunc) {
+	if f == nil {
+		t.drop.Store(nil)
+		return
+	}
+	t.drop.Store(&f)
 }
 
 // ErrTargetClosed is returned by Serve once the target is closed.

@@ -313,8 +313,33 @@ func (s *session) maybeStart(tk *task) {
 	tk.prevEntered, tk.entered = s.mu.lastEntered, make(chan struct{})
 	s.mu.lastEntered = tk.entered
 	s.tasks.Add(1)
+	alone := len(s.mu.tasks) == 1
 	s.mu.Unlock()
+	if alone && s.quick(tk) {
+		// The only command in progress, and one that cannot wait: run it
+		// here, on the reader, rather than pay a goroutine hand-off.
+		s.run(tk)
+		return
+	}
 	go s.run(tk)
+}
+
+// quick reports whether tk may run on the connection's reader goroutine:
+// it is answered without the logical unit (its data phase failed or it
+// overflows), or the logical unit says it is quick (QuickHandler) and no
+// interception hook, which may delay it, is set.
+func (s *session) quick(tk *task) bool {
+	if tk.overflowFail || tk.failSense != nil {
+		return true
+	}
+	if s.t.quick == nil || s.t.intercept.Load() != nil {
+		return false
+	}
+	cmd := tk.cmd
+	if tk.write {
+		cmd.DataOut = tk.buf
+	}
+	return s.t.quick.Quick(s.nexus, &cmd)
 }
 
 // finish removes a task from the task set and releases its waiters.
@@ -380,6 +405,9 @@ func (s *session) execute(tk *task) (resp scsi.Response, drop, ran bool) {
 	}
 	if !s.lunExists(tk.cmd.LUN) && !lunlessOp(cmd.CDB[0]) {
 		return scsi.Response{Status: scsi.StatusCheckCondition, Sense: senseLUNNotSupported()}, false, true
+	}
+	if f := s.t.drop.Load(); f != nil && (*f)(s.nexus, cmd) {
+		return resp, true, false
 	}
 	if f := s.t.intercept.Load(); f != nil {
 		delay, r, dropConn := (*f)(s.nexus, cmd)

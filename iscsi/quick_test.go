@@ -1,0 +1,145 @@
+package iscsi_test
+
+import (
+	"bytes"
+	"context"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mpathfs/mpathfs/iscsi"
+	"github.com/mpathfs/mpathfs/iscsi/iscsitest"
+	"github.com/mpathfs/mpathfs/scsi"
+)
+
+// quickRAM is a RAM disk that reports its READs and WRITEs quick
+// (iscsi.QuickHandler) except those at LBA slow, and records for each
+// command's LBA whether Execute ran on the connection's reader goroutine.
+type quickRAM struct {
+	*iscsitest.RAM
+	slow byte
+
+	mu       sync.Mutex
+	onReader map[byte]bool
+}
+
+func newQuickRAM(slow byte) *quickRAM {
+	return &quickRAM{RAM: iscsitest.NewRAM(1, 64, 512), slow: slow, onReader: map[byte]bool{}}
+}
+
+func (q *quickRAM) Quick(_ scsi.Nexus, cmd *scsi.Command) bool {
+	return (cmd.CDB[0] == 0x28 || cmd.CDB[0] == 0x2a) && cmd.CDB[5] != q.slow
+}
+
+func (q *quickRAM) Execute(ctx context.Context, cmd *scsi.Command) scsi.Response {
+	buf := make([]byte, 64<<10)
+	stack := string(buf[:runtime.Stack(buf, false)])
+	q.mu.Lock()
+	if len(cmd.CDB) >= 6 {
+		q.onReader[cmd.CDB[5]] = strings.Contains(stack, "iscsi.(*conn).fullFeature")
+	}
+	q.mu.Unlock()
+	return q.RAM.Execute(ctx, cmd)
+}
+
+func (q *quickRAM) ranOnReader(lba byte) (on, seen bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	on, seen = q.onReader[lba]
+	return on, seen
+}
+
+// A quick command that is the only one in progress runs on the reader
+// goroutine; with an interception hook set (it may delay commands), or
+// for a command the handler does not call quick, it gets a goroutine of
+// its own. The data is the same either way.
+func TestQuickCommandRunsOnReader(t *testing.T) {
+	q := newQuickRAM(9)
+	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, q)
+	require.NoError(t, err)
+	tt := serveTarget(t, tgt, q.RAM, &logBuf{})
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:quick", 1)
+
+	st, _, _ := r.response(r.command(0, cdbWrite10(3, 1), false, true, 512, block('q')))
+	require.Equal(t, uint8(0), st)
+	on, seen := q.ranOnReader(3)
+	require.True(t, seen)
+	assert.True(t, on, "a quick write alone in its session runs on the reader")
+	st, data, _ := r.response(r.command(0, cdbRead10(3, 1), true, false, 512, nil))
+	require.Equal(t, uint8(0), st)
+	assert.True(t, bytes.Equal(block('q'), data))
+
+	st, _, _ = r.response(r.command(0, cdbWrite10(9, 1), false, true, 512, block('s')))
+	require.Equal(t, uint8(0), st)
+	on, _ = q.ranOnReader(9)
+	assert.False(t, on, "a command the handler does not call quick runs on its own goroutine")
+
+	tt.SetIntercept(func(scsi.Nexus, *scsi.Command) (time.Duration, *scsi.Response, bool) { return 0, nil, false })
+	st, _, _ = r.response(r.command(0, cdbWrite10(4, 1), false, true, 512, block('i')))
+	require.Equal(t, uint8(0), st)
+	on, _ = q.ranOnReader(4)
+	assert.False(t, on, "with an interception hook set, no command runs on the reader")
+	tt.SetIntercept(nil)
+	assert.Equal(t, block('i'), q.Disk(0)[4*512:5*512])
+}
+
+// While a slow command is held, a quick one does not run on the reader
+// (it is not alone), and the held command can still be aborted: the
+// reader goes on reading.
+func TestQuickCommandNotAloneAndAbort(t *testing.T) {
+	q := newQuickRAM(7)
+	started := make(chan struct{}, 1)
+	q.Hook = func(ctx context.Context, cmd *scsi.Command) *scsi.Response {
+		if cmd.CDB[0] != 0x2a || cmd.CDB[5] != 7 {
+			return nil
+		}
+		started <- struct{}{}
+		<-ctx.Done()
+		return &scsi.Response{Status: scsi.StatusTaskAborted}
+	}
+	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, q)
+	require.NoError(t, err)
+	tt := serveTarget(t, tgt, q.RAM, &logBuf{})
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:notalone", 1)
+	sn := r.cmdSN
+	held := r.command(0, cdbWrite10(7, 1), false, true, 512, block('h'))
+	<-started
+	st, _, _ := r.response(r.command(0, cdbWrite10(5, 1), false, true, 512, block('w')))
+	require.Equal(t, uint8(0), st)
+	on, seen := q.ranOnReader(5)
+	require.True(t, seen)
+	assert.False(t, on, "a quick command with another in progress runs on its own goroutine")
+	require.Equal(t, iscsi.TMFRespComplete, r.tmf(iscsi.TMFAbortTask, 0, held, sn))
+	assert.Equal(t, make([]byte, 512), q.Disk(0)[7*512:8*512], "the aborted write never reached the medium")
+}
+
+// The drop hook drops the connection a command came on, and, unlike an
+// interception hook, leaves quick commands on the reader.
+func TestDropHook(t *testing.T) {
+	q := newQuickRAM(9)
+	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, q)
+	require.NoError(t, err)
+	tt := serveTarget(t, tgt, q.RAM, &logBuf{})
+	tt.SetDropHook(func(n scsi.Nexus, _ *scsi.Command) bool { return strings.HasSuffix(n.Initiator, ":drop") })
+	keep := dial(t, tt.addr)
+	keep.mustLogin("iqn.2026-01.org.test:keep", 1)
+	st, _, _ := keep.response(keep.command(0, cdbWrite10(2, 1), false, true, 512, block('k')))
+	require.Equal(t, uint8(0), st)
+	on, _ := q.ranOnReader(2)
+	assert.True(t, on, "a drop hook keeps quick commands on the reader")
+	drop := dial(t, tt.addr)
+	drop.mustLogin("iqn.2026-01.org.test:drop", 2)
+	drop.command(0, cdbWrite10(6, 1), false, true, 512, block('d'))
+	assert.True(t, drop.closed())
+	assert.Equal(t, make([]byte, 512), q.Disk(0)[6*512:7*512], "the dropped command never reached the medium")
+	tt.SetDropHook(nil)
+	st, _, _ = keep.response(keep.command(0, cdbWrite10(6, 1), false, true, 512, block('k')))
+	assert.Equal(t, uint8(0), st)
+}
