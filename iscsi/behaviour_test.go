@@ -569,6 +569,10 @@ func TestSendTargetsContinuation(t *testing.T) {
 			_ = tt.Serve(l, iscsi.Portal{TPGT: uint16(2 + i), RelativePort: uint16(2 + i), TPG: 2})
 		}()
 		t.Cleanup(func() { l.Close(); <-done })
+		// A login through the portal is answered only once Serve runs,
+		// and so has listed the portal (on a loaded machine the Serve
+		// goroutines may not have started yet when SendTargets asks).
+		dial(t, l.Addr().String()).mustLogin(fmt.Sprintf("iqn.2026-01.org.test:p%d", i), 1)
 	}
 	r := dial(t, tt.addr)
 	r.mustLogin("iqn.2026-01.org.test:st", 1, iscsi.KV{Key: "MaxRecvDataSegmentLength", Value: "512"})
