@@ -41,8 +41,9 @@ import (
 // take the entry over, so that writes in flight land first), or when the
 // record it reads no longer names it in its slot, names a live holder its
 // mode excludes, or is no record at all. From then on the device refuses
-// writes, discards, zeroing and flushes with ENOLCK (LockLostError);
-// reads go on. It stays lost: only a new mount takes the lock again.
+// writes, discards, zeroing and flushes with ENOLCK (LockLostError), and
+// gives up those in flight that wait for a path; reads go on. It stays
+// lost: only a new mount takes the lock again.
 
 const (
 	atsMagic    = "MPFSLOCK"
@@ -206,6 +207,13 @@ type atsLock struct {
 	failing bool
 	stop    chan struct{}
 	done    chan struct{}
+	// expiry declares the lock lost when no heartbeat was written for
+	// stale-beat, even while the heartbeat goroutine waits on the LU.
+	expiry *time.Timer
+	// gone is cancelled when the lock is lost: the writes in flight then
+	// (waiting for a path, backing off) are given up (bind).
+	gone       context.Context
+	cancelGone context.CancelFunc
 }
 
 func newATSLock(me mpath.ShareHolder, paths []atsBackend, publish func(mpath.Event)) (*atsLock, error) {
@@ -217,8 +225,9 @@ func newATSLock(me mpath.ShareHolder, paths []atsBackend, publish func(mpath.Eve
 		return nil, fmt.Errorf("the LU's %d-byte blocks are smaller than the %d-byte lock record", block, atsRecord)
 	}
 	size := paths[0].Size()
+	gone, cancel := context.WithCancel(context.Background())
 	return &atsLock{me: me, paths: paths, block: block, lba: uint64(size/int64(block)) - 1, publish: publish,
-		now: time.Now, beat: atsBeat, stale: atsStale}, nil
+		now: time.Now, beat: atsBeat, stale: atsStale, gone: gone, cancelGone: cancel}, nil
 }
 
 // addPath lets a path that joined the device carry the lock too.
@@ -324,6 +333,7 @@ func (a *atsLock) acquire(ctx context.Context, store string) error {
 		}
 		a.mu.Lock()
 		a.slot, a.last, a.proven = slot, next, now
+		a.expiry = time.AfterFunc(a.stale-a.beat, func() { a.check() })
 		a.mu.Unlock()
 		a.stop, a.done = make(chan struct{}), make(chan struct{})
 		go a.heartbeat()
@@ -345,14 +355,14 @@ func (a *atsLock) taken(rec atsRec, slot int, now time.Time) (string, *mpath.Sha
 		if rec[slot].beat.IsZero() {
 			return fmt.Sprintf("the lock record's slot %d no longer names this host (cleared by another host)", slot), nil
 		}
-		return fmt.Sprintf("the lock record's slot %d is another host's now (its heartbeat was missed for %v and the entry taken over)", slot, a.stale), other(slot)
+		return fmt.Sprintf("another host wrote its entry over this host's in slot %d of the lock record (as a host does once this host's heartbeat is %v old)", slot, a.stale), other(slot)
 	}
 	for i, e := range rec {
 		if i == slot || !e.live(now) || a.mine(e) {
 			continue
 		}
 		if slot == 0 || i == 0 {
-			return fmt.Sprintf("another host holds slot %d of the lock record, which this host's %s entry excludes (this host's heartbeat was missed for %v)", i, a.me.Mode, a.stale), other(i)
+			return fmt.Sprintf("another host holds slot %d of the lock record, which this host's %s entry excludes (it took the LU as this host's heartbeat was %v old)", i, a.me.Mode, a.stale), other(i)
 		}
 	}
 	return "", nil
@@ -424,6 +434,7 @@ func (a *atsLock) beatOnce() {
 	default:
 		a.mu.Lock()
 		a.proven = beat
+		a.expiry.Reset(a.stale - a.beat - a.now().Sub(beat))
 		was := a.failing
 		a.failing = false
 		a.mu.Unlock()
@@ -464,9 +475,31 @@ func (a *atsLock) loseLock(why string, holder *mpath.ShareHolder) error {
 	}
 	a.lost = &LockLostError{Device: a.me.Device, Store: a.store, LBA: a.lba, Since: a.now(), Why: why, Holder: holder}
 	lost := a.lost
+	a.expiry.Stop()
 	a.mu.Unlock()
+	a.cancelGone()
 	a.publish(mpath.Event{Time: lost.Since, Kind: "lock-lost", Device: a.me.Device, Reason: lost.Error()})
 	return lost
+}
+
+// bind ties an operation to the lock: its context is cancelled when the
+// lock is lost, so that a write waiting for a path or backing off is
+// given up rather than sent after another host may have taken the LU
+// over. done says what the operation's error becomes: the LockLostError
+// once the lock is lost.
+func (a *atsLock) bind(ctx context.Context) (context.Context, func(err error) error) {
+	c, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(a.gone, cancel)
+	return c, func(err error) error {
+		stop()
+		cancel()
+		if err != nil {
+			if l := a.lostErr(); l != nil {
+				return l
+			}
+		}
+		return err
+	}
 }
 
 // lostErr is the LockLostError if the lock is lost (nil otherwise).
@@ -512,6 +545,9 @@ func (a *atsLock) release() error {
 	}
 	close(a.stop)
 	<-a.done
+	a.mu.Lock()
+	a.expiry.Stop()
+	a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// An entry that is another's now is left alone (update writes

@@ -141,7 +141,7 @@ func TestATSStaleTakenOver(t *testing.T) {
 
 	why, h, err := a.update(context.Background(), func(e *atsSlot) { e.beat = time.Now() })
 	require.NoError(t, err)
-	assert.Contains(t, why, "is another host's now", "the old holder finds its entry is another's")
+	assert.Contains(t, why, "another host wrote its entry over this host's", "the old holder finds its entry is another's")
 	require.NotNil(t, h)
 	assert.Equal(t, "host-b", h.Host)
 }
@@ -425,4 +425,40 @@ func TestATSHeldNotFenced(t *testing.T) {
 	}
 	assert.Equal(t, 20, inner.writes)
 	assert.Empty(t, log.kinds())
+}
+
+// waitingIO is a device whose writes wait for a path that never comes
+// (All-Paths-Down): until their context ends.
+type waitingIO struct {
+	fakeIO
+	started chan struct{}
+}
+
+func (w *waitingIO) WriteAt(ctx context.Context, _ []byte, _ int64) (int, error) {
+	w.started <- struct{}{}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// TestATSLostGivesUpWritesInFlight: a write that waits for a path when
+// the lock is lost is given up with ENOLCK, not sent once a path returns.
+func TestATSLostGivesUpWritesInFlight(t *testing.T) {
+	lu := newFakeLU(16, 512)
+	a, _, _ := clockedLock(t, lu, "a", mpath.ShareExclusive)
+	inner := &waitingIO{started: make(chan struct{}, 1)}
+	f := &fenced{IO: inner, lock: a}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := f.WriteAt(context.Background(), make([]byte, 512), 0)
+		errc <- err
+	}()
+	<-inner.started
+	a.loseLock("a test took it", nil)
+	select {
+	case err := <-errc:
+		assert.Equal(t, syscall.ENOLCK, fusedev.ToErrno(err), "%v", err)
+		assert.Contains(t, err.Error(), "a test took it")
+	case <-time.After(time.Minute):
+		t.Fatal("the write in flight was not given up when the lock was lost")
+	}
 }

@@ -239,32 +239,40 @@ func (f *fenced) refuse(op string) error {
 	return nil
 }
 
-func (f *fenced) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if err := f.refuse("write"); err != nil {
-		return 0, err
+// run runs a write-like operation bound to the lock (atsLock.bind).
+func (f *fenced) run(ctx context.Context, op string, do func(context.Context) error) error {
+	if err := f.refuse(op); err != nil {
+		return err
 	}
-	return f.IO.WriteAt(ctx, p, off)
+	c, done := f.lock.bind(ctx)
+	if err := done(do(c)); err != nil {
+		var lost *LockLostError
+		if errors.As(err, &lost) {
+			return &ioerr.Error{Class: ioerr.ClassDeviceError, Op: op, Err: lost}
+		}
+		return err
+	}
+	return nil
+}
+
+func (f *fenced) WriteAt(ctx context.Context, p []byte, off int64) (n int, err error) {
+	err = f.run(ctx, "write", func(c context.Context) error {
+		n, err = f.IO.WriteAt(c, p, off)
+		return err
+	})
+	return n, err
 }
 
 func (f *fenced) Flush(ctx context.Context) error {
-	if err := f.refuse("flush"); err != nil {
-		return err
-	}
-	return f.IO.Flush(ctx)
+	return f.run(ctx, "flush", f.IO.Flush)
 }
 
 func (f *fenced) Discard(ctx context.Context, off, length int64) error {
-	if err := f.refuse("discard"); err != nil {
-		return err
-	}
-	return f.IO.Discard(ctx, off, length)
+	return f.run(ctx, "discard", func(c context.Context) error { return f.IO.Discard(c, off, length) })
 }
 
 func (f *fenced) WriteZeroes(ctx context.Context, off, length int64) error {
-	if err := f.refuse("write-zeroes"); err != nil {
-		return err
-	}
-	return f.IO.WriteZeroes(ctx, off, length)
+	return f.run(ctx, "write-zeroes", func(c context.Context) error { return f.IO.WriteZeroes(c, off, length) })
 }
 
 // Detached passes the device's detached state on (fusedev.Detacher).
