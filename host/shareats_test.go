@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mpathfs/mpathfs/fusedev"
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/iscsi/iscsipath"
 	"github.com/mpathfs/mpathfs/mpath"
 )
@@ -461,4 +462,98 @@ func TestATSLostGivesUpWritesInFlight(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the write in flight was not given up when the lock was lost")
 	}
+}
+
+// luBackend is a fakeLU as a path's backend (what lockLU finds the lock
+// paths through); noATS makes it refuse COMPARE AND WRITE as tgt does.
+type luBackend struct {
+	*fakeLU
+	noATS bool
+}
+
+func (b *luBackend) WriteAt(_ context.Context, p []byte, off int64) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return copy(b.data[off:], p), nil
+}
+func (b *luBackend) Flush(context.Context) error { return nil }
+func (b *luBackend) Close() error                { return nil }
+func (b *luBackend) CompareAndWrite(ctx context.Context, lba uint64, compare, write []byte) error {
+	if b.noATS {
+		return &ioerr.Error{Class: ioerr.ClassDeviceError, Op: "compare and write", Sense: &ioerr.Sense{Key: ioerr.SenseIllegalRequest, ASC: 0x20}}
+	}
+	return b.fakeLU.CompareAndWrite(ctx, lba, compare, write)
+}
+
+// TestLockLUAuto: lock_sector auto locks an LU whose last block is empty;
+// one whose last block holds data, or that refuses COMPARE AND WRITE, is
+// left unlocked with a warning, an unlocked entry and a lock-none event;
+// last refuses the data-bearing LU; none takes no lock.
+func TestLockLUAuto(t *testing.T) {
+	const uri = "iscsi://127.0.0.1/iqn.2026-01.x:t/0?initiator=iqn.2026-01.x:a"
+	lockLU := func(t *testing.T, b *luBackend, sector string) (*shareLock, []mpath.Event, error) {
+		t.Helper()
+		h := New(Options{})
+		sub := h.Events().Subscribe(16)
+		defer sub.Close()
+		dc := DeviceConfig{Name: "d0", LockSector: sector, Paths: []PathConfig{{URI: uri}}}
+		require.NoError(t, dc.Validate("devices[0]"))
+		s, err := h.lockStores(dc, []opened{{uri: uri, raw: b}})
+		require.NoError(t, err)
+		t.Cleanup(func() { s.release() })
+		if dc.locksLU() {
+			err = h.lockLU(context.Background(), s, dc, []opened{{uri: uri, raw: b}})
+		}
+		var evs []mpath.Event
+		for len(sub.C) > 0 {
+			evs = append(evs, <-sub.C)
+		}
+		return s, evs, err
+	}
+
+	s, evs, err := lockLU(t, &luBackend{fakeLU: newFakeLU(16, 512)}, "")
+	require.NoError(t, err)
+	require.NotNil(t, s.ats, "an empty last block is locked by default")
+	assert.Empty(t, s.warnings)
+	assert.Equal(t, "held", s.status().LULock)
+	require.Len(t, evs, 1)
+	assert.Equal(t, "lock-taken", evs[0].Kind)
+
+	data := newFakeLU(16, 512)
+	copy(data.data[15*512:], bytes.Repeat([]byte("fs"), 256))
+	s, evs, err = lockLU(t, &luBackend{fakeLU: data}, LockSectorAuto)
+	require.NoError(t, err)
+	assert.Nil(t, s.ats, "a last block holding data is not locked")
+	require.Len(t, s.warnings, 1)
+	assert.Contains(t, s.warnings[0], "LU iscsi://127.0.0.1/iqn.2026-01.x:t/0 is not locked: its last block holds data")
+	assert.Contains(t, s.warnings[0], "--lock-sector last")
+	assert.Contains(t, s.warnings[0], "--lock-sector none")
+	st := s.status()
+	assert.Empty(t, st.LULock)
+	require.Len(t, st.Unlocked, 1)
+	assert.Contains(t, st.Unlocked[0], uri+": lock_sector auto: its last block holds data")
+	require.Len(t, evs, 1)
+	assert.Equal(t, "lock-none", evs[0].Kind)
+	assert.Equal(t, bytes.Repeat([]byte("fs"), 256), data.data[15*512:], "the data is left as it was")
+
+	_, evs, err = lockLU(t, &luBackend{fakeLU: data}, LockSectorLast)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "holds data, not an mpathfs lock record")
+	assert.Empty(t, evs)
+
+	s, _, err = lockLU(t, &luBackend{fakeLU: newFakeLU(16, 512), noATS: true}, LockSectorAuto)
+	require.NoError(t, err)
+	assert.Nil(t, s.ats)
+	require.Len(t, s.warnings, 1)
+	assert.Contains(t, s.warnings[0], "does not support COMPARE AND WRITE")
+
+	s, evs, err = lockLU(t, &luBackend{fakeLU: newFakeLU(16, 512)}, LockSectorNone)
+	require.NoError(t, err)
+	assert.Nil(t, s.ats)
+	assert.Empty(t, s.warnings)
+	require.Len(t, evs, 1)
+	assert.Equal(t, "lock-none", evs[0].Kind, "none: the iSCSI path is listed as unlocked")
+
+	bad := DeviceConfig{Name: "d0", LockSector: "first", Paths: []PathConfig{{URI: uri}}}
+	assert.ErrorContains(t, bad.Validate("devices[0]"), `lock_sector "first": want auto (the default`)
 }
