@@ -306,16 +306,15 @@ func (h *Host) Explain(device string) (nmp.Explanation, error) {
 }
 
 // Serve returns what is served for each device, in order: the device, or
-// with Options.Verify the integrity checker in front of it.
+// with Options.Verify the integrity checker in front of it; a device that
+// keeps a lock in its array LU behind the fence that refuses writes once
+// the lock is lost (sharehost.go).
 func (h *Host) Serve() []IO {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	out := make([]IO, len(h.members))
 	for i, m := range h.members {
-		out[i] = m.dev
-		if m.oracle != nil {
-			out[i] = m.oracle
-		}
+		out[i] = m.served()
 	}
 	return out
 }

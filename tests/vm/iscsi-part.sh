@@ -336,7 +336,10 @@ is_mpathfs_pr() {
   modprobe fuse 2>/dev/null
   mkdir -p /mnt/mpi
   local u="?initiator=$is_mpini"
-  mpathfs mount --control "$is_mctl" --name shared \
+  # --lock-sector none: the dm map shares this LU and knows nothing of an mpathfs
+  # lock record (the reservations are the coordination under test), and the fio of
+  # part 5 writes the whole LU, its last block included
+  mpathfs mount --control "$is_mctl" --name shared --lock-sector none \
     --path "iscsi://$is_pa/$is_tgt/0$u" --path "iscsi://$is_pb/$is_tgt/0$u" \
     /mnt/mpi >"$scratch/mpathfs-iscsi.log" 2>&1 &
   is_mp_pid=$!
