@@ -259,9 +259,8 @@ func (h *Host) sendTMFs(paths []adapterPath, fn uint8, issuing *mpath.Path) []Re
 	}
 	results := map[string]result{}
 	for k, i := range sender {
-		ctx, cancel := context.WithTimeout(context.Background(), tmfTimeout)
-		n, err := tms[i-1].TaskManagement(ctx, fn)
-		cancel()
+		// bounded by the session's task management timeout
+		n, err := tms[i-1].TaskManagement(context.Background(), fn)
 		results[k] = result{n, err}
 	}
 	for i, tm := range tms {
@@ -281,9 +280,6 @@ func (h *Host) sendTMFs(paths []adapterPath, fn uint8, issuing *mpath.Path) []Re
 	}
 	return rps
 }
-
-// tmfTimeout bounds one task management function of a reset.
-const tmfTimeout = 30 * time.Second
 
 // publishReset publishes one event per device a reset reached.
 func (h *Host) publishReset(rep ResetReport, kind, adapter, what string) {

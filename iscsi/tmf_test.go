@@ -134,3 +134,29 @@ func TestAbortTaskSetOwnNexusOnly(t *testing.T) {
 	close(release)
 	require.NoError(t, <-resB, "the other nexus's command is not touched")
 }
+
+// A task-set function covers the requesting session's commands sent
+// before it (CmdSN lower than its own), not one that carries its CmdSN or
+// a later one: that command arrived after the request and runs on.
+func TestTaskSetCoversEarlierCmdSNOnly(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 64, 512)
+	started := holdWrites(ram, 7)
+	tt := startTarget(t, iscsi.TargetConfig{}, ram)
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:a", 1)
+	sn := r.cmdSN
+	r.command(0, cdbWrite10(7, 1), false, true, 512, block('x'))
+	<-started
+	// As if the request had gone out before the command: it carries the
+	// command's CmdSN.
+	r.cmdSN = sn
+	require.Equal(t, iscsi.TMFRespComplete, r.tmf(iscsi.TMFAbortTaskSet, 0, iscsi.ReservedTag, 0))
+	for _, ev := range ram.Events() {
+		assert.NotContains(t, ev, "returned", "a command after the request is not aborted")
+	}
+	r.cmdSN = sn + 1
+	require.Equal(t, iscsi.TMFRespComplete, r.tmf(iscsi.TMFAbortTaskSet, 0, iscsi.ReservedTag, 0))
+	ev := ram.Events()
+	assert.Equal(t, "returned iqn.2026-01.org.test:a", ev[len(ev)-1], "the next request covers it")
+	assert.Equal(t, make([]byte, 512), ram.Disk(0)[7*512:8*512])
+}
