@@ -64,7 +64,7 @@ func TestISCSIResetsReachTheArray(t *testing.T) {
 	// The array holds writes through port 1 (the issuing path's) for 3 s:
 	// the LUN reset finds them in flight and ends them.
 	s.ctl(t, "fault", "inject", "--port", "1", "--op", "write", "--delay", "3s", "--count", "6")
-	waitFor(t, 15*time.Second, "writes held by the array", func() bool { return arrayTasks(t, s) > 0 })
+	waitFor(t, 15*time.Second, "writes held by the array on port 1", func() bool { return arrayTasks(t, s, 1) > 0 })
 	rep := reset("lun")
 	assert.Len(t, rep.Paths, 4, "a LUN reset reaches every path to the LU")
 	assert.Positive(t, rep.Aborted, "the held writes were aborted by the LUN reset")
@@ -114,18 +114,22 @@ func TestISCSIResetsReachTheArray(t *testing.T) {
 	m.stopClean(t)
 }
 
-// arrayTasks counts the commands in progress in the array's sessions.
-func arrayTasks(t *testing.T, s *arrayServer) int {
+// arrayTasks counts the commands in progress in the array's sessions
+// through a target port.
+func arrayTasks(t *testing.T, s *arrayServer, port uint16) int {
 	var st struct {
 		Sessions []struct {
-			Tasks int `json:"tasks"`
+			TargetPort uint16 `json:"target_port"`
+			Tasks      int    `json:"tasks"`
 		} `json:"sessions"`
 	}
 	out := s.ctl(t, "status", "--json")
 	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
 	n := 0
 	for _, x := range st.Sessions {
-		n += x.Tasks
+		if x.TargetPort == port {
+			n += x.Tasks
+		}
 	}
 	return n
 }
