@@ -19,6 +19,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/iscsi"
 	"github.com/mpathfs/mpathfs/scsi"
 )
 
@@ -746,6 +747,9 @@ type Status struct {
 	LUs          []LUStatus    `json:"lus"`
 	Reservations any           `json:"reservations"`
 	Faults       []Fault       `json:"faults"`
+	// TaskManagement counts the task management requests answered, by
+	// function and response.
+	TaskManagement []iscsi.TMFCount `json:"task_management"`
 }
 
 // LUStatus is one LU in a Status.
@@ -769,6 +773,10 @@ func (s *Server) Status() Status {
 	}
 	if st.Faults == nil {
 		st.Faults = []Fault{}
+	}
+	st.TaskManagement = []iscsi.TMFCount{}
+	if c, ok := s.tr.(interface{ TaskManagementCounts() []iscsi.TMFCount }); ok {
+		st.TaskManagement = c.TaskManagementCounts()
 	}
 	sort.Slice(st.Portals, func(i, j int) bool { return st.Portals[i].Port < st.Portals[j].Port })
 	return st

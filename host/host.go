@@ -299,10 +299,13 @@ func (h *Host) Explain(device string) (nmp.Explanation, error) {
 	if err != nil {
 		return nmp.Explanation{}, err
 	}
-	if m.explain == nil {
+	h.mu.RLock()
+	e := m.explain // reclaim replaces it
+	h.mu.RUnlock()
+	if e == nil {
 		return nmp.Explanation{}, errorf(ErrNotFound, "device %s was made outside the host's claim rules: nothing to explain", device)
 	}
-	return *m.explain, nil
+	return *e, nil
 }
 
 // Serve returns what is served for each device, in order: the device, or

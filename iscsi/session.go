@@ -363,13 +363,16 @@ func (c *conn) logout(m *LogoutRequest) {
 
 // task is one SCSI command in the task set of a session.
 type task struct {
-	s    *session
-	itt  uint32
-	lun  uint64 // logical unit number
-	lunF uint64 // the LUN field as sent
-	cmd  scsi.Command
-	edtl uint32
-	read bool
+	s   *session
+	itt uint32
+	// cmdSN orders it against an immediate task management request: the
+	// request covers the session's commands with a lower CmdSN
+	cmdSN uint32
+	lun   uint64 // logical unit number
+	lunF  uint64 // the LUN field as sent
+	cmd   scsi.Command
+	edtl  uint32
+	read  bool
 	// write data
 	write    bool
 	buf      []byte

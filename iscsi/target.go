@@ -144,6 +144,7 @@ type Target struct {
 	h   scsi.Handler
 
 	intercept atomic.Pointer[InterceptFunc]
+	tmfs      tmfCounts // task management requests answered (tmf_count.go)
 
 	mu struct {
 		sync.Mutex

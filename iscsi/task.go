@@ -97,7 +97,7 @@ func (c *conn) command(p *PDU, failSense []byte) error {
 	}
 	lun, lunOK := DecodeLUN(m.LUN)
 	ctx, cancel := context.WithCancel(context.Background())
-	tk := &task{s: s, itt: m.ITT, lun: lun, lunF: m.LUN, edtl: m.ExpectedDataTransferLength, read: m.Read, write: m.Write,
+	tk := &task{s: s, itt: m.ITT, cmdSN: m.CmdSN, lun: lun, lunF: m.LUN, edtl: m.ExpectedDataTransferLength, read: m.Read, write: m.Write,
 		spdtl: -1, ctx: ctx, cancel: cancel, done: make(chan struct{}), r2ts: map[uint32]*r2tState{}}
 	tk.cmd = scsi.Command{Nexus: s.nexus, LUN: lun, CDB: cdb, Tag: uint64(m.ITT), Attr: taskAttr(m.Attr)}
 	if !lunOK {
@@ -541,6 +541,12 @@ func (c *conn) taskManagement(m *TMFRequest) {
 	lun, lunOK := DecodeLUN(m.LUN)
 	onLUN := func(tk *task) bool { return tk.lunF == m.LUN }
 	all := func(*task) bool { return true }
+	// mine narrows keep to this session's commands the request covers:
+	// those sent before it (RFC 7143 4.2.3.3: a lower CmdSN), not those
+	// that arrived while it runs.
+	mine := func(keep func(*task) bool) func(*task) bool {
+		return func(tk *task) bool { return keep(tk) && int32(tk.cmdSN-m.CmdSN) < 0 }
+	}
 	// abortEverywhere aborts the matching tasks of every session: this
 	// session's silently, the others' with TASK ABORTED.
 	abortEverywhere := func(keep func(*task) bool) {
@@ -550,7 +556,7 @@ func (c *conn) taskManagement(m *TMFRequest) {
 			}
 			o.abort(o.tasksWhere(keep), true)
 		}
-		s.abort(s.tasksWhere(keep), false)
+		s.abort(s.tasksWhere(mine(keep)), false)
 	}
 	switch m.Function {
 	case TMFAbortTask:
@@ -577,7 +583,7 @@ func (c *conn) taskManagement(m *TMFRequest) {
 			resp.Response = TMFRespNoLUN
 			break
 		}
-		s.abort(s.tasksWhere(onLUN), false)
+		s.abort(s.tasksWhere(mine(onLUN)), false)
 	case TMFClearTaskSet:
 		if !lunOK || !s.lunExists(lun) {
 			resp.Response = TMFRespNoLUN
@@ -605,6 +611,7 @@ func (c *conn) taskManagement(m *TMFRequest) {
 		resp.Response = TMFRespNotSupported
 	}
 	t.logf("iscsi: %s (ISID %s): task management function %d on LUN %d: response %d", s.nexus.Initiator, s.nexus.ISID, m.Function, lun, resp.Response)
+	t.tmfs.add(m.Function, resp.Response)
 	_ = c.send(resp, nil, true, true)
 	if m.Function == TMFTargetColdReset && resp.Response == TMFRespComplete {
 		// RFC 7143 11.5.1: after a cold reset the target closes every

@@ -20,8 +20,8 @@ func (d *Device) Status() mpath.DeviceStatus {
 		Vendor:               ident.Vendor,
 		Model:                ident.Model,
 		MPP:                  "NMP",
-		SATP:                 d.satp.Name(),
-		SATPConfig:           d.satp.Config(),
+		SATP:                 d.SATP().Name(),
+		SATPConfig:           d.SATP().Config(),
 		PSP:                  psp.Name(),
 		PSPConfig:            psp.Config(),
 		Failovers:            d.failovers.Load(),
@@ -72,7 +72,7 @@ func (d *Device) Status() mpath.DeviceStatus {
 			ps.Group = -1
 		}
 		d.decorateHedge(p, &ps) // hedge_slow.go
-		if dec, ok := d.satp.(PathDecorator); ok {
+		if dec, ok := d.SATP().(PathDecorator); ok {
 			dec.DecoratePath(p, &ps)
 		}
 		st.Paths = append(st.Paths, ps)

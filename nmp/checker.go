@@ -137,7 +137,7 @@ func (d *Device) checkRound(start time.Time, sched bool) {
 	if d.tell(event{kind: evProbed, probes: results}).err != nil {
 		return // closed
 	}
-	if _, ok := d.satp.(Updater); ok {
+	if _, ok := d.SATP().(Updater); ok {
 		ctx, cancel := context.WithTimeout(d.stopper.ctx, d.cfg.ProbeTimeout)
 		d.update(ctx)
 		cancel()
@@ -152,7 +152,7 @@ func (d *Device) update(ctx context.Context) { d.updateWith(ctx, d.tell) }
 // updateWith is update reporting through send: tell, or report for an I/O
 // whose retry waits for the new states (a unit attention).
 func (d *Device) updateWith(ctx context.Context, send func(event) result) {
-	u, ok := d.satp.(Updater)
+	u, ok := d.SATP().(Updater)
 	if !ok {
 		return
 	}

@@ -35,7 +35,7 @@ type Device struct {
 	events *mpath.Events
 	view   atomic.Pointer[View]
 	psp    atomic.Pointer[pspBox]
-	satp   SATP
+	satp   atomic.Pointer[satpBox] // SetSATP replaces it (satp_swap.go)
 	tracer atomic.Pointer[tracerBox]
 	obs    atomic.Pointer[observerBox]
 
@@ -133,7 +133,7 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", cfg.Name, err)
 	}
-	d.satp = satp
+	d.satp.Store(&satpBox{satp})
 	d.cfg.SATP = satpName
 	pspName := cfg.PSP
 	if pspName == "" {
@@ -261,7 +261,7 @@ func (d *Device) View() *View { return d.view.Load() }
 func (d *Device) PSP() PSP { return d.psp.Load().psp }
 
 // SATP returns the device's storage array type plugin.
-func (d *Device) SATP() SATP { return d.satp }
+func (d *Device) SATP() SATP { return d.satp.Load().satp }
 
 // updateCapsLocked offers discard and write-zeroes only when every path can.
 func (d *Device) updateCapsLocked() {

@@ -281,7 +281,7 @@ func (d *Device) execLeg(ctx context.Context, path *mpath.Path, op mpath.OpKind,
 // is out of service already reports nothing: nothing could change.
 func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, err error) Verdict {
 	err = d.mediumCheck(path, op, err) // satp_default.go: a bad block is not a dead path
-	v := d.satp.Classify(path, op, err)
+	v := d.SATP().Classify(path, op, err)
 	path.Failed(v.Class)
 	if v.Class == ioerr.ClassConflict {
 		d.noteConflict(path, op, err) // pr.go: no state change, no retry

@@ -39,7 +39,7 @@ func (d *Device) stateFields(st *mpath.DeviceStatus, v *View, psp PSP, paths []*
 		st.StateSince = &t
 	}
 	st.HWHandler = "0"
-	if h, ok := d.satp.(HWHandlerer); ok {
+	if h, ok := d.SATP().(HWHandlerer); ok {
 		st.HWHandler = h.HWHandler()
 	}
 	// Working paths: the current path of a one-path PSP, else the paths a
@@ -62,7 +62,7 @@ func (d *Device) stateFields(st *mpath.DeviceStatus, v *View, psp PSP, paths []*
 	st.WorkingPaths = []string{}
 	for i, p := range paths {
 		ps := &st.Paths[i]
-		pathFields(ps, p, held[p], d.satp.Name(), psp, working[p])
+		pathFields(ps, p, held[p], d.SATP().Name(), psp, working[p])
 		if working[p] {
 			st.WorkingPaths = append(st.WorkingPaths, p.Name)
 		}

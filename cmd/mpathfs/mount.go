@@ -325,6 +325,9 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
+	if err := host.SetDefaultPSPs(satpRules, cfg.SATPDefaultPSP); err != nil {
+		return err
+	}
 	hopts := host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint, Scan: cfg.Scan}
 	if mo.configFile != "" {
 		if hopts.ConfigFile, err = filepath.Abs(mo.configFile); err != nil {
