@@ -393,10 +393,13 @@ type task struct {
 	cancel context.CancelFunc
 
 	// under s.mu
-	delivered    bool // its turn in CmdSN order came
-	running      bool
-	aborted      bool
-	abortNotify  bool // answer TASK ABORTED (another nexus aborted it)
+	delivered   bool // its turn in CmdSN order came
+	running     bool
+	aborted     bool
+	abortNotify bool // answer TASK ABORTED (another nexus aborted it)
+	// completed: the logical unit ran it and its answer is on the way;
+	// too late to abort (ABORT TASK answers TASK DOES NOT EXIST).
+	completed    bool
 	finished     bool
 	done         chan struct{}
 	overflowFail bool

@@ -333,6 +333,11 @@ func (s *session) finish(tk *task) {
 	close(tk.done)
 }
 
+// completedHook, when set (tests only), runs after a task completed and
+// before its answer is sent: the window in which an ABORT TASK for it
+// must be answered TASK DOES NOT EXIST.
+var completedHook func(itt uint32)
+
 // run executes a task and answers it, unless it was aborted meanwhile.
 func (s *session) run(tk *task) {
 	defer s.tasks.Done()
@@ -343,9 +348,16 @@ func (s *session) run(tk *task) {
 		s.c.close()
 		return
 	}
+	// Deciding to answer and an abort's decision to abort are one step
+	// under s.mu: a task whose GOOD status goes out is never also
+	// reported aborted to an ABORT TASK that raced with it.
 	s.mu.Lock()
 	aborted, notify := tk.aborted, tk.abortNotify
+	tk.completed = !aborted && ran
 	s.mu.Unlock()
+	if h := completedHook; h != nil && tk.completed {
+		h(tk.itt)
+	}
 	if aborted || !ran {
 		if notify {
 			s.sendAborted(tk)
@@ -488,17 +500,25 @@ func (s *session) sendAborted(tk *task) {
 // still reach the logical unit: a task not yet started never will, a
 // running one is cancelled and waited for (scsi.Handler's contract makes
 // Execute return promptly and begin no side effect after cancellation).
-// notify answers them with TASK ABORTED.
-func (s *session) abort(ts []*task, notify bool) {
+// notify answers them with TASK ABORTED. A task that already completed
+// (its answer is being sent) is not aborted; abort still waits for its
+// answer to go out, so the caller's own answer follows it. abort returns
+// how many tasks it aborted.
+func (s *session) abort(ts []*task, notify bool) int {
 	var wait, idle []*task
+	n := 0
 	s.mu.Lock()
 	for _, tk := range ts {
-		if tk.finished || tk.aborted {
+		if tk.finished || tk.aborted || tk.completed {
 			if !tk.finished {
 				wait = append(wait, tk)
+				if tk.aborted {
+					n++ // aborted already: it will not complete either
+				}
 			}
 			continue
 		}
+		n++
 		tk.aborted, tk.abortNotify = true, notify
 		tk.cancel()
 		if tk.running {
@@ -517,6 +537,7 @@ func (s *session) abort(ts []*task, notify bool) {
 	for _, tk := range wait {
 		<-tk.done
 	}
+	return n
 }
 
 // tasksWhere returns the session's tasks that match keep.
@@ -565,7 +586,10 @@ func (c *conn) taskManagement(m *TMFRequest) {
 		s.mu.Unlock()
 		switch {
 		case tk != nil && tk.lunF == m.LUN:
-			s.abort([]*task{tk}, false)
+			if s.abort([]*task{tk}, false) == 0 {
+				// It completed before the request reached it.
+				resp.Response = TMFRespNoTask
+			}
 		case tk != nil:
 			resp.Response = TMFRespNoTask
 		case c.inWindow(m.RefCmdSN) && int32(m.RefCmdSN-m.CmdSN) < 0:
