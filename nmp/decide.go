@@ -405,7 +405,7 @@ func (s *decider) checked(ev event) {
 	pending := s.pending()
 	if !ev.sched {
 		if pending && !s.checking {
-			s.emit(action{kind: actSchedule, after: apdCheckInterval})
+			s.emit(action{kind: actSchedule, after: min(s.cfg.CheckInterval, apdCheckInterval)})
 		}
 		return
 	}
