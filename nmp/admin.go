@@ -172,7 +172,11 @@ func (d *Device) AddPath(p *mpath.Path) error {
 	if err := d.tell(event{kind: evAdd, path: p}).err; err != nil {
 		return err
 	}
-	d.probeNow([]*mpath.Path{p})
+	if d.probeNow([]*mpath.Path{p}) {
+		// As after CheckNow: a path its probe left unknown (busy) is
+		// probed again soon.
+		d.tell(event{kind: evChecked})
+	}
 	return nil
 }
 

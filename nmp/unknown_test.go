@@ -175,3 +175,18 @@ func TestNewDeviceProbesFirst(t *testing.T) {
 	assert.ElementsMatch(t, []string{"p1 unknown>active", "p2 unknown>dead", "p3 unknown>standby"}, trans)
 	assert.Equal(t, "p1", r.write(t, 0))
 }
+
+// TestBusyFirstProbeProbedAgainSoon: a first probe answered busy leaves
+// the path unknown (no verdict, no I/O); the checker probes it again soon
+// rather than a whole check interval (an hour here) later.
+func TestBusyFirstProbeProbedAgainSoon(t *testing.T) {
+	r := newRig(t, 1, testConfig(PSPRR, nil))
+	f := newFakePath("p2", r.store)
+	f.setFault(&fakeFault{err: &ioerr.Error{Class: ioerr.ClassRetryable, Err: errFakeFault}, ops: opSet([]string{"probe"}), times: 1})
+	r.fakes = append(r.fakes, f)
+	require.NoError(t, r.d.AddPath(&mpath.Path{Name: "p2", URI: "fake://p2", Transport: "fake", Location: mpath.Location{Adapter: 2}, Backend: f}))
+	assert.Equal(t, mpath.StateUnknown, r.path("p2").State(), "a busy probe judges nothing")
+	assert.False(t, r.d.Status().APD)
+	waitFor(t, "p2 probed again and active", func() bool { return r.path("p2").State() == mpath.StateActive })
+	assert.Equal(t, int64(1), f.probes.Load(), "the second probe passed")
+}
