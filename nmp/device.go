@@ -1,7 +1,6 @@
 package nmp
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -151,7 +150,7 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	now := time.Now()
 	for _, p := range paths {
 		if p.State() == mpath.StateUnknown {
-			p.SetState(mpath.StateActive, "claimed", now)
+			p.SetState(mpath.StateUnknown, ReasonUnprobed, now)
 		}
 	}
 	d.view.Store(&View{changed: make(chan struct{})})
@@ -162,13 +161,12 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	d.mu.Unlock()
 	d.timer = time.NewTimer(d.cfg.CheckInterval)
 	d.stopper.goWork(d.own)
-	// An SATP that learns path groups from the paths (ALUA) asks them now,
-	// before the first I/O.
-	if _, ok := satp.(Updater); ok {
-		ctx, cancel := context.WithTimeout(d.stopper.ctx, cfg.ProbeTimeout)
-		d.update(ctx)
-		cancel()
-	}
+	// The paths start unknown: the first round of the checker judges
+	// them before the device is handed out (in parallel, each within the
+	// probe timeout; a path whose probe times out is dead), and an SATP
+	// that learns path groups from the paths (ALUA) asks them in it, so
+	// the first I/O finds its paths judged and grouped.
+	d.CheckNow()
 	return d, nil
 }
 

@@ -319,10 +319,23 @@ func (d *Device) waitForPath(ctx context.Context, v *View) error {
 		}
 	}
 	since := d.mu.dec.apdSince
+	pending := len(v.Usable) == 0 && d.mu.dec.pending()
 	limit, forever, why := d.mu.dec.waitLimit() // policy.go: no_path_retry, queue on|off
 	d.mu.Unlock()
 	if allPDL {
 		return &ioerr.Error{Class: ioerr.ClassPermanentLoss, Op: "io", Err: fmt.Errorf("device %s: every path reports permanent device loss: %w", d.name, ioerr.ErrNoPaths)}
+	}
+	if since.IsZero() && pending {
+		// Not All-Paths-Down: the paths wait for their first probe,
+		// whose verdict (bounded by the probe timeout) is a new view.
+		select {
+		case <-v.Changed():
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-d.stopper.done():
+			return ioerr.ErrClosed
+		}
 	}
 	if since.IsZero() {
 		return nil

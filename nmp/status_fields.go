@@ -133,8 +133,8 @@ func pathFields(ps *mpath.PathStatus, p *mpath.Path, heldDown bool, satp string,
 		ps.DMState, ps.Checker, ps.DevState = "failed", "faulty", "transport-offline"
 	case state == mpath.StateStandby:
 		ps.Checker = "ghost"
-	case state == mpath.StateUnknown:
-		ps.Checker = "undef"
+	case state == mpath.StateUnknown: // not probed yet: carries no I/O
+		ps.DMState, ps.Checker = "undef", "undef"
 	}
 	switch {
 	case state == mpath.StateDead || p.PDL():

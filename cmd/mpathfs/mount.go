@@ -424,8 +424,11 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	}
 	for _, d := range devices {
 		st := d.Status()
-		fmt.Fprintf(stdout, "mpathfs: serving %s (%s, %d paths, %s + %s) at %s\n", d.Name(),
-			humanize.IBytes(uint64(d.Size())), len(d.Paths()), st.SATP, st.PSP, filepath.Join(mountpoint, d.Name()))
+		// The paths were probed once before the device was made: their
+		// states are the checker's verdicts.
+		paths := d.Paths()
+		fmt.Fprintf(stdout, "mpathfs: serving %s (%s, %d paths: %s; %s + %s) at %s\n", d.Name(),
+			humanize.IBytes(uint64(d.Size())), len(paths), mpath.StateSummary(paths), st.SATP, st.PSP, filepath.Join(mountpoint, d.Name()))
 	}
 	for _, m := range h.Masked() {
 		fmt.Fprintf(stdout, "mpathfs: not claimed by NMP: %s\n", m)
