@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -318,8 +319,81 @@ func TestALUAStatePersists(t *testing.T) {
 	for _, ct := range st2.Controllers {
 		assert.Equal(t, ct.Name != "A", ct.Up, "controller %s", ct.Name)
 	}
+	requireReach(t, s2, "A", false, "a controller failed in the persisted state starts off the network")
+	requireReach(t, s2, "B", true, "the other controller's portals listen")
 	require.NoError(t, s2.ArrayAction("restore", "A", nil, ""))
+	requireReach(t, s2, "A", true, "restored: its portals listen again")
 	require.ErrorContains(t, s2.ArrayAction("explode", "A", nil, ""), "unknown array action")
+}
+
+// requireReach dials every portal of a controller: each must accept (up)
+// or refuse the connection (down: a port off the network is refused at
+// connect, never accepted and closed).
+func requireReach(t *testing.T, s *Server, controller string, up bool, msg string) {
+	t.Helper()
+	n := 0
+	for _, p := range s.Portals() {
+		if p.Controller != controller {
+			continue
+		}
+		n++
+		conn, err := net.Dial("tcp", p.Addr)
+		if up {
+			require.NoError(t, err, "%s: port %d at %s", msg, p.Port, p.Addr)
+			conn.Close()
+			continue
+		}
+		if err == nil {
+			conn.Close()
+		}
+		require.ErrorIs(t, err, syscall.ECONNREFUSED, "%s: port %d at %s", msg, p.Port, p.Addr)
+	}
+	require.Positive(t, n, "controller %s has portals", controller)
+}
+
+// TestOfflinePortRefuses: a port taken offline on its own, or with its
+// controller, refuses new connections; back online (and only when its
+// controller is up too) it listens again on the same address.
+func TestOfflinePortRefuses(t *testing.T) {
+	s, tr, _ := newFakeServer(t, exampleConfig(t))
+	requireReach(t, s, "A", true, "at start")
+	addrs := map[uint16]string{}
+	for _, p := range s.Portals() {
+		addrs[p.Port] = p.Addr
+	}
+	require.NoError(t, s.ArrayAction("fail", "A", nil, ""))
+	requireReach(t, s, "A", false, "controller A failed")
+	requireReach(t, s, "B", true, "controller B untouched")
+
+	// A port taken offline by hand stays off through its controller's
+	// restore; a port put online while its controller is failed stays off.
+	var portA uint16
+	for _, p := range s.Portals() {
+		if p.Controller == "A" {
+			portA = p.Port
+			break
+		}
+	}
+	require.NoError(t, s.SetPortOnline(portA, false))
+	require.NoError(t, s.ArrayAction("restore", "A", nil, ""))
+	for _, p := range s.Portals() {
+		if p.Controller != "A" {
+			continue
+		}
+		conn, err := net.Dial("tcp", p.Addr)
+		if p.Port == portA {
+			require.ErrorIs(t, err, syscall.ECONNREFUSED, "port %d was taken offline on its own", p.Port)
+			assert.True(t, tr.offline[p.Port])
+		} else {
+			require.NoError(t, err, "port %d came back with its controller", p.Port)
+			conn.Close()
+		}
+	}
+	require.NoError(t, s.SetPortOnline(portA, true))
+	requireReach(t, s, "A", true, "every port of A back")
+	for _, p := range s.Portals() {
+		assert.Equal(t, addrs[p.Port], p.Addr, "port %d listens on the address it had", p.Port)
+	}
 }
 
 func TestStoreSizeMismatch(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mpathfs/mpathfs/array"
 	"github.com/mpathfs/mpathfs/backends"
+	"github.com/mpathfs/mpathfs/iscsi"
 	"github.com/mpathfs/mpathfs/scsi"
 )
 
@@ -101,9 +102,12 @@ type Server struct {
 	faults  []*armed
 	nextID  int
 	drops   atomic.Int32 // drop faults in force: the hot path's shortcut
-	lns     []net.Listener
-	wg      sync.WaitGroup
-	closed  bool
+	// lns: the listener of each port that is on the network (a port
+	// offline, on its own or with its controller, has none: connecting
+	// to it is refused, as to a port whose link is down).
+	lns    map[uint16]net.Listener
+	wg     sync.WaitGroup
+	closed bool
 }
 
 // armed is a fault in force: the units' id for it, or a drop rule the
@@ -219,17 +223,72 @@ func (s *Server) Start() error {
 		bp.Addr = ln.Addr().String()
 		lns = append(lns, ln)
 	}
+	down := map[string]bool{} // controllers failed in the persisted state
+	for _, c := range s.arr.Status().Controllers {
+		down[c.Name] = !c.Up
+	}
 	s.mu.Lock()
-	s.lns = lns
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	s.lns = map[uint16]net.Listener{}
 	for i, ln := range lns {
 		bp := s.portals[i]
-		p := Portal{Addr: bp.Addr, TPGT: bp.TPG, RelativePort: bp.Port, TPG: bp.TPG}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.tr.Serve(ln, p)
-		}()
+		if down[bp.Controller] || !bp.Online {
+			// Bound once to fix its address; off the network until the
+			// port or its controller comes back.
+			s.tr.SetPortOffline(bp.Port, true)
+			ln.Close()
+			continue
+		}
+		s.serveLocked(bp, ln)
+	}
+	return nil
+}
+
+// serveLocked serves a port's portal on ln; s.mu is held.
+func (s *Server) serveLocked(bp BoundPortal, ln net.Listener) {
+	s.lns[bp.Port] = ln
+	p := Portal{Addr: bp.Addr, TPGT: bp.TPG, RelativePort: bp.Port, TPG: bp.TPG}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.tr.Serve(ln, p)
+	}()
+}
+
+// setPortOffline takes a port off the network or puts it back. Off: the
+// transport drops its connections and its listener closes, so a new
+// connection is refused (an initiator's connect fails at once, before
+// any login; accepting and closing instead makes open-iscsi bind a dead
+// connection to its kernel session and loop in connection cleanup,
+// never logging in again after the port returns). On: the portal listens
+// again on the address it had.
+func (s *Server) setPortOffline(port uint16, offline bool) error {
+	s.tr.SetPortOffline(port, offline)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.lns == nil {
+		return nil // not started, or closing
+	}
+	ln, listening := s.lns[port]
+	if offline {
+		if listening {
+			delete(s.lns, port)
+			ln.Close()
+		}
+		return nil
+	}
+	if listening {
+		return nil
+	}
+	for _, bp := range s.portals {
+		if bp.Port != port {
+			continue
+		}
+		ln, err := listenIn(bp.Netns, bp.Addr)
+		if err != nil {
+			return fmt.Errorf("port %d (controller %s) back online: listening on %s again: %w", bp.Port, bp.Controller, bp.Addr, err)
+		}
+		s.serveLocked(bp, ln)
 	}
 	return nil
 }
@@ -293,6 +352,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	lns := s.lns
+	s.lns = nil
 	s.mu.Unlock()
 	err := s.tr.Close()
 	for _, l := range lns {
@@ -372,12 +432,12 @@ func (s *Server) ArrayAction(action, controller string, tpg *int, state string) 
 	case "controller-fail", "fail":
 		err = s.arr.FailController(controller)
 		if err == nil {
-			s.setControllerPorts(controller, false)
+			err = s.setControllerPorts(controller, false)
 		}
 	case "controller-restore", "restore":
 		err = s.arr.RestoreController(controller)
 		if err == nil {
-			s.setControllerPorts(controller, true)
+			err = s.setControllerPorts(controller, true)
 		}
 	case "transfer-ownership", "transfer":
 		err = s.arr.TransferOwnership(controller)
@@ -401,7 +461,7 @@ func (s *Server) ArrayAction(action, controller string, tpg *int, state string) 
 // setControllerPorts takes a failed controller's ports off the network
 // (their connections drop: a dead controller answers nothing) and puts a
 // restored one's back, unless a port was taken offline on its own.
-func (s *Server) setControllerPorts(controller string, up bool) {
+func (s *Server) setControllerPorts(controller string, up bool) error {
 	s.mu.Lock()
 	var ports []uint16
 	for _, bp := range s.portals {
@@ -410,9 +470,11 @@ func (s *Server) setControllerPorts(controller string, up bool) {
 		}
 	}
 	s.mu.Unlock()
+	var errs []error
 	for _, p := range ports {
-		s.tr.SetPortOffline(p, !up)
+		errs = append(errs, s.setPortOffline(p, !up))
 	}
+	return errors.Join(errs...)
 }
 
 // parseState accepts AO/ANO/S/U/O/T, the full names and the hyphenated
@@ -450,8 +512,7 @@ func (s *Server) SetPortOnline(port uint16, online bool) error {
 			}
 		}
 	}
-	s.tr.SetPortOffline(port, offline)
-	return nil
+	return s.setPortOffline(port, offline)
 }
 
 func (s *Server) portList() string {
@@ -686,6 +747,9 @@ type Status struct {
 	LUs          []LUStatus    `json:"lus"`
 	Reservations any           `json:"reservations"`
 	Faults       []Fault       `json:"faults"`
+	// TaskManagement counts the task management requests answered, by
+	// function and response.
+	TaskManagement []iscsi.TMFCount `json:"task_management"`
 }
 
 // LUStatus is one LU in a Status.
@@ -709,6 +773,10 @@ func (s *Server) Status() Status {
 	}
 	if st.Faults == nil {
 		st.Faults = []Fault{}
+	}
+	st.TaskManagement = []iscsi.TMFCount{}
+	if c, ok := s.tr.(interface{ TaskManagementCounts() []iscsi.TMFCount }); ok {
+		st.TaskManagement = c.TaskManagementCounts()
 	}
 	sort.Slice(st.Portals, func(i, j int) bool { return st.Portals[i].Port < st.Portals[j].Port })
 	return st

@@ -61,6 +61,10 @@ func (x *iscsiTransport) SetPortOffline(port uint16, off bool) { x.t.SetPortOffl
 func (x *iscsiTransport) DropInitiator(name string) int        { return x.t.DropInitiator(name) }
 func (x *iscsiTransport) Close() error                         { return x.t.Close() }
 
+// TaskManagementCounts are the target's task management requests, for
+// Status.
+func (x *iscsiTransport) TaskManagementCounts() []iscsi.TMFCount { return x.t.TaskManagementCounts() }
+
 func (x *iscsiTransport) Sessions() []Session {
 	var out []Session
 	for _, s := range x.t.Sessions() {

@@ -68,7 +68,7 @@ type (
 	}
 	// SATPsReply lists the SATPs with the mount's default PSPs.
 	SATPsReply struct {
-		SATPs []nmp.PluginInfo `json:"satps"`
+		SATPs []host.SATPInfo `json:"satps"`
 	}
 	// RescanRequest rescans one adapter (vmhbaN) or, empty, all.
 	RescanRequest struct {
@@ -132,7 +132,7 @@ func (s *Server) claimRoutes(m *http.ServeMux) {
 		}
 		return host.RuleChange{}, fmt.Errorf("%w: satp rule action %q: want add or remove", ErrInvalid, r.Action)
 	})
-	post(m, RouteSATPSet, func(_ context.Context, r SATPSetRequest) (nmp.PluginInfo, error) {
+	post(m, RouteSATPSet, func(_ context.Context, r SATPSetRequest) (host.SATPInfo, error) {
 		return h.SetSATPDefaultPSP(r.SATP, r.DefaultPSP)
 	})
 	get(m, RouteSATPs, func(*http.Request) (SATPsReply, error) { return SATPsReply{SATPs: h.SATPs()}, nil })
@@ -170,8 +170,8 @@ func (c *Client) SATPRule(ctx context.Context, r SATPRuleRequest) (host.RuleChan
 }
 
 // SATPSet changes an SATP's default PSP.
-func (c *Client) SATPSet(ctx context.Context, r SATPSetRequest) (nmp.PluginInfo, error) {
-	var rep nmp.PluginInfo
+func (c *Client) SATPSet(ctx context.Context, r SATPSetRequest) (host.SATPInfo, error) {
+	var rep host.SATPInfo
 	err := c.call(ctx, RouteSATPSet, r, &rep)
 	return rep, err
 }

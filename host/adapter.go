@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/backends/fault"
+	"github.com/mpathfs/mpathfs/iscsi"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
@@ -312,13 +313,14 @@ func (h *Host) RestoreAdapter(ctx context.Context, name string) (AdapterStatus, 
 // paths end with a retryable error, and every path through it answers its
 // next data I/O with unit attention 06/29/00 (power on, reset), once — a
 // one-shot sense fault per path, the UA storm a reset causes (reset.go).
-// It returns the adapter's status.
+// Its iSCSI paths instead get a real TARGET WARM RESET, once per target,
+// and the target's own unit attention. It returns the adapter's status.
 func (h *Host) ResetAdapter(name string) (AdapterStatus, error) {
 	paths, err := h.lookupAdapter(name)
 	if err != nil {
 		return AdapterStatus{}, err
 	}
-	rep, err := h.resetPaths(paths, SenseResetUA, "adapter "+name+" reset", nil)
+	rep, err := h.resetPaths(paths, SenseResetUA, "adapter "+name+" reset", iscsi.TMFTargetWarmReset, nil, nil)
 	if err != nil {
 		return AdapterStatus{}, err
 	}

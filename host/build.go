@@ -126,7 +126,7 @@ func (h *Host) AddDevice(ctx context.Context, dc DeviceConfig) (err error) {
 	if share, err = h.lockStores(dc, open); err != nil {
 		return err
 	}
-	if dc.LockSector == LockSectorLast {
+	if dc.locksLU() {
 		if err = h.lockLU(ctx, share, dc, open); err != nil {
 			return err
 		}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/mpathfs/mpathfs/mpath"
+	"github.com/mpathfs/mpathfs/nmp"
 )
 
 // Claiming at runtime, as ESXi's `esxcli storage core claiming` and
@@ -62,6 +64,11 @@ type ClaimOutcome struct {
 	Rule int    `json:"rule,omitempty"`
 	// Error says why the path stayed as it was.
 	Error string `json:"error,omitempty"`
+	// Plugins marks the outcome of a reclaim for the device itself (no
+	// path): From and To are its "SATP PSP" before and after, Why where
+	// the new ones come from (the SATP rule, the SATP's default PSP).
+	Plugins bool   `json:"plugins,omitempty"`
+	Why     string `json:"why,omitempty"`
 }
 
 // Claiming states of a path in outcomes.
@@ -319,9 +326,11 @@ func (h *Host) RunClaimRules(ctx context.Context) []ClaimOutcome {
 // Reclaim unclaims and claims again every path of a device with the
 // runtime rules (ESXi's `claiming reclaim --device`): paths a MASK_PATH
 // rule now matches are masked live, masked and unclaimed paths of the
-// device the rules give to its plugin return. Only paths whose outcome
-// changes are touched, so the device keeps serving throughout (ESXi
-// refuses a device in use instead).
+// device the rules give to its plugin return, and the device gets the
+// SATP and PSP the SATP rules and default PSPs give it now (replaced
+// live: the SATP first, then the PSP). Only what changes is touched, so
+// the device keeps serving throughout (ESXi refuses a device in use
+// instead).
 func (h *Host) Reclaim(ctx context.Context, device string) ([]ClaimOutcome, error) {
 	h.claimMu.Lock()
 	defer h.claimMu.Unlock()
@@ -346,7 +355,77 @@ func (h *Host) Reclaim(ctx context.Context, device string) ([]ClaimOutcome, erro
 	for _, op := range mine {
 		out = append(out, h.bringBack(ctx, op, true))
 	}
+	if o, ok := h.repick(device); ok {
+		out = append(out, o)
+	}
 	return out, nil
+}
+
+// pluginDevice is a device whose SATP and PSP can be replaced live
+// (nmp's).
+type pluginDevice interface {
+	Config() mpath.DeviceConfig
+	SetSATP(name string, opts map[string]string) error
+}
+
+// repick runs the SATP rules again for a device, as a claim would, and
+// replaces its SATP and PSP live with what they give now; ok is false
+// when nothing changed (or the device was made outside the rules).
+func (h *Host) repick(device string) (ClaimOutcome, bool) {
+	m, err := h.member(device)
+	if err != nil {
+		return ClaimOutcome{}, false
+	}
+	h.mu.RLock()
+	made := m.explain != nil
+	h.mu.RUnlock()
+	pd, ok := m.dev.(pluginDevice)
+	paths := m.dev.Paths()
+	if !made || !ok || len(paths) == 0 {
+		return ClaimOutcome{}, false
+	}
+	user := m.cfg.engineConfig()
+	cur := pd.Config()
+	user.HiddenTail = cur.HiddenTail
+	e, err := nmp.Explain(h.claims, h.satpRules, device, mpath.AttrsOf(paths[0]), paths[0].Inquiry.TPGS, user)
+	out := ClaimOutcome{Device: device, Plugins: true, From: cur.SATP + " " + cur.PSP, To: cur.SATP + " " + cur.PSP}
+	if err != nil {
+		out.Error = err.Error()
+		return out, true
+	}
+	e.Path = paths[0].Name
+	want := e.Config
+	satpChanged := want.SATP != cur.SATP || !maps.Equal(want.SATPOptions, cur.SATPOptions)
+	pspChanged := want.PSP != cur.PSP || !maps.Equal(want.PSPOptions, cur.PSPOptions)
+	if !satpChanged && !pspChanged {
+		return ClaimOutcome{}, false
+	}
+	src := func(s nmp.Setting) string {
+		if s.Detail != "" {
+			return s.Value + " (" + s.Source + ": " + s.Detail + ")"
+		}
+		return s.Value + " (" + s.Source + ")"
+	}
+	out.Why = "SATP " + src(e.SATP) + ", PSP " + src(e.PSP)
+	if satpChanged {
+		if err := pd.SetSATP(want.SATP, want.SATPOptions); err != nil {
+			out.Error = err.Error()
+			return out, true
+		}
+		out.To = want.SATP + " " + cur.PSP
+	}
+	if pspChanged {
+		if err := m.dev.SetPolicy(want.PSP, want.PSPOptions); err != nil {
+			out.Error = err.Error()
+			return out, true
+		}
+	}
+	out.To = want.SATP + " " + want.PSP
+	h.mu.Lock()
+	m.explain = &e
+	h.mu.Unlock()
+	h.publish(mpath.Event{Time: time.Now(), Kind: "device-reclaimed", Device: device, From: out.From, To: out.To, Reason: out.Why})
+	return out, true
 }
 
 // RuleChange says what a claim-rule or SATP-rule change did and where it

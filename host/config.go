@@ -67,10 +67,13 @@ type DeviceConfig struct {
 	// --multi-writer`); by default one host at a time opens it
 	// (share.go).
 	MultiWriter bool `yaml:"multi_writer"`
-	// LockSector "last" keeps the device's lock on an array LU (iSCSI
-	// paths) in the LU's last block, hidden from the device, taken and
-	// kept alive by COMPARE AND WRITE (shareats.go); "" or "none": no
-	// lock on array LUs.
+	// LockSector keeps the device's lock on an array LU (iSCSI paths)
+	// in the LU's last block, hidden from the device, taken and kept
+	// alive by COMPARE AND WRITE (shareats.go): "auto" (the default, also
+	// "") when that block is empty or a lock record already, else the LU
+	// is served unlocked at full size with a warning; "last" always,
+	// refusing an LU whose last block holds data; "none": no lock on
+	// array LUs.
 	LockSector string `yaml:"lock_sector"`
 
 	// Array puts a simulated ALUA array in front of the store.
@@ -131,7 +134,7 @@ func (d DeviceConfig) Validate(where string) error {
 		return fmt.Errorf("%s has no paths: add paths: with at least one uri", where)
 	}
 	switch d.LockSector {
-	case "", "none":
+	case "", LockSectorAuto, LockSectorNone:
 	case LockSectorLast:
 		for j, p := range d.Paths {
 			if u, err := backends.ParseURI(p.URI); err == nil && u.Scheme != "iscsi" {
@@ -139,7 +142,7 @@ func (d DeviceConfig) Validate(where string) error {
 			}
 		}
 	default:
-		return fmt.Errorf("%s: lock_sector %q: want last (the LU's last block keeps the lock) or none", where, d.LockSector)
+		return fmt.Errorf("%s: lock_sector %q: want auto (the default: lock array LUs in their last block when it is free), last (always; refuse an LU whose last block holds data) or none (no lock on array LUs)", where, d.LockSector)
 	}
 	if _, err := nmp.ParseHedgeMode(d.HedgeReads); err != nil {
 		return fmt.Errorf("%s: %v", where, err)

@@ -299,23 +299,25 @@ func (h *Host) Explain(device string) (nmp.Explanation, error) {
 	if err != nil {
 		return nmp.Explanation{}, err
 	}
-	if m.explain == nil {
+	h.mu.RLock()
+	e := m.explain // reclaim replaces it
+	h.mu.RUnlock()
+	if e == nil {
 		return nmp.Explanation{}, errorf(ErrNotFound, "device %s was made outside the host's claim rules: nothing to explain", device)
 	}
-	return *m.explain, nil
+	return *e, nil
 }
 
 // Serve returns what is served for each device, in order: the device, or
-// with Options.Verify the integrity checker in front of it.
+// with Options.Verify the integrity checker in front of it; a device that
+// keeps a lock in its array LU behind the fence that refuses writes once
+// the lock is lost (sharehost.go).
 func (h *Host) Serve() []IO {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	out := make([]IO, len(h.members))
 	for i, m := range h.members {
-		out[i] = m.dev
-		if m.oracle != nil {
-			out[i] = m.oracle
-		}
+		out[i] = m.served()
 	}
 	return out
 }

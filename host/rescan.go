@@ -175,10 +175,7 @@ func (h *Host) makeAndServe(ctx context.Context, dc DeviceConfig, res *RescanRes
 	var io IO
 	for _, m := range h.members {
 		if m.dev.Name() == dc.Name {
-			io = m.dev
-			if m.oracle != nil {
-				io = m.oracle
-			}
+			io = m.served()
 		}
 	}
 	h.mu.Unlock()

@@ -13,7 +13,8 @@ import (
 
 // The "file" class of the claim rules (and the SATP rules operators add)
 // is the mount's config file when it has one: a rule change rewrites its
-// claim_rules and satp_rules keys, and leaves every other key, and the
+// claim_rules, satp_rules and satp_default_psp keys, and leaves every
+// other key, and the
 // comments yaml.v3 keeps, as they were. The file is replaced atomically
 // (a temporary file in its directory, renamed over it), with its mode.
 
@@ -30,10 +31,10 @@ func (h *Host) saveRules() error {
 			user = append(user, r)
 		}
 	}
-	return writeRules(h.configFile, h.claims.FileRules(), user)
+	return writeRules(h.configFile, h.claims.FileRules(), user, DefaultPSPOverrides(h.satpRules))
 }
 
-func writeRules(name string, claims []string, satp []nmp.SATPRule) error {
+func writeRules(name string, claims []string, satp []nmp.SATPRule, defaultPSP map[string]string) error {
 	fail := func(err error) error {
 		return fmt.Errorf("%w %s: %v (the change was not made; fix the file's permissions or mount without --config)", errNoConfig, name, err)
 	}
@@ -66,6 +67,11 @@ func writeRules(name string, claims []string, satp []nmp.SATPRule) error {
 		return fail(err)
 	}
 	setKey(root, "satp_rules", &sr, len(satp) > 0)
+	var dp yaml.Node
+	if err := dp.Encode(defaultPSP); err != nil {
+		return fail(err)
+	}
+	setKey(root, "satp_default_psp", &dp, len(defaultPSP) > 0)
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)

@@ -36,9 +36,11 @@ import (
 // extended attributes (device nodes, some file systems), in the file
 // HolderDir/DEV-INO.SLOT. A record is only believed while its slot is
 // locked, so a crashed holder's record is harmless. NBD paths take no
-// lock (their store lives behind a server), nor do iSCSI paths unless the
-// device keeps its lock in the LU (lock_sector: last, shareats.go); the
-// device says so in an event and in its status.
+// lock (their store lives behind a server); iSCSI paths are locked in
+// the LU itself (lock_sector: auto, the default, or last; shareats.go)
+// unless lock_sector is none or auto found data in the LU's last block.
+// The device says which paths no lock covers in an event and in its
+// status.
 
 const (
 	// lockBase is where the lock bytes start: 2^62, beyond any store.
@@ -121,10 +123,13 @@ type shareLock struct {
 	stores   []*storeLock
 	unlocked []string
 	closed   bool
-	// ats is the lock on the device's array LU (lock_sector: last), and
-	// atsStore names the LU in records and errors.
+	// ats is the lock on the device's array LU (lock_sector: auto or
+	// last), and atsStore names the LU in records and errors.
 	ats      *atsLock
 	atsStore string
+	// warnings are what mount prints on stderr about the device's locks
+	// (an LU auto left unlocked).
+	warnings []string
 }
 
 func newShareLock(me mpath.ShareHolder) *shareLock {
@@ -154,7 +159,7 @@ func lockTarget(uri string) (name string, ok bool, why string) {
 	case strings.HasPrefix(u.Scheme, "nbd"):
 		return "", false, "an NBD export carries no lock: the store lives behind its server, which lets every client in; keep other hosts off it yourself"
 	case u.Scheme == "iscsi":
-		return "", false, "an iSCSI LU takes no lock unless the device keeps one in the LU (lock_sector: last, mount --lock-sector last): the array lets every host in"
+		return "", false, "an iSCSI LU takes no lock but the one the device keeps in the LU's last block (lock_sector: auto or last), none with lock_sector: none or when auto found data there: the array lets every host in"
 	default:
 		return "", false, fmt.Sprintf("a %s path carries no lock", u.Scheme)
 	}
@@ -406,6 +411,11 @@ func (s *shareLock) status() *mpath.Sharing {
 	}
 	if s.ats != nil {
 		out.Holders = append(out.Holders, s.ats.holders(s.atsStore)...)
+		out.LULock = "held"
+		if l := s.ats.lostErr(); l != nil {
+			out.LULock = "lost"
+			out.LockLost = &mpath.LockLost{Since: l.Since, Reason: l.Error(), Holder: l.Holder}
+		}
 	}
 	return out
 }

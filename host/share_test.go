@@ -158,7 +158,7 @@ func TestShareOneLockPerStore(t *testing.T) {
 	st := s.status()
 	require.Len(t, st.Unlocked, 4)
 	assert.Contains(t, st.Unlocked[0], "NBD export carries no lock")
-	assert.Contains(t, st.Unlocked[2], "iSCSI LU takes no lock unless")
+	assert.Contains(t, st.Unlocked[2], "iSCSI LU takes no lock but the one the device keeps in the LU")
 }
 
 // TestShareRecordFallback: where the store keeps no user extended

@@ -8,13 +8,16 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/mpathfs/mpathfs/ioerr"
 	"github.com/mpathfs/mpathfs/iscsi/iscsipath"
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
-// The lock of an array LU (device key lock_sector: last), as VMFS keeps
+// The lock of an array LU (device key lock_sector: auto, the default, or
+// last), as VMFS keeps
 // its on-disk locks: a lock record on the LU's last logical block, hidden
 // from the device's size, changed only by COMPARE AND WRITE (ATS), so two
 // hosts never both win, and kept alive by a heartbeat. The record:
@@ -31,6 +34,16 @@ import (
 // heartbeat every atsBeat; an entry whose heartbeat is older than
 // atsStale is free to take over (the hosts' clocks are assumed to agree
 // within a few seconds).
+//
+// A holder that cannot prove it still holds its entry loses the lock, as
+// a VMFS host that loses its lock stops writing: when its last written
+// heartbeat is atsStale-atsBeat old (one beat before another host may
+// take the entry over, so that writes in flight land first), or when the
+// record it reads no longer names it in its slot, names a live holder its
+// mode excludes, or is no record at all. From then on the device refuses
+// writes, discards, zeroing and flushes with ENOLCK (LockLostError), and
+// gives up those in flight that wait for a path; reads go on. It stays
+// lost: only a new mount takes the lock again.
 
 const (
 	atsMagic    = "MPFSLOCK"
@@ -41,9 +54,52 @@ const (
 	atsAttempts = 50
 )
 
-// LockSectorLast is the lock_sector value that keeps the lock on the LU's
-// last block.
-const LockSectorLast = "last"
+// The lock_sector values.
+const (
+	// LockSectorAuto (the default, also ""): lock an array LU in its last
+	// block when that block is empty or an mpathfs lock record already;
+	// when it holds other data, serve the LU unlocked at full size and
+	// warn.
+	LockSectorAuto = "auto"
+	// LockSectorLast: always lock an array LU in its last block; refuse
+	// one whose last block holds data.
+	LockSectorLast = "last"
+	// LockSectorNone: no lock on array LUs.
+	LockSectorNone = "none"
+)
+
+// errLockBlockData: the LU's last block holds data, not a lock record.
+var errLockBlockData = errors.New("the LU's last block holds data, not an mpathfs lock record: lock_sector: last would hide it from the device; copy the data off the last block (or use a fresh LU) first")
+
+// errNoATS: the LU refused COMPARE AND WRITE as an illegal request.
+var errNoATS = errors.New("the LU does not support COMPARE AND WRITE (ATS)")
+
+// LockLostError is what a device whose LU lock was lost answers writes,
+// discards, zeroing and flushes with: ENOLCK for the application (it
+// unwraps to syscall.ENOLCK), a message naming the new holder if any and
+// how to recover.
+type LockLostError struct {
+	Device string
+	Store  string
+	LBA    uint64
+	Since  time.Time
+	// Why says how the lock was lost.
+	Why string
+	// Holder is the entry that stands in the record instead of this
+	// host's, if any.
+	Holder *mpath.ShareHolder
+}
+
+func (e *LockLostError) Error() string {
+	s := fmt.Sprintf("device %s: the lock on LU %s (its last block, LBA %d) was lost at %s: %s", e.Device, e.Store, e.LBA, e.Since.UTC().Format(time.RFC3339), e.Why)
+	if e.Holder != nil {
+		s += "; the record names " + describeHolder(*e.Holder) + " now"
+	}
+	return s + ": this host no longer writes to the LU (writes, discards and flushes fail with ENOLCK; reads go on). To write again, stop what uses the device, unmount this mount and mount again: the new mount takes the lock afresh (and is refused, naming the holder, while another host holds it)"
+}
+
+// Unwrap makes the error ENOLCK to the application (fusedev.ToErrno).
+func (e *LockLostError) Unwrap() error { return syscall.ENOLCK }
 
 // atsBackend is a path that can carry the lock: iscsipath.Backend.
 type atsBackend interface {
@@ -86,7 +142,7 @@ func parseATS(b []byte) (atsRec, error) {
 		if bytes.Count(b, []byte{0}) == len(b) {
 			return r, nil
 		}
-		return r, errors.New("the LU's last block holds data, not an mpathfs lock record: lock_sector: last would hide it from the device; copy the data off the last block (or use a fresh LU) first")
+		return r, errLockBlockData
 	}
 	for i := range r {
 		e := b[8+i*atsEntry:]
@@ -136,12 +192,28 @@ type atsLock struct {
 	lba     uint64
 	publish func(mpath.Event)
 
-	mu   sync.Mutex // guards paths, slot, last, lost
+	// now, beat and stale are time.Now, atsBeat and atsStale but in
+	// tests; tick is how often the heartbeat goroutine beats (0: beat).
+	now               func() time.Time
+	beat, stale, tick time.Duration
+	store             string
+
+	mu   sync.Mutex // guards paths, slot, last, proven, lost, failing
 	slot int
 	last []byte // the block as this host last wrote or saw it
-	lost bool
-	stop chan struct{}
-	done chan struct{}
+	// proven is the heartbeat this host last wrote into its entry.
+	proven  time.Time
+	lost    *LockLostError
+	failing bool
+	stop    chan struct{}
+	done    chan struct{}
+	// expiry declares the lock lost when no heartbeat was written for
+	// stale-beat, even while the heartbeat goroutine waits on the LU.
+	expiry *time.Timer
+	// gone is cancelled when the lock is lost: the writes in flight then
+	// (waiting for a path, backing off) are given up (bind).
+	gone       context.Context
+	cancelGone context.CancelFunc
 }
 
 func newATSLock(me mpath.ShareHolder, paths []atsBackend, publish func(mpath.Event)) (*atsLock, error) {
@@ -153,7 +225,9 @@ func newATSLock(me mpath.ShareHolder, paths []atsBackend, publish func(mpath.Eve
 		return nil, fmt.Errorf("the LU's %d-byte blocks are smaller than the %d-byte lock record", block, atsRecord)
 	}
 	size := paths[0].Size()
-	return &atsLock{me: me, paths: paths, block: block, lba: uint64(size/int64(block)) - 1, publish: publish}, nil
+	gone, cancel := context.WithCancel(context.Background())
+	return &atsLock{me: me, paths: paths, block: block, lba: uint64(size/int64(block)) - 1, publish: publish,
+		now: time.Now, beat: atsBeat, stale: atsStale, gone: gone, cancelGone: cancel}, nil
 }
 
 // addPath lets a path that joined the device carry the lock too.
@@ -189,6 +263,9 @@ func (a *atsLock) caw(ctx context.Context, old, new []byte) error {
 		if err = p.CompareAndWrite(ctx, a.lba, old, new); err == nil || isMiscompare(err) {
 			return err
 		}
+		if sense, ok := ioerr.SenseOf(err); ok && sense.Key == ioerr.SenseIllegalRequest {
+			return fmt.Errorf("%w: %v", errNoATS, err)
+		}
 	}
 	return err
 }
@@ -207,6 +284,7 @@ func truncate(s string, n int) string {
 // acquire takes an entry of the record by COMPARE AND WRITE, refusing with
 // a *ShareError when live entries of other hosts forbid it.
 func (a *atsLock) acquire(ctx context.Context, store string) error {
+	a.store = store
 	for attempt := 0; attempt < atsAttempts; attempt++ {
 		old, err := a.read(ctx)
 		if err != nil {
@@ -216,7 +294,7 @@ func (a *atsLock) acquire(ctx context.Context, store string) error {
 		if err != nil {
 			return err
 		}
-		now := time.Now()
+		now := a.now()
 		var live []mpath.ShareHolder
 		held := mpath.ShareMultiWriter
 		for i, e := range rec {
@@ -251,10 +329,11 @@ func (a *atsLock) acquire(ctx context.Context, store string) error {
 			continue // another host wrote in between: read again
 		}
 		if err != nil {
-			return fmt.Errorf("writing the lock block: %v", err)
+			return fmt.Errorf("writing the lock block: %w", err)
 		}
 		a.mu.Lock()
-		a.slot, a.last = slot, next
+		a.slot, a.last, a.proven = slot, next, now
+		a.expiry = time.AfterFunc(a.stale-a.beat, func() { a.check() })
 		a.mu.Unlock()
 		a.stop, a.done = make(chan struct{}), make(chan struct{})
 		go a.heartbeat()
@@ -263,20 +342,50 @@ func (a *atsLock) acquire(ctx context.Context, store string) error {
 	return fmt.Errorf("the lock block changed under %d attempts in a row", atsAttempts)
 }
 
+// taken says whether a record shows this host's entry gone: why, and the
+// entry that stands instead, if any ("" when the entry is still this
+// host's and no live entry of another host excludes it).
+func (a *atsLock) taken(rec atsRec, slot int, now time.Time) (string, *mpath.ShareHolder) {
+	other := func(i int) *mpath.ShareHolder {
+		h := rec[i].holder(i)
+		h.Store = a.store
+		return &h
+	}
+	if !a.mine(rec[slot]) {
+		if rec[slot].beat.IsZero() {
+			return fmt.Sprintf("the lock record's slot %d no longer names this host (cleared by another host)", slot), nil
+		}
+		return fmt.Sprintf("another host wrote its entry over this host's in slot %d of the lock record (as a host does once this host's heartbeat is %v old)", slot, a.stale), other(slot)
+	}
+	for i, e := range rec {
+		if i == slot || !e.live(now) || a.mine(e) {
+			continue
+		}
+		if slot == 0 || i == 0 {
+			return fmt.Sprintf("another host holds slot %d of the lock record, which this host's %s entry excludes (it took the LU as this host's heartbeat was %v old)", i, a.me.Mode, a.stale), other(i)
+		}
+	}
+	return "", nil
+}
+
 // update rewrites this host's entry (change it; nil clears it) by COMPARE
-// AND WRITE, re-reading after a miscompare; it reports false when the
-// entry is no longer this host's (taken over).
-func (a *atsLock) update(ctx context.Context, change func(*atsSlot)) (bool, error) {
+// AND WRITE, re-reading after a miscompare. When the record shows the
+// entry is no longer this host's (taken), it writes nothing and says why,
+// with the entry that stands instead, if any.
+func (a *atsLock) update(ctx context.Context, change func(*atsSlot)) (lost string, holder *mpath.ShareHolder, err error) {
 	a.mu.Lock()
 	old, slot := a.last, a.slot
 	a.mu.Unlock()
 	for attempt := 0; attempt < atsAttempts; attempt++ {
 		rec, err := parseATS(old)
-		if err != nil {
-			return false, err
+		if errors.Is(err, errLockBlockData) {
+			return "the LU's last block no longer holds a lock record: another host or program wrote data over it", nil, nil
 		}
-		if !a.mine(rec[slot]) {
-			return false, nil
+		if err != nil {
+			return "", nil, err
+		}
+		if why, h := a.taken(rec, slot, a.now()); why != "" {
+			return why, h, nil
 		}
 		change(&rec[slot])
 		next := rec.encode(a.block)
@@ -285,45 +394,141 @@ func (a *atsLock) update(ctx context.Context, change func(*atsSlot)) (bool, erro
 			a.mu.Lock()
 			a.last = next
 			a.mu.Unlock()
-			return true, nil
+			return "", nil, nil
 		}
 		if !isMiscompare(err) {
-			return true, err
+			return "", nil, err
 		}
 		if old, err = a.read(ctx); err != nil {
-			return true, err
+			return "", nil, err
 		}
 	}
-	return true, fmt.Errorf("the lock block changed under %d attempts in a row", atsAttempts)
+	return "", nil, fmt.Errorf("the lock block changed under %d attempts in a row", atsAttempts)
+}
+
+// beatOnce writes one heartbeat: the lock is lost when the record shows
+// the entry taken, or when the heartbeat could not be written for
+// stale-beat (check).
+func (a *atsLock) beatOnce() {
+	if a.lostErr() != nil {
+		return // a lost lock stays lost
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.beat)
+	var beat time.Time
+	why, holder, err := a.update(ctx, func(e *atsSlot) { beat = a.now(); e.beat = beat })
+	cancel()
+	switch {
+	case why != "":
+		a.loseLock(why, holder)
+	case err != nil:
+		a.mu.Lock()
+		first := !a.failing
+		a.failing = true
+		a.mu.Unlock()
+		if a.check() != nil {
+			return
+		}
+		if first {
+			a.publish(mpath.Event{Time: a.now(), Kind: "lock-heartbeat-failed", Device: a.me.Device, Reason: fmt.Sprintf("%v: unless a heartbeat is written within %v of the last one, this host stops writing (lock lost), and after %v another host may take the LU over", err, a.stale-a.beat, a.stale)})
+		}
+	default:
+		a.mu.Lock()
+		a.proven = beat
+		a.expiry.Reset(a.stale - a.beat - a.now().Sub(beat))
+		was := a.failing
+		a.failing = false
+		a.mu.Unlock()
+		if was {
+			a.publish(mpath.Event{Time: a.now(), Kind: "lock-heartbeat-ok", Device: a.me.Device, Reason: "the heartbeat is written again"})
+		}
+	}
+}
+
+// check returns the LockLostError once the lock is lost, declaring it
+// lost when the last heartbeat written is stale-beat old: another host
+// may take the entry over one beat later.
+func (a *atsLock) check() error {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	lost, proven := a.lost, a.proven
+	a.mu.Unlock()
+	if lost != nil {
+		return lost
+	}
+	if proven.IsZero() {
+		return nil
+	}
+	if age := a.now().Sub(proven); age >= a.stale-a.beat {
+		return a.loseLock(fmt.Sprintf("no heartbeat could be written for %v (the LU unreachable, or too slow), so this host cannot prove it still holds its entry: another host may take it over %v after the last heartbeat", age.Round(time.Millisecond), a.stale), nil)
+	}
+	return nil
+}
+
+// loseLock marks the lock lost (once) and publishes lock-lost.
+func (a *atsLock) loseLock(why string, holder *mpath.ShareHolder) error {
+	a.mu.Lock()
+	if a.lost != nil {
+		defer a.mu.Unlock()
+		return a.lost
+	}
+	a.lost = &LockLostError{Device: a.me.Device, Store: a.store, LBA: a.lba, Since: a.now(), Why: why, Holder: holder}
+	lost := a.lost
+	a.expiry.Stop()
+	a.mu.Unlock()
+	a.cancelGone()
+	a.publish(mpath.Event{Time: lost.Since, Kind: "lock-lost", Device: a.me.Device, Reason: lost.Error()})
+	return lost
+}
+
+// bind ties an operation to the lock: its context is cancelled when the
+// lock is lost, so that a write waiting for a path or backing off is
+// given up rather than sent after another host may have taken the LU
+// over. done says what the operation's error becomes: the LockLostError
+// once the lock is lost.
+func (a *atsLock) bind(ctx context.Context) (context.Context, func(err error) error) {
+	c, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(a.gone, cancel)
+	return c, func(err error) error {
+		stop()
+		cancel()
+		if err != nil {
+			if l := a.lostErr(); l != nil {
+				return l
+			}
+		}
+		return err
+	}
+}
+
+// lostErr is the LockLostError if the lock is lost (nil otherwise).
+func (a *atsLock) lostErr() *LockLostError {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lost
 }
 
 func (a *atsLock) heartbeat() {
 	defer close(a.done)
-	t := time.NewTicker(atsBeat)
+	tick := a.tick
+	if tick == 0 {
+		tick = a.beat
+	}
+	t := time.NewTicker(tick)
 	defer t.Stop()
-	failing := false
 	for {
 		select {
 		case <-a.stop:
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), atsBeat)
-		ok, err := a.update(ctx, func(e *atsSlot) { e.beat = time.Now() })
-		cancel()
-		switch {
-		case !ok:
-			a.mu.Lock()
-			a.lost = true
-			a.mu.Unlock()
-			a.publish(mpath.Event{Time: time.Now(), Kind: "lock-lost", Device: a.me.Device, Reason: fmt.Sprintf("the lock record's slot %d on LU block %d is another host's now: its heartbeat was missed for %v and the entry taken over", a.slot, a.lba, atsStale)})
-			return
-		case err != nil && !failing:
-			failing = true
-			a.publish(mpath.Event{Time: time.Now(), Kind: "lock-heartbeat-failed", Device: a.me.Device, Reason: fmt.Sprintf("%v: after %v without a heartbeat another host may take the LU over", err, atsStale)})
-		case err == nil && failing:
-			failing = false
-			a.publish(mpath.Event{Time: time.Now(), Kind: "lock-heartbeat-ok", Device: a.me.Device, Reason: "the heartbeat is written again"})
+		a.beatOnce()
+		if a.lostErr() != nil {
+			return // a lost lock stays lost: no more heartbeats
 		}
 	}
 }
@@ -340,9 +545,14 @@ func (a *atsLock) release() error {
 	}
 	close(a.stop)
 	<-a.done
+	a.mu.Lock()
+	a.expiry.Stop()
+	a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := a.update(ctx, func(e *atsSlot) { *e = atsSlot{} })
+	// An entry that is another's now is left alone (update writes
+	// nothing then).
+	_, _, err := a.update(ctx, func(e *atsSlot) { *e = atsSlot{} })
 	return err
 }
 
@@ -358,7 +568,7 @@ func (a *atsLock) holders(store string) []mpath.ShareHolder {
 	if err != nil {
 		return nil
 	}
-	now := time.Now()
+	now := a.now()
 	var out []mpath.ShareHolder
 	for i, e := range rec {
 		if !e.live(now) {

@@ -644,3 +644,50 @@ func TestDataDigestErrorFailsCommand(t *testing.T) {
 	st, _, _ = r.response(r.command(0, make([]byte, 6), false, false, 0, nil))
 	assert.Equal(t, uint8(0), st, "the connection goes on")
 }
+
+// An ABORT TASK that reaches a task after the logical unit completed it
+// (its GOOD status about to be sent) is answered TASK DOES NOT EXIST: a
+// command is never both completed and reported aborted (libiscsi's
+// AbortTaskSimpleAsync checks exactly this).
+func TestAbortTaskAfterCompletion(t *testing.T) {
+	ram := iscsitest.NewRAM(1, 64, 512)
+	tt := startTarget(t, iscsi.TargetConfig{}, ram)
+	r := dial(t, tt.addr)
+	r.mustLogin("iqn.2026-01.org.test:late-abort", 1)
+	reached, proceed := make(chan uint32, 1), make(chan struct{})
+	iscsi.SetCompletedHook(t, func(itt uint32) {
+		reached <- itt
+		<-proceed
+	})
+	sn := r.cmdSN
+	itt := r.command(0, cdbWrite10(11, 1), false, true, 512, block('c'))
+	require.Equal(t, itt, <-reached)
+	m := &iscsi.TMFRequest{Immediate: true, Function: iscsi.TMFAbortTask, LUN: iscsi.EncodeLUN(0), ITT: r.nextITT(),
+		ReferencedTag: itt, CmdSN: r.cmdSN, ExpStatSN: r.expStatSN, RefCmdSN: sn}
+	r.send(m, nil)
+	// Let the request reach the task before the answer goes out.
+	release := time.AfterFunc(200*time.Millisecond, func() { close(proceed) })
+	defer release.Stop()
+	var writeStatus *uint8
+	for {
+		p := r.recv()
+		switch p.BHS.Opcode() {
+		case iscsi.OpSCSIResp:
+			var sr iscsi.SCSIResponse
+			sr.Decode(&p.BHS)
+			require.Equal(t, itt, sr.ITT)
+			writeStatus = &sr.Status
+			continue
+		case iscsi.OpTMFResp:
+		default:
+			continue
+		}
+		var resp iscsi.TMFResponse
+		resp.Decode(&p.BHS)
+		require.NotNil(t, writeStatus, "the write's status goes out before the TMF response")
+		assert.Equal(t, uint8(scsi.StatusGood), *writeStatus)
+		assert.Equal(t, iscsi.TMFRespNoTask, resp.Response, "a completed task is not reported aborted")
+		break
+	}
+	assert.Equal(t, block('c'), ram.Disk(0)[11*512:12*512], "the write completed")
+}

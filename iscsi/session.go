@@ -363,13 +363,16 @@ func (c *conn) logout(m *LogoutRequest) {
 
 // task is one SCSI command in the task set of a session.
 type task struct {
-	s    *session
-	itt  uint32
-	lun  uint64 // logical unit number
-	lunF uint64 // the LUN field as sent
-	cmd  scsi.Command
-	edtl uint32
-	read bool
+	s   *session
+	itt uint32
+	// cmdSN orders it against an immediate task management request: the
+	// request covers the session's commands with a lower CmdSN
+	cmdSN uint32
+	lun   uint64 // logical unit number
+	lunF  uint64 // the LUN field as sent
+	cmd   scsi.Command
+	edtl  uint32
+	read  bool
 	// write data
 	write    bool
 	buf      []byte
@@ -390,10 +393,13 @@ type task struct {
 	cancel context.CancelFunc
 
 	// under s.mu
-	delivered    bool // its turn in CmdSN order came
-	running      bool
-	aborted      bool
-	abortNotify  bool // answer TASK ABORTED (another nexus aborted it)
+	delivered   bool // its turn in CmdSN order came
+	running     bool
+	aborted     bool
+	abortNotify bool // answer TASK ABORTED (another nexus aborted it)
+	// completed: the logical unit ran it and its answer is on the way;
+	// too late to abort (ABORT TASK answers TASK DOES NOT EXIST).
+	completed    bool
 	finished     bool
 	done         chan struct{}
 	overflowFail bool

@@ -201,13 +201,11 @@ func (s *Session) Ping(ctx context.Context) error {
 	return err
 }
 
-// LUNReset sends LOGICAL UNIT RESET: every task on the LU is aborted.
+// LUNReset sends LOGICAL UNIT RESET: every task on the LU is aborted
+// (tmf.go).
 func (s *Session) LUNReset(ctx context.Context, lun uint64) error {
-	cc := s.current()
-	if cc == nil {
-		return s.downErr(errors.New("no connection"))
-	}
-	return cc.lunReset(ctx, lun)
+	_, err := s.TaskManagement(ctx, TMFLogicalUnitReset, lun)
+	return err
 }
 
 // Drop tears the connection down at once: every command in flight fails
@@ -678,42 +676,28 @@ func (cc *clientConn) fence(ct *ctask) {
 	}
 	if err == nil || errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrSessionDown) {
 		ctx, cancel := context.WithTimeout(context.Background(), cc.s.cfg.TMFTimeout)
-		err = cc.lunReset(ctx, ct.lun)
+		_, err = cc.taskSet(ctx, TMFLogicalUnitReset, ct.lun)
 		cancel()
 		if err == nil {
-			return // lunReset settled it with the LU's other tasks
+			return // the reset settled it with the LU's other tasks
 		}
 	}
 	cc.fail(fmt.Errorf("neither ABORT TASK nor LUN RESET ended an abandoned command: %v", err))
 }
 
-// lunReset sends LOGICAL UNIT RESET and, when the target answers Function
-// Complete, settles every abandoned command on the LU.
-func (cc *clientConn) lunReset(ctx context.Context, lun uint64) error {
-	resp, err := cc.control(ctx, kindTMF, TMFLogicalUnitReset, lun, ReservedTag)
-	if err != nil {
-		return err
-	}
-	if resp != TMFRespComplete {
-		return ioerr.NewError(ioerr.ClassPathFailure, "lun reset", fmt.Errorf("target answered LUN RESET with response %d", resp))
-	}
-	cc.mu.Lock()
-	for _, t := range cc.mu.tasks {
-		if t.kind == kindCmd && t.abandoned && t.lun == lun && t.settle != nil {
-			close(t.settle)
-			t.settle = nil
-		}
-	}
-	cc.mu.Unlock()
-	return nil
-}
-
 // control sends an immediate NOP-Out ping, TMF request or logout and waits
 // for its answer; it returns a TMF's response code.
 func (cc *clientConn) control(ctx context.Context, kind int, fn uint8, lun uint64, ref uint32, refSN ...uint32) (uint8, error) {
+	resp, _, err := cc.controlSN(ctx, kind, fn, lun, ref, refSN...)
+	return resp, err
+}
+
+// controlSN is control that also returns the CmdSN the request carried:
+// the commands sent before it have lower ones.
+func (cc *clientConn) controlSN(ctx context.Context, kind int, fn uint8, lun uint64, ref uint32, refSN ...uint32) (uint8, uint32, error) {
 	ct := &ctask{kind: kind, lun: lun, done: make(chan struct{}), t: &Task{LUN: lun}}
 	if err := cc.begin(ctx, ct, true); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var m Message
 	switch kind {
@@ -732,7 +716,7 @@ func (cc *clientConn) control(ctx context.Context, kind int, fn uint8, lun uint6
 	err := cc.write(ctx, m, nil)
 	cc.release()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	select {
 	case <-ct.done:
@@ -742,9 +726,9 @@ func (cc *clientConn) control(ctx context.Context, kind int, fn uint8, lun uint6
 			ct.abandoned = true // the entry stays: a late answer finishes it
 		}
 		cc.mu.Unlock()
-		return 0, cc.timeoutErr(ctx.Err())
+		return 0, 0, cc.timeoutErr(ctx.Err())
 	}
-	return ct.tmfResp, ct.err
+	return ct.tmfResp, ct.cmdSN, ct.err
 }
 
 // SetTMFTimeout changes the bound on task management requests and pings

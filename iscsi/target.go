@@ -166,6 +166,7 @@ type Target struct {
 	intercept atomic.Pointer[InterceptFunc]
 	drop      atomic.Pointer[DropFunc]
 	quick     QuickHandler // h, when it has the capability
+	tmfs      tmfCounts    // task management requests answered (tmf_count.go)
 
 	mu struct {
 		sync.Mutex

@@ -97,7 +97,7 @@ func (c *conn) command(p *PDU, failSense []byte) error {
 	}
 	lun, lunOK := DecodeLUN(m.LUN)
 	ctx, cancel := context.WithCancel(context.Background())
-	tk := &task{s: s, itt: m.ITT, lun: lun, lunF: m.LUN, edtl: m.ExpectedDataTransferLength, read: m.Read, write: m.Write,
+	tk := &task{s: s, itt: m.ITT, cmdSN: m.CmdSN, lun: lun, lunF: m.LUN, edtl: m.ExpectedDataTransferLength, read: m.Read, write: m.Write,
 		spdtl: -1, ctx: ctx, cancel: cancel, done: make(chan struct{}), r2ts: map[uint32]*r2tState{}}
 	tk.cmd = scsi.Command{Nexus: s.nexus, LUN: lun, CDB: cdb, Tag: uint64(m.ITT), Attr: taskAttr(m.Attr)}
 	if !lunOK {
@@ -358,6 +358,11 @@ func (s *session) finish(tk *task) {
 	close(tk.done)
 }
 
+// completedHook, when set (tests only), runs after a task completed and
+// before its answer is sent: the window in which an ABORT TASK for it
+// must be answered TASK DOES NOT EXIST.
+var completedHook func(itt uint32)
+
 // run executes a task and answers it, unless it was aborted meanwhile.
 func (s *session) run(tk *task) {
 	defer s.tasks.Done()
@@ -368,9 +373,16 @@ func (s *session) run(tk *task) {
 		s.c.close()
 		return
 	}
+	// Deciding to answer and an abort's decision to abort are one step
+	// under s.mu: a task whose GOOD status goes out is never also
+	// reported aborted to an ABORT TASK that raced with it.
 	s.mu.Lock()
 	aborted, notify := tk.aborted, tk.abortNotify
+	tk.completed = !aborted && ran
 	s.mu.Unlock()
+	if h := completedHook; h != nil && tk.completed {
+		h(tk.itt)
+	}
 	if aborted || !ran {
 		if notify {
 			s.sendAborted(tk)
@@ -516,17 +528,25 @@ func (s *session) sendAborted(tk *task) {
 // still reach the logical unit: a task not yet started never will, a
 // running one is cancelled and waited for (scsi.Handler's contract makes
 // Execute return promptly and begin no side effect after cancellation).
-// notify answers them with TASK ABORTED.
-func (s *session) abort(ts []*task, notify bool) {
+// notify answers them with TASK ABORTED. A task that already completed
+// (its answer is being sent) is not aborted; abort still waits for its
+// answer to go out, so the caller's own answer follows it. abort returns
+// how many tasks it aborted.
+func (s *session) abort(ts []*task, notify bool) int {
 	var wait, idle []*task
+	n := 0
 	s.mu.Lock()
 	for _, tk := range ts {
-		if tk.finished || tk.aborted {
+		if tk.finished || tk.aborted || tk.completed {
 			if !tk.finished {
 				wait = append(wait, tk)
+				if tk.aborted {
+					n++ // aborted already: it will not complete either
+				}
 			}
 			continue
 		}
+		n++
 		tk.aborted, tk.abortNotify = true, notify
 		tk.cancel()
 		if tk.running {
@@ -545,6 +565,7 @@ func (s *session) abort(ts []*task, notify bool) {
 	for _, tk := range wait {
 		<-tk.done
 	}
+	return n
 }
 
 // tasksWhere returns the session's tasks that match keep.
@@ -569,6 +590,12 @@ func (c *conn) taskManagement(m *TMFRequest) {
 	lun, lunOK := DecodeLUN(m.LUN)
 	onLUN := func(tk *task) bool { return tk.lunF == m.LUN }
 	all := func(*task) bool { return true }
+	// mine narrows keep to this session's commands the request covers:
+	// those sent before it (RFC 7143 4.2.3.3: a lower CmdSN), not those
+	// that arrived while it runs.
+	mine := func(keep func(*task) bool) func(*task) bool {
+		return func(tk *task) bool { return keep(tk) && int32(tk.cmdSN-m.CmdSN) < 0 }
+	}
 	// abortEverywhere aborts the matching tasks of every session: this
 	// session's silently, the others' with TASK ABORTED.
 	abortEverywhere := func(keep func(*task) bool) {
@@ -578,7 +605,7 @@ func (c *conn) taskManagement(m *TMFRequest) {
 			}
 			o.abort(o.tasksWhere(keep), true)
 		}
-		s.abort(s.tasksWhere(keep), false)
+		s.abort(s.tasksWhere(mine(keep)), false)
 	}
 	switch m.Function {
 	case TMFAbortTask:
@@ -587,7 +614,10 @@ func (c *conn) taskManagement(m *TMFRequest) {
 		s.mu.Unlock()
 		switch {
 		case tk != nil && tk.lunF == m.LUN:
-			s.abort([]*task{tk}, false)
+			if s.abort([]*task{tk}, false) == 0 {
+				// It completed before the request reached it.
+				resp.Response = TMFRespNoTask
+			}
 		case tk != nil:
 			resp.Response = TMFRespNoTask
 		case c.inWindow(m.RefCmdSN) && int32(m.RefCmdSN-m.CmdSN) < 0:
@@ -605,7 +635,7 @@ func (c *conn) taskManagement(m *TMFRequest) {
 			resp.Response = TMFRespNoLUN
 			break
 		}
-		s.abort(s.tasksWhere(onLUN), false)
+		s.abort(s.tasksWhere(mine(onLUN)), false)
 	case TMFClearTaskSet:
 		if !lunOK || !s.lunExists(lun) {
 			resp.Response = TMFRespNoLUN
@@ -633,6 +663,7 @@ func (c *conn) taskManagement(m *TMFRequest) {
 		resp.Response = TMFRespNotSupported
 	}
 	t.logf("iscsi: %s (ISID %s): task management function %d on LUN %d: response %d", s.nexus.Initiator, s.nexus.ISID, m.Function, lun, resp.Response)
+	t.tmfs.add(m.Function, resp.Response)
 	_ = c.send(resp, nil, true, true)
 	if m.Function == TMFTargetColdReset && resp.Response == TMFRespComplete {
 		// RFC 7143 11.5.1: after a cold reset the target closes every

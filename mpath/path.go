@@ -41,6 +41,27 @@ func ParsePathState(s string) (PathState, error) {
 	return StateUnknown, fmt.Errorf("unknown path state %q (want active, standby, disabled, dead or unknown)", s)
 }
 
+// StateSummary counts paths by state, in the order of the states
+// ("2 active, 1 dead"); "no paths" for none.
+func StateSummary(paths []*Path) string {
+	var n [len(stateNames)]int
+	for _, p := range paths {
+		if s := p.State(); int(s) < len(n) {
+			n[s]++
+		}
+	}
+	var parts []string
+	for _, s := range []PathState{StateActive, StateStandby, StateDisabled, StateDead, StateUnknown} {
+		if n[s] > 0 {
+			parts = append(parts, strconv.Itoa(n[s])+" "+s.String())
+		}
+	}
+	if len(parts) == 0 {
+		return "no paths"
+	}
+	return strings.Join(parts, ", ")
+}
+
 // Location is a path's adapter:channel:target:lun address.
 type Location struct {
 	Adapter int // the N of vmhbaN

@@ -23,8 +23,25 @@ type Sharing struct {
 	// (Self) included.
 	Holders []ShareHolder `json:"holders"`
 	// Unlocked lists the paths whose store no lock covers, and why (an
-	// NBD export, an iSCSI LU).
+	// NBD export, an iSCSI LU with lock_sector: none or whose last block
+	// holds data).
 	Unlocked []string `json:"unlocked,omitempty"`
+	// LULock is the state of the lock in the device's array LU (its last
+	// block): "held" or "lost"; empty when the device keeps none.
+	LULock string `json:"lu_lock,omitempty"`
+	// LockLost says when and why the LU lock was lost: the device refuses
+	// writes, discards and flushes (ENOLCK) until it is mounted again.
+	LockLost *LockLost `json:"lock_lost,omitempty"`
+}
+
+// LockLost is a lost LU lock, as status shows it.
+type LockLost struct {
+	Since time.Time `json:"since"`
+	// Reason says how it was lost and how to recover.
+	Reason string `json:"reason"`
+	// Holder is the entry that stands in the record instead of this
+	// host's, if any.
+	Holder *ShareHolder `json:"holder,omitempty"`
 }
 
 // ShareHolder is one host holding a store: what it recorded beside its

@@ -20,8 +20,8 @@ func (d *Device) Status() mpath.DeviceStatus {
 		Vendor:               ident.Vendor,
 		Model:                ident.Model,
 		MPP:                  "NMP",
-		SATP:                 d.satp.Name(),
-		SATPConfig:           d.satp.Config(),
+		SATP:                 d.SATP().Name(),
+		SATPConfig:           d.SATP().Config(),
 		PSP:                  psp.Name(),
 		PSPConfig:            psp.Config(),
 		Failovers:            d.failovers.Load(),
@@ -72,7 +72,7 @@ func (d *Device) Status() mpath.DeviceStatus {
 			ps.Group = -1
 		}
 		d.decorateHedge(p, &ps) // hedge_slow.go
-		if dec, ok := d.satp.(PathDecorator); ok {
+		if dec, ok := d.SATP().(PathDecorator); ok {
 			dec.DecoratePath(p, &ps)
 		}
 		st.Paths = append(st.Paths, ps)
@@ -155,7 +155,9 @@ func (d *Device) SetPathRank(name string, rank int) error {
 }
 
 // AddPath adds a path to the device live, after checking it leads to the
-// same store. It is probed at once and joins as active or dead.
+// same store. It joins as unknown, carrying no I/O, and is probed at once;
+// AddPath returns once the probe's verdict (active, standby or dead, within
+// the probe timeout) was applied.
 func (d *Device) AddPath(p *mpath.Path) error {
 	d.mu.Lock()
 	seen := map[string]bool{}
@@ -167,8 +169,15 @@ func (d *Device) AddPath(p *mpath.Path) error {
 	if err != nil {
 		return err
 	}
-	perr := d.probe(d.stopper.ctx, p)
-	return d.tell(event{kind: evAdd, path: p, err: perr}).err
+	if err := d.tell(event{kind: evAdd, path: p}).err; err != nil {
+		return err
+	}
+	if d.probeNow([]*mpath.Path{p}) {
+		// As after CheckNow: a path its probe left unknown (busy) is
+		// probed again soon.
+		d.tell(event{kind: evChecked})
+	}
+	return nil
 }
 
 // RemovePath takes a path out of the device and closes its backend, once

@@ -112,7 +112,21 @@ func (d *Device) CheckNow() { d.checkRound(time.Time{}, false) }
 // and the round's end is an event too (sched: a round the owner started,
 // at start, whose end schedules the next).
 func (d *Device) checkRound(start time.Time, sched bool) {
-	paths := d.Paths()
+	if !d.probeNow(d.Paths()) {
+		return // closed
+	}
+	if _, ok := d.SATP().(Updater); ok {
+		ctx, cancel := context.WithTimeout(d.stopper.ctx, d.cfg.ProbeTimeout)
+		d.update(ctx)
+		cancel()
+	}
+	d.tell(event{kind: evChecked, start: start, sched: sched})
+}
+
+// probeNow probes paths (those switched off or in PDL excepted) in
+// parallel, each under its own deadline, and has the owner apply the
+// results as one event; false: the device closed.
+func (d *Device) probeNow(paths []*mpath.Path) bool {
 	results := make([]probeResult, 0, len(paths))
 	for _, p := range paths {
 		if p.AdminOff() || p.PDL() {
@@ -134,15 +148,7 @@ func (d *Device) checkRound(start time.Time, sched bool) {
 	}
 	wg.Wait()
 	d.probedPDL(results) // state.go: a probe answered with PDL marks its path
-	if d.tell(event{kind: evProbed, probes: results}).err != nil {
-		return // closed
-	}
-	if _, ok := d.satp.(Updater); ok {
-		ctx, cancel := context.WithTimeout(d.stopper.ctx, d.cfg.ProbeTimeout)
-		d.update(ctx)
-		cancel()
-	}
-	d.tell(event{kind: evChecked, start: start, sched: sched})
+	return d.tell(event{kind: evProbed, probes: results}).err == nil
 }
 
 // update asks an Updater SATP to re-inquire path states (I/O, in the
@@ -152,7 +158,7 @@ func (d *Device) update(ctx context.Context) { d.updateWith(ctx, d.tell) }
 // updateWith is update reporting through send: tell, or report for an I/O
 // whose retry waits for the new states (a unit attention).
 func (d *Device) updateWith(ctx context.Context, send func(event) result) {
-	u, ok := d.satp.(Updater)
+	u, ok := d.SATP().(Updater)
 	if !ok {
 		return
 	}

@@ -327,9 +327,11 @@ func (s *decider) ioFailed(ev event) {
 		s.emit(action{kind: actSetPDL, path: p, on: true})
 		changed = true
 	}
-	if v.State != mpath.StateUnknown && p.State() == mpath.StateActive && !p.AdminOff() {
+	// A path still unknown meets a failure only through its first probe
+	// (it carries no I/O): that judges it too.
+	if cur := p.State(); v.State != mpath.StateUnknown && (cur == mpath.StateActive || cur == mpath.StateUnknown) && !p.AdminOff() {
 		s.setState(p, v.State, fmt.Sprintf("%s on %s: %v", v.Class, ev.op, ev.err), ev.now)
-		if v.State == mpath.StateDead {
+		if v.State == mpath.StateDead && cur == mpath.StateActive {
 			s.noteFailure(p, ev.now)
 		}
 		changed = true
@@ -398,12 +400,18 @@ func (s *decider) checked(ev event) {
 			}
 		}
 	}
+	// A path the probes left unknown (busy) is probed again soon, not a
+	// whole check interval later.
+	pending := s.pending()
 	if !ev.sched {
+		if pending && !s.checking {
+			s.emit(action{kind: actSchedule, after: min(s.cfg.CheckInterval, apdCheckInterval)})
+		}
 		return
 	}
 	s.checking = false
 	next := s.cfg.CheckInterval
-	if noUsable {
+	if noUsable || pending {
 		next = min(next, apdCheckInterval)
 	}
 	s.emit(action{kind: actSchedule, after: max(0, next-ev.now.Sub(ev.start))})
@@ -418,6 +426,9 @@ func (s *decider) applyChanges(changes []Change, now time.Time) {
 		p := c.Path
 		if p.AdminOff() || p.PDL() || !s.has(p) {
 			continue
+		}
+		if p.State() == mpath.StateUnknown {
+			continue // only its first probe judges a new path
 		}
 		if c.State == p.State() {
 			// The SATP regroups a path (ALUA AO <-> ANO) without a state
@@ -464,18 +475,19 @@ func (s *decider) admin(ev event) {
 	s.rebuild()
 }
 
-// add takes a new path into the device in the state its probe says.
+// add takes a new path into the device as unknown: it carries no I/O until
+// its first probe (the caller's, an evProbed) judged it.
 func (s *decider) add(ev event) {
 	p := ev.path
 	if findPath(s.paths, p.Name) != nil {
 		s.res.err = fmt.Errorf("device %s already has a path %s", s.name, p.Name)
 		return
 	}
-	want, reason := s.satp.Checked(p, ev.err)
 	s.paths = append(s.paths, p)
-	// A path joining is not a transition: no path-state event.
-	s.emit(action{kind: actSetState, path: p, from: p.State(), to: want, reason: "added: " + reason})
-	s.publish(mpath.Event{Time: ev.now, Kind: "path-added", Path: p.Name, To: want.String(), Reason: p.URI})
+	// A path joining is not a transition: no path-state event (its first
+	// probe's verdict is one, from unknown).
+	s.emit(action{kind: actSetState, path: p, from: p.State(), to: mpath.StateUnknown, reason: ReasonUnprobed})
+	s.publish(mpath.Event{Time: ev.now, Kind: "path-added", Path: p.Name, To: mpath.StateUnknown.String(), Reason: p.URI})
 	s.emit(action{kind: actCaps})
 	s.rebuild()
 }
@@ -553,7 +565,9 @@ func (s *decider) view(now time.Time) (*View, []action) {
 	}
 	s.applyFailback(nv) // policy.go
 	s.usable = len(nv.Usable)
-	if len(nv.Usable) == 0 && !s.closed {
+	// Paths not probed yet (claimed, added) are not down: no APD while one
+	// waits for its first probe, which is bounded by the probe timeout.
+	if len(nv.Usable) == 0 && !s.closed && !s.pending() {
 		if s.apdSince.IsZero() {
 			s.apdSince = now
 			s.publish(mpath.Event{Time: now, Kind: "apd-enter", Reason: "no usable path"})
@@ -567,6 +581,22 @@ func (s *decider) view(now time.Time) (*View, []action) {
 		s.apdSince = time.Time{}
 	}
 	return nv, s.out
+}
+
+// ReasonUnprobed is the reason of a path's unknown state: it joined (at
+// claim, live, by a rescan, back from offline) and waits for its first
+// probe.
+const ReasonUnprobed = "waiting for its first probe"
+
+// pending reports whether a path in service waits for its first probe
+// (unknown, not switched off, not in PDL).
+func (s *decider) pending() bool {
+	for _, p := range s.paths {
+		if p.State() == mpath.StateUnknown && !p.AdminOff() && !p.PDL() {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *decider) has(p *mpath.Path) bool {

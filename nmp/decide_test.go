@@ -29,8 +29,10 @@ import (
 // Commands:
 //
 //	paths N [satp=NAME|activator|grouped] [check=D] [flap-threshold=N] [flap-window=D] [hold-down=D]
-//	        [failback=MODE] [no-path-retry=V] [apd=D]
-//	                          a decider over paths p1…pN, all active
+//	        [failback=MODE] [no-path-retry=V] [apd=D] [unprobed]
+//	                          a decider over paths p1…pN, all active (unprobed:
+//	                          all unknown, as NewDevice makes them before its
+//	                          first probe)
 //	io-failed PATH CLASS [op=OP]   an I/O failed on PATH with an error of CLASS
 //	probed PATH=ok|CLASS…     a checker round's probe results
 //	checked [sched] [took=D]  the round is over (sched: one the decider started)
@@ -38,7 +40,7 @@ import (
 //	activated [failed]        an activation returned
 //	admin PATH on|off [probe=CLASS]
 //	fail PATH                 hot removal
-//	add NAME [probe=CLASS]    a path joins
+//	add NAME                  a path joins (unknown until a probed judges it)
 //	remove NAME               a path leaves
 //	tick                      the check timer fired
 //	close                     the device closes
@@ -159,10 +161,8 @@ func (ds *decideStory) run(cmd string) []string {
 	case "add":
 		ev.kind = evAdd
 		ev.path = &mpath.Path{Name: args[0], URI: "fake://" + args[0]}
-		for _, a := range args[1:] {
-			if v, ok := strings.CutPrefix(a, "probe="); ok {
-				ev.err = ds.probeErr(v)
-			}
+		if len(args) > 1 {
+			ds.t.Fatalf("%q: add takes a name only (a probe's verdict is a probed line)", cmd)
 		}
 	case "remove":
 		ev.kind, ev.name = evRemove, args[0]
@@ -254,6 +254,7 @@ func (ds *decideStory) newDecider(args []string) {
 	require.NoError(ds.t, err)
 	ds.cfg = mpath.DeviceConfig{Name: "dev0"}
 	satpName := SATPDefaultAA
+	unprobed := false
 	for _, a := range args[1:] {
 		k, v, _ := strings.Cut(a, "=")
 		dur := func() time.Duration {
@@ -278,6 +279,8 @@ func (ds *decideStory) newDecider(args []string) {
 			ds.cfg.NoPathRetry = v
 		case "apd":
 			ds.cfg.APDTimeout = dur()
+		case "unprobed":
+			unprobed = true
 		default:
 			ds.t.Fatalf("paths: unknown option %s", a)
 		}
@@ -300,7 +303,11 @@ func (ds *decideStory) newDecider(args []string) {
 	var paths []*mpath.Path
 	for i := range n {
 		p := &mpath.Path{Name: fmt.Sprintf("p%d", i+1), URI: fmt.Sprintf("fake://p%d", i+1)}
-		p.SetState(mpath.StateActive, "claimed", ds.now)
+		if unprobed {
+			p.SetState(mpath.StateUnknown, ReasonUnprobed, ds.now)
+		} else {
+			p.SetState(mpath.StateActive, "claimed", ds.now)
+		}
 		paths = append(paths, p)
 	}
 	ds.start = ds.now

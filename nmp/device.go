@@ -1,7 +1,6 @@
 package nmp
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -35,7 +34,7 @@ type Device struct {
 	events *mpath.Events
 	view   atomic.Pointer[View]
 	psp    atomic.Pointer[pspBox]
-	satp   SATP
+	satp   atomic.Pointer[satpBox] // SetSATP replaces it (satp_swap.go)
 	tracer atomic.Pointer[tracerBox]
 	obs    atomic.Pointer[observerBox]
 
@@ -133,7 +132,7 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", cfg.Name, err)
 	}
-	d.satp = satp
+	d.satp.Store(&satpBox{satp})
 	d.cfg.SATP = satpName
 	pspName := cfg.PSP
 	if pspName == "" {
@@ -151,7 +150,7 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	now := time.Now()
 	for _, p := range paths {
 		if p.State() == mpath.StateUnknown {
-			p.SetState(mpath.StateActive, "claimed", now)
+			p.SetState(mpath.StateUnknown, ReasonUnprobed, now)
 		}
 	}
 	d.view.Store(&View{changed: make(chan struct{})})
@@ -162,13 +161,12 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	d.mu.Unlock()
 	d.timer = time.NewTimer(d.cfg.CheckInterval)
 	d.stopper.goWork(d.own)
-	// An SATP that learns path groups from the paths (ALUA) asks them now,
-	// before the first I/O.
-	if _, ok := satp.(Updater); ok {
-		ctx, cancel := context.WithTimeout(d.stopper.ctx, cfg.ProbeTimeout)
-		d.update(ctx)
-		cancel()
-	}
+	// The paths start unknown: the first round of the checker judges
+	// them before the device is handed out (in parallel, each within the
+	// probe timeout; a path whose probe times out is dead), and an SATP
+	// that learns path groups from the paths (ALUA) asks them in it, so
+	// the first I/O finds its paths judged and grouped.
+	d.CheckNow()
 	return d, nil
 }
 
@@ -261,7 +259,7 @@ func (d *Device) View() *View { return d.view.Load() }
 func (d *Device) PSP() PSP { return d.psp.Load().psp }
 
 // SATP returns the device's storage array type plugin.
-func (d *Device) SATP() SATP { return d.satp }
+func (d *Device) SATP() SATP { return d.satp.Load().satp }
 
 // updateCapsLocked offers discard and write-zeroes only when every path can.
 func (d *Device) updateCapsLocked() {

@@ -281,7 +281,7 @@ func (d *Device) execLeg(ctx context.Context, path *mpath.Path, op mpath.OpKind,
 // is out of service already reports nothing: nothing could change.
 func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, err error) Verdict {
 	err = d.mediumCheck(path, op, err) // satp_default.go: a bad block is not a dead path
-	v := d.satp.Classify(path, op, err)
+	v := d.SATP().Classify(path, op, err)
 	path.Failed(v.Class)
 	if v.Class == ioerr.ClassConflict {
 		d.noteConflict(path, op, err) // pr.go: no state change, no retry
@@ -319,10 +319,23 @@ func (d *Device) waitForPath(ctx context.Context, v *View) error {
 		}
 	}
 	since := d.mu.dec.apdSince
+	pending := len(v.Usable) == 0 && d.mu.dec.pending()
 	limit, forever, why := d.mu.dec.waitLimit() // policy.go: no_path_retry, queue on|off
 	d.mu.Unlock()
 	if allPDL {
 		return &ioerr.Error{Class: ioerr.ClassPermanentLoss, Op: "io", Err: fmt.Errorf("device %s: every path reports permanent device loss: %w", d.name, ioerr.ErrNoPaths)}
+	}
+	if since.IsZero() && pending {
+		// Not All-Paths-Down: the paths wait for their first probe,
+		// whose verdict (bounded by the probe timeout) is a new view.
+		select {
+		case <-v.Changed():
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-d.stopper.done():
+			return ioerr.ErrClosed
+		}
 	}
 	if since.IsZero() {
 		return nil

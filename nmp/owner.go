@@ -149,7 +149,7 @@ func (d *Device) startCheck(now time.Time) {
 // startActivation runs the SATP's activation (trespass, STPG) under the I/O
 // timeout; its outcome is an event.
 func (d *Device) startActivation(paths []*mpath.Path) {
-	a, ok := d.satp.(Activator)
+	a, ok := d.SATP().(Activator)
 	if !ok {
 		return
 	}

@@ -168,7 +168,7 @@ func (d *Device) probedPDL(results []probeResult) {
 		if r.err == nil || r.p.PDL() {
 			continue
 		}
-		v := d.satp.Classify(r.p, mpath.OpProbe, r.err)
+		v := d.SATP().Classify(r.p, mpath.OpProbe, r.err)
 		if v.Class != ioerr.ClassPermanentLoss {
 			continue
 		}

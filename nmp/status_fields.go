@@ -39,7 +39,7 @@ func (d *Device) stateFields(st *mpath.DeviceStatus, v *View, psp PSP, paths []*
 		st.StateSince = &t
 	}
 	st.HWHandler = "0"
-	if h, ok := d.satp.(HWHandlerer); ok {
+	if h, ok := d.SATP().(HWHandlerer); ok {
 		st.HWHandler = h.HWHandler()
 	}
 	// Working paths: the current path of a one-path PSP, else the paths a
@@ -62,7 +62,7 @@ func (d *Device) stateFields(st *mpath.DeviceStatus, v *View, psp PSP, paths []*
 	st.WorkingPaths = []string{}
 	for i, p := range paths {
 		ps := &st.Paths[i]
-		pathFields(ps, p, held[p], d.satp.Name(), psp, working[p])
+		pathFields(ps, p, held[p], d.SATP().Name(), psp, working[p])
 		if working[p] {
 			st.WorkingPaths = append(st.WorkingPaths, p.Name)
 		}
@@ -133,8 +133,8 @@ func pathFields(ps *mpath.PathStatus, p *mpath.Path, heldDown bool, satp string,
 		ps.DMState, ps.Checker, ps.DevState = "failed", "faulty", "transport-offline"
 	case state == mpath.StateStandby:
 		ps.Checker = "ghost"
-	case state == mpath.StateUnknown:
-		ps.Checker = "undef"
+	case state == mpath.StateUnknown: // not probed yet: carries no I/O
+		ps.DMState, ps.Checker = "undef", "undef"
 	}
 	switch {
 	case state == mpath.StateDead || p.PDL():

@@ -261,6 +261,14 @@ func printOutcomes(w io.Writer, out []host.ClaimOutcome, none string) {
 		if o.Rule != 0 {
 			rule = fmt.Sprintf(" (claim rule %d)", o.Rule)
 		}
+		if o.Plugins {
+			if o.Error != "" {
+				fmt.Fprintf(w, "%s: SATP and PSP stay %s: %s\n", o.Device, o.From, o.Error)
+			} else {
+				fmt.Fprintf(w, "%s: SATP and PSP %s -> %s: %s\n", o.Device, o.From, o.To, o.Why)
+			}
+			continue
+		}
 		if o.Error != "" {
 			fmt.Fprintf(w, "%s: path %s stays %s: %s\n", o.Device, o.Path, o.From, o.Error)
 			continue
@@ -287,7 +295,8 @@ func cmdClaimingAction(action string, args []string, stdout io.Writer) error {
 		"  take paths away from their devices live (flushed first); the last usable path of a device is refused (the device is in use)"
 	if action == "reclaim" {
 		usage = "claiming reclaim --device D [--json] [--control S]\n" +
-			"  claim a device's paths again with the runtime rules: paths a MASK_PATH rule matches are masked, masked and unclaimed paths the rules give back return"
+			"  claim a device's paths again with the runtime rules: paths a MASK_PATH rule matches are masked, masked and unclaimed paths the rules give back return;\n" +
+			"  the device gets the SATP and PSP the SATP rules and default PSPs give it now, replaced live (the device stays in use)"
 	}
 	fs := newFlags(stdout, "claiming "+action, usage)
 	ctl := fs.String("control", "", "control socket")
@@ -425,17 +434,23 @@ func cmdSATPList(args []string, stdout io.Writer) error {
 	if len(pos) > 0 {
 		return usagef("satp list takes no arguments")
 	}
-	list := fromMount(*ctl, func(c *control.Client) ([]nmp.PluginInfo, error) {
+	list := fromMount(*ctl, func(c *control.Client) ([]host.SATPInfo, error) {
 		rep, err := c.SATPs(context.Background())
 		return rep.SATPs, err
-	}, nmp.SATPs)
+	}, func() []host.SATPInfo {
+		var out []host.SATPInfo
+		for _, p := range nmp.SATPs() {
+			out = append(out, host.SATPInfo{PluginInfo: p, DefaultPSPSource: "plugin"})
+		}
+		return out
+	})
 	if *asJSON {
 		return printJSON(stdout, map[string]any{"satps": list})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "Name\tDefault PSP\tDescription")
+	fmt.Fprintln(tw, "Name\tDefault PSP\tDefault PSP From\tDescription")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, s.DefaultPSP, s.Description)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, s.DefaultPSP, s.DefaultPSPSource, s.Description)
 	}
 	return tw.Flush()
 }
@@ -550,7 +565,9 @@ func cmdSATPRuleChange(action string, args []string, stdout io.Writer) error {
 }
 
 func cmdSATPSet(args []string, stdout io.Writer) error {
-	fs := newFlags(stdout, "satp set", "satp set --satp S --default-psp P [--control S]\n  the SATP's default PSP for the devices claimed from now on, for the mount's life (--default-psp \"\" : the plugin's own)")
+	fs := newFlags(stdout, "satp set", "satp set --satp S --default-psp P [--control S]\n"+
+		"  the SATP's default PSP for the devices claimed from now on (--default-psp \"\" : the plugin's own); written to the\n"+
+		"  config file's satp_default_psp when the mount has one, so it lasts across mounts; `claiming reclaim` applies it to a device")
 	ctl := fs.String("control", "", "control socket")
 	satp := strFlag(fs, "satp", "s", "the SATP")
 	psp := strFlag(fs, "default-psp", "P", "the new default PSP")
@@ -569,7 +586,7 @@ func cmdSATPSet(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: default PSP %s for the devices claimed from now on\n", info.Name, info.DefaultPSP)
+	fmt.Fprintf(stdout, "%s: default PSP %s for the devices claimed from now on (from: %s)\n", info.Name, info.DefaultPSP, info.DefaultPSPSource)
 	return nil
 }
 

@@ -713,7 +713,14 @@ func printSharing(w io.Writer, s *mpath.Sharing) {
 		}
 		who = append(who, fmt.Sprintf("slot %d: %s pid %d %s%s", h.Slot, h.Host, h.PID, h.Mountpoint, me))
 	}
-	fmt.Fprintf(w, "sharing=%s holders=[%s]\n", s.Mode, strings.Join(who, "; "))
+	lu := ""
+	if s.LULock != "" {
+		lu = " lu_lock=" + s.LULock
+	}
+	fmt.Fprintf(w, "sharing=%s%s holders=[%s]\n", s.Mode, lu, strings.Join(who, "; "))
+	if s.LockLost != nil {
+		fmt.Fprintf(w, "lock lost: %s\n", s.LockLost.Reason)
+	}
 	for _, u := range s.Unlocked {
 		fmt.Fprintf(w, "unlocked: %s\n", u)
 	}

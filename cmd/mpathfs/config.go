@@ -33,6 +33,9 @@ type Config struct {
 	ClaimRules []string `yaml:"claim_rules"`
 	// SATPRules are added to the default SATP rules.
 	SATPRules []nmp.SATPRule `yaml:"satp_rules"`
+	// SATPDefaultPSP sets SATPs' default PSPs (SATP name → PSP name), as
+	// `satp set --default-psp` writes it.
+	SATPDefaultPSP map[string]string `yaml:"satp_default_psp"`
 	// Scan are block-device globs: `adapter rescan` and hotplug claim the
 	// block devices they match that no path leads to yet.
 	Scan []string `yaml:"scan"`
@@ -83,7 +86,11 @@ func (c *Config) Validate() error {
 	if _, _, err := parseMemoryLimit(c.MemoryLimit); err != nil {
 		return err
 	}
-	if _, _, err := host.Rules(c.ClaimRules, c.SATPRules); err != nil {
+	_, satp, err := host.Rules(c.ClaimRules, c.SATPRules)
+	if err != nil {
+		return err
+	}
+	if err := host.SetDefaultPSPs(satp, c.SATPDefaultPSP); err != nil {
 		return err
 	}
 	if err := host.CheckScan(c.Scan); err != nil {

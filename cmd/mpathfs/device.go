@@ -111,7 +111,10 @@ func cmdReset(args []string, stdout io.Writer) error {
 		"    lun             every path to PATH's LU                    06/29/03\n"+
 		"    target          every path through PATH's target (vmhbaA:Cc:Tt)  06/29/03\n"+
 		"    bus             every path of PATH's adapter               06/29/02\n"+
-		"    abort-task-set  every path to PATH's LU; the others than PATH get 06/2f/00 (commands cleared by another initiator)")
+		"    abort-task-set  every path to PATH's LU; the others than PATH get 06/2f/00 (commands cleared by another initiator)\n"+
+		"  an iscsi:// path gets the real task management function sent to its target instead, and the target's own\n"+
+		"  unit attention: lun → LOGICAL UNIT RESET (once per LU), target and bus → TARGET WARM RESET (once per target),\n"+
+		"  abort-task-set → ABORT TASK SET (on each path: it ends its own nexus's tasks, and no unit attention follows)")
 	ctl := fs.String("control", "", "control socket")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseFlags(fs, args)
@@ -140,14 +143,32 @@ func cmdReset(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s reset on %s (%s): %d path(s) get unit attention %s on their next I/O; %d task(s) aborted\n",
 		rep.Kind, rep.Path, rep.Scope, ua, rep.Sense, rep.Aborted)
+	failed := 0
 	for _, p := range rep.Paths {
 		note := p.UnitAttention
-		if p.Skipped != "" {
+		switch {
+		case p.Skipped != "":
 			note = "skipped: " + p.Skipped
-		} else if note == "" {
+		case p.TMFError != "":
+			note = p.TMF + " failed: " + p.TMFError
+			failed++
+		case p.TMF != "" && p.TMF != host.TMFInjected:
+			note = p.TMF + " sent to the target"
+			if p.TMFSentOn != "" {
+				note = p.TMF + " sent on " + p.TMFSentOn
+			}
+			note += fmt.Sprintf(" (%d task(s) ended", p.Aborted)
+			if p.TMF != "ABORT TASK SET" {
+				note += "; the target's unit attention follows"
+			}
+			note += ")"
+		case note == "":
 			note = "no unit attention (the issuing path)"
 		}
 		fmt.Fprintf(stdout, "   %s  %s  %s\n", p.Name, p.Device, note)
+	}
+	if failed > 0 {
+		return fmt.Errorf("reset %s: the task management function failed on %d path(s) (above): nothing was done at the target for them", rep.Kind, failed)
 	}
 	return nil
 }

@@ -61,7 +61,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	scenarioFile := fs.String("scenario", "", "play this scenario file (see `mpathfs scenario`) once the mount is up")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at this address (loopback only), e.g. 127.0.0.1:9475")
 	multiWriter := fs.Bool("multi-writer", false, "share the stores with other hosts: up to 8 multi-writer mounts open one store (they must coordinate their writes, e.g. with a cluster lock manager); by default a store is opened by one host at a time and a second is refused, naming the holder")
-	lockSector := fs.String("lock-sector", "", "last: lock array LUs (iscsi:// paths) in the LU's last block, hidden from the device, by COMPARE AND WRITE with a heartbeat, as VMFS does; none (the default): no lock on array LUs")
+	lockSector := fs.String("lock-sector", "", "the lock of array LUs (iscsi:// paths) in the LU's last block, hidden from the device, taken by COMPARE AND WRITE and kept by a heartbeat, as VMFS does; a host that loses it stops writing (ENOLCK): auto (the default): when that block is empty or a lock record already, else the LU is served unlocked at full size with a warning; last: always, refusing an LU whose last block holds data; none: no lock on array LUs")
 	verify := fs.Bool("verify", false, "integrity oracle: checksum acknowledged writes, verify reads (`mpathfs verify DEVICE` checks)")
 	allowOther := fs.Bool("allow-other", false, "let other users open the device files")
 	debug := fs.Bool("debug", false, "log every FUSE request")
@@ -325,6 +325,9 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
+	if err := host.SetDefaultPSPs(satpRules, cfg.SATPDefaultPSP); err != nil {
+		return err
+	}
 	hopts := host.Options{Name: cfg.Host, Events: &mpath.Events{}, Claims: claims, SATPRules: satpRules, Verify: mo.verify, Mountpoint: mountpoint, Scan: cfg.Scan}
 	if mo.configFile != "" {
 		if hopts.ConfigFile, err = filepath.Abs(mo.configFile); err != nil {
@@ -340,8 +343,22 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	}
 	h := host.New(hopts)
 	defer h.Close()
+	// A lost LU lock is said on stderr as it happens (status and events
+	// keep it too).
+	lockEvents := hopts.Events.Subscribe(64)
+	defer lockEvents.Close()
+	go func() {
+		for ev := range lockEvents.C {
+			if ev.Kind == "lock-lost" {
+				fmt.Fprintf(os.Stderr, "mpathfs: lock lost: %s\n", ev.Reason)
+			}
+		}
+	}()
 	if err := h.Build(ctx, cfg.Devices); err != nil {
 		return err
+	}
+	for _, w := range h.LockWarnings() {
+		fmt.Fprintf(os.Stderr, "mpathfs: warning: %s\n", w)
 	}
 	devices := h.Devices()
 	if line := tuneProcs(devices); line != "" {
@@ -407,8 +424,11 @@ func serve(mountpoint string, cfg *Config, mo mountOptions, stdout io.Writer) er
 	}
 	for _, d := range devices {
 		st := d.Status()
-		fmt.Fprintf(stdout, "mpathfs: serving %s (%s, %d paths, %s + %s) at %s\n", d.Name(),
-			humanize.IBytes(uint64(d.Size())), len(d.Paths()), st.SATP, st.PSP, filepath.Join(mountpoint, d.Name()))
+		// The paths were probed once before the device was made: their
+		// states are the checker's verdicts.
+		paths := d.Paths()
+		fmt.Fprintf(stdout, "mpathfs: serving %s (%s, %d paths: %s; %s + %s) at %s\n", d.Name(),
+			humanize.IBytes(uint64(d.Size())), len(paths), mpath.StateSummary(paths), st.SATP, st.PSP, filepath.Join(mountpoint, d.Name()))
 	}
 	for _, m := range h.Masked() {
 		fmt.Fprintf(stdout, "mpathfs: not claimed by NMP: %s\n", m)

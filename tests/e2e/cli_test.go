@@ -186,6 +186,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"mount", "--max-requests", "-5", "--path", st, filepath.Join(dir, "m8")}, "max_requests -5"},
 		{[]string{"mount", "--memory-limit", "5MiB", "--path", st, filepath.Join(dir, "m9")}, "below 16 MiB"},
 		{[]string{"mount", "--memory-limit", "lots", "--path", st, filepath.Join(dir, "m9")}, "want auto, off or a size"},
+		{[]string{"mount", "--lock-sector", "first", "--path", st, filepath.Join(dir, "m9")}, `lock_sector "first": want auto (the default`},
+		{[]string{"mount", "--lock-sector", "last", "--path", st, filepath.Join(dir, "m9")}, "lock_sector: last locks array LUs through iSCSI paths"},
 	}
 	for _, c := range cases {
 		cmd := exec.Command(binary, c.args...)

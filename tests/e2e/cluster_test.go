@@ -67,10 +67,12 @@ func (s *arrayServer) hostURI(name string, i int) string {
 }
 
 // clusterHost mounts device d0 as host name over the given portals, with
-// the integrity checker, a fast path checker and extra flags.
+// the integrity checker, a fast path checker and extra flags. The hosts
+// share the LU as multi-writers (each holds a writer slot of the LU's
+// lock record): without --multi-writer the second would be refused.
 func clusterHost(t *testing.T, s *arrayServer, name string, portals []int, extra ...string) *mount {
 	t.Helper()
-	args := []string{"--name", "d0", "--verify", "--check-interval", "300ms", "--io-timeout", "3s"}
+	args := []string{"--name", "d0", "--verify", "--multi-writer", "--check-interval", "300ms", "--io-timeout", "3s"}
 	for _, i := range portals {
 		args = append(args, "--path", s.hostURI(name, i))
 	}
@@ -300,7 +302,10 @@ func TestClusterLockLoopContention(t *testing.T) {
 	names := []string{"a", "b", "c", "d"}
 	var hosts []*mount
 	for i, n := range names {
-		hosts = append(hosts, startMount(t, "--host", n, "--name", "d0", "--check-interval", "500ms", "--io-timeout", "3s",
+		// The reservations are the lock here: no LU lock record
+		// (--lock-sector none), whose heartbeat a reservation would
+		// refuse.
+		hosts = append(hosts, startMount(t, "--host", n, "--name", "d0", "--lock-sector", "none", "--check-interval", "500ms", "--io-timeout", "3s",
 			"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[i%2], s.iqn),
 			"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[2+i%2], s.iqn)))
 	}
@@ -355,10 +360,12 @@ func TestClusterLockLoopContention(t *testing.T) {
 }
 
 // prHost mounts d0 as `--host name` with the integrity checker, one path
-// to each controller (ports 1 and 3, or 2 and 4), round robin.
+// to each controller (ports 1 and 3, or 2 and 4), round robin. The
+// persistent reservation is the lock: no LU lock record (--lock-sector
+// none), whose heartbeat the other host's reservation would refuse.
 func prHost(t *testing.T, s *arrayServer, name string, first int) *mount {
 	t.Helper()
-	return startMount(t, "--host", name, "--name", "d0", "--verify", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1",
+	return startMount(t, "--host", name, "--name", "d0", "--lock-sector", "none", "--verify", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1",
 		"--check-interval", "500ms", "--io-timeout", "5s",
 		"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[first], s.iqn),
 		"--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[2+first], s.iqn))
@@ -486,8 +493,8 @@ controllers:
 	scn := fmt.Sprintf(`seed 3
 end 11s
 array serve array.yaml
-host a --name d0 --verify --check-interval 300ms --path iscsi://${portal1}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-a --path iscsi://${portal3}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-a
-host b --name d0 --verify --check-interval 300ms --path iscsi://${portal2}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-b --path iscsi://${portal4}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-b
+host a --name d0 --verify --multi-writer --check-interval 300ms --path iscsi://${portal1}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-a --path iscsi://${portal3}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-a
+host b --name d0 --verify --multi-writer --check-interval 300ms --path iscsi://${portal2}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-b --path iscsi://${portal4}/${target}/0?initiator=iqn.2026-01.io.mpathfs.e2e:scn-b
 at 0s host a exec fio --name=a --filename=${dev} --offset=0 %[1]s
 at 0s host b exec fio --name=b --filename=${dev} --offset=32M %[1]s
 at 2s host a policy d0 psp VMW_PSP_MRU

@@ -29,10 +29,12 @@ import (
 // startHost mounts device d0 over the array's ports ports as host name,
 // round robin over every active path (useANO=1: the array's controller B
 // is ANO, and a path added live is regrouped only by the SATP's next
-// update; the reservation logic, not ALUA, is under test here).
+// update; the reservation logic, not ALUA, is under test here). The
+// reservation is the lock: no LU lock record (--lock-sector none), whose
+// heartbeat the other host's reservation would refuse.
 func startHost(t *testing.T, s *arrayServer, name string, ports ...int) *mount {
 	t.Helper()
-	args := []string{"--host", name, "--name", "d0", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--psp-option", "useANO=1",
+	args := []string{"--host", name, "--name", "d0", "--lock-sector", "none", "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--psp-option", "useANO=1",
 		"--check-interval", "500ms", "--io-timeout", "3s"}
 	for _, p := range ports {
 		args = append(args, "--path", fmt.Sprintf("iscsi://%s/%s/0", s.portals[p], s.iqn))

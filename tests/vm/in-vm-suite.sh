@@ -47,6 +47,17 @@ sleep_until() { # epoch ms
   return 0
 }
 secs() { printf '%d.%02d' $(( $1 / 1000 )) $(( ($1 % 1000) / 10 )); }
+# poll_state SYS DEV: sets st to the path's state and tq to the middle of the
+# query (the state was read somewhere between its start and its end; a query
+# that takes long, a Go binary starting under TCG, must not add its own time
+# to the measurement), and adds the query's duration to the running totals.
+declare -A QMS QN
+poll_state() {
+  local a b
+  a=$(now_ms); st=$("${1}_path_state" "$2"); b=$(now_ms)
+  tq=$(( (a + b) / 2 ))
+  QMS[$1]=$(( ${QMS[$1]:-0} + b - a )); QN[$1]=$(( ${QN[$1]:-0} + 1 ))
+}
 
 [ "$(id -u)" = 0 ] || die "must run as root"
 for t in fio jq lsscsi multipath multipathd modprobe; do
@@ -141,10 +152,11 @@ run_case() {
   local tf; tf=$(now_ms)
   echo offline > "/sys/block/$pa/device/state"
   log "($sys) /dev/$pa offline"
-  local tfail=""
+  local tfail="" st="" tq=""
   while [ $(( $(now_ms) - t0 )) -lt $(( restore_at * 1000 - 200 )) ]; do
-    if [ -z "$tfail" ] && [ "$("${sys}_path_state" "$pa")" = failed ]; then
-      tfail=$(now_ms); log "($sys) path $pa marked failed after $(secs $((tfail - tf))) s"
+    if [ -z "$tfail" ]; then
+      poll_state "$sys" "$pa"
+      [ "$st" = failed ] && { tfail=$tq; log "($sys) path $pa marked failed after $(secs $((tfail - tf))) s"; }
     fi
     sleep 0.1
   done
@@ -152,10 +164,10 @@ run_case() {
   local tr; tr=$(now_ms)
   echo running > "/sys/block/$pa/device/state"
   log "($sys) /dev/$pa running again"
-  local tback="" st=""
+  local tback=""
   while [ $(( $(now_ms) - tr )) -lt $(( reinstate_limit * 1000 )) ]; do
-    st=$("${sys}_path_state" "$pa")
-    if [ "$st" = ok ]; then tback=$(now_ms); break; fi
+    poll_state "$sys" "$pa"
+    if [ "$st" = ok ]; then tback=$tq; break; fi
     sleep 0.1
   done
   if [ -n "$tback" ]; then
@@ -223,11 +235,33 @@ run_case() {
   R[$sys.failed]=${R[$sys.failed]:-not seen}
   R[$sys.reinstate]=${tback:+$(secs $((tback - tr))) s}
   R[$sys.reinstate]=${R[$sys.reinstate]:-"not within ${reinstate_limit} s"}
+  [ -n "${QN[$sys]:-}" ] && R[$sys.query]=$(( QMS[$sys] / QN[$sys] ))
+  # mpathfs's own record: the path-state events' timestamps (see run_mpathfs).
+  if [ "$sys" = mpathfs ] && [ -s "$scratch/mpathfs-events.jsonl" ]; then
+    local name tev
+    name=$(mpathfs status --control "$ctl" --json 2>/dev/null |
+      jq -r --arg u "block:///dev/$pa" '[.devices[].paths[] | select(.uri == $u) | .name][0] // empty')
+    tev=$(ev_ms "$name" '"dead","disabled","standby"' "$tf")
+    R[mpathfs.failed_ev]=${tev:+$(secs $((tev - tf))) s}
+    tev=$(ev_ms "$name" '"active"' "$tr")
+    R[mpathfs.reinstate_ev]=${tev:+$(secs $((tev - tr))) s}
+  fi
 
   cp "$pfx".* "${pfx}"_*.log "$work/" 2>/dev/null
   [ "$errs" = 0 ] || failed=1
   [ "$verr" = ok ] || failed=1
   [ -n "$tback" ] || failed=1
+}
+
+# ev_ms PATH-NAME STATES AFTER-MS: the time (epoch ms) of the first path-state
+# event of the path into one of STATES (a jq list body) at or after AFTER-MS.
+ev_ms() {
+  local t
+  t=$(jq -r --arg p "$1" "select(.kind == \"path-state\" and .path == \$p and (.to | IN($2))) | .time" \
+    "$scratch/mpathfs-events.jsonl" 2>/dev/null | while read -r x; do
+      m=$(date -d "$x" +%s%3N 2>/dev/null) && [ "$m" -ge "$3" ] && { echo "$m"; break; }
+    done)
+  echo "$t"
 }
 
 path_ios() { # reads + writes completed on both paths
@@ -373,7 +407,12 @@ run_mpathfs() {
   log "(b) /mnt/mp/lun ready (mpathfs pid $mp_pid)"
   mpathfs status --control "$ctl" --json | jq -M -c .
 
+  # mpathfs's event log, for the path-state times by its own clock.
+  mpathfs events --control "$ctl" --follow --json --last 0 >"$scratch/mpathfs-events.jsonl" 2>/dev/null &
+  local ev_pid=$!
   run_case mpathfs /mnt/mp/lun
+  kill "$ev_pid" 2>/dev/null; wait "$ev_pid" 2>/dev/null
+  cp "$scratch/mpathfs-events.jsonl" "$work/" 2>/dev/null
   mpathfs status --control "$ctl" --json | jq -M -c .
   stop_mpathfs
 }
@@ -519,6 +558,8 @@ col() { if [ -n "$na" ]; then echo "—"; else echo "${R[mpathfs.$1]:-?}"; fi; }
   echo "| mean IOPS | ${R[dm.iops_mean]:-?} | $(col iops_mean) |"
   echo "| path seen failed after the fault | ${R[dm.failed]:-?} | $(col failed) |"
   echo "| path in use again after it returned | ${R[dm.reinstate]:-?} | $(col reinstate) |"
+  echo "| the state query polled for the two rows above takes (mean ms; times are taken at its middle) | ${R[dm.query]:-?} | $(col query) |"
+  [ -z "$na" ] && echo "| failed / in use again by mpathfs's event log (path-state timestamps) | n/a | ${R[mpathfs.failed_ev]:-?} / ${R[mpathfs.reinstate_ev]:-?} |"
   [ -z "$na" ] && echo "| stopped by SIGTERM, unmounted | n/a | ${R[mpathfs.unmount]:-?} |"
   echo "| healthy IOPS (mean, second 2 to the fault) | ${R[dm.iops_healthy]:-?} | $(col iops_healthy) |"
   echo
@@ -530,8 +571,10 @@ col() { if [ -n "$na" ]; then echo "—"; else echo "${R[mpathfs.$1]:-?}"; fi; }
     echo "| healthy IOPS, mpathfs / FUSE ceiling (${R[ceiling.iops]:-?} IOPS) | $(ratio "$(col iops_healthy)" "${R[ceiling.iops]:-?}") | >= 0.9 |"
     echo "| healthy IOPS, mpathfs / dm-multipath | $(ratio "$(col iops_healthy)" "${R[dm.iops_healthy]:-?}") | FUSE costs a round trip dm does not |"
     echo "| FUSE ceiling / dm-multipath | $(ratio "${R[ceiling.iops]:-?}" "${R[dm.iops_healthy]:-?}") | the floor FUSE sets |"
-    echo "| path seen failed, mpathfs / dm | $(ratio "$(col failed)" "${R[dm.failed]:-?}") | <= 1 |"
-    echo "| path in use again, mpathfs / dm | $(ratio "$(col reinstate)" "${R[dm.reinstate]:-?}") | <= 1 |"
+    echo "| path seen failed, mpathfs / dm (polled) | $(ratio "$(col failed)" "${R[dm.failed]:-?}") | <= 1 |"
+    echo "| path in use again, mpathfs / dm (polled) | $(ratio "$(col reinstate)" "${R[dm.reinstate]:-?}") | <= 1 |"
+    echo "| path seen failed, mpathfs (event log) / dm (polled) | $(ratio "${R[mpathfs.failed_ev]:-?}" "${R[dm.failed]:-?}") | <= 1 |"
+    echo "| path in use again, mpathfs (event log) / dm (polled) | $(ratio "${R[mpathfs.reinstate_ev]:-?}" "${R[dm.reinstate]:-?}") | <= 1 |"
     echo "| max clat around the fault, mpathfs / dm | $(ratio "$(col clat_fault)" "${R[dm.clat_fault]:-?}") | <= 1 |"
     echo
   fi
