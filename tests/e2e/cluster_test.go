@@ -489,7 +489,7 @@ controllers:
   - {name: B, ports: [{id: 3, portal: "127.0.0.1:0"}, {id: 4, portal: "127.0.0.1:0"}]}
 `, filepath.Join(dir, "state"), filepath.Join(dir, "lu.img"))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "array.yaml"), []byte(cfg), 0o600))
-	fioArgs := "--direct=1 --rw=randrw --bs=4k --ioengine=libaio --iodepth=8 --size=8M --time_based --runtime=8 --verify=crc32c --verify_fatal=1"
+	fioArgs := "--direct=1 --rw=randrw --bs=4k --ioengine=libaio --iodepth=8 --size=8M --time_based --runtime=8 --verify=crc32c --verify_fatal=1 --verify_state_save=0"
 	scn := fmt.Sprintf(`seed 3
 end 11s
 array serve array.yaml

@@ -228,7 +228,9 @@ type fioResult struct {
 
 // runFio runs fio with JSON output; it returns the result and fio's exit error.
 func runFio(ctx context.Context, args ...string) (fioResult, string, error) {
-	full := append([]string{"--output-format=json"}, args...)
+	// --verify_state_save=0 before the first job: a global option, so no
+	// job of any test leaves a verify state file in the package directory.
+	full := append([]string{"--output-format=json", "--verify_state_save=0"}, args...)
 	cmd := exec.CommandContext(ctx, "fio", full...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
