@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -597,6 +598,7 @@ func TestTrespassOnIORace(t *testing.T) {
 	for _, n := range []scsi.Nexus{nxA, nxB} {
 		wg.Go(func() {
 			for range 2000 {
+				runtime.Gosched() // interleave even on one processor (GOMAXPROCS=1)
 				r := e.h.Execute(context.Background(), &scsi.Command{Nexus: n, CDB: cdbRW16(scsi.OpRead16, 0, 1, 0), DataInLen: 512})
 				if r.Status == scsi.StatusGood {
 					continue
