@@ -219,8 +219,8 @@ func (m *member) served() IO {
 		return io
 	}
 	f := &fenced{IO: io, lock: m.share.ats}
-	if _, ok := io.(reserver); ok {
-		return &fencedPR{f}
+	if r, ok := io.(reserver); ok {
+		return &fencedPR{f, r}
 	}
 	return f
 }
@@ -291,25 +291,10 @@ type reserver interface {
 }
 
 // fencedPR is fenced for a device that takes the reservation ioctls:
-// they pass through.
-type fencedPR struct{ *fenced }
-
-func (f *fencedPR) PRRegister(ctx context.Context, oldKey, newKey uint64, ignore bool) error {
-	return f.IO.(reserver).PRRegister(ctx, oldKey, newKey, ignore)
+// they pass through to it.
+type fencedPR struct {
+	*fenced
+	reserver
 }
 
-func (f *fencedPR) PRReserve(ctx context.Context, key uint64, typ scsi.PRType) error {
-	return f.IO.(reserver).PRReserve(ctx, key, typ)
-}
-
-func (f *fencedPR) PRRelease(ctx context.Context, key uint64, typ scsi.PRType) error {
-	return f.IO.(reserver).PRRelease(ctx, key, typ)
-}
-
-func (f *fencedPR) PRPreempt(ctx context.Context, key, victim uint64, typ scsi.PRType, abort bool) error {
-	return f.IO.(reserver).PRPreempt(ctx, key, victim, typ, abort)
-}
-
-func (f *fencedPR) PRClear(ctx context.Context, key uint64) error {
-	return f.IO.(reserver).PRClear(ctx, key)
-}
+var _ reserver = (*fencedPR)(nil)
