@@ -115,13 +115,8 @@ type tmfPath interface {
 }
 
 func tmfOf(p *mpath.Path) tmfPath {
-	if p.Backend == nil {
-		return nil
-	}
-	if t, ok := backends.As[tmfPath](p.Backend); ok {
-		return t
-	}
-	return nil
+	t, _ := backends.As[tmfPath](p.Backend)
+	return t
 }
 
 // Reset injects a reset or ABORT TASK SET of a kind on a path (ResetKinds).
