@@ -12,7 +12,8 @@
 # on vs off), hedges sent and won, whether the victim was reported slow.
 #
 # Knobs (env): PSPS, NPATHS [3], HG_RUNTIME [10], FAULT_AT [4], IO_TIMEOUT
-#   [1s], SECT [bench/results].
+#   [1s], SECT [bench/results], KEEP_LOGS (a directory: keep the
+#   per-I/O completion logs there).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -35,6 +36,30 @@ make_backing "$BACK" 256M
 MACHINE=$(machine_line)
 : >"$SUM"
 
+# The background: the same fio, no fault, on the bare go-fuse ceiling program
+# (same FUSE options, no nmp), once before each PSP's pair of runs: the
+# stalls any read on this machine can meet with no path and no hedge
+# involved — the floor under the latency goals, measured beside them.
+BG=$SECT/hedge-ceiling.jsonl
+: >"$BG"
+background() { # LABEL
+  [ "$HAVE_FUSECEILING" = 1 ] || return 0
+  start_fuseceiling hgceil "$BACK" "$WORK/mnt/hgceil"
+  timeout $((HG_RUNTIME + 60)) fio --name=hg --filename="$FC_DEV" --direct=1 --rw=randread --bs=4k \
+    --ioengine=libaio --iodepth=16 --numjobs=1 --size=256M --time_based --runtime="$HG_RUNTIME" \
+    --randrepeat=0 --allow_file_create=0 --fallocate=none --write_lat_log="$WORK/hgceil" --log_avg_msec=0 --log_unix_epoch=1 \
+    --output-format=json --output="$WORK/hgceil.fio.json" >/dev/null 2>&1
+  # the same window as the fault runs': [t0 + FAULT_AT − 1 s, t0 + FAULT_AT + 3 s]
+  local win
+  win=$(awk -F', *' -v at="$FAULT_AT" 'NR == 1 { f = $1 + at * 1000 }
+    $1 >= f - 1000 && $1 <= f + 3000 { lat = $2 / 1e6; if (lat > m) m = lat } END { printf "%.1f\n", m }' "$WORK/hgceil_clat.1.log")
+  rm -f "$WORK"/hgceil_*lat.1.log
+  jq -c --arg before "$1" --argjson win "${win:-0}" '.jobs[0] | {before: $before, iops: (.read.iops | round), max_clat_window_ms: $win, max_clat_ms: (.read.clat_ns.max / 1e5 | round / 10),
+    p9999_ms: (.read.clat_ns.percentile["99.990000"] / 1e5 | round / 10), p999_ms: (.read.clat_ns.percentile["99.900000"] / 1e5 | round / 10)}' \
+    "$WORK/hgceil.fio.json" | tee -a "$BG" >&2
+  stop_all
+}
+
 busiest() { # CTL: the path with the most reads over the last 0.5 s
   local a b
   a=$(timeout 5 "$MPATHFS" status --json --control "$1" | jq -r '.devices[0].paths[] | "\(.name) \(.reads)"')
@@ -44,6 +69,7 @@ busiest() { # CTL: the path with the most reads over the last 0.5 s
 }
 
 for psp in $PSPS; do
+  background "$psp"
   for hedge in off on; do
     tag=hg-$psp-$hedge
     args=()
@@ -82,6 +108,7 @@ for psp in $PSPS; do
        iops: ($fio[0].jobs[0].read.iops | round), iops_before: $before, max_clat_window_ms: $win, max_clat_ms: $all,
        hedged: ($d.hedged_reads // 0), hedge_wins: ($d.hedge_wins // 0), victim_slow: ($v.slow // false),
        victim_state: $v.state}' | tee -a "$SUM" >&2
+    [ -n "${KEEP_LOGS:-}" ] && cp "$WORK/${tag}_clat.1.log" "$KEEP_LOGS/" 2>/dev/null
     rm -f "$WORK/${tag}"_*lat.1.log
   done
 done
@@ -105,7 +132,16 @@ done
   jq -rs '
     (map(select(.hedge == "off")) | map({key: .psp, value: .iops_before}) | from_entries) as $off |
     .[] | "| \(.psp) | \(.hedge) | \(.max_clat_window_ms) | \(.max_clat_ms) | \(.iops_before) | \(if .hedge == "on" and ($off[.psp] // 0) > 0 then (.iops_before / $off[.psp] * 1000 | round / 1000 | tostring) else "–" end) | \(.iops) | \(.hedged) | \(.hedge_wins) | \(.victim_slow) | \(.victim_state) | \(.fio_error) |"' "$SUM"
+  if [ -s "$BG" ]; then
+    echo
+    echo "Background (the floor): the same fio for ${HG_RUNTIME} s with no fault on bench/fuseceiling (go-fuse with the same"
+    echo "options, no paths, no hedging), run just before each PSP's pair of runs:"
+    echo
+    echo "| before | IOPS | max read clat ms (same window) | max read clat ms (run) | p99.99 ms | p99.9 ms |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    jq -r '"| \(.before) | \(.iops) | \(.max_clat_window_ms) | \(.max_clat_ms) | \(.p9999_ms) | \(.p999_ms) |"' "$BG"
+  fi
   echo
-  echo "Raw: bench/results/hedge.jsonl."
+  echo "Raw: bench/results/hedge.jsonl, bench/results/hedge-ceiling.jsonl."
 } >"$SECT/hedge.md"
 cat "$SECT/hedge.md" >&2
