@@ -68,6 +68,10 @@ func (h *Handler) TransferLength(_ scsi.Nexus, lun uint64, cdb []byte) (int, boo
 	return 0, false
 }
 
+// HasLUN reports whether the handler has logical unit lun (for every
+// nexus: LUNs is the same for all); iscsi.LUNHaver.
+func (h *Handler) HasLUN(_ scsi.Nexus, lun uint64) bool { return h.lu(lun) != nil }
+
 // inliner is a store whose system calls never wait for a device (a file
 // in memory: backends.File reports it).
 type inliner interface{ Inline() bool }

@@ -887,6 +887,8 @@ type PDU struct {
 	BHS  BHS
 	AHS  []byte
 	Data []byte
+
+	own []byte // ReadPDU's buffer for a data segment longer than its reader's
 }
 
 // Encode sets the PDU's header from m and its data segment to data (the
@@ -961,8 +963,9 @@ func NewFramer(r io.Reader, w io.Writer, bufSize int) *Framer {
 	return f
 }
 
-// ReadPDU reads one PDU into p, reusing p.AHS and p.Data. On ErrDataDigest
-// p holds the whole PDU (header and data).
+// ReadPDU reads one PDU into p, reusing p.AHS and p's buffers; p.Data may
+// be a slice of the framer's read buffer. Either way it is valid until the
+// next ReadPDU. On ErrDataDigest p holds the whole PDU (header and data).
 func (f *Framer) ReadPDU(p *PDU) error {
 	if _, err := io.ReadFull(f.r, p.BHS[:]); err != nil {
 		return err
@@ -995,20 +998,39 @@ func (f *Framer) ReadPDU(p *PDU) error {
 		return &TooLongError{Op: p.BHS.Opcode(), Length: dataLen, MaxAllowed: limit}
 	}
 	padded := pad4(dataLen)
-	p.Data = grow(p.Data, padded)
-	if dataLen > 0 {
-		if _, err := io.ReadFull(f.r, p.Data); err != nil {
+	digest := 0
+	if f.DataDigest && dataLen > 0 {
+		digest = 4
+	}
+	var seg, dig []byte
+	if dataLen > 0 && padded+digest <= f.r.Size() {
+		// The segment (and its digest) fits the read buffer: leave it
+		// there, no copy (valid until the next ReadPDU, as promised: the
+		// buffer moves only when more is read).
+		b, err := f.r.Peek(padded + digest)
+		if err != nil {
 			return noEOF(err)
+		}
+		_, _ = f.r.Discard(padded + digest)
+		seg, dig = b[:padded:padded], b[padded:]
+	} else {
+		p.own = grow(p.own, padded)
+		seg = p.own
+		if dataLen > 0 {
+			if _, err := io.ReadFull(f.r, seg); err != nil {
+				return noEOF(err)
+			}
+		}
+		if digest > 0 {
+			if _, err := io.ReadFull(f.r, f.rbuf[:]); err != nil {
+				return noEOF(err)
+			}
+			dig = f.rbuf[:]
 		}
 	}
-	p.Data = p.Data[:dataLen]
-	if f.DataDigest && dataLen > 0 {
-		if _, err := io.ReadFull(f.r, f.rbuf[:]); err != nil {
-			return noEOF(err)
-		}
-		if CRC32C(p.Data[:padded]) != leUint32(f.rbuf[:]) {
-			return ErrDataDigest
-		}
+	p.Data = seg[:dataLen:dataLen]
+	if digest > 0 && CRC32C(seg) != leUint32(dig) {
+		return ErrDataDigest
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"testing/iotest"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -152,6 +153,50 @@ func TestFramerRoundTrip(t *testing.T) {
 			}
 		}
 		assert.ErrorIs(t, f.ReadPDU(&in), io.EOF)
+	}
+}
+
+// ReadPDU leaves a data segment that fits its read buffer in that buffer
+// and copies a longer one; either way the data and its digest are right
+// however the stream arrives (here a byte or half a buffer at a time, so
+// that the buffer fills and slides between PDUs and within one).
+func TestFramerReadSegmentsAcrossTheBuffer(t *testing.T) {
+	sizes := []int{1, 4000, 4092, 4093, 4095, 4096, 5000, 9000, 3, 4090, 12000, 0, 4091}
+	for _, dd := range []bool{false, true} {
+		var wire bytes.Buffer
+		w := NewFramer(nil, &wire, 0)
+		w.DataDigest = dd
+		var out PDU
+		for i, n := range sizes {
+			data := make([]byte, n)
+			for j := range data {
+				data[j] = byte(i*31 + j*7)
+			}
+			out.Encode(&DataOut{Final: true, ITT: uint32(i)}, data)
+			require.NoError(t, w.WritePDU(&out))
+		}
+		for name, r := range map[string]func([]byte) io.Reader{
+			"whole":    func(b []byte) io.Reader { return bytes.NewReader(b) },
+			"one byte": func(b []byte) io.Reader { return iotest.OneByteReader(bytes.NewReader(b)) },
+			"halves":   func(b []byte) io.Reader { return iotest.HalfReader(bytes.NewReader(b)) },
+		} {
+			f := NewFramer(r(wire.Bytes()), nil, 4096)
+			f.DataDigest = dd
+			var in PDU
+			for i, n := range sizes {
+				require.NoError(t, f.ReadPDU(&in), "%s, digest %v: PDU %d", name, dd, i)
+				var m DataOut
+				m.Decode(&in.BHS)
+				require.Equal(t, uint32(i), m.ITT)
+				require.Len(t, in.Data, n)
+				for j, c := range in.Data {
+					if c != byte(i*31+j*7) {
+						t.Fatalf("%s, digest %v: PDU %d byte %d is %d, want %d", name, dd, i, j, c, byte(i*31+j*7))
+					}
+				}
+			}
+			assert.ErrorIs(t, f.ReadPDU(&in), io.EOF)
+		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package iscsi
 
 import (
-	"context"
 	"encoding/hex"
 	"fmt"
 	"sync"
@@ -30,9 +29,10 @@ type session struct {
 	mu struct {
 		sync.Mutex
 		tasks map[uint32]*task
-		// lastEntered is closed when the last started task reached
-		// the logical unit.
-		lastEntered chan struct{}
+		// lastStarted is the last task started that has not reached
+		// the interception hook and the logical unit yet (nil when
+		// every started task has).
+		lastStarted *task
 		ending      bool
 	}
 	tasks sync.WaitGroup // task goroutines
@@ -367,15 +367,22 @@ type task struct {
 	itt uint32
 	// cmdSN orders it against an immediate task management request: the
 	// request covers the session's commands with a lower CmdSN
-	cmdSN uint32
-	lun   uint64 // logical unit number
-	lunF  uint64 // the LUN field as sent
-	cmd   scsi.Command
-	edtl  uint32
-	read  bool
+	cmdSN  uint32
+	lun    uint64 // logical unit number
+	lunF   uint64 // the LUN field as sent
+	cmd    scsi.Command
+	cdbBuf [16]byte // cmd.CDB, unless an extended CDB is longer
+	edtl   uint32
+	read   bool
 	// write data
-	write    bool
-	buf      []byte
+	write bool
+	buf   []byte
+	// borrowed: buf is the reader's data segment of the SCSI Command
+	// PDU (all the data came as immediate data), valid only until the
+	// reader reads the next PDU; command copies it before returning
+	// unless the task already ran, maybeStart before handing it to a
+	// goroutine (reader goroutine only)
+	borrowed bool
 	received uint32
 	spdtl    int // SCSI transfer length in bytes, -1 unknown
 	// the unsolicited burst: its length and next expected DataSN
@@ -386,11 +393,14 @@ type task struct {
 	nextR2T  uint32 // offset of the next R2T to send
 	r2tSN    uint32
 	nextTTT  uint32
-	r2ts     map[uint32]*r2tState
-	dataInSN uint32 // Data-In PDUs and R2Ts sent (ExpDataSN)
+	r2ts     map[uint32]*r2tState // made by the first R2T
+	dataInSN uint32               // Data-In PDUs and R2Ts sent (ExpDataSN)
 
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx taskCtx
+
+	// the messages respond sends, here so they are not allocated
+	resp SCSIResponse
+	din  DataIn
 
 	// under s.mu
 	delivered   bool // its turn in CmdSN order came
@@ -399,15 +409,22 @@ type task struct {
 	abortNotify bool // answer TASK ABORTED (another nexus aborted it)
 	// completed: the logical unit ran it and its answer is on the way;
 	// too late to abort (ABORT TASK answers TASK DOES NOT EXIST).
-	completed    bool
-	finished     bool
+	completed bool
+	finished  bool
+	// done is closed when the task finished; made only by an abort
+	// that must wait for it
 	done         chan struct{}
 	overflowFail bool
 	failSense    []byte // the data phase failed: answer with this sense
 	counted      bool   // in conn.outstanding
 	uncounted    bool   // taken out of it (or never to be counted)
-	prevEntered  chan struct{}
-	entered      chan struct{}
+	// entered: it reached the interception hook and the logical unit;
+	// prev is the task started before it that had not yet (it waits
+	// for it), enteredCh is made by the task started after it that
+	// waits, and closed when it entered
+	entered   bool
+	prev      *task
+	enteredCh chan struct{}
 }
 
 type r2tState struct {

@@ -114,9 +114,17 @@ type DropFunc func(n scsi.Nexus, cmd *scsi.Command) (drop bool)
 // (waking a second thread, and that thread's spinning) cost more than the
 // command. The connection reads nothing while the command runs, so a
 // command that may wait (and must stay abortable while it waits) must not
-// be reported quick.
+// be reported quick. The cmd.DataOut a quick command executes with may be
+// the connection's read buffer: it is valid only until Execute returns.
 type QuickHandler interface {
 	Quick(n scsi.Nexus, cmd *scsi.Command) bool
+}
+
+// LUNHaver is an optional capability of a scsi.Handler: HasLUN answers
+// whether LUNs(n) holds lun without building the list (the target asks
+// before every command).
+type LUNHaver interface {
+	HasLUN(n scsi.Nexus, lun uint64) bool
 }
 
 // TargetConfig configures a Target.

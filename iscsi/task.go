@@ -1,7 +1,7 @@
 package iscsi
 
 import (
-	"context"
+	"bytes"
 	"slices"
 	"time"
 
@@ -86,19 +86,18 @@ func (c *conn) command(p *PDU, failSense []byte) error {
 		c.t.logf("iscsi: %s: SCSI Command with CmdSN %d outside the window: ignored", c.initiatorName(), m.CmdSN)
 		return nil
 	}
-	cdb := append([]byte(nil), m.CDB[:cdbLen(m.CDB[0])]...)
+	tk := &task{s: s, itt: m.ITT, cmdSN: m.CmdSN, lunF: m.LUN, edtl: m.ExpectedDataTransferLength, read: m.Read, write: m.Write, spdtl: -1}
+	cdb := tk.cdbBuf[:copy(tk.cdbBuf[:], m.CDB[:cdbLen(m.CDB[0])])]
 	if err := WalkAHS(p.AHS, func(typ uint8, spec []byte) {
 		if typ == AHSExtendedCDB {
-			cdb = append(m.CDB[:16:16], spec...)
+			cdb = append(append(make([]byte, 0, len(m.CDB)+len(spec)), m.CDB[:]...), spec...)
 		}
 	}); err != nil {
 		c.reject(RejectProtocolError, &p.BHS)
 		return nil
 	}
 	lun, lunOK := DecodeLUN(m.LUN)
-	ctx, cancel := context.WithCancel(context.Background())
-	tk := &task{s: s, itt: m.ITT, cmdSN: m.CmdSN, lun: lun, lunF: m.LUN, edtl: m.ExpectedDataTransferLength, read: m.Read, write: m.Write,
-		spdtl: -1, ctx: ctx, cancel: cancel, done: make(chan struct{}), r2ts: map[uint32]*r2tState{}}
+	tk.lun = lun
 	tk.cmd = scsi.Command{Nexus: s.nexus, LUN: lun, CDB: cdb, Tag: uint64(m.ITT), Attr: taskAttr(m.Attr)}
 	if !lunOK {
 		tk.cmd.LUN = m.LUN
@@ -115,17 +114,22 @@ func (c *conn) command(p *PDU, failSense []byte) error {
 			tk.write, tk.overflowFail = false, true
 			imm = nil
 		case len(imm) > 0 && !s.params.ImmediateData:
-			cancel()
 			c.reject(RejectProtocolError, &p.BHS)
 			return protocolError("immediate data sent although ImmediateData=No")
 		case uint32(len(imm)) > tk.edtl || uint32(len(imm)) > s.params.FirstBurstLength:
-			cancel()
 			c.reject(RejectProtocolError, &p.BHS)
 			return protocolError("%d bytes of immediate data exceed EDTL %d or FirstBurstLength %d", len(imm), tk.edtl, s.params.FirstBurstLength)
 		}
 		if tk.write {
-			tk.buf = make([]byte, tk.edtl)
-			copy(tk.buf, imm)
+			if len(imm) > 0 && uint32(len(imm)) == tk.edtl {
+				// All the data came with the command: use it where
+				// the reader put it (copied below if the task does
+				// not run before the reader goes on).
+				tk.buf, tk.borrowed = imm, true
+			} else {
+				tk.buf = make([]byte, tk.edtl)
+				copy(tk.buf, imm)
+			}
 			tk.received = uint32(len(imm))
 			tk.unsolGot = tk.received
 			tk.unsolLen = tk.received
@@ -135,7 +139,6 @@ func (c *conn) command(p *PDU, failSense []byte) error {
 			tk.nextR2T = tk.unsolLen
 		}
 	} else if len(imm) > 0 {
-		cancel()
 		c.reject(RejectProtocolError, &p.BHS)
 		return nil
 	}
@@ -145,7 +148,6 @@ func (c *conn) command(p *PDU, failSense []byte) error {
 		delete(c.abortedSN, m.CmdSN)
 		c.qmu.Unlock()
 		if gone {
-			cancel()
 			c.ordered(m.CmdSN, false, func() {})
 			return nil
 		}
@@ -158,26 +160,51 @@ func (c *conn) command(p *PDU, failSense []byte) error {
 	s.mu.Lock()
 	if s.mu.ending {
 		s.mu.Unlock()
-		cancel()
 		return nil
 	}
 	if _, dup := s.mu.tasks[m.ITT]; dup {
 		s.mu.Unlock()
-		cancel()
 		c.reject(RejectTaskInProgress, &p.BHS)
 		return nil
 	}
 	s.mu.tasks[m.ITT] = tk
 	s.mu.Unlock()
 	c.sendR2Ts(tk)
-	c.ordered(m.CmdSN, m.Immediate, func() { s.deliver(tk) })
+	c.orderedDeliver(m.CmdSN, m.Immediate, tk)
 	s.mu.Lock()
 	if !tk.uncounted {
 		tk.counted = true
 		c.outstanding.Add(1)
 	}
+	if tk.borrowed {
+		// The reader reads the next PDU into buf once this returns.
+		tk.borrowed = false
+		if !tk.running && !tk.finished {
+			tk.buf = bytes.Clone(tk.buf)
+		}
+	}
 	s.mu.Unlock()
 	return nil
+}
+
+// orderedDeliver is ordered(cmdSN, immediate, func() { s.deliver(tk) })
+// without the closure (an allocation per command) in the usual case: the
+// command's turn is now and no command is queued behind it.
+func (c *conn) orderedDeliver(cmdSN uint32, immediate bool, tk *task) {
+	if !immediate {
+		c.qmu.Lock()
+		exp := c.expCmdSN.Load()
+		now := cmdSN == exp && len(c.queue) == 0 && c.accepts(cmdSN, exp)
+		if now {
+			c.expCmdSN.Store(exp + 1)
+		}
+		c.qmu.Unlock()
+		if !now {
+			c.ordered(cmdSN, false, func() { tk.s.deliver(tk) })
+			return
+		}
+	}
+	tk.s.deliver(tk)
 }
 
 // uncount takes a task out of the outstanding count (once), just before
@@ -208,6 +235,9 @@ func (c *conn) sendR2Ts(tk *task) {
 			tk.nextTTT = 1
 		}
 		ttt := tk.nextTTT
+		if tk.r2ts == nil {
+			tk.r2ts = map[uint32]*r2tState{}
+		}
 		tk.r2ts[ttt] = &r2tState{offset: tk.nextR2T, length: n}
 		out = append(out, R2T{LUN: tk.lunF, ITT: tk.itt, TTT: ttt, R2TSN: tk.r2tSN, Offset: tk.nextR2T, Length: n})
 		tk.r2tSN++
@@ -310,8 +340,10 @@ func (s *session) maybeStart(tk *task) {
 		return
 	}
 	tk.running = true
-	tk.prevEntered, tk.entered = s.mu.lastEntered, make(chan struct{})
-	s.mu.lastEntered = tk.entered
+	// It reaches the hook and the logical unit after the task started
+	// before it (nil when that one already did: always so for a task
+	// alone in its session).
+	tk.prev, s.mu.lastStarted = s.mu.lastStarted, tk
 	s.tasks.Add(1)
 	alone := len(s.mu.tasks) == 1
 	s.mu.Unlock()
@@ -320,6 +352,9 @@ func (s *session) maybeStart(tk *task) {
 		// here, on the reader, rather than pay a goroutine hand-off.
 		s.run(tk)
 		return
+	}
+	if tk.borrowed {
+		tk.buf, tk.borrowed = bytes.Clone(tk.buf), false
 	}
 	go s.run(tk)
 }
@@ -335,16 +370,15 @@ func (s *session) quick(tk *task) bool {
 	if s.t.quick == nil || s.t.intercept.Load() != nil {
 		return false
 	}
-	cmd := tk.cmd
 	if tk.write {
-		cmd.DataOut = tk.buf
+		tk.cmd.DataOut = tk.buf
 	}
-	return s.t.quick.Quick(s.nexus, &cmd)
+	return s.t.quick.Quick(s.nexus, &tk.cmd)
 }
 
 // finish removes a task from the task set and releases its waiters.
 func (s *session) finish(tk *task) {
-	tk.cancel()
+	tk.ctx.cancel()
 	s.uncount(tk)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -355,7 +389,9 @@ func (s *session) finish(tk *task) {
 	if s.mu.tasks[tk.itt] == tk {
 		delete(s.mu.tasks, tk.itt)
 	}
-	close(tk.done)
+	if tk.done != nil {
+		close(tk.done)
+	}
 }
 
 // completedHook, when set (tests only), runs after a task completed and
@@ -397,10 +433,7 @@ func (s *session) run(tk *task) {
 func (s *session) execute(tk *task) (resp scsi.Response, drop, ran bool) {
 	// The tasks reach the hook and the logical unit in the order they
 	// started (CmdSN order for those whose data was in at their turn).
-	if tk.prevEntered != nil {
-		<-tk.prevEntered
-	}
-	close(tk.entered)
+	s.enter(tk)
 	cmd := &tk.cmd
 	if tk.write {
 		cmd.DataOut = tk.buf
@@ -445,7 +478,34 @@ func (s *session) execute(tk *task) (resp scsi.Response, drop, ran bool) {
 	if tk.ctx.Err() != nil {
 		return resp, false, false
 	}
-	return s.t.h.Execute(tk.ctx, cmd), false, true
+	return s.t.h.Execute(&tk.ctx, cmd), false, true
+}
+
+// enter waits until the task started before tk reached the hook and the
+// logical unit, and marks tk as having reached them. Channels are made
+// only when a task has to wait.
+func (s *session) enter(tk *task) {
+	s.mu.Lock()
+	if p := tk.prev; p != nil {
+		tk.prev = nil
+		if !p.entered {
+			if p.enteredCh == nil {
+				p.enteredCh = make(chan struct{})
+			}
+			ch := p.enteredCh
+			s.mu.Unlock()
+			<-ch
+			s.mu.Lock()
+		}
+	}
+	tk.entered = true
+	if s.mu.lastStarted == tk {
+		s.mu.lastStarted = nil
+	}
+	if tk.enteredCh != nil {
+		close(tk.enteredCh)
+	}
+	s.mu.Unlock()
 }
 
 // lunlessOp reports the commands a logical unit answers even for a LUN
@@ -453,6 +513,9 @@ func (s *session) execute(tk *task) (resp scsi.Response, drop, ran bool) {
 func lunlessOp(op byte) bool { return op == 0x12 || op == 0xa0 || op == 0x03 }
 
 func (s *session) lunExists(lun uint64) bool {
+	if h, ok := s.t.h.(LUNHaver); ok {
+		return h.HasLUN(s.nexus, lun)
+	}
 	return slices.Contains(s.t.h.LUNs(s.nexus), lun)
 }
 
@@ -490,7 +553,8 @@ func (s *session) respond(tk *task, resp scsi.Response) {
 		for off := 0; off < len(data); {
 			n := min(seg, len(data)-off, burst-off%burst)
 			last := off+n == len(data)
-			m := &DataIn{Final: last || (off+n)%burst == 0, LUN: tk.lunF, ITT: tk.itt, TTT: ReservedTag,
+			m := &tk.din
+			*m = DataIn{Final: last || (off+n)%burst == 0, LUN: tk.lunF, ITT: tk.itt, TTT: ReservedTag,
 				DataSN: tk.dataInSN, Offset: uint32(off)}
 			tk.dataInSN++
 			if last && collapse {
@@ -512,7 +576,8 @@ func (s *session) respond(tk *task, resp scsi.Response) {
 		put16(seg, uint16(len(resp.Sense)))
 		copy(seg[2:], resp.Sense)
 	}
-	r := &SCSIResponse{Status: uint8(resp.Status), ITT: tk.itt, ExpDataSN: tk.dataInSN,
+	r := &tk.resp
+	*r = SCSIResponse{Status: uint8(resp.Status), ITT: tk.itt, ExpDataSN: tk.dataInSN,
 		Overflow: over, Underflow: under, Residual: residual}
 	_ = c.send(r, seg, true, true)
 }
@@ -548,11 +613,16 @@ func (s *session) abort(ts []*task, notify bool) int {
 		}
 		n++
 		tk.aborted, tk.abortNotify = true, notify
-		tk.cancel()
+		tk.ctx.cancel()
 		if tk.running {
 			wait = append(wait, tk)
 		} else {
 			idle = append(idle, tk)
+		}
+	}
+	for _, tk := range wait {
+		if tk.done == nil {
+			tk.done = make(chan struct{})
 		}
 	}
 	s.mu.Unlock()
