@@ -58,6 +58,13 @@ type Options struct {
 	// Only for devices that refuse O_DIRECT; two paths to one LU may then
 	// read stale data from their caches.
 	Buffered bool
+	// Inline runs every system call in the caller's goroutine on the
+	// caller's buffer (or an aligned bounce buffer): no hand-off to a
+	// worker and no copy, but a call hung in the kernel then holds its
+	// caller until it returns, whatever the I/O deadline — failover waits
+	// for the kernel's own timeout (the SCSI command timer, 30 s by
+	// default). For devices that fail fast rather than hang.
+	Inline bool
 }
 
 // Device is one path to a block device. Each Device has its own descriptor.
@@ -151,6 +158,9 @@ func openURI(_ context.Context, u *url.URL) (backends.Backend, error) {
 		return nil, err
 	}
 	o.Buffered = !direct
+	if o.Inline, err = backends.QueryBool(u, "inline", false); err != nil {
+		return nil, err
+	}
 	return Open(p, o)
 }
 
@@ -209,7 +219,7 @@ func newDevice(f *os.File, name string, o Options) (*Device, error) {
 		minor: unix.Minor(st.Rdev),
 		opts:  o,
 	}
-	d.rt = sysio.New(name, false)
+	d.rt = sysio.New(name, o.Inline)
 	d.readFn, d.writeFn = d.readSync, d.writeSync
 	d.sys = fmt.Sprintf("/sys/dev/block/%d:%d", d.major, d.minor)
 	var err error
@@ -319,6 +329,10 @@ func (d *Device) Close() error {
 	d.detachStore()
 	return sysio.CloseWithin(d.f, "block path "+d.name, closeWait)
 }
+
+// Inline reports whether system calls run in the caller's goroutine
+// (Options.Inline).
+func (d *Device) Inline() bool { return d.rt.Inline() }
 
 // Hung is the number of system calls given up on at a deadline that have
 // not returned yet.

@@ -3,6 +3,7 @@ package block_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -87,6 +88,37 @@ func TestLoopConformance(t *testing.T) {
 		}
 		return b
 	})
+}
+
+// TestLoopInline: inline=true runs the system calls in the caller's
+// goroutine on the caller's buffer (or a bounce buffer when misaligned),
+// with the same contract.
+func TestLoopInline(t *testing.T) {
+	needLoop(t)
+	backendtest.Run(t, func(t *testing.T, size int64) backends.Backend {
+		dev := attach(t, newImage(t, size))
+		b, err := backends.Open(t.Context(), "block://"+dev+"?inline=true")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, ok := backends.As[*block.Device](b)
+		if !ok || !d.Inline() {
+			t.Fatalf("block://%s?inline=true opened %T, inline %v", dev, b, ok && d.Inline())
+		}
+		return b
+	})
+	dev := attach(t, newImage(t, 1<<20))
+	b, err := backends.Open(t.Context(), "block://"+dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if d, _ := backends.As[*block.Device](b); d == nil || d.Inline() {
+		t.Error("a block path without inline=true runs inline")
+	}
+	if _, err := backends.Open(t.Context(), "block://"+dev+"?inline=maybe"); err == nil || !strings.Contains(err.Error(), "inline") {
+		t.Errorf("inline=maybe: %v, want an error naming inline", err)
+	}
 }
 
 func TestLoopOpenBarePath(t *testing.T) {
@@ -187,10 +219,20 @@ func TestLoopWWIDMatchesFile(t *testing.T) {
 // same image.
 func TestLoopMisaligned(t *testing.T) {
 	needLoop(t)
+	for _, inline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) { testLoopMisaligned(t, block.Options{Inline: inline}) })
+	}
+}
+
+func testLoopMisaligned(t *testing.T, o block.Options) {
 	ctx := t.Context()
 	const size = 1 << 20
 	img := newImage(t, size)
-	d := openDev(t, attach(t, img))
+	d, err := block.OpenDevice(attach(t, img), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
 	other := openDev(t, attach(t, img))
 	model := make([]byte, size)
 	rng := rand.New(rand.NewPCG(1, 2))

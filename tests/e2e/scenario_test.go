@@ -102,45 +102,51 @@ func TestScenarioCheckErrors(t *testing.T) {
 
 // TestScenarioGrayFailureEachPSP: a path whose probe passes but whose data
 // I/O fails, under fio verify, with every PSP: no fio error, no problem in
-// the report.
+// the report. With hedging off and on: a slow path beside the gray one is
+// what hedging demotes, and the retries must still find a good path (this
+// story once sent I/Os to EIO with hedging on under queue-length).
 func TestScenarioGrayFailureEachPSP(t *testing.T) {
 	needs.Tools(t, "fio")
-	for _, psp := range []string{"VMW_PSP_FIXED", "VMW_PSP_MRU", "VMW_PSP_RR", "queue-length", "service-time"} {
-		t.Run(psp, func(t *testing.T) {
-			st := store(t, 256<<20)
-			args := append(filePaths(st, 3), "--psp", psp, "--check-interval", "500ms")
-			if psp == "VMW_PSP_RR" {
-				args = append(args, "--psp-option", "iops=1")
-			}
-			m := startMount(t, args...)
-			scn := filepath.Join(t.TempDir(), "gray.scn")
-			os.WriteFile(scn, []byte("at 1s fail path vmhba1:C0:T0:L0 with path-failure op read,write for 3s\n"+
-				"at 1s slow path vmhba2:C0:T0:L0 x10 latency 1ms for 3s\nend 5s\n"), 0o644)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			type res struct {
-				r   fioResult
-				out string
-				err error
-			}
-			c := make(chan res, 1)
-			go func() {
-				r, out, err := runFio(ctx, verifyJob(m.file("mp0"), 6, "--time_based")...)
-				c <- res{r, out, err}
-			}()
-			time.Sleep(500 * time.Millisecond)
-			out, err := m.scenario(ctx, "run", "--quiet", scn)
-			if err != nil {
-				t.Errorf("scenario run: %v\n%s", err, out)
-			}
-			f := <-c
-			if f.err != nil || f.r.Jobs[0].Error != 0 || f.r.Jobs[0].TotalErr != 0 {
-				t.Fatalf("fio: %v\n%s", f.err, f.out)
-			}
-			if !strings.Contains(out, "| F1 |") || !strings.Contains(out, "result: PASS") {
-				t.Errorf("report:\n%s", out)
-			}
-		})
+	for _, hedge := range []string{"off", "on"} {
+		for _, psp := range []string{"VMW_PSP_FIXED", "VMW_PSP_MRU", "VMW_PSP_RR", "queue-length", "service-time"} {
+			t.Run("hedge="+hedge+"/"+psp, func(t *testing.T) { grayFailure(t, psp, hedge) })
+		}
+	}
+}
+
+func grayFailure(t *testing.T, psp, hedge string) {
+	st := store(t, 256<<20)
+	args := append(filePaths(st, 3), "--psp", psp, "--check-interval", "500ms", "--hedge", hedge)
+	if psp == "VMW_PSP_RR" {
+		args = append(args, "--psp-option", "iops=1")
+	}
+	m := startMount(t, args...)
+	scn := filepath.Join(t.TempDir(), "gray.scn")
+	os.WriteFile(scn, []byte("at 1s fail path vmhba1:C0:T0:L0 with path-failure op read,write for 3s\n"+
+		"at 1s slow path vmhba2:C0:T0:L0 x10 latency 1ms for 3s\nend 5s\n"), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	type res struct {
+		r   fioResult
+		out string
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		r, out, err := runFio(ctx, verifyJob(m.file("mp0"), 6, "--time_based")...)
+		c <- res{r, out, err}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	out, err := m.scenario(ctx, "run", "--quiet", scn)
+	if err != nil {
+		t.Errorf("scenario run: %v\n%s", err, out)
+	}
+	f := <-c
+	if f.err != nil || f.r.Jobs[0].Error != 0 || f.r.Jobs[0].TotalErr != 0 {
+		t.Fatalf("fio: %v\n%s", f.err, f.out)
+	}
+	if !strings.Contains(out, "| F1 |") || !strings.Contains(out, "result: PASS") {
+		t.Errorf("report:\n%s", out)
 	}
 }
 

@@ -15,6 +15,8 @@
 #   MPATHFS_VM_FIO_RUNTIME / MPATHFS_VM_FAULT_AT / MPATHFS_VM_RESTORE_AT
 #                              fio seconds (40) and fault/restore times (10/20)
 #   MPATHFS_VM_ONLY_ISCSI=1 / MPATHFS_VM_SKIP_ISCSI=1   only part (d) / all but (d)
+#   MPATHFS_VM_BLOCK_QUERY=Q   query of part (b)'s block:// paths, default ?inline=true
+#                              (empty: the default hand-off to a worker per system call)
 #   MPATHFS_VM_ISCSI_FIO_RUNTIME / _FAIL_AT / _RESTORE_AT / _REPLACEMENT_TIMEOUT
 #                              part (d): fio seconds (30), controller failure and
 #                              restore (8/18), the iSCSI replacement_timeout (5)
@@ -58,8 +60,8 @@ q() { printf '%q' "$1"; }
   echo "VMTEST_STATUS=tests/vm/work/exit-status"
   for v in MPATHFS_VM_ONLY_DM MPATHFS_VM_FIO_RUNTIME MPATHFS_VM_FAULT_AT MPATHFS_VM_RESTORE_AT \
     MPATHFS_VM_ONLY_ISCSI MPATHFS_VM_SKIP_ISCSI MPATHFS_VM_ISCSI_FIO_RUNTIME MPATHFS_VM_ISCSI_FAIL_AT \
-    MPATHFS_VM_ISCSI_RESTORE_AT MPATHFS_VM_ISCSI_REPLACEMENT_TIMEOUT; do
-    [ -n "${!v:-}" ] && echo "export $v=$(q "${!v}")"
+    MPATHFS_VM_ISCSI_RESTORE_AT MPATHFS_VM_ISCSI_REPLACEMENT_TIMEOUT MPATHFS_VM_BLOCK_QUERY; do
+    [ -n "${!v+x}" ] && echo "export $v=$(q "${!v}")"
   done
   true
 } > "$work/guest.env"
