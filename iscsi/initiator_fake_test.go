@@ -97,13 +97,18 @@ func (f *fakeTarget) serve(nc net.Conn, handle func(c *fakeConn, p *PDU) error) 
 		resp := &LoginResponse{Transit: req.Transit, CSG: req.CSG, NSG: req.NSG, ISID: req.ISID, TSIH: 1, ITT: req.ITT,
 			StatSN: c.statSN, ExpCmdSN: req.CmdSN, MaxCmdSN: req.CmdSN + 64}
 		c.statSN++
-		if err := c.send(resp, ans.Marshal()); err != nil {
-			return
-		}
-		if req.Transit && req.NSG == StageFullFeature {
+		full := req.Transit && req.NSG == StageFullFeature
+		if full {
+			// Counted before the answer goes out: a caller whose login
+			// returned must see it (after the send, the count raced it).
 			f.mu.Lock()
 			f.logins++
 			f.mu.Unlock()
+		}
+		if err := c.send(resp, ans.Marshal()); err != nil {
+			return
+		}
+		if full {
 			if err := c.fr.ReadPDU(&p); err != nil {
 				return
 			}
