@@ -114,6 +114,7 @@ func TestScenarioGrayFailureEachPSP(t *testing.T) {
 	}
 }
 
+// grayFailure is one run of TestScenarioGrayFailureEachPSP.
 func grayFailure(t *testing.T, psp, hedge string) {
 	st := store(t, 256<<20)
 	args := append(filePaths(st, 3), "--psp", psp, "--check-interval", "500ms", "--hedge", hedge)
@@ -126,24 +127,15 @@ func grayFailure(t *testing.T, psp, hedge string) {
 		"at 1s slow path vmhba2:C0:T0:L0 x10 latency 1ms for 3s\nend 5s\n"), 0o644)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	type res struct {
-		r   fioResult
-		out string
-		err error
-	}
-	c := make(chan res, 1)
-	go func() {
-		r, out, err := runFio(ctx, verifyJob(m.file("mp0"), 6, "--time_based")...)
-		c <- res{r, out, err}
-	}()
+	fio := startFio(ctx, verifyJob(m.file("mp0"), 6, "--time_based")...)
 	time.Sleep(500 * time.Millisecond)
 	out, err := m.scenario(ctx, "run", "--quiet", scn)
 	if err != nil {
 		t.Errorf("scenario run: %v\n%s", err, out)
 	}
-	f := <-c
-	if f.err != nil || f.r.Jobs[0].Error != 0 || f.r.Jobs[0].TotalErr != 0 {
-		t.Fatalf("fio: %v\n%s", f.err, f.out)
+	r, fout, ferr := fio.wait()
+	if ferr != nil || r.Jobs[0].Error != 0 || r.Jobs[0].TotalErr != 0 {
+		t.Fatalf("fio: %v\n%s", ferr, fout)
 	}
 	if !strings.Contains(out, "| F1 |") || !strings.Contains(out, "result: PASS") {
 		t.Errorf("report:\n%s", out)
