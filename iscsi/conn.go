@@ -214,6 +214,21 @@ func (c *conn) ordered(cmdSN uint32, immediate bool, fn func()) bool {
 	return true
 }
 
+// turnNow is ordered's usual case without its closure: when cmdSN is the
+// next expected CmdSN and no later command waits in the queue, it advances
+// ExpCmdSN and reports true, and the caller runs the command itself;
+// otherwise it changes nothing and the caller goes through ordered.
+func (c *conn) turnNow(cmdSN uint32) bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	exp := c.expCmdSN.Load()
+	if cmdSN != exp || len(c.queue) != 0 || !c.accepts(cmdSN, exp) {
+		return false
+	}
+	c.expCmdSN.Store(exp + 1)
+	return true
+}
+
 // inWindow reports whether a non-immediate cmdSN would be accepted.
 func (c *conn) inWindow(cmdSN uint32) bool {
 	c.qmu.Lock()

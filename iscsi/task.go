@@ -188,23 +188,14 @@ func (c *conn) command(p *PDU, failSense []byte) error {
 }
 
 // orderedDeliver is ordered(cmdSN, immediate, func() { s.deliver(tk) })
-// without the closure (an allocation per command) in the usual case: the
-// command's turn is now and no command is queued behind it.
+// without the closure (an allocation per command) when the command's turn
+// is now (turnNow).
 func (c *conn) orderedDeliver(cmdSN uint32, immediate bool, tk *task) {
-	if !immediate {
-		c.qmu.Lock()
-		exp := c.expCmdSN.Load()
-		now := cmdSN == exp && len(c.queue) == 0 && c.accepts(cmdSN, exp)
-		if now {
-			c.expCmdSN.Store(exp + 1)
-		}
-		c.qmu.Unlock()
-		if !now {
-			c.ordered(cmdSN, false, func() { tk.s.deliver(tk) })
-			return
-		}
+	if immediate || c.turnNow(cmdSN) {
+		tk.s.deliver(tk)
+		return
 	}
-	tk.s.deliver(tk)
+	c.ordered(cmdSN, false, func() { tk.s.deliver(tk) })
 }
 
 // uncount takes a task out of the outstanding count (once), just before
