@@ -28,6 +28,14 @@ type quickRAM struct {
 	onReader map[byte]bool
 }
 
+// serveQuick serves a target over q (the quick handler) on a free port.
+func serveQuick(t *testing.T, q *quickRAM) *testTarget {
+	t.Helper()
+	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, q)
+	require.NoError(t, err)
+	return serveTarget(t, tgt, q.RAM, &logBuf{})
+}
+
 func newQuickRAM(slow byte) *quickRAM {
 	return &quickRAM{RAM: iscsitest.NewRAM(1, 64, 512), slow: slow, onReader: map[byte]bool{}}
 }
@@ -60,9 +68,7 @@ func (q *quickRAM) ranOnReader(lba byte) (on, seen bool) {
 // its own. The data is the same either way.
 func TestQuickCommandRunsOnReader(t *testing.T) {
 	q := newQuickRAM(9)
-	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, q)
-	require.NoError(t, err)
-	tt := serveTarget(t, tgt, q.RAM, &logBuf{})
+	tt := serveQuick(t, q)
 	r := dial(t, tt.addr)
 	r.mustLogin("iqn.2026-01.org.test:quick", 1)
 
@@ -103,9 +109,7 @@ func TestQuickCommandNotAloneAndAbort(t *testing.T) {
 		<-ctx.Done()
 		return &scsi.Response{Status: scsi.StatusTaskAborted}
 	}
-	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, q)
-	require.NoError(t, err)
-	tt := serveTarget(t, tgt, q.RAM, &logBuf{})
+	tt := serveQuick(t, q)
 	r := dial(t, tt.addr)
 	r.mustLogin("iqn.2026-01.org.test:notalone", 1)
 	sn := r.cmdSN
@@ -124,9 +128,7 @@ func TestQuickCommandNotAloneAndAbort(t *testing.T) {
 // interception hook, leaves quick commands on the reader.
 func TestDropHook(t *testing.T) {
 	q := newQuickRAM(9)
-	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, q)
-	require.NoError(t, err)
-	tt := serveTarget(t, tgt, q.RAM, &logBuf{})
+	tt := serveQuick(t, q)
 	tt.SetDropHook(func(n scsi.Nexus, _ *scsi.Command) bool { return strings.HasSuffix(n.Initiator, ":drop") })
 	keep := dial(t, tt.addr)
 	keep.mustLogin("iqn.2026-01.org.test:keep", 1)
@@ -166,9 +168,7 @@ func overwriteReadBuffer(r *rawInit) {
 // a quick write, waiting behind the gap, means it never executes.
 func TestQuickWriteBehindGap(t *testing.T) {
 	q := newQuickRAM(99)
-	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, q)
-	require.NoError(t, err)
-	tt := serveTarget(t, tgt, q.RAM, &logBuf{})
+	tt := serveQuick(t, q)
 	r := dial(t, tt.addr)
 	r.mustLogin("iqn.2026-01.org.test:gap", 1)
 
@@ -222,9 +222,7 @@ func TestQuickWriteOnGoroutineOwnsItsData(t *testing.T) {
 		}
 		return nil
 	}
-	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, q)
-	require.NoError(t, err)
-	tt := serveTarget(t, tgt, q.RAM, &logBuf{})
+	tt := serveQuick(t, q)
 	r := dial(t, tt.addr)
 	r.mustLogin("iqn.2026-01.org.test:owns", 1)
 	sn := r.cmdSN
@@ -247,9 +245,7 @@ func TestQuickWriteOnGoroutineOwnsItsData(t *testing.T) {
 // they started, even though each runs on a goroutine of its own.
 func TestCommandsEnterInOrder(t *testing.T) {
 	q := newQuickRAM(99)
-	tgt, err := iscsi.NewTarget(iscsi.TargetConfig{Name: targetName}, q)
-	require.NoError(t, err)
-	tt := serveTarget(t, tgt, q.RAM, &logBuf{})
+	tt := serveQuick(t, q)
 	var mu sync.Mutex
 	var order []uint64
 	tt.SetIntercept(func(_ scsi.Nexus, cmd *scsi.Command) (time.Duration, *scsi.Response, bool) {
