@@ -209,7 +209,17 @@ func TestMultiConnKill(t *testing.T) {
 			errs <- err
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Wait until all n reads are in flight (each is held 2 s by the
+	// server), however slowly a loaded machine starts the goroutines.
+	inflight := func() (sum int64) {
+		for _, cn := range c.set.Load().cs {
+			sum += int64(cn.load.Load())
+		}
+		return sum
+	}
+	for end := time.Now().Add(1500 * time.Millisecond); inflight() < n && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	for _, cn := range c.set.Load().cs {
 		if cn.load.Load() == 0 {
 			t.Error("a connection carries no request: reads are not spread")
