@@ -58,6 +58,9 @@ type Admin interface {
 	FailPath(name, reason string) error
 	RemovePath(name string) error
 	Probe(ctx context.Context, name string) error
+	// Recheck probes an out-of-service path now and applies the result
+	// (hotplug: a uevent on its block device); false if it was in service.
+	Recheck(name, why string) (bool, error)
 	// UsablePaths is how many paths could carry I/O now.
 	UsablePaths() int
 	// SetDeviceState detaches (on false) or attaches the device by hand.

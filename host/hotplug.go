@@ -28,6 +28,9 @@ type hotplugger struct {
 	log   io.Writer
 	mu    sync.Mutex
 	paths []blockPath
+	// rechecking holds the paths whose uevent-triggered probe is running:
+	// a burst of uevents makes one probe per path, not one each.
+	rechecking map[blockPath]bool
 }
 
 // WatchHotplug follows the kernel's block-device uevents for the devices'
@@ -114,6 +117,39 @@ func (hp *hotplugger) handle(ctx context.Context, ev hotplug.Event) {
 		if !known && hp.h.scanMatches(ev.DevNode) {
 			hp.claimNew(ctx, ev)
 		}
+	case hotplug.Changed:
+		hp.mu.Lock()
+		for _, bp := range hp.paths {
+			if bp.major == ev.Major && bp.minor == ev.Minor && !hp.rechecking[bp] {
+				if hp.rechecking == nil {
+					hp.rechecking = map[blockPath]bool{}
+				}
+				hp.rechecking[bp] = true
+				go hp.recheck(bp, ev)
+			}
+		}
+		hp.mu.Unlock()
+	}
+}
+
+// recheck probes a path whose block device reported a change, if the path
+// is out of service: a device coming back (a SCSI device set running
+// again, a new device-mapper table, a rescan) often says so with a uevent
+// before the next checker round would notice. Off the watcher's goroutine:
+// a probe may take up to the probe timeout.
+func (hp *hotplugger) recheck(bp blockPath, ev hotplug.Event) {
+	defer func() {
+		hp.mu.Lock()
+		delete(hp.rechecking, bp)
+		hp.mu.Unlock()
+	}()
+	d, err := hp.h.Device(bp.dev)
+	if err != nil {
+		return
+	}
+	probed, err := d.Recheck(bp.name, "uevent: "+ev.Reason)
+	if probed && err == nil {
+		logf(hp.log, "mpathfs: hotplug: %s: path %s probed at once on %s\n", bp.dev, bp.name, ev)
 	}
 }
 

@@ -38,6 +38,11 @@ const (
 	// Removed: a block device is gone or empty (removed, media ejected, a
 	// loop device detached). Paths on it cannot carry I/O any more.
 	Removed
+	// Changed: the kernel reported a change on a block device that was
+	// usable and still is (a "change" uevent: a new table, a rescan, a
+	// unit attention the SCSI layer passes on). A path on it that failed
+	// may work again: worth a probe now.
+	Changed
 )
 
 func (k Kind) String() string {
@@ -46,6 +51,8 @@ func (k Kind) String() string {
 		return "added"
 	case Removed:
 		return "removed"
+	case Changed:
+		return "changed"
 	}
 	return fmt.Sprintf("kind(%d)", int(k))
 }
@@ -112,9 +119,10 @@ func (s DeviceState) whyNotUsable() string {
 //
 //   - remove: Removed, unless the device was known and already unusable;
 //   - any other action: Removed when the device goes from usable to
-//     unusable, Added when it goes from unusable to usable, and Removed
+//     unusable, Added when it goes from unusable to usable, Removed
 //     then Added when a loop device now has a different backing file
-//     (a detach and re-attach whose events were merged).
+//     (a detach and re-attach whose events were merged), and Changed
+//     when it was usable and still is.
 func Map(action string, env map[string]string, prev, cur DeviceState) []Event {
 	if env["SUBSYSTEM"] != "block" {
 		return nil
@@ -154,6 +162,8 @@ func Map(action string, env map[string]string, prev, cur DeviceState) []Event {
 			ev(Removed, "loop device re-attached to another file"),
 			ev(Added, "loop device re-attached to another file"),
 		}
+	case was && is:
+		return []Event{ev(Changed, "device changed")}
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ func TestMap(t *testing.T) {
 	}{
 		{"losetup attach", "change", blk, emptyLoop, loopA, []Event{ev(Added, "change: loop device attached, size 8192 sectors")}},
 		{"losetup detach", "change", blk, loopA, emptyLoop, []Event{ev(Removed, "change: size 0")}},
-		{"second change after attach", "change", blk, loopA, loopA, nil},
+		{"second change after attach", "change", blk, loopA, loopA, []Event{ev(Changed, "change: device changed")}},
 		{"second change after detach", "change", blk, emptyLoop, emptyLoop, nil},
 		{"size kept but backing gone", "change", blk, loopA, DeviceState{Present: true, Size: 8192, Loop: true}, []Event{ev(Removed, "change: loop device detached")}},
 		{"re-attached to another file", "change", blk, loopA, loopB, []Event{
@@ -44,7 +44,8 @@ func TestMap(t *testing.T) {
 		{"remove of a known empty device", "remove", blk, empty, unknown, nil},
 		{"media ejected", "change", blk, sized, empty, []Event{ev(Removed, "change: size 0")}},
 		{"media inserted", "change", blk, empty, sized, []Event{ev(Added, "change: size 2048 sectors")}},
-		{"resize", "change", blk, sized, DeviceState{Present: true, Size: 4096}, nil},
+		{"resize", "change", blk, sized, DeviceState{Present: true, Size: 4096}, []Event{ev(Changed, "change: device changed")}},
+		{"rescan of a usable device", "change", blk, sized, sized, []Event{ev(Changed, "change: device changed")}},
 		{"gone from sysfs on change", "change", blk, sized, unknown, []Event{ev(Removed, "change: device gone from sysfs")}},
 		{"other subsystem", "change", env("net"), emptyLoop, loopA, nil},
 		{"online", "online", blk, empty, sized, []Event{ev(Added, "online: size 2048 sectors")}},

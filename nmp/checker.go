@@ -126,7 +126,11 @@ func (d *Device) checkRound(start time.Time, sched bool) {
 // probeNow probes paths (those switched off or in PDL excepted) in
 // parallel, each under its own deadline, and has the owner apply the
 // results as one event; false: the device closed.
-func (d *Device) probeNow(paths []*mpath.Path) bool {
+func (d *Device) probeNow(paths []*mpath.Path) bool { return d.probeNowWhy(paths, "") }
+
+// probeNowWhy is probeNow with why, when not "", added to the reason of
+// each path-state change the probes cause.
+func (d *Device) probeNowWhy(paths []*mpath.Path, why string) bool {
 	results := make([]probeResult, 0, len(paths))
 	for _, p := range paths {
 		if p.AdminOff() || p.PDL() {
@@ -148,7 +152,35 @@ func (d *Device) probeNow(paths []*mpath.Path) bool {
 	}
 	wg.Wait()
 	d.probedPDL(results) // state.go: a probe answered with PDL marks its path
-	return d.tell(event{kind: evProbed, probes: results}).err == nil
+	return d.tell(event{kind: evProbed, probes: results, reason: why}).err == nil
+}
+
+// Recheck probes one path now, outside the checker's schedule, when it is
+// out of service (dead, or waiting for its first probe), and applies the
+// result as a checker round does (flap damping included), with why added
+// to the reason of the path-state change. An Updater SATP then re-inquires
+// the path states, as after a round. Hotplug calls it when the kernel
+// reports a change on the path's block device (a uevent), so a returning
+// path is back at once instead of at the next checker round. A path in
+// service is left to the checker and its I/O: probed reports whether a
+// probe ran.
+func (d *Device) Recheck(name, why string) (probed bool, err error) {
+	p := d.FindPath(name)
+	if p == nil {
+		return false, fmt.Errorf("device %s has no path %q", d.name, name)
+	}
+	if st := p.State(); st != mpath.StateDead && st != mpath.StateUnknown {
+		return false, nil
+	}
+	if !d.probeNowWhy([]*mpath.Path{p}, why) {
+		return true, ioerr.ErrClosed
+	}
+	if _, ok := d.SATP().(Updater); ok {
+		ctx, cancel := context.WithTimeout(d.stopper.ctx, d.cfg.ProbeTimeout)
+		d.update(ctx)
+		cancel()
+	}
+	return true, nil
 }
 
 // update asks an Updater SATP to re-inquire path states (I/O, in the

@@ -90,7 +90,7 @@ type event struct {
 	on      bool // evAdmin
 	probes  []probeResult
 	changes []Change
-	reason  string    // evFail
+	reason  string    // evFail; evProbed: why the probes ran, when not a checker round
 	start   time.Time // evChecked: when the round started
 	psp     PSP       // evPolicy
 	opts    map[string]string
@@ -355,6 +355,9 @@ func (s *decider) probed(ev event) {
 		cur := p.State()
 		if want == cur {
 			continue
+		}
+		if ev.reason != "" {
+			reason += " (" + ev.reason + ")"
 		}
 		switch want {
 		case mpath.StateActive:

@@ -112,3 +112,87 @@ func TestGroupByWWID(t *testing.T) {
 	}
 	m.stopClean(t)
 }
+
+// TestUeventProbesReturningPath: a block path that failed comes back on
+// its device's uevent, not at the next checker round. The checker runs
+// once an hour here; the path fails by an injected fault (probes fail
+// too), the fault is cleared and the path stays dead — nothing probes it —
+// until the kernel reports a change on its loop device (the "change" uevent
+// that udev's watch or `udevadm trigger` makes, written to the device's
+// uevent file); then it is probed at once and active again, the reason
+// naming the uevent, and carries I/O.
+func TestUeventProbesReturningPath(t *testing.T) {
+	needs.Tools(t, "losetup")
+	img := filepath.Join(t.TempDir(), "disk.img")
+	f, _ := os.Create(img)
+	f.Truncate(64 << 20)
+	f.Close()
+	a, b := attachLoop(t, img), attachLoop(t, img)
+	m := startMount(t, "--name", "d0", "--path", a, "--path", b, "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--check-interval", "1h")
+	pathA := func() (state, reason string) {
+		for _, p := range m.status().Devices[0].Paths {
+			if p.URI == "block://"+a || p.URI == a {
+				return p.State, p.Reason
+			}
+		}
+		t.Fatalf("no path %s in %+v", a, m.status().Devices[0].Paths)
+		return "", ""
+	}
+	name := ""
+	for _, p := range m.status().Devices[0].Paths {
+		if p.URI == "block://"+a || p.URI == a {
+			name = p.Name
+		}
+	}
+	if out, err := m.ctl("fault", "inject", name, "--error", "path-failure"); err != nil {
+		t.Fatalf("fault inject: %v %s", err, out)
+	}
+	fd, err := os.OpenFile(m.file("d0"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	buf := make([]byte, 4096)
+	for i := 0; i < 8; i++ { // RR with iops=1: some reach the faulty path
+		if _, err := fd.ReadAt(buf, int64(i)*4096); err != nil {
+			t.Fatalf("read %d across the path failure: %v", i, err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the faulty path to be dead", func() bool { s, _ := pathA(); return s == "dead" })
+	if out, err := m.ctl("fault", "clear", name); err != nil {
+		t.Fatalf("fault clear: %v %s", err, out)
+	}
+	time.Sleep(2 * time.Second)
+	if s, r := pathA(); s != "dead" {
+		t.Fatalf("path %s is %s (%s) 2 s after the fault was cleared, with an hourly checker and no uevent: something else probed it", name, s, r)
+	}
+	uevent := filepath.Join("/sys/class/block", filepath.Base(a), "uevent")
+	if err := os.WriteFile(uevent, []byte("change"), 0); err != nil {
+		t.Fatalf("writing change to %s: %v", uevent, err)
+	}
+	waitFor(t, 20*time.Second, "the path to be active again after its device's uevent", func() bool { s, _ := pathA(); return s == "active" })
+	if _, r := pathA(); !strings.Contains(r, "uevent") {
+		t.Errorf("the returned path's reason does not name the uevent: %q", r)
+	}
+	before := uint64(0)
+	for _, p := range m.status().Devices[0].Paths {
+		if p.Name == name {
+			before = p.Reads
+		}
+	}
+	for i := 0; i < 8; i++ {
+		if _, err := fd.ReadAt(buf, int64(i)*4096); err != nil {
+			t.Fatalf("read %d after the return: %v", i, err)
+		}
+	}
+	for _, p := range m.status().Devices[0].Paths {
+		if p.Name == name && p.Reads == before {
+			t.Errorf("the returned path carried no read")
+		}
+	}
+	if !strings.Contains(m.out.String(), "probed at once") {
+		t.Errorf("mpathfs did not report the uevent-triggered probe:\n%s", m.out.String())
+	}
+	fd.Close()
+	m.stopClean(t)
+}
