@@ -187,8 +187,37 @@ func (d *Device) Recheck(name, why string) (probed bool, err error) {
 // caller) and reports the changes it asks for to the owner.
 func (d *Device) update(ctx context.Context) { d.updateWith(ctx, d.tell) }
 
+// updateSoon re-inquires the path states in the background, for an I/O
+// that failed on a path while another path is usable: its retry need not
+// wait for the answer (the failed path is out of the view already). All the
+// I/Os that failed together — every one in flight on a path that died —
+// share one re-inquiry: a request made while one runs makes it run once
+// more after it, not once per I/O.
+func (d *Device) updateSoon() {
+	if _, ok := d.SATP().(Updater); !ok {
+		return
+	}
+	if d.reinquire.Add(1) != 1 {
+		return // the running re-inquiry will run again
+	}
+	if !d.stopper.goWork(func() {
+		for {
+			n := d.reinquire.Load()
+			ctx, cancel := context.WithTimeout(d.stopper.ctx, d.cfg.ProbeTimeout)
+			d.update(ctx)
+			cancel()
+			if d.reinquire.Add(-n) == 0 {
+				return
+			}
+		}
+	}) {
+		d.reinquire.Store(0)
+	}
+}
+
 // updateWith is update reporting through send: tell, or report for an I/O
-// whose retry waits for the new states (a unit attention).
+// whose retry waits for the new states (a unit attention, or a path
+// failure that left no usable path).
 func (d *Device) updateWith(ctx context.Context, send func(event) result) {
 	u, ok := d.SATP().(Updater)
 	if !ok {

@@ -295,7 +295,13 @@ func (d *Device) judge(ctx context.Context, path *mpath.Path, op mpath.OpKind, e
 		d.report(event{kind: evIOFailed, path: path, op: op, err: err, verdict: v})
 	}
 	if v.Update {
-		d.updateWith(ctx, d.report)
+		if v.Class == ioerr.ClassPathFailure && len(d.view.Load().Usable) > 0 {
+			// The retry has a path already (the report above took this
+			// one out of the view): re-inquire in the background.
+			d.updateSoon()
+		} else {
+			d.updateWith(ctx, d.report)
+		}
 	}
 	return v
 }
