@@ -54,7 +54,7 @@ type DeviceConfig struct {
 	// demote a path to the marginal group (0: off).
 	MarginalErrors int      `yaml:"marginal_errors"`
 	MarginalWindow Duration `yaml:"marginal_window"`
-	// Hedged reads (off by default): a read outstanding longer than
+	// Hedged reads (on by default): a read outstanding longer than
 	// hedge_multiplier × its path's recent p99 read latency, within
 	// [hedge_floor, hedge_ceiling], is sent again on another path.
 	HedgeReads      string   `yaml:"hedge_reads"`

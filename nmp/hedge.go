@@ -79,12 +79,12 @@ type hedgeState struct {
 }
 
 // ParseHedgeMode checks a hedge_reads value: "on", "off", or "" (the
-// default, off: see docs/hedging.md, "Default").
+// default, on: see docs/hedging.md, "Default").
 func ParseHedgeMode(s string) (bool, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "on", "true", "yes", "1":
+	case "", "on", "true", "yes", "1":
 		return true, nil
-	case "", "off", "false", "no", "0":
+	case "off", "false", "no", "0":
 		return false, nil
 	}
 	return false, fmt.Errorf("hedge_reads %q: want on or off", s)

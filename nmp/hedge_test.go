@@ -102,8 +102,8 @@ func TestHedgeConfig(t *testing.T) {
 	cfg := mpath.DeviceConfig{IOTimeout: 5 * time.Second}
 	hc, on, err := normaliseHedge(&cfg)
 	require.NoError(t, err)
-	assert.False(t, on, "hedging is off by default")
-	assert.Equal(t, "off", cfg.HedgeReads)
+	assert.True(t, on, "hedging is on by default")
+	assert.Equal(t, "on", cfg.HedgeReads)
 	assert.Equal(t, DefaultHedgeCeiling, hc.ceiling)
 	assert.Equal(t, DefaultHedgeFloor, hc.floor)
 

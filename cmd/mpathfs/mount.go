@@ -53,7 +53,7 @@ func cmdMount(args []string, stdout io.Writer) error {
 	flapThreshold := fs.Int("flap-threshold", 0, "failures within --flap-window that hold a path down (default 3)")
 	flapWindow := fs.Duration("flap-window", 0, "window for counting path failures (default 60s)")
 	holdDown := fs.Duration("hold-down", 0, "how long a flapping path is held out of service (default 10s, doubling while it keeps flapping)")
-	hedge := fs.String("hedge", "", "hedged reads: on or off (the default); a read outstanding past --hedge-multiplier × its path's p99 is sent again on another path")
+	hedge := fs.String("hedge", "", "hedged reads: on (the default) or off; a read outstanding past --hedge-multiplier × its path's p99 is sent again on another path")
 	hedgeMult := fs.Float64("hedge-multiplier", 0, "hedging threshold as a multiple of the path's recent p99 read latency (default 3)")
 	hedgeFloor := fs.Duration("hedge-floor", 0, "lowest hedging threshold (default 2ms)")
 	hedgeCeiling := fs.Duration("hedge-ceiling", 0, "highest hedging threshold (default 50ms, at most half --io-timeout)")

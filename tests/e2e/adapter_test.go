@@ -32,7 +32,7 @@ func adapters(t *testing.T, m *mount) map[string]host.AdapterStatus {
 // checked every 300 ms, never held down for flapping) with four file
 // paths to one store over two adapters, vmhba1 and vmhba2, two targets
 // each.
-func startTwoAdapterMount(t *testing.T) *mount {
+func startTwoAdapterMount(t *testing.T, args ...string) *mount {
 	t.Helper()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "lun.img")
@@ -50,7 +50,7 @@ func startTwoAdapterMount(t *testing.T) *mount {
       - {uri: "file://`+img+`", location: vmhba2:C0:T0:L0}
       - {uri: "file://`+img+`", location: vmhba2:C0:T1:L0}
 `), 0o600))
-	return startMount(t, "--config", cfg)
+	return startMount(t, append([]string{"--config", cfg}, args...)...)
 }
 
 // TestAdapterFailure: four paths over two adapters under fio --verify;

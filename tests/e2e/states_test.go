@@ -21,9 +21,11 @@ import (
 // LUN reset, a target reset, a bus reset, an ABORT TASK SET and an adapter
 // reset — with a slow path whose delayed I/Os the resets abort — cost fio
 // nothing: every aborted task and every unit attention is retried.
+// Hedging is off: it would send the slow path's reads elsewhere and demote
+// the path as slow, leaving nothing on it for the resets to abort.
 func TestResetsUnderLoad(t *testing.T) {
 	needs.Tools(t, "fio")
-	m := startTwoAdapterMount(t)
+	m := startTwoAdapterMount(t, "--hedge", "off")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	fio := startFio(ctx, verifyJob(m.file("d0"), 12)...)
