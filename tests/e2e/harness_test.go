@@ -109,6 +109,21 @@ func startMountDir(t *testing.T, dir string, args ...string) *mount {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// On failure, what the mount saw (runs before m.stop: cleanups run
+	// last-registered first).
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		if out, err := m.ctl("events", "--last", "150"); err == nil {
+			t.Logf("mpathfs events (last 150):\n%s", out)
+		}
+		out := m.out.String()
+		if len(out) > 8000 {
+			out = "…" + out[len(out)-8000:]
+		}
+		t.Logf("mpathfs output:\n%s", out)
+	})
 	return m
 }
 
