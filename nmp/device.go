@@ -47,7 +47,7 @@ type Device struct {
 	apdEntries atomic.Uint64
 	// reinquire counts requests for a background re-inquiry of the path
 	// states after a path failure (checker.go, updateSoon).
-	reinquire atomic.Int32
+	reinquire  atomic.Int32
 	queueDepth atomic.Int64
 	ioSeq      atomic.Uint64
 
