@@ -12,7 +12,7 @@ set -euo pipefail
 # file), so the cached image is rebuilt.
 PACKAGES=(
   linux-image-amd64 udev fuse3 fio multipath-tools sg3-utils lsscsi kmod
-  busybox-static jq procps util-linux open-iscsi
+  busybox-static jq procps util-linux open-iscsi curl
 )
 BOX_PACKAGES=(
   systemd systemd-sysv openssh-server sudo rsync grub-pc-bin grub2-common

@@ -17,6 +17,8 @@
 #   MPATHFS_VM_ONLY_ISCSI=1 / MPATHFS_VM_SKIP_ISCSI=1   only part (d) / all but (d)
 #   MPATHFS_VM_BLOCK_QUERY=Q   query of part (b)'s block:// paths, default ?inline=true
 #                              (empty: the default hand-off to a worker per system call)
+#   MPATHFS_VM_KERNEL_ARGS=ARGS  more guest kernel arguments; default "clocksource=tsc
+#                              tsc=reliable" (empty: the kernel's choice under TCG, HPET)
 #   MPATHFS_VM_ISCSI_FIO_RUNTIME / _FAIL_AT / _RESTORE_AT / _REPLACEMENT_TIMEOUT
 #                              part (d): fio seconds (30), controller failure and
 #                              restore (8/18), the iSCSI replacement_timeout (5)
@@ -72,6 +74,13 @@ case "$accel" in
   *) log "MPATHFS_VM_ACCEL must be tcg or kvm"; exit 2 ;;
 esac
 
+# The guest's clock: under TCG the kernel distrusts the emulated TSC and
+# falls back to HPET, on which every clock read is an emulated device access
+# and clock_gettime leaves the vDSO for a system call: about 2.5 µs a read,
+# and the Go runtime reads the clock on every goroutine switch. A real host
+# runs on the TSC; so does the guest unless MPATHFS_VM_KERNEL_ARGS says else.
+kernel_args=${MPATHFS_VM_KERNEL_ARGS-clocksource=tsc tsc=reliable}
+
 console=$work/console.log
 pidfile=$work/qemu.pid
 rm -f "$console" "$pidfile"
@@ -84,7 +93,7 @@ qemu-system-x86_64 \
   -machine q35 "${accel_args[@]}" -smp "$cpus" -m "$mem" \
   -nodefaults -no-user-config -display none -vga none -nic none -no-reboot \
   -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
-  -append "root=/dev/vda console=ttyS0 panic=-1 loglevel=4 quiet no_timer_check vmtest.init=/sbin/mpathfs-vm-init" \
+  -append "root=/dev/vda console=ttyS0 panic=-1 loglevel=4 quiet no_timer_check vmtest.init=/sbin/mpathfs-vm-init${kernel_args:+ $kernel_args}" \
   -drive file="$work/disk.raw",format=raw,if=virtio,snapshot=on,cache=unsafe \
   -virtfs local,path="$repo",mount_tag=host,security_model=none,id=host \
   -chardev file,id=con,path="$console" -serial chardev:con \
