@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -136,4 +138,95 @@ func (c foreignCtx) Err() error {
 	default:
 		return nil
 	}
+}
+
+// BenchmarkDeviceDepth is the 4k loop at queue depth: qd goroutines each
+// issue 4k I/Os on one device over one NBD path (its default connections)
+// to `nbdkit memory`, under the context a FUSE mount gives (foreign).
+// ns/op is the wall time per I/O over all of them; cpu-µs/op and
+// switches/op are the process's, per I/O. What the NBD client costs once
+// requests overlap, beside the QD1 loops above.
+func BenchmarkDeviceDepth(b *testing.B) {
+	type op int
+	const (
+		read op = iota
+		write
+		randrw
+	)
+	for _, tc := range []struct {
+		name  string
+		op    op
+		qd    int
+		conns string // the URI's connections=, or "" for the default
+	}{
+		{"read/qd32", read, 32, ""},
+		{"write/qd32", write, 32, ""},
+		{"randrw/qd2", randrw, 2, ""},
+		{"randrw/qd4", randrw, 4, ""},
+		{"randrw/qd8", randrw, 8, ""},
+		{"randrw/qd32", randrw, 32, ""},
+		{"randrw/qd64", randrw, 64, ""},
+		{"randrw/qd32/conn1", randrw, 32, "1"},
+	} {
+		b.Run("nbd/"+tc.name, func(b *testing.B) {
+			uri := nbdURI(b)
+			if tc.conns != "" {
+				uri += "&connections=" + tc.conns
+			}
+			d := device(b, uri)
+			var ctx context.Context = foreignCtx{Context: context.Background(), done: make(chan struct{})}
+			benchDepth(b, tc.qd, func(g, i int, buf []byte) error {
+				// Spread the I/Os over the store, each goroutine on
+				// its own 4k blocks.
+				off := int64((i*tc.qd+g)%(storeSize/4096)) * 4096
+				rd := tc.op == read || (tc.op == randrw && (i+g)%2 == 0)
+				var err error
+				if rd {
+					_, err = d.ReadAt(ctx, buf, off)
+				} else {
+					_, err = d.WriteAt(ctx, buf, off)
+				}
+				return err
+			})
+		})
+	}
+}
+
+// benchDepth runs b.N I/Os (io) from qd goroutines, reporting what
+// benchIO reports per I/O. io gets the goroutine's number, its I/O count
+// and its own 4k buffer.
+func benchDepth(b *testing.B, qd int, io func(g, i int, buf []byte) error) {
+	b.ReportAllocs()
+	b.SetBytes(4096)
+	var next atomic.Int64
+	var failMu sync.Mutex
+	var failed error
+	var before, after syscall.Rusage
+	b.ResetTimer()
+	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	var wg sync.WaitGroup
+	for g := range qd {
+		wg.Go(func() {
+			buf := make([]byte, 4096)
+			for i := 0; next.Add(1) <= int64(b.N); i++ {
+				if err := io(g, i, buf); err != nil {
+					failMu.Lock()
+					failed = err
+					failMu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	b.StopTimer()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+	cpu := func(r *syscall.Rusage) time.Duration {
+		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	b.ReportMetric(float64(cpu(&after)-cpu(&before))/float64(b.N)/1e3, "cpu-µs/op")
+	b.ReportMetric(float64(after.Nvcsw+after.Nivcsw-before.Nvcsw-before.Nivcsw)/float64(b.N), "switches/op")
 }

@@ -3,7 +3,6 @@ package nbd
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +28,11 @@ type request struct {
 	buf      []byte    // READ: where the data goes (the caller's buffer)
 	deadline time.Time // zero: none
 	done     chan error
+	// ctx is the submitter's context, set when the request is registered;
+	// the follower poll (follow.go) reads it under conn.mu while the
+	// request is in flight and not abandoned (its submitter is in do).
+	ctx  context.Context
+	poke chan struct{} // the follower poll saw ctx end (or a stale poke)
 
 	// Guarded by conn.mu.
 	claimed   bool // the reader is processing a reply chunk for it
@@ -51,13 +55,19 @@ type request struct {
 
 type interval struct{ lo, hi uint64 }
 
-var requestPool = sync.Pool{New: func() any { return &request{done: make(chan error, 1)} }}
+var requestPool = sync.Pool{New: func() any {
+	return &request{done: make(chan error, 1), poke: make(chan struct{}, 1)}
+}}
 
 func getRequest() *request { return requestPool.Get().(*request) }
 
 func putRequest(r *request) {
-	done, ivs := r.done, r.ivs[:0]
-	*r = request{done: done, ivs: ivs}
+	done, poke, ivs := r.done, r.poke, r.ivs[:0]
+	select {
+	case <-poke: // harmless where it goes next, but spare it the wake-up
+	default:
+	}
+	*r = request{done: done, poke: poke, ivs: ivs}
 	requestPool.Put(r)
 }
 
@@ -78,7 +88,7 @@ func opName(typ uint16) string {
 }
 
 // conn is one NBD connection in the transmission phase: one reader
-// goroutine demultiplexes replies by handle, senders serialise on wmu, and a
+// goroutine demultiplexes replies by handle, senders combine their writes, and a
 // watchdog tears the connection down when a request outlives its deadline.
 type conn struct {
 	nc   net.Conn
@@ -90,15 +100,29 @@ type conn struct {
 	closeOnce sync.Once   // closing the socket
 	sockGone  atomic.Bool // the socket is closed
 
-	wmu sync.Mutex
-	bw  *bufio.Writer
-	hdr [28]byte
+	// Sending (send.go): senders append requests to wbuf under wmu; one
+	// of them at a time, the flusher, writes what is pending.
+	wmu      sync.Mutex
+	wcond    sync.Cond // on wmu: a batch was written, or the flusher is done
+	wbuf     []byte    // the pending batch: requests not yet written; under wmu
+	batch    uint64    // the pending batch's number; under wmu
+	written  uint64    // the last batch written whole; under wmu
+	tried    uint64    // the last batch handed to the socket; under wmu
+	flushing bool      // a flusher holds the socket's write side; under wmu
+	werr     error     // the write error that ended sending; under wmu
+	spare    []byte    // the flusher's other buffer; flusher only
+	hdr      [28]byte  // a large request's header; flusher only
 
 	// The reader role: whoever holds it reads replies (role.go).
 	role readerRole
 	br   *bufio.Reader // role holder only
 	rbuf [20]byte      // role holder only
 	cur  *request      // role holder only: the claimed request
+
+	// The follower poll (follow.go).
+	followers atomic.Int32 // submitters waiting for their replies as followers
+	polling   atomic.Bool  // pollT is armed or running
+	pollT     *time.Timer
 
 	mu struct {
 		sync.Mutex
@@ -129,7 +153,6 @@ func allocConn(nc net.Conn, info *exportInfo, name string) *conn {
 		nc:   nc,
 		info: info,
 		name: name,
-		bw:   bufio.NewWriterSize(nc, 64<<10),
 		br:   bufio.NewReaderSize(nc, 64<<10),
 		done: make(chan struct{}),
 	}
@@ -141,6 +164,10 @@ func allocConn(nc net.Conn, info *exportInfo, name string) *conn {
 		lead = leaderMode
 	}
 	c.role = newReaderRole(lead)
+	c.wcond.L = &c.wmu
+	c.pollT = time.AfterFunc(time.Hour, c.pollFollowers)
+	c.pollT.Stop()
+	c.batch = 1
 	c.mu.inflight = make(map[uint64]*request)
 	return c
 }
@@ -268,6 +295,7 @@ func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uin
 	}
 	c.mu.next++
 	r.handle = c.mu.next
+	r.ctx = ctx
 	c.mu.inflight[r.handle] = r
 	c.mu.Unlock()
 	c.load.Add(1)
@@ -281,18 +309,18 @@ func (c *conn) do(ctx context.Context, typ, flags uint16, off uint64, length uin
 	if c.role.lead && c.role.take() {
 		c.leadUntil(ctx, r)
 	}
-	// The reply is usually there already (the leader read it): take it
-	// without asking ctx for its Done channel, which some contexts make
-	// on demand with a timer and a goroutine watching their parent.
+	// The reply is usually there already at queue depth 1 (the leader
+	// read it). Otherwise wait for it as a follower: the connection's
+	// follower poll (follow.go) watches ctx, not ctx's Done channel, which
+	// some contexts make on demand with a timer and a goroutine watching
+	// their parent.
 	select {
 	case err := <-r.done:
 		return c.finished(r, wc, wrote, err)
 	default:
 	}
-	select {
-	case err := <-r.done:
+	if err := c.follow(ctx, r); err != errCtxEnded {
 		return c.finished(r, wc, wrote, err)
-	case <-ctx.Done():
 	}
 	return c.giveUp(ctx, r, wc, wrote)
 }
@@ -351,48 +379,6 @@ func ctxError(name, op string, err error) error {
 		return ioerr.NewError(ioerr.ClassPathFailure, op, fmt.Errorf("%s: request timed out (connection torn down): %w", name, err))
 	}
 	return fmt.Errorf("nbd %s %s: %w", name, op, err)
-}
-
-// send writes a request. wrote is false when nothing was written because
-// the connection was already torn down (then the request never left).
-func (c *conn) send(r *request, flags uint16, data []byte) (wrote bool, err error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.shut.Load() {
-		return false, errShut
-	}
-	h := c.hdr[:]
-	binary.BigEndian.PutUint32(h[0:], magicRequest)
-	binary.BigEndian.PutUint16(h[4:], flags)
-	binary.BigEndian.PutUint16(h[6:], r.typ)
-	binary.BigEndian.PutUint64(h[8:], r.handle)
-	binary.BigEndian.PutUint64(h[16:], r.off)
-	binary.BigEndian.PutUint32(h[24:], r.length)
-	if _, err := c.bw.Write(h); err != nil {
-		return true, err
-	}
-	if len(data) > 0 {
-		if _, err := c.bw.Write(data); err != nil {
-			return true, err
-		}
-	}
-	return true, c.bw.Flush()
-}
-
-// disconnect sends NBD_CMD_DISC (best effort) before the connection closes.
-func (c *conn) disconnect() {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.shut.Load() {
-		return
-	}
-	h := c.hdr[:]
-	clear(h)
-	binary.BigEndian.PutUint32(h[0:], magicRequest)
-	binary.BigEndian.PutUint16(h[6:], cmdDisc)
-	c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	c.bw.Write(h)
-	c.bw.Flush()
 }
 
 func (c *conn) watchdog(interval time.Duration) {
@@ -488,5 +474,6 @@ func (c *conn) idleCheck() {
 func (c *conn) close(cause error) {
 	c.teardown(cause)
 	c.kill()
+	c.pollT.Stop()
 	c.wg.Wait()
 }

@@ -58,14 +58,20 @@
 //
 // Transmission: requests are pipelined on the connection and matched to
 // replies by handle; replies are demultiplexed straight into the callers'
-// buffers, senders serialise on a mutex, and per-request state comes from a
-// pool. Who reads replies (leader/follower): on a plain Unix or TCP socket
+// buffers, per-request state comes from a pool, and concurrent senders
+// combine their requests: one of them at a time writes, and the requests
+// sent while it writes leave together in its next write (send.go; a payload
+// above 64 KiB is written from the caller's buffer, not copied). Who reads
+// replies (leader/follower): on a plain Unix or TCP socket
 // the reader role is a token. A submitter that finds it free becomes the
 // leader and reads replies itself, delivering other requests' replies on
 // the way, until its own has arrived; at QD1 that removes the hand-off to a
 // reader goroutine (the netpoller wakes the submitter directly instead of
 // waking a reader that then wakes the submitter). Submitters that find the
-// role taken wait for their reply as before. A leader reads a message only
+// role taken wait for their reply as followers; they do not ask their
+// context for its Done channel either: one timer per connection, armed
+// while followers wait, looks at their contexts every 1 ms and wakes those
+// whose context ended (follow.go). A leader reads a message only
 // once it is entirely in the 64 KiB read buffer (bufio Peek), so when its
 // context ends it can be woken (the read deadline is pulled in) at a
 // message boundary with nothing half read, and it steps down at once. A

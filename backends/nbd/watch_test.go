@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -121,4 +122,49 @@ func TestLeaderCancelledForeignContext(t *testing.T) {
 	_, err = c.ReadAt(context.Background(), got, 0)
 	require.NoError(t, err)
 	require.Equal(t, bytes.Repeat([]byte{1}, 4096), got)
+}
+
+// doneCounter is a foreignCtx that counts the calls of Done: a follower
+// must not ask for it (follow.go).
+type doneCounter struct {
+	foreignCtx
+	calls atomic.Int32
+}
+
+func (c *doneCounter) Done() <-chan struct{} { c.calls.Add(1); return c.done }
+
+// TestFollowerCancelledPolled: a follower (the reader role is held by a
+// leader whose reply never comes: the server is stopped) whose context is
+// cancelled returns context.Canceled within a few poll periods, without
+// ever asking its context for Done; the connection stays up, the
+// abandoned reply never reaches the caller's buffer, and the leader's
+// request still completes once the server answers.
+func TestFollowerCancelledPolled(t *testing.T) {
+	s := startNbdkit(t, false, "memory", "size=4M")
+	c := openT(t, s.uri("")+"&connections=1")
+	defer c.Close()
+	cn, err := c.current("read")
+	require.NoError(t, err)
+	stopServer(t, s.pid())
+	lead := make(chan error, 1)
+	go func() {
+		_, err := c.ReadAt(context.Background(), make([]byte, 4096), 4096)
+		lead <- err
+	}()
+	require.Eventually(t, func() bool { return !cn.role.free() && cn.load.Load() == 1 }, wait, time.Millisecond)
+	ctx := &doneCounter{foreignCtx: foreignCtx{Context: context.Background(), done: make(chan struct{})}}
+	buf := bytes.Repeat([]byte{0xaa}, 4096)
+	go func() { time.Sleep(20 * time.Millisecond); close(ctx.done) }()
+	start := time.Now()
+	_, err = c.ReadAt(ctx, buf, 0)
+	el := time.Since(start)
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotErrorIs(t, err, ioerr.ErrPathFailure)
+	require.Less(t, el, 500*time.Millisecond, "the cancelled follower returned late")
+	require.Zero(t, ctx.calls.Load(), "the follower asked its context for Done")
+	require.True(t, cn.alive(), "cancelling a follower tore the connection down")
+	require.NoError(t, syscall.Kill(s.pid(), syscall.SIGCONT))
+	require.NoError(t, <-lead, "the leader's read")
+	roleIdle(t, cn)
+	require.Equal(t, bytes.Repeat([]byte{0xaa}, 4096), buf, "an abandoned reply was written into the caller's buffer")
 }
