@@ -141,7 +141,7 @@ func (c foreignCtx) Err() error {
 }
 
 // BenchmarkDeviceDepth is the 4k loop at queue depth: qd goroutines each
-// issue 4k I/Os on one device over one NBD path (its default connections)
+// send 4k I/Os to one device over one NBD path (its default connections)
 // to `nbdkit memory`, under the context a FUSE mount gives (foreign).
 // ns/op is the wall time per I/O over all of them; cpu-µs/op and
 // switches/op are the process's, per I/O. What the NBD client costs once
