@@ -115,11 +115,7 @@ func (d *Device) checkRound(start time.Time, sched bool) {
 	if !d.probeNow(d.Paths()) {
 		return // closed
 	}
-	if _, ok := d.SATP().(Updater); ok {
-		ctx, cancel := context.WithTimeout(d.stopper.ctx, d.cfg.ProbeTimeout)
-		d.update(ctx)
-		cancel()
-	}
+	d.reinquire()
 	d.tell(event{kind: evChecked, start: start, sched: sched})
 }
 
@@ -175,12 +171,19 @@ func (d *Device) Recheck(name, why string) (probed bool, err error) {
 	if !d.probeNowWhy([]*mpath.Path{p}, why) {
 		return true, ioerr.ErrClosed
 	}
-	if _, ok := d.SATP().(Updater); ok {
-		ctx, cancel := context.WithTimeout(d.stopper.ctx, d.cfg.ProbeTimeout)
-		d.update(ctx)
-		cancel()
-	}
+	d.reinquire()
 	return true, nil
+}
+
+// reinquire is update under the probe timeout, on the device's own
+// context: after a checker round, a recheck, or a path failure's burst.
+func (d *Device) reinquire() {
+	if _, ok := d.SATP().(Updater); !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(d.stopper.ctx, d.cfg.ProbeTimeout)
+	d.update(ctx)
+	cancel()
 }
 
 // update asks an Updater SATP to re-inquire path states (I/O, in the
@@ -197,21 +200,19 @@ func (d *Device) updateSoon() {
 	if _, ok := d.SATP().(Updater); !ok {
 		return
 	}
-	if d.reinquire.Add(1) != 1 {
+	if d.reinquireReqs.Add(1) != 1 {
 		return // the running re-inquiry will run again
 	}
 	if !d.stopper.goWork(func() {
 		for {
-			n := d.reinquire.Load()
-			ctx, cancel := context.WithTimeout(d.stopper.ctx, d.cfg.ProbeTimeout)
-			d.update(ctx)
-			cancel()
-			if d.reinquire.Add(-n) == 0 {
+			n := d.reinquireReqs.Load()
+			d.reinquire()
+			if d.reinquireReqs.Add(-n) == 0 {
 				return
 			}
 		}
 	}) {
-		d.reinquire.Store(0)
+		d.reinquireReqs.Store(0)
 	}
 }
 

@@ -45,11 +45,11 @@ type Device struct {
 
 	failovers  atomic.Uint64
 	apdEntries atomic.Uint64
-	// reinquire counts requests for a background re-inquiry of the path
+	// reinquireReqs counts requests for a background re-inquiry of the path
 	// states after a path failure (checker.go, updateSoon).
-	reinquire  atomic.Int32
-	queueDepth atomic.Int64
-	ioSeq      atomic.Uint64
+	reinquireReqs atomic.Int32
+	queueDepth    atomic.Int64
+	ioSeq         atomic.Uint64
 
 	// hedgeState holds hedged reads' state (hedge.go).
 	hedgeState

@@ -99,7 +99,7 @@ func TestPathFailureRetriesBeforeReinquiry(t *testing.T) {
 	waitFor(t, "the background re-inquiry to start", func() bool { return g.calls.Load() >= 1 })
 	assert.Equal(t, int32(1), g.calls.Load(), "one re-inquiry runs at a time, shared by the failed I/Os")
 	close(g.release)
-	waitFor(t, "the re-inquiries to finish", func() bool { return r.d.reinquire.Load() == 0 })
+	waitFor(t, "the re-inquiries to finish", func() bool { return r.d.reinquireReqs.Load() == 0 })
 	assert.LessOrEqual(t, g.calls.Load(), int32(2), "requests made while one ran make one more, not one each")
 
 	// No usable path left: the I/O waits for the re-inquiry (here it
