@@ -80,14 +80,19 @@ func benchIO(b *testing.B, d *nmp.Device, ctx context.Context, io func(context.C
 		n++
 	}
 	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-	// What an I/O costs this process, beside the wall time that the
-	// machine's load blurs: CPU time (user + system) and context switches
-	// (voluntary + involuntary) per I/O.
+	reportRusage(b, &before, &after, n)
+}
+
+// reportRusage reports what an I/O cost this process between two
+// getrusage samples over n I/Os, beside the wall time that the machine's
+// load blurs: CPU time (user + system) and context switches (voluntary +
+// involuntary) per I/O.
+func reportRusage(b *testing.B, before, after *syscall.Rusage, n int) {
 	cpu := func(r *syscall.Rusage) time.Duration {
 		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
 	}
 	if n > 0 {
-		b.ReportMetric(float64(cpu(&after)-cpu(&before))/float64(n)/1e3, "cpu-µs/op")
+		b.ReportMetric(float64(cpu(after)-cpu(before))/float64(n)/1e3, "cpu-µs/op")
 		b.ReportMetric(float64(after.Nvcsw+after.Nivcsw-before.Nvcsw-before.Nivcsw)/float64(n), "switches/op")
 	}
 }
@@ -224,9 +229,5 @@ func benchDepth(b *testing.B, qd int, io func(g, i int, buf []byte) error) {
 	if failed != nil {
 		b.Fatal(failed)
 	}
-	cpu := func(r *syscall.Rusage) time.Duration {
-		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
-	}
-	b.ReportMetric(float64(cpu(&after)-cpu(&before))/float64(b.N)/1e3, "cpu-µs/op")
-	b.ReportMetric(float64(after.Nvcsw+after.Nivcsw-before.Nvcsw-before.Nivcsw)/float64(b.N), "switches/op")
+	reportRusage(b, &before, &after, b.N)
 }
