@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mpathfs/mpathfs/internal/needs"
+	"github.com/mpathfs/mpathfs/mpath"
 )
 
 // attachLoop attaches a loop device over img and detaches it in cleanup.
@@ -129,21 +130,16 @@ func TestUeventProbesReturningPath(t *testing.T) {
 	f.Close()
 	a, b := attachLoop(t, img), attachLoop(t, img)
 	m := startMount(t, "--name", "d0", "--path", a, "--path", b, "--psp", "VMW_PSP_RR", "--psp-option", "iops=1", "--check-interval", "1h")
-	pathA := func() (state, reason string) {
-		for _, p := range m.status().Devices[0].Paths {
-			if p.URI == "block://"+a || p.URI == a {
-				return p.State, p.Reason
-			}
-		}
-		t.Fatalf("no path %s in %+v", a, m.status().Devices[0].Paths)
-		return "", ""
-	}
 	name := ""
 	for _, p := range m.status().Devices[0].Paths {
 		if p.URI == "block://"+a || p.URI == a {
 			name = p.Name
 		}
 	}
+	if name == "" {
+		t.Fatalf("no path %s in %+v", a, m.status().Devices[0].Paths)
+	}
+	pathA := func() mpath.PathStatus { return pathStatus(m, "d0", name) }
 	if out, err := m.ctl("fault", "inject", name, "--error", "path-failure"); err != nil {
 		t.Fatalf("fault inject: %v %s", err, out)
 	}
@@ -158,37 +154,30 @@ func TestUeventProbesReturningPath(t *testing.T) {
 			t.Fatalf("read %d across the path failure: %v", i, err)
 		}
 	}
-	waitFor(t, 10*time.Second, "the faulty path to be dead", func() bool { s, _ := pathA(); return s == "dead" })
+	waitFor(t, 10*time.Second, "the faulty path to be dead", func() bool { return pathA().State == "dead" })
 	if out, err := m.ctl("fault", "clear", name); err != nil {
 		t.Fatalf("fault clear: %v %s", err, out)
 	}
 	time.Sleep(2 * time.Second)
-	if s, r := pathA(); s != "dead" {
-		t.Fatalf("path %s is %s (%s) 2 s after the fault was cleared, with an hourly checker and no uevent: something else probed it", name, s, r)
+	if p := pathA(); p.State != "dead" {
+		t.Fatalf("path %s is %s (%s) 2 s after the fault was cleared, with an hourly checker and no uevent: something else probed it", name, p.State, p.Reason)
 	}
 	uevent := filepath.Join("/sys/class/block", filepath.Base(a), "uevent")
 	if err := os.WriteFile(uevent, []byte("change"), 0); err != nil {
 		t.Fatalf("writing change to %s: %v", uevent, err)
 	}
-	waitFor(t, 20*time.Second, "the path to be active again after its device's uevent", func() bool { s, _ := pathA(); return s == "active" })
-	if _, r := pathA(); !strings.Contains(r, "uevent") {
+	waitFor(t, 20*time.Second, "the path to be active again after its device's uevent", func() bool { return pathA().State == "active" })
+	if r := pathA().Reason; !strings.Contains(r, "uevent") {
 		t.Errorf("the returned path's reason does not name the uevent: %q", r)
 	}
-	before := uint64(0)
-	for _, p := range m.status().Devices[0].Paths {
-		if p.Name == name {
-			before = p.Reads
-		}
-	}
+	before := pathA().Reads
 	for i := 0; i < 8; i++ {
 		if _, err := fd.ReadAt(buf, int64(i)*4096); err != nil {
 			t.Fatalf("read %d after the return: %v", i, err)
 		}
 	}
-	for _, p := range m.status().Devices[0].Paths {
-		if p.Name == name && p.Reads == before {
-			t.Errorf("the returned path carried no read")
-		}
+	if pathA().Reads == before {
+		t.Errorf("the returned path carried no read")
 	}
 	if !strings.Contains(m.out.String(), "probed at once") {
 		t.Errorf("mpathfs did not report the uevent-triggered probe:\n%s", m.out.String())
