@@ -243,12 +243,48 @@ func (a *atsLock) pathList() []atsBackend {
 	return append([]atsBackend(nil), a.paths...)
 }
 
+// atsRetries bounds how often one lock command is sent again on the same
+// path after a retryable answer (a unit attention, busy, an ALUA
+// transition); atsRetryWait is the first wait between two tries, doubled
+// each time.
+const (
+	atsRetries   = 8
+	atsRetryWait = 2 * time.Millisecond
+)
+
+// again sends one lock command on one path, sending it again while the
+// answer is retryable. A unit attention is reported once per change (an
+// ownership or access state change, as when another host moves the LU
+// between an active/passive array's controllers), so the next try meets
+// the LU as it is now; without this, a heartbeat on an LU that other
+// hosts' I/O keeps moving fails on every path until the lock is lost.
+func again(ctx context.Context, op func() error) error {
+	wait := atsRetryWait
+	for try := 0; ; try++ {
+		err := op()
+		if err == nil || try == atsRetries || ioerr.ClassOf(err) != ioerr.ClassRetryable {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait *= 2
+	}
+}
+
 // read reads the lock block through the first path that answers.
 func (a *atsLock) read(ctx context.Context) ([]byte, error) {
 	var err error
 	for _, p := range a.pathList() {
 		b := make([]byte, a.block)
-		if _, err = p.ReadAt(ctx, b, int64(a.lba)*int64(a.block)); err == nil {
+		if err = again(ctx, func() error {
+			_, err := p.ReadAt(ctx, b, int64(a.lba)*int64(a.block))
+			return err
+		}); err == nil {
 			return b, nil
 		}
 	}
@@ -260,7 +296,7 @@ func (a *atsLock) read(ctx context.Context) ([]byte, error) {
 func (a *atsLock) caw(ctx context.Context, old, new []byte) error {
 	var err error
 	for _, p := range a.pathList() {
-		if err = p.CompareAndWrite(ctx, a.lba, old, new); err == nil || isMiscompare(err) {
+		if err = again(ctx, func() error { return p.CompareAndWrite(ctx, a.lba, old, new) }); err == nil || isMiscompare(err) {
 			return err
 		}
 		if sense, ok := ioerr.SenseOf(err); ok && sense.Key == ioerr.SenseIllegalRequest {

@@ -25,6 +25,19 @@ type fakeLU struct {
 	data  []byte
 	block int
 	down  bool
+	// attentions: how many commands from now are answered with a unit
+	// attention (as after another host moved the LU between controllers)
+	// instead of being carried out.
+	attentions int
+}
+
+// attention reports a pending unit attention, once (l.mu held).
+func (l *fakeLU) attention() error {
+	if l.attentions == 0 {
+		return nil
+	}
+	l.attentions--
+	return &ioerr.Error{Class: ioerr.ClassRetryable, Op: "fake LU", Err: errors.New("CHECK CONDITION"), Sense: &ioerr.Sense{Key: 0x6, ASC: 0x2a, ASCQ: 0x06}}
 }
 
 func newFakeLU(blocks, block int) *fakeLU {
@@ -37,6 +50,9 @@ func (l *fakeLU) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
 	if l.down {
 		return 0, errors.New("path down")
 	}
+	if err := l.attention(); err != nil {
+		return 0, err
+	}
 	return copy(p, l.data[off:]), nil
 }
 
@@ -45,6 +61,9 @@ func (l *fakeLU) CompareAndWrite(_ context.Context, lba uint64, compare, write [
 	defer l.mu.Unlock()
 	if l.down {
 		return errors.New("path down")
+	}
+	if err := l.attention(); err != nil {
+		return err
 	}
 	at := l.data[int(lba)*l.block : int(lba)*l.block+len(compare)]
 	if !bytes.Equal(at, compare) {
@@ -181,6 +200,36 @@ func TestATSHeartbeat(t *testing.T) {
 	after, _ := parseATS(lu.data[7*512:])
 	assert.True(t, after[1].beat.After(before[1].beat), "the heartbeat moved")
 	assert.Equal(t, before[2], after[2], "the other host's entry is kept")
+}
+
+// TestATSHeartbeatThroughUnitAttentions: unit attentions (an LU that other
+// hosts' I/O moves between an active/passive array's controllers reports
+// one per move) are sent again on the same path, so the heartbeat is
+// written; only a path that keeps answering with them past the bound
+// fails the beat.
+func TestATSHeartbeatThroughUnitAttentions(t *testing.T) {
+	lu := newFakeLU(16, 512)
+	a, clock, log := clockedLock(t, lu, "a", mpath.ShareExclusive)
+	before, _ := parseATS(lu.data[15*512:])
+	lu.mu.Lock()
+	lu.attentions = 5 // five in a row on the heartbeat's COMPARE AND WRITE
+	lu.mu.Unlock()
+	clock.add(atsBeat)
+	a.beatOnce()
+	require.NoError(t, a.check())
+	assert.Empty(t, log.kinds(), "no heartbeat failed")
+	after, _ := parseATS(lu.data[15*512:])
+	assert.True(t, after[0].beat.After(before[0].beat), "the heartbeat was written through the unit attentions")
+	lu.mu.Lock()
+	assert.Zero(t, lu.attentions, "every unit attention was met")
+	lu.attentions = atsRetries + 1 // one more than the bound
+	lu.mu.Unlock()
+	clock.add(atsBeat)
+	a.beatOnce()
+	assert.Equal(t, []string{"lock-heartbeat-failed"}, log.kinds(), "a path that keeps answering unit attentions fails the beat")
+	log.mu.Lock()
+	assert.Contains(t, log.events[0].Reason, "06/2a/06")
+	log.mu.Unlock()
 }
 
 // fakeClock is the lock's clock in the lost-lock tests.
