@@ -119,6 +119,10 @@ func NewAPSATP(opts map[string]string) (nmp.SATP, error) {
 func (s *apSATP) Name() string       { return SATPDefaultAP }
 func (s *apSATP) DefaultPSP() string { return nmp.PSPMRU }
 
+// ActivePassive marks the SATP as an active/passive array's: the NMP sends
+// no hedged reads, which could trespass the LU.
+func (s *apSATP) ActivePassive() {}
+
 // Group: every active path is equal; passive paths are standby, not active.
 func (s *apSATP) Group(p *mpath.Path) (int, bool) { return 0, p.State() == mpath.StateActive }
 

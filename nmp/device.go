@@ -135,7 +135,7 @@ func NewDevice(cfg mpath.DeviceConfig, paths []*mpath.Path, events *mpath.Events
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", cfg.Name, err)
 	}
-	d.satp.Store(&satpBox{satp})
+	d.satp.Store(boxSATP(satp))
 	d.cfg.SATP = satpName
 	pspName := cfg.PSP
 	if pspName == "" {

@@ -30,8 +30,8 @@ import (
 // caller's buffer after the device's ReadAt returned, and a losing read's
 // bytes never reach the caller.
 //
-// The threshold is enforced by one watchdog goroutine per device that looks
-// at the reads in flight every hedgeTick and sleeps while there are none,
+// The threshold is enforced by one watchdog goroutine per device that
+// sleeps until the earliest due time of the reads in flight (hedge_watch.go),
 // not by a timer per read: arming and stopping a runtime timer on every
 // read made a healthy 4 KiB read over two file paths 3-4x slower (each
 // Reset of a timer that becomes the earliest wakes the network poller).
@@ -297,7 +297,7 @@ func (c *ioCtx) endEarly(err *error) {
 // read is the read dispatch: one read on path, hedged when hedging is on.
 func (d *Device) read(ctx context.Context, path *mpath.Path, p []byte, off int64) (int, error) {
 	h := d.hedge.Load()
-	if h == nil {
+	if h == nil || d.satp.Load().noHedge {
 		return d.execLeg(ctx, path, mpath.OpRead, p, off, int64(len(p)), nil)
 	}
 	r := h.getRun(d)

@@ -412,6 +412,108 @@ func TestHedgeOff(t *testing.T) {
 	})
 }
 
+// apTestSATP is VMW_SATP_DEFAULT_AA marked ActivePassive, as the
+// active/passive SATP is (package alua).
+const satpTestAP = "TEST_SATP_AP"
+
+type apTestSATP struct{ *defaultSATP }
+
+func (apTestSATP) ActivePassive() {}
+
+func init() {
+	RegisterSATP(satpTestAP, "test: active/passive", PSPMRU, func(map[string]string) (SATP, error) {
+		return apTestSATP{&defaultSATP{name: satpTestAP, retryBackoff: time.Millisecond}}, nil
+	})
+}
+
+// TestHedgeNotOnActivePassive: on an active/passive LU a read that
+// outlives the threshold is not hedged (the hedge's path could be the
+// passive controller's, and the I/O a trespass): it waits for its own
+// path. Once the SATP is replaced by one that is not active/passive, the
+// same slow read is hedged at the threshold.
+func TestHedgeNotOnActivePassive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := hedgeConfigFor(PSPMRU, nil)
+		cfg.SATP = satpTestAP
+		cfg.IOTimeout = time.Second
+		r := newRig(t, 2, cfg)
+		slow := 300 * time.Millisecond // past the hedge's ceiling, within the I/O timeout
+		r.fake("p1").setFault(&fakeFault{latency: slow, ops: opSet([]string{"read"}), times: 1})
+		start := time.Now()
+		_, err := r.d.ReadAt(context.Background(), make([]byte, 4096), 0)
+		require.NoError(t, err)
+		assert.Equal(t, slow, time.Since(start), "the read waited for its own path")
+		assert.Zero(t, r.d.Status().HedgedReads, "no hedge on an active/passive LU")
+		assert.Equal(t, "on", r.d.Status().Options.HedgeReads)
+
+		require.NoError(t, r.d.SetSATP(SATPDefaultAA, nil))
+		r.fake("p1").setFault(&fakeFault{latency: slow, ops: opSet([]string{"read"}), times: 1})
+		start = time.Now()
+		_, err = r.d.ReadAt(context.Background(), make([]byte, 4096), 0)
+		require.NoError(t, err)
+		assert.Equal(t, DefaultHedgeCeiling, time.Since(start), "hedged at the threshold")
+		assert.Equal(t, uint64(1), r.d.Status().HedgedReads)
+	})
+}
+
+// TestHedgeWatchdogSleepsUntilDue: reads that finish well within their
+// threshold do not wake the watchdog every hedgeTick: 400 reads of 1 ms
+// each, one after another, with a 20-ms threshold, wake it about once
+// per threshold (the old 1-ms tick woke it 400 times).
+func TestHedgeWatchdogSleepsUntilDue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := hedgeConfigFor(PSPFixed, nil)
+		cfg.HedgeFloor, cfg.HedgeCeiling = 20*time.Millisecond, 20*time.Millisecond
+		r := newRig(t, 2, cfg)
+		r.fake("p1").setFault(&fakeFault{latency: time.Millisecond, ops: opSet([]string{"read"})})
+		w := &r.d.hedge.Load().watch
+		before := w.sweeps.Load()
+		buf := make([]byte, 4096)
+		start := time.Now()
+		for i := range 400 {
+			_, err := r.d.ReadAt(context.Background(), buf, int64(i%64)*4096)
+			require.NoError(t, err)
+		}
+		elapsed := time.Since(start)
+		synctest.Wait()
+		sweeps := w.sweeps.Load() - before
+		t.Logf("%d reads in %v woke the watchdog %d times", 400, elapsed, sweeps)
+		assert.Zero(t, r.d.Status().HedgedReads)
+		assert.LessOrEqual(t, sweeps, uint64(2*elapsed/(20*time.Millisecond)+2), "about one wake-up per threshold")
+	})
+}
+
+// TestHedgeWatchPoke: a read listed with a due time earlier than the
+// watchdog's next wake-up (by more than a tick) wakes it; one due later
+// does not, and neither does one within a tick of it.
+func TestHedgeWatchPoke(t *testing.T) {
+	var w hedgeWatch
+	w.init()
+	now := time.Now()
+	w.wakeAt.Store(now.Add(50 * time.Millisecond).UnixNano())
+	poked := func() bool {
+		select {
+		case <-w.wake:
+			return true
+		default:
+			return false
+		}
+	}
+	for _, tc := range []struct {
+		due  time.Duration
+		poke bool
+	}{{60 * time.Millisecond, false}, {50*time.Millisecond - hedgeTick/2, false}, {2 * time.Millisecond, true}} {
+		r := &hedgeRun{due: now.Add(tc.due)}
+		w.add(r)
+		assert.Equal(t, tc.poke, poked(), "a read due in %v", tc.due)
+		w.finish(r)
+	}
+	w.wakeAt.Store(0) // sweeping or asleep: every read pokes
+	r := &hedgeRun{due: now.Add(time.Hour)}
+	w.add(r)
+	assert.True(t, poked())
+}
+
 // TestHedgeHealthyReadAllocs: a healthy read with hedging on allocates
 // nothing.
 func TestHedgeHealthyReadAllocs(t *testing.T) {

@@ -7,12 +7,18 @@ import (
 )
 
 // The hedging watchdog: one goroutine per device with hedging on. Reads in
-// flight are listed in a few sharded lists; every hedgeTick the watchdog
-// sends a hedge for each read past its due time. With no read listed for
-// watchIdle ticks it stops its ticker and sleeps until a read is listed.
+// flight are listed in a few sharded lists. The watchdog sleeps until the
+// earliest due time among the listed reads (at least hedgeTick from now),
+// then sends a hedge for each read past its due time and sleeps again;
+// with no read listed it sleeps until one is. A read listed with a due
+// time more than hedgeTick before the watchdog's wake-up (a path whose
+// threshold is shorter than the others') wakes it early. So a healthy
+// device whose reads finish well within their thresholds wakes the
+// watchdog about once per threshold, not once per millisecond: in an
+// emulated guest, where every timer wake-up is an emulated interrupt and
+// a context switch, the 1-ms tick this replaces cost more than its reads.
 const (
 	hedgeTick   = time.Millisecond
-	watchIdle   = 20
 	watchShards = 8
 )
 
@@ -25,7 +31,11 @@ type watchShard struct {
 type hedgeWatch struct {
 	shards [watchShards]watchShard
 	next   atomic.Uint32
-	asleep atomic.Bool
+	// wakeAt is when the watchdog wakes next (Unix ns); 0 while it sweeps
+	// or sleeps with no read listed: every read listed then pokes it.
+	wakeAt atomic.Int64
+	// sweeps counts the watchdog's wake-ups (tests).
+	sweeps atomic.Uint64
 	wake   chan struct{}
 	stop   chan struct{} // closed when hedging is turned off
 }
@@ -46,7 +56,9 @@ func (w *hedgeWatch) add(r *hedgeRun) {
 	}
 	s.head = r
 	s.mu.Unlock()
-	if w.asleep.Load() && w.asleep.CompareAndSwap(true, false) {
+	// The watchdog stores wakeAt after its sweep: a read it missed sees
+	// either 0 (and pokes) or a wake-up that comes in time for it.
+	if at := w.wakeAt.Load(); at == 0 || r.due.UnixNano() < at-int64(hedgeTick) {
 		select {
 		case w.wake <- struct{}{}:
 		default:
@@ -81,68 +93,56 @@ func (w *hedgeWatch) finish(r *hedgeRun) bool {
 	return true
 }
 
-// sweep sends the hedges that are due and reports whether any read is
-// listed.
-func (w *hedgeWatch) sweep(now time.Time) bool {
-	listed := false
+// sweep sends the hedges that are due and returns the earliest due time
+// of the reads still listed (zero if none).
+func (w *hedgeWatch) sweep(now time.Time) (next time.Time) {
 	for i := range w.shards {
 		s := &w.shards[i]
 		s.mu.Lock()
 		for r := s.head; r != nil; {
-			next := r.next
-			listed = true
-			if !now.Before(r.due) {
+			nr := r.next
+			if now.Before(r.due) {
+				if next.IsZero() || r.due.Before(next) {
+					next = r.due
+				}
+			} else {
 				r.done = make(chan struct{})
 				if r.state.CompareAndSwap(runArmed, runHedged) {
 					s.unlinkLocked(r)
 					go r.fire()
 				}
 			}
-			r = next
+			r = nr
 		}
 		s.mu.Unlock()
 	}
-	return listed
+	return next
 }
 
 // hedgeWatchdog is the watchdog of hedger h, until the device closes or
 // hedging is turned off.
 func (d *Device) hedgeWatchdog(h *hedger) {
 	w := &h.watch
-	t := time.NewTicker(hedgeTick)
+	t := time.NewTimer(time.Hour)
+	t.Stop()
 	defer t.Stop()
-	idle := 0
 	for {
+		w.wakeAt.Store(0) // reads listed from here on poke
+		w.sweeps.Add(1)
+		now := time.Now()
+		if next := w.sweep(now); !next.IsZero() {
+			wait := max(next.Sub(now), hedgeTick)
+			w.wakeAt.Store(now.Add(wait).UnixNano())
+			t.Reset(wait)
+		}
 		select {
 		case <-d.stopper.done():
 			return
 		case <-w.stop:
 			return
-		case now := <-t.C:
-			if w.sweep(now) {
-				idle = 0
-				continue
-			}
-			if idle++; idle < watchIdle {
-				continue
-			}
+		case <-t.C:
+		case <-w.wake:
 			t.Stop()
-			w.asleep.Store(true)
-			// A read listed before asleep was set is seen here; one listed
-			// after it sees asleep and wakes us.
-			if w.sweep(time.Now()) {
-				w.asleep.Store(false)
-			} else {
-				select {
-				case <-w.wake:
-				case <-d.stopper.done():
-					return
-				case <-w.stop:
-					return
-				}
-			}
-			idle = 0
-			t.Reset(hedgeTick)
 		}
 	}
 }

@@ -172,6 +172,17 @@ type Activator interface {
 	Activate(ctx context.Context, paths []*mpath.Path) ([]Change, error)
 }
 
+// ActivePassive is an SATP of an active/passive array: only the owning
+// controller's paths carry I/O, and an I/O through another controller's
+// path may move the LU there (a trespass) — the other hosts' I/O then
+// moves it back. Hedged reads are never sent on such a device: a hedge
+// goes to another path than the PSP chose, so on an active/passive LU
+// every hedge could be a trespass (docs/hedging.md, "Active/passive
+// arrays").
+type ActivePassive interface {
+	ActivePassive()
+}
+
 // SATPFactory makes an SATP for a device from name=value options.
 type SATPFactory func(opts map[string]string) (SATP, error)
 

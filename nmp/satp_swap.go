@@ -9,7 +9,16 @@ import (
 	"github.com/mpathfs/mpathfs/mpath"
 )
 
-type satpBox struct{ satp SATP }
+type satpBox struct {
+	satp SATP
+	// noHedge: the SATP is ActivePassive, so reads are not hedged.
+	noHedge bool
+}
+
+func boxSATP(s SATP) *satpBox {
+	_, ap := s.(ActivePassive)
+	return &satpBox{satp: s, noHedge: ap}
+}
 
 // SetSATP replaces the device's SATP live (`claiming reclaim` when the
 // SATP rules now give the device another one): the I/O in flight finishes
@@ -30,7 +39,7 @@ func (d *Device) SetSATP(name string, opts map[string]string) error {
 	old := d.SATP()
 	// The decider reads its SATP only while it steps, under d.mu.
 	d.mu.dec.satp = satp
-	d.satp.Store(&satpBox{satp})
+	d.satp.Store(boxSATP(satp))
 	d.cfg.SATP, d.cfg.SATPOptions = satp.Name(), maps.Clone(opts)
 	d.mu.Unlock()
 	d.events.Publish(mpath.Event{Time: time.Now(), Kind: "satp", Device: d.name, From: old.Name() + " " + old.Config(),

@@ -226,7 +226,10 @@ func TestClusterALUAFollowover(t *testing.T) {
 // in its configuration), and the paths' retryable-error counters climb.
 // Then both hosts switch to MRU: MRU keeps the path it is given (both take
 // the first path, controller A's) and never fails back, so the
-// trespasses stop. fio and the integrity checker see 0 errors throughout.
+// trespasses stop (hedged reads, which could reach the other controller,
+// are never sent on an active/passive LU). Both hosts keep their LU lock
+// throughout: its heartbeat goes through the unit attentions every
+// trespass leaves. fio and the integrity checker see 0 errors throughout.
 func TestClusterPathThrashing(t *testing.T) {
 	s := clusterArray(t, "  access: active-passive\n  transitions: implicit\n  owner: A\n  trespass_on_io: true")
 	ports := []int{0, 2} // controller A's port 1, then B's port 3, on both hosts
@@ -271,6 +274,10 @@ func TestClusterPathThrashing(t *testing.T) {
 	fioClean(t, runs[:1], a)
 	fioClean(t, runs[1:], b)
 	assert.Equal(t, settled, s.status(t).Trespasses, "with MRU on both hosts the trespasses stop")
+	// Every trespass left a unit attention for the other host; the lock's
+	// heartbeat sends its COMPARE AND WRITE again through them.
+	assert.Zero(t, countEvents(evA, "lock-lost"), "host A kept its lock")
+	assert.Zero(t, countEvents(evB, "lock-lost"), "host B kept its lock")
 	oracleClean(t, a, "d0")
 	oracleClean(t, b, "d0")
 	a.stopClean(t)
