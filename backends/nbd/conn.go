@@ -119,6 +119,12 @@ type conn struct {
 	rbuf [20]byte      // role holder only
 	cur  *request      // role holder only: the claimed request
 
+	// watchAfter is leaderWatchAfter when the connection was made: the
+	// leader's first phase and the follower poll's period. Read from the
+	// connection, never from the variable, so a test that changes the
+	// variable races with no earlier test's connection.
+	watchAfter time.Duration
+
 	// The follower poll (follow.go).
 	followers atomic.Int32 // submitters waiting for their replies as followers
 	polling   atomic.Bool  // pollT is armed or running
@@ -155,6 +161,8 @@ func allocConn(nc net.Conn, info *exportInfo, name string) *conn {
 		name: name,
 		br:   bufio.NewReaderSize(nc, 64<<10),
 		done: make(chan struct{}),
+
+		watchAfter: leaderWatchAfter,
 	}
 	lead := false
 	switch nc.(type) {

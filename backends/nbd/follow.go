@@ -50,7 +50,7 @@ func (c *conn) follow(ctx context.Context, r *request) error {
 // armPoll arms the poll timer unless it is armed or running.
 func (c *conn) armPoll() {
 	if c.polling.CompareAndSwap(false, true) {
-		c.pollT.Reset(leaderWatchAfter)
+		c.pollT.Reset(c.watchAfter)
 	}
 }
 
@@ -72,7 +72,7 @@ func (c *conn) pollFollowers() {
 	}
 	c.mu.Unlock()
 	if c.followers.Load() > 0 {
-		c.pollT.Reset(leaderWatchAfter)
+		c.pollT.Reset(c.watchAfter)
 		return
 	}
 	c.polling.Store(false)

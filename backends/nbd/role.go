@@ -227,7 +227,7 @@ var leaderWatchAfter = time.Millisecond
 // (ctx done: the read deadline is pulled in) never leaves a message half
 // read.
 func (c *conn) leadUntil(ctx context.Context, r *request) {
-	until := time.Now().Add(leaderWatchAfter)
+	until := time.Now().Add(c.watchAfter)
 	if !r.deadline.IsZero() && r.deadline.Before(until) {
 		until = r.deadline
 	}
