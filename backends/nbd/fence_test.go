@@ -222,13 +222,7 @@ func TestFenceLateReplyFake(t *testing.T) {
 // of it is in nbdkit's socket) and stays pending until nbdkit continues
 // and closes the half-closed connection.
 func TestFenceNeverSent(t *testing.T) {
-	s := startNbdkit(t, false, "memory", "size=64M")
-	c := openT(t, s.uri("")+"&connections=1")
-	defer c.Close()
-	cn, err := c.current("write")
-	require.NoError(t, err)
-	stopServer(t, s.pid())
-	defer syscall.Kill(s.pid(), syscall.SIGCONT)
+	s, c, cn := stoppedOneConn(t, "64M")
 	big := make(chan error, 1)
 	go func() {
 		_, err := c.WriteAt(context.Background(), make([]byte, 8<<20), 0)

@@ -111,6 +111,26 @@ func (s *server) start() {
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
+// stoppedOneConn starts nbdkit's memory plugin with an export of size
+// bytes (nbdkit's notation: 4M), opens a client with one connection and
+// stops the server (SIGSTOP), so that what the client sends waits in the
+// socket. It returns the server, the client and its connection. When the
+// test ends the server is continued, then the client closed.
+func stoppedOneConn(t *testing.T, size string) (*server, *Client, *conn) {
+	t.Helper()
+	s := startNbdkit(t, false, "memory", "size="+size)
+	c := openT(t, s.uri("")+"&connections=1")
+	t.Cleanup(func() { c.Close() })
+	cn, err := c.current("read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := s.pid()
+	stopServer(t, pid)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	return s, c, cn
+}
+
 // kill stops the server with SIGKILL by PID and reaps it.
 func (s *server) kill() {
 	if s.cmd == nil || s.cmd.Process == nil {

@@ -17,13 +17,7 @@ import (
 // one pending batch and go out in one write once the server reads again.
 // Every write lands where it should.
 func TestSendCombined(t *testing.T) {
-	s := startNbdkit(t, false, "memory", "size=64M")
-	c := openT(t, s.uri("")+"&connections=1")
-	defer c.Close()
-	cn, err := c.current("write")
-	require.NoError(t, err)
-	stopServer(t, s.pid())
-	defer syscall.Kill(s.pid(), syscall.SIGCONT)
+	s, c, cn := stoppedOneConn(t, "64M")
 	ctx := ctxTimeout(t, 30*time.Second)
 	big := bytes.Repeat([]byte{0xbb}, 8<<20)
 	var wg sync.WaitGroup
@@ -59,7 +53,7 @@ func TestSendCombined(t *testing.T) {
 	cn.wmu.Unlock()
 	require.Equal(t, uint64(1), written, "batches written after the big write: one for the %d small ones", n)
 	got := make([]byte, len(big))
-	_, err = c.ReadAt(context.Background(), got, 0)
+	_, err := c.ReadAt(context.Background(), got, 0)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(big, got), "the big write's data")
 	for i := range n {

@@ -19,7 +19,8 @@ import (
 // tests pin the leader in one phase or the other (a stopped server never
 // answers) and check that an ending context ends the request either way.
 
-// withWatchAfter sets leaderWatchAfter for one test.
+// withWatchAfter sets leaderWatchAfter for one test; connections opened
+// after it use d (each takes the value when it is made).
 func withWatchAfter(t *testing.T, d time.Duration) {
 	t.Helper()
 	old := leaderWatchAfter
@@ -53,16 +54,11 @@ func (c *foreignCtx) Err() error {
 // late reply never reaches the caller's buffer.
 func TestLeaderCancelledFirstPhase(t *testing.T) {
 	withWatchAfter(t, 100*time.Millisecond)
-	s := startNbdkit(t, false, "memory", "size=4M")
-	c := openT(t, s.uri("")+"&connections=1")
-	defer c.Close()
-	cn, err := c.current("read")
-	require.NoError(t, err)
-	stopServer(t, s.pid())
+	s, c, cn := stoppedOneConn(t, "4M")
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(5 * time.Millisecond); cancel() }()
 	buf := bytes.Repeat([]byte{0xaa}, 4096)
-	_, err = c.ReadAt(ctx, buf, 0)
+	_, err := c.ReadAt(ctx, buf, 0)
 	require.ErrorIs(t, err, context.Canceled)
 	require.NotErrorIs(t, err, ioerr.ErrPathFailure)
 	require.True(t, cn.alive(), "cancelling the leader tore the connection down")
@@ -102,15 +98,10 @@ func TestLeaderDeadlineFirstPhase(t *testing.T) {
 // server answers it.
 func TestLeaderCancelledForeignContext(t *testing.T) {
 	withWatchAfter(t, time.Millisecond)
-	s := startNbdkit(t, false, "memory", "size=4M")
-	c := openT(t, s.uri("")+"&connections=1")
-	defer c.Close()
-	cn, err := c.current("read")
-	require.NoError(t, err)
-	stopServer(t, s.pid())
+	s, c, cn := stoppedOneConn(t, "4M")
 	ctx := &foreignCtx{Context: context.Background(), done: make(chan struct{})}
 	go func() { time.Sleep(30 * time.Millisecond); close(ctx.done) }()
-	_, err = c.WriteAt(ctx, bytes.Repeat([]byte{1}, 4096), 0)
+	_, err := c.WriteAt(ctx, bytes.Repeat([]byte{1}, 4096), 0)
 	require.ErrorIs(t, err, context.Canceled)
 	var pend interface{ Settled() <-chan struct{} }
 	require.True(t, errors.As(err, &pend), "a cancelled write that was sent is pending: %v", err)
@@ -140,12 +131,7 @@ func (c *doneCounter) Done() <-chan struct{} { c.calls.Add(1); return c.done }
 // abandoned reply never reaches the caller's buffer, and the leader's
 // request still completes once the server answers.
 func TestFollowerCancelledPolled(t *testing.T) {
-	s := startNbdkit(t, false, "memory", "size=4M")
-	c := openT(t, s.uri("")+"&connections=1")
-	defer c.Close()
-	cn, err := c.current("read")
-	require.NoError(t, err)
-	stopServer(t, s.pid())
+	s, c, cn := stoppedOneConn(t, "4M")
 	lead := make(chan error, 1)
 	go func() {
 		_, err := c.ReadAt(context.Background(), make([]byte, 4096), 4096)
@@ -156,7 +142,7 @@ func TestFollowerCancelledPolled(t *testing.T) {
 	buf := bytes.Repeat([]byte{0xaa}, 4096)
 	go func() { time.Sleep(20 * time.Millisecond); close(ctx.done) }()
 	start := time.Now()
-	_, err = c.ReadAt(ctx, buf, 0)
+	_, err := c.ReadAt(ctx, buf, 0)
 	el := time.Since(start)
 	require.ErrorIs(t, err, context.Canceled)
 	require.NotErrorIs(t, err, ioerr.ErrPathFailure)
