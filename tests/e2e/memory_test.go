@@ -85,7 +85,11 @@ func TestMemoryBoundedAtQD64(t *testing.T) {
 	}
 	// The profiler answers on the control socket (what docs/design.md's
 	// memory findings were read from).
-	resp, err := controlHTTP(m).Get("http://mpathfs/debug/pprof/allocs?debug=1")
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", m.socket)
+		}}}
+	resp, err := hc.Get("http://mpathfs/debug/pprof/allocs?debug=1")
 	if err != nil {
 		t.Fatalf("GET /debug/pprof/allocs: %v", err)
 	}
@@ -97,36 +101,16 @@ func TestMemoryBoundedAtQD64(t *testing.T) {
 	m.stopClean(t)
 }
 
-// controlHTTP is an HTTP client over the mount's control socket.
-func controlHTTP(m *mount) *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", m.socket)
-		}}}
-}
-
-// numGC is the daemon's count of completed collections, from the heap
-// profile's runtime.MemStats lines.
-func numGC(t *testing.T, hc *http.Client) int64 {
+// numGC is the daemon's count of completed collections, from the Go
+// collector's metrics.
+func numGC(t *testing.T, m *mount) int64 {
 	t.Helper()
-	resp, err := hc.Get("http://mpathfs/debug/pprof/heap?debug=1")
+	v := metricValue(t, m, "go_gc_duration_seconds_count")
+	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		t.Fatalf("GET /debug/pprof/heap: %v", err)
+		t.Fatalf("go_gc_duration_seconds_count %q: %v", v, err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "# NumGC = "); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
-			if err != nil {
-				t.Fatalf("NumGC line %q: %v", sc.Text(), err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no NumGC in the heap profile (status %s)", resp.Status)
-	return 0
+	return n
 }
 
 // TestMemoryLimitNoCollectorStorm: the automatic soft memory limit leaves
@@ -140,12 +124,11 @@ func numGC(t *testing.T, hc *http.Client) int64 {
 func TestMemoryLimitNoCollectorStorm(t *testing.T) {
 	needs.Tools(t, "fio")
 	srv := startNbdkit(t, store(t, 256<<20))
-	m := startMount(t, "--name", "d0", "--path", srv.uri())
+	m := startMount(t, "--name", "d0", "--path", srv.uri(), "--metrics", "127.0.0.1:0")
 	if !strings.Contains(m.out.String(), "soft memory limit") {
 		t.Fatalf("mount did not report its soft memory limit:\n%s", m.out.String())
 	}
-	hc := controlHTTP(m)
-	before := numGC(t, hc)
+	before := numGC(t, m)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, out, err := runFio(ctx, "--name=qd32x2", "--filename="+m.file("d0"), "--direct=1", "--rw=randrw", "--bs=4k",
@@ -153,7 +136,7 @@ func TestMemoryLimitNoCollectorStorm(t *testing.T) {
 	if err != nil {
 		t.Fatalf("fio: %v\n%s", err, out)
 	}
-	collections := numGC(t, hc) - before
+	collections := numGC(t, m) - before
 	var bytes int64
 	for _, j := range r.Jobs {
 		if j.Error != 0 {
@@ -167,18 +150,8 @@ func TestMemoryLimitNoCollectorStorm(t *testing.T) {
 	}
 	per := float64(collections) * 1000 / float64(ios)
 	t.Logf("4k randrw QD32x2 over NBD: %d I/Os, %d collections (%.3f per 1000 I/Os); %s", ios, collections, per,
-		strings.TrimSpace(grepLine(m.out.String(), "soft memory limit")))
+		strings.TrimSpace(lastLine(m.out.String(), "soft memory limit")))
 	if per > 0.5 {
 		t.Errorf("%d collections for %d I/Os (%.2f per 1000, want at most 0.5): the automatic memory limit leaves the collector no room", collections, ios, per)
 	}
-}
-
-// grepLine is the first line of s containing sub, or "".
-func grepLine(s, sub string) string {
-	for line := range strings.Lines(s) {
-		if strings.Contains(line, sub) {
-			return line
-		}
-	}
-	return ""
 }
